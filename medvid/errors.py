@@ -1,0 +1,9 @@
+"""Errors medvid raises on purpose; the CLI prints them as one clear line instead of a traceback."""
+
+
+class MedvidError(Exception):
+    """A user-facing error: bad input, missing file, invalid config."""
+
+
+class MissingWeightsError(MedvidError):
+    """Pretrained weights were asked for but are not available locally (nothing is ever downloaded)."""
