@@ -58,8 +58,8 @@ def span_times(start_s: float, end_s: float, n_frames: int) -> np.ndarray:
 
 
 def regular_times(duration_s: float, fps: float, start_s: float = 0.0) -> np.ndarray:
-    """Every ``1/fps`` seconds from ``start_s`` while inside ``duration_s`` (e.g. 1 fps evaluation)."""
+    """Every ``1/fps`` seconds from ``start_s`` while strictly before ``duration_s`` (e.g. 1 fps evaluation)."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    n = int(np.floor((duration_s - start_s) * fps + 1e-9))
+    n = int(np.ceil((duration_s - start_s) * fps - 1e-9))
     return start_s + np.arange(max(n, 0), dtype=np.float64) / fps

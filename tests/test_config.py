@@ -1,0 +1,41 @@
+"""Typed configs: YAML layering, key=value overrides, validation."""
+from dataclasses import dataclass, field
+
+import pytest
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from medvid.config import load_config, save_config
+
+
+@dataclass
+class _Inner:
+    size: int = 224
+
+
+@dataclass
+class _Cfg:
+    out: str = "out"
+    lr: float = 1e-3
+    inner: _Inner = field(default_factory=_Inner)
+
+
+def test_layers_and_overrides(tmp_path, monkeypatch):
+    (tmp_path / "job.yaml").write_text("lr: 0.5\ninner:\n  size: 112\n")
+    user = tmp_path / "user.yaml"
+    user.write_text("out: mine\n")
+    monkeypatch.setenv("MEDVID_CONFIG_DIR", str(tmp_path))
+    cfg = load_config(_Cfg, "job", user, ["inner.size=64"])
+    assert (cfg.out, cfg.lr, cfg.inner.size) == ("mine", 0.5, 64)
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(_Cfg, None, tmp_path / "resolved.yaml").inner.size == 64
+
+
+def test_typos_and_wrong_types_are_errors():
+    with pytest.raises(ConfigKeyError):
+        load_config(_Cfg, overrides=["lrr=1"])
+    with pytest.raises(ValidationError):
+        load_config(_Cfg, overrides=["inner.size=big"])
+    with pytest.raises(ValueError):
+        load_config(_Cfg, overrides=["inner.size"])
+    with pytest.raises(FileNotFoundError):
+        load_config(_Cfg, config_file="/nonexistent.yaml")
