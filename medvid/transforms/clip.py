@@ -1,0 +1,112 @@
+"""Frames → model-ready clips: uint8 ``(T, H, W, 3)`` → float ``(3, T, size, size)``.
+
+Built from MONAI transforms, which treat a ``(C, T, H, W)`` clip as a 3-D image with T as the
+first spatial axis: one crop/resize applied to the whole clip is temporally consistent.
+Intensities stay on the 0–255 scale until normalisation, so presets quote mean/std on that scale
+(as EchoPrime does).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from monai.transforms import CenterSpatialCrop, Compose, EnsureType, NormalizeIntensity, Resize
+
+CROPS = ("center_square", "none")
+
+# Input conventions of published models. ``n_frames``/``frame_stride`` (native frames) or
+# ``target_fps`` describe the sampling; the other keys are ``ClipPreprocess`` arguments.
+PRESETS: dict[str, dict[str, Any]] = {
+    # EchoPrime: 16 frames every 2nd native frame from the start, centre square with 10 % zoom, 224².
+    "echoprime": {
+        "n_frames": 16, "frame_stride": 2, "target_fps": None,
+        "size": 224, "crop": "center_square", "zoom": 0.1,
+        "mean": (29.110628, 28.076836, 29.096405), "std": (47.989223, 46.456997, 47.20083),
+    },
+    # timm's IMAGENET_DEFAULT_MEAN / _STD (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225) × 255.
+    "imagenet": {
+        "n_frames": 16, "frame_stride": None, "target_fps": 15.0,
+        "size": 224, "crop": "center_square", "zoom": 0.0,
+        "mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375),
+    },
+    # timm's IMAGENET_INCEPTION_MEAN / _STD (0.5 / 0.5) × 255: what tf_efficientnet_lite0 was trained with.
+    "imagenet_inception": {
+        "n_frames": 16, "frame_stride": None, "target_fps": 15.0,
+        "size": 224, "crop": "center_square", "zoom": 0.0,
+        "mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5),
+    },
+}
+
+_PREPROCESS_KEYS = ("size", "crop", "zoom", "mean", "std")
+
+
+def to_clip_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 RGB frames ``(T, H, W, 3)`` → float32 ``(3, T, H, W)`` on the 0–255 scale."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (T, H, W, 3), got {tuple(frames.shape)}")
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
+
+
+class ClipPreprocess:
+    """Crop, resize and normalise a ``(C, T, H, W)`` clip (0–255 scale) to ``(C, T, size, size)``.
+
+    ``crop="center_square"`` takes the largest centred square; ``zoom`` then removes that fraction
+    of the side on each edge (EchoPrime's 10 % zoom keeps the central 80 %). ``crop="none"``
+    resizes the whole frame (aspect ratio not kept).
+    """
+
+    def __init__(self, size: int = 224, crop: str = "center_square", zoom: float = 0.0,
+                 mean: Sequence[float] = PRESETS["imagenet"]["mean"],
+                 std: Sequence[float] = PRESETS["imagenet"]["std"]) -> None:
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        if not 0.0 <= zoom < 0.5:
+            raise ValueError(f"zoom must be in [0, 0.5), got {zoom}")
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError("mean and std need one value per RGB channel")
+        self.size, self.crop, self.zoom = int(size), crop, float(zoom)
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        # Area averaging when shrinking (no aliasing), linear when enlarging; T is never resampled.
+        self._shrink = Resize(spatial_size=(-1, self.size, self.size), mode="area")
+        self._enlarge = Resize(spatial_size=(-1, self.size, self.size), mode="trilinear", align_corners=False)
+        self._normalise = Compose([
+            NormalizeIntensity(subtrahend=self.mean, divisor=self.std, channel_wise=True),
+            EnsureType(data_type="tensor", track_meta=False),
+        ])
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ClipPreprocess":
+        """The preprocessing of a named preset (see ``PRESETS``), with optional overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+        kwargs = {k: PRESETS[name][k] for k in _PREPROCESS_KEYS}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def crop_box(self, height: int, width: int) -> tuple[int, int]:
+        """Side lengths ``(h, w)`` of the centred region kept before resizing."""
+        h, w = (min(height, width),) * 2 if self.crop == "center_square" else (height, width)
+        return max(1, round(h * (1 - 2 * self.zoom))), max(1, round(w * (1 - 2 * self.zoom)))
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        if clip.ndim != 4 or clip.shape[0] != 3:
+            raise ValueError(f"expected a (3, T, H, W) clip, got {tuple(clip.shape)}")
+        h, w = self.crop_box(clip.shape[-2], clip.shape[-1])
+        if (h, w) != tuple(clip.shape[-2:]):
+            clip = CenterSpatialCrop(roi_size=(-1, h, w))(clip)
+        resize = self._shrink if min(h, w) >= self.size else self._enlarge
+        return self._normalise(resize(clip.float()))
+
+    def __repr__(self) -> str:
+        return (f"ClipPreprocess(size={self.size}, crop={self.crop!r}, zoom={self.zoom}, "
+                f"mean={self.mean}, std={self.std})")
+
+
+def resolve_preprocess(preprocess: "ClipPreprocess | str | None") -> "ClipPreprocess | None":
+    """Accept a ``ClipPreprocess``, a preset name, or None (no preprocessing)."""
+    if preprocess is None or isinstance(preprocess, ClipPreprocess):
+        return preprocess
+    if isinstance(preprocess, str):
+        return ClipPreprocess.from_preset(preprocess)
+    raise TypeError(f"preprocess must be a ClipPreprocess, a preset name or None, got {type(preprocess).__name__}")
