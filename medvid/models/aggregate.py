@@ -1,0 +1,94 @@
+"""View-informed attention: one study embedding per report section from a study's videos.
+
+For section s and video v, relevance r[s,v] = sum_k P(view k | v) * W[s,k], with W a section x
+view table (positive; parametrised as exp of a learnable log-table initialised from the prior in
+``configs/section_view_prior.yaml``). Weights are r normalised over the study's real videos;
+the section embedding is the weighted sum of video embeddings, L2-normalised. The weights are
+returned so the app can show how much each video counted. EchoPrime uses a fixed table; here
+it is learnable when ``learnable=True``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from medvid.config import config_dir
+from medvid.errors import MedvidError
+from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
+
+PRIOR_FLOOR = 1e-3  # smallest table entry: no view is ever made impossible
+
+
+def load_section_view_prior(path: str | Path | None = None, sections: Sequence[str] = ECHO_SECTIONS,
+                            views: Sequence[str] = ECHO_VIEWS) -> Tensor:
+    """The ``[S,K]`` prior table from YAML (``default`` + ``sections: {name: {view: weight}}``)."""
+    path = Path(path) if path else config_dir() / "section_view_prior.yaml"
+    if not path.is_file():
+        raise MedvidError(f"section x view prior not found: {path}")
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    default = float(raw.get("default", 0.0))
+    table = torch.full((len(sections), len(views)), default)
+    given = raw.get("sections") or {}
+    unknown = [s for s in given if s not in sections]
+    if unknown:
+        raise MedvidError(f"{path}: unknown sections {unknown}")
+    for s, row in given.items():
+        for v, w in (row or {}).items():
+            if v not in views:
+                raise MedvidError(f"{path}: section '{s}': unknown view '{v}'")
+            if float(w) < 0:
+                raise MedvidError(f"{path}: section '{s}', view '{v}': weight must be >= 0")
+            table[list(sections).index(s), list(views).index(v)] = float(w)
+    return table
+
+
+class ViewInformedAttention(nn.Module):
+    """``forward(video_emb [B,V,D], view_probs [B,V,K], video_mask [B,V]) -> (study_emb [B,S,D], weights [B,S,V])``."""
+
+    def __init__(self, section_names: Sequence[str] = ECHO_SECTIONS, view_names: Sequence[str] = ECHO_VIEWS,
+                 prior: Tensor | None = None, learnable: bool = True):
+        super().__init__()
+        self.section_names = list(section_names)
+        self.view_names = list(view_names)
+        shape = (len(self.section_names), len(self.view_names))
+        if prior is None:
+            prior = torch.ones(shape)
+        prior = torch.as_tensor(prior, dtype=torch.float32)
+        if tuple(prior.shape) != shape:
+            raise ValueError(f"prior must be [sections, views] = {shape}, got {tuple(prior.shape)}")
+        log_table = prior.clamp_min(PRIOR_FLOOR).log()
+        if learnable:
+            self.log_table = nn.Parameter(log_table)
+        else:
+            self.register_buffer("log_table", log_table)
+
+    @classmethod
+    def from_prior_file(cls, path: str | Path | None = None, learnable: bool = True) -> "ViewInformedAttention":
+        """Echo sections x EchoPrime views with the shipped (or given) prior table."""
+        return cls(ECHO_SECTIONS, ECHO_VIEWS, load_section_view_prior(path), learnable)
+
+    @property
+    def table(self) -> Tensor:
+        """Current section x view table (positive)."""
+        return self.log_table.exp()
+
+    def forward(self, video_emb: Tensor, view_probs: Tensor, video_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        b, v, _ = video_emb.shape
+        if view_probs.shape != (b, v, len(self.view_names)):
+            raise ValueError(f"view_probs must be [B,V,K]=({b},{v},{len(self.view_names)}), got {tuple(view_probs.shape)}")
+        mask = torch.ones(b, v, dtype=torch.bool, device=video_emb.device) if video_mask is None \
+            else video_mask.to(torch.bool)
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError("every study needs at least one video (video_mask row is all False)")
+        keep = mask.unsqueeze(-1)
+        probs = view_probs.masked_fill(~keep, 0.0).to(self.log_table.dtype)
+        rel = torch.einsum("bvk,sk->bsv", probs, self.table) * mask.unsqueeze(1)  # padded videos: 0
+        weights = rel / rel.sum(-1, keepdim=True).clamp_min(torch.finfo(rel.dtype).tiny)
+        emb = video_emb.masked_fill(~keep, 0.0)
+        study = torch.einsum("bsv,bvd->bsd", weights.to(emb.dtype), emb)
+        return F.normalize(study, dim=-1), weights

@@ -1,0 +1,151 @@
+"""Build models by registry name or config: ``create_model("medvid-effnetlite0-minilm")``.
+
+The registry is ``configs/models/<name>.yaml`` (validated against ``VideoTextConfig``). The
+returned model carries ``pretrained_cfg``: input size, number of frames and the per-channel
+mean/std (0-255 scale) its backbone weights expect, like timm's ``pretrained_cfg``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from medvid.config import config_dir
+from medvid.errors import MedvidError
+from medvid.models.backbones import backbone_norm_255, create_backbone
+from medvid.models.clip import VideoTextModel
+from medvid.models.text import TextEncoder, load_text_model, load_tokenizer
+from medvid.models.video import VideoEncoder, create_temporal
+from medvid.models.view import ViewClassifier
+
+DEFAULT_MODEL = "medvid-effnetlite0-minilm"
+
+
+@dataclass
+class VideoTextConfig:
+    """Everything that defines a ``VideoTextModel``; ``configs/models/*.yaml`` fill it in."""
+
+    name: str = DEFAULT_MODEL
+    pretrained: bool = True              # load base weights (backbone + text); false = random init
+    # video
+    backbone: str = "tf_efficientnet_lite0"   # any timm architecture
+    backbone_checkpoint: Optional[str] = None  # local weights for a backbone other than the packaged one
+    temporal: str = "transformer"        # mean | attention | transformer | xclip
+    temporal_width: int = 512
+    temporal_layers: int = 2
+    temporal_heads: int = 8
+    temporal_dropout: float = 0.0
+    max_frames: int = 64
+    frame_chunk: int = 64                # frames per backbone call (memory bound)
+    # text
+    text_model_path: Optional[str] = None  # local HF folder; None = packaged all-MiniLM-L6-v2
+    text_pooling: str = "mean"           # cls | mean | last_n_mean
+    text_last_n: int = 4
+    max_text_length: int = 128
+    # joint space
+    embed_dim: int = 512
+    logit_scale_init: float = 14.285714285714286  # 1 / 0.07 (CLIP)
+    # input contract (mean/std null = what the backbone weights expect)
+    input_size: int = 224
+    num_frames: int = 16
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+
+
+@dataclass
+class ViewClassifierConfig:
+    """A ``ViewClassifier``; ``labels`` empty = ECHO_VIEWS, or name a set: ``echo_views`` / ``lecture_frame_types``."""
+
+    name: str = "view-effnetlite0-echo"
+    pretrained: bool = True
+    backbone: str = "tf_efficientnet_lite0"
+    backbone_checkpoint: Optional[str] = None
+    label_set: str = "echo_views"
+    labels: list[str] = field(default_factory=list)
+    clip_level: bool = False
+    temporal: str = "mean"
+    dropout: float = 0.2
+    input_size: int = 224
+    num_frames: int = 16
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+
+
+def list_models() -> list[str]:
+    """Names in the registry (``configs/models/*.yaml``)."""
+    return sorted(p.stem for p in (config_dir() / "models").glob("*.yaml"))
+
+
+def _resolve(cfg: dict | DictConfig | str | None, schema: type) -> DictConfig:
+    base = OmegaConf.structured(schema)
+    if cfg is None:
+        return base
+    if isinstance(cfg, (str, Path)):
+        path = Path(cfg)
+        if path.suffix not in (".yaml", ".yml"):
+            path = config_dir() / "models" / f"{cfg}.yaml"
+            if not path.is_file():
+                raise MedvidError(f"unknown model '{cfg}'; registered: {', '.join(list_models())}")
+        elif not path.is_file():
+            raise MedvidError(f"model config not found: {path}")
+        cfg = OmegaConf.load(path)
+    try:
+        return OmegaConf.merge(base, cfg)
+    except Exception as e:  # omegaconf validation errors: unknown key, wrong type
+        raise MedvidError(f"invalid model config: {e}") from e
+
+
+def _pretrained_cfg(c: DictConfig, backbone) -> dict[str, Any]:
+    mean, std = backbone_norm_255(backbone, c.backbone)
+    return {
+        "input_size": int(c.input_size),
+        "num_frames": int(c.num_frames),
+        "mean": [float(m) for m in (c.mean or mean)],
+        "std": [float(s) for s in (c.std or std)],
+        "scale": "0-255",
+        "layout": "B,3,T,H,W RGB float32",
+    }
+
+
+def model_config(cfg: dict | DictConfig | str | None = None, pretrained: bool | None = None) -> DictConfig:
+    """The validated ``VideoTextConfig`` for a registry name, YAML path, dict or DictConfig."""
+    c = _resolve(DEFAULT_MODEL if cfg is None else cfg, VideoTextConfig)
+    if pretrained is not None:
+        c.pretrained = pretrained
+    return c
+
+
+def create_model(cfg: dict | DictConfig | str | None = DEFAULT_MODEL, pretrained: bool | None = None) -> VideoTextModel:
+    """Build a ``VideoTextModel``; ``pretrained`` overrides ``cfg.pretrained``.
+
+    Base weights come from local files only; missing ones raise ``MissingWeightsError``.
+    """
+    c = model_config(cfg, pretrained)
+    backbone = create_backbone(c.backbone, c.pretrained, c.backbone_checkpoint)
+    temporal = create_temporal(c.temporal, backbone.num_features, c.temporal_width, c.temporal_layers,
+                               c.temporal_heads, c.max_frames, c.temporal_dropout)
+    text = TextEncoder(load_text_model(c.text_model_path, c.pretrained), load_tokenizer(c.text_model_path),
+                       c.text_pooling, c.text_last_n, c.max_text_length)
+    return VideoTextModel(VideoEncoder(backbone, temporal, c.frame_chunk), text, c.embed_dim, c.logit_scale_init,
+                          config=OmegaConf.to_container(c), pretrained_cfg=_pretrained_cfg(c, backbone))
+
+
+def create_tokenizer(cfg: dict | DictConfig | str | None = DEFAULT_MODEL):
+    """The Hugging Face tokenizer of a model config (``tok(texts, padding=True, return_tensors="pt")``)."""
+    return load_tokenizer(model_config(cfg).text_model_path)
+
+
+def create_view_classifier(cfg: dict | DictConfig | str | None = "view-effnetlite0-echo",
+                           pretrained: bool | None = None) -> ViewClassifier:
+    """Build a ``ViewClassifier`` from a registry name (``configs/models/view-*.yaml``), path or dict."""
+    c = _resolve(cfg, ViewClassifierConfig)
+    if pretrained is not None:
+        c.pretrained = pretrained
+    backbone = create_backbone(c.backbone, c.pretrained, c.backbone_checkpoint)
+    model = ViewClassifier(backbone, labels=list(c.labels) or c.label_set, clip_level=c.clip_level,
+                           temporal=c.temporal, dropout=c.dropout)
+    model.config = OmegaConf.to_container(c)
+    model.pretrained_cfg = _pretrained_cfg(c, backbone)
+    return model

