@@ -1,0 +1,353 @@
+"""Echo DICOM cine loops: discovery, header inspection, frame timing, lazy per-frame decoding.
+
+``DicomCine`` parses a file's header once (without pixel data) and decodes only the frames asked
+for. JPEG Baseline loops (what ultrasound machines write) take the fast path: the frame's bytes
+come from the encapsulated stream through ``pydicom.encaps.get_frame`` and Pillow (libjpeg-turbo)
+decodes them straight to RGB. Every other transfer syntax goes through ``pydicom.pixels.iter_pixels``
+with the same frame indices, so it too decodes only what is used. Output is always
+``uint8 (T, H, W, 3)`` RGB.
+
+``inspect_file`` classifies a file as a usable cine loop or raises ``DicomFileError`` with a typed
+reason; it reads the header only and decodes a single frame (the last, which is what a truncated
+file loses). Nothing here logs or returns identifiers: de-identified metadata goes through
+``cine_metadata`` with a keyed pseudonym salt.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import struct
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_voi_lut, get_decoder, iter_pixels
+from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit, UID
+
+from medvid.errors import MedvidError
+from medvid.transforms.sampling import frame_timestamps
+from medvid.utils import pseudonym
+
+# Typed reasons a file is not a usable cine loop (errors.jsonl ``reason``).
+REASONS: tuple[str, ...] = (
+    "not_dicom", "dicomdir", "unreadable", "truncated", "no_pixel_data", "missing_uid",
+    "not_ultrasound", "single_frame", "unsupported_transfer_syntax", "decode_error", "duplicate",
+)
+
+US_MULTIFRAME = UID("1.2.840.10008.5.1.4.1.1.3.1")
+_DICOMDIR_SOP = UID("1.2.840.10008.1.3.10")
+_PILLOW_JPEG = (JPEGBaseline8Bit, JPEGExtended12Bit)
+_PILLOW_YBR = ("YBR_FULL_422", "YBR_FULL")
+_PLAUSIBLE_FPS = (0.5, 1000.0)
+
+
+class DicomFileError(MedvidError):
+    """A file that is not a usable cine loop; ``reason`` is one of ``REASONS``, ``detail`` carries no PHI."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason {reason!r}")
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
+def find_files(root: str | os.PathLike) -> list[Path]:
+    """Every regular file under ``root`` (any name, with or without extension), in a stable order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MedvidError(f"not a folder: {root}")
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        found.extend(Path(dirpath) / name for name in sorted(filenames) if not name.startswith("."))
+    return [p for p in found if p.is_file()]
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[list[warnings.WarningMessage]]:
+    """Silence pydicom's logger and collect its warnings: both can quote file paths and tag values."""
+    logger = logging.getLogger("pydicom")
+    disabled = logger.disabled
+    logger.disabled = True
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        logger.disabled = disabled
+
+
+def scrub(message: str, *secrets: str | os.PathLike) -> str:
+    """Make an exception message safe for outputs: drop quoted values and any path or path component."""
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", str(message))
+    parts: set[str] = set()
+    for secret in secrets:
+        s = str(secret)
+        parts.add(s)
+        parts.update(p for p in Path(s).parts if len(p) > 2)
+    for part in sorted(parts, key=len, reverse=True):
+        text = text.replace(part, "…")
+    return text[:300]
+
+
+def _read_header(f: io.BufferedReader) -> tuple[Dataset, tuple[int, int | None] | None]:
+    """Header without pixel data, and ``(value offset, length or None if undefined)`` of Pixel Data."""
+    ds = dcmread(f, stop_before_pixels=True)
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    head = f.read(8)
+    if len(head) < 8 or tsyntax is None or UID(tsyntax).is_deflated:
+        return ds, None if len(head) < 8 else (-1, None)
+    endian = "<" if UID(tsyntax).is_little_endian else ">"
+    group, elem = struct.unpack(f"{endian}HH", head[:4])
+    if (group, elem) != (0x7FE0, 0x0010):
+        return ds, None
+    if UID(tsyntax).is_implicit_VR:
+        (length,) = struct.unpack(f"{endian}L", head[4:8])
+    else:
+        (length,) = struct.unpack(f"{endian}L", f.read(4))
+    return ds, (f.tell(), None if length == 0xFFFFFFFF else int(length))
+
+
+def frame_timing(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, float | None, str]:
+    """Frame start times (s), nominal fps and the tag they came from.
+
+    Order: ``FrameTimeVector`` (per-frame increments, ms), ``FrameTime`` (ms), ``CineRate``,
+    ``RecommendedDisplayFrameRate``. Returns ``(None, None, "none")`` when no usable tag exists.
+    """
+    vector = ds.get("FrameTimeVector")
+    if vector is not None and len(vector) == n_frames and n_frames > 1:
+        increments = np.asarray([float(v) for v in vector], dtype=np.float64) / 1000.0
+        increments[0] = 0.0
+        if np.all(increments[1:] > 0):
+            times = np.cumsum(increments)
+            return times, float(1.0 / np.median(increments[1:])), "FrameTimeVector"
+    for keyword, to_fps in (("FrameTime", lambda v: 1000.0 / v), ("CineRate", float),
+                            ("RecommendedDisplayFrameRate", float)):
+        value = ds.get(keyword)
+        try:
+            fps = to_fps(float(value)) if value not in (None, "") else None
+        except (TypeError, ValueError, ZeroDivisionError):
+            fps = None
+        if fps is not None and _PLAUSIBLE_FPS[0] <= fps <= _PLAUSIBLE_FPS[1]:
+            return frame_timestamps(n_frames, fps=fps), fps, keyword
+    return None, None, "none"
+
+
+class DicomCine:
+    """One DICOM instance opened lazily: the header is parsed once, frames are decoded on demand."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as f, quiet_pydicom():
+            self.ds, self._pixels = ds, _ = _read_header(f)
+            self.transfer_syntax = UID(ds.file_meta.get("TransferSyntaxUID", "") if hasattr(ds, "file_meta") else "")
+            self.n_frames = _int(ds.get("NumberOfFrames"), 1)
+            self.rows, self.cols = _int(ds.get("Rows"), 0), _int(ds.get("Columns"), 0)
+            self.photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+            self.samples_per_pixel = _int(ds.get("SamplesPerPixel"), 1)
+            self.bits_allocated = _int(ds.get("BitsAllocated"), 8)
+            self.timestamps, self.fps, self.fps_source = frame_timing(ds, self.n_frames)
+
+    @property
+    def has_pixel_data(self) -> bool:
+        return self._pixels is not None
+
+    @property
+    def fast_path(self) -> bool:
+        """JPEG Baseline colour/grey 8-bit: per-frame bytes + Pillow decode straight to RGB."""
+        return (self.transfer_syntax in _PILLOW_JPEG and self.bits_allocated == 8 and self._pixels is not None
+                and self._pixels[0] >= 0 and self._pixels[1] is None
+                and ((self.samples_per_pixel == 3 and self.photometric in _PILLOW_YBR)
+                     or (self.samples_per_pixel == 1 and self.photometric == "MONOCHROME2")))
+
+    def frames(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Decode the frames at ``indices`` (any order, repeats allowed) → ``uint8 (T, H, W, 3)`` RGB."""
+        idx = np.arange(self.n_frames) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) == 0:
+            raise ValueError("no frame indices")
+        if idx.min() < 0 or idx.max() >= self.n_frames:
+            raise IndexError(f"frame index out of range 0..{self.n_frames - 1}")
+        unique, inverse = np.unique(idx, return_inverse=True)
+        decoded = self._decode_fast(unique) if self.fast_path else self._decode_pydicom(unique)
+        return decoded[inverse]
+
+    def _decode_fast(self, unique: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        offset = self._pixels[0]
+        out = np.empty((len(unique), self.rows, self.cols, 3), dtype=np.uint8)
+        with open(self.path, "rb") as f, quiet_pydicom():
+            for k, i in enumerate(unique):
+                f.seek(offset)
+                data = get_frame(f, int(i), number_of_frames=self.n_frames)
+                with Image.open(io.BytesIO(data)) as im:
+                    arr = np.asarray(im.convert("RGB"))
+                if arr.shape != out.shape[1:]:
+                    raise ValueError(f"frame {i} decodes to {arr.shape}, header says {out.shape[1:]}")
+                out[k] = arr
+        return out
+
+    def _decode_pydicom(self, unique: np.ndarray) -> np.ndarray:
+        with quiet_pydicom():
+            arrays = list(iter_pixels(self.path, indices=[int(i) for i in unique]))
+            return to_rgb_uint8(np.stack(arrays), self.ds)
+
+    def clip_indices(self, times_s: Sequence[float] | np.ndarray, default_fps: float = 30.0) -> np.ndarray:
+        """Frame indices shown at ``times_s`` (seconds), using this loop's timing (or ``default_fps``)."""
+        from medvid.transforms.sampling import times_to_indices
+
+        ts = self.timestamps if self.timestamps is not None else frame_timestamps(self.n_frames, fps=default_fps)
+        return times_to_indices(times_s, ts)
+
+
+def to_rgb_uint8(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """pydicom-decoded frames ``(T, H, W[, C])`` → ``uint8 (T, H, W, 3)`` RGB (palette, monochrome, >8-bit)."""
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric == "PALETTE COLOR":
+        arr = apply_color_lut(arr, ds)
+        if arr.dtype != np.uint8 and _palette_max(ds) > 255:  # 16-bit LUT entries
+            arr = arr >> 8
+    elif arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] == 1):
+        arr = arr.reshape(arr.shape[:3])
+        if arr.dtype != np.uint8:
+            arr = _grey_to_uint8(arr, ds)
+        if photometric == "MONOCHROME1":
+            arr = 255 - arr
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    elif arr.dtype != np.uint8:
+        bits = _int(ds.get("BitsStored"), 8)
+        arr = np.right_shift(arr, max(bits - 8, 0)) if bits > 8 else arr
+    return np.clip(arr, 0, 255).astype(np.uint8, copy=False)
+
+
+def _palette_max(ds: Dataset) -> int:
+    """Largest value in the palette LUTs (decides whether 16-bit entries need scaling to 8 bits)."""
+    n, first, _ = (int(v) for v in ds.RedPaletteColorLookupTableDescriptor)
+    return int(apply_color_lut(np.arange(first, first + (n or 65536)), ds).max())
+
+
+def _grey_to_uint8(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """More-than-8-bit greyscale → 0–255 with the file's VOI window when it has one, else its bit depth."""
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        out = apply_voi_lut(arr, ds).astype(np.float64)
+        lo, hi = float(out.min()), float(out.max())
+        return ((out - lo) * (255.0 / max(hi - lo, 1e-9))).astype(np.uint8)
+    bits = _int(ds.get("BitsStored"), 16)
+    shifted = arr.astype(np.int64) - (int(arr.min()) if arr.min() < 0 else 0)
+    return np.right_shift(shifted, max(bits - 8, 0)).clip(0, 255).astype(np.uint8)
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def inspect_file(path: str | os.PathLike, modalities: Sequence[str] = ("US",), min_frames: int = 2,
+                 validate: bool = True) -> DicomCine:
+    """Open ``path`` as a cine loop or raise ``DicomFileError`` with a typed reason.
+
+    Header only (no pixel data read); with ``validate`` the last frame is decoded, which catches
+    truncated files, broken codestreams and missing codecs.
+    """
+    path = Path(path)
+    try:
+        with quiet_pydicom() as caught:
+            cine = DicomCine(path)
+    except InvalidDicomError as exc:
+        raise DicomFileError("not_dicom", scrub(exc, path)) from exc
+    except PermissionError as exc:
+        raise DicomFileError("unreadable", "permission denied") from exc
+    except (EOFError, struct.error) as exc:
+        raise DicomFileError("truncated", f"header ends early ({type(exc).__name__})") from exc
+    except OSError as exc:
+        raise DicomFileError("unreadable", f"{type(exc).__name__}: {scrub(exc, path)}") from exc
+    except Exception as exc:  # noqa: BLE001 - any parse failure of a damaged header is a typed error
+        reason = "truncated" if "end of file" in str(exc).lower() else "unreadable"
+        raise DicomFileError(reason, f"{type(exc).__name__}: {scrub(exc, path)}") from exc
+    ds = cine.ds
+    ended_early = any("end of file" in str(w.message).lower() for w in caught)
+    sop_class = UID(str(ds.get("SOPClassUID", "") or (ds.file_meta.get("MediaStorageSOPClassUID", "")
+                                                         if hasattr(ds, "file_meta") else "")))
+    if sop_class == _DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
+        raise DicomFileError("dicomdir", "DICOMDIR index file")
+    if not cine.has_pixel_data:
+        raise DicomFileError("truncated" if ended_early else "no_pixel_data",
+                             "file ends before its pixel data" if ended_early else "no Pixel Data element")
+    if not ds.get("StudyInstanceUID") or not ds.get("SOPInstanceUID"):
+        raise DicomFileError("missing_uid", "no StudyInstanceUID or SOPInstanceUID")
+    modality = str(ds.get("Modality", "")).upper()
+    if modalities and modality not in {m.upper() for m in modalities}:
+        raise DicomFileError("not_ultrasound", f"modality {modality or 'unset'}")
+    if cine.n_frames < max(min_frames, 2):
+        raise DicomFileError("single_frame", f"{cine.n_frames} frame(s)")
+    if cine.rows <= 0 or cine.cols <= 0:
+        raise DicomFileError("decode_error", "no Rows/Columns")
+    try:
+        decoder = get_decoder(cine.transfer_syntax)
+        if not decoder.is_available:
+            raise NotImplementedError
+    except NotImplementedError as exc:
+        raise DicomFileError("unsupported_transfer_syntax",
+                             f"{cine.transfer_syntax.name or cine.transfer_syntax}: no decoder installed") from exc
+    if cine._pixels[1] is not None:  # native: the declared length must fit in the file
+        if cine._pixels[0] + cine._pixels[1] > path.stat().st_size:
+            raise DicomFileError("truncated", "pixel data shorter than declared")
+    if validate:
+        try:
+            cine.frames([cine.n_frames - 1])
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a typed error
+            msg = str(exc).lower()
+            short = any(s in msg for s in ("insufficient", "end of file", "reshape", "not enough", "truncat"))
+            raise DicomFileError("truncated" if short else "decode_error",
+                                 f"last frame: {type(exc).__name__}: {scrub(exc, path)}") from exc
+    return cine
+
+
+def cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
+    """De-identified description of a cine loop: pseudonymous keys, geometry, timing, codec, device make.
+
+    Patient name/ID/birth date, institution, dates and free-text tags are never copied.
+    """
+    with quiet_pydicom():
+        return _cine_metadata(cine, salt)
+
+
+def _cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
+    ds = cine.ds
+    duration = None
+    if cine.timestamps is not None and cine.fps:
+        duration = float(cine.timestamps[-1] + 1.0 / cine.fps)
+    irregular = cine.fps_source == "FrameTimeVector"
+    return {
+        "study_key": pseudonym(str(ds.StudyInstanceUID), salt, prefix="st_"),
+        "series_key": pseudonym(str(ds.get("SeriesInstanceUID", "")), salt, prefix="se_"),
+        "video_key": pseudonym(str(ds.SOPInstanceUID), salt, prefix="vi_"),
+        "patient_key": pseudonym(str(ds.get("PatientID", "")), salt, prefix="pt_") if ds.get("PatientID") else "",
+        "frames": cine.n_frames,
+        "fps": cine.fps,
+        "fps_source": cine.fps_source,
+        "duration_s": duration,
+        "frame_times_s": [float(t) for t in cine.timestamps] if irregular else None,
+        "rows": cine.rows,
+        "cols": cine.cols,
+        "samples_per_pixel": cine.samples_per_pixel,
+        "bits_allocated": cine.bits_allocated,
+        "photometric_interpretation": cine.photometric,
+        "transfer_syntax": str(cine.transfer_syntax),
+        "transfer_syntax_name": cine.transfer_syntax.name,
+        "sop_class": str(ds.get("SOPClassUID", "")),
+        "modality": str(ds.get("Modality", "")),
+        "manufacturer": str(ds.get("Manufacturer", "") or ""),
+        "model": str(ds.get("ManufacturerModelName", "") or ""),
+        "lossy": str(ds.get("LossyImageCompression", "")) == "01",
+    }
