@@ -1,0 +1,84 @@
+"""Contrastive losses for video–text pretraining, correct under data parallelism.
+
+Every loss takes this rank's L2-normalised embeddings, gathers the other side from all ranks
+(:func:`medvid.training.distributed.gather_with_grad`, gradients flow to each local shard) and
+scores the local rows against the global batch. Each rank's loss is the mean over its own rows,
+so the mean over ranks equals the single-process loss on the global batch, and DDP's gradient
+averaging yields exactly the single-process gradient.
+
+``scale`` is the multiplier applied to cosine similarities (CLIP's ``logit_scale.exp()``); pass it
+as a tensor so a learnable temperature receives gradients.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from medvid.training.distributed import all_reduce_mean, gather_with_grad, shard_offset
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP): pair ``i`` of ``a [B, D]`` and ``b [B, D]`` is the positive.
+
+    Returns ``(CE(a→b) + CE(b→a)) / 2`` averaged over this rank's rows.
+    """
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"a and b must both be [B, D], got {tuple(a.shape)} and {tuple(b.shape)}")
+    all_a, all_b = gather_with_grad(a), gather_with_grad(b)
+    target = torch.arange(a.shape[0], device=a.device) + shard_offset(a.shape[0])
+    logits_ab = scale * a @ all_b.T
+    logits_ba = scale * b @ all_a.T
+    return (F.cross_entropy(logits_ab.float(), target) + F.cross_entropy(logits_ba.float(), target)) / 2
+
+
+def mil_nce(video: torch.Tensor, texts: torch.Tensor, text_mask: torch.Tensor,
+            scale: torch.Tensor | float) -> torch.Tensor:
+    """MIL-NCE (Miech et al. 2020) with several positive texts per clip, symmetrised.
+
+    ``video [B, D]``; ``texts [B, P, D]`` with ``text_mask [B, P]`` (True = a real text; slot 0
+    must be real). Clip→text: ``-log(Σ_pos exp(s) / Σ_all exp(s))`` over every valid text in the
+    global batch; text→clip: InfoNCE of each valid text against all clips (its own is positive).
+    The result is the mean of the two directions.
+    """
+    B, P, D = texts.shape
+    if video.shape != (B, D) or text_mask.shape != (B, P):
+        raise ValueError(f"shapes disagree: video {tuple(video.shape)}, texts {tuple(texts.shape)}, "
+                         f"mask {tuple(text_mask.shape)}")
+    if not bool(text_mask[:, 0].all()):
+        raise ValueError("text slot 0 (the anchor) must be valid for every clip")
+    offset = shard_offset(B)
+    all_video = gather_with_grad(video)
+    all_texts = gather_with_grad(texts.reshape(B, P * D)).reshape(-1, P, D)
+    all_mask = gather_with_grad(text_mask.float()).bool()
+    n = all_texts.shape[0]
+
+    logits = (scale * video @ all_texts.reshape(n * P, D).T).float()  # [B, n*P]
+    logits = logits.masked_fill(~all_mask.reshape(1, n * P), float("-inf"))
+    owner = torch.arange(n, device=video.device).repeat_interleave(P)  # clip owning each text
+    positive = owner[None, :] == (torch.arange(B, device=video.device) + offset)[:, None]
+    pos_logits = logits.masked_fill(~positive, float("-inf"))
+    clip_to_text = (torch.logsumexp(logits, dim=1) - torch.logsumexp(pos_logits, dim=1)).mean()
+
+    local_texts = texts[text_mask]  # [M, D], this rank's valid texts
+    local_owner = torch.arange(B, device=video.device).repeat_interleave(text_mask.sum(1)) + offset
+    ce = F.cross_entropy((scale * local_texts @ all_video.T).float(), local_owner, reduction="sum")
+    # Divide by the mean count over ranks so the rank-average is the mean over all texts.
+    text_to_clip = ce / all_reduce_mean(text_mask.sum().float())
+    return (clip_to_text + text_to_clip) / 2
+
+
+def siglip(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float,
+           bias: torch.Tensor | float) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023).
+
+    ``-(1/B) Σ_i Σ_j log σ(z_ij (scale · a_i·b_j + bias))`` with ``z_ij = +1`` on matching pairs and
+    ``-1`` elsewhere; rows are this rank's ``a``, columns every rank's ``b``.
+    """
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"a and b must both be [B, D], got {tuple(a.shape)} and {tuple(b.shape)}")
+    all_b = gather_with_grad(b)
+    logits = (scale * a @ all_b.T + bias).float()
+    z = -torch.ones_like(logits)
+    rows = torch.arange(a.shape[0], device=a.device)
+    z[rows, rows + shard_offset(a.shape[0])] = 1.0
+    return -F.logsigmoid(z * logits).sum() / a.shape[0]
