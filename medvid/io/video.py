@@ -1,0 +1,261 @@
+"""One video interface over decord (fast random access) with PyAV as the fallback decoder.
+
+``Video(path)`` opens a file lazily: only the frames asked for are decoded, and
+``iter_batches`` streams a whole video at a target rate (e.g. 1 fps) without holding it in
+memory. Times are seconds; the time -> frame mapping is ``medvid.transforms.sampling``'s.
+Frames come back as ``numpy.uint8`` arrays ``(T, H, W, 3)``, RGB.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from medvid.errors import MedvidError
+from medvid.transforms.sampling import frame_timestamps, regular_times, span_times, times_to_indices
+
+log = logging.getLogger("medvid")
+
+BACKENDS = ("auto", "decord", "pyav")
+# PyAV seeks (to the keyframe before the target) rather than decoding forward when the next
+# wanted frame is further ahead than this many frames.
+_PYAV_SEEK_AHEAD = 300
+
+
+class Video:
+    """A video file opened for time-based frame access.
+
+    ``backend``: ``"auto"`` tries decord and falls back to PyAV for files decord cannot open;
+    ``"decord"`` or ``"pyav"`` force one. Raises ``MedvidError`` (path + reason) for missing,
+    unreadable or empty videos.
+    """
+
+    def __init__(self, path: str | os.PathLike, backend: str = "auto", num_threads: int = 0):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MedvidError(f"{self.path}: no such video file")
+        if self.path.stat().st_size == 0:
+            raise MedvidError(f"{self.path}: empty file (0 bytes)")
+        self._num_threads = num_threads
+        self._reader: _Reader
+        errors = []
+        order = ["decord", "pyav"] if backend == "auto" else [backend]
+        for name in order:
+            try:
+                self._reader = _READERS[name](self.path, num_threads)
+                break
+            except MedvidError as exc:
+                errors.append(f"{name}: {exc}")
+        else:
+            raise MedvidError(f"{self.path}: cannot decode video ({'; '.join(errors)})")
+        self.backend = self._reader.name
+        if self._reader.num_frames <= 0:
+            self.close()
+            raise MedvidError(f"{self.path}: video has no frames")
+        self._timestamps: np.ndarray | None = None
+
+    # ---- metadata -----------------------------------------------------------------------
+    @property
+    def fps(self) -> float:
+        return float(self._reader.fps)
+
+    @property
+    def num_frames(self) -> int:
+        return self._reader.num_frames
+
+    @property
+    def duration(self) -> float:
+        """Seconds covered by the frames (``num_frames / fps``)."""
+        return self.num_frames / self.fps
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of decoded frames."""
+        return self._reader.size
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """Start time (s) of every frame (constant frame rate)."""
+        if self._timestamps is None:
+            self._timestamps = frame_timestamps(self.num_frames, fps=self.fps)
+        return self._timestamps
+
+    def indices_at(self, times: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Frame index on screen at each time (seconds)."""
+        return times_to_indices(times, self.timestamps)
+
+    # ---- frames -------------------------------------------------------------------------
+    def frames_at(self, times: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Frames on screen at ``times`` (seconds) as uint8 ``(T, H, W, 3)``."""
+        return self.frames_by_index(self.indices_at(times))
+
+    def frames_by_index(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Frames at ``indices`` (any order, repeats allowed) as uint8 ``(T, H, W, 3)``."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        h, w = self.size
+        if len(idx) == 0:
+            return np.zeros((0, h, w, 3), np.uint8)
+        if idx.min() < 0 or idx.max() >= self.num_frames:
+            raise IndexError(f"{self.path.name}: frame index out of range [0, {self.num_frames})")
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        try:
+            frames = self._reader.read(uniq)
+        except MedvidError:
+            raise
+        except Exception as exc:  # decoder errors from the native libraries
+            raise MedvidError(f"{self.path}: decoding failed ({type(exc).__name__}: {exc})") from exc
+        return frames[inverse]
+
+    def clip(self, start_s: float, end_s: float, n_frames: int) -> np.ndarray:
+        """``n_frames`` frames spread evenly over ``[start_s, end_s)``."""
+        return self.frames_at(span_times(start_s, end_s, n_frames))
+
+    def iter_batches(
+        self, fps: float = 1.0, batch_size: int = 32, start_s: float = 0.0, end_s: float | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream ``(times, frames)`` batches sampled every ``1/fps`` s; decodes lazily, in order."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        end = self.duration if end_s is None else min(end_s, self.duration)
+        times = regular_times(end, fps, start_s=start_s)
+        for i in range(0, len(times), batch_size):
+            t = times[i : i + batch_size]
+            yield t, self.frames_at(t)
+
+    def close(self) -> None:
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()
+
+    def __enter__(self) -> "Video":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Video({self.path.name!r}, backend={self.backend}, fps={self.fps:.3f}, "
+                f"frames={self.num_frames}, size={self.size})")
+
+
+class _Reader:
+    """Backend protocol: metadata plus ``read(sorted unique indices) -> uint8 (N, H, W, 3)``."""
+
+    name: str
+    fps: float
+    num_frames: int
+    size: tuple[int, int]
+
+    def read(self, indices: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - interface
+        pass
+
+
+class _DecordReader(_Reader):
+    name = "decord"
+
+    def __init__(self, path: Path, num_threads: int):
+        import decord
+
+        try:
+            self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=num_threads)
+        except Exception as exc:
+            raise MedvidError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        self.fps = float(self._vr.get_avg_fps())
+        self.num_frames = len(self._vr)
+        if self.fps <= 0:
+            raise MedvidError("no frame rate in the stream")
+        if self.num_frames > 0:
+            h, w = self._vr[0].shape[:2]
+            self._vr.seek(0)
+            self.size = (int(h), int(w))
+        else:
+            self.size = (0, 0)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        return self._vr.get_batch(indices.tolist()).asnumpy()
+
+    def close(self) -> None:
+        self._vr = None
+
+
+class _PyAVReader(_Reader):
+    """Sequential decoder with keyframe seeks; keeps its position so in-order reads never re-seek."""
+
+    name = "pyav"
+
+    def __init__(self, path: Path, num_threads: int):
+        import av
+
+        try:
+            self._container = av.open(str(path))
+            if not self._container.streams.video:
+                raise MedvidError("no video stream")
+            self._stream = self._container.streams.video[0]
+        except MedvidError:
+            raise
+        except Exception as exc:
+            raise MedvidError(f"{type(exc).__name__}: {exc}") from exc
+        s = self._stream
+        s.thread_type = "AUTO"
+        if num_threads:
+            s.thread_count = num_threads
+        rate = s.average_rate or s.guessed_rate
+        if not rate:
+            raise MedvidError("no frame rate in the stream")
+        self._rate = Fraction(rate)
+        self.fps = float(self._rate)
+        self._tb = Fraction(s.time_base)
+        self._start = s.start_time or 0
+        self.num_frames = int(s.frames) or self._count_packets()
+        self.size = (int(s.codec_context.height), int(s.codec_context.width))
+        self._frames: Iterator | None = None
+        self._pos = -1  # index of the last decoded frame
+
+    def _count_packets(self) -> int:
+        """Frame count for containers that do not store it: demux (no decode) and count."""
+        n = sum(1 for p in self._container.demux(self._stream) if p.size > 0)
+        self._container.seek(0)
+        return n
+
+    def _index(self, frame) -> int:
+        return int(round((frame.pts - self._start) * self._tb * self._rate))
+
+    def _seek(self, index: int) -> None:
+        pts = self._start + int((Fraction(index) / self._rate) / self._tb)
+        self._container.seek(pts, stream=self._stream, backward=True, any_frame=False)
+        self._frames = iter(self._container.decode(self._stream))
+        self._pos = -1
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        out = []
+        for target in indices.tolist():
+            if self._frames is None or target <= self._pos or target - self._pos > _PYAV_SEEK_AHEAD:
+                self._seek(int(target))
+            frame = None
+            for frame in self._frames:
+                self._pos = self._index(frame)
+                if self._pos >= target:
+                    break
+            else:
+                self._frames = None
+                if frame is None:
+                    raise MedvidError(f"frame {target} could not be decoded (stream ended)")
+                log.warning("stream ended at frame %d before frame %d; using the last frame", self._pos, target)
+            out.append(frame.to_ndarray(format="rgb24"))
+        return np.stack(out)
+
+    def close(self) -> None:
+        self._frames = None
+        self._container.close()
+
+
+_READERS = {"decord": _DecordReader, "pyav": _PyAVReader}

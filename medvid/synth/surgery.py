@@ -1,0 +1,428 @@
+"""A simple laparoscopic cholecystectomy world, rendered frame by frame, and a Cholec80-layout writer.
+
+The world is drawn in 2-D with Pillow over a procedural tissue texture: liver, gallbladder,
+cystic duct and artery, fat, clips, burned liver bed, blood and irrigation fluid, seen through
+a moving, zooming laparoscope with a round vignette. Each phase changes the anatomy in its own
+way, and the seven Cholec80 tools are drawn with distinct shapes and colours, entering from
+their own trocars with phase-typical probabilities. ``medvid.synth.lectures`` reuses
+``SurgicalWorld`` so lectures show the same world the surgery videos test.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from medvid.utils import atomic_path, atomic_write_text
+from medvid.vocab import CHOLEC80_PHASES, CHOLEC80_TOOLS
+
+FPS = 25
+TOOL_STEP = 25  # tool annotations every 25th frame (1 s)
+
+P = {name: i for i, name in enumerate(CHOLEC80_PHASES)}
+T = {name: i for i, name in enumerate(CHOLEC80_TOOLS)}
+
+# Phase durations (s) at scale 1: (min, max), drawn per video.
+PHASE_SECONDS: dict[str, tuple[float, float]] = {
+    "Preparation": (5, 9), "CalotTriangleDissection": (14, 22), "ClippingCutting": (8, 12),
+    "GallbladderDissection": (14, 22), "GallbladderPackaging": (5, 8), "CleaningCoagulation": (6, 10),
+    "GallbladderRetraction": (4, 7),
+}
+
+# Stationary probability that a tool is visible, per phase (phase-typical tools, as in Cholec80).
+TOOL_PROB: dict[str, dict[str, float]] = {
+    "Preparation": {"Grasper": 0.85, "Hook": 0.3},
+    "CalotTriangleDissection": {"Grasper": 0.9, "Hook": 0.85},
+    "ClippingCutting": {"Grasper": 0.85, "Clipper": 0.9, "Scissors": 0.9},  # clipper first, scissors last
+    "GallbladderDissection": {"Grasper": 0.9, "Hook": 0.8, "Bipolar": 0.1},
+    "GallbladderPackaging": {"Grasper": 0.8, "SpecimenBag": 0.95},
+    "CleaningCoagulation": {"Irrigator": 0.8, "Bipolar": 0.6, "Grasper": 0.35},
+    "GallbladderRetraction": {"Grasper": 0.8, "SpecimenBag": 0.9},
+}
+CLIP_TO_CUT = 0.6  # in ClippingCutting, the clipper works before this progress, the scissors after
+
+# Tool look: shaft colour, tip colour, trocar angle (degrees, 0 = from the right, counter-clockwise).
+TOOL_STYLE: dict[str, dict] = {
+    "Grasper": dict(shaft=(55, 55, 60), tip=(200, 200, 205), angle=40, width=0.055),
+    "Bipolar": dict(shaft=(20, 20, 25), tip=(40, 90, 235), angle=160, width=0.045),
+    "Hook": dict(shaft=(25, 25, 25), tip=(235, 235, 240), angle=-20, width=0.04),
+    "Scissors": dict(shaft=(30, 30, 35), tip=(215, 175, 50), angle=10, width=0.045),
+    "Clipper": dict(shaft=(45, 45, 50), tip=(165, 70, 200), angle=-5, width=0.07),
+    "Irrigator": dict(shaft=(225, 225, 230), tip=(60, 210, 235), angle=215, width=0.06),
+    "SpecimenBag": dict(shaft=(240, 240, 235), tip=(30, 120, 230), angle=-60, width=0.05),
+}
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, scales: Sequence[int] = (4, 12, 40)) -> np.ndarray:
+    """Sum of bilinearly upsampled random grids in [0, 1]: a cheap organic texture."""
+    acc = np.zeros((h, w), np.float32)
+    for k, s in enumerate(scales):
+        small = (rng.random((s, s)) * 255).astype(np.uint8)
+        up = np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR), np.float32) / 255
+        acc += up / (k + 1)
+    acc -= acc.min()
+    return acc / max(acc.max(), 1e-6)
+
+
+@dataclass
+class Timeline:
+    """What happens when: phase per frame and tool presence per second."""
+
+    phases: np.ndarray  # (n_frames,) int64, index into CHOLEC80_PHASES
+    tools: np.ndarray  # (n_seconds, 7) int64 0/1, presence during second k (annotated at frame 25k)
+    fps: int = FPS
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.phases)
+
+    def progress(self, frame: int) -> float:
+        """Fraction of the current phase elapsed at ``frame``."""
+        p = self.phases[frame]
+        idx = np.flatnonzero(self.phases == p)
+        # phases are contiguous in a timeline
+        return float((frame - idx[0]) / max(len(idx), 1))
+
+
+def make_timeline(rng: np.random.Generator, duration_scale: float = 1.0, fps: int = FPS,
+                  swap_prob: float = 0.3) -> Timeline:
+    """Random phase durations in Cholec80 order (cleaning and packaging swap sometimes) and tool tracks."""
+    order = list(CHOLEC80_PHASES)
+    if rng.random() < swap_prob:
+        i, j = order.index("GallbladderPackaging"), order.index("CleaningCoagulation")
+        order[i], order[j] = order[j], order[i]
+    lengths = [max(int(round(rng.uniform(*PHASE_SECONDS[p]) * duration_scale * fps)), fps) for p in order]
+    phases = np.concatenate([np.full(n, P[p], np.int64) for p, n in zip(order, lengths)])
+    n_sec = int(math.ceil(len(phases) / TOOL_STEP))
+    tools = np.zeros((n_sec, len(CHOLEC80_TOOLS)), np.int64)
+    state = np.zeros(len(CHOLEC80_TOOLS), bool)
+    starts = {P[p]: s for p, s in zip(order, np.cumsum([0] + lengths[:-1]))}
+    for k in range(n_sec):
+        f = k * TOOL_STEP
+        ph = int(phases[f])
+        name = CHOLEC80_PHASES[ph]
+        prog = (f - starts[ph]) / lengths[order.index(name)]
+        for tool, ti in T.items():
+            p = TOOL_PROB[name].get(tool, 0.0)
+            if name == "ClippingCutting" and tool in ("Clipper", "Scissors"):
+                p = p if (tool == "Clipper") == (prog < CLIP_TO_CUT) else 0.0
+            # two-state Markov chain with stationary probability p and mean dwell ~4 s
+            flip_on, flip_off = (min(1.0, p / (1 - p + 1e-9) / 4), 0.25) if p < 1 else (1.0, 0.0)
+            if state[ti]:
+                state[ti] = rng.random() >= flip_off or p > 0.99
+            else:
+                state[ti] = rng.random() < flip_on
+            if p == 0.0:
+                state[ti] = False
+        if not state.any():  # a frame with no tool at all is rare in Cholec80; keep the phase's main tool
+            state[T[max(TOOL_PROB[name], key=TOOL_PROB[name].get)]] = True
+        tools[k] = state
+    return Timeline(phases=phases, tools=tools, fps=fps)
+
+
+@dataclass
+class SurgicalWorld:
+    """One patient's anatomy and one camera, rendered at ``size`` = (height, width)."""
+
+    rng: np.random.Generator
+    size: tuple[int, int] = (224, 224)
+    _tex: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        rng, (h, w) = self.rng, self.size
+        self.H, self.W = 2 * h, 2 * w  # world canvas, camera looks at part of it
+        n = _smooth_noise(rng, self.H, self.W)
+        base = np.array([185, 85, 80], np.float32) * rng.uniform(0.85, 1.1)
+        tint = rng.uniform(-12, 12, 3)
+        tex = base[None, None] * (0.7 + 0.5 * n[..., None]) + tint
+        # thin dark vessels
+        img = Image.fromarray(np.clip(tex, 0, 255).astype(np.uint8))
+        d = ImageDraw.Draw(img)
+        for _ in range(14):
+            x, y = rng.uniform(0, self.W), rng.uniform(0, self.H)
+            pts = [(x, y)]
+            for _ in range(6):
+                x, y = x + rng.uniform(-30, 30) * w / 224, y + rng.uniform(-30, 30) * h / 224
+                pts.append((x, y))
+            d.line(pts, fill=(120, 30, 40), width=max(1, w // 110))
+        self._tex = np.asarray(img.filter(ImageFilter.GaussianBlur(1)))
+        s = w / 224
+        self.s = s
+        cx, cy = self.W / 2 + rng.uniform(-15, 15) * s, self.H / 2 + rng.uniform(-10, 10) * s
+        self.liver = (cx, cy - 60 * s, 190 * s, 75 * s)  # ellipse centre/radii (world px)
+        self.gb = (cx + rng.uniform(-10, 10) * s, cy + 5 * s, 62 * s, 26 * s, rng.uniform(-0.5, -0.2))
+        self.liver_col = tuple(int(c) for c in np.array([110, 35, 32]) * rng.uniform(0.85, 1.15))
+        self.gb_col = tuple(int(c) for c in np.array([140, 165, 70]) * rng.uniform(0.9, 1.1))
+        self.cam_phase = rng.uniform(0, 2 * math.pi, 4)
+        self.tool_angle = {k: math.radians(v["angle"] + rng.uniform(-12, 12)) for k, v in TOOL_STYLE.items()}
+        self.tool_phase = {k: rng.uniform(0, 2 * math.pi, 3) for k in TOOL_STYLE}
+        yy, xx = np.mgrid[0:h, 0:w]
+        r = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2))
+        self._vignette = np.clip(1.25 - 0.55 * r ** 2, 0, 1) * (r < 1.08)
+
+    # ---- geometry -----------------------------------------------------------------------
+    def _camera(self, t: float, focus: tuple[float, float]) -> tuple[float, float, float]:
+        a = self.cam_phase
+        cx = focus[0] + 18 * self.s * math.sin(0.21 * t + a[0]) + 6 * self.s * math.sin(0.9 * t + a[1])
+        cy = focus[1] + 14 * self.s * math.sin(0.17 * t + a[2])
+        zoom = 1.15 + 0.12 * math.sin(0.13 * t + a[3])
+        return cx, cy, zoom
+
+    def _ellipse(self, cx, cy, rx, ry, rot=0.0, n=40) -> list[tuple[float, float]]:
+        th = np.linspace(0, 2 * math.pi, n, endpoint=False)
+        x, y = rx * np.cos(th), ry * np.sin(th)
+        c, s = math.cos(rot), math.sin(rot)
+        return list(zip(cx + c * x - s * y, cy + s * x + c * y))
+
+    # ---- rendering ----------------------------------------------------------------------
+    def render(self, t: float, phase: int, progress: float, tools: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The frame at time ``t`` (s) in ``phase`` (index) at ``progress`` in [0, 1] with ``tools`` visible."""
+        h, w = self.size
+        s = self.s
+        name = CHOLEC80_PHASES[phase]
+        gx, gy, grx, gry, grot = self.gb
+        neck = (gx - math.cos(grot) * grx * 0.9, gy - math.sin(grot) * grx * 0.9)
+        focus = {"Preparation": (gx, gy - 10 * s), "CalotTriangleDissection": neck, "ClippingCutting": neck,
+                 "GallbladderDissection": (gx, gy - 15 * s)}.get(name, (gx, gy - 25 * s))
+        cx, cy, zoom = self._camera(t, focus)
+        # world canvas -> camera: crop a window around (cx, cy) of size (w, h)/zoom and scale it up.
+        vw, vh = w / zoom, h / zoom
+        x0, y0 = min(max(cx - vw / 2, 0), self.W - vw), min(max(cy - vh / 2, 0), self.H - vh)
+        img = Image.fromarray(self._tex).resize((w, h), Image.BILINEAR, box=(x0, y0, x0 + vw, y0 + vh))
+        d = ImageDraw.Draw(img)
+
+        def sc(pts):  # world -> screen
+            return [((x - x0) * zoom, (y - y0) * zoom) for x, y in pts]
+
+        lx, ly, lrx, lry = self.liver
+        d.polygon(sc(self._ellipse(lx, ly, lrx, lry)), fill=self.liver_col)
+        order = CHOLEC80_PHASES.index(name)
+        dissected = order > P["GallbladderDissection"] or (name == "GallbladderDissection" and progress > 0)
+        # burned liver bed: grows through gallbladder dissection, stays afterwards
+        bed = progress if name == "GallbladderDissection" else (1.0 if order > P["GallbladderDissection"] else 0.0)
+        if bed > 0:
+            d.polygon(sc(self._ellipse(gx, gy - 8 * s, grx * (0.3 + 0.8 * bed), gry * 0.9, grot)), fill=(70, 30, 20))
+            for k in range(int(6 * bed)):
+                a = self.tool_phase["Hook"][0] + k
+                d.ellipse(self._box(sc([(gx + grx * 0.6 * math.cos(a), gy - 8 * s + gry * 0.5 * math.sin(a))])[0], 3 * s * zoom),
+                          fill=(25, 15, 10))
+        # cystic duct (pale) and artery (red) from the neck down-left; exposed during Calot dissection
+        duct_end = (neck[0] - 55 * s, neck[1] + 70 * s)
+        art_end = (neck[0] - 25 * s, neck[1] + 78 * s)
+        show_structures = order >= P["CalotTriangleDissection"] and order <= P["GallbladderDissection"]
+        cut = order > P["ClippingCutting"] or (name == "ClippingCutting" and progress > CLIP_TO_CUT + 0.1)
+        if show_structures or order > P["GallbladderDissection"]:
+            for end, col, wid in ((duct_end, (235, 220, 160), 9), (art_end, (200, 40, 45), 6)):
+                a, b = sc([neck, end])
+                if cut:
+                    mid = (a[0] + 0.45 * (b[0] - a[0]), a[1] + 0.45 * (b[1] - a[1]))
+                    mid2 = (a[0] + 0.6 * (b[0] - a[0]), a[1] + 0.6 * (b[1] - a[1]))
+                    if order <= P["GallbladderDissection"]:
+                        d.line([a, mid], fill=col, width=int(wid * s * zoom))
+                    d.line([mid2, b], fill=col, width=int(wid * s * zoom))
+                else:
+                    d.line([a, b], fill=col, width=int(wid * s * zoom))
+                n_clips = 0 if order < P["ClippingCutting"] else (3 if order > P["ClippingCutting"] else int(min(progress / CLIP_TO_CUT, 1) * 3.99))
+                for k in range(n_clips):
+                    f = (0.32, 0.64, 0.74)[k]
+                    if cut and f < 0.5 and order > P["GallbladderDissection"]:
+                        continue
+                    p = (a[0] + f * (b[0] - a[0]), a[1] + f * (b[1] - a[1]))
+                    r = 5 * s * zoom
+                    d.rectangle([p[0] - r, p[1] - r / 2.5, p[0] + r, p[1] + r / 2.5], fill=(235, 235, 245), outline=(90, 90, 100))
+        # gallbladder: attached until dissection ends, then in the bag
+        if order <= P["GallbladderDissection"]:
+            lift = (progress * 25 * s) if name == "GallbladderDissection" else 0.0
+            d.polygon(sc(self._ellipse(gx + lift * 0.5, gy + lift, grx, gry, grot)), fill=self.gb_col)
+            d.polygon(sc(self._ellipse(gx + lift * 0.5 + grx * 0.2, gy + lift - gry * 0.3, grx * 0.45, gry * 0.25, grot)),
+                      fill=tuple(min(255, c + 45) for c in self.gb_col))
+        # fat over the triangle: full in preparation, removed through Calot dissection
+        fat = 1.0 if order == P["Preparation"] else (1 - progress if name == "CalotTriangleDissection" else 0.0)
+        if fat > 0:
+            rng = np.random.default_rng(int(self.tool_phase["Grasper"][0] * 1000))
+            for k in range(int(round(9 * fat))):
+                fx = neck[0] - rng.uniform(5, 50) * s
+                fy = neck[1] + rng.uniform(0, 65) * s
+                d.polygon(sc(self._ellipse(fx, fy, rng.uniform(12, 22) * s, rng.uniform(8, 14) * s, rng.uniform(0, 3))),
+                          fill=(235, 205, 120))
+        if name == "GallbladderPackaging" and "SpecimenBag" not in [CHOLEC80_TOOLS[i] for i in np.flatnonzero(np.asarray(tools))]:
+            # the detached gallbladder lies free on the liver until it goes into the bag
+            d.polygon(sc(self._ellipse(gx + 20 * s, gy + 30 * s, grx * 0.8, gry * 1.1, grot + 0.6)), fill=self.gb_col)
+        if name == "GallbladderRetraction":  # the umbilical trocar port the bag leaves through
+            port = sc([(gx + 40 * s, gy + 30 * s)])[0]
+            d.ellipse(self._box(port, 26 * s * zoom), fill=(150, 150, 155))
+            d.ellipse(self._box(port, 18 * s * zoom), fill=(15, 15, 20))
+        if name == "CleaningCoagulation":
+            for k in range(4):
+                a = self.cam_phase[k] * 3
+                d.ellipse(self._box(sc([(gx + 40 * s * math.cos(a), gy + 25 * s * math.sin(a))])[0], (9 + 4 * (1 - progress)) * s * zoom),
+                          fill=(150, 0, 10))
+        present = [CHOLEC80_TOOLS[i] for i in np.flatnonzero(np.asarray(tools))]
+        if "SpecimenBag" in present:
+            self._draw_bag(d, t, name, progress, (w, h))
+        if "Irrigator" in present:  # pooled irrigation fluid
+            d.ellipse(self._box((w * 0.45, h * 0.62), 22 * s), fill=(110, 170, 200))
+        for tool in ("Grasper", "Bipolar", "Hook", "Scissors", "Clipper", "Irrigator"):
+            if tool in present:
+                self._draw_tool(d, tool, t, (w, h), sc([focus])[0])
+        frame = np.asarray(img, np.float32)
+        if "Hook" in present and name in ("CalotTriangleDissection", "GallbladderDissection"):
+            haze = 0.18 + 0.1 * math.sin(1.7 * t)
+            frame = frame * (1 - haze) + 215 * haze
+        frame *= self._vignette[..., None]
+        return np.clip(frame, 0, 255).astype(np.uint8)
+
+    @staticmethod
+    def _box(c: tuple[float, float], r: float) -> list[float]:
+        return [c[0] - r, c[1] - r, c[0] + r, c[1] + r]
+
+    def _draw_bag(self, d: ImageDraw.ImageDraw, t: float, phase: str, progress: float, wh) -> None:
+        w, h = wh
+        s = self.s
+        if phase == "GallbladderRetraction":  # bag pulled towards the trocar, out of view
+            bx, by = w * (0.5 + 0.35 * progress), h * (0.55 + 0.35 * progress)
+        else:
+            bx, by = w * 0.55 + 6 * s * math.sin(t), h * 0.6
+        r = 34 * s
+        d.polygon(self._ellipse(bx, by, r * 1.1, r * 0.8, 0.3), fill=TOOL_STYLE["SpecimenBag"]["shaft"], outline=(180, 180, 175))
+        if phase == "GallbladderPackaging" and progress < 0.8:  # gallbladder going into the bag
+            d.polygon(self._ellipse(bx - r * (1 - progress), by - r * 0.6, 22 * s, 11 * s, -0.3), fill=self.gb_col)
+        d.line([(bx - r, by - r * 0.55), (bx + r, by - r * 0.55)], fill=TOOL_STYLE["SpecimenBag"]["tip"], width=max(2, int(5 * s)))
+        # the bag's string runs to the trocar
+        ang = self.tool_angle["SpecimenBag"]
+        d.line([(bx + r * 0.8, by - r * 0.5), (w / 2 + w * math.cos(ang), h / 2 - h * math.sin(ang))],
+               fill=TOOL_STYLE["SpecimenBag"]["tip"], width=max(1, int(2 * s)))
+
+    def _draw_tool(self, d: ImageDraw.ImageDraw, tool: str, t: float, wh, focus) -> None:
+        w, h = wh
+        st = TOOL_STYLE[tool]
+        ang = self.tool_angle[tool]
+        ph = self.tool_phase[tool]
+        # trocar outside the frame; tip near the focus, moving
+        tx = min(max(focus[0], 0.25 * w), 0.75 * w) + 0.12 * w * math.sin(0.7 * t + ph[0]) + 0.12 * w * math.cos(ang)
+        ty = min(max(focus[1], 0.25 * h), 0.75 * h) + 0.1 * h * math.sin(0.5 * t + ph[1]) - 0.12 * h * math.sin(ang)
+        ox, oy = w / 2 + 1.2 * w * math.cos(ang), h / 2 - 1.2 * h * math.sin(ang)
+        sw = max(3, int(st["width"] * w))
+        d.line([(ox, oy), (tx, ty)], fill=st["shaft"], width=sw)
+        ux, uy = tx - ox, ty - oy
+        norm = math.hypot(ux, uy) or 1.0
+        ux, uy = ux / norm, uy / norm  # pointing towards the tip
+        nx, ny = -uy, ux
+        L = 0.09 * w
+        tip = st["tip"]
+        if tool in ("Grasper", "Bipolar", "Scissors", "Clipper"):
+            opening = (0.35 + 0.25 * math.sin(2.1 * t + ph[2])) * (0.6 if tool == "Bipolar" else 1.0)
+            jaw_w = max(2, int(sw * (0.45 if tool != "Clipper" else 0.7)))
+            for sgn in (1, -1):
+                ex = tx + L * (ux * math.cos(opening) + sgn * nx * math.sin(opening))
+                ey = ty + L * (uy * math.cos(opening) + sgn * ny * math.sin(opening))
+                if tool == "Scissors":  # curved blades: two segments
+                    mx, my = (tx + ex) / 2 + sgn * nx * 2, (ty + ey) / 2 + sgn * ny * 2
+                    d.line([(tx, ty), (mx, my), (ex + nx * 4, ey + ny * 4)], fill=tip, width=jaw_w, joint="curve")
+                else:
+                    d.line([(tx, ty), (ex, ey)], fill=tip, width=jaw_w)
+            if tool == "Grasper":  # fenestrated jaws: dark windows
+                d.ellipse(self._box((tx + ux * L * 0.55, ty + uy * L * 0.55), sw * 0.2), fill=(40, 40, 45))
+            if tool == "Clipper":  # a clip loaded between the jaws and a coloured collar
+                d.line([(tx + ux * L * 0.5 - nx * 4, ty + uy * L * 0.5 - ny * 4), (tx + ux * L * 0.5 + nx * 4, ty + uy * L * 0.5 + ny * 4)],
+                       fill=(240, 240, 250), width=max(2, sw // 3))
+                d.line([(tx - ux * L * 0.6, ty - uy * L * 0.6), (tx - ux * L * 0.2, ty - uy * L * 0.2)], fill=tip, width=sw + 2)
+            if tool == "Bipolar":
+                d.line([(tx - ux * L * 0.5, ty - uy * L * 0.5), (tx, ty)], fill=tip, width=sw)
+        elif tool == "Hook":  # L-shaped electrode
+            ex, ey = tx + ux * L * 0.7, ty + uy * L * 0.7
+            d.line([(tx, ty), (ex, ey), (ex + nx * L * 0.4, ey + ny * L * 0.4)], fill=tip, width=max(2, sw // 2), joint="curve")
+        elif tool == "Irrigator":  # open tube with a water jet
+            ex, ey = tx + ux * L * 0.4, ty + uy * L * 0.4
+            d.line([(tx, ty), (ex, ey)], fill=st["shaft"], width=sw)
+            for k in range(5):
+                f = 1.0 + 0.35 * k
+                jx, jy = tx + ux * L * f, ty + uy * L * f
+                d.ellipse(self._box((jx + nx * 3 * math.sin(5 * t + k), jy + ny * 3 * math.sin(5 * t + k)), sw * 0.35), fill=tip)
+
+
+def render_video_frames(world: SurgicalWorld, timeline: Timeline):
+    """Yield the frames of ``timeline`` one by one (uint8 HWC)."""
+    starts = {}
+    for f in range(timeline.n_frames):
+        p = int(timeline.phases[f])
+        if p not in starts:
+            idx = np.flatnonzero(timeline.phases == p)
+            starts[p] = (idx[0], len(idx))
+        s0, n = starts[p]
+        yield world.render(f / timeline.fps, p, (f - s0) / n, timeline.tools[f // TOOL_STEP])
+
+
+def write_video(path: str | Path, frames, fps: int | Fraction = FPS, crf: int = 23,
+                audio: tuple[np.ndarray, int] | None = None) -> int:
+    """Encode frames (iterable of uint8 HWC) as H.264 mp4 via PyAV/FFmpeg, atomically; returns the count.
+
+    ``audio`` = (mono float32 samples in [-1, 1], sample rate) is muxed as AAC.
+    """
+    import av
+
+    n = 0
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), "w", format="mp4") as c:
+            vs = None
+            for frame in frames:
+                if vs is None:
+                    vs = c.add_stream("libx264", rate=fps)
+                    vs.height, vs.width = frame.shape[:2]
+                    vs.pix_fmt = "yuv420p"
+                    vs.options = {"crf": str(crf), "preset": "veryfast"}
+                for pkt in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    c.mux(pkt)
+                n += 1
+            if vs is None:
+                raise ValueError("no frames to write")
+            for pkt in vs.encode():
+                c.mux(pkt)
+            if audio is not None:
+                _mux_audio(c, *audio)
+    return n
+
+
+def _mux_audio(container, samples: np.ndarray, rate: int) -> None:
+    import av
+
+    a = container.add_stream("aac", rate=rate)
+    a.layout = "mono"
+    x = np.clip(np.asarray(samples, np.float32), -1, 1)
+    chunk = 1024
+    for i in range(0, len(x), chunk):
+        fr = av.AudioFrame.from_ndarray(x[None, i : i + chunk].copy(), format="flt", layout="mono")
+        fr.sample_rate = rate
+        fr.pts = i
+        for pkt in a.encode(fr):
+            container.mux(pkt)
+    for pkt in a.encode():
+        container.mux(pkt)
+
+
+def write_annotations(root: Path, name: str, timeline: Timeline) -> None:
+    """Cholec80 phase (every frame, names) and tool (every 25th frame, 0/1) files."""
+    lines = ["Frame\tPhase"] + [f"{f}\t{CHOLEC80_PHASES[p]}" for f, p in enumerate(timeline.phases.tolist())]
+    atomic_write_text(root / "phase_annotations" / f"{name}-phase.txt", "\n".join(lines) + "\n")
+    rows = ["Frame\t" + "\t".join(CHOLEC80_TOOLS)]
+    for k in range(int(math.ceil(timeline.n_frames / TOOL_STEP))):
+        rows.append(f"{k * TOOL_STEP}\t" + "\t".join(str(int(v)) for v in timeline.tools[k]))
+    atomic_write_text(root / "tool_annotations" / f"{name}-tool.txt", "\n".join(rows) + "\n")
+
+
+def synthesize_video(root: str | Path, video_id: int, seed: int, size: tuple[int, int] = (224, 224),
+                     duration_scale: float = 1.0, crf: int = 23) -> dict:
+    """Write ``videos/videoNN.mp4`` and its annotations under ``root``; returns a summary row."""
+    root = Path(root)
+    name = f"video{video_id:02d}"
+    rng = np.random.default_rng([seed, video_id])
+    timeline = make_timeline(rng, duration_scale=duration_scale)
+    world = SurgicalWorld(rng, size=tuple(size))
+    n = write_video(root / "videos" / f"{name}.mp4", render_video_frames(world, timeline), crf=crf)
+    write_annotations(root, name, timeline)
+    return {"video": name, "frames": n, "seconds": n / FPS}

@@ -1,0 +1,89 @@
+"""Synthetic surgical world: exact Cholec80 layout, annotations consistent with the video, distinct phases/tools."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medvid.config import load_config
+from medvid.datasets.cholec80 import Cholec80
+from medvid.synth.surgery import SurgicalWorld, make_timeline
+from medvid.vocab import CHOLEC80_PHASES, CHOLEC80_TOOLS
+from pipelines import synth_surgery
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth_surgery")
+    cfg = load_config(synth_surgery.Config, "synth_surgery",
+                      overrides=[f"out={out}", "ids=[41,49]", "seed=3", "duration_scale=0.2", "height=96", "width=128"])
+    summary = synth_surgery.run(cfg)
+    assert summary["written"] == ["video41", "video49"]
+    return out
+
+
+def test_layout_and_files(synth_root):
+    assert sorted(p.name for p in (synth_root / "videos").iterdir()) == ["video41.mp4", "video49.mp4"]
+    lines = (synth_root / "phase_annotations" / "video41-phase.txt").read_text().splitlines()
+    assert lines[0] == "Frame\tPhase"
+    assert lines[1].split("\t")[0] == "0" and lines[1].split("\t")[1] in CHOLEC80_PHASES
+    tools = (synth_root / "tool_annotations" / "video41-tool.txt").read_text().splitlines()
+    assert tools[0] == "Frame\t" + "\t".join(CHOLEC80_TOOLS)
+    assert [int(r.split("\t")[0]) for r in tools[1:4]] == [0, 25, 50]
+
+
+def test_annotations_match_video_and_splits(synth_root):
+    ds = Cholec80(synth_root)
+    assert ds.check() == []
+    assert ds.videos("cholec80_40_8_32:val") == ["video41"]
+    assert ds.videos("cholec80_40_8_32:test") == ["video49"]
+    with ds.open("video41") as v:
+        assert v.fps == 25 and v.size == (96, 128)
+        n = v.num_frames
+        times = np.arange(0, v.duration, 1.0)
+    assert len(ds.phase_annotation("video41").frames) == n
+    phases = ds.phases_at("video41", times)
+    assert set(phases.tolist()) == set(range(7))  # every phase occurs, in Cholec80 order (5/6 may swap)
+    first = [int(p) for i, p in enumerate(phases) if i == 0 or p != phases[i - 1]]
+    assert first[:4] == [0, 1, 2, 3] and first[-1] == 6 and sorted(first) == list(range(7))
+
+
+def test_resume_skips_finished_videos(synth_root):
+    cfg = load_config(synth_surgery.Config, "synth_surgery", overrides=[f"out={synth_root}", "ids=[41]"])
+    assert synth_surgery.run(cfg)["skipped_existing"] == ["video41"]
+
+
+def test_timeline_is_deterministic_and_phase_typical():
+    a = make_timeline(np.random.default_rng(7))
+    b = make_timeline(np.random.default_rng(7))
+    assert np.array_equal(a.phases, b.phases) and np.array_equal(a.tools, b.tools)
+    sec_phase = a.phases[::25]
+    t = {n: i for i, n in enumerate(CHOLEC80_TOOLS)}
+    p = {n: i for i, n in enumerate(CHOLEC80_PHASES)}
+    assert a.tools[sec_phase == p["CalotTriangleDissection"], t["Hook"]].mean() > 0.5
+    assert a.tools[sec_phase == p["GallbladderPackaging"], t["SpecimenBag"]].mean() > 0.5
+    assert a.tools[sec_phase == p["CalotTriangleDissection"], t["Clipper"]].sum() == 0
+    assert a.tools.sum(1).min() >= 1  # always at least one tool in view
+
+
+def test_each_tool_is_drawn_and_distinct():
+    world = SurgicalWorld(np.random.default_rng(0), size=(112, 112))
+    none = world.render(5.0, 1, 0.5, np.zeros(7, int))
+    looks = []
+    for k in range(7):
+        tools = np.zeros(7, int)
+        tools[k] = 1
+        img = world.render(5.0, 1, 0.5, tools)
+        changed = np.abs(img.astype(int) - none).sum(-1) > 30
+        assert changed.mean() > 0.01, CHOLEC80_TOOLS[k]  # the tool is visible
+        looks.append(img[changed].mean(0))
+    d = np.linalg.norm(np.array(looks)[:, None] - np.array(looks)[None], axis=-1)
+    assert d[~np.eye(7, dtype=bool)].min() > 5  # no two tools look the same on average
+
+
+def test_phases_look_different():
+    world = SurgicalWorld(np.random.default_rng(1), size=(112, 112))
+    tools = np.zeros(7, int)
+    tools[0] = 1
+    frames = np.array([world.render(3.0, p, 0.5, tools) for p in range(7)]).astype(float)
+    diffs = [np.abs(frames[i] - frames[j]).mean() for i in range(7) for j in range(i + 1, 7)]
+    assert min(diffs) > 2.0  # mean absolute pixel difference between any two phases
