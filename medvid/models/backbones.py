@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 from torch import nn
 
 from medvid.errors import MedvidError, MissingWeightsError
+from medvid.transforms.clip import PRESETS, ClipPreprocess
 
 EFFNET_LITE0 = "tf_efficientnet_lite0"
 # EfficientNet-Lite was trained on inputs scaled to [-1, 1]: mean = std = 127.5 on the 0-255 scale.
-EFFNET_LITE0_MEAN_255 = (127.5, 127.5, 127.5)
-EFFNET_LITE0_STD_255 = (127.5, 127.5, 127.5)
+EFFNET_LITE0_PRESET = "imagenet_inception"
 
 
 def packaged_effnet_lite0_path() -> Path:
@@ -117,9 +118,17 @@ def create_backbone(
 def backbone_norm_255(model: nn.Module, name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean/std on the 0-255 scale that ``model``'s weights expect."""
     if name == EFFNET_LITE0:
-        return EFFNET_LITE0_MEAN_255, EFFNET_LITE0_STD_255
+        preset = PRESETS[EFFNET_LITE0_PRESET]
+        return tuple(preset["mean"]), tuple(preset["std"])
     cfg = getattr(model, "pretrained_cfg", None) or {}
     mean = cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)
     std = cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)
     return tuple(round(255.0 * m, 4) for m in mean), tuple(round(255.0 * s, 4) for s in std)
 
+
+
+def preprocess_for(pretrained_cfg: dict[str, Any]) -> ClipPreprocess:
+    """The ``ClipPreprocess`` a model's ``pretrained_cfg`` (input_size, crop, zoom, mean, std) asks for."""
+    c = pretrained_cfg
+    return ClipPreprocess(size=c["input_size"], crop=c.get("crop", "center_square"), zoom=c.get("zoom", 0.0),
+                          mean=c["mean"], std=c["std"])

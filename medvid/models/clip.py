@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medvid.models.backbones import preprocess_for
 from medvid.models.text import TextEncoder
+from medvid.transforms.clip import ClipPreprocess
 from medvid.models.video import VideoEncoder
 
 
@@ -44,6 +46,10 @@ class VideoTextModel(nn.Module):
     def preprocess_cfg(self) -> dict[str, Any]:
         """Alias of ``pretrained_cfg`` (what a preprocessing pipeline needs)."""
         return self.pretrained_cfg
+
+    def preprocess(self) -> ClipPreprocess:
+        """The ``ClipPreprocess`` (crop, resize, normalise) matching ``pretrained_cfg``."""
+        return preprocess_for(self.pretrained_cfg)
 
     # --- video -----------------------------------------------------------------------------
     def encode_frames(self, frames: Tensor) -> Tensor:

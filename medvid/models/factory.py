@@ -50,6 +50,8 @@ class VideoTextConfig:
     # input contract (mean/std null = what the backbone weights expect)
     input_size: int = 224
     num_frames: int = 16
+    crop: str = "center_square"          # ClipPreprocess crop: center_square | none
+    zoom: float = 0.0
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None
 
@@ -69,6 +71,8 @@ class ViewClassifierConfig:
     dropout: float = 0.2
     input_size: int = 224
     num_frames: int = 16
+    crop: str = "center_square"          # ClipPreprocess crop: center_square | none
+    zoom: float = 0.0
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None
 
@@ -102,6 +106,8 @@ def _pretrained_cfg(c: DictConfig, backbone) -> dict[str, Any]:
     return {
         "input_size": int(c.input_size),
         "num_frames": int(c.num_frames),
+        "crop": str(c.crop),
+        "zoom": float(c.zoom),
         "mean": [float(m) for m in (c.mean or mean)],
         "std": [float(s) for s in (c.std or std)],
         "scale": "0-255",

@@ -3,7 +3,7 @@
 A saved folder holds ``model.safetensors`` (all weights), ``config.json`` (kind, model config,
 pretrained_cfg) and ``README.md``; a ``VideoTextModel`` also gets ``text/`` (the Hugging Face
 config and tokenizer), so loading needs nothing outside the folder and never unpickles code.
-Importers for published checkpoints live in ``medvid.models.importers``.
+Importers for published checkpoints are in ``medvid.models.importers`` (re-exported here).
 """
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from medvid.errors import MedvidError, MissingWeightsError
+from medvid.models.importers import (  # noqa: F401  (public re-exports)
+    IMPORTERS, CheckpointMismatchError, import_echonet_dynamic, import_echoprime_video_encoder,
+    import_echoprime_view_classifier, import_panecho, import_surgvlp,
+)
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"

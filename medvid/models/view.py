@@ -12,7 +12,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from medvid.models.backbones import preprocess_for
 from medvid.models.video import check_mask, create_temporal, masked_mean
+from medvid.transforms.clip import ClipPreprocess
 from medvid.vocab import ECHO_VIEWS, LECTURE_FRAME_TYPES
 
 LABEL_SETS: dict[str, tuple[str, ...]] = {"echo_views": ECHO_VIEWS, "lecture_frame_types": LECTURE_FRAME_TYPES}
@@ -89,6 +91,10 @@ class ViewClassifier(nn.Module):
             feats, mask = self._frame_feats(x, frame_mask)
             return self.classify_features(feats, mask)
         return self.classify_features(self.forward_features(x))
+
+    def preprocess(self) -> ClipPreprocess:
+        """The ``ClipPreprocess`` matching ``pretrained_cfg``."""
+        return preprocess_for(self.pretrained_cfg)
 
     @torch.no_grad()
     def predict_proba(self, x: Tensor, frame_mask: Tensor | None = None) -> Tensor:
