@@ -44,7 +44,7 @@ def phase_ribbon(path: str | os.PathLike, times_s: np.ndarray, pred: np.ndarray,
     if title:
         axes[0, 0].set_title(title)
     fig.legend(handles=[Patch(color=cmap(i), label=c) for i, c in enumerate(classes)], loc="lower center",
-               ncol=min(n, 4), bbox_to_anchor=(0.5, -0.25 - 0.1 * ((n - 1) // 4)), fontsize=8, frameon=False)
+               ncol=min(n, 4), bbox_to_anchor=(0.5, -0.45 - 0.12 * ((n - 1) // 4)), fontsize=8, frameon=False)
     _save(fig, path)
 
 

@@ -1,0 +1,377 @@
+"""``medvid zero-shot phase|tools DATA_ROOT --model DIR --out DIR``: zero-shot surgical phase / tool
+recognition on a Cholec80-layout root (or a folder of videos: predictions only).
+
+Per video: frames every ``1/fps`` s → embeddings (frame or centred clip) → scores against prompt
+embeddings computed once → ``OUT/predictions/<video>.csv`` (atomic; videos already there are
+skipped, so a killed run resumes). Then ``OUT/metrics.json`` (strict and relaxed, labelled),
+``OUT/plots/*.png`` and ``OUT/report.md`` from the CSVs of the selected videos.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from medvid.config import config_dir
+from medvid.datasets.cholec80 import Cholec80
+from medvid.errors import MedvidError
+from medvid.io.video import Video
+from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
+from medvid.models.clip import VideoTextModel
+from medvid.utils import atomic_path, atomic_write_text, write_jsonl
+from medvid.zeroshot.classifier import PhaseClassifier, ToolClassifier
+from medvid.zeroshot.embed import embed_video, model_preprocess
+from medvid.zeroshot.plots import confusion_matrix_plot, phase_ribbon
+from medvid.zeroshot.prompts import load_prompt_set, model_text_encoder
+from medvid.zeroshot.smoothing import smooth
+
+log = logging.getLogger("medvid")
+
+TASKS = ("phase", "tools")
+DEFAULT_PROMPTS = {("cholec80", "phase"): "cholec80_phases.yaml", ("autolaparo", "phase"): "autolaparo_phases.yaml",
+                   ("cholec80", "tools"): "cholec80_tools.yaml"}
+# Settings that change predictions: a resumed run must match them.
+_FINGERPRINT_KEYS = ("task", "model", "dataset", "fps", "clip_frames", "clip_fps", "crop", "scale", "tool_bias",
+                     "tool_threshold", "prompt_sha256")
+
+
+@dataclass
+class Config:
+    task: str = "phase"                  # phase | tools
+    data_root: str = ""                  # Cholec80-layout root, or a folder of videos
+    model: str = ""                      # folder written by save_pretrained
+    out: str = ""
+    prompts: Optional[str] = None        # YAML/JSON prompt file; None = configs/prompts/<dataset>_<task>.yaml
+    dataset: str = "cholec80"            # cholec80 | autolaparo (phase names, relaxed-metric exceptions)
+    split: Optional[str] = None          # e.g. "cholec80_40_8_32:test"; None = every video in the root
+    max_videos: int = 0                  # 0 = all
+    fps: float = 1.0                     # evaluation rate
+    clip_frames: int = 1                 # 1 = frame-level; >1 = clip of this many frames centred on each time
+    clip_fps: Optional[float] = None     # frame rate inside a clip (integer multiple of fps); None = fps
+    crop: str = "center_square"          # center_square | none
+    batch_size: int = 32
+    scale: float = 100.0                 # softmax / sigmoid scale on cosine similarity
+    tool_threshold: float = 0.5          # per-tool default; the prompt file's thresholds win
+    tool_bias: float = 0.0               # sigmoid centre for tools without an "absent" prompt
+    smoothing: str = "none"              # none | moving_average | median | hmm (reported separately)
+    smoothing_window: int = 15           # samples (moving_average / median)
+    hmm_stay: float = 0.99
+    hmm_backward: float = 0.05
+    tolerance_s: float = 10.0            # relaxed metrics: boundary tolerance
+    cholec80_exceptions: bool = True     # relaxed metrics: Cholec80 transition exceptions (dataset cholec80 only)
+    plots: bool = True
+    save_embeddings: bool = False        # OUT/embeddings/<video>.npy (e.g. for a linear probe)
+    device: str = "cpu"
+    threads: int = 0                     # torch intra-op threads; 0 = torch's default
+    overwrite: bool = False              # false: keep finished videos (resume); settings must match
+
+
+def _prompt_path(cfg: Any) -> Path:
+    if cfg.prompts:
+        return Path(cfg.prompts)
+    name = DEFAULT_PROMPTS.get((cfg.dataset, cfg.task))
+    if name is None:
+        raise MedvidError(f"no shipped prompts for dataset {cfg.dataset!r} and task {cfg.task!r}; pass --prompts FILE")
+    return config_dir() / "prompts" / name
+
+
+def _check(cfg: Any) -> None:
+    if cfg.task not in TASKS:
+        raise MedvidError(f"task must be one of {TASKS}, got {cfg.task!r}")
+    for key in ("data_root", "model", "out"):
+        if not getattr(cfg, key):
+            raise MedvidError(f"{key} is required")
+    if not Path(cfg.model).is_dir():
+        raise MedvidError(f"{cfg.model}: model folder not found (expected a save_pretrained folder)")
+    if cfg.task == "tools" and cfg.smoothing != "none":
+        raise MedvidError("smoothing applies to phases only")
+
+
+def _fingerprint(cfg: Any, prompt_path: Path) -> dict[str, Any]:
+    values = OmegaConf.to_container(cfg, resolve=True)
+    values["model"] = Path(cfg.model).resolve().name
+    values["prompt_sha256"] = hashlib.sha256(prompt_path.read_bytes()).hexdigest()
+    return {k: values[k] for k in _FINGERPRINT_KEYS}
+
+
+def _claim_out(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
+    """Record the settings in OUT/settings.json; refuse to resume a run made with other settings."""
+    path = out / "settings.json"
+    if path.exists() and not overwrite:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
+        if diff:
+            raise MedvidError(f"{out}: holds a run with other settings {diff}; use another --out or overwrite=true")
+    if overwrite:
+        for f in (out / "predictions").glob("*.csv"):
+            f.unlink()
+    atomic_write_text(path, json.dumps(fingerprint, indent=2))
+
+
+# --------------------------------------------------------------------------- per video
+
+
+def _gt(ds: Cholec80, task: str, name: str, times: np.ndarray) -> np.ndarray | None:
+    try:
+        if task == "phase":
+            return ds.phases_at(name, times) if ds.has_annotations(name) else None
+        return ds.tools_at(name, times) if ds.has_tool_annotations(name) else None
+    except MedvidError as exc:
+        log.error("%s: annotations unusable, predictions only (%s)", name, exc)
+        return None
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _phase_rows(times, frames, probs: np.ndarray, classes: list[str], gt, smoothed: np.ndarray | None):
+    header = ["time_s", "frame", "pred", "pred_index", *[f"p_{c}" for c in classes]]
+    pred = probs.argmax(1)
+    cols = [times.round(3), frames, [classes[i] for i in pred], pred, *probs.T.round(5)]
+    if smoothed is not None:
+        header += ["pred_smoothed_index"]
+        cols.append(smoothed.argmax(1))
+    if gt is not None:
+        header += ["gt_index"]
+        cols.append(gt)
+    return header, [list(r) for r in zip(*cols)]
+
+
+def _tool_rows(times, frames, probs: np.ndarray, present: np.ndarray, classes: list[str], gt):
+    header = ["time_s", "frame", *[f"p_{c}" for c in classes], *[f"pred_{c}" for c in classes]]
+    cols = [times.round(3), frames, *probs.T.round(5), *present.T.astype(int)]
+    if gt is not None:
+        header += [f"gt_{c}" for c in classes]
+        cols += list(gt.T)
+    return header, [list(r) for r in zip(*cols)]
+
+
+def _process_video(cfg, ds, name, model, head, classes, pred_dir: Path, emb_dir: Path | None) -> None:
+    with Video(ds.video_path(name)) as video:
+        e = embed_video(model, video, fps=cfg.fps, clip_frames=cfg.clip_frames, clip_fps=cfg.clip_fps,
+                        preprocess=model_preprocess(model, cfg.crop), batch_size=cfg.batch_size)
+    if len(e.times) == 0:
+        raise MedvidError("video shorter than one sampling interval")
+    gt = _gt(ds, cfg.task, name, e.times)
+    probs = head.probs(e.emb).numpy()
+    if cfg.task == "phase":
+        smoothed = None if cfg.smoothing == "none" else smooth(
+            probs, cfg.smoothing, cfg.smoothing_window, cfg.hmm_stay, cfg.hmm_backward)
+        header, rows = _phase_rows(e.times, e.frames, probs, classes, gt, smoothed)
+    else:
+        header, rows = _tool_rows(e.times, e.frames, probs, probs >= head.thresholds.numpy(), classes, gt)
+    if emb_dir is not None:
+        with atomic_path(emb_dir / f"{name}.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, e.emb.numpy().astype(np.float32))
+    _write_csv(pred_dir / f"{name}.csv", header, rows)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    return {h: np.array([r[j] for r in body]) for j, h in enumerate(header)}
+
+
+def _phase_eval(cfg, tables: dict[str, dict], classes: list[str]) -> tuple[dict[str, Any], dict[str, list]]:
+    """Metrics per prediction variant (raw, and smoothed when on), and the (gt, pred) pairs used."""
+    exceptions = cfg.cholec80_exceptions and cfg.dataset == "cholec80"
+    variants = {"raw": "pred_index"}
+    if cfg.smoothing != "none":
+        variants[f"smoothed_{cfg.smoothing}"] = "pred_smoothed_index"
+    out: dict[str, Any] = {}
+    used: dict[str, list] = {}
+    for variant, col in variants.items():
+        pairs, names = [], []
+        for name, t in tables.items():
+            if "gt_index" not in t:
+                continue
+            gt, pred = t["gt_index"].astype(int), t[col].astype(int)
+            keep = gt >= 0
+            if keep.any():
+                pairs.append((gt[keep], pred[keep]))
+                names.append(name)
+        if not pairs:
+            return {}, {}
+        strict = strict_phase_metrics(pairs)
+        strict["per_video"] = dict(zip(names, strict["per_video"]))
+        relaxed = relaxed_phase_metrics(pairs, len(classes), cfg.fps, cfg.tolerance_s, exceptions)
+        relaxed["per_video_accuracy"] = dict(zip(names, relaxed["per_video_accuracy"]))
+        out[variant] = {
+            "strict": {"protocol": "strict (unrelaxed): accuracy and macro-F1 per video, averaged over videos "
+                                   "(SurgVLP family); macro-F1 over the phases present in the video's ground "
+                                   "truth or prediction (sklearn f1_score average='macro')", **strict},
+            "relaxed": {"protocol": f"relaxed (M2CAI 2016): {cfg.tolerance_s:g} s boundary tolerance at "
+                                    f"{cfg.fps:g} fps" + (" with the Cholec80 transition exceptions" if exceptions
+                                                            else "") +
+                                    "; per-phase Jaccard/precision/recall averaged over videos containing the "
+                                    "phase (NaN when absent), then over phases", **relaxed},
+            "n_videos": len(pairs), "n_samples": int(sum(len(g) for g, _ in pairs)),
+        }
+        used[variant] = pairs
+    return out, used
+
+
+def _tool_eval(tables: dict[str, dict], classes: list[str]) -> dict[str, Any]:
+    ys, ss = [], []
+    for t in tables.values():
+        if f"gt_{classes[0]}" not in t:
+            continue
+        y = np.stack([t[f"gt_{c}"].astype(int) for c in classes], 1)
+        s = np.stack([t[f"p_{c}"].astype(float) for c in classes], 1)
+        keep = (y >= 0).all(1)
+        ys.append(y[keep])
+        ss.append(s[keep])
+    if not ys:
+        return {}
+    y = np.concatenate(ys)
+    r = tool_average_precision(y, np.concatenate(ss))
+    return {"raw": {"protocol": "per-tool average precision over all evaluated frames of all videos; mAP = mean "
+                                "over tools present; a random scorer's AP is the tool's prevalence",
+                    "ap": dict(zip(classes, r["ap"])), "map": r["map"], "prevalence": dict(zip(classes, y.mean(0))),
+                    "n_videos": len(ys), "n_samples": int(sum(len(y) for y in ys))}}
+
+
+def _plots(cfg, out: Path, tables, classes, pairs_by_variant) -> list[str]:
+    written = []
+    for name, t in tables.items():
+        gt = t["gt_index"].astype(int) if "gt_index" in t else None
+        path = out / "plots" / f"{name}_ribbon.png"
+        phase_ribbon(path, t["time_s"].astype(float), t["pred_index"].astype(int), classes, gt, title=name)
+        written.append(str(path.relative_to(out)))
+    for variant, pairs in pairs_by_variant.items():
+        path = out / "plots" / f"confusion_{variant}.png"
+        confusion_matrix_plot(path, np.concatenate([g for g, _ in pairs]), np.concatenate([p for _, p in pairs]),
+                              classes, title=f"{cfg.task} ({variant})")
+        written.append(str(path.relative_to(out)))
+    return written
+
+
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _report(cfg, prompt_path: Path, classes: list[str], metrics: dict, summary: dict) -> str:
+    lines = [f"# Zero-shot {cfg.task} recognition", "",
+             f"- model: `{Path(cfg.model).resolve().name}`",
+             f"- prompts: `{prompt_path.name}` ({len(classes)} classes)",
+             f"- dataset: {cfg.dataset}, split: {cfg.split or 'all videos'}; videos predicted: "
+             f"{summary['videos_done']}, failed: {summary['videos_failed']}",
+             f"- sampling: {cfg.fps:g} fps, clip of {cfg.clip_frames} frame(s) at "
+             f"{(cfg.clip_fps or cfg.fps):g} fps, crop {cfg.crop}, scale {cfg.scale:g}",
+             f"- smoothing: {cfg.smoothing}" + ("" if cfg.smoothing == "none" else
+                                                f" (window {cfg.smoothing_window}); reported separately below"),
+             ""]
+    if not metrics.get("results"):
+        return "\n".join(lines + ["No annotated videos: predictions only (OUT/predictions/)."]) + "\n"
+    if cfg.task == "phase":
+        lines += [f"Scores in %. Chance accuracy for {len(classes)} balanced phases: {100 / len(classes):.1f}.", "",
+                  "| predictions | strict accuracy | strict macro-F1 | relaxed accuracy | relaxed Jaccard "
+                  "| relaxed precision | relaxed recall | videos |", "|---|---|---|---|---|---|---|---|"]
+        for variant, m in metrics["results"].items():
+            s, r = m["strict"], m["relaxed"]
+            lines.append(f"| {variant} | {_fmt(s['accuracy'])} ± {_fmt(s['accuracy_std'])} | {_fmt(s['macro_f1'])} "
+                         f"| {_fmt(r['accuracy'])} | {_fmt(r['jaccard'])} | {_fmt(r['precision'])} "
+                         f"| {_fmt(r['recall'])} | {m['n_videos']} |")
+        lines += ["", "Strict = the SurgVLP-family protocol (per-video accuracy and macro-F1, averaged over "
+                  "videos, no smoothing). Relaxed = the M2CAI 2016 evaluation "
+                  f"({cfg.tolerance_s:g} s boundary tolerance). Plots: `plots/`."]
+    else:
+        m = metrics["results"]["raw"]
+        lines += ["| tool | AP (%) | prevalence (%) = AP of a random scorer |", "|---|---|---|"]
+        lines += [f"| {c} | {_fmt(v)} | {_fmt(m['prevalence'][c])} |" for c, v in m["ap"].items()]
+        lines += [f"| **mAP** | **{_fmt(m['map'])}** | |"]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- job
+
+
+def run(cfg: Any) -> dict:
+    _check(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out, root = Path(cfg.out), Path(cfg.data_root)
+    prompt_path = _prompt_path(cfg)
+    ds = Cholec80(root, dataset=cfg.dataset)
+    names = ds.videos(cfg.split)
+    if cfg.max_videos:
+        names = names[:cfg.max_videos]
+    if not names:
+        raise MedvidError(f"{root}: no videos found" + (f" in split {cfg.split}" if cfg.split else ""))
+    expected = ds.phases if cfg.task == "phase" else ds.tools
+    prompts = load_prompt_set(prompt_path, expected)
+    _claim_out(out, _fingerprint(cfg, prompt_path), cfg.overwrite)
+
+    pred_dir = out / "predictions"
+    todo = [n for n in names if not (pred_dir / f"{n}.csv").exists()]
+    errors: list[dict] = []
+    t0 = time.perf_counter()
+    if todo:
+        model = VideoTextModel.from_pretrained(cfg.model, map_location=cfg.device).eval()
+        encode = model_text_encoder(model)
+        head = (PhaseClassifier.from_prompts(prompts, encode, cfg.scale) if cfg.task == "phase" else
+                ToolClassifier.from_prompts(prompts, encode, cfg.scale, cfg.tool_threshold, cfg.tool_bias))
+        emb_dir = out / "embeddings" if cfg.save_embeddings else None
+        log.info("zero-shot %s: %d videos to do, %d already done", cfg.task, len(todo), len(names) - len(todo))
+        for i, name in enumerate(todo, 1):
+            try:
+                _process_video(cfg, ds, name, model, head, prompts.classes, pred_dir, emb_dir)
+                log.info("[%d/%d] %s done", i, len(todo), name)
+            except (MedvidError, ValueError, RuntimeError) as exc:
+                log.error("%s: skipped (%s)", name, exc)
+                errors.append({"video": name, "error": str(exc)})
+    if errors:
+        write_jsonl(out / "errors.jsonl", errors)
+    elapsed = time.perf_counter() - t0
+
+    tables = {n: _read_csv(pred_dir / f"{n}.csv") for n in names if (pred_dir / f"{n}.csv").exists()}
+    results, pairs = (_phase_eval(cfg, tables, prompts.classes) if cfg.task == "phase"
+                      else (_tool_eval(tables, prompts.classes), {}))
+    summary = {"task": cfg.task, "videos": len(names), "videos_done": len(tables), "videos_failed": len(errors),
+               "seconds": round(elapsed, 2)}
+    metrics = {"task": cfg.task, "model": Path(cfg.model).resolve().name, "prompts": prompt_path.name,
+               "settings": {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
+                            if k not in ("data_root", "model", "out")},
+               "classes": prompts.classes, "chance_accuracy": 1.0 / len(prompts.classes) if cfg.task == "phase" else None,
+               "results": results}
+    atomic_write_text(out / "metrics.json", json.dumps(_jsonable(metrics), indent=2))
+    if cfg.plots and cfg.task == "phase" and tables:
+        summary["plots"] = len(_plots(cfg, out, tables, prompts.classes, pairs))
+    atomic_write_text(out / "report.md", _report(cfg, prompt_path, prompts.classes, metrics, summary))
+    for variant, m in results.items():
+        if cfg.task == "phase":
+            summary[variant] = {"strict_accuracy": m["strict"]["accuracy"], "strict_macro_f1": m["strict"]["macro_f1"],
+                                "relaxed_accuracy": m["relaxed"]["accuracy"], "relaxed_jaccard": m["relaxed"]["jaccard"]}
+        else:
+            summary[variant] = {"map": m["map"]}
+    return summary
+
+
+def _jsonable(o: Any) -> Any:
+    """Plain JSON values: NumPy scalars/arrays unwrapped, NaN (undefined metric) as null."""
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and np.isnan(o):
+        return None
+    return o
