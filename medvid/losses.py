@@ -31,6 +31,30 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float) -> t
     return (F.cross_entropy(logits_ab.float(), target) + F.cross_entropy(logits_ba.float(), target)) / 2
 
 
+def section_info_nce(study: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+                     scale: torch.Tensor | float) -> torch.Tensor:
+    """Symmetric InfoNCE between studies and reports described section by section.
+
+    ``study [B, S, D]`` holds one embedding per report section (view-informed attention),
+    ``text [B, S, D]`` the section texts' embeddings and ``text_mask [B, S]`` which sections the
+    report has. Study ``i`` and report ``j`` score the mean over ``j``'s sections of
+    ``study_i[s] · text_j[s]``; with ``S = 1`` this is :func:`info_nce`.
+    """
+    if study.shape != text.shape or study.ndim != 3 or text_mask.shape != study.shape[:2]:
+        raise ValueError(f"shapes disagree: study {tuple(study.shape)}, text {tuple(text.shape)}, "
+                         f"mask {tuple(text_mask.shape)}")
+    count = text_mask.sum(1)
+    if bool((count == 0).any()):
+        raise ValueError("every report needs at least one section")
+    weight = text_mask.to(text.dtype) / count[:, None].to(text.dtype)  # [B, S]
+    all_study, all_text = gather_with_grad(study), gather_with_grad(text)
+    all_weight = gather_with_grad(weight)
+    target = torch.arange(study.shape[0], device=study.device) + shard_offset(study.shape[0])
+    logits_st = scale * torch.einsum("isd,jsd,js->ij", study, all_text, all_weight)
+    logits_ts = scale * torch.einsum("jsd,isd,js->ji", text, all_study, weight)
+    return (F.cross_entropy(logits_st.float(), target) + F.cross_entropy(logits_ts.float(), target)) / 2
+
+
 def mil_nce(video: torch.Tensor, texts: torch.Tensor, text_mask: torch.Tensor,
             scale: torch.Tensor | float) -> torch.Tensor:
     """MIL-NCE (Miech et al. 2020) with several positive texts per clip, symmetrised.

@@ -25,7 +25,7 @@ TORCHRUN = [str(Path(sys.executable).with_name("torchrun"))] if shutil.which(
 
 def loss_cases(n: int = 8) -> dict[str, tuple]:
     """Global-batch inputs and a loss closure for each loss (same seed everywhere)."""
-    from medvid.losses import info_nce, mil_nce, siglip
+    from medvid.losses import info_nce, mil_nce, section_info_nce, siglip
 
     g = torch.Generator().manual_seed(0)
     a = F.normalize(torch.randn(n, 6, generator=g), dim=-1)
@@ -33,10 +33,12 @@ def loss_cases(n: int = 8) -> dict[str, tuple]:
     texts = F.normalize(torch.randn(n, 3, 6, generator=g), dim=-1)
     mask = torch.rand(n, 3, generator=g) > 0.4
     mask[:, 0] = True
+    study = F.normalize(torch.randn(n, 3, 6, generator=g), dim=-1)
     return {
         "info_nce": ((a, b), lambda x, y: info_nce(x, y, 5.0)),
         "siglip": ((a, b), lambda x, y: siglip(x, y, 5.0, -2.0)),
         "mil_nce": ((a, texts, mask), lambda v, t, m: mil_nce(v, t, m, 5.0)),
+        "section_info_nce": ((study, texts, mask), lambda s, t, m: section_info_nce(s, t, m, 5.0)),
     }
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medvid.losses import info_nce, mil_nce, siglip
+from medvid.losses import info_nce, mil_nce, section_info_nce, siglip
 
 
 def softplus(x: float) -> float:
@@ -76,6 +76,25 @@ def test_siglip_hand_computed():
     # positives give -σ(-10) each, negatives σ(0) = 0.5 each.
     want_grad = (2 * -torch.sigmoid(torch.tensor(-10.0)).item() + 2 * 0.5) / 2
     assert bias.grad.item() == pytest.approx(want_grad, abs=1e-6)
+
+
+def test_section_info_nce_hand_computed():
+    # two studies, two sections; report 0 has both sections, report 1 only section 1.
+    study = torch.tensor([[[1.0, 0.0], [0.0, 1.0]],
+                          [[0.0, 1.0], [0.6, 0.8]]])
+    text = torch.tensor([[[1.0, 0.0], [0.0, 1.0]],
+                         [[5.0, 5.0], [0.6, 0.8]]])  # report 1's section 0 is absent (masked)
+    mask = torch.tensor([[True, True], [False, True]])
+    # score(i, j) = mean over j's sections of study_i[s]·text_j[s]
+    s00, s10 = (1 + 1) / 2, (0 + 0.8) / 2
+    s01, s11 = 0.8, 0.6 * 0.6 + 0.8 * 0.8
+    rows = (softplus(s01 - s00) + softplus(s10 - s11)) / 2  # study -> report
+    cols = (softplus(s10 - s00) + softplus(s01 - s11)) / 2  # report -> study
+    assert section_info_nce(study, text, mask, 1.0).item() == pytest.approx((rows + cols) / 2, abs=1e-6)
+    one = section_info_nce(A[:, None], B[:, None], torch.ones(2, 1, dtype=torch.bool), 2.0)
+    assert one.item() == pytest.approx(info_nce(A, B, 2.0).item(), abs=1e-6)
+    with pytest.raises(ValueError):
+        section_info_nce(study, text, torch.zeros(2, 2, dtype=torch.bool), 1.0)
 
 
 def test_shape_errors():

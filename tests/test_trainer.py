@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -174,6 +175,65 @@ def test_cosine_schedule_with_warmup(tmp_path):
     assert lrs[0] == 0.0 and lrs[5] == pytest.approx(1.0)
     assert lrs[:6] == sorted(lrs[:6]) and lrs[5:] == sorted(lrs[5:], reverse=True)
     assert lrs[-1] < 0.05
+
+
+class ClipData(Dataset):
+    """Clips [3, T, 4, 4] with a varying number of real frames."""
+
+    def __init__(self, n: int = 10):
+        g = torch.Generator().manual_seed(0)
+        self.clips = torch.randn(n, 3, 4, 4, 4, generator=g)
+        self.lengths = [1 + i % 4 for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"key": f"v{i}", "video": self.clips[i, :, : self.lengths[i]]}
+
+
+def _encode(frames: torch.Tensor) -> torch.Tensor:  # [N,3,H,W] -> [N,5], a fixed "backbone"
+    return torch.cat([frames.mean((2, 3)), frames.amax((1, 2, 3))[:, None], frames.std((1, 2, 3))[:, None]], 1)
+
+
+def test_feature_cache_build_read_resume_and_reuse(tmp_path):
+    from medvid.training.feature_cache import FeatureCache, build_feature_cache
+
+    data = ClipData()
+    clip_fn = lambda item: (item["key"], item["video"], None)  # noqa: E731
+    kw = dict(n_frames=4, feature_dim=5, batch_size=3, progress=False)
+    cache = build_feature_cache(_encode, data, clip_fn, tmp_path / "full", {"v": 1}, **kw)
+    assert len(cache) == 10 and cache.feature_dim == 5
+    for i in (0, 3, 9):
+        feats, mask = cache[f"v{i}"]
+        n = data.lengths[i]
+        assert mask.tolist() == [True] * n + [False] * (4 - n)
+        want = _encode(data.clips[i, :, :n].permute(1, 0, 2, 3))
+        torch.testing.assert_close(feats[:n], want, atol=2e-3, rtol=2e-3)  # stored as float16
+        assert feats[n:].abs().sum() == 0
+    assert isinstance(cache.features, np.memmap)
+
+    calls = []
+
+    def crashing(item):
+        calls.append(item["key"])
+        if len(calls) == 7:
+            raise RuntimeError("killed")
+        return clip_fn(item)
+
+    with pytest.raises(RuntimeError):
+        build_feature_cache(_encode, data, crashing, tmp_path / "part", {"v": 1}, **kw)
+    assert not (tmp_path / "part" / "meta.json").exists()
+    calls.clear()
+    resumed = build_feature_cache(_encode, data, crashing, tmp_path / "part", {"v": 1}, **kw)
+    assert calls[0] == "v6"  # the two flushed chunks (6 clips) were not recomputed
+    assert resumed.keys == cache.keys
+    assert (resumed.features == cache.features).all()
+    calls.clear()
+    build_feature_cache(_encode, data, crashing, tmp_path / "part", {"v": 1}, **kw)
+    assert calls == []  # same fingerprint: reused
+    build_feature_cache(_encode, data, clip_fn, tmp_path / "part", {"v": 2}, **kw)
+    assert FeatureCache(tmp_path / "part").meta["fingerprint"] == {"v": 2}
 
 
 def test_resolve_amp():
