@@ -27,8 +27,8 @@ def phase_ribbon(path: str | os.PathLike, times_s: np.ndarray, pred: np.ndarray,
     """One coloured row per sequence — ground truth above (when known), prediction below — against
     time in minutes. Labels < 0 (unannotated) are drawn blank."""
     n = len(classes)
-    cmap = ListedColormap(plt.get_cmap("tab10").colors[:n] if n <= 10 else plt.get_cmap("tab20").colors[:n])
-    cmap.set_bad("white")
+    colors = plt.get_cmap("tab10" if n <= 10 else "tab20").colors[:n]
+    cmap = ListedColormap(colors).with_extremes(bad="white")
     rows = ([("ground truth", gt)] if gt is not None else []) + [("prediction", pred)]
     t = np.asarray(times_s, dtype=np.float64) / 60.0
     step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0 / 60
