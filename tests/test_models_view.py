@@ -1,0 +1,68 @@
+"""ViewClassifier: frame and clip level, label sets, cached-feature head, masking."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medvid.models.factory import create_view_classifier
+from medvid.utils import seed_everything
+from medvid.vocab import ECHO_VIEWS, LECTURE_FRAME_TYPES
+
+
+def _clf(**kw):
+    seed_everything(0)
+    return create_view_classifier({"dropout": 0.0, **kw}, pretrained=False).eval()
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return torch.randn(2, 3, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+def test_default_is_echo_views_frame_level(clips):
+    clf = _clf()
+    assert clf.labels == list(ECHO_VIEWS) and not clf.clip_level
+    with torch.no_grad():
+        assert clf(clips[:, :, 0]).shape == (2, 11)
+        per_frame = clf.forward_features(clips)
+        assert per_frame.shape == (2, 4, clf.feature_dim)
+        # a clip through a frame-level model = mean of its frames' logits
+        frame_logits = torch.stack([clf(clips[:, :, t]) for t in range(4)], 1)
+        torch.testing.assert_close(clf(clips), frame_logits.mean(1), atol=1e-5, rtol=1e-5)
+
+
+def test_lecture_label_set_and_custom_labels():
+    assert _clf(label_set="lecture_frame_types").labels == list(LECTURE_FRAME_TYPES)
+    assert create_view_classifier("view-effnetlite0-lecture", pretrained=False).num_classes == 3
+    assert _clf(labels=["a", "b"]).num_classes == 2
+    with pytest.raises(ValueError, match="unknown label set"):
+        _clf(label_set="nope")
+
+
+@pytest.mark.parametrize("clip_level", [False, True])
+def test_padded_frames_and_cached_features(clip_level, clips):
+    clf = _clf(clip_level=clip_level, temporal="attention")
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    noisy = clips.clone()
+    noisy[0, :, 2:] = 1e4
+    with torch.no_grad():
+        a = clf(clips, mask)
+        torch.testing.assert_close(a, clf(noisy, mask))
+        torch.testing.assert_close(a[:1], clf(clips[:1, :, :2]), atol=1e-5, rtol=1e-5)
+        feats = torch.stack([clf.backbone(clips[:, :, t]) for t in range(4)], 1)
+        torch.testing.assert_close(clf.classify_features(feats, mask), a, atol=1e-5, rtol=1e-5)
+    if clip_level:
+        with pytest.raises(ValueError, match="clip-level"):
+            clf(clips[:, :, 0])
+
+
+def test_head_trains_on_frozen_backbone(clips):
+    clf = _clf(clip_level=True)
+    clf.freeze_backbone()
+    clf.train()
+    assert not clf.backbone.training
+    loss = torch.nn.functional.cross_entropy(clf(clips), torch.tensor([0, 3]))
+    loss.backward()
+    assert all(p.grad is None for p in clf.backbone.parameters())
+    assert clf.head[-1].weight.grad.abs().sum() > 0
+    assert clf.predict_proba(clips).sum(-1).allclose(torch.ones(2))
