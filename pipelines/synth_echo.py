@@ -1,0 +1,38 @@
+"""`medvid synth echo OUT`: synthetic echo studies as real DICOM files, with reports/labels/views CSVs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from medvid.synth.echo import synthesize
+
+
+@dataclass
+class Config:
+    out: str = "synth_echo"
+    studies: int = 24
+    seed: int = 0
+    loops_per_study: int = 6
+    rows: int = 128
+    cols: int = 160
+    frames_min: int = 32
+    frames_max: int = 64
+    fps_choices: list[float] = field(default_factory=lambda: [30.0, 50.0, 60.0])
+    # Share of loops per file format (jpeg_ybr, rgb, rle, jpegls, mono); normalised.
+    format_weights: dict[str, float] = field(default_factory=lambda: {
+        "jpeg_ybr": 0.7, "rgb": 0.08, "rle": 0.08, "jpegls": 0.04, "mono": 0.1})
+    still_fraction: float = 0.5  # studies that also hold a single-frame screenshot
+    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    jpeg_quality: int = 90
+    progress: bool = True
+
+
+def run(cfg: Config) -> dict:
+    with tqdm(total=cfg.studies * cfg.loops_per_study, desc="synth echo", unit="loop", disable=not cfg.progress) as bar:
+        return synthesize(Path(cfg.out), studies=cfg.studies, seed=cfg.seed, loops_per_study=cfg.loops_per_study,
+                          rows=cfg.rows, cols=cfg.cols, frames_range=(cfg.frames_min, cfg.frames_max),
+                          fps_choices=list(cfg.fps_choices), format_weights=dict(cfg.format_weights),
+                          still_fraction=cfg.still_fraction, split_fractions=list(cfg.split_fractions),
+                          jpeg_quality=cfg.jpeg_quality, progress=bar.update)
