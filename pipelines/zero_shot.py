@@ -26,10 +26,11 @@ from medvid.datasets.cholec80 import Cholec80
 from medvid.errors import MedvidError
 from medvid.io.video import Video
 from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
+from medvid.models.backbones import preprocess_for
 from medvid.models.clip import VideoTextModel
 from medvid.utils import atomic_path, atomic_write_text, write_jsonl
 from medvid.zeroshot.classifier import PhaseClassifier, ToolClassifier
-from medvid.zeroshot.embed import embed_video, model_preprocess
+from medvid.zeroshot.embed import embed_video
 from medvid.zeroshot.plots import confusion_matrix_plot, phase_ribbon
 from medvid.zeroshot.prompts import load_prompt_set, model_text_encoder
 from medvid.zeroshot.smoothing import smooth
@@ -57,7 +58,7 @@ class Config:
     fps: float = 1.0                     # evaluation rate
     clip_frames: int = 1                 # 1 = frame-level; >1 = clip of this many frames centred on each time
     clip_fps: Optional[float] = None     # frame rate inside a clip (integer multiple of fps); None = fps
-    crop: str = "center_square"          # center_square | none
+    crop: Optional[str] = None           # center_square | none; None = the model's pretrained_cfg
     batch_size: int = 32
     scale: float = 100.0                 # softmax / sigmoid scale on cosine similarity
     tool_threshold: float = 0.5          # per-tool default; the prompt file's thresholds win
@@ -162,7 +163,8 @@ def _tool_rows(times, frames, probs: np.ndarray, present: np.ndarray, classes: l
 def _process_video(cfg, ds, name, model, head, classes, pred_dir: Path, emb_dir: Path | None) -> None:
     with Video(ds.video_path(name)) as video:
         e = embed_video(model, video, fps=cfg.fps, clip_frames=cfg.clip_frames, clip_fps=cfg.clip_fps,
-                        preprocess=model_preprocess(model, cfg.crop), batch_size=cfg.batch_size)
+                        preprocess=preprocess_for({**model.pretrained_cfg, **({"crop": cfg.crop} if cfg.crop else {})}),
+                        batch_size=cfg.batch_size)
     if len(e.times) == 0:
         raise MedvidError("video shorter than one sampling interval")
     gt = _gt(ds, cfg.task, name, e.times)
@@ -274,7 +276,7 @@ def _report(cfg, prompt_path: Path, classes: list[str], metrics: dict, summary: 
              f"- dataset: {cfg.dataset}, split: {cfg.split or 'all videos'}; videos predicted: "
              f"{summary['videos_done']}, failed: {summary['videos_failed']}",
              f"- sampling: {cfg.fps:g} fps, clip of {cfg.clip_frames} frame(s) at "
-             f"{(cfg.clip_fps or cfg.fps):g} fps, crop {cfg.crop}, scale {cfg.scale:g}",
+             f"{(cfg.clip_fps or cfg.fps):g} fps, crop {cfg.crop or 'as the model'}, scale {cfg.scale:g}",
              f"- smoothing: {cfg.smoothing}" + ("" if cfg.smoothing == "none" else
                                                 f" (window {cfg.smoothing_window}); reported separately below"),
              ""]

@@ -44,12 +44,6 @@ def prefetch(items: Iterable[T]) -> Iterator[T]:
             yield item
 
 
-def model_preprocess(model: Any, crop: str = "center_square") -> ClipPreprocess:
-    """The ``ClipPreprocess`` matching a model's ``pretrained_cfg`` (input size, 0–255 mean/std)."""
-    pc = model.pretrained_cfg
-    return ClipPreprocess(size=int(pc["input_size"]), crop=crop, mean=pc["mean"], std=pc["std"])
-
-
 def clip_windows(n: int, step: int, clip_frames: int) -> np.ndarray:
     """Indices ``[ceil(n/step), clip_frames]`` into a stream of ``n`` features: for every ``step``-th
     sample, the ``clip_frames`` samples centred on it (clamped at the ends)."""
@@ -80,14 +74,14 @@ def embed_video(model: Any, video: Video, fps: float = 1.0, clip_frames: int = 1
     """Normalised embeddings ``[N, D]`` at every ``1/fps`` s (see the module docstring).
 
     ``clip_fps`` (default ``fps``) is the frame rate inside a clip and must be an integer
-    multiple of ``fps``.
+    multiple of ``fps``; ``preprocess`` defaults to the model's own (``model.preprocess()``).
     """
     clip_fps = fps if clip_fps is None else clip_fps
     step = clip_fps / fps
     if clip_frames < 1 or step < 1 or abs(step - round(step)) > 1e-6:
         raise ValueError(f"need clip_frames >= 1 and clip_fps an integer multiple of fps, got "
                          f"clip_frames={clip_frames}, fps={fps}, clip_fps={clip_fps}")
-    preprocess = preprocess or model_preprocess(model)
+    preprocess = preprocess or model.preprocess()
     times, feats = frame_features(model, video, clip_fps, preprocess, batch_size)
     if len(times) == 0:
         return VideoEmbedding(times, np.zeros(0, np.int64), torch.zeros(0, 0))
