@@ -42,6 +42,9 @@ REASONS: tuple[str, ...] = (
     "not_ultrasound", "single_frame", "unsupported_transfer_syntax", "decode_error", "duplicate",
 )
 
+# Folder (inside an ingest output) that alone holds what links pseudonyms back to source files.
+KEY_DIR = "LOCAL_KEYS_DO_NOT_SHARE"
+
 US_MULTIFRAME = UID("1.2.840.10008.5.1.4.1.1.3.1")
 _DICOMDIR_SOP = UID("1.2.840.10008.1.3.10")
 _PILLOW_JPEG = (JPEGBaseline8Bit, JPEGExtended12Bit)
@@ -334,7 +337,7 @@ def _cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
         "video_key": pseudonym(str(ds.SOPInstanceUID), salt, prefix="vi_"),
         "patient_key": pseudonym(str(ds.get("PatientID", "")), salt, prefix="pt_") if ds.get("PatientID") else "",
         "frames": cine.n_frames,
-        "fps": cine.fps,
+        "fps": round(cine.fps, 3) if cine.fps else None,
         "fps_source": cine.fps_source,
         "duration_s": duration,
         "frame_times_s": [float(t) for t in cine.timestamps] if irregular else None,
@@ -351,3 +354,13 @@ def _cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
         "model": str(ds.get("ManufacturerModelName", "") or ""),
         "lossy": str(ds.get("LossyImageCompression", "")) == "01",
     }
+
+
+def video_paths(ingest_dir: str | os.PathLike) -> dict[str, str]:
+    """``video_key → path relative to the DICOM root``, from an ingest's local key folder."""
+    from medvid.utils import read_jsonl
+
+    path = Path(ingest_dir) / KEY_DIR / "paths.jsonl"
+    if not path.exists():
+        raise MedvidError(f"{path}: missing (the local key file written by `medvid ingest`)")
+    return {r["video_key"]: r["path"] for r in read_jsonl(path) if r.get("video_key")}

@@ -431,7 +431,8 @@ def _set_pixels(ds: Dataset, frames: np.ndarray, fmt: str, quality: int) -> None
     ds.PixelData = frames.tobytes()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     if fmt in ("rle", "jpegls"):
-        ds.compress(RLELossless if fmt == "rle" else JPEGLSLossless, encoding_plugin="pylibjpeg" if fmt == "rle" else "")
+        ds.compress(RLELossless if fmt == "rle" else JPEGLSLossless, encoding_plugin="pylibjpeg" if fmt == "rle" else "",
+                    generate_instance_uid=False)
 
 
 def _regions(box: tuple[int, int, int, int], flow_box: tuple[int, int, int, int] | None, rows: int) -> DicomSequence:

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from monai.transforms import CenterSpatialCrop, Compose, EnsureType, NormalizeIntensity, Resize
+from monai.transforms import CenterSpatialCrop, EnsureType, Resize
 
 CROPS = ("center_square", "none")
 
@@ -70,10 +70,11 @@ class ClipPreprocess:
         # Area averaging when shrinking (no aliasing), linear when enlarging; T is never resampled.
         self._shrink = Resize(spatial_size=(-1, self.size, self.size), mode="area")
         self._enlarge = Resize(spatial_size=(-1, self.size, self.size), mode="trilinear", align_corners=False)
-        self._normalise = Compose([
-            NormalizeIntensity(subtrahend=self.mean, divisor=self.std, channel_wise=True),
-            EnsureType(data_type="tensor", track_meta=False),
-        ])
+        # Per-channel (x - mean) / std as one broadcast op on a plain tensor: MONAI's NormalizeIntensity
+        # gives the same numbers but loops over channels through MetaTensor dispatch, ~10x slower on clips.
+        self._mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1, 1)
+        self._std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1, 1)
+        self._plain = EnsureType(data_type="tensor", track_meta=False)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ClipPreprocess":
@@ -96,7 +97,7 @@ class ClipPreprocess:
         if (h, w) != tuple(clip.shape[-2:]):
             clip = CenterSpatialCrop(roi_size=(-1, h, w))(clip)
         resize = self._shrink if min(h, w) >= self.size else self._enlarge
-        return self._normalise(resize(clip.float()))
+        return (self._plain(resize(clip.float())) - self._mean) / self._std
 
     def __repr__(self) -> str:
         return (f"ClipPreprocess(size={self.size}, crop={self.crop!r}, zoom={self.zoom}, "

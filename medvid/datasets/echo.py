@@ -1,0 +1,209 @@
+"""Echo datasets over an ingest output: cine-loop clips and whole studies with their reports.
+
+Rows come from ``DIR/videos.parquet`` (pseudonymous keys only); files are found through the local
+key file written by ``medvid ingest`` (or a ``path`` column when ingest ran with ``keep_paths``).
+Each item decodes only the frames of its clip (``DicomCine.frames``), chosen by time through
+``medvid.transforms.sampling`` so 30 and 60 fps loops give clips of equal duration. Loops shorter
+than the clip wrap around (cine loops are cyclic).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from medvid.errors import MedvidError
+from medvid.io.dicom import DicomCine, video_paths
+from medvid.io.regions import apply_mask, box_mask, clip_box, estimate_sector_mask
+from medvid.io.reports import parse_sections
+from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor
+from medvid.transforms.sampling import clip_times, frame_timestamps, times_to_indices
+
+MASKS = ("box", "pixels", "none")
+STARTS = ("begin", "center", "random")
+
+
+def clip_indices(cine: DicomCine, n_frames: int, target_fps: float | None = None, frame_stride: int | None = None,
+                 start: str = "begin", rng: np.random.Generator | None = None, default_fps: float = 30.0) -> np.ndarray:
+    """Frame indices of an ``n_frames`` clip at ``target_fps`` (or every ``frame_stride``-th native frame).
+
+    ``start``: ``begin`` (EchoPrime's convention), ``center``, or ``random`` (training).
+    """
+    timestamps = cine.timestamps if cine.timestamps is not None else frame_timestamps(cine.n_frames, fps=default_fps)
+    native = cine.fps or default_fps
+    fps = float(target_fps) if target_fps else native / float(frame_stride or 1)
+    step = 1.0 / native
+    duration = float(timestamps[-1]) + step
+    span = n_frames / fps
+    slack = max(duration - span, 0.0)
+    if start == "begin":
+        t0 = 0.0
+    elif start == "center":
+        t0 = slack / 2
+    elif start == "random":
+        t0 = float((rng or np.random.default_rng()).uniform(0, slack)) if slack > 0 else 0.0
+    else:
+        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+    times = np.mod(clip_times(n_frames, fps, t0), duration)  # wrap: loops shorter than the clip repeat
+    return times_to_indices(times, timestamps)
+
+
+def load_clip(cine: DicomCine, indices: np.ndarray, mask: str = "box", sector_box: Sequence[int] | None = None,
+              preprocess: ClipPreprocess | None = None) -> torch.Tensor:
+    """Decode ``indices`` only, blank everything outside the sector, preprocess → ``(3, T, H, W)`` float."""
+    frames = cine.frames(indices)
+    keep = None
+    if mask == "pixels":
+        keep = estimate_sector_mask(frames)
+    if keep is None and mask in ("box", "pixels") and sector_box is not None and len(sector_box) == 4:
+        box = clip_box(sector_box, cine.rows, cine.cols)
+        keep = box_mask(box, cine.rows, cine.cols) if box else None
+    if keep is not None:
+        frames = apply_mask(frames, keep)
+    clip = to_clip_tensor(frames)
+    return preprocess(clip) if preprocess is not None else clip
+
+
+class EchoVideoDataset(Dataset):
+    """One item per cine loop: ``{"video": (3, T, H, W), "video_key", "study_key", "view"}``.
+
+    ``preprocess`` is a ``ClipPreprocess``, a preset name (``PRESETS``) or None (raw 0–255 frames).
+    With a preset name, ``n_frames`` / ``target_fps`` / ``frame_stride`` default to the preset's
+    sampling (EchoPrime: 16 frames, every 2nd native frame, from the start).
+    """
+
+    def __init__(self, ingest_dir: str | os.PathLike, dicom_root: str | os.PathLike, n_frames: int | None = None,
+                 target_fps: float | None = None, frame_stride: int | None = None,
+                 preprocess: ClipPreprocess | str | None = "echoprime", mask: str = "box", start: str = "begin",
+                 split: str | Sequence[str] | None = None, views: Sequence[str] | None = None,
+                 default_fps: float = 30.0, seed: int | None = None) -> None:
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        if start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+        preset = PRESETS.get(preprocess, {}) if isinstance(preprocess, str) else {}
+        self.n_frames = int(n_frames or preset.get("n_frames") or 16)
+        if target_fps is None and frame_stride is None:
+            target_fps, frame_stride = preset.get("target_fps"), preset.get("frame_stride")
+        self.target_fps, self.frame_stride = target_fps, frame_stride
+        self.preprocess = resolve_preprocess(preprocess)
+        self.mask, self.start, self.default_fps = mask, start, default_fps
+        self.ingest_dir, self.dicom_root = Path(ingest_dir), Path(dicom_root)
+        self.videos = _filter(read_videos(self.ingest_dir), split, views).reset_index(drop=True)
+        self._paths = (dict(zip(self.videos["video_key"], self.videos["path"])) if "path" in self.videos
+                       else video_paths(self.ingest_dir))
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def clip(self, row: pd.Series) -> torch.Tensor:
+        """The clip of one ``videos`` row (decodes only the frames it uses)."""
+        rel = self._paths.get(row["video_key"])
+        if rel is None:
+            raise MedvidError(f"video {row['video_key']}: not in the ingest's key file")
+        try:
+            cine = DicomCine(self.dicom_root / rel)
+        except OSError as exc:
+            raise MedvidError(f"video {row['video_key']}: cannot open its file ({type(exc).__name__})") from exc
+        idx = clip_indices(cine, self.n_frames, self.target_fps, self.frame_stride, self.start, self._rng,
+                           self.default_fps)
+        box = row.get("sector_box")
+        return load_clip(cine, idx, self.mask, None if box is None else list(box), self.preprocess)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.videos.iloc[i]
+        return {"video": self.clip(row), "video_key": row["video_key"], "study_key": row["study_key"],
+                "view": str(row.get("view") or "")}
+
+
+class EchoStudyDataset(Dataset):
+    """One item per study: ``{"videos": (V, 3, T, H, W), "video_keys", "views", "study_key", "report",
+    "sections", "split"}``. ``max_videos`` caps V (loops taken in view order, then file order);
+    ``require_report`` keeps only studies that have one. Arguments as ``EchoVideoDataset``.
+    """
+
+    def __init__(self, ingest_dir: str | os.PathLike, dicom_root: str | os.PathLike, max_videos: int | None = None,
+                 require_report: bool = False, split: str | Sequence[str] | None = None, **video_kwargs: Any) -> None:
+        self.loops = EchoVideoDataset(ingest_dir, dicom_root, split=None, **video_kwargs)
+        if self.loops.preprocess is None:
+            raise ValueError("EchoStudyDataset stacks loops of different sizes: give a preprocess (size)")
+        reports = read_reports_table(ingest_dir)
+        videos = self.loops.videos
+        studies = videos.groupby("study_key", sort=True).indices
+        self.reports = dict(zip(reports["study_key"], reports["report"]))
+        report_split = dict(zip(reports["study_key"], reports["split"]))
+        video_split = dict(zip(videos["study_key"], videos.get("split", pd.Series([""] * len(videos)))))
+        wanted = {split} if isinstance(split, str) else set(split) if split else None
+        self.studies: list[tuple[str, list[int], str]] = []
+        for key, rows in studies.items():
+            s = str(report_split.get(key) or video_split.get(key) or "")
+            if (wanted is not None and s not in wanted) or (require_report and key not in self.reports):
+                continue
+            order = sorted(rows, key=lambda r: (str(videos.at[r, "view"] or "~"), r))
+            self.studies.append((key, order[:max_videos] if max_videos else order, s))
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        key, rows, split = self.studies[i]
+        items = [self.loops[r] for r in rows]
+        report = str(self.reports.get(key, ""))
+        return {"videos": torch.stack([it["video"] for it in items]), "video_keys": [it["video_key"] for it in items],
+                "views": [it["view"] for it in items], "study_key": key, "report": report,
+                "sections": parse_sections(report), "split": split}
+
+
+def collate_studies(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch studies with different loop counts: ``videos`` padded to ``(B, Vmax, 3, T, H, W)`` plus
+    ``video_mask`` ``(B, Vmax)`` (True where a loop is real); other fields become lists."""
+    vmax = max(item["videos"].shape[0] for item in batch)
+    shape = batch[0]["videos"].shape[1:]
+    videos = torch.zeros((len(batch), vmax, *shape), dtype=batch[0]["videos"].dtype)
+    mask = torch.zeros((len(batch), vmax), dtype=torch.bool)
+    for b, item in enumerate(batch):
+        v = item["videos"].shape[0]
+        videos[b, :v] = item["videos"]
+        mask[b, :v] = True
+    out: dict[str, Any] = {"videos": videos, "video_mask": mask}
+    for key in batch[0]:
+        if key != "videos":
+            out[key] = [item[key] for item in batch]
+    return out
+
+
+def read_videos(ingest_dir: str | os.PathLike) -> pd.DataFrame:
+    path = Path(ingest_dir) / "videos.parquet"
+    if not path.exists():
+        raise MedvidError(f"{path}: missing; run `medvid ingest DICOM_ROOT --out {ingest_dir}` first")
+    df = pd.read_parquet(path)
+    for col in ("view", "split"):
+        if col not in df:
+            df[col] = ""
+        df[col] = df[col].fillna("").astype(str)
+    return df
+
+
+def read_reports_table(ingest_dir: str | os.PathLike) -> pd.DataFrame:
+    """The ingest's pseudonymised ``reports.csv`` (``study_key,report,split``); empty when absent."""
+    path = Path(ingest_dir) / "reports.csv"
+    if not path.exists():
+        return pd.DataFrame({"study_key": [], "report": [], "split": []})
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "split" not in df:
+        df["split"] = ""
+    return df
+
+
+def _filter(df: pd.DataFrame, split: str | Sequence[str] | None, views: Sequence[str] | None) -> pd.DataFrame:
+    if split:
+        df = df[df["split"].isin([split] if isinstance(split, str) else list(split))]
+    if views:
+        df = df[df["view"].isin(list(views))]
+    return df

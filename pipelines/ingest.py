@@ -1,0 +1,228 @@
+"""`medvid ingest DICOM_ROOT --out DIR`: index an echo DICOM export into de-identified tables.
+
+Writes (all atomically):
+- ``DIR/videos.parquet``: one row per cine loop, keyed by pseudonyms (no identifiers, no paths);
+- ``DIR/errors.jsonl``: one row per file that is not a usable cine loop (``file_key``, typed ``reason``,
+  PHI-free ``detail``);
+- ``DIR/reports.csv`` / ``labels.csv`` / ``views.csv`` when given: the companion tables re-keyed
+  from real UIDs to pseudonyms;
+- ``DIR/LOCAL_KEYS_DO_NOT_SHARE/``: ``paths.jsonl`` (file key → relative path, to reopen files and
+  find bad ones), the generated salt, the resume cache. The only place a path is kept.
+
+Files are inspected from their headers and one decoded frame; a re-run reuses results for files
+whose size and modification time did not change (resume after a kill).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from medvid.errors import MedvidError
+from medvid.io.dicom import KEY_DIR, DicomFileError, cine_metadata, find_files, inspect_file, quiet_pydicom
+from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
+from medvid.io.reports import read_labels, read_reports, read_views
+from medvid.utils import atomic_path, atomic_write_text, pseudonym, write_jsonl
+
+log = logging.getLogger("medvid")
+
+_KEY_README = ("This folder links pseudonyms back to source files (relative paths can name patients) and holds "
+               "the pseudonym salt. Keep it on the machine that holds the DICOM export; never share or upload it.\n")
+
+
+@dataclass
+class Config:
+    dicom_root: str = ""
+    out: str = "ingest_out"
+    salt: str = ""  # per-dataset secret for pseudonyms; blank: generate once and keep it in the key folder
+    keep_paths: bool = False  # true: also write relative paths into videos.parquet / errors.jsonl
+    reports: str = ""  # CSV study_uid,report[,split]
+    labels: str = ""  # CSV study_uid,<phenotype columns>
+    views: str = ""  # CSV sop_instance_uid,view
+    modalities: list[str] = field(default_factory=lambda: ["US"])  # empty: any modality
+    min_frames: int = 2
+    validate_decode: bool = True  # decode the last frame of every loop (catches truncation, codec gaps)
+    estimate_sector: bool = True  # no SequenceOfUltrasoundRegions: find the sector from moving pixels
+    sector_frames: int = 8  # frames decoded for that estimate
+    resume: bool = True
+    progress: bool = True
+
+
+def run(cfg: Config) -> dict:
+    root, out = Path(cfg.dicom_root), Path(cfg.out)
+    if not cfg.dicom_root or not root.is_dir():
+        raise MedvidError(f"DICOM root is not a folder: {cfg.dicom_root!r}")
+    keys = out / KEY_DIR
+    keys.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(keys / "README.txt", _KEY_README)
+    salt = _salt(cfg, keys)
+    files = find_files(root)
+    settings = _settings_id(cfg, salt)
+    cache_path = keys / "scan_cache.jsonl"
+    cache = _load_cache(cache_path, settings) if cfg.resume else {}
+    results: list[dict[str, Any]] = []
+    reused = 0
+    with open(cache_path, "a" if cfg.resume else "w", encoding="utf-8") as cache_file, \
+            tqdm(files, desc="ingest", unit="file", disable=not cfg.progress) as bar:
+        for path in bar:
+            rel = path.relative_to(root).as_posix()
+            stamp = _stamp(path)
+            hit = cache.get(rel)
+            if hit is not None and hit["stamp"] == stamp:
+                results.append(hit["result"])
+                reused += 1
+                continue
+            result = _process(path, rel, cfg, salt)
+            results.append(result)
+            cache_file.write(json.dumps({"rel": rel, "stamp": stamp, "settings": settings, "result": result}) + "\n")
+            cache_file.flush()
+    videos, errors = _assemble(results)
+    summary = _write_outputs(out, keys, cfg, salt, videos, errors, results)
+    summary.update({"files": len(files), "reused_from_cache": reused})
+    log.info("ingest: %d files → %d cine loops in %d studies, %d errors %s", len(files), summary["videos"],
+             summary["studies"], len(errors), dict(summary["errors_by_reason"]))
+    if not videos:
+        raise MedvidError(f"no usable cine loop among {len(files)} file(s); see {out / 'errors.jsonl'}")
+    return summary
+
+
+def _salt(cfg: Config, keys: Path) -> str:
+    if cfg.salt:
+        return cfg.salt
+    path = keys / "salt.txt"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    salt = secrets.token_hex(16)
+    atomic_write_text(path, salt + "\n")
+    return salt
+
+
+def _settings_id(cfg: Config, salt: str) -> str:
+    """Fingerprint of everything a cached per-file result depends on."""
+    parts = [salt, ",".join(cfg.modalities), cfg.min_frames, cfg.validate_decode, cfg.estimate_sector,
+             cfg.sector_frames, 1]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _load_cache(path: Path, settings: str) -> dict[str, dict]:
+    cache: dict[str, dict] = {}
+    if not path.exists():
+        return cache
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if row.get("settings") == settings:
+                cache[row["rel"]] = row
+    return cache
+
+
+def _process(path: Path, rel: str, cfg: Config, salt: str) -> dict[str, Any]:
+    """One file → ``{"rel", "file_key", "video": row}`` or ``{"rel", "file_key", "error": {reason, detail}}``."""
+    file_key = pseudonym(rel, salt, prefix="f_")
+    base = {"rel": rel, "file_key": file_key}
+    try:
+        cine = inspect_file(path, modalities=cfg.modalities, min_frames=cfg.min_frames, validate=cfg.validate_decode)
+        row = cine_metadata(cine, salt)
+        with quiet_pydicom():
+            box = box_from_regions(cine.ds, cine.rows, cine.cols)
+        source = "regions" if box else "none"
+        if box is None and cfg.estimate_sector:
+            idx = np.unique(np.linspace(0, cine.n_frames - 1, min(cfg.sector_frames, cine.n_frames)).astype(int))
+            box = box_from_mask(m) if (m := estimate_sector_mask(cine.frames(idx))) is not None else None
+            source = "pixels" if box else "none"
+        row.update({"file_key": file_key, "sector_box": list(box) if box else None, "sector_source": source})
+        return {**base, "video": row}
+    except DicomFileError as exc:
+        log.debug("file %s: %s", file_key, exc.reason)
+        return {**base, "error": {"reason": exc.reason, "detail": exc.detail}}
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
+        log.debug("file %s: decode_error (%s)", file_key, type(exc).__name__)
+        return {**base, "error": {"reason": "decode_error", "detail": f"{type(exc).__name__} while reading"}}
+
+
+def _assemble(results: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Split results into video rows and error rows; a second file with a seen SOPInstanceUID is a duplicate."""
+    videos, errors, seen = [], [], set()
+    for r in results:
+        if "video" in r and r["video"]["video_key"] in seen:
+            errors.append({"file_key": r["file_key"], "reason": "duplicate", "detail": "SOPInstanceUID seen in another file"})
+        elif "video" in r:
+            seen.add(r["video"]["video_key"])
+            videos.append(dict(r["video"]))
+        else:
+            errors.append({"file_key": r["file_key"], **r["error"]})
+    return videos, errors
+
+
+def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[dict], errors: list[dict],
+                   results: list[dict]) -> dict[str, Any]:
+    rel_of = {r["file_key"]: r["rel"] for r in results}
+    video_of = {r["file_key"]: r["video"]["video_key"] for r in results if "video" in r}
+    write_jsonl(keys / "paths.jsonl", ({"file_key": k, "path": rel, "video_key": video_of.get(k)}
+                                       for k, rel in rel_of.items()))
+    summary: dict[str, Any] = {"out": str(out)}
+    views = splits = None
+    if cfg.views:
+        df = read_views(cfg.views)
+        df = pd.DataFrame({"video_key": [pseudonym(u, salt, prefix="vi_") for u in df["sop_instance_uid"]],
+                           "view": df["view"]})
+        _write_csv(out / "views.csv", df)
+        views = dict(zip(df["video_key"], df["view"]))
+        summary["views_matched"] = sum(v["video_key"] in views for v in videos)
+    if cfg.reports:
+        df = read_reports(cfg.reports)
+        df.insert(0, "study_key", [pseudonym(u, salt, prefix="st_") for u in df.pop("study_uid")])
+        _write_csv(out / "reports.csv", df)
+        splits = dict(zip(df["study_key"], df["split"]))
+        summary["reports_matched"] = len(set(df["study_key"]) & {v["study_key"] for v in videos})
+    if cfg.labels:
+        df = read_labels(cfg.labels)
+        df.insert(0, "study_key", [pseudonym(u, salt, prefix="st_") for u in df.pop("study_uid")])
+        _write_csv(out / "labels.csv", df)
+        summary["labels_matched"] = len(set(df["study_key"]) & {v["study_key"] for v in videos})
+    for v in videos:
+        v["view"] = (views or {}).get(v["video_key"], "")
+        v["split"] = (splits or {}).get(v["study_key"], "")
+        if cfg.keep_paths:
+            v["path"] = rel_of[v["file_key"]]
+    if cfg.keep_paths:
+        for e in errors:
+            e["path"] = rel_of[e["file_key"]]
+    with atomic_path(out / "videos.parquet") as tmp:
+        pd.DataFrame(videos, columns=_columns(videos)).to_parquet(tmp, index=False)
+    write_jsonl(out / "errors.jsonl", errors)
+    summary.update({"videos": len(videos), "studies": len({v["study_key"] for v in videos}),
+                    "frames": int(sum(v["frames"] for v in videos)), "errors": len(errors),
+                    "errors_by_reason": dict(Counter(e["reason"] for e in errors))})
+    return summary
+
+
+_FIRST_COLUMNS = ["study_key", "video_key", "series_key", "patient_key", "file_key", "view", "split", "frames", "fps"]
+
+
+def _columns(videos: list[dict]) -> list[str]:
+    rest = sorted({k for v in videos for k in v} - set(_FIRST_COLUMNS)) if videos else []
+    return _FIRST_COLUMNS + rest
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
