@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -59,10 +59,23 @@ def strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
+def build_empty(factory: Callable[[], nn.Module]) -> nn.Module:
+    """Build an architecture on the meta device (no weight init: the checkpoint fills every tensor).
+
+    Falls back to a normal build when the model has non-persistent buffers, which no file holds.
+    """
+    with torch.device("meta"):
+        model = factory()
+    if {n for n, _ in model.named_buffers()} - set(model.state_dict()):
+        return factory()
+    return model
+
+
 def load_strict(model: nn.Module, state: dict[str, Tensor], what: str, ignore: Iterable[str] = ()) -> nn.Module:
     """Load ``state`` into ``model``; any missing/unexpected key or shape mismatch is an error.
 
     ``ignore`` lists key suffixes of file entries that carry no weights (e.g. ``position_ids``).
+    A model built by ``build_empty`` on the meta device takes the file's tensors as they are.
     """
     ignore = tuple(ignore)
     state = {k: v for k, v in state.items() if not (ignore and k.endswith(ignore))}
@@ -77,7 +90,8 @@ def load_strict(model: nn.Module, state: dict[str, Tensor], what: str, ignore: I
         raise CheckpointMismatchError(
             f"{what}: checkpoint does not match the architecture: missing {show(missing)}; "
             f"unexpected {show(unexpected)}; shape mismatches {show(shapes)}")
-    model.load_state_dict(state, strict=True)
+    on_meta = any(t.is_meta for t in model.state_dict().values())
+    model.load_state_dict(state, strict=True, assign=on_meta)
     return model.eval()
 
 
@@ -101,12 +115,12 @@ def echoprime_view_classifier() -> nn.Module:
 
 
 def import_echoprime_video_encoder(path: str | Path) -> nn.Module:
-    return load_strict(echoprime_video_encoder(), read_checkpoint(path), "EchoPrime video encoder")
+    return load_strict(build_empty(echoprime_video_encoder), read_checkpoint(path), "EchoPrime video encoder")
 
 
 def import_echoprime_view_classifier(path: str | Path) -> nn.Module:
     """Outputs logits over ``medvid.vocab.ECHO_VIEWS`` (same order as EchoPrime's release)."""
-    return load_strict(echoprime_view_classifier(), read_checkpoint(path), "EchoPrime view classifier")
+    return load_strict(build_empty(echoprime_view_classifier), read_checkpoint(path), "EchoPrime view classifier")
 
 
 # --- EchoNet-Dynamic ------------------------------------------------------------------------
@@ -121,7 +135,7 @@ def echonet_dynamic_ef() -> nn.Module:
 
 def import_echonet_dynamic(path: str | Path) -> nn.Module:
     state = strip_prefix(read_checkpoint(path, key="state_dict"), "module.")
-    return load_strict(echonet_dynamic_ef(), state, "EchoNet-Dynamic EF model")
+    return load_strict(build_empty(echonet_dynamic_ef), state, "EchoNet-Dynamic EF model")
 
 
 # --- PanEcho --------------------------------------------------------------------------------
@@ -208,7 +222,8 @@ def import_panecho(path: str | Path) -> PanEcho:
     heads = {k[: -len("_head.1.weight")]: int(v.shape[0]) for k, v in state.items() if k.endswith("_head.1.weight")}
     layers = len({k.split(".")[3] for k in state if k.startswith("encoder.transformer.layers.")})
     clip_len = int(state["encoder.time_encoder.pe"].shape[1]) if "encoder.time_encoder.pe" in state else 16
-    return load_strict(PanEcho(heads, layers=layers or 4, clip_len=clip_len), state, "PanEcho")
+    model = build_empty(lambda: PanEcho(heads, layers=layers or 4, clip_len=clip_len))
+    return load_strict(model, state, "PanEcho")
 
 
 # --- SurgVLP family -------------------------------------------------------------------------
