@@ -1,0 +1,30 @@
+"""The medvid command lists every job and turns bad configs into one clear error line."""
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from medvid.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_jobs():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for job in ["demo", "ingest", "synth", "transcribe", "lectures", "pretrain", "train-views", "zero-shot"]:
+        assert job in result.output
+    sub = runner.invoke(app, ["synth", "--help"])
+    assert all(kind in sub.output for kind in ["echo", "surgery", "lectures"])
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "medvid.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "zero-shot" in out.stdout
+
+
+def test_unknown_config_key_is_a_clean_error(tmp_path):
+    result = runner.invoke(app, ["ingest", str(tmp_path), "--out", str(tmp_path / "o"), "no_such_key=1"])
+    assert result.exit_code == 1
+    assert "no_such_key" in result.output
+    assert "Traceback" not in result.output
