@@ -158,34 +158,50 @@ def _process(path: Path, rel: str, cfg: Config, salt: str) -> dict[str, Any]:
 
 
 def _assemble(results: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Split results into video rows and error rows; a second file with a seen SOPInstanceUID is a duplicate."""
-    videos, errors, seen = [], [], set()
+    """Split results into video rows and error rows.
+
+    A file repeating a seen SOPInstanceUID with the same frames, size and transfer syntax is a
+    ``duplicate`` copy. One that re-encodes it differently (another codec or geometry, as in
+    pydicom's test files) stays a row: ``instance_key`` is shared, ``video_key`` gets a suffix.
+    """
+    videos, errors = [], []
+    seen: dict[str, list[tuple]] = {}
     for r in results:
-        if "video" in r and r["video"]["video_key"] in seen:
-            errors.append({"file_key": r["file_key"], "reason": "duplicate", "detail": "SOPInstanceUID seen in another file"})
-        elif "video" in r:
-            seen.add(r["video"]["video_key"])
-            videos.append(dict(r["video"]))
-        else:
+        if "error" in r:
             errors.append({"file_key": r["file_key"], **r["error"]})
+            continue
+        row = dict(r["video"])
+        base = row["video_key"]
+        signature = (row["frames"], row["rows"], row["cols"], row["transfer_syntax"])
+        variants = seen.setdefault(base, [])
+        if signature in variants:
+            errors.append({"file_key": r["file_key"], "reason": "duplicate",
+                           "detail": "same SOPInstanceUID, frames, size and transfer syntax as another file"})
+            continue
+        row["instance_key"] = base
+        if variants:
+            row["video_key"] = f"{base}-{len(variants) + 1}"
+        variants.append(signature)
+        videos.append(row)
     return videos, errors
 
 
 def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[dict], errors: list[dict],
                    results: list[dict]) -> dict[str, Any]:
     rel_of = {r["file_key"]: r["rel"] for r in results}
-    video_of = {r["file_key"]: r["video"]["video_key"] for r in results if "video" in r}
+    video_of = {v["file_key"]: v["video_key"] for v in videos}
     write_jsonl(keys / "paths.jsonl", ({"file_key": k, "path": rel, "video_key": video_of.get(k)}
                                        for k, rel in rel_of.items()))
     summary: dict[str, Any] = {"out": str(out)}
     views = splits = None
     if cfg.views:
         df = read_views(cfg.views)
-        df = pd.DataFrame({"video_key": [pseudonym(u, salt, prefix="vi_") for u in df["sop_instance_uid"]],
-                           "view": df["view"]})
-        _write_csv(out / "views.csv", df)
-        views = dict(zip(df["video_key"], df["view"]))
-        summary["views_matched"] = sum(v["video_key"] in views for v in videos)
+        views = {pseudonym(u, salt, prefix="vi_"): v for u, v in zip(df["sop_instance_uid"], df["view"])}
+        rows = [(v["video_key"], views[v["instance_key"]]) for v in videos if v["instance_key"] in views]
+        matched = {v["instance_key"] for v in videos}
+        rows += [(k, view) for k, view in views.items() if k not in matched]  # kept: a later ingest may hold them
+        _write_csv(out / "views.csv", pd.DataFrame(rows, columns=["video_key", "view"]))
+        summary["views_matched"] = sum(v["instance_key"] in views for v in videos)
     if cfg.reports:
         df = read_reports(cfg.reports)
         df.insert(0, "study_key", [pseudonym(u, salt, prefix="st_") for u in df.pop("study_uid")])
@@ -198,7 +214,7 @@ def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[d
         _write_csv(out / "labels.csv", df)
         summary["labels_matched"] = len(set(df["study_key"]) & {v["study_key"] for v in videos})
     for v in videos:
-        v["view"] = (views or {}).get(v["video_key"], "")
+        v["view"] = (views or {}).get(v["instance_key"], "")
         v["split"] = (splits or {}).get(v["study_key"], "")
         if cfg.keep_paths:
             v["path"] = rel_of[v["file_key"]]
@@ -214,7 +230,8 @@ def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[d
     return summary
 
 
-_FIRST_COLUMNS = ["study_key", "video_key", "series_key", "patient_key", "file_key", "view", "split", "frames", "fps"]
+_FIRST_COLUMNS = ["study_key", "video_key", "instance_key", "series_key", "patient_key", "file_key", "view", "split",
+                  "frames", "fps"]
 
 
 def _columns(videos: list[dict]) -> list[str]:

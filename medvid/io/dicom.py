@@ -119,6 +119,19 @@ def _read_header(f: io.BufferedReader) -> tuple[Dataset, tuple[int, int | None] 
     return ds, (f.tell(), None if length == 0xFFFFFFFF else int(length))
 
 
+def _ends_mid_element(ds: Dataset, f: io.BufferedReader) -> bool:
+    """True when a header read stopped at end of file inside an element (pydicom stops silently)."""
+    size = os.fstat(f.fileno()).st_size
+    meta_length = ds.file_meta.get("FileMetaInformationGroupLength") if hasattr(ds, "file_meta") else None
+    if meta_length is not None and size < 132 + 12 + int(meta_length):
+        return True
+    raw = [e for e in ds._dict.values() if hasattr(e, "value_tell")]
+    if not raw or raw[-1].length == 0xFFFFFFFF:
+        return False
+    end = raw[-1].value_tell + raw[-1].length
+    return end != size  # past the end: value cut; before it: a partial element header follows
+
+
 def frame_timing(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, float | None, str]:
     """Frame start times (s), nominal fps and the tag they came from.
 
@@ -149,8 +162,10 @@ class DicomCine:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        with open(self.path, "rb") as f, quiet_pydicom():
+        with open(self.path, "rb") as f, quiet_pydicom() as caught:
             self.ds, self._pixels = ds, _ = _read_header(f)
+            self.header_warnings = [str(w.message) for w in caught]
+            self.header_truncated = self._pixels is None and _ends_mid_element(ds, f)
             self.transfer_syntax = UID(ds.file_meta.get("TransferSyntaxUID", "") if hasattr(ds, "file_meta") else "")
             self.n_frames = _int(ds.get("NumberOfFrames"), 1)
             self.rows, self.cols = _int(ds.get("Rows"), 0), _int(ds.get("Columns"), 0)
@@ -262,10 +277,13 @@ def inspect_file(path: str | os.PathLike, modalities: Sequence[str] = ("US",), m
     Header only (no pixel data read); with ``validate`` the last frame is decoded, which catches
     truncated files, broken codestreams and missing codecs.
     """
-    path = Path(path)
+    with quiet_pydicom():
+        return _inspect(Path(path), modalities, min_frames, validate)
+
+
+def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: bool) -> DicomCine:
     try:
-        with quiet_pydicom() as caught:
-            cine = DicomCine(path)
+        cine = DicomCine(path)
     except InvalidDicomError as exc:
         raise DicomFileError("not_dicom", scrub(exc, path)) from exc
     except PermissionError as exc:
@@ -278,12 +296,13 @@ def inspect_file(path: str | os.PathLike, modalities: Sequence[str] = ("US",), m
         reason = "truncated" if "end of file" in str(exc).lower() else "unreadable"
         raise DicomFileError(reason, f"{type(exc).__name__}: {scrub(exc, path)}") from exc
     ds = cine.ds
-    ended_early = any("end of file" in str(w.message).lower() for w in caught)
+    ended_early = any("end of file" in w.lower() for w in cine.header_warnings)
     sop_class = UID(str(ds.get("SOPClassUID", "") or (ds.file_meta.get("MediaStorageSOPClassUID", "")
                                                          if hasattr(ds, "file_meta") else "")))
     if sop_class == _DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
         raise DicomFileError("dicomdir", "DICOMDIR index file")
     if not cine.has_pixel_data:
+        ended_early = ended_early or cine.header_truncated
         raise DicomFileError("truncated" if ended_early else "no_pixel_data",
                              "file ends before its pixel data" if ended_early else "no Pixel Data element")
     if not ds.get("StudyInstanceUID") or not ds.get("SOPInstanceUID"):
@@ -291,7 +310,7 @@ def inspect_file(path: str | os.PathLike, modalities: Sequence[str] = ("US",), m
     modality = str(ds.get("Modality", "")).upper()
     if modalities and modality not in {m.upper() for m in modalities}:
         raise DicomFileError("not_ultrasound", f"modality {modality or 'unset'}")
-    if cine.n_frames < max(min_frames, 2):
+    if cine.n_frames < min_frames:
         raise DicomFileError("single_frame", f"{cine.n_frames} frame(s)")
     if cine.rows <= 0 or cine.cols <= 0:
         raise DicomFileError("decode_error", "no Rows/Columns")

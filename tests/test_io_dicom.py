@@ -1,0 +1,256 @@
+"""medvid.io.dicom / regions on files someone else wrote (pydicom + pydicom-data) and on broken input."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut
+
+import medvid.io.dicom as dicom
+from echo_testdata import ingest
+from medvid.errors import MedvidError
+from medvid.io.dicom import REASONS, DicomCine, DicomFileError, frame_timing, inspect_file
+from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
+
+US_FILES = ["examples_ybr_color.dcm", "color3d_jpeg_baseline.dcm", "OBXXXX1A_2frame.dcm", "OBXXXX1A_expb_2frame.dcm",
+            "OBXXXX1A_rle_2frame.dcm", "examples_rgb_color.dcm", "examples_palette.dcm", "examples_jpeg2k.dcm",
+            "US1_J2KI.dcm", "US1_J2KR.dcm", "US1_UNCI.dcm", "US1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm",
+            "gdcm-US-ALOKA-16_big.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm", "ExplVR_BigEnd.dcm", "color-pl.dcm"]
+
+
+def _testfile(name: str) -> Path:
+    return Path(get_testdata_file(name, download=False))
+
+
+def _expected_cine(path: str) -> dict | None:
+    """Independent of medvid: pydicom's full read says whether a file is a US multi-frame loop."""
+    try:
+        ds = dcmread(path, force=False)
+    except Exception:  # noqa: BLE001 - not our business here: anything pydicom can't read is not a loop
+        return None
+    if str(ds.get("Modality", "")) != "US" or int(ds.get("NumberOfFrames", 1) or 1) < 2 or "PixelData" not in ds:
+        return None
+    fps = 1000.0 / float(ds.FrameTime) if ds.get("FrameTime") else None
+    return {"frames": int(ds.NumberOfFrames), "rows": int(ds.Rows), "cols": int(ds.Columns), "fps": fps,
+            "sop": str(ds.SOPInstanceUID)}
+
+
+@pytest.fixture(scope="module")
+def pydicom_ingest(tmp_path_factory):
+    """Every pydicom / pydicom-data test file (261), linked into one tree and ingested once."""
+    files = [f for f in get_testdata_files() if os.path.isfile(f)]
+    assert len(files) >= 240, "pydicom-data should be installed (test extra)"
+    root = tmp_path_factory.mktemp("pydicom_files")
+    for i, f in enumerate(files):
+        (root / f"{i:03d}_{Path(f).name}").symlink_to(f)
+    out = tmp_path_factory.mktemp("pydicom_ingest")
+    summary = ingest(root, out, "salt=test-salt", "keep_paths=true")
+    return files, root, out, summary
+
+
+def test_every_pydicom_file_is_a_row_or_a_typed_error(pydicom_ingest):
+    files, _, out, summary = pydicom_ingest
+    videos = pd.read_parquet(out / "videos.parquet")
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert len(videos) + len(errors) == len(files) == summary["files"]
+    assert {e["reason"] for e in errors} <= set(REASONS)
+    assert all(e["detail"] for e in errors)
+    expected = {Path(f).name: c for f in files if (c := _expected_cine(f))}
+    assert {"examples_ybr_color.dcm", "color3d_jpeg_baseline.dcm", "OBXXXX1A_2frame.dcm"} <= set(expected)
+    got = {Path(p).name.split("_", 1)[1]: row for p, row in zip(videos["path"], videos.to_dict("records"))}
+    assert set(got) == set(expected)
+    for name, want in expected.items():
+        row = got[name]
+        assert (row["frames"], row["rows"], row["cols"]) == (want["frames"], want["rows"], want["cols"]), name
+        if want["fps"] is None:
+            assert row["fps"] is None or np.isnan(row["fps"])
+        else:
+            assert row["fps"] == pytest.approx(want["fps"], rel=1e-3)
+    ybr = got["color3d_jpeg_baseline.dcm"]
+    assert ybr["photometric_interpretation"] == "YBR_FULL_422" and ybr["transfer_syntax"] == "1.2.840.10008.1.2.4.50"
+    assert ybr["sector_source"] == "regions" and list(ybr["sector_box"]) == [84, 31, 596, 415]
+    reasons = {Path(e["path"]).name.split("_", 1)[1]: e["reason"] for e in errors}
+    assert reasons["CT_small.dcm"] == "not_ultrasound"
+    assert reasons["US1_UNCI.dcm"] == "single_frame"
+    assert reasons["rtplan.dcm"] == "no_pixel_data"
+    assert reasons["DICOMDIR"] == "dicomdir"
+
+
+@pytest.mark.parametrize("name", US_FILES)
+def test_colours_match_pydicom_rgb_decode(name):
+    path = _testfile(name)
+    cine = DicomCine(path)
+    idx = sorted({0, cine.n_frames - 1})
+    ours = cine.frames(idx)
+    ds = dcmread(path)
+    ref = ds.pixel_array  # pydicom 3 converts YBR to RGB by default
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        ref = apply_color_lut(ref, ds)
+        if ref.max() > 255:
+            ref = ref >> 8
+    ref = (ref[None] if cine.n_frames == 1 else ref)[idx]
+    if ref.ndim == 3:
+        ref = np.repeat(ref[..., None], 3, axis=-1)
+    assert ours.shape == ref.shape and ours.dtype == np.uint8
+    diff = np.abs(ours.astype(int) - ref.astype(int))
+    if cine.fast_path:  # Pillow vs pylibjpeg: both JPEG decoders, different upsampling/rounding
+        assert diff.mean() < 0.5 and diff.max() <= 8
+    else:
+        assert diff.max() == 0
+
+
+def test_colour_channel_order_is_rgb():
+    """The reference pipeline's known bug: YBR read as BGR gives a green tint. Red must stay red."""
+    ours = DicomCine(_testfile("examples_ybr_color.dcm")).frames([0]).astype(float)
+    ref = dcmread(_testfile("examples_ybr_color.dcm")).pixel_array[0].astype(float)
+    swapped = np.abs(ours[0][..., ::-1] - ref).mean()
+    assert np.abs(ours[0] - ref).mean() < 0.5 < swapped
+
+
+def test_decodes_only_the_frames_asked_for(monkeypatch):
+    calls = []
+    real = dicom.get_frame
+    monkeypatch.setattr(dicom, "get_frame", lambda buf, i, **kw: calls.append(i) or real(buf, i, **kw))
+    cine = DicomCine(_testfile("color3d_jpeg_baseline.dcm"))
+    idx = np.arange(0, 32, 2)
+    frames = cine.frames(idx)
+    assert sorted(calls) == list(idx) and frames.shape == (16, 480, 640, 3)
+    calls.clear()
+    cine.frames([5, 5, 3])  # repeats decoded once, returned in the order asked
+    assert sorted(calls) == [3, 5]
+    full = dcmread(_testfile("color3d_jpeg_baseline.dcm")).pixel_array[idx]
+    assert np.abs(frames.astype(int) - full.astype(int)).mean() < 0.5
+
+
+def test_non_jpeg_path_passes_indices_to_pydicom(monkeypatch):
+    seen = []
+    real = dicom.iter_pixels
+    monkeypatch.setattr(dicom, "iter_pixels", lambda src, indices=None, **kw: seen.append(list(indices)) or real(src, indices=indices, **kw))
+    cine = DicomCine(_testfile("OBXXXX1A_rle_2frame.dcm"))
+    assert not cine.fast_path
+    cine.frames([1])
+    assert seen == [[1]]
+
+
+def test_frame_timing_tags():
+    ds = Dataset()
+    ds.FrameTimeVector = [0, 20, 20, 40]
+    times, fps, src = frame_timing(ds, 4)
+    assert src == "FrameTimeVector" and np.allclose(times, [0, 0.02, 0.04, 0.08]) and fps == pytest.approx(50)
+    ds = Dataset()
+    ds.CineRate = 60
+    times, fps, src = frame_timing(ds, 3)
+    assert (src, fps) == ("CineRate", 60.0) and np.allclose(times, [0, 1 / 60, 2 / 60])
+    ds = Dataset()
+    ds.RecommendedDisplayFrameRate = 25
+    assert frame_timing(ds, 2)[1:] == (25.0, "RecommendedDisplayFrameRate")
+    ds.FrameTime = "33.333"
+    assert frame_timing(ds, 2)[2] == "FrameTime"
+    assert frame_timing(Dataset(), 5) == (None, None, "none")
+
+
+def test_sector_box_from_regions_matches_the_tags():
+    ds = dcmread(_testfile("color3d_jpeg_baseline.dcm"), stop_before_pixels=True)
+    region = ds.SequenceOfUltrasoundRegions[0]
+    box = box_from_regions(ds, ds.Rows, ds.Columns)
+    assert box == (region.RegionLocationMinX0, region.RegionLocationMinY0,
+                   region.RegionLocationMaxX1 + 1, region.RegionLocationMaxY1 + 1)
+
+
+def test_sector_estimated_from_moving_pixels_ignores_text_and_ecg():
+    """A real cine (color3d) without its regions: the moving area is inside the regions box."""
+    cine = DicomCine(_testfile("color3d_jpeg_baseline.dcm"))
+    frames = cine.frames(np.linspace(0, cine.n_frames - 1, 8).astype(int))
+    x0, y0, x1, y1 = box_from_regions(cine.ds, cine.rows, cine.cols)
+    est = box_from_mask(estimate_sector_mask(frames))
+    assert est is not None
+    assert est[0] >= x0 - 4 and est[1] >= y0 - 4 and est[2] <= x1 + 4 and est[3] <= y1 + 4
+    assert (est[2] - est[0]) * (est[3] - est[1]) > 0.4 * (x1 - x0) * (y1 - y0)
+    assert estimate_sector_mask(np.repeat(frames[:1], 4, axis=0)) is None  # a still image has no sector
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def _bad_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "P1234567" / "20200101").mkdir(parents=True)
+    good = root / "P1234567" / "20200101"
+    for name in ("examples_ybr_color.dcm", "OBXXXX1A_2frame.dcm"):
+        (good / name).write_bytes(_testfile(name).read_bytes())
+    data = _testfile("color3d_jpeg_baseline.dcm").read_bytes()
+    (root / "cut_jpeg").write_bytes(data[: len(data) // 2])
+    native = _testfile("OBXXXX1A_2frame.dcm").read_bytes()
+    (root / "cut_native.dcm").write_bytes(native[:-1000])
+    (root / "cut_header.dcm").write_bytes(data[:300])
+    (root / "random.bin").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    (root / "empty").write_bytes(b"")
+    (root / "report.txt").write_text("not a dicom file")
+    ds = dcmread(_testfile("examples_ybr_color.dcm"))
+    del ds.PixelData
+    ds.SOPInstanceUID = "1.2.3.4.5"
+    ds.save_as(root / "no_pixels.dcm")
+    (root / "locked.dcm").write_bytes(_testfile("OBXXXX1A_2frame.dcm").read_bytes())
+    return root
+
+
+def test_bad_files_get_typed_reasons_and_nothing_else_is_lost(tmp_path, monkeypatch):
+    root = _bad_tree(tmp_path)
+    real_open = open
+
+    def guarded_open(file, *args, **kwargs):  # tests run as root, where chmod 000 stops nothing
+        if str(file).endswith("locked.dcm"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(dicom, "open", guarded_open, raising=False)
+    out = tmp_path / "out"
+    summary = ingest(root, out, "keep_paths=true")
+    errors = {Path(e["path"]).name: e for e in map(json.loads, (out / "errors.jsonl").read_text().splitlines())}
+    assert {k: v["reason"] for k, v in errors.items()} == {
+        "cut_jpeg": "truncated", "cut_native.dcm": "truncated", "cut_header.dcm": "truncated",
+        "random.bin": "not_dicom", "empty": "not_dicom", "report.txt": "not_dicom",
+        "no_pixels.dcm": "no_pixel_data", "locked.dcm": "unreadable"}
+    videos = pd.read_parquet(out / "videos.parquet")
+    assert sorted(Path(p).name for p in videos["path"]) == ["OBXXXX1A_2frame.dcm", "examples_ybr_color.dcm"]
+    assert summary["videos"] == 2 and summary["errors"] == 8
+    for e in errors.values():  # details never quote the path or its components
+        assert "P1234567" not in e["detail"] and str(tmp_path) not in e["detail"]
+
+
+def test_inspect_file_raises_typed_error(tmp_path):
+    bad = tmp_path / "x.dcm"
+    bad.write_bytes(b"\0" * 10)
+    with pytest.raises(DicomFileError) as info:
+        inspect_file(bad)
+    assert info.value.reason == "not_dicom"
+    with pytest.raises(DicomFileError) as info:
+        inspect_file(_testfile("CT_small.dcm"))
+    assert info.value.reason == "not_ultrasound"
+    assert inspect_file(_testfile("CT_small.dcm"), modalities=(), min_frames=1).n_frames == 1
+
+
+def test_unsupported_transfer_syntax_is_typed(tmp_path, monkeypatch):
+    src = _testfile("examples_ybr_color.dcm")
+
+    class NoDecoder:
+        is_available = False
+
+    monkeypatch.setattr(dicom, "get_decoder", lambda uid: NoDecoder())
+    with pytest.raises(DicomFileError) as info:
+        inspect_file(src)
+    assert info.value.reason == "unsupported_transfer_syntax"
+
+
+def test_empty_directory_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MedvidError, match="no usable cine loop among 0 file"):
+        ingest(tmp_path / "empty", tmp_path / "out")
+    assert (tmp_path / "out" / "errors.jsonl").read_text() == ""
+    with pytest.raises(MedvidError, match="not a folder"):
+        ingest(tmp_path / "missing", tmp_path / "out2")
