@@ -524,6 +524,7 @@ def synthesize(out: str | os.PathLike, studies: int = 24, seed: int = 0, loops_p
     reports, labels, views = [], [], []
     n_loops = n_stills = n_frames_total = 0
     formats_used: dict[str, int] = {}
+    pending = [f for f, p in zip(fmt_names, fmt_p) if p > 0]  # every format in use appears at least once
     for s in range(studies):
         patient, findings = _fake_patient(rng), sample_findings(rng)
         study_date = (date(2015, 1, 1) + timedelta(days=int(rng.integers(0, 3000)))).strftime("%Y%m%d")
@@ -538,9 +539,13 @@ def synthesize(out: str | os.PathLike, studies: int = 24, seed: int = 0, loops_p
         for k, view in enumerate(chosen[:loops_per_study]):
             fps = float(rng.choice(fps_choices))
             n = int(rng.integers(frames_range[0], frames_range[1] + 1))
-            fmt = str(rng.choice(fmt_names, p=fmt_p))
-            if fmt == "mono" and (view in DOPPLER_VIEWS or view == "SSN"):
-                fmt = "jpeg_ybr"  # colour flow is never exported in greyscale
+            colour_view = view in DOPPLER_VIEWS or view == "SSN"  # colour flow is never exported in greyscale
+            eligible = [f for f in pending if not (f == "mono" and colour_view)]
+            fmt = eligible[0] if eligible else str(rng.choice(fmt_names, p=fmt_p))
+            if fmt == "mono" and colour_view:
+                fmt = "jpeg_ybr"
+            if fmt in pending:
+                pending.remove(fmt)
             text = (f"{patient['name']} {patient['id']}", f"{study_date[:4]}-{study_date[4:6]}-{study_date[6:]}")
             frames, geometry = render_loop(view, findings, n, fps, rows, cols, rng, heart_rate, text)
             sop_uid = _uid(rng)

@@ -1,0 +1,179 @@
+"""`medvid ingest` on a synthetic export: rows, re-keyed companion tables, no PHI anywhere, resume, CLI."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pydicom import dcmread
+
+from echo_testdata import ingest, ingest_synth, make_synth
+from medvid.io.dicom import KEY_DIR, find_files, video_paths
+from medvid.utils import pseudonym
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    make_synth(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ingested(synth, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("ingest")
+    return out, ingest_synth(synth, out, "salt=unit-test-salt")
+
+
+def _phi_strings(synth: Path) -> set[str]:
+    """Every identifier the fake export carries: patient tags, UIDs, folder names."""
+    found: set[str] = set()
+    root = synth / "dicom"
+    for path in find_files(root):
+        found.update(p for p in path.relative_to(root).parts[:-1])
+        try:
+            ds = dcmread(path, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - the non-DICOM file in the tree
+            continue
+        name = str(ds.PatientName)
+        found.update({name, name.replace("^", " "), *(p for p in name.split("^") if len(p) > 3)})
+        for keyword in ("PatientID", "PatientBirthDate", "InstitutionName", "ReferringPhysicianName",
+                        "AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "StudyDate"):
+            found.add(str(ds.get(keyword, "")))
+    return {s for s in found if len(s) >= 4}
+
+
+def test_one_row_per_cine_loop_with_metadata(synth, ingested):
+    out, summary = ingested
+    views = pd.read_csv(synth / "views.csv")
+    videos = pd.read_parquet(out / "videos.parquet")
+    assert len(videos) == len(views) == summary["videos"]
+    assert summary["studies"] == 4 and videos["study_key"].nunique() == 4
+    assert set(videos["photometric_interpretation"]) >= {"YBR_FULL_422", "RGB", "MONOCHROME2"}
+    assert "1.2.840.10008.1.2.4.50" in set(videos["transfer_syntax"])
+    assert set(videos["fps"].round()) <= {30.0, 50.0, 60.0}
+    assert (videos["rows"] == 96).all() and (videos["cols"] == 128).all()
+    assert videos["frames"].between(16, 24).all()
+    assert (videos["sector_source"] == "regions").all()
+    assert set(videos["manufacturer"]) <= {"SynthSonic", "Acme Ultrasound", "Phantom Medical"}
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert sorted(e["reason"] for e in errors) == ["not_dicom"] + ["single_frame"] * 4  # export log + screenshots
+    assert "path" not in videos.columns and all("path" not in e for e in errors)
+
+
+def test_companion_tables_are_rekeyed_to_pseudonyms(synth, ingested):
+    out, summary = ingested
+    salt = "unit-test-salt"
+    videos = pd.read_parquet(out / "videos.parquet")
+    reports = pd.read_csv(out / "reports.csv")
+    labels = pd.read_csv(out / "labels.csv")
+    views = pd.read_csv(out / "views.csv")
+    src_reports, src_views = pd.read_csv(synth / "reports.csv"), pd.read_csv(synth / "views.csv")
+    assert list(reports.columns) == ["study_key", "report", "split"]
+    assert set(reports["study_key"]) == set(videos["study_key"]) == set(labels["study_key"])
+    assert set(reports["study_key"]) == {pseudonym(u, salt, prefix="st_") for u in src_reports["study_uid"]}
+    assert list(labels.columns)[0] == "study_key" and "ef" in labels.columns
+    assert dict(zip(views["video_key"], views["view"])) == dict(zip(videos["video_key"], videos["view"]))
+    assert sorted(views["view"]) == sorted(src_views["view"])
+    split_of = dict(zip(reports["study_key"], reports["split"]))
+    assert all(split_of[k] == s for k, s in zip(videos["study_key"], videos["split"]))
+    assert summary["reports_matched"] == summary["labels_matched"] == 4 and summary["views_matched"] == len(videos)
+
+
+def test_no_phi_in_outputs_or_logs(synth, tmp_path, caplog):
+    phi = _phi_strings(synth)
+    assert any(s.startswith("P") and s[1:].isdigit() for s in phi)  # the fake patient-ID folders are checked too
+    out = tmp_path / "out"
+    with caplog.at_level(logging.DEBUG):
+        summary = ingest_synth(synth, out)
+    shareable = [p for p in out.rglob("*") if p.is_file() and KEY_DIR not in p.parts]
+    assert {p.name for p in shareable} == {"videos.parquet", "errors.jsonl", "reports.csv", "labels.csv", "views.csv"}
+    texts = {p.name: (pd.read_parquet(p).to_json() if p.suffix == ".parquet" else p.read_text()) for p in shareable}
+    texts["logs"] = caplog.text + "\n".join(str(r.args) for r in caplog.records)
+    texts["summary"] = json.dumps(summary)
+    leaks = {(name, s) for name, text in texts.items() for s in phi if s in text}
+    assert not leaks
+    assert str(synth) not in caplog.text
+
+
+def test_local_key_folder_maps_pseudonyms_back_to_files(synth, ingested):
+    out, _ = ingested
+    keys = out / KEY_DIR
+    assert (keys / "README.txt").exists() and (keys / "paths.jsonl").exists()
+    paths = video_paths(out)
+    videos = pd.read_parquet(out / "videos.parquet")
+    assert set(paths) == set(videos["video_key"])
+    for key, rel in paths.items():
+        ds = dcmread(synth / "dicom" / rel, stop_before_pixels=True)
+        assert pseudonym(str(ds.SOPInstanceUID), "unit-test-salt", prefix="vi_") == key
+
+
+def test_generated_salt_is_kept_so_reruns_are_stable(synth, tmp_path):
+    out = tmp_path / "out"
+    first = ingest_synth(synth, out)
+    salt = (out / KEY_DIR / "salt.txt").read_text().strip()
+    keys1 = pd.read_parquet(out / "videos.parquet")["video_key"].tolist()
+    second = ingest_synth(synth, out)
+    assert second["reused_from_cache"] == second["files"] == first["files"]
+    assert pd.read_parquet(out / "videos.parquet")["video_key"].tolist() == keys1
+    assert (out / KEY_DIR / "salt.txt").read_text().strip() == salt
+    other = tmp_path / "other"
+    ingest_synth(synth, other)  # a new dataset folder draws its own salt: keys do not link across datasets
+    assert set(pd.read_parquet(other / "videos.parquet")["video_key"]).isdisjoint(keys1)
+
+
+def test_resume_after_a_killed_run(synth, tmp_path):
+    out = tmp_path / "out"
+    full = ingest_synth(synth, out, "salt=s")
+    expected = pd.read_parquet(out / "videos.parquet")
+    cache = out / KEY_DIR / "scan_cache.jsonl"
+    lines = cache.read_text().splitlines(keepends=True)
+    cache.write_text("".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:40])  # killed mid-line
+    (out / "videos.parquet").unlink()
+    again = ingest_synth(synth, out, "salt=s")
+    assert again["reused_from_cache"] == len(lines) // 2
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "videos.parquet"), expected)
+    assert again["videos"] == full["videos"]
+    changed = ingest_synth(synth, out, "salt=t")  # another salt: cached results are not reused
+    assert changed["reused_from_cache"] == 0
+
+
+def test_keep_paths_writes_relative_paths(synth, tmp_path):
+    out = tmp_path / "out"
+    ingest(synth / "dicom", out, "keep_paths=true")
+    videos = pd.read_parquet(out / "videos.parquet")
+    assert all((synth / "dicom" / p).is_file() and not Path(p).is_absolute() for p in videos["path"])
+
+
+def test_duplicate_copies_are_typed(synth, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(synth / "dicom", root)
+    first = sorted(p for p in root.rglob("US001*"))[0]
+    shutil.copy(first, root / "copy_of_a_loop")
+    summary = ingest(root, tmp_path / "out")
+    assert summary["errors_by_reason"]["duplicate"] == 1
+
+
+def test_bad_companion_csv_is_a_clear_error(synth, tmp_path):
+    bad = tmp_path / "views.csv"
+    bad.write_text("sop_instance_uid,view\n1.2.3,NotAView\n")
+    from medvid.errors import MedvidError
+
+    with pytest.raises(MedvidError, match="unknown view"):
+        ingest(synth / "dicom", tmp_path / "out", f"views={bad}")
+
+
+def test_cli_exit_codes(synth, tmp_path):
+    from typer.testing import CliRunner
+
+    from medvid.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["ingest", str(synth / "dicom"), "--out", str(tmp_path / "a"), "progress=false"])
+    assert ok.exit_code == 0, ok.output
+    (tmp_path / "empty").mkdir()
+    bad = runner.invoke(app, ["ingest", str(tmp_path / "empty"), "--out", str(tmp_path / "b"), "progress=false"])
+    assert bad.exit_code == 1
