@@ -123,19 +123,27 @@ def model_config(cfg: dict | DictConfig | str | None = None, pretrained: bool | 
     return c
 
 
+def create_video_encoder(cfg: dict | DictConfig | str | None = DEFAULT_MODEL,
+                         pretrained: bool | None = None) -> VideoEncoder:
+    """Only the video tower (backbone + temporal module) of a model config."""
+    c = model_config(cfg, pretrained)
+    backbone = create_backbone(c.backbone, c.pretrained, c.backbone_checkpoint)
+    temporal = create_temporal(c.temporal, backbone.num_features, c.temporal_width, c.temporal_layers,
+                               c.temporal_heads, c.max_frames, c.temporal_dropout)
+    return VideoEncoder(backbone, temporal, c.frame_chunk)
+
+
 def create_model(cfg: dict | DictConfig | str | None = DEFAULT_MODEL, pretrained: bool | None = None) -> VideoTextModel:
     """Build a ``VideoTextModel``; ``pretrained`` overrides ``cfg.pretrained``.
 
     Base weights come from local files only; missing ones raise ``MissingWeightsError``.
     """
     c = model_config(cfg, pretrained)
-    backbone = create_backbone(c.backbone, c.pretrained, c.backbone_checkpoint)
-    temporal = create_temporal(c.temporal, backbone.num_features, c.temporal_width, c.temporal_layers,
-                               c.temporal_heads, c.max_frames, c.temporal_dropout)
+    video = create_video_encoder(c)
     text = TextEncoder(load_text_model(c.text_model_path, c.pretrained), load_tokenizer(c.text_model_path),
                        c.text_pooling, c.text_last_n, c.max_text_length)
-    return VideoTextModel(VideoEncoder(backbone, temporal, c.frame_chunk), text, c.embed_dim, c.logit_scale_init,
-                          config=OmegaConf.to_container(c), pretrained_cfg=_pretrained_cfg(c, backbone))
+    return VideoTextModel(video, text, c.embed_dim, c.logit_scale_init,
+                          config=OmegaConf.to_container(c), pretrained_cfg=_pretrained_cfg(c, video.backbone))
 
 
 def create_tokenizer(cfg: dict | DictConfig | str | None = DEFAULT_MODEL):
