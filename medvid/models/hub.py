@@ -117,10 +117,10 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
         model = create_view_classifier(cfg)
     else:
         raise MedvidError(f"{directory}: unknown model kind '{meta['kind']}'")
-    missing, unexpected = load_model(model, str(weights), strict=False, device=str(map_location))
+    missing, unexpected = load_model(model, str(weights), strict=False, device="cpu")
     if missing or unexpected:
         raise MedvidError(f"{weights}: does not match its config: missing {sorted(missing)[:5]}, "
                           f"unexpected {sorted(unexpected)[:5]}")
     model.config = dict(meta["config"])
     model.pretrained_cfg = dict(meta["pretrained_cfg"])
-    return model.eval()
+    return model.to(map_location).eval()
