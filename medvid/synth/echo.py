@@ -92,7 +92,7 @@ VIEW_GEOMETRY: dict[str, dict[str, Any]] = {
     "A3C": {"half_angle": 40, "chambers": {"LV": (-0.12, 0.42, 0.24, 0.31, 0), "LA": (-0.18, 0.84, 0.2, 0.12, 0),
                                            "AO": (0.36, 0.68, 0.10, 0.26, -35)},
             "envelope": (0.0, 0.60, 0.58, 0.46, 0)},
-    "A5C": {"half_angle": 42, "chambers": {**_A4C, "AO": (0.02, 0.70, 0.09, 0.22, 0)},
+    "A5C": {"half_angle": 36, "chambers": {**_A4C, "AO": (0.02, 0.66, 0.13, 0.28, 0)},
             "envelope": (0.0, 0.58, 0.68, 0.46, 0)},
     "Apical_Doppler": {"half_angle": 34, "chambers": _A4C, "envelope": (0.0, 0.58, 0.68, 0.46, 0),
                        "flow_box": (-0.55, 0.45, 0.6, 0.98), "jets": ("MR", "TR")},
@@ -241,7 +241,9 @@ def render_loop(view: str, findings: Findings, n_frames: int, fps: float, rows: 
             has_colour |= lumen & cv.fan
         if flow_box_px is not None:
             _draw_flow(view, geo, cv, findings, c, rng, colour, has_colour, flow_box_px)
-        img = np.clip(img * speckle * attenuation * gain + rng.normal(0, 0.015, (rows, cols)), 0, 1)
+        # Speckle decorrelates partly from frame to frame, as in real scans (the whole fan varies over time).
+        fresh = rng.gamma(4.0, 0.25, size=(rows, cols)).astype(np.float32)
+        img = np.clip(img * (0.7 * speckle + 0.3 * fresh) * attenuation * gain, 0, 1)
         img[~cv.fan] = 0.0
         rgb = np.repeat(img[..., None], 3, axis=-1)
         rgb[has_colour] = colour[has_colour]
