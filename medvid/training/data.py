@@ -6,6 +6,7 @@ them and the objectives in :mod:`medvid.training.objectives` consume them direct
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -15,6 +16,33 @@ from torch.utils.data import Dataset
 
 from medvid.training.feature_cache import FeatureCache, TextFeatureCache
 from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
+
+
+class ClipSource:
+    """Decoded clips by key, for full fine-tuning: ``source[key] -> (clip [3,T,H,W], frame_mask [T])``.
+
+    Wraps a dataset whose items carry ``"video"`` and whose ``i``-th key is ``keys[i]``.
+    Datasets over a ``ClipSource`` emit ``clips``; over a :class:`FeatureCache`, ``feats``.
+    """
+
+    kind = "clips"
+
+    def __init__(self, dataset: Dataset, keys: Sequence[str]):
+        self.dataset, self.index = dataset, {k: i for i, k in enumerate(keys)}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.index
+
+    def __getitem__(self, key: str) -> tuple[Tensor, Tensor]:
+        clip = self.dataset[self.index[key]]["video"]
+        return clip, torch.ones(clip.shape[1], dtype=torch.bool)
+
+
+VideoSource = FeatureCache | ClipSource
+
+
+def _kind(source: VideoSource) -> str:
+    return getattr(source, "kind", "feats")
 
 
 @dataclass
@@ -27,6 +55,25 @@ class EchoStudy:
     report: str
     sections: dict[str, str]
     views: list[str | None] = field(default_factory=list)  # known view per video (None = unknown)
+
+
+def load_echo_studies(ingest_dir: str | Path) -> list[EchoStudy]:
+    """Studies of an ingest folder (``videos.parquet`` + ``reports.csv``) that have a report,
+    with their videos in file order and the known view of each (``views.csv`` joined by ingest)."""
+    from medvid.datasets.echo import read_reports_table, read_videos
+    from medvid.io.reports import parse_sections
+
+    videos = read_videos(ingest_dir)
+    reports = read_reports_table(ingest_dir)
+    out = []
+    for key, report, split in zip(reports["study_key"], reports["report"], reports["split"]):
+        rows = videos[videos["study_key"] == key]
+        if rows.empty or not str(report).strip():
+            continue
+        out.append(EchoStudy(key, str(split or (rows["split"].iloc[0] if "split" in rows else "")),
+                             rows["video_key"].tolist(), str(report), parse_sections(str(report)),
+                             [v or None for v in rows["view"].tolist()]))
+    return out
 
 
 def known_view_probs(view: str | None, views: Sequence[str] = ECHO_VIEWS) -> Tensor:
@@ -49,14 +96,47 @@ def text_tower_features(model, texts: Sequence[str], stride: int = 32) -> Tensor
     return out / torch.bincount(owner, minlength=len(texts)).clamp_min(1).unsqueeze(-1).float()
 
 
+class TokenSource:
+    """Texts → fixed-length tokens ``{"ids": [N,L], "attn": [N,L]}`` (trainable text tower)."""
+
+    def __init__(self, tokenize: Callable[..., dict[str, Tensor]], max_length: int):
+        self.tokenize, self.max_length = tokenize, max_length
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        enc = self.tokenize(list(texts), max_length=self.max_length)
+        ids = torch.zeros(len(texts), self.max_length, dtype=torch.long)
+        attn = torch.zeros(len(texts), self.max_length, dtype=torch.long)
+        n = enc["input_ids"].shape[1]
+        ids[:, :n], attn[:, :n] = enc["input_ids"], enc["attention_mask"]
+        return {"ids": ids, "attn": attn}
+
+
+TextSource = TextFeatureCache | TokenSource
+
+
+def text_fields(source: TextSource, texts: Sequence[str]) -> dict[str, Tensor]:
+    """``{"feats": [N,F]}`` from a feature cache or ``{"ids", "attn"}`` from a token source."""
+    return {"feats": source(texts)} if isinstance(source, TextFeatureCache) else source(texts)
+
+
+def _padded(source: TextSource, texts: Sequence[str], slots: Sequence[int], n: int, prefix: str) -> dict[str, Tensor]:
+    """Text fields for ``texts`` placed at rows ``slots`` of ``n`` zero rows, keys ``<prefix>_<field>``."""
+    out = {}
+    for k, v in text_fields(source, texts).items():
+        full = v.new_zeros(n, *v.shape[1:])
+        full[list(slots)] = v
+        out[f"{prefix}_{k}"] = full
+    return out
+
+
 class EchoStudyFeatures(Dataset):
-    """Studies → ``feats [V,T,F]``, ``frame_mask [V,T]``, ``video_mask [V]``, ``view_probs [V,K]``,
+    """Studies → ``feats [V,T,F]`` (or ``clips [V,3,T,H,W]``), ``frame_mask [V,T]``, ``video_mask [V]``, ``view_probs [V,K]``,
     ``section_feats [S,Ft]``, ``section_mask [S]``, ``report_feats [Ft]`` (``S = len(sections)``).
 
     A study with more than ``max_videos`` videos keeps a fixed seeded subset of them.
     """
 
-    def __init__(self, studies: Sequence[EchoStudy], cache: FeatureCache, texts: TextFeatureCache,
+    def __init__(self, studies: Sequence[EchoStudy], cache: VideoSource, texts: TextSource,
                  view_probs: Callable[[str, str | None], Tensor], max_videos: int = 8,
                  sections: Sequence[str] = ECHO_SECTIONS, seed: int = 0):
         self.studies = [s for s in studies if any(k in cache for k in s.video_keys) and
@@ -78,30 +158,31 @@ class EchoStudyFeatures(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         s = self.studies[i]
-        t, f = self.cache.features.shape[1:]
         v = self.max_videos
-        feats, fmask = torch.zeros(v, t, f), torch.zeros(v, t, dtype=torch.bool)
+        loaded = [(self.cache[key], view, key) for key, view in self._videos(i)]
+        (x0, m0), _, _ = loaded[0]
+        feats, fmask = x0.new_zeros(v, *x0.shape), torch.zeros(v, *m0.shape, dtype=torch.bool)
         vmask = torch.zeros(v, dtype=torch.bool)
         probs = torch.stack([known_view_probs(None)] * v)
-        for j, (key, view) in enumerate(self._videos(i)):
-            feats[j], fmask[j] = self.cache[key]
-            vmask[j] = True
+        for j, ((x, m), view, key) in enumerate(loaded):
+            feats[j], fmask[j], vmask[j] = x, m, True
             probs[j] = self.view_probs(key, view)
         present = [n for n in self.sections if s.sections.get(n)]
-        sec = torch.zeros(len(self.sections), self.texts.features.shape[-1])
-        sec[[self.sections.index(n) for n in present]] = self.texts([s.sections[n] for n in present])
         smask = torch.tensor([bool(s.sections.get(n)) for n in self.sections])
-        return {"feats": feats, "frame_mask": fmask, "video_mask": vmask, "view_probs": probs,
-                "section_feats": sec, "section_mask": smask, "report_feats": self.texts([s.report])[0]}
+        report = {f"report_{k}": v[0] for k, v in text_fields(self.texts, [s.report]).items()}
+        return {_kind(self.cache): feats, "frame_mask": fmask, "video_mask": vmask, "view_probs": probs,
+                "section_mask": smask, **report,
+                **_padded(self.texts, [s.sections[n] for n in present], [self.sections.index(n) for n in present],
+                          len(self.sections), "section")}
 
 
 class LecturePairFeatures(Dataset):
-    """Clip–text pairs → ``feats [T,F]``, ``frame_mask [T]``, ``text_feats [P,Ft]``, ``text_mask [P]``.
+    """Clip–text pairs → ``feats [T,F]`` (or ``clips [3,T,H,W]``), ``frame_mask [T]``, ``text_feats [P,Ft]``, ``text_mask [P]``.
 
     ``pairs[i]`` = (cache key, [anchor text, extra positive texts...]); at most ``max_texts`` kept.
     """
 
-    def __init__(self, pairs: Sequence[tuple[str, list[str]]], cache: FeatureCache, texts: TextFeatureCache,
+    def __init__(self, pairs: Sequence[tuple[str, list[str]]], cache: VideoSource, texts: TextSource,
                  max_texts: int = 3):
         self.pairs = [(k, [t for t in ts if t][:max_texts]) for k, ts in pairs if k in cache and ts and ts[0]]
         self.cache, self.texts, self.max_texts = cache, texts, max_texts
@@ -112,7 +193,6 @@ class LecturePairFeatures(Dataset):
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         key, texts = self.pairs[i]
         feats, fmask = self.cache[key]
-        tf = torch.zeros(self.max_texts, self.texts.features.shape[-1])
-        tf[: len(texts)] = self.texts(texts)
         tmask = torch.arange(self.max_texts) < len(texts)
-        return {"feats": feats, "frame_mask": fmask, "text_feats": tf, "text_mask": tmask}
+        return {_kind(self.cache): feats, "frame_mask": fmask, "text_mask": tmask,
+                **_padded(self.texts, texts, range(len(texts)), self.max_texts, "text")}

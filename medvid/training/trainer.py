@@ -18,7 +18,7 @@ import random
 import re
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -198,8 +198,8 @@ class Trainer:
         if not self.dist.is_main:
             return None
         state = {"step": self.step, "epoch": self.sampler.epoch, "batch_in_epoch": self._batch_in_epoch,
-                 "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": _rng_state(), "config": asdict(self.cfg)}
+                 "model": self._trainable_state(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
         path = self.ckpt_dir / f"step_{self.step:08d}.pt"
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -208,9 +208,18 @@ class Trainer:
             p.unlink(missing_ok=True)
         return path
 
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        """Trainable parameters and all buffers; frozen weights are rebuilt from the job's config."""
+        return {k: v.detach() for k, v in self.module.state_dict(keep_vars=True).items()
+                if not isinstance(v, nn.Parameter) or v.requires_grad}
+
     def load_checkpoint(self, path: str | Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        self.module.load_state_dict(state["model"])
+        missing, unexpected = self.module.load_state_dict(state["model"], strict=False)
+        frozen = {k for k, p in self.module.named_parameters() if not p.requires_grad}
+        if unexpected or set(missing) - frozen:
+            raise RuntimeError(f"{path}: checkpoint does not fit the model (unexpected {unexpected[:5]}, "
+                               f"missing {sorted(set(missing) - frozen)[:5]})")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])

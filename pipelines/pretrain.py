@@ -1,0 +1,341 @@
+"""``medvid pretrain CONFIG``: contrastive pretraining, echo (study ↔ report) or surgical (clip ↔ speech).
+
+One process, or several under ``torchrun`` (same command). With ``frozen_backbone: true`` frame
+features are computed once into a memory-mapped cache and training runs on them (fits a CPU);
+``false`` fine-tunes end to end on decoded clips (for GPUs). With ``locked_text: true`` the text
+transformer is frozen (its features cached, LiT-style) and only its projection trains.
+
+Writes ``OUT/model/`` (``save_pretrained`` + ``train_config.yaml`` + for echo the learned
+section × view attention), ``OUT/config.yaml``, ``OUT/metrics.json``, logs and checkpoints.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from medvid.config import save_config
+from medvid.errors import MedvidError
+from medvid.training.distributed import DistInfo, barrier, cleanup, init_distributed
+from medvid.training.evaluate import chance_recall, retrieval_metrics
+from medvid.training.feature_cache import FeatureCache, TextFeatureCache, build_feature_cache
+from medvid.training.trainer import Trainer, TrainConfig
+from medvid.utils import atomic_write_text, read_jsonl, seed_everything
+
+log = logging.getLogger("medvid")
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class EchoData:
+    ingest_dir: str = ""              # output of `medvid ingest` (videos.parquet, reports.csv, views.csv)
+    dicom_root: str = ""              # the DICOM tree that was ingested
+    n_frames: int = 16
+    target_fps: Optional[float] = None
+    frame_stride: Optional[int] = 2   # used when target_fps is null (EchoPrime: every 2nd frame)
+    mask: str = "box"                 # sector masking: box | pixels | none
+    max_videos: int = 8               # videos per study (a fixed seeded subset when a study has more)
+    view_source: str = "known"        # known (views.csv; uniform when unknown) | classifier
+    view_classifier: Optional[str] = None  # saved ViewClassifier folder (view_source: classifier)
+    video_weight: float = 0.5         # weight of the video–report MIL-NCE term
+    learn_view_table: bool = True     # learn the section × view table (starts from the shipped prior)
+    prior: Optional[str] = None       # section × view prior YAML (null = configs/section_view_prior.yaml)
+
+
+@dataclass
+class LectureData:
+    pairs: str = ""                   # pairs.jsonl from `medvid lectures index`
+    root: str = ""                    # lecture videos root the pairs refer to
+    n_frames: int = 4
+    sample_fps: float = 2.0
+    max_texts: int = 3                # anchor + extra positives kept per clip (MIL-NCE)
+    val_fraction: float = 0.15        # lectures held out (whole lectures, chosen by a hash of the name)
+    test_fraction: float = 0.15
+
+
+@dataclass
+class Config:
+    task: str = "echo"                # echo | surgical
+    out: str = "runs/pretrain"
+    model: str = "medvid-effnetlite0-minilm"   # registry name (configs/models) or a model YAML
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = True           # start from the packaged ImageNet / MiniLM weights
+    init_from: Optional[str] = None   # continue from a saved model folder instead
+    frozen_backbone: bool = True
+    locked_text: bool = True
+    cache_dir: Optional[str] = None   # frame-feature cache (null = OUT/cache)
+    cache_batch: int = 8              # clips per backbone call while caching
+    eval_batch: int = 64
+    resume: bool = True
+    log_level: str = "INFO"
+    echo: EchoData = field(default_factory=EchoData)
+    lectures: LectureData = field(default_factory=LectureData)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def build_model(cfg: Config):
+    from medvid.models.clip import VideoTextModel
+    from medvid.models.factory import create_model, model_config
+
+    if cfg.init_from:
+        model = VideoTextModel.from_pretrained(cfg.init_from)
+    else:
+        mc = model_config(cfg.model, cfg.pretrained)
+        model = create_model(OmegaConf.merge(mc, OmegaConf.create(dict(cfg.model_overrides))))
+    if cfg.frozen_backbone:
+        model.freeze_backbone()
+    if cfg.locked_text:
+        model.freeze_text()
+    return model
+
+
+def _backbone_digest(model) -> str:
+    h = hashlib.sha1()
+    for k, v in model.video.backbone.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _cache(cfg: Config, dist: DistInfo, model, dataset: Dataset, keys: list[str], name: str,
+           fingerprint: dict[str, Any]) -> FeatureCache:
+    """Build (rank 0) or open the frame-feature cache of ``dataset``."""
+    directory = Path(cfg.cache_dir or Path(cfg.out) / "cache") / name
+    fingerprint = {**fingerprint, "backbone": _backbone_digest(model), "preprocess": model.pretrained_cfg,
+                   "keys": hashlib.sha1("\n".join(keys).encode()).hexdigest()}
+    if dist.is_main:
+        model.video.backbone.to(dist.device)
+        build_feature_cache(model.encode_frames, dataset, lambda item: (item["key"], item["video"], None),
+                            directory, fingerprint, n_frames=fingerprint["n_frames"],
+                            feature_dim=model.video.feature_dim, batch_size=cfg.cache_batch,
+                            num_workers=cfg.train.num_workers, device=dist.device, progress=cfg.train.progress)
+    barrier()
+    return FeatureCache(directory)
+
+
+class _Keyed(Dataset):
+    """Adds ``key`` to another dataset's items."""
+
+    def __init__(self, dataset: Dataset, keys: list[str]):
+        self.dataset, self.keys = dataset, keys
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.dataset[i], "key": self.keys[i]}
+
+
+def _text_source(cfg: Config, model, texts: list[str]):
+    from medvid.training.data import TokenSource, text_tower_features
+
+    if cfg.locked_text:
+        return TextFeatureCache(lambda t: text_tower_features(model, t), texts)
+    return TokenSource(model.tokenize, model.text.max_length)
+
+
+# --------------------------------------------------------------------------- echo
+
+
+def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str, Dataset], Callable]:
+    from medvid.datasets.echo import EchoVideoDataset
+    from medvid.models.aggregate import ViewInformedAttention, load_section_view_prior
+    from medvid.training.data import ClipSource, EchoStudyFeatures, known_view_probs, load_echo_studies
+    from medvid.training.objectives import EchoContrastive, section_scores
+    from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
+
+    e = cfg.echo
+    if not e.ingest_dir or not e.dicom_root:
+        raise MedvidError("echo pretraining needs echo.ingest_dir and echo.dicom_root")
+    studies = load_echo_studies(e.ingest_dir)
+    if not studies:
+        raise MedvidError(f"{e.ingest_dir}: no study with a report (reports.csv joined at ingest)")
+    videos = EchoVideoDataset(e.ingest_dir, e.dicom_root, n_frames=e.n_frames, target_fps=e.target_fps,
+                              frame_stride=e.frame_stride, preprocess=model.preprocess(), mask=e.mask,
+                              start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
+    keys = videos.videos["video_key"].tolist()
+    if cfg.frozen_backbone:
+        fp = {"task": "echo", "n_frames": e.n_frames, "target_fps": e.target_fps, "frame_stride": e.frame_stride,
+              "mask": e.mask}
+        source: Any = _cache(cfg, dist, model, _Keyed(videos, keys), keys, "echo", fp)
+    else:
+        source = ClipSource(videos, keys)
+    view_probs = _view_probs(cfg, model, source)
+    texts = [t for s in studies for t in (s.report, *s.sections.values())]
+    text_source = _text_source(cfg, model, texts)
+    attention = ViewInformedAttention(ECHO_SECTIONS, ECHO_VIEWS, load_section_view_prior(e.prior),
+                                      learnable=e.learn_view_table)
+    objective = EchoContrastive(model, attention, e.video_weight)
+    splits = {sp: EchoStudyFeatures([s for s in studies if s.split == sp], source, text_source, view_probs,
+                                    e.max_videos, seed=cfg.train.seed) for sp in SPLITS}
+
+    def evaluate(module: EchoContrastive, data: Dataset) -> dict[str, float]:
+        parts = [(module.embed(_to(b, dist.device)), b["section_mask"]) for b in _batches(data, cfg.eval_batch)]
+        study = torch.cat([p[0]["study"] for p in parts])
+        sections = torch.cat([p[0]["sections"] for p in parts])
+        mask = torch.cat([p[1] for p in parts]).to(study.device)
+        return retrieval_metrics(None, None, sim=section_scores(study, sections, mask))
+
+    return objective, splits, evaluate
+
+
+def _view_probs(cfg: Config, model, source) -> Callable[[str, Optional[str]], torch.Tensor]:
+    from medvid.training.data import known_view_probs
+
+    if cfg.echo.view_source == "known":
+        return lambda key, view: known_view_probs(view)
+    if cfg.echo.view_source != "classifier":
+        raise MedvidError(f"echo.view_source must be known or classifier, got {cfg.echo.view_source!r}")
+    from medvid.models.view import ViewClassifier
+    from medvid.vocab import ECHO_VIEWS
+
+    if not cfg.echo.view_classifier:
+        raise MedvidError("echo.view_source=classifier needs echo.view_classifier (a saved ViewClassifier folder)")
+    clf = ViewClassifier.from_pretrained(cfg.echo.view_classifier).eval()
+    if list(clf.labels) != list(ECHO_VIEWS):
+        raise MedvidError(f"{cfg.echo.view_classifier}: labels {clf.labels} are not the echo views")
+    if not isinstance(source, FeatureCache):
+        raise MedvidError("echo.view_source=classifier runs the classifier head on cached frame features: "
+                          "it needs frozen_backbone: true")
+    mine, theirs = model.video.backbone.state_dict(), clf.backbone.state_dict()
+    if mine.keys() != theirs.keys() or any(not torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine):
+        raise MedvidError(f"{cfg.echo.view_classifier}: its backbone differs from the video backbone, so the cached "
+                          "features do not fit it; train it with `medvid train-views` (frozen backbone) "
+                          "or use echo.view_source=known")
+    probs: dict[str, torch.Tensor] = {}
+
+    def lookup(key: str, view: Optional[str]) -> torch.Tensor:
+        if key not in probs:
+            feats, mask = source[key]
+            with torch.no_grad():
+                probs[key] = clf.classify_features(feats[None], mask[None]).softmax(-1)[0]
+        return probs[key]
+
+    return lookup
+
+
+# --------------------------------------------------------------------------- surgical
+
+
+def lecture_split(video: str, val_fraction: float, test_fraction: float) -> str:
+    """Held-out split of a whole lecture, from a stable hash of its name."""
+    u = int(hashlib.sha1(video.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+
+
+def _surgical(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str, Dataset], Callable]:
+    from medvid.datasets.lectures import LecturePairDataset
+    from medvid.training.data import ClipSource, LecturePairFeatures
+    from medvid.training.objectives import LectureContrastive
+
+    lc = cfg.lectures
+    if not lc.pairs or not lc.root:
+        raise MedvidError("surgical pretraining needs lectures.pairs (pairs.jsonl) and lectures.root")
+    rows = read_jsonl(lc.pairs)
+    if not rows:
+        raise MedvidError(f"{lc.pairs}: no pairs")
+    clips = LecturePairDataset(lc.pairs, lc.root, n_frames=lc.n_frames, sample_fps=lc.sample_fps,
+                               preprocess=model.preprocess(), seed=cfg.train.seed,
+                               random_start=not cfg.frozen_backbone)
+    keys = [r["pair_id"] for r in rows]
+    if cfg.frozen_backbone:
+        fp = {"task": "surgical", "n_frames": lc.n_frames, "sample_fps": lc.sample_fps}
+        source: Any = _cache(cfg, dist, model, _Keyed(clips, keys), keys, "lectures", fp)
+    else:
+        source = ClipSource(clips, keys)
+    pairs = {sp: [] for sp in SPLITS}
+    for r in rows:
+        pairs[lecture_split(r["video"], lc.val_fraction, lc.test_fraction)].append(
+            (r["pair_id"], [r["text"], *r.get("extra_texts", [])]))
+    text_source = _text_source(cfg, model, [t for sp in pairs.values() for _, ts in sp for t in ts])
+    splits = {sp: LecturePairFeatures(p, source, text_source, lc.max_texts) for sp, p in pairs.items()}
+
+    def evaluate(module: LectureContrastive, data: Dataset) -> dict[str, float]:
+        parts = [module.embed(_to(b, dist.device)) for b in _batches(data, cfg.eval_batch)]
+        video = torch.cat([p[0] for p in parts])
+        anchor = torch.cat([p[1][:, 0] for p in parts])  # the anchor sentence of each clip
+        return retrieval_metrics(video, anchor)
+
+    return LectureContrastive(model), splits, evaluate
+
+
+# --------------------------------------------------------------------------- job
+
+
+def _batches(data: Dataset, batch_size: int):
+    return DataLoader(data, batch_size=batch_size, shuffle=False)
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _eval(objective: torch.nn.Module, evaluate: Callable, data: Dataset) -> dict[str, float]:
+    if len(data) < 2:
+        return {}
+    was = objective.training
+    objective.eval()
+    with torch.no_grad():
+        out = evaluate(objective, data)
+    objective.train(was)
+    return {**out, "n": len(data), "chance_recall@5": chance_recall(len(data), 5)}
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Pretrain, evaluate on the held-out splits (and the untrained model, for reference), save."""
+    if cfg.task not in ("echo", "surgical"):
+        raise MedvidError(f"task must be echo or surgical, got {cfg.task!r}")
+    dist = init_distributed(cfg.train.device)
+    out = Path(cfg.out)
+    try:
+        seed_everything(cfg.train.seed)
+        model = build_model(cfg)
+        objective, splits, evaluate = (_echo if cfg.task == "echo" else _surgical)(cfg, dist, model)
+        objective.to(dist.device)
+        if len(splits["train"]) < cfg.train.batch_size:
+            raise MedvidError(f"{len(splits['train'])} training items, fewer than train.batch_size="
+                              f"{cfg.train.batch_size}")
+        if dist.is_main:
+            save_config(cfg, out / "config.yaml")
+        untrained = _eval(objective, evaluate, splits["test"]) if dist.is_main else {}
+        trainer = Trainer(objective, splits["train"], cfg.train, out, dist_info=dist,
+                          evaluate=(lambda m: _eval(m, evaluate, splits["val"])) if len(splits["val"]) > 1 else None)
+        summary = trainer.fit(resume=cfg.resume)
+        result: dict[str, Any] = {"task": cfg.task, "out": str(out), "steps": summary["step"],
+                                  "final_loss": summary["final_loss"],
+                                  "items": {sp: len(d) for sp, d in splits.items()}}
+        if dist.is_main:
+            result["test"] = _eval(objective, evaluate, splits["test"])
+            result["test_untrained"] = untrained
+            result["val"] = {k[4:]: v for k, v in summary.items() if k.startswith("val/")}
+            _save(cfg, objective, out)
+            atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
+        barrier()
+        return result
+    finally:
+        cleanup()
+
+
+def _save(cfg: Config, objective: torch.nn.Module, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    model_dir = out / "model"
+    objective.model.save_pretrained(model_dir)
+    save_config(cfg, model_dir / "train_config.yaml")
+    attention = getattr(objective, "attention", None)
+    if attention is not None:  # the learned section × view table, for study-level embedding downstream
+        save_file({"log_table": attention.log_table.detach().cpu().contiguous()},
+                  str(model_dir / "view_attention.safetensors"))
+        atomic_write_text(model_dir / "view_attention.json", json.dumps(
+            {"sections": attention.section_names, "views": attention.view_names}, indent=1))
