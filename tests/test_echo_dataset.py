@@ -1,11 +1,19 @@
 """Clip transforms and the echo datasets (lazy decoding, time-based sampling, study batching)."""
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+import medvid.io.dicom as dicom
+from echo_testdata import ingest, ingest_synth, make_synth
+from medvid.datasets.echo import EchoStudyDataset, EchoVideoDataset, clip_indices, collate_studies
 from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor
+from medvid.transforms.sampling import frame_timestamps
 
 
 def test_to_clip_tensor_layout_and_scale():
@@ -49,3 +57,120 @@ def test_imagenet_presets_match_timm():
     assert isinstance(resolve_preprocess("imagenet"), ClipPreprocess)
     with pytest.raises(ValueError):
         resolve_preprocess("nope")
+
+
+def test_normalisation_equals_monai_normalize_intensity():
+    from monai.transforms import NormalizeIntensity
+
+    pre = ClipPreprocess(size=32, crop="none", mean=(10.0, 20.0, 30.0), std=(2.0, 4.0, 8.0))
+    clip = torch.rand(3, 4, 32, 32) * 255
+    ref = NormalizeIntensity(subtrahend=pre.mean, divisor=pre.std, channel_wise=True)(clip.clone())  # works in place
+    assert torch.allclose(pre(clip), torch.as_tensor(ref), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ datasets
+@pytest.fixture(scope="module")
+def echo_data(tmp_path_factory) -> tuple[Path, Path]:
+    synth = tmp_path_factory.mktemp("synth")
+    make_synth(synth)
+    out = tmp_path_factory.mktemp("ingest")
+    ingest_synth(synth, out)
+    return out, synth / "dicom"
+
+
+def _fake_cine(n_frames: int, fps: float | None):
+    ts = frame_timestamps(n_frames, fps=fps) if fps else None
+    return SimpleNamespace(n_frames=n_frames, fps=fps, timestamps=ts)
+
+
+def test_clip_sampling_is_by_time():
+    at30 = clip_indices(_fake_cine(90, 30.0), 8, target_fps=15.0)
+    at60 = clip_indices(_fake_cine(180, 60.0), 8, target_fps=15.0)
+    assert list(at30) == list(range(0, 16, 2)) and list(at60) == list(range(0, 32, 4))  # same 0.53 s of heart
+    assert list(clip_indices(_fake_cine(120, 30.0), 16, frame_stride=2)) == list(range(0, 32, 2))  # EchoPrime
+    assert list(clip_indices(_fake_cine(10, 30.0), 8, frame_stride=2)) == [0, 2, 4, 6, 8, 0, 2, 4]  # loops wrap
+    assert list(clip_indices(_fake_cine(20, None), 4, target_fps=10.0, default_fps=20.0)) == [0, 2, 4, 6]
+    mid = clip_indices(_fake_cine(100, 30.0), 10, frame_stride=1, start="center")
+    assert list(mid) == list(range(45, 55))
+    rng = np.random.default_rng(0)
+    starts = {int(clip_indices(_fake_cine(100, 30.0), 10, frame_stride=1, start="random", rng=rng)[0]) for _ in range(20)}
+    assert len(starts) > 5 and max(starts) <= 90
+
+
+def test_video_items(echo_data):
+    out, root = echo_data
+    ds = EchoVideoDataset(out, root)  # EchoPrime preset by default
+    videos = pd.read_parquet(out / "videos.parquet")
+    assert len(ds) == len(videos)
+    item = ds[0]
+    assert item["video"].shape == (3, 16, 224, 224) and item["video"].dtype == torch.float32
+    assert item["video_key"] == videos["video_key"][0] and item["view"] in set(videos["view"])
+    raw = EchoVideoDataset(out, root, n_frames=8, target_fps=20.0, preprocess=None)[0]["video"]
+    assert raw.shape == (3, 8, 96, 128) and raw.max() <= 255 and raw.min() >= 0
+    a4c = EchoVideoDataset(out, root, views=["A4C"], split="train")
+    assert len(a4c) > 0 and set(a4c.videos["view"]) == {"A4C"} and set(a4c.videos["split"]) == {"train"}
+
+
+def test_only_the_clip_frames_are_decoded(echo_data, monkeypatch):
+    out, root = echo_data
+    asked = []
+    real = dicom.DicomCine.frames
+    monkeypatch.setattr(dicom.DicomCine, "frames", lambda self, idx=None: asked.append(
+        (self.n_frames, None if idx is None else len(np.unique(idx)))) or real(self, idx))
+    ds = EchoVideoDataset(out, root, n_frames=6, target_fps=10.0)
+    for i in range(len(ds)):
+        ds[i]
+    assert len(asked) == len(ds)
+    assert all(n_unique is not None and n_unique <= 6 < n_frames for n_frames, n_unique in asked)
+
+
+def test_sector_mask_blanks_text_and_ecg(echo_data):
+    out, root = echo_data
+    for i, row in pd.read_parquet(out / "videos.parquet").iterrows():
+        x0, y0, x1, y1 = row["sector_box"]
+        masked = EchoVideoDataset(out, root, preprocess=None, mask="box")[i]["video"]
+        assert masked[:, :, :y0].abs().sum() == 0 and masked[:, :, y1:].abs().sum() == 0
+        assert masked[:, :, :, :x0].abs().sum() == 0 and masked[:, :, :, x1:].abs().sum() == 0
+        unmasked = EchoVideoDataset(out, root, preprocess=None, mask="none")[i]["video"]
+        assert unmasked[:, :, :y0].sum() > 0  # burned-in text lives there
+        by_pixels = EchoVideoDataset(out, root, preprocess=None, mask="pixels")[i]["video"]
+        assert by_pixels[:, :, :y0].abs().sum() == 0 and by_pixels[:, :, y1 + 2:].abs().sum() == 0
+        break
+
+
+def test_study_items_and_collate(echo_data):
+    out, root = echo_data
+    ds = EchoStudyDataset(out, root, preprocess="imagenet", n_frames=4, max_videos=3, require_report=True)
+    reports = pd.read_csv(out / "reports.csv")
+    assert len(ds) == len(reports)
+    item = ds[0]
+    assert item["videos"].shape == (3, 3, 4, 224, 224) and len(item["video_keys"]) == 3
+    assert item["study_key"] in set(reports["study_key"]) and "Left Ventricle" in item["sections"]
+    assert item["split"] == dict(zip(reports["study_key"], reports["split"]))[item["study_key"]]
+    test_only = EchoStudyDataset(out, root, preprocess="imagenet", n_frames=4, split="test")
+    assert {s for _, _, s in test_only.studies} == {"test"}
+    batch = collate_studies([ds[0], EchoStudyDataset(out, root, preprocess="imagenet", n_frames=4, max_videos=1)[0]])
+    assert batch["videos"].shape == (2, 3, 3, 4, 224, 224)
+    assert batch["video_mask"].tolist() == [[True, True, True], [True, False, False]]
+    with pytest.raises(ValueError):
+        EchoStudyDataset(out, root, preprocess=None)
+
+
+def test_echoprime_clip_of_a_real_cine_matches_a_direct_computation(tmp_path):
+    """pydicom's color3d_jpeg_baseline.dcm through ingest + dataset equals frames 0,2,..,30 decoded by
+    pydicom, masked to the regions box, centre-cropped with 10 % zoom, resized, normalised."""
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import iter_pixels
+
+    src = Path(get_testdata_file("color3d_jpeg_baseline.dcm", download=False))
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "loop.dcm").symlink_to(src)
+    ingest(tmp_path / "root", tmp_path / "out")
+    ours = EchoVideoDataset(tmp_path / "out", tmp_path / "root")[0]["video"]
+    frames = np.stack(list(iter_pixels(src, indices=range(0, 32, 2))))  # pydicom's own decode + YBR→RGB
+    keep = np.zeros(frames.shape[1:3], bool)
+    keep[31:415, 84:596] = True
+    frames[:, ~keep] = 0
+    ref = ClipPreprocess.from_preset("echoprime")(to_clip_tensor(frames))
+    assert ours.shape == ref.shape == (3, 16, 224, 224)
+    assert (ours - ref).abs().mean() < 0.02  # JPEG decoder rounding only (normalised units)
