@@ -48,6 +48,21 @@ def test_center_square_keeps_the_middle():
     assert out.min() < 5
 
 
+def test_from_frames_matches_the_tensor_path():
+    """The decode-side fast path (NumPy crop + Pillow resize) agrees with the MONAI tensor path."""
+    from pydicom.data import get_testdata_file
+
+    from medvid.io.dicom import DicomCine
+
+    frames = DicomCine(get_testdata_file("examples_ybr_color.dcm", download=False)).frames(range(0, 8))
+    pre = ClipPreprocess.from_preset("echoprime", size=112)
+    for f in (frames, frames[:, ::3, ::3].copy()):  # shrinking (box/area) and enlarging (bilinear)
+        fast, ref = pre.from_frames(f), pre(to_clip_tensor(f))
+        assert fast.shape == ref.shape and (fast - ref).abs().mean() < 0.03
+    with pytest.raises(ValueError):
+        pre.from_frames(frames.astype(np.float32))
+
+
 def test_imagenet_presets_match_timm():
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN
 

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from medvid.errors import MedvidError
 from medvid.io.dicom import DicomCine, video_paths
-from medvid.io.regions import apply_mask, box_mask, clip_box, estimate_sector_mask
+from medvid.io.regions import blank_outside_box, clip_box, estimate_sector_mask
 from medvid.io.reports import parse_sections
 from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor
 from medvid.transforms.sampling import clip_times, frame_timestamps, times_to_indices
@@ -55,18 +55,19 @@ def clip_indices(cine: DicomCine, n_frames: int, target_fps: float | None = None
 
 def load_clip(cine: DicomCine, indices: np.ndarray, mask: str = "box", sector_box: Sequence[int] | None = None,
               preprocess: ClipPreprocess | None = None) -> torch.Tensor:
-    """Decode ``indices`` only, blank everything outside the sector, preprocess → ``(3, T, H, W)`` float."""
-    frames = cine.frames(indices)
-    keep = None
-    if mask == "pixels":
-        keep = estimate_sector_mask(frames)
-    if keep is None and mask in ("box", "pixels") and sector_box is not None and len(sector_box) == 4:
-        box = clip_box(sector_box, cine.rows, cine.cols)
-        keep = box_mask(box, cine.rows, cine.cols) if box else None
+    """Decode ``indices`` only, blank everything outside the sector, preprocess → ``(3, T, H, W)`` float.
+
+    ``mask``: ``box`` (the ingest's sector box), ``pixels`` (moving pixels of this clip, else the box)
+    or ``none``. Without ``preprocess`` the clip stays at full size on the 0–255 scale.
+    """
+    frames = cine.frames(indices)  # a fresh array: masked in place
+    keep = estimate_sector_mask(frames) if mask == "pixels" else None
+    box = clip_box(sector_box, cine.rows, cine.cols) if sector_box is not None and len(sector_box) == 4 else None
     if keep is not None:
-        frames = apply_mask(frames, keep)
-    clip = to_clip_tensor(frames)
-    return preprocess(clip) if preprocess is not None else clip
+        frames[:, ~keep] = 0
+    elif mask != "none" and box is not None:
+        blank_outside_box(frames, box)
+    return preprocess.from_frames(frames) if preprocess is not None else to_clip_tensor(frames)
 
 
 class EchoVideoDataset(Dataset):

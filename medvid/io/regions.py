@@ -97,3 +97,13 @@ def box_mask(box: Box, rows: int, cols: int) -> np.ndarray:
 def apply_mask(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Zero everything outside ``mask`` in ``(T, H, W, 3)`` frames (returns a new array)."""
     return frames * mask[None, :, :, None].astype(frames.dtype)
+
+
+def blank_outside_box(frames: np.ndarray, box: Box) -> np.ndarray:
+    """Zero everything outside ``box`` in ``(T, H, W[, C])`` frames, in place (four slice writes)."""
+    x0, y0, x1, y1 = box
+    frames[:, :y0] = 0
+    frames[:, y1:] = 0
+    frames[:, :, :x0] = 0
+    frames[:, :, x1:] = 0
+    return frames

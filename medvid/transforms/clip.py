@@ -99,6 +99,27 @@ class ClipPreprocess:
         resize = self._shrink if min(h, w) >= self.size else self._enlarge
         return (self._plain(resize(clip.float())) - self._mean) / self._std
 
+    def from_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """Same result as ``self(to_clip_tensor(frames))`` for uint8 ``(T, H, W, 3)`` frames, made for speed
+        on the decode path: crop as a NumPy view (MONAI's centre convention), resize each frame in uint8
+        with Pillow (box = area averaging when shrinking, bilinear when enlarging), then one float pass.
+        """
+        from PIL import Image
+
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        t, height, width, _ = frames.shape
+        h, w = self.crop_box(height, width)
+        y0, x0 = height // 2 - h // 2, width // 2 - w // 2  # as monai CenterSpatialCrop
+        crop = frames[:, y0:y0 + h, x0:x0 + w]
+        resample = Image.Resampling.BOX if min(h, w) >= self.size else Image.Resampling.BILINEAR
+        out = np.empty((t, self.size, self.size, 3), dtype=np.uint8) if (h, w) != (self.size,) * 2 else crop
+        if out is not crop:
+            for i in range(t):
+                out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(crop[i])).resize(
+                    (self.size, self.size), resample))
+        return (to_clip_tensor(out) - self._mean) / self._std
+
     def __repr__(self) -> str:
         return (f"ClipPreprocess(size={self.size}, crop={self.crop!r}, zoom={self.zoom}, "
                 f"mean={self.mean}, std={self.std})")
