@@ -23,13 +23,11 @@ from typing import Sequence
 import numpy as np
 
 from medvid.errors import MedvidError
-from medvid.io.video import Video
+from medvid.io.video import VIDEO_EXTS, Video
 from medvid.transforms.sampling import times_to_indices
 from medvid.vocab import AUTOLAPARO_PHASES, CHOLEC80_PHASES, CHOLEC80_TOOLS
 
 log = logging.getLogger("medvid")
-
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
 
 # Standard splits by name: subset -> inclusive (first, last) video numbers.
 SPLITS: dict[str, dict[str, tuple[int, int]]] = {

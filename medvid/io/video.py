@@ -21,6 +21,7 @@ from medvid.transforms.sampling import frame_timestamps, regular_times, span_tim
 log = logging.getLogger("medvid")
 
 BACKENDS = ("auto", "decord", "pyav")
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
 # PyAV seeks (to the keyframe before the target) rather than decoding forward when the next
 # wanted frame is further ahead than this many frames.
 _PYAV_SEEK_AHEAD = 300

@@ -81,12 +81,28 @@ class Timeline:
     def n_frames(self) -> int:
         return len(self.phases)
 
-    def progress(self, frame: int) -> float:
-        """Fraction of the current phase elapsed at ``frame``."""
-        p = self.phases[frame]
-        idx = np.flatnonzero(self.phases == p)
-        # phases are contiguous in a timeline
-        return float((frame - idx[0]) / max(len(idx), 1))
+
+def tool_track(rng: np.random.Generator, phase_names: Sequence[str], progress: Sequence[float]) -> np.ndarray:
+    """Tool presence per second ``(n_seconds, 7)`` given each second's phase name and phase progress.
+
+    Each tool is a two-state Markov chain with the phase's stationary probability (``TOOL_PROB``)
+    and a mean dwell of about 4 s; at least one tool is always in view.
+    """
+    tools = np.zeros((len(phase_names), len(CHOLEC80_TOOLS)), np.int64)
+    state = np.zeros(len(CHOLEC80_TOOLS), bool)
+    for k, (name, prog) in enumerate(zip(phase_names, progress)):
+        for tool, ti in T.items():
+            p = TOOL_PROB[name].get(tool, 0.0)
+            if name == "ClippingCutting" and tool in ("Clipper", "Scissors"):
+                p = p if (tool == "Clipper") == (prog < CLIP_TO_CUT) else 0.0
+            flip_on, flip_off = min(1.0, p / (1 - p + 1e-9) / 4), 0.25
+            state[ti] = (rng.random() >= flip_off) if state[ti] else (rng.random() < flip_on)
+            if p == 0.0:
+                state[ti] = False
+        if not state.any():  # keep the phase's main tool in view
+            state[T[max(TOOL_PROB[name], key=TOOL_PROB[name].get)]] = True
+        tools[k] = state
+    return tools
 
 
 def make_timeline(rng: np.random.Generator, duration_scale: float = 1.0, fps: int = FPS,
@@ -99,29 +115,10 @@ def make_timeline(rng: np.random.Generator, duration_scale: float = 1.0, fps: in
     lengths = [max(int(round(rng.uniform(*PHASE_SECONDS[p]) * duration_scale * fps)), fps) for p in order]
     phases = np.concatenate([np.full(n, P[p], np.int64) for p, n in zip(order, lengths)])
     n_sec = int(math.ceil(len(phases) / TOOL_STEP))
-    tools = np.zeros((n_sec, len(CHOLEC80_TOOLS)), np.int64)
-    state = np.zeros(len(CHOLEC80_TOOLS), bool)
     starts = {P[p]: s for p, s in zip(order, np.cumsum([0] + lengths[:-1]))}
-    for k in range(n_sec):
-        f = k * TOOL_STEP
-        ph = int(phases[f])
-        name = CHOLEC80_PHASES[ph]
-        prog = (f - starts[ph]) / lengths[order.index(name)]
-        for tool, ti in T.items():
-            p = TOOL_PROB[name].get(tool, 0.0)
-            if name == "ClippingCutting" and tool in ("Clipper", "Scissors"):
-                p = p if (tool == "Clipper") == (prog < CLIP_TO_CUT) else 0.0
-            # two-state Markov chain with stationary probability p and mean dwell ~4 s
-            flip_on, flip_off = (min(1.0, p / (1 - p + 1e-9) / 4), 0.25) if p < 1 else (1.0, 0.0)
-            if state[ti]:
-                state[ti] = rng.random() >= flip_off or p > 0.99
-            else:
-                state[ti] = rng.random() < flip_on
-            if p == 0.0:
-                state[ti] = False
-        if not state.any():  # a frame with no tool at all is rare in Cholec80; keep the phase's main tool
-            state[T[max(TOOL_PROB[name], key=TOOL_PROB[name].get)]] = True
-        tools[k] = state
+    sec_phase = [CHOLEC80_PHASES[int(phases[k * TOOL_STEP])] for k in range(n_sec)]
+    sec_prog = [(k * TOOL_STEP - starts[P[n]]) / lengths[order.index(n)] for k, n in zip(range(n_sec), sec_phase)]
+    tools = tool_track(rng, sec_phase, sec_prog)
     return Timeline(phases=phases, tools=tools, fps=fps)
 
 
@@ -358,9 +355,11 @@ def render_video_frames(world: SurgicalWorld, timeline: Timeline):
         yield world.render(f / timeline.fps, p, (f - s0) / n, timeline.tools[f // TOOL_STEP])
 
 
-def write_video(path: str | Path, frames, fps: int | Fraction = FPS, crf: int = 23,
+def write_video(path: str | Path, frames, fps: int | Fraction = FPS, crf: int = 23, gop: int = 2 * FPS,
                 audio: tuple[np.ndarray, int] | None = None) -> int:
     """Encode frames (iterable of uint8 HWC) as H.264 mp4 via PyAV/FFmpeg, atomically; returns the count.
+
+    ``gop``: keyframe interval in frames (short keeps random access to clips cheap).
 
     ``audio`` = (mono float32 samples in [-1, 1], sample rate) is muxed as AAC.
     """
@@ -369,13 +368,16 @@ def write_video(path: str | Path, frames, fps: int | Fraction = FPS, crf: int = 
     n = 0
     with atomic_path(path) as tmp:
         with av.open(str(tmp), "w", format="mp4") as c:
-            vs = None
+            vs = a_s = None
             for frame in frames:
-                if vs is None:
+                if vs is None:  # every stream must exist before the first packet is muxed
                     vs = c.add_stream("libx264", rate=fps)
                     vs.height, vs.width = frame.shape[:2]
                     vs.pix_fmt = "yuv420p"
-                    vs.options = {"crf": str(crf), "preset": "veryfast"}
+                    vs.options = {"crf": str(crf), "preset": "veryfast", "g": str(gop)}
+                    if audio is not None:
+                        a_s = c.add_stream("aac", rate=audio[1])
+                        a_s.layout = "mono"
                 for pkt in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     c.mux(pkt)
                 n += 1
@@ -383,25 +385,23 @@ def write_video(path: str | Path, frames, fps: int | Fraction = FPS, crf: int = 
                 raise ValueError("no frames to write")
             for pkt in vs.encode():
                 c.mux(pkt)
-            if audio is not None:
-                _mux_audio(c, *audio)
+            if a_s is not None:
+                _mux_audio(c, a_s, *audio)
     return n
 
 
-def _mux_audio(container, samples: np.ndarray, rate: int) -> None:
+def _mux_audio(container, stream, samples: np.ndarray, rate: int) -> None:
     import av
 
-    a = container.add_stream("aac", rate=rate)
-    a.layout = "mono"
     x = np.clip(np.asarray(samples, np.float32), -1, 1)
     chunk = 1024
     for i in range(0, len(x), chunk):
         fr = av.AudioFrame.from_ndarray(x[None, i : i + chunk].copy(), format="flt", layout="mono")
         fr.sample_rate = rate
         fr.pts = i
-        for pkt in a.encode(fr):
+        for pkt in stream.encode(fr):
             container.mux(pkt)
-    for pkt in a.encode():
+    for pkt in stream.encode():
         container.mux(pkt)
 
 

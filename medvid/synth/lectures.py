@@ -1,0 +1,459 @@
+"""Synthetic surgical lectures: slides, a talking head and operative footage from the same world
+``medvid synth surgery`` renders, narrated in varied surgeon's language, with two "ASR" transcripts.
+
+Each lecture is ``<name>.mp4`` (25 fps) with
+
+- ``<name>.whisper.json``: the narration script, one segment per spoken sentence;
+- ``<name>.aws.csv``: the same speech as another ASR system would give it: different sentence
+  boundaries (merged and split), lower case, no punctuation, spelling variants, fillers, dropped words;
+- optionally narration audio (espeak-ng, when installed) muxed into the mp4 at the script's times;
+- ``truth/<name>.json``: what is on screen each second (frame type, phase, tools) for evaluation.
+
+Operative narration says what the viewer sees: the phase's action and visual cues and the tools in
+view (the tools drawn during a sentence are exactly those it names, plus sometimes unnamed ones).
+The sentences are written for this module and differ from the zero-shot prompt files.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from medvid.io.transcripts import Segment, write_whisper_json
+from medvid.synth.surgery import CLIP_TO_CUT, FPS, TOOL_PROB, SurgicalWorld, write_video
+from medvid.utils import atomic_path, atomic_write_text
+from medvid.vocab import CHOLEC80_PHASES, CHOLEC80_TOOLS
+
+WORDS_PER_SECOND = 2.5  # espeak-ng at 150 wpm; used for timing when no audio is made
+AUDIO_RATE = 22050
+
+TOOL_WORDS: dict[str, list[str]] = {
+    "Grasper": ["grasper", "grasping forceps", "atraumatic grasper", "fenestrated grasper"],
+    "Bipolar": ["bipolar", "bipolar forceps", "bipolar coagulation forceps"],
+    "Hook": ["hook", "electrocautery hook", "monopolar hook", "L hook"],
+    "Scissors": ["scissors", "laparoscopic scissors", "curved scissors"],
+    "Clipper": ["clip applier", "clipper", "clip applicator"],
+    "Irrigator": ["irrigator", "suction irrigation cannula", "suction device"],
+    "SpecimenBag": ["specimen bag", "retrieval bag", "endobag"],
+}
+
+# What each tool looks like on screen (ties words to the renderer's colours and shapes).
+TOOL_LOOKS: dict[str, list[str]] = {
+    "Grasper": ["The {t} with its silver fenestrated jaws is holding the tissue.",
+                "You can see the dark shaft of the {t} coming in from above."],
+    "Bipolar": ["The blue tipped {t} is coming in from the left side.",
+                "Notice the {t}, the instrument with the blue jaws."],
+    "Hook": ["The white L shaped tip of the {t} is what makes the smoke here.",
+             "Watch the {t}, a thin black shaft with a bent white tip."],
+    "Scissors": ["The golden curved blades of the {t} are now in view.",
+                 "Here come the {t} with their yellow blades."],
+    "Clipper": ["The {t} has a purple collar and a clip loaded between its jaws.",
+                "The thick {t} comes in from the right with a new clip."],
+    "Irrigator": ["The white {t} sprays a jet of saline.",
+                  "The {t} is the plain white tube, washing the field."],
+    "SpecimenBag": ["The white plastic {t} with its blue rim is open in the field.",
+                    "You see the {t}, a white pouch with a blue string."],
+}
+
+# Per phase: (tools a sentence names, sentence). {Tool} is replaced by a word for that tool.
+PHASE_LINES: dict[str, list[tuple[tuple[str, ...], str]]] = {
+    "Preparation": [
+        ((), "At the start the gallbladder is still hidden under yellow fat and nothing has been divided."),
+        ((), "This is the opening view, the liver on top and the green gallbladder below it with fat over the neck."),
+        ((), "Before any dissection we orient ourselves and look at the fat around the infundibulum."),
+        (("Grasper",), "The {Grasper} takes hold of the fundus and pushes it up over the liver."),
+        (("Grasper",), "My assistant keeps the gallbladder under tension with the {Grasper} so we can orient ourselves."),
+        (("Hook",), "I only touch the fatty tissue with the {Hook} to find the right plane, no cutting yet."),
+        (("Grasper", "Hook"), "With the {Grasper} on the gallbladder I bring the {Hook} close to the yellow fat."),
+    ],
+    "CalotTriangleDissection": [
+        ((), "Now the fat is being cleared from the hepatocystic triangle, little by little."),
+        ((), "The pale cystic duct and the red cystic artery start to appear out of the fat."),
+        ((), "We keep working until only two structures enter the gallbladder, that is the critical view of safety."),
+        (("Hook",), "The {Hook} strips the peritoneum over Calot's triangle, you can see the smoke."),
+        (("Hook",), "I use short bursts with the {Hook} to open the tissue in front of the duct."),
+        (("Grasper", "Hook"), "The {Grasper} pulls the neck laterally while the {Hook} opens the triangle."),
+        (("Grasper",), "Traction with the {Grasper} on the infundibulum opens up the triangle."),
+    ],
+    "ClippingCutting": [
+        ((), "Both cystic structures are now controlled, the duct and the artery."),
+        (("Clipper",), "The {Clipper} places a silver clip across the cystic duct."),
+        (("Clipper",), "We put two clips on the patient side and one towards the gallbladder with the {Clipper}."),
+        (("Clipper", "Grasper"), "Holding the neck with the {Grasper}, I fire the {Clipper} on the artery."),
+        (("Scissors",), "Now the {Scissors} divide the duct between the clips."),
+        (("Scissors",), "The artery is cut with the {Scissors}, leaving the clips on both sides."),
+        (("Scissors", "Grasper"), "The {Grasper} lifts the gallbladder and the {Scissors} cut between the clips."),
+    ],
+    "GallbladderDissection": [
+        ((), "The gallbladder is being taken off the liver bed, which turns dark where it is burned."),
+        ((), "We stay in the plane between the gallbladder wall and the liver and go up towards the fundus."),
+        ((), "The clipped stumps stay behind while the gallbladder comes away from the liver."),
+        (("Hook",), "The {Hook} coagulates and divides the attachments to the cystic plate."),
+        (("Grasper", "Hook"), "With the {Grasper} pulling the gallbladder up, the {Hook} frees it from the liver."),
+        (("Grasper",), "The {Grasper} rolls the gallbladder over to show the remaining attachments."),
+        (("Bipolar",), "A small bleeder on the liver bed gets a touch of the {Bipolar}."),
+    ],
+    "GallbladderPackaging": [
+        ((), "The gallbladder is free now and goes into a bag before it comes out."),
+        ((), "The detached gallbladder lies on top of the liver, ready to be bagged."),
+        (("SpecimenBag",), "We open the {SpecimenBag} and slide the gallbladder inside."),
+        (("SpecimenBag", "Grasper"), "The {Grasper} drops the gallbladder into the {SpecimenBag}."),
+        (("SpecimenBag",), "Everything goes into the {SpecimenBag} so that no stones are spilled."),
+    ],
+    "CleaningCoagulation": [
+        ((), "Now we wash the field and look for any bleeding on the liver bed."),
+        ((), "There are some dark red blood clots that we have to clear away."),
+        (("Irrigator",), "The {Irrigator} washes the liver bed with saline and sucks it back."),
+        (("Irrigator",), "A few rounds of washing and suction with the {Irrigator} until the fluid is clear."),
+        (("Bipolar",), "The oozing points are sealed with the {Bipolar}."),
+        (("Bipolar", "Irrigator"), "The {Irrigator} clears the blood so that the {Bipolar} can seal the bleeding point."),
+        (("Grasper",), "The {Grasper} moves the clot aside to check the liver bed."),
+    ],
+    "GallbladderRetraction": [
+        ((), "The last step is taking the specimen out of the abdomen through the umbilical port."),
+        ((), "The liver bed is dry now and the port at the umbilicus is where the specimen leaves."),
+        (("SpecimenBag",), "The {SpecimenBag} is pulled towards the port and out of the patient."),
+        (("SpecimenBag", "Grasper"), "The {Grasper} takes the string of the {SpecimenBag} and draws it out through the port."),
+        (("Grasper",), "The {Grasper} brings the bag opening up to the trocar."),
+    ],
+}
+
+SLIDE_TITLES: dict[str, str] = {
+    "Preparation": "Setup and exposure", "CalotTriangleDissection": "The hepatocystic triangle",
+    "ClippingCutting": "Control of the cystic structures", "GallbladderDissection": "Off the liver bed",
+    "GallbladderPackaging": "Bagging the specimen", "CleaningCoagulation": "Haemostasis and lavage",
+    "GallbladderRetraction": "Extraction",
+}
+SLIDE_LINES: list[str] = [
+    "Let me put the next step on a slide before we watch it.",
+    "This slide summarises the key points of this step.",
+    "A few words of theory before the video.",
+    "Here are the things to keep in mind at this stage.",
+    "On this slide you see the main pitfalls.",
+    "The literature on this step is quite clear.",
+    "Let us go through the bullet points one by one.",
+]
+HEAD_LINES: list[str] = [
+    "Good morning everyone and thank you for having me.",
+    "Today I will show you a standard case from our department.",
+    "Thank you for your attention, I am happy to take questions.",
+    "I have been doing this operation for many years and this is how we teach it.",
+    "Let me tell you a little about how we set up the theatre.",
+]
+
+# Spelling and wording of the second ASR source (lower case, no punctuation after this).
+ASR_B_SUBS: list[tuple[str, str]] = [
+    (r"\bgallbladder\b", "gall bladder"), (r"\bcalot's\b", "callots"), (r"\bhepatocystic\b", "hepato cystic"),
+    (r"\binfundibulum\b", "infundibular"), (r"\bendobag\b", "endo bag"), (r"\bclip applier\b", "clip applicator"),
+    (r"\bsaline\b", "saline solution"), (r"\bhaemostasis\b", "hemostasis"), (r"\bl hook\b", "el hook"),
+]
+FILLERS = ("uh", "um", "so", "you know", "okay")
+
+
+@dataclass
+class Sentence:
+    start: float
+    end: float
+    text: str
+    kind: str  # slide / operative / other
+    phase: int = -1
+    tools: tuple[str, ...] = ()
+    audio: np.ndarray | None = None
+
+
+@dataclass
+class Shot:
+    """A stretch of the lecture showing one thing: a slide, the talking head or an operative phase."""
+
+    kind: str
+    start: float
+    end: float
+    phase: int = -1
+    progress: tuple[float, float] = (0.0, 1.0)
+    title: str = ""
+    bullets: list[str] = field(default_factory=list)
+    sentences: list[Sentence] = field(default_factory=list)
+
+
+def espeak_available() -> bool:
+    return shutil.which("espeak-ng") is not None
+
+
+def speak(text: str, voice: str = "en-us", rate_wpm: int = 150) -> np.ndarray:
+    """Narration audio (float32 mono at ``AUDIO_RATE``) from espeak-ng."""
+    with tempfile.TemporaryDirectory() as d:
+        wav = Path(d) / "s.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate_wpm), "-w", str(wav), text],
+                       check=True, capture_output=True, timeout=60)
+        with wave.open(str(wav)) as w:
+            if w.getframerate() != AUDIO_RATE or w.getsampwidth() != 2:
+                raise RuntimeError(f"unexpected espeak-ng output: {w.getframerate()} Hz, {w.getsampwidth()} bytes")
+            x = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+    return x
+
+
+def _fill(template: str, rng: np.random.Generator) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: TOOL_WORDS[m.group(1)][rng.integers(len(TOOL_WORDS[m.group(1)]))], template)
+
+
+def _operative_lines(rng: np.random.Generator, phase: str, progress: float) -> tuple[str, tuple[str, ...]]:
+    """One sentence for an operative moment and the tools to draw while it is spoken."""
+    probs = dict(TOOL_PROB[phase])
+    if phase == "ClippingCutting":  # the clipper works first, the scissors afterwards
+        probs.pop("Scissors" if progress < CLIP_TO_CUT else "Clipper")
+    shown = {t for t, p in probs.items() if rng.random() < p}
+    if not shown:
+        shown = {max(probs, key=probs.get)}
+    options = [(need, s) for need, s in PHASE_LINES[phase] if set(need) <= set(probs)]
+    if rng.random() < 0.2:  # describe how a tool in view looks
+        tool = sorted(shown)[rng.integers(len(shown))]
+        tmpl = TOOL_LOOKS[tool][rng.integers(len(TOOL_LOOKS[tool]))].replace("{t}", "{" + tool + "}")
+        return _fill(tmpl, rng), tuple(sorted(shown))
+    need, tmpl = options[rng.integers(len(options))]
+    return _fill(tmpl, rng), tuple(sorted(shown | set(need)))
+
+
+@dataclass
+class LecturePlan:
+    shots: list[Shot]
+    duration: float
+
+    @property
+    def sentences(self) -> list[Sentence]:
+        return [s for shot in self.shots for s in shot.sentences]
+
+
+def plan_lecture(rng: np.random.Generator, with_audio: bool, min_phases: int = 4) -> LecturePlan:
+    """Shots and timed sentences: intro, then several phases (slide, then footage), then a close."""
+    n_phases = int(rng.integers(min_phases, len(CHOLEC80_PHASES) + 1))
+    phases = sorted(rng.choice(len(CHOLEC80_PHASES), n_phases, replace=False).tolist())
+    t = 0.0
+    shots: list[Shot] = []
+
+    def add(shot: Shot, texts: list[tuple[str, tuple[str, ...]]]) -> None:
+        nonlocal t
+        shot.start = t
+        t += float(rng.uniform(0.3, 0.8))
+        for text, tools in texts:
+            audio = speak(text) if with_audio else None
+            dur = len(audio) / AUDIO_RATE if audio is not None else len(text.split()) / WORDS_PER_SECOND
+            shot.sentences.append(Sentence(t, t + dur, text, shot.kind, shot.phase, tools, audio))
+            t += dur + float(rng.uniform(0.3, 0.9))
+        shot.end = t
+        shots.append(shot)
+
+    add(Shot("other", 0, 0), [(HEAD_LINES[int(rng.integers(2))], ())])
+    for p in phases:
+        name = CHOLEC80_PHASES[p]
+        if rng.random() < 0.6:
+            bullets = [_fill(s, rng) for _, s in (PHASE_LINES[name][i] for i in rng.choice(len(PHASE_LINES[name]), 3, replace=False))]
+            n = int(rng.integers(1, 3))
+            add(Shot("slide", 0, 0, phase=p, title=SLIDE_TITLES[name], bullets=bullets),
+                [(SLIDE_LINES[i], ()) for i in rng.choice(len(SLIDE_LINES), n, replace=False)])
+        n = int(rng.integers(3, 6))
+        p0, p1 = sorted(rng.uniform(0.0, 1.0, 2))
+        p0, p1 = min(p0, 0.2), max(p1, 0.8)
+        texts: list[tuple[str, tuple[str, ...]]] = []
+        while len(texts) < n:  # no sentence twice in one shot
+            line = _operative_lines(rng, name, p0 + (p1 - p0) * (len(texts) + 0.5) / n)
+            if all(line[0] != prev for prev, _ in texts):
+                texts.append(line)
+        add(Shot("operative", 0, 0, phase=p, progress=(p0, p1)), texts)
+    add(Shot("other", 0, 0), [(HEAD_LINES[2 + int(rng.integers(len(HEAD_LINES) - 2))], ())])
+    return LecturePlan(shots, t + 0.5)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def render_slide(shot: Shot, size: tuple[int, int], style: dict) -> np.ndarray:
+    """A text slide: light background, coloured title bar, bullet lines."""
+    h, w = size
+    img = Image.new("RGB", (w, h), style["bg"])
+    d = ImageDraw.Draw(img)
+    d.rectangle([0, 0, w, int(0.18 * h)], fill=style["bar"])
+    d.text((int(0.05 * w), int(0.05 * h)), shot.title, fill=(255, 255, 255), font=_font(max(8, h // 14)))
+    body = _font(max(6, h // 22))
+    y = int(0.25 * h)
+    for b in shot.bullets:
+        words, line = b.split(), ""
+        lines = []
+        for wd in words:
+            if len(line) + len(wd) + 1 > max(12, w // max(4, h // 40)):
+                lines.append(line)
+                line = wd
+            else:
+                line = f"{line} {wd}".strip()
+        lines.append(line)
+        d.ellipse([int(0.04 * w), y + 2, int(0.04 * w) + 4, y + 6], fill=style["bar"])
+        for ln in lines[:2]:
+            d.text((int(0.08 * w), y), ln, fill=(40, 40, 40), font=body)
+            y += max(8, h // 18)
+        y += max(3, h // 40)
+        if y > 0.9 * h:
+            break
+    return np.asarray(img)
+
+
+def render_head(t: float, size: tuple[int, int], style: dict) -> np.ndarray:
+    """The speaker at a lectern: a simple figure over a blue-grey gradient."""
+    h, w = size
+    grad = np.linspace(0.6, 1.0, h, dtype=np.float32)[:, None, None] * np.array(style["wall"], np.float32)
+    img = Image.fromarray(np.broadcast_to(grad, (h, w, 3)).astype(np.uint8))
+    d = ImageDraw.Draw(img)
+    cx = w * 0.5 + 4 * np.sin(0.7 * t)
+    d.ellipse([cx - 0.3 * w, 0.62 * h, cx + 0.3 * w, 1.3 * h], fill=style["suit"])
+    d.ellipse([cx - 0.12 * w, 0.25 * h, cx + 0.12 * w, 0.6 * h], fill=(225, 180, 150))
+    mouth = 0.01 * h * (1 + np.sin(9 * t))
+    d.ellipse([cx - 0.04 * w, 0.5 * h - mouth, cx + 0.04 * w, 0.5 * h + mouth], fill=(120, 50, 50))
+    d.rectangle([0.2 * w, 0.8 * h, 0.8 * w, h], fill=(110, 80, 50))
+    return np.asarray(img)
+
+
+def lecture_frames(plan: LecturePlan, world: SurgicalWorld, size: tuple[int, int], style: dict):
+    """Frames of the lecture in order (uint8 HWC)."""
+    n = int(round(plan.duration * FPS))
+    slide_cache: dict[int, np.ndarray] = {}
+    k = 0
+    for f in range(n):
+        t = f / FPS
+        while k < len(plan.shots) - 1 and t >= plan.shots[k].end:
+            k += 1
+        shot = plan.shots[k]
+        if shot.kind == "slide":
+            if k not in slide_cache:
+                slide_cache = {k: render_slide(shot, size, style)}
+            yield slide_cache[k]
+        elif shot.kind == "other":
+            yield render_head(t, size, style)
+        else:
+            yield world.render(t, shot.phase, _progress(shot, t), _tools_at(shot, t))
+
+
+def _progress(shot: Shot, t: float) -> float:
+    a = (t - shot.start) / max(shot.end - shot.start, 1e-6)
+    return float(np.clip(shot.progress[0] + a * (shot.progress[1] - shot.progress[0]), 0, 0.999))
+
+
+def _tools_at(shot: Shot, t: float) -> np.ndarray:
+    """The tools of the sentence being spoken (or the last one spoken) at ``t``."""
+    current = shot.sentences[0]
+    for s in shot.sentences:
+        if s.start <= t:
+            current = s
+    out = np.zeros(len(CHOLEC80_TOOLS), np.int64)
+    for tool in current.tools:
+        out[CHOLEC80_TOOLS.index(tool)] = 1
+    return out
+
+
+def truth_rows(plan: LecturePlan) -> list[dict]:
+    """At each whole second: frame type, phase and tools on screen."""
+    rows = []
+    for sec in range(int(np.ceil(plan.duration))):
+        t = float(sec)
+        shot = next((s for s in plan.shots if s.start <= t < s.end), plan.shots[-1])
+        tools = _tools_at(shot, t) if shot.kind == "operative" else np.zeros(len(CHOLEC80_TOOLS), np.int64)
+        rows.append({"t": sec, "frame_type": shot.kind,
+                     "phase": CHOLEC80_PHASES[shot.phase] if shot.kind == "operative" else None,
+                     "tools": [CHOLEC80_TOOLS[i] for i in np.flatnonzero(tools)]})
+    return rows
+
+
+def asr_b(sentences: list[Sentence], rng: np.random.Generator) -> list[Segment]:
+    """The second ASR source: merged/split sentences, lower case without punctuation, variants, fillers."""
+    segs: list[Segment] = []
+    i = 0
+    while i < len(sentences):
+        s = sentences[i]
+        start, end, text = s.start, s.end, s.text
+        if i + 1 < len(sentences) and rng.random() < 0.3 and sentences[i + 1].start - end < 1.0:
+            nxt = sentences[i + 1]
+            end, text = nxt.end, f"{text} {nxt.text}"
+            i += 1
+        i += 1
+        text = text.lower()
+        for pat, rep in ASR_B_SUBS:
+            text = re.sub(pat, rep, text)
+        words = re.sub(r"[^\w' ]", " ", text).split()
+        words = [wd for wd in words if rng.random() > 0.05] or words  # an occasional dropped word
+        if rng.random() < 0.25:
+            words.insert(int(rng.integers(len(words) + 1)), FILLERS[int(rng.integers(len(FILLERS)))])
+        jit = rng.uniform(-0.15, 0.15, 2)
+        start, end = max(0.0, start + jit[0]), max(start + jit[0] + 0.3, end + jit[1])
+        if len(words) > 10 and rng.random() < 0.4:  # split a long one in two
+            cut = len(words) // 2
+            mid = start + (end - start) * cut / len(words)
+            segs += [Segment(start, mid, " ".join(words[:cut])), Segment(mid, end, " ".join(words[cut:]))]
+        else:
+            segs.append(Segment(start, end, " ".join(words)))
+    # keep them ordered and non-overlapping, as a real ASR output is
+    fixed: list[Segment] = []
+    for s in segs:
+        if fixed and s.start < fixed[-1].end:
+            s = Segment(fixed[-1].end, max(s.end, fixed[-1].end + 0.2), s.text)
+        fixed.append(s)
+    return fixed
+
+
+def _audio_track(plan: LecturePlan) -> np.ndarray:
+    x = np.zeros(int(plan.duration * AUDIO_RATE) + 1, np.float32)
+    for s in plan.sentences:
+        if s.audio is not None:
+            i = int(s.start * AUDIO_RATE)
+            seg = s.audio[: len(x) - i]
+            x[i : i + len(seg)] += seg
+    return x
+
+
+def write_csv(path: Path, segments: list[Segment]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    wr = csv.writer(buf)
+    wr.writerow(["start", "end", "text"])
+    for s in segments:
+        wr.writerow([f"{s.start:.3f}", f"{s.end:.3f}", s.text])
+    atomic_write_text(path, buf.getvalue())
+
+
+def synthesize_lecture(out: str | Path, index: int, seed: int, size: tuple[int, int] = (224, 224),
+                       audio: bool = True, crf: int = 23) -> dict:
+    """Write lecture ``talkNN``: video (+ narration audio when espeak-ng exists), two transcripts, truth."""
+    out = Path(out)
+    name = f"talk{index:02d}"
+    rng = np.random.default_rng([seed, index, 1])
+    with_audio = audio and espeak_available()
+    plan = plan_lecture(rng, with_audio)
+    world = SurgicalWorld(rng, size=tuple(size))
+    style = {"bg": tuple(int(v) for v in rng.integers(232, 256, 3)),
+             "bar": tuple(int(v) for v in rng.integers(20, 120, 3)),
+             "wall": tuple(int(v) for v in (rng.integers(60, 110), rng.integers(80, 130), rng.integers(120, 180))),
+             "suit": tuple(int(v) for v in rng.integers(20, 70, 3))}
+    sound = (_audio_track(plan), AUDIO_RATE) if with_audio else None
+    n = write_video(out / f"{name}.mp4", lecture_frames(plan, world, tuple(size), style), crf=crf, audio=sound)
+    sents = plan.sentences
+    write_whisper_json(out / f"{name}.whisper.json", [Segment(s.start, s.end, s.text) for s in sents],
+                       language="en", synthetic=True)
+    write_csv(out / f"{name}.aws.csv", asr_b(sents, rng))
+    truth = {"video": f"{name}.mp4", "duration_s": n / FPS, "audio": with_audio, "seconds": truth_rows(plan),
+             "sentences": [{"start": s.start, "end": s.end, "text": s.text, "frame_type": s.kind,
+                            "phase": CHOLEC80_PHASES[s.phase] if s.phase >= 0 and s.kind == "operative" else None,
+                            "tools": list(s.tools)} for s in sents]}
+    with atomic_path(out / "truth" / f"{name}.json") as tmp:
+        tmp.write_text(json.dumps(truth, indent=1))
+    return {"lecture": name, "seconds": n / FPS, "sentences": len(sents), "audio": with_audio}
+

@@ -1,0 +1,75 @@
+"""`medvid lectures index ROOT --out DIR`: clip-text pairs (DIR/pairs.jsonl) from lecture videos and transcripts.
+
+Bad lectures (unreadable video, no transcript, transcript longer than the video, malformed
+transcript) are listed in DIR/errors.jsonl with the reason; the others are indexed.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from medvid.datasets.frame_type import classify_frames
+from medvid.datasets.lectures import PairingRule, find_lectures, load_transcripts, pairs_for_lecture
+from medvid.errors import MedvidError
+from medvid.io.video import Video
+from medvid.transforms.sampling import span_times
+from medvid.utils import write_jsonl
+
+log = logging.getLogger("medvid")
+
+
+@dataclass
+class Config:
+    root: str = ""
+    out: str = "lectures_index"
+    min_span_s: float = 4.0
+    clip_min_s: float = 3.0
+    clip_max_s: float = 5.0
+    max_extra: int = 2
+    min_words: int = 3
+    anchor_sources: list[str] = field(default_factory=list)
+    transcript_tolerance_s: float = 2.0
+    drop_slides: bool = False
+    frame_type_samples: int = 3
+    slide_min_flat: float = 0.4
+    operative_min_tissue: float = 0.3
+    recursive: bool = True
+    seed: int = 0
+
+
+def run(cfg: Config) -> dict:
+    root, out = Path(cfg.root), Path(cfg.out)
+    if not root.is_dir():
+        raise MedvidError(f"{root}: not a folder")
+    rule = PairingRule(cfg.min_span_s, (cfg.clip_min_s, cfg.clip_max_s), cfg.max_extra, cfg.min_words,
+                       tuple(cfg.anchor_sources), cfg.transcript_tolerance_s)
+    videos = find_lectures(root, cfg.recursive)
+    pairs, errors, dropped = [], [], 0
+    for k, path in enumerate(tqdm(videos, desc="lectures", unit="video")):
+        rel = path.relative_to(root).as_posix()
+        try:
+            with Video(path) as video:
+                transcripts = load_transcripts(path, video.duration, rule.transcript_tolerance_s)
+                rng = np.random.default_rng([cfg.seed, k])
+                for pair in pairs_for_lecture(rel, video.duration, transcripts, rule, rng):
+                    if cfg.drop_slides or cfg.frame_type_samples > 0:
+                        times = span_times(pair["start"], pair["end"], max(cfg.frame_type_samples, 1))
+                        pair["frame_types"] = classify_frames(video.frames_at(times), slide_min_flat=cfg.slide_min_flat,
+                                                              operative_min_tissue=cfg.operative_min_tissue)
+                        if cfg.drop_slides and all(t == "slide" for t in pair["frame_types"]):
+                            dropped += 1
+                            continue
+                    pairs.append(pair)
+        except MedvidError as exc:  # report and go on with the next lecture
+            log.error("%s", exc)
+            errors.append({"video": rel, "error": str(exc)})
+    n = write_jsonl(out / "pairs.jsonl", pairs)
+    write_jsonl(out / "errors.jsonl", errors)
+    sources = sorted({p["source"] for p in pairs})
+    return {"videos": len(videos), "indexed": len(videos) - len(errors), "errors": len(errors), "pairs": n,
+            "dropped_slide_only": dropped, "sources": sources,
+            "with_extra_positives": sum(1 for p in pairs if p["extra_texts"]), "out": str(out / "pairs.jsonl")}

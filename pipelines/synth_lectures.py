@@ -1,0 +1,38 @@
+"""`medvid synth lectures OUT`: synthetic surgical lectures (slides + operative footage) with two ASR transcripts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from medvid.synth.lectures import espeak_available, synthesize_lecture
+
+
+@dataclass
+class Config:
+    out: str = "synth_lectures"
+    lectures: int = 12
+    seed: int = 0
+    first_index: int = 1  # lectures are talk01, talk02, ...
+    height: int = 224
+    width: int = 224
+    audio: bool = True  # narration audio via espeak-ng when it is installed
+    crf: int = 23
+    overwrite: bool = False
+
+
+def run(cfg: Config) -> dict:
+    out = Path(cfg.out)
+    made, skipped, seconds, sentences = [], [], 0.0, 0
+    for i in tqdm(range(cfg.first_index, cfg.first_index + cfg.lectures), desc="synth lectures", unit="lecture"):
+        name = f"talk{i:02d}"
+        if not cfg.overwrite and (out / "truth" / f"{name}.json").exists():  # written last: the lecture is complete
+            skipped.append(name)
+            continue
+        row = synthesize_lecture(out, i, cfg.seed, size=(cfg.height, cfg.width), audio=cfg.audio, crf=cfg.crf)
+        made.append(name)
+        seconds += row["seconds"]
+        sentences += row["sentences"]
+    return {"out": str(out), "written": made, "skipped_existing": skipped, "seconds_written": round(seconds, 1),
+            "sentences_written": sentences, "audio": cfg.audio and espeak_available()}
