@@ -48,9 +48,14 @@ def test_save_load_round_trip_is_bit_exact(trained_model, tmp_path):
         assert torch.equal(trained_model.encode_text(**tok), loaded.encode_text(**loaded.tokenize(
             ["tricuspid regurgitation", "normal"])))
     assert loaded.pretrained_cfg == trained_model.pretrained_cfg
-    # saving over an existing folder replaces it; a loaded model saves again identically
+    # saving over an existing model folder replaces it; a loaded model saves again identically
     loaded.save_pretrained(out)
     assert torch.equal(VideoTextModel.from_pretrained(out).logit_scale, trained_model.logit_scale)
+    other = tmp_path / "not_a_model"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(MedvidError, match="refusing to overwrite"):
+        loaded.save_pretrained(other)
 
 
 def test_view_classifier_round_trip(tmp_path):

@@ -68,6 +68,8 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
     """Write the model folder atomically (built in a temp folder, then moved into place)."""
     kind = _kind(model)
     directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()) and not (directory / CONFIG).is_file():
+        raise MedvidError(f"refusing to overwrite {directory}: it exists and is not a medvid model folder")
     directory.parent.mkdir(parents=True, exist_ok=True)
     cfg = _portable_config(model, kind)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
