@@ -18,6 +18,8 @@ class Config:
     height: int = 224
     width: int = 224
     audio: bool = True  # narration audio via espeak-ng when it is installed
+    min_phases: int = 4  # phases shown per lecture, drawn in [min_phases, max_phases]
+    max_phases: int = 7
     crf: int = 23
     overwrite: bool = False
 
@@ -30,7 +32,8 @@ def run(cfg: Config) -> dict:
         if not cfg.overwrite and (out / "truth" / f"{name}.json").exists():  # written last: the lecture is complete
             skipped.append(name)
             continue
-        row = synthesize_lecture(out, i, cfg.seed, size=(cfg.height, cfg.width), audio=cfg.audio, crf=cfg.crf)
+        row = synthesize_lecture(out, i, cfg.seed, size=(cfg.height, cfg.width), audio=cfg.audio, crf=cfg.crf,
+                                 phases=(cfg.min_phases, cfg.max_phases))
         made.append(name)
         seconds += row["seconds"]
         sentences += row["sentences"]

@@ -56,6 +56,7 @@ class Video:
         else:
             raise MedvidError(f"{self.path}: cannot decode video ({'; '.join(errors)})")
         self.backend = self._reader.name
+        self._streamer: _Reader | None = None if backend == "auto" else self._reader
         if self._reader.num_frames <= 0:
             self.close()
             raise MedvidError(f"{self.path}: video has no frames")
@@ -98,6 +99,9 @@ class Video:
 
     def frames_by_index(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 ``(T, H, W, 3)``."""
+        return self._read(self._reader, indices)
+
+    def _read(self, reader: "_Reader", indices: Sequence[int] | np.ndarray) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         h, w = self.size
         if len(idx) == 0:
@@ -106,12 +110,21 @@ class Video:
             raise IndexError(f"{self.path.name}: frame index out of range [0, {self.num_frames})")
         uniq, inverse = np.unique(idx, return_inverse=True)
         try:
-            frames = self._reader.read(uniq)
+            frames = reader.read(uniq)
         except MedvidError:
             raise
         except Exception as exc:  # decoder errors from the native libraries
             raise MedvidError(f"{self.path}: decoding failed ({type(exc).__name__}: {exc})") from exc
         return frames[inverse]
+
+    def _stream_reader(self) -> "_Reader":
+        """In-order streaming uses PyAV (sequential decode that skips unneeded B-frames) unless a backend was forced."""
+        if self._streamer is None:
+            try:
+                self._streamer = _PyAVReader(self.path, self._num_threads)
+            except MedvidError:
+                self._streamer = self._reader
+        return self._streamer
 
     def clip(self, start_s: float, end_s: float, n_frames: int) -> np.ndarray:
         """``n_frames`` frames spread evenly over ``[start_s, end_s)``."""
@@ -125,14 +138,21 @@ class Video:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         end = self.duration if end_s is None else min(end_s, self.duration)
         times = regular_times(end, fps, start_s=start_s)
+        indices = self.indices_at(times)
+        reader = self._stream_reader()
+        if isinstance(reader, _PyAVReader):
+            reader.expect(indices)
         for i in range(0, len(times), batch_size):
-            t = times[i : i + batch_size]
-            yield t, self.frames_at(t)
+            yield times[i : i + batch_size], self._read(reader, indices[i : i + batch_size])
 
     def close(self) -> None:
-        reader = getattr(self, "_reader", None)
-        if reader is not None:
-            reader.close()
+        closed = set()
+        for name in ("_streamer", "_reader"):
+            reader = getattr(self, name, None)
+            if reader is not None and id(reader) not in closed:
+                reader.close()
+                closed.add(id(reader))
+            setattr(self, name, None)
 
     def __enter__(self) -> "Video":
         return self
@@ -189,7 +209,14 @@ class _DecordReader(_Reader):
 
 
 class _PyAVReader(_Reader):
-    """Sequential decoder with keyframe seeks; keeps its position so in-order reads never re-seek."""
+    """Sequential decoder with keyframe seeks; keeps its position so in-order reads never re-seek.
+
+    Packets whose frame is not wanted are decoded with ``skip_frame="NONREF"``: FFmpeg then drops
+    them if no other frame references them (B-frames), which is exact and roughly halves the
+    decoding work when sampling sparsely. ``expect`` announces upcoming targets so that a frame
+    already in the decoder's pipeline is not dropped; should one be missed anyway, the reader
+    seeks back and decodes it without skipping.
+    """
 
     name = "pyav"
 
@@ -216,10 +243,13 @@ class _PyAVReader(_Reader):
         self.fps = float(self._rate)
         self._tb = Fraction(s.time_base)
         self._start = s.start_time or 0
+        self._pts_to_index = float(self._tb * self._rate)
         self.num_frames = int(s.frames) or self._count_packets()
         self.size = (int(s.codec_context.height), int(s.codec_context.width))
         self._frames: Iterator | None = None
         self._pos = -1  # index of the last decoded frame
+        self._wanted: set[int] = set()
+        self._skipping = True
 
     def _count_packets(self) -> int:
         """Frame count for containers that do not store it: demux (no decode) and count."""
@@ -227,30 +257,53 @@ class _PyAVReader(_Reader):
         self._container.seek(0)
         return n
 
-    def _index(self, frame) -> int:
-        return int(round((frame.pts - self._start) * self._tb * self._rate))
+    def _index(self, pts: int) -> int:
+        return int(round((pts - self._start) * self._pts_to_index))
+
+    def expect(self, indices: Sequence[int]) -> None:
+        """Frames that will be asked for soon (never skipped while decoding)."""
+        self._wanted.update(int(i) for i in indices)
+
+    def _decode(self) -> Iterator:
+        cc = self._stream.codec_context
+        for packet in self._container.demux(self._stream):
+            if packet.pts is None or not self._skipping:
+                cc.skip_frame = "DEFAULT"
+            else:
+                cc.skip_frame = "DEFAULT" if self._index(packet.pts) in self._wanted else "NONREF"
+            yield from packet.decode()
 
     def _seek(self, index: int) -> None:
         pts = self._start + int((Fraction(index) / self._rate) / self._tb)
         self._container.seek(pts, stream=self._stream, backward=True, any_frame=False)
-        self._frames = iter(self._container.decode(self._stream))
+        self._frames = self._decode()
         self._pos = -1
 
+    def _next_at_or_after(self, target: int):
+        frame = None
+        for frame in self._frames:
+            self._pos = self._index(frame.pts)
+            if self._pos >= target:
+                return frame
+        self._frames = None
+        if frame is None:
+            raise MedvidError(f"frame {target} could not be decoded (stream ended)")
+        log.warning("stream ended at frame %d before frame %d; using the last frame", self._pos, target)
+        return frame
+
     def read(self, indices: np.ndarray) -> np.ndarray:
+        self.expect(indices)
         out = []
         for target in indices.tolist():
             if self._frames is None or target <= self._pos or target - self._pos > _PYAV_SEEK_AHEAD:
                 self._seek(int(target))
-            frame = None
-            for frame in self._frames:
-                self._pos = self._index(frame)
-                if self._pos >= target:
-                    break
-            else:
-                self._frames = None
-                if frame is None:
-                    raise MedvidError(f"frame {target} could not be decoded (stream ended)")
-                log.warning("stream ended at frame %d before frame %d; using the last frame", self._pos, target)
+            frame = self._next_at_or_after(target)
+            if self._pos > target:  # dropped as non-reference before it was announced: decode it again
+                self._skipping = False
+                self._seek(int(target))
+                frame = self._next_at_or_after(target)
+                self._skipping = True
+            self._wanted.discard(target)
             out.append(frame.to_ndarray(format="rgb24"))
         return np.stack(out)
 

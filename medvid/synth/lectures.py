@@ -231,10 +231,10 @@ class LecturePlan:
         return [s for shot in self.shots for s in shot.sentences]
 
 
-def plan_lecture(rng: np.random.Generator, with_audio: bool, min_phases: int = 4) -> LecturePlan:
-    """Shots and timed sentences: intro, then several phases (slide, then footage), then a close."""
-    n_phases = int(rng.integers(min_phases, len(CHOLEC80_PHASES) + 1))
-    phases = sorted(rng.choice(len(CHOLEC80_PHASES), n_phases, replace=False).tolist())
+def plan_lecture(rng: np.random.Generator, with_audio: bool, phases: tuple[int, int] = (4, 7)) -> LecturePlan:
+    """Shots and timed sentences: intro, then ``phases`` (min, max) phases (slide, then footage), then a close."""
+    n_phases = int(rng.integers(phases[0], min(phases[1], len(CHOLEC80_PHASES)) + 1))
+    chosen = sorted(rng.choice(len(CHOLEC80_PHASES), n_phases, replace=False).tolist())
     t = 0.0
     shots: list[Shot] = []
 
@@ -251,7 +251,7 @@ def plan_lecture(rng: np.random.Generator, with_audio: bool, min_phases: int = 4
         shots.append(shot)
 
     add(Shot("other", 0, 0), [(HEAD_LINES[int(rng.integers(2))], ())])
-    for p in phases:
+    for p in chosen:
         name = CHOLEC80_PHASES[p]
         if rng.random() < 0.6:
             bullets = [_fill(s, rng) for _, s in (PHASE_LINES[name][i] for i in rng.choice(len(PHASE_LINES[name]), 3, replace=False))]
@@ -431,13 +431,13 @@ def write_csv(path: Path, segments: list[Segment]) -> None:
 
 
 def synthesize_lecture(out: str | Path, index: int, seed: int, size: tuple[int, int] = (224, 224),
-                       audio: bool = True, crf: int = 23) -> dict:
+                       audio: bool = True, crf: int = 23, phases: tuple[int, int] = (4, 7)) -> dict:
     """Write lecture ``talkNN``: video (+ narration audio when espeak-ng exists), two transcripts, truth."""
     out = Path(out)
     name = f"talk{index:02d}"
     rng = np.random.default_rng([seed, index, 1])
     with_audio = audio and espeak_available()
-    plan = plan_lecture(rng, with_audio)
+    plan = plan_lecture(rng, with_audio, phases)
     world = SurgicalWorld(rng, size=tuple(size))
     style = {"bg": tuple(int(v) for v in rng.integers(232, 256, 3)),
              "bar": tuple(int(v) for v in rng.integers(20, 120, 3)),

@@ -1,0 +1,191 @@
+"""Synthetic lectures, the pairing rule (`medvid lectures index`), frame types, the pair Dataset and augmentation."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medvid.config import load_config
+from medvid.datasets.frame_type import classify_frame
+from medvid.datasets.lectures import LecturePairDataset, PairingRule, collate_pairs, pairs_for_lecture
+from medvid.io.transcripts import Segment, Transcript, read_transcript
+from medvid.io.video import Video
+from medvid.synth.lectures import TOOL_WORDS
+from medvid.transforms.augment import ClipAugment
+from medvid.utils import read_jsonl
+from pipelines import lectures_index, synth_lectures
+
+
+@pytest.fixture(scope="module")
+def lectures(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lectures")
+    cfg = load_config(synth_lectures.Config, "synth_lectures",
+                      overrides=[f"out={out}", "lectures=2", "seed=5", "audio=false", "min_phases=2", "max_phases=3",
+                                 "height=96", "width=96"])
+    assert synth_lectures.run(cfg)["written"] == ["talk01", "talk02"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def index(lectures, tmp_path_factory):
+    out = tmp_path_factory.mktemp("index")
+    cfg = load_config(lectures_index.Config, "lectures_index", overrides=[f"root={lectures}", f"out={out}"])
+    return lectures_index.run(cfg), out
+
+
+def test_lecture_layout_and_two_different_asr_sources(lectures):
+    names = sorted(p.name for p in lectures.iterdir() if p.is_file())
+    assert names == ["talk01.aws.csv", "talk01.mp4", "talk01.whisper.json", "talk02.aws.csv", "talk02.mp4",
+                     "talk02.whisper.json"]
+    a = read_transcript(lectures / "talk01.whisper.json")
+    b = read_transcript(lectures / "talk01.aws.csv")
+    assert a.repairs == [] and b.repairs == []
+    assert len(a.segments) >= 8 and len(b.segments) >= 5
+    assert [s.text for s in a.segments] != [s.text for s in b.segments]
+    assert all(s.text == s.text.lower() and not re.search(r"[.,]", s.text) for s in b.segments)
+    with Video(lectures / "talk01.mp4") as v:
+        assert a.end <= v.duration and b.end <= v.duration + 0.2
+
+
+def test_narration_names_the_tools_on_screen(lectures):
+    truth = json.loads((lectures / "truth" / "talk01.json").read_text())
+    kinds = {s["frame_type"] for s in truth["sentences"]}
+    assert {"slide", "operative", "other"} <= kinds | {"slide"} and "operative" in kinds
+    for s in truth["sentences"]:
+        if s["frame_type"] != "operative":
+            continue
+        assert s["phase"] is not None
+        text = s["text"].lower()
+        for tool, synonyms in TOOL_WORDS.items():
+            if any(re.search(rf"\b{re.escape(w.lower())}\b", text) for w in synonyms):
+                assert tool in s["tools"], (tool, s)
+
+
+def test_narration_does_not_copy_zero_shot_prompts(lectures):
+    prompts_file = Path(__file__).resolve().parents[1] / "configs" / "prompts" / "cholec80_phases.yaml"
+    if not prompts_file.exists():
+        pytest.skip("no prompt file to compare with")
+    import yaml
+
+    prompts = [p.lower().strip(" .") for v in yaml.safe_load(prompts_file.read_text())["classes"].values() for p in v]
+    from medvid.synth.lectures import PHASE_LINES
+
+    lines = [s.lower().strip(" .") for v in PHASE_LINES.values() for _, s in v]
+    assert not any(p in line or line in p for p in prompts for line in lines)
+
+
+def test_frame_type_statistic_matches_truth(lectures):
+    truth = json.loads((lectures / "truth" / "talk02.json").read_text())["seconds"]
+    hits = n = 0
+    with Video(lectures / "talk02.mp4") as v:
+        for times, frames in v.iter_batches(fps=1.0):
+            for t, f in zip(times, frames):
+                if int(t) < len(truth):
+                    hits += classify_frame(f) == truth[int(t)]["frame_type"]
+                    n += 1
+    assert n > 30 and hits / n >= 0.9, hits / n
+
+
+def test_index_follows_the_pairing_rule(index, lectures):
+    summary, out = index
+    pairs = read_jsonl(out / "pairs.jsonl")
+    assert summary["errors"] == 0 and summary["pairs"] == len(pairs) > 20
+    assert set(summary["sources"]) == {"aws", "whisper"} == {p["source"] for p in pairs}
+    durations = {}
+    for p in pairs:
+        if p["video"] not in durations:
+            with Video(lectures / p["video"]) as v:
+                durations[p["video"]] = v.duration
+        assert p["span_end"] - p["span_start"] >= 4.0 - 1e-6
+        assert 3.0 - 1e-6 <= p["end"] - p["start"] <= 5.0 + 1e-6
+        assert p["span_start"] - 1e-6 <= p["start"] and p["end"] <= p["span_end"] + 1e-6 <= durations[p["video"]] + 1e-3
+        assert len(p["extra_texts"]) <= 2 and p["source"] not in p["extra_sources"]
+        assert len(p["frame_types"]) == 3
+    assert sum(bool(p["extra_texts"]) for p in pairs) > 0.8 * len(pairs)
+
+
+def test_pairing_rule_numbers():
+    anchor = Transcript([Segment(1.0, 2.0, "we clip the duct"), Segment(10.0, 16.0, "a long sentence about the bag"),
+                         Segment(20.0, 21.0, "no")], source="a")
+    other = Transcript([Segment(0.0, 1.5, "clip duct"), Segment(1.5, 3.0, "then cut"), Segment(3.2, 9.0, "far"),
+                        Segment(12.0, 13.0, "bag")], source="b")
+    pairs = list(pairs_for_lecture("v.mp4", 30.0, {"a": anchor, "b": other}, PairingRule(anchor_sources=("a",)),
+                                   np.random.default_rng(0)))
+    assert [p["text"] for p in pairs] == ["we clip the duct", "a long sentence about the bag"]  # "no": < 3 words
+    first, second = pairs
+    assert (first["span_start"], first["span_end"]) == (0.0, 4.0)  # 1-2 s widened to 4 s, shifted at the start
+    assert first["extra_texts"] == ["clip duct", "then cut"]  # most overlap first; "far" overlaps less
+    assert (second["span_start"], second["span_end"]) == (10.0, 16.0) and second["extra_texts"] == ["bag"]
+
+
+def test_drop_slides_and_bad_lectures_are_reported(lectures, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(lectures, root, ignore=shutil.ignore_patterns("truth"))
+    shutil.copy(root / "talk01.mp4", root / "no_text.mp4")  # missing transcript
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(500))  # corrupt mp4
+    (root / "broken.whisper.json").write_text('{"segments": []}')
+    shutil.copy(root / "talk02.mp4", root / "long.mp4")  # transcript far longer than the video
+    (root / "long.csv").write_text("start,end,text\n0,5,the start of it\n5000,5004,an hour later\n")
+    cfg = load_config(lectures_index.Config, "lectures_index", overrides=[f"root={root}", f"out={tmp_path / 'o'}",
+                                                                          "drop_slides=true"])
+    summary = lectures_index.run(cfg)
+    errors = {e["video"]: e["error"] for e in read_jsonl(tmp_path / "o" / "errors.jsonl")}
+    assert set(errors) == {"no_text.mp4", "broken.mp4", "long.mp4"}
+    assert "no transcript found" in errors["no_text.mp4"]
+    assert "cannot decode video" in errors["broken.mp4"]
+    assert "transcript runs to 5004.00 s but the video lasts" in errors["long.mp4"]
+    pairs = read_jsonl(tmp_path / "o" / "pairs.jsonl")
+    assert summary["indexed"] == 2 and summary["dropped_slide_only"] > 0
+    assert not any(all(t == "slide" for t in p["frame_types"]) for p in pairs)
+
+
+def test_pair_dataset_is_deterministic_and_shaped(index, lectures):
+    _, out = index
+    aug = ClipAugment()
+    ds = LecturePairDataset(out / "pairs.jsonl", lectures, n_frames=4, augment=aug, seed=3)
+    a, b = ds[7], ds[7]
+    assert a["video"].shape == (3, 4, 224, 224) and a["video"].dtype == torch.float32
+    assert torch.equal(a["video"], b["video"]) and isinstance(a["text"], str) and a["pair_id"]
+    assert not torch.equal(a["video"], LecturePairDataset(out / "pairs.jsonl", lectures, augment=aug, seed=4)[7]["video"])
+    ds.set_epoch(1)
+    assert not torch.equal(a["video"], ds[7]["video"])
+    tok = LecturePairDataset(out / "pairs.jsonl", lectures, preprocess=None, tokenizer=lambda s: torch.tensor([len(s)]))
+    item = tok[0]
+    assert item["video"].shape[:2] == (3, 4) and item["text"].tolist() == [len(read_jsonl(out / "pairs.jsonl")[0]["text"])]
+    batch = collate_pairs([ds[i] for i in range(3)])
+    assert batch["video"].shape == (3, 3, 4, 224, 224) and len(batch["extra_texts"]) == 3
+
+
+def test_pair_dataset_frames_are_at_2fps_inside_the_clip(index, lectures):
+    _, out = index
+    ds = LecturePairDataset(out / "pairs.jsonl", lectures, n_frames=4, seed=0)
+    for i in range(0, len(ds), 5):
+        t = ds.frame_times(i, np.random.default_rng([0, 0, i]))
+        p = ds.pairs[i]
+        assert np.allclose(np.diff(t), 0.5) and p["start"] - 1e-9 <= t[0] and t[-1] <= p["end"] + 1e-9
+
+
+def test_augmentation_is_the_same_for_every_frame():
+    rng = np.random.default_rng(0)
+    frame = torch.from_numpy(rng.integers(0, 256, (3, 1, 40, 50)).astype(np.float32))
+    clip = frame.repeat(1, 6, 1, 1)
+    aug = ClipAugment(scale=(0.3, 0.6), flip_p=0.5)
+    out = aug(clip, np.random.default_rng(1))
+    assert out.shape[:2] == (3, 6) and out.shape[2] < 40
+    assert all(torch.equal(out[:, 0], out[:, k]) for k in range(6))  # identical frames stay identical
+    assert torch.equal(aug(clip, np.random.default_rng(1)), out)  # reproducible from the generator
+    # a moving clip: the whole-clip result equals applying the same choices frame by frame
+    moving = torch.cat([torch.roll(frame, k, dims=-1) for k in range(6)], dim=1)
+    p = aug.params(40, 50, np.random.default_rng(2))
+    per_frame = torch.cat([aug.apply(moving[:, k : k + 1], p) for k in range(6)], dim=1)
+    assert torch.allclose(aug.apply(moving, p), per_frame, atol=1e-4)
+    # geometry alone: crop box then horizontal flip
+    geo = ClipAugment(scale=(0.3, 0.6), flip_p=1.0, brightness=0, contrast=0, saturation=0)
+    p = geo.params(40, 50, np.random.default_rng(3))
+    y0, x0, h, w = p["box"]
+    assert torch.allclose(geo.apply(moving, p), moving[:, :, y0 : y0 + h, x0 : x0 + w].flip(-1))
