@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from medvid.models.factory import create_view_classifier
+from medvid.models.view import ViewClassifier
 from medvid.utils import seed_everything
 from medvid.vocab import ECHO_VIEWS, LECTURE_FRAME_TYPES
 
@@ -35,6 +36,8 @@ def test_lecture_label_set_and_custom_labels():
     assert _clf(label_set="lecture_frame_types").labels == list(LECTURE_FRAME_TYPES)
     assert create_view_classifier("view-effnetlite0-lecture", pretrained=False).num_classes == 3
     assert _clf(labels=["a", "b"]).num_classes == 2
+    direct = ViewClassifier("tf_efficientnet_lite0", labels=5, clip_level=True, pretrained=False)
+    assert direct.labels == ["0", "1", "2", "3", "4"] and direct.clip_level
     with pytest.raises(ValueError, match="unknown label set"):
         _clf(label_set="nope")
 

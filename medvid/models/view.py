@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from medvid.models.backbones import preprocess_for
+from medvid.models.backbones import create_backbone, preprocess_for
 from medvid.models.video import check_mask, create_temporal, masked_mean
 from medvid.transforms.clip import ClipPreprocess
 from medvid.vocab import ECHO_VIEWS, LECTURE_FRAME_TYPES
@@ -20,9 +20,14 @@ from medvid.vocab import ECHO_VIEWS, LECTURE_FRAME_TYPES
 LABEL_SETS: dict[str, tuple[str, ...]] = {"echo_views": ECHO_VIEWS, "lecture_frame_types": LECTURE_FRAME_TYPES}
 
 
-def resolve_labels(labels: str | Sequence[str] | None) -> list[str]:
+def resolve_labels(labels: str | int | Sequence[str] | None) -> list[str]:
+    """Label names from a label-set name, a class count (names "0".."n-1") or a list; None = ECHO_VIEWS."""
     if labels is None:
         return list(ECHO_VIEWS)
+    if isinstance(labels, int):
+        if labels < 2:
+            raise ValueError(f"need at least 2 classes, got {labels}")
+        return [str(i) for i in range(labels)]
     if isinstance(labels, str):
         if labels not in LABEL_SETS:
             raise ValueError(f"unknown label set '{labels}', expected one of {sorted(LABEL_SETS)} or a list of names")
@@ -33,15 +38,20 @@ def resolve_labels(labels: str | Sequence[str] | None) -> list[str]:
 
 
 class ViewClassifier(nn.Module):
-    """Backbone (``[N,3,H,W] -> [N,F]``, e.g. from ``create_backbone``) + linear head over ``labels``."""
+    """Backbone (``[N,3,H,W] -> [N,F]``) + linear head over ``labels``.
 
-    def __init__(self, backbone: nn.Module, labels: str | Sequence[str] | None = None, clip_level: bool = False,
-                 temporal: str = "mean", dropout: float = 0.2):
+    ``backbone`` is a module (e.g. from ``create_backbone``) or a timm name built with
+    ``create_backbone(name, pretrained)``; ``labels`` a label-set name, a class count or names.
+    """
+
+    def __init__(self, backbone: nn.Module | str = "tf_efficientnet_lite0",
+                 labels: str | int | Sequence[str] | None = None, clip_level: bool = False,
+                 temporal: str = "mean", dropout: float = 0.2, pretrained: bool = True):
         super().__init__()
         self.labels = resolve_labels(labels)
-        self.backbone = backbone
+        self.backbone = create_backbone(backbone, pretrained) if isinstance(backbone, str) else backbone
         self.clip_level = clip_level
-        self.feature_dim: int = backbone.num_features
+        self.feature_dim: int = self.backbone.num_features
         self.temporal = create_temporal(temporal, self.feature_dim) if clip_level else None
         pooled = self.temporal.out_dim if clip_level else self.feature_dim
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(pooled, len(self.labels)))
