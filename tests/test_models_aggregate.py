@@ -103,7 +103,7 @@ def test_table_is_learnable_and_gradients_flow():
 def test_bad_inputs_are_errors(via):
     with pytest.raises(ValueError, match="view_probs"):
         via(torch.randn(1, 2, 8), torch.rand(1, 2, K + 1))
-    with pytest.raises(ValueError, match="at least one video"):
+    with pytest.raises(ValueError, match="at least one valid video"):
         via(torch.randn(1, 2, 8), torch.rand(1, 2, K), torch.zeros(1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="prior must be"):
         ViewInformedAttention(["a"], ["x", "y"], prior=torch.ones(2, 2))

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from medvid.config import config_dir
 from medvid.errors import MedvidError
+from medvid.models.video import resolve_mask
 from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
 
 PRIOR_FLOOR = 1e-3  # smallest table entry: no view is ever made impossible
@@ -81,10 +82,7 @@ class ViewInformedAttention(nn.Module):
         b, v, _ = video_emb.shape
         if view_probs.shape != (b, v, len(self.view_names)):
             raise ValueError(f"view_probs must be [B,V,K]=({b},{v},{len(self.view_names)}), got {tuple(view_probs.shape)}")
-        mask = torch.ones(b, v, dtype=torch.bool, device=video_emb.device) if video_mask is None \
-            else video_mask.to(torch.bool)
-        if not bool(mask.any(dim=1).all()):
-            raise ValueError("every study needs at least one video (video_mask row is all False)")
+        mask = resolve_mask(video_mask, video_emb, what="video")
         keep = mask.unsqueeze(-1)
         probs = view_probs.masked_fill(~keep, 0.0).to(self.log_table.dtype)
         rel = torch.einsum("bvk,sk->bsv", probs, self.table) * mask.unsqueeze(1)  # padded videos: 0

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from medvid.errors import MedvidError, MissingWeightsError
 from medvid.models.text import TextEncoder
-from medvid.models.video import check_mask, masked_mean
+from medvid.models.video import masked_mean, resolve_mask
 
 ECHOPRIME_EMBED_DIM = 512
 ECHOPRIME_NUM_VIEWS = 11
@@ -278,10 +278,7 @@ class SurgVLPModel(nn.Module):
 
     def encode_video_from_features(self, feats: Tensor, frame_mask: Tensor | None = None,
                                    normalize: bool = True) -> Tensor:
-        mask = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device) if frame_mask is None \
-            else frame_mask.to(torch.bool)
-        check_mask(mask)
-        out = masked_mean(feats, mask)
+        out = masked_mean(feats, resolve_mask(frame_mask, feats))
         return nn.functional.normalize(out, dim=-1) if normalize else out
 
     def encode_video(self, clips: Tensor, frame_mask: Tensor | None = None, normalize: bool = True) -> Tensor:

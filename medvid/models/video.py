@@ -11,13 +11,20 @@ import torch
 from torch import Tensor, nn
 
 
-def full_mask(feats: Tensor) -> Tensor:
-    return torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
+def resolve_mask(mask: Tensor | None, like: Tensor, what: str = "frame") -> Tensor:
+    """Bool mask ``[B,T]`` (True = real) for ``like [B,T,...]`` on its device; None = all real.
 
-
-def check_mask(mask: Tensor) -> None:
+    Each row needs at least one real entry (a clip without frames has no embedding).
+    """
+    b, t = like.shape[:2]
+    if mask is None:
+        return torch.ones(b, t, dtype=torch.bool, device=like.device)
+    mask = mask.to(device=like.device, dtype=torch.bool)
+    if mask.shape != (b, t):
+        raise ValueError(f"{what} mask must be [{b},{t}], got {tuple(mask.shape)}")
     if not bool(mask.any(dim=1).all()):
-        raise ValueError("every clip needs at least one valid frame (frame_mask row is all False)")
+        raise ValueError(f"every row needs at least one valid {what} (its mask row is all False)")
+    return mask
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -155,18 +162,16 @@ class VideoEncoder(nn.Module):
 
     def forward_features(self, feats: Tensor, frame_mask: Tensor | None = None) -> Tensor:
         """Temporal module on cached frame features ``[B,T,F] -> [B,out_dim]``."""
-        mask = full_mask(feats) if frame_mask is None else frame_mask.to(torch.bool)
-        check_mask(mask)
-        return self.temporal(feats, mask)
+        return self.temporal(feats, resolve_mask(frame_mask, feats))
 
     def frame_features(self, clips: Tensor, frame_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``[B,3,T,H,W]`` clips -> (features ``[B,T,F]`` with zeros at padded frames, mask ``[B,T]``)."""
         if clips.ndim != 5:
             raise ValueError(f"clips must be [B,3,T,H,W], got {tuple(clips.shape)}")
         b, _, t = clips.shape[:3]
-        mask = torch.ones(b, t, dtype=torch.bool, device=clips.device) if frame_mask is None else frame_mask.to(torch.bool)
-        check_mask(mask)
-        frames = clips.permute(0, 2, 1, 3, 4)[mask]  # [N_valid,3,H,W]
+        frames = clips.permute(0, 2, 1, 3, 4)  # [B,T,3,H,W]
+        mask = resolve_mask(frame_mask, frames)
+        frames = frames[mask]  # [N_valid,3,H,W]
         valid = self.encode_frames(frames)
         feats = valid.new_zeros(b, t, valid.shape[-1])
         feats[mask] = valid

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from medvid.models.backbones import create_backbone, preprocess_for
-from medvid.models.video import check_mask, create_temporal, masked_mean
+from medvid.models.video import create_temporal, masked_mean, resolve_mask
 from medvid.transforms.clip import ClipPreprocess
 from medvid.vocab import ECHO_VIEWS, LECTURE_FRAME_TYPES
 
@@ -65,9 +65,9 @@ class ViewClassifier(nn.Module):
 
     def _frame_feats(self, x: Tensor, frame_mask: Tensor | None) -> tuple[Tensor, Tensor]:
         b, _, t = x.shape[:3]
-        mask = torch.ones(b, t, dtype=torch.bool, device=x.device) if frame_mask is None else frame_mask.to(torch.bool)
-        check_mask(mask)
-        valid = self.backbone(x.permute(0, 2, 1, 3, 4)[mask])
+        frames = x.permute(0, 2, 1, 3, 4)
+        mask = resolve_mask(frame_mask, frames)
+        valid = self.backbone(frames[mask])
         feats = valid.new_zeros(b, t, valid.shape[-1])
         feats[mask] = valid
         return feats, mask
@@ -89,9 +89,7 @@ class ViewClassifier(nn.Module):
         module (clip level) or by averaging per-frame logits (frame level)."""
         if feats.ndim == 2:
             return self.head(feats)
-        mask = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device) if frame_mask is None \
-            else frame_mask.to(torch.bool)
-        check_mask(mask)
+        mask = resolve_mask(frame_mask, feats)
         if self.clip_level:
             return self.head(self.temporal(feats, mask))
         return masked_mean(self.head(feats), mask)
