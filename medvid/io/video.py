@@ -30,9 +30,11 @@ _PYAV_SEEK_AHEAD = 300
 class Video:
     """A video file opened for time-based frame access.
 
-    ``backend``: ``"auto"`` tries decord and falls back to PyAV for files decord cannot open;
-    ``"decord"`` or ``"pyav"`` force one. Raises ``MedvidError`` (path + reason) for missing,
-    unreadable or empty videos.
+    ``backend="auto"``: random access (``frames_at``, ``clip``) uses decord, opened on first
+    use, falling back to PyAV for files decord cannot open; in-order streaming
+    (``iter_batches``) and metadata use PyAV (decord if PyAV cannot open the file).
+    ``"decord"`` or ``"pyav"`` force one decoder for everything. Raises ``MedvidError``
+    (path + reason) for missing, unreadable or empty videos.
     """
 
     def __init__(self, path: str | os.PathLike, backend: str = "auto", num_threads: int = 0):
@@ -44,32 +46,46 @@ class Video:
         if self.path.stat().st_size == 0:
             raise MedvidError(f"{self.path}: empty file (0 bytes)")
         self._num_threads = num_threads
-        self._reader: _Reader
+        self._random: _Reader | None = None  # random access, opened lazily in auto mode
         errors = []
-        order = ["decord", "pyav"] if backend == "auto" else [backend]
+        order = ["pyav", "decord"] if backend == "auto" else [backend]
         for name in order:
             try:
-                self._reader = _READERS[name](self.path, num_threads)
+                self._streamer: _Reader | None = _READERS[name](self.path, num_threads)
                 break
             except MedvidError as exc:
                 errors.append(f"{name}: {exc}")
         else:
             raise MedvidError(f"{self.path}: cannot decode video ({'; '.join(errors)})")
-        self.backend = self._reader.name
-        self._streamer: _Reader | None = None if backend == "auto" else self._reader
-        if self._reader.num_frames <= 0:
+        if backend != "auto" or self._streamer.name == "decord":
+            self._random = self._streamer
+        self._meta = self._streamer
+        if self._meta.num_frames <= 0:
             self.close()
             raise MedvidError(f"{self.path}: video has no frames")
         self._timestamps: np.ndarray | None = None
 
+    @property
+    def backend(self) -> str:
+        """The decoder used for random access (opens it in auto mode)."""
+        return self._random_reader().name
+
+    def _random_reader(self) -> "_Reader":
+        if self._random is None:
+            try:
+                self._random = _DecordReader(self.path, self._num_threads)
+            except MedvidError:
+                self._random = self._streamer
+        return self._random
+
     # ---- metadata -----------------------------------------------------------------------
     @property
     def fps(self) -> float:
-        return float(self._reader.fps)
+        return float(self._meta.fps)
 
     @property
     def num_frames(self) -> int:
-        return self._reader.num_frames
+        return self._meta.num_frames
 
     @property
     def duration(self) -> float:
@@ -79,7 +95,7 @@ class Video:
     @property
     def size(self) -> tuple[int, int]:
         """(height, width) of decoded frames."""
-        return self._reader.size
+        return self._meta.size
 
     @property
     def timestamps(self) -> np.ndarray:
@@ -99,7 +115,7 @@ class Video:
 
     def frames_by_index(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 ``(T, H, W, 3)``."""
-        return self._read(self._reader, indices)
+        return self._read(self._random_reader(), indices)
 
     def _read(self, reader: "_Reader", indices: Sequence[int] | np.ndarray) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -111,20 +127,13 @@ class Video:
         uniq, inverse = np.unique(idx, return_inverse=True)
         try:
             frames = reader.read(uniq)
+            if len(uniq) == len(idx) and np.array_equal(uniq, idx):
+                return frames  # already in order: no copy
         except MedvidError:
             raise
         except Exception as exc:  # decoder errors from the native libraries
             raise MedvidError(f"{self.path}: decoding failed ({type(exc).__name__}: {exc})") from exc
         return frames[inverse]
-
-    def _stream_reader(self) -> "_Reader":
-        """In-order streaming uses PyAV (sequential decode that skips unneeded B-frames) unless a backend was forced."""
-        if self._streamer is None:
-            try:
-                self._streamer = _PyAVReader(self.path, self._num_threads)
-            except MedvidError:
-                self._streamer = self._reader
-        return self._streamer
 
     def clip(self, start_s: float, end_s: float, n_frames: int) -> np.ndarray:
         """``n_frames`` frames spread evenly over ``[start_s, end_s)``."""
@@ -139,7 +148,7 @@ class Video:
         end = self.duration if end_s is None else min(end_s, self.duration)
         times = regular_times(end, fps, start_s=start_s)
         indices = self.indices_at(times)
-        reader = self._stream_reader()
+        reader = self._streamer
         if isinstance(reader, _PyAVReader):
             reader.expect(indices)
         for i in range(0, len(times), batch_size):
@@ -147,7 +156,7 @@ class Video:
 
     def close(self) -> None:
         closed = set()
-        for name in ("_streamer", "_reader"):
+        for name in ("_streamer", "_random"):
             reader = getattr(self, name, None)
             if reader is not None and id(reader) not in closed:
                 reader.close()
@@ -161,7 +170,7 @@ class Video:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"Video({self.path.name!r}, backend={self.backend}, fps={self.fps:.3f}, "
+        return (f"Video({self.path.name!r}, fps={self.fps:.3f}, "
                 f"frames={self.num_frames}, size={self.size})")
 
 
@@ -293,8 +302,8 @@ class _PyAVReader(_Reader):
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         self.expect(indices)
-        out = []
-        for target in indices.tolist():
+        out = np.empty((len(indices), *self.size, 3), np.uint8)
+        for k, target in enumerate(indices.tolist()):
             if self._frames is None or target <= self._pos or target - self._pos > _PYAV_SEEK_AHEAD:
                 self._seek(int(target))
             frame = self._next_at_or_after(target)
@@ -304,8 +313,8 @@ class _PyAVReader(_Reader):
                 frame = self._next_at_or_after(target)
                 self._skipping = True
             self._wanted.discard(target)
-            out.append(frame.to_ndarray(format="rgb24"))
-        return np.stack(out)
+            out[k] = frame.to_ndarray(format="rgb24")
+        return out
 
     def close(self) -> None:
         self._frames = None
