@@ -10,13 +10,13 @@ section × view attention), ``OUT/config.yaml``, ``OUT/metrics.json``, logs and 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
@@ -25,7 +25,7 @@ from medvid.config import save_config
 from medvid.errors import MedvidError
 from medvid.training.distributed import DistInfo, barrier, cleanup, init_distributed
 from medvid.training.evaluate import chance_recall, retrieval_metrics
-from medvid.training.feature_cache import FeatureCache, TextFeatureCache, build_feature_cache
+from medvid.training.feature_cache import FeatureCache, TextFeatureCache, cache_clips
 from medvid.training.trainer import Trainer, TrainConfig
 from medvid.utils import atomic_write_text, read_jsonl, seed_everything
 
@@ -57,7 +57,7 @@ class LectureData:
     n_frames: int = 4
     sample_fps: float = 2.0
     max_texts: int = 3                # anchor + extra positives kept per clip (MIL-NCE)
-    val_fraction: float = 0.15        # lectures held out (whole lectures, chosen by a hash of the name)
+    val_fraction: float = 0.15        # whole lectures held out (seeded shuffle of the names)
     test_fraction: float = 0.15
 
 
@@ -100,41 +100,14 @@ def build_model(cfg: Config):
     return model
 
 
-def _backbone_digest(model) -> str:
-    h = hashlib.sha1()
-    for k, v in model.video.backbone.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _cache(cfg: Config, dist: DistInfo, model, dataset: Dataset, keys: list[str], name: str,
-           fingerprint: dict[str, Any]) -> FeatureCache:
-    """Build (rank 0) or open the frame-feature cache of ``dataset``."""
+           fingerprint: dict[str, Any], n_frames: int) -> FeatureCache:
+    """Build (rank 0) or open the frame-feature cache of ``dataset`` under ``cache_dir/name``."""
     directory = Path(cfg.cache_dir or Path(cfg.out) / "cache") / name
-    fingerprint = {**fingerprint, "backbone": _backbone_digest(model), "preprocess": model.pretrained_cfg,
-                   "keys": hashlib.sha1("\n".join(keys).encode()).hexdigest()}
-    if dist.is_main:
-        model.video.backbone.to(dist.device)
-        build_feature_cache(model.encode_frames, dataset, lambda item: (item["key"], item["video"], None),
-                            directory, fingerprint, n_frames=fingerprint["n_frames"],
-                            feature_dim=model.video.feature_dim, batch_size=cfg.cache_batch,
-                            num_workers=cfg.train.num_workers, device=dist.device, progress=cfg.train.progress)
-    barrier()
-    return FeatureCache(directory)
-
-
-class _Keyed(Dataset):
-    """Adds ``key`` to another dataset's items."""
-
-    def __init__(self, dataset: Dataset, keys: list[str]):
-        self.dataset, self.keys = dataset, keys
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict:
-        return {**self.dataset[i], "key": self.keys[i]}
+    return cache_clips(model.video.backbone, model.video.feature_dim, dataset, keys, directory,
+                       {**fingerprint, "preprocess": model.pretrained_cfg}, n_frames=n_frames,
+                       batch_size=cfg.cache_batch, num_workers=cfg.train.num_workers, device=dist.device,
+                       progress=cfg.train.progress)
 
 
 def _text_source(cfg: Config, model, texts: list[str]):
@@ -166,9 +139,8 @@ def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str
                               start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
     keys = videos.videos["video_key"].tolist()
     if cfg.frozen_backbone:
-        fp = {"task": "echo", "n_frames": e.n_frames, "target_fps": e.target_fps, "frame_stride": e.frame_stride,
-              "mask": e.mask}
-        source: Any = _cache(cfg, dist, model, _Keyed(videos, keys), keys, "echo", fp)
+        fp = {"task": "echo", "target_fps": e.target_fps, "frame_stride": e.frame_stride, "mask": e.mask}
+        source: Any = _cache(cfg, dist, model, videos, keys, "echo", fp, e.n_frames)
     else:
         source = ClipSource(videos, keys)
     view_probs = _view_probs(cfg, model, source)
@@ -228,10 +200,15 @@ def _view_probs(cfg: Config, model, source) -> Callable[[str, Optional[str]], to
 # --------------------------------------------------------------------------- surgical
 
 
-def lecture_split(video: str, val_fraction: float, test_fraction: float) -> str:
-    """Held-out split of a whole lecture, from a stable hash of its name."""
-    u = int(hashlib.sha1(video.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+def lecture_splits(videos: list[str], val_fraction: float, test_fraction: float, seed: int = 0) -> dict[str, str]:
+    """Whole lectures to train/val/test: a seeded shuffle of the sorted names, at least one lecture in
+    each held-out split when there are three or more."""
+    names = sorted(set(videos))
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    n = len(names)
+    n_test = max(1, round(test_fraction * n)) if n >= 3 and test_fraction > 0 else 0
+    n_val = max(1, round(val_fraction * n)) if n >= 3 and val_fraction > 0 else 0
+    return {v: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, v in enumerate(order)}
 
 
 def _surgical(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str, Dataset], Callable]:
@@ -250,13 +227,14 @@ def _surgical(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict
                                random_start=not cfg.frozen_backbone)
     keys = [r["pair_id"] for r in rows]
     if cfg.frozen_backbone:
-        fp = {"task": "surgical", "n_frames": lc.n_frames, "sample_fps": lc.sample_fps}
-        source: Any = _cache(cfg, dist, model, _Keyed(clips, keys), keys, "lectures", fp)
+        fp = {"task": "surgical", "sample_fps": lc.sample_fps}
+        source: Any = _cache(cfg, dist, model, clips, keys, "lectures", fp, lc.n_frames)
     else:
         source = ClipSource(clips, keys)
-    pairs = {sp: [] for sp in SPLITS}
+    pairs: dict[str, list] = {sp: [] for sp in SPLITS}
+    split_of = lecture_splits([r["video"] for r in rows], lc.val_fraction, lc.test_fraction, cfg.train.seed)
     for r in rows:
-        pairs[lecture_split(r["video"], lc.val_fraction, lc.test_fraction)].append(
+        pairs[split_of[r["video"]]].append(
             (r["pair_id"], [r["text"], *r.get("extra_texts", [])]))
     text_source = _text_source(cfg, model, [t for sp in pairs.values() for _, ts in sp for t in ts])
     splits = {sp: LecturePairFeatures(p, source, text_source, lc.max_texts) for sp, p in pairs.items()}

@@ -196,3 +196,42 @@ class LecturePairFeatures(Dataset):
         tmask = torch.arange(self.max_texts) < len(texts)
         return {_kind(self.cache): feats, "frame_mask": fmask, "text_mask": tmask,
                 **_padded(self.texts, texts, range(len(texts)), self.max_texts, "text")}
+
+
+class LabelledClips(Dataset):
+    """``(key, label)`` pairs → ``feats``/``clips``, ``frame_mask``, ``label`` (for the view classifier)."""
+
+    def __init__(self, items: Sequence[tuple[str, int]], source: VideoSource):
+        self.items = [(k, y) for k, y in items if k in source]
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        key, label = self.items[i]
+        x, m = self.source[key]
+        return {_kind(self.source): x, "frame_mask": m, "label": torch.tensor(label)}
+
+
+class ClassBalanced(Dataset):
+    """Class-balanced view of a labelled dataset: every class appears equally often per epoch
+    (minority items repeated, a seeded draw), so the trainer's plain shuffle samples balanced batches."""
+
+    def __init__(self, dataset: Dataset, labels: Sequence[int], seed: int = 0):
+        labels = np.asarray(labels)
+        classes = np.unique(labels)
+        per_class = max(int((labels == c).sum()) for c in classes)
+        rng = np.random.default_rng(seed)
+        index = []
+        for c in classes:
+            members = np.flatnonzero(labels == c)
+            extra = rng.choice(members, per_class - len(members), replace=True)
+            index.extend(np.concatenate([members, extra]).tolist())
+        self.dataset, self.index = dataset, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.index[i]]

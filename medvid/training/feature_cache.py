@@ -17,6 +17,7 @@ The text tower's features are cached in memory by :class:`TextFeatureCache` (loc
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -170,3 +171,46 @@ class TextFeatureCache:
 
     def __contains__(self, text: str) -> bool:
         return text in self.index
+
+
+class KeyedClips(Dataset):
+    """``{"key", "video"}`` items from a clip dataset and its row keys (the input :func:`cache_clips` encodes)."""
+
+    def __init__(self, dataset: Dataset, keys: Sequence[str]):
+        if len(keys) != len(dataset):
+            raise ValueError(f"{len(keys)} keys for {len(dataset)} items")
+        self.dataset, self.keys = dataset, list(keys)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"key": self.keys[i], "video": self.dataset[i]["video"]}
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """Short hash of a module's weights (a cache built with other weights is stale)."""
+    h = hashlib.sha1()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cache_clips(backbone: torch.nn.Module, feature_dim: int, dataset: Dataset, keys: Sequence[str],
+                directory: str | Path, fingerprint: dict[str, Any], *, n_frames: int, batch_size: int = 8,
+                num_workers: int = 0, device: torch.device | str = "cpu", progress: bool = True) -> FeatureCache:
+    """Frame features of every clip of ``dataset`` (items with ``"video"``; ``keys[i]`` names item ``i``)
+    under a frozen ``backbone`` (``[N,3,H,W] -> [N,F]``). Under ``torchrun`` rank 0 builds, the
+    others wait; the fingerprint covers the backbone's weights and the key list."""
+    from medvid.training.distributed import barrier, rank
+
+    fingerprint = {**fingerprint, "backbone": module_digest(backbone), "n_frames": n_frames,
+                   "keys": hashlib.sha1("\n".join(keys).encode()).hexdigest()}
+    if rank() == 0:
+        backbone.to(device).eval()
+        build_feature_cache(backbone, KeyedClips(dataset, keys), lambda item: (item["key"], item["video"], None),
+                            directory, fingerprint, n_frames=n_frames, feature_dim=feature_dim,
+                            batch_size=batch_size, num_workers=num_workers, device=device, progress=progress)
+    barrier()
+    return FeatureCache(directory)

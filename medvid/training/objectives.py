@@ -100,3 +100,21 @@ def section_scores(study: Tensor, sections: Tensor, section_mask: Tensor) -> Ten
     (the score :func:`~medvid.losses.section_info_nce` trains)."""
     w = section_mask.float() / section_mask.float().sum(1, keepdim=True).clamp_min(1.0)
     return torch.einsum("isd,jsd,js->ij", study.float(), sections.float(), w)
+
+
+class ViewClassification(nn.Module):
+    """Cross-entropy of a ``ViewClassifier`` on cached frame features (``feats``) or clips (``clips``)."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def logits(self, batch: dict) -> Tensor:
+        if "clips" in batch:
+            return self.classifier(batch["clips"], batch["frame_mask"])
+        return self.classifier.classify_features(batch["feats"], batch["frame_mask"])
+
+    def forward(self, batch: dict) -> tuple[Tensor, dict]:
+        logits = self.logits(batch)
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        return loss, {"accuracy": float((logits.argmax(-1) == batch["label"]).float().mean())}

@@ -1,0 +1,168 @@
+"""``medvid train-views``: supervised echo view classifier from an ingest folder and its ``views.csv``.
+
+Labels: ``DIR/views.csv`` (``video_key,view``, re-keyed at ingest) or the ``view`` column of
+``videos.parquet``. Splits: the ingest's per-study split (train / val / test). Class-balanced
+sampling (every view equally often per epoch). With ``frozen_backbone: true`` the head trains on
+cached frame features; the saved classifier then shares its backbone with the default video model,
+so ``medvid pretrain ... echo.view_source=classifier`` can reuse the same feature cache.
+
+Writes ``OUT/model/`` (``save_pretrained`` + ``train_config.yaml``), ``OUT/metrics.json`` (accuracy,
+balanced accuracy, confusion matrix per held-out split), ``OUT/confusion_<split>.csv``, logs, checkpoints.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from medvid.config import save_config
+from medvid.errors import MedvidError
+from medvid.training.distributed import cleanup, init_distributed
+from medvid.training.feature_cache import cache_clips
+from medvid.training.trainer import Trainer, TrainConfig
+from medvid.utils import atomic_path, atomic_write_text, seed_everything
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Config:
+    ingest_dir: str = ""              # `medvid ingest ROOT --out DIR views=views.csv` output
+    dicom_root: str = ""              # ROOT given to ingest
+    views: Optional[str] = None       # views CSV keyed by video_key (null = DIR/views.csv, else videos.parquet)
+    out: str = "runs/view_classifier"
+    model: str = "view-effnetlite0-echo"  # configs/models/<name>.yaml or a YAML path
+    pretrained: bool = True
+    frozen_backbone: bool = True
+    n_frames: int = 4                 # frames per loop (frame-level logits are averaged)
+    target_fps: Optional[float] = None
+    frame_stride: Optional[int] = 4
+    mask: str = "box"
+    balanced: bool = True             # class-balanced sampling
+    cache_dir: Optional[str] = None   # null = OUT/cache
+    cache_batch: int = 8
+    eval_batch: int = 128
+    resume: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def read_view_labels(cfg: Config) -> pd.DataFrame:
+    """``video_key, view, split`` for every ingested loop with a known view."""
+    from medvid.datasets.echo import read_videos
+    from medvid.io.reports import read_views
+
+    videos = read_videos(cfg.ingest_dir)[["video_key", "view", "split"]]
+    path = Path(cfg.views) if cfg.views else Path(cfg.ingest_dir) / "views.csv"
+    if cfg.views or path.is_file():
+        labels = read_views(path, key="video_key")
+        videos = videos.drop(columns="view").merge(labels, on="video_key", how="inner")
+    return videos[videos["view"] != ""].reset_index(drop=True)
+
+
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    """``[true, predicted]`` counts."""
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
+    return sk_confusion(y, pred, labels=list(range(n)))
+
+
+def _predict(objective, data: Dataset, batch: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    ys, ps = [], []
+    for b in DataLoader(data, batch_size=batch, shuffle=False):
+        b = {k: v.to(device) for k, v in b.items()}
+        ps.append(objective.logits(b).argmax(-1).cpu())
+        ys.append(b["label"].cpu())
+    return torch.cat(ys).numpy(), torch.cat(ps).numpy()
+
+
+def scores(objective, data: Dataset, n_classes: int, batch: int, device: torch.device) -> dict[str, Any]:
+    """Accuracy, balanced accuracy (mean per-class recall over present classes) and the confusion matrix."""
+    y, p = _predict(objective, data, batch, device)
+    cm = confusion_matrix(y, p, n_classes)
+    support = cm.sum(1)
+    recall = np.diag(cm)[support > 0] / support[support > 0]
+    return {"accuracy": float((y == p).mean()), "balanced_accuracy": float(recall.mean()), "n": int(len(y)),
+            "confusion": cm.tolist()}
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    from medvid.datasets.echo import EchoVideoDataset
+    from medvid.models.factory import create_view_classifier
+    from medvid.training.data import ClassBalanced, ClipSource, LabelledClips
+    from medvid.training.objectives import ViewClassification
+
+    if not cfg.ingest_dir or not cfg.dicom_root:
+        raise MedvidError("train-views needs ingest_dir and dicom_root")
+    dist = init_distributed(cfg.train.device)
+    out = Path(cfg.out)
+    try:
+        seed_everything(cfg.train.seed)
+        clf = create_view_classifier(cfg.model, pretrained=cfg.pretrained)
+        if cfg.frozen_backbone:
+            clf.freeze_backbone()
+        labels_df = read_view_labels(cfg)
+        unknown = sorted(set(labels_df["view"]) - set(clf.labels))
+        if unknown:
+            raise MedvidError(f"views {unknown} are not among the classifier's labels {clf.labels}")
+        if labels_df.empty:
+            raise MedvidError(f"{cfg.ingest_dir}: no loop has a view label")
+        videos = EchoVideoDataset(cfg.ingest_dir, cfg.dicom_root, n_frames=cfg.n_frames, target_fps=cfg.target_fps,
+                                  frame_stride=cfg.frame_stride, preprocess=clf.preprocess(), mask=cfg.mask,
+                                  start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
+        wanted = set(labels_df["video_key"])
+        rows = [i for i, k in enumerate(videos.videos["video_key"]) if k in wanted]
+        videos.videos = videos.videos.iloc[rows].reset_index(drop=True)
+        keys = videos.videos["video_key"].tolist()
+        if cfg.frozen_backbone:
+            source: Any = cache_clips(
+                clf.backbone, clf.feature_dim, videos, keys, Path(cfg.cache_dir or out / "cache") / "views",
+                {"task": "views", "target_fps": cfg.target_fps, "frame_stride": cfg.frame_stride, "mask": cfg.mask,
+                 "preprocess": clf.pretrained_cfg}, n_frames=cfg.n_frames, batch_size=cfg.cache_batch,
+                num_workers=cfg.train.num_workers, device=dist.device, progress=cfg.train.progress)
+        else:
+            source = ClipSource(videos, keys)
+        index = {v: i for i, v in enumerate(clf.labels)}
+        splits = {sp: LabelledClips([(k, index[v]) for k, v, s in labels_df[["video_key", "view", "split"]]
+                                     .itertuples(index=False) if s == sp], source) for sp in SPLITS}
+        train = splits["train"]
+        if cfg.balanced:
+            train = ClassBalanced(train, [y for _, y in train.items], seed=cfg.train.seed)
+        objective = ViewClassification(clf).to(dist.device)
+        n = clf.num_classes
+
+        def evaluate(module: ViewClassification) -> dict[str, float]:
+            s = scores(module, splits["val"], n, cfg.eval_batch, dist.device)
+            return {k: v for k, v in s.items() if k != "confusion"}
+
+        trainer = Trainer(objective, train, cfg.train, out, dist_info=dist,
+                          evaluate=evaluate if len(splits["val"]) else None)
+        summary = trainer.fit(resume=cfg.resume)
+        result: dict[str, Any] = {"out": str(out), "steps": summary["step"], "final_loss": summary["final_loss"],
+                                  "labels": clf.labels, "items": {sp: len(d) for sp, d in splits.items()}}
+        if dist.is_main:
+            objective.eval()
+            with torch.no_grad():
+                for sp in ("val", "test"):
+                    if len(splits[sp]):
+                        result[sp] = scores(objective, splits[sp], n, cfg.eval_batch, dist.device)
+                        _write_confusion(out / f"confusion_{sp}.csv", result[sp]["confusion"], clf.labels)
+            clf.save_pretrained(out / "model")
+            save_config(cfg, out / "model" / "train_config.yaml")
+            save_config(cfg, out / "config.yaml")
+            atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
+        return {k: ({kk: vv for kk, vv in v.items() if kk != "confusion"} if isinstance(v, dict) and "confusion" in v
+                    else v) for k, v in result.items()}
+    finally:
+        cleanup()
+
+
+def _write_confusion(path: Path, cm: list[list[int]], labels: list[str]) -> None:
+    df = pd.DataFrame(cm, index=pd.Index(labels, name="true \\ predicted"), columns=labels)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp)
