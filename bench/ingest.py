@@ -8,7 +8,8 @@ each producing an EchoPrime-style clip (16 frames, every 2nd frame, masked, 224Â
 - medvid    ``EchoVideoDataset`` over ``medvid ingest`` output: decodes only the 16 frames, masks, preprocesses
 - decode16  only decoding the 16 used frames (per-frame JPEG access), nothing else: the floor
 
-Run:  .venv/bin/python bench/ingest.py [--files 50] [--rounds 1] [--rows 480 --cols 640]
+Run:  .venv/bin/python bench/ingest.py [--files 50] [--rounds 2] [--rows 480 --cols 640]
+Timing: file by file with the three pipelines in rotating order; per file the best of the rounds.
 Prints a Markdown table and writes ``<work>/bench_ingest.json``.
 """
 from __future__ import annotations
@@ -60,17 +61,11 @@ def decode16(path: Path) -> int:
     return len(cine.frames(clip_indices(cine, 16, frame_stride=2)))
 
 
-def timed(fn, items) -> tuple[float, list]:
-    t0 = time.perf_counter()
-    out = [fn(x) for x in items]
-    return time.perf_counter() - t0, out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/medvid_bench_ingest"))
     ap.add_argument("--files", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rows", type=int, default=480)
     ap.add_argument("--cols", type=int, default=640)
     args = ap.parse_args()
@@ -91,16 +86,23 @@ def main() -> None:
     pre = ClipPreprocess.from_preset("echoprime")
     total_frames = sum(int(n) for n in ds.videos["frames"].iloc[order])
 
-    times: dict[str, list[float]] = {"baseline": [], "medvid": [], "decode16": []}
-    for _ in range(args.rounds):  # interleaved rounds: machine noise hits all three alike
-        t, base_out = timed(lambda p: baseline_clip(p, pre), paths)
-        times["baseline"].append(t)
-        t, ours = timed(lambda i: ds[i]["video"], order)
-        times["medvid"].append(t)
-        t, _ = timed(decode16, paths)
-        times["decode16"].append(t)
-    diff = max(float((a - b[0]).abs().mean()) for a, b in zip(ours, base_out))
-    best = {k: min(v) for k, v in times.items()}
+    pipelines = {"baseline": lambda k: baseline_clip(paths[k], pre)[0], "medvid": lambda k: ds[order[k]]["video"],
+                 "decode16": lambda k: decode16(paths[k])}
+    names = list(pipelines)
+    per_file = {name: np.full((args.rounds, len(paths)), np.inf) for name in names}
+    outputs: dict[str, list] = {"baseline": [None] * len(paths), "medvid": [None] * len(paths)}
+    for r in range(args.rounds):  # file by file, rotating the order: load spikes hit all three alike
+        for k in range(len(paths)):
+            for j in range(len(names)):
+                name = names[(k + r + j) % len(names)]
+                t0 = time.perf_counter()
+                result = pipelines[name](k)
+                per_file[name][r, k] = time.perf_counter() - t0
+                if name in outputs:
+                    outputs[name][k] = result
+    best = {name: float(v.min(axis=0).sum()) for name, v in per_file.items()}  # best of rounds, per file
+    ours, base_out = outputs["medvid"], outputs["baseline"]
+    diff = max(float((a - b).abs().mean()) for a, b in zip(ours, base_out))
     n = len(paths)
     result = {
         "files": n, "frame_size": [args.rows, args.cols], "source_frames": total_frames, "rounds": args.rounds,
@@ -115,7 +117,7 @@ def main() -> None:
     }
     (args.work / "bench_ingest.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-    print("\n| pipeline | s (50 files) | files/s | clip frames/s |\n|---|---|---|---|")
+    print(f"\n| pipeline | s ({n} files) | files/s | clip frames/s |\n|---|---|---|---|")
     for k in ("baseline", "medvid", "decode16"):
         print(f"| {k} | {best[k]:.2f} | {n / best[k]:.1f} | {16 * n / best[k]:.0f} |")
 
