@@ -183,19 +183,25 @@ def test_surgvlp_family_round_trip(tmp_path):
     from medvid.models.text import default_text_model_path
 
     cfg = BertConfig(vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=256, max_position_embeddings=64)
+                     intermediate_size=256, max_position_embeddings=128)
     src, state = _surgvlp_state(cfg)
     assert all(k.startswith(("backbone_img.model.", "backbone_img.global_embedder.", "backbone_text.model."))
                for k in state)
     path = _save(state, tmp_path / "surgvlp.pth")
     got = imp.import_surgvlp(path, tokenizer_path=default_text_model_path())
     tok = got.tokenize(["I use the clipper to clip the cystic duct", "grasper retracts the gallbladder"])
+    assert tok["input_ids"].shape == (2, 77)  # the reference pads every prompt to 77 tokens
     clips = torch.randn(2, 3, 4, 64, 64)
     with torch.no_grad():
         assert torch.equal(src.encode_text(**tok), got.encode_text(**tok))
+        # the reference averages over all 77 positions, padding included
+        hidden = got.backbone_text.model(**tok, output_hidden_states=True).hidden_states
+        ref = torch.stack(hidden[-4:]).mean(0).mean(1)
+        torch.testing.assert_close(got.encode_text(**tok, normalize=False), ref)
         v = got.encode_video(clips)
         assert v.shape == (2, 128) and torch.equal(src.encode_video(clips), v)
     assert got.logit_scale.exp().item() == pytest.approx(10.0)
+    assert got.pretrained_cfg["zoom"] == pytest.approx(0.1889, abs=1e-4)
 
 
 def test_surgvlp_accepts_base_size_bert_layout():

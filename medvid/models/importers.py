@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from medvid.errors import MedvidError, MissingWeightsError
 from medvid.models.text import TextEncoder
 from medvid.models.video import masked_mean, resolve_mask
+from medvid.transforms.clip import PRESETS
 
 ECHOPRIME_EMBED_DIM = 512
 ECHOPRIME_NUM_VIEWS = 11
@@ -115,12 +116,17 @@ def echoprime_view_classifier() -> nn.Module:
 
 
 def import_echoprime_video_encoder(path: str | Path) -> nn.Module:
-    return load_strict(build_empty(echoprime_video_encoder), read_checkpoint(path), "EchoPrime video encoder")
+    """The encoder, with ``pretrained_cfg`` describing EchoPrime's preprocessing."""
+    model = load_strict(build_empty(echoprime_video_encoder), read_checkpoint(path), "EchoPrime video encoder")
+    model.pretrained_cfg = dict(ECHOPRIME_PRETRAINED_CFG)
+    return model
 
 
 def import_echoprime_view_classifier(path: str | Path) -> nn.Module:
-    """Outputs logits over ``medvid.vocab.ECHO_VIEWS`` (same order as EchoPrime's release)."""
-    return load_strict(build_empty(echoprime_view_classifier), read_checkpoint(path), "EchoPrime view classifier")
+    """Outputs logits over ``medvid.vocab.ECHO_VIEWS`` (same order as EchoPrime's release) for the first frame."""
+    model = load_strict(build_empty(echoprime_view_classifier), read_checkpoint(path), "EchoPrime view classifier")
+    model.pretrained_cfg = dict(ECHOPRIME_PRETRAINED_CFG, num_frames=1)
+    return model
 
 
 # --- EchoNet-Dynamic ------------------------------------------------------------------------
@@ -260,9 +266,23 @@ class _SurgVLPImage(nn.Module):
         return self.global_embedder(self.model(frames))
 
 
+# SurgVLP's frame preprocessing: resize to 360x640, centre crop 224, ImageNet normalisation. For
+# 16:9 frames that is the centred square shrunk to 224/360 of its side: zoom (1 - 224/360) / 2.
+SURGVLP_PRETRAINED_CFG = {
+    "input_size": 224, "num_frames": 4, "crop": "center_square", "zoom": round((1 - 224 / 360) / 2, 4),
+    "mean": list(PRESETS["imagenet"]["mean"]), "std": list(PRESETS["imagenet"]["std"]), "scale": "0-255",
+}
+ECHOPRIME_PRETRAINED_CFG = {
+    "input_size": PRESETS["echoprime"]["size"], "num_frames": PRESETS["echoprime"]["n_frames"],
+    "crop": PRESETS["echoprime"]["crop"], "zoom": PRESETS["echoprime"]["zoom"],
+    "mean": list(PRESETS["echoprime"]["mean"]), "std": list(PRESETS["echoprime"]["std"]), "scale": "0-255",
+}
+
+
 class SurgVLPModel(nn.Module):
     """SurgVLP / HecVL / PeskaVLP: frames -> ResNet-50 -> 2048->768, mean over frames; text: BERT,
-    mean of the last 4 hidden layers over tokens. Same ``encode_*`` methods as ``VideoTextModel``."""
+    mean of the last 4 hidden layers over all 77 positions (padding included, as the reference
+    computes it). Same ``encode_*`` methods and ``pretrained_cfg`` as ``VideoTextModel``."""
 
     def __init__(self, bert_config, tokenizer=None, temperature: float = 0.1, text_pooler: bool = True):
         super().__init__()
@@ -270,7 +290,9 @@ class SurgVLPModel(nn.Module):
 
         self.backbone_img = _SurgVLPImage(bert_config.hidden_size)
         bert = BertModel(bert_config, add_pooling_layer=text_pooler)
-        self.backbone_text = TextEncoder(bert, tokenizer, pooling="last_n_mean", last_n=4)
+        self.backbone_text = TextEncoder(bert, tokenizer, pooling="last_n_mean", last_n=4, max_length=77,
+                                         mean_over_padding=True)
+        self.pretrained_cfg = dict(SURGVLP_PRETRAINED_CFG)
         self.register_buffer("logit_scale", torch.tensor(math.log(1 / temperature)), persistent=False)
 
     def encode_frames(self, frames: Tensor) -> Tensor:

@@ -74,7 +74,10 @@ def load_text_model(path: str | Path | None = None, pretrained: bool = True) -> 
 class TextEncoder(nn.Module):
     """``(input_ids, attention_mask) -> [N, hidden]`` pooled text features."""
 
-    def __init__(self, model: nn.Module, tokenizer, pooling: str = "mean", last_n: int = 4, max_length: int = 128):
+    def __init__(self, model: nn.Module, tokenizer, pooling: str = "mean", last_n: int = 4, max_length: int = 128,
+                 mean_over_padding: bool = False):
+        """``mean_over_padding`` reproduces encoders (SurgVLP) that average over every position of a
+        fixed ``max_length`` window, padding included; tokenisation then always pads to ``max_length``."""
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown text pooling '{pooling}', expected one of {POOLINGS}")
@@ -83,11 +86,12 @@ class TextEncoder(nn.Module):
         self.pooling = pooling
         self.last_n = last_n
         self.max_length = max_length
+        self.mean_over_padding = mean_over_padding
         self.out_dim: int = model.config.hidden_size
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, Tensor]:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length or self.max_length,
-                             return_tensors="pt")
+        enc = self.tokenizer(list(texts), padding="max_length" if self.mean_over_padding else True, truncation=True,
+                             max_length=max_length or self.max_length, return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -97,6 +101,8 @@ class TextEncoder(nn.Module):
             return out.last_hidden_state[:, 0]
         hidden = out.last_hidden_state if self.pooling == "mean" else \
             torch.stack(out.hidden_states[-self.last_n:]).mean(0)
+        if self.mean_over_padding:
+            return hidden.mean(1)
         w = attention_mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
 
