@@ -102,12 +102,19 @@ def scrub(message: str, *secrets: str | os.PathLike) -> str:
 
 
 def _read_header(f: io.BufferedReader) -> tuple[Dataset, tuple[int, int | None] | None]:
-    """Header without pixel data, and ``(value offset, length or None if undefined)`` of Pixel Data."""
+    """Header without pixel data, and ``(value offset, length or None if undefined)`` of Pixel Data.
+
+    The offset is -1 where it is unknown (deflated or meta-less files): pydicom decodes those whole.
+    """
     ds = dcmread(f, stop_before_pixels=True)
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if tsyntax is not None and UID(tsyntax).is_deflated:  # f is compressed: positions mean nothing
+        return ds, (-1, None)
     head = f.read(8)
-    if len(head) < 8 or tsyntax is None or UID(tsyntax).is_deflated:
-        return ds, None if len(head) < 8 else (-1, None)
+    if len(head) < 8:
+        return ds, None
+    if tsyntax is None:
+        return ds, (-1, None)
     endian = "<" if UID(tsyntax).is_little_endian else ">"
     group, elem = struct.unpack(f"{endian}HH", head[:4])
     if (group, elem) != (0x7FE0, 0x0010):
@@ -125,7 +132,7 @@ def _ends_mid_element(ds: Dataset, f: io.BufferedReader) -> bool:
     meta_length = ds.file_meta.get("FileMetaInformationGroupLength") if hasattr(ds, "file_meta") else None
     if meta_length is not None and size < 132 + 12 + int(meta_length):
         return True
-    raw = [e for e in ds._dict.values() if hasattr(e, "value_tell")]
+    raw = [e for e in ds._dict.values() if hasattr(e, "value_tell")]  # pydicom keeps offsets on raw elements only
     if not raw or raw[-1].length == 0xFFFFFFFF:
         return False
     end = raw[-1].value_tell + raw[-1].length
