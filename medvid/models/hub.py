@@ -8,6 +8,7 @@ Importers for published checkpoints are in ``medvid.models.importers`` (re-expor
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -82,9 +83,13 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
         if kind == "video_text":
             model.text.tokenizer.save_pretrained(str(tmp / TEXT_DIR))
             model.text.model.config.save_pretrained(str(tmp / TEXT_DIR))
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
+        if directory.exists():  # swap by renames: a reader never sees a half-written folder
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(directory)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

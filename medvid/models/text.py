@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from medvid.errors import MissingWeightsError
+from medvid.models.video import masked_mean
 
 POOLINGS = ("cls", "mean", "last_n_mean")
 
@@ -103,8 +104,7 @@ class TextEncoder(nn.Module):
             torch.stack(out.hidden_states[-self.last_n:]).mean(0)
         if self.mean_over_padding:
             return hidden.mean(1)
-        w = attention_mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return masked_mean(hidden, attention_mask.to(torch.bool))
 
     def tokenize_windows(self, texts: Sequence[str], stride: int = 32) -> tuple[dict[str, Tensor], Tensor]:
         """Split each text into ``max_length`` token windows overlapping by ``stride`` tokens.

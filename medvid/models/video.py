@@ -28,9 +28,9 @@ def resolve_mask(mask: Tensor | None, like: Tensor, what: str = "frame") -> Tens
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean over dim 1 of ``x [B,T,F]`` counting only ``mask [B,T]`` positions."""
-    w = mask.to(x.dtype).unsqueeze(-1)
-    return (x * w).sum(1) / w.sum(1).clamp_min(1.0)
+    """Mean over dim 1 of ``x [B,T,F]`` counting only ``mask [B,T]`` positions (others may hold anything, even NaN)."""
+    keep = mask.unsqueeze(-1)
+    return x.masked_fill(~keep, 0).sum(1) / keep.sum(1).clamp_min(1).to(x.dtype)
 
 
 class MeanPool(nn.Module):
@@ -162,7 +162,8 @@ class VideoEncoder(nn.Module):
 
     def forward_features(self, feats: Tensor, frame_mask: Tensor | None = None) -> Tensor:
         """Temporal module on cached frame features ``[B,T,F] -> [B,out_dim]``."""
-        return self.temporal(feats, resolve_mask(frame_mask, feats))
+        mask = resolve_mask(frame_mask, feats)
+        return self.temporal(feats.masked_fill(~mask.unsqueeze(-1), 0), mask)  # padding may hold anything
 
     def frame_features(self, clips: Tensor, frame_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``[B,3,T,H,W]`` clips -> (features ``[B,T,F]`` with zeros at padded frames, mask ``[B,T]``)."""
