@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--train-videos", type=int, default=6)
     ap.add_argument("--test-videos", type=int, default=8)
     ap.add_argument("--steps", type=int, default=300, help="pretraining steps")
+    ap.add_argument("--input-size", type=int, default=112, help="frame size of the model (pretrain and zero-shot)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     w = args.work
@@ -66,7 +67,7 @@ def main() -> None:
         f"root={w / 'lectures'}", f"out={w / 'index'}"])
     steps["pretrain"] = _job(pretrain, None, config_dir() / "surgical_pretrain.yaml", [
         f"out={w / 'pretrain'}", f"lectures.pairs={w / 'index' / 'pairs.jsonl'}", f"lectures.root={w / 'lectures'}",
-        f"train.max_steps={args.steps}", "train.progress=false"])
+        f"train.max_steps={args.steps}", "train.progress=false", f"model_overrides.input_size={args.input_size}"])
     ids = list(range(1, args.train_videos + 1)) + list(range(41, 41 + args.test_videos))
     steps["synth_surgery"] = _job(synth_surgery, "synth_surgery", None, [
         f"out={w / 'surgery'}", f"ids={json.dumps(ids)}", f"seed={args.seed + 100}"])

@@ -41,8 +41,9 @@ TASKS = ("phase", "tools")
 DEFAULT_PROMPTS = {("cholec80", "phase"): "cholec80_phases.yaml", ("autolaparo", "phase"): "autolaparo_phases.yaml",
                    ("cholec80", "tools"): "cholec80_tools.yaml"}
 # Settings that change predictions: a resumed run must match them.
-_FINGERPRINT_KEYS = ("task", "model", "dataset", "fps", "clip_frames", "clip_fps", "crop", "scale", "tool_bias",
-                     "tool_threshold", "prompt_sha256")
+_FINGERPRINT_KEYS = ("task", "model_sha256", "dataset", "fps", "clip_frames", "clip_fps", "crop", "scale",
+                     "tool_bias", "tool_threshold", "smoothing", "smoothing_window", "hmm_stay", "hmm_backward",
+                     "prompt_sha256")
 
 
 @dataclass
@@ -97,10 +98,20 @@ def _check(cfg: Any) -> None:
         raise MedvidError("smoothing applies to phases only")
 
 
+def _sha256(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def _fingerprint(cfg: Any, prompt_path: Path) -> dict[str, Any]:
     values = OmegaConf.to_container(cfg, resolve=True)
-    values["model"] = Path(cfg.model).resolve().name
-    values["prompt_sha256"] = hashlib.sha256(prompt_path.read_bytes()).hexdigest()
+    values["model_sha256"] = _sha256(sorted(p for p in Path(cfg.model).rglob("*") if p.is_file()))
+    values["prompt_sha256"] = _sha256([prompt_path])
     return {k: values[k] for k in _FINGERPRINT_KEYS}
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medvid.cli import app
-from medvid.config import load_config
+from medvid.config import config_dir, load_config
 from medvid.datasets.cholec80 import Cholec80
 from medvid.errors import MedvidError
 from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
@@ -147,3 +147,25 @@ def test_cli_zero_shot_phase_and_clean_errors(surgery_root, tiny_model, tmp_path
     r = runner.invoke(app, ["zero-shot", "phase", str(surgery_root), "--model", str(tmp_path / "missing"),
                             "--out", str(tmp_path / "o2")])
     assert r.exit_code == 1 and "model folder not found" in r.output
+
+
+@pytest.mark.slow
+def test_lectures_pretrain_then_zero_shot(surgery_root, tmp_path):
+    """The whole chain: synthetic lectures -> lecture pairs -> a short surgical pretraining run ->
+    zero-shot phases on the synthetic Cholec80-layout set with metrics and plots (several minutes)."""
+    from pipelines import lectures_index, pretrain, synth_lectures
+
+    lectures = tmp_path / "lectures"
+    synth_lectures.run(load_config(synth_lectures.Config, "synth_lectures", overrides=[
+        f"out={lectures}", "lectures=1", "height=96", "width=96", "audio=false"]))
+    lectures_index.run(load_config(lectures_index.Config, "lectures_index", overrides=[
+        f"root={lectures}", f"out={tmp_path / 'index'}"]))
+    pretrain.run(load_config(pretrain.Config, None, config_dir() / "surgical_pretrain.yaml", overrides=[
+        f"out={tmp_path / 'run'}", f"lectures.pairs={tmp_path / 'index' / 'pairs.jsonl'}", f"lectures.root={lectures}",
+        "train.max_steps=3", "train.batch_size=8", "train.progress=false", "model_overrides.input_size=64"]))
+    out = tmp_path / "zs"
+    summary = zero_shot.run(_cfg(surgery_root, tmp_path / "run" / "model", out))
+    assert summary["videos_done"] == 2
+    m = json.loads((out / "metrics.json").read_text())["results"]["raw"]
+    assert 0.0 <= m["strict"]["accuracy"] <= 1.0 and 0.0 <= m["relaxed"]["jaccard"] <= 1.0
+    assert (out / "plots" / "confusion_raw.png").exists() and (out / "plots" / "video01_ribbon.png").exists()
