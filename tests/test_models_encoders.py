@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from medvid.errors import MedvidError
-from medvid.models.factory import create_model, create_tokenizer, create_video_encoder, list_models, model_config
+from medvid.models.factory import (create_model, create_tokenizer, create_video_encoder, list_models, model_config,
+                                   view_classifier_config)
 from medvid.models.video import TEMPORAL_MODULES, create_temporal
 from medvid.utils import seed_everything
 
@@ -32,6 +33,9 @@ def clips():
 def test_registry_lists_default_and_validates():
     assert "medvid-effnetlite0-minilm" in list_models()
     assert model_config().temporal == "transformer"
+    for name in list_models():  # every shipped registry entry validates against its schema
+        cfg = view_classifier_config(name) if name.startswith("view-") else model_config(name)
+        assert cfg.name == name
     with pytest.raises(MedvidError, match="unknown model"):
         model_config("no-such-model")
     with pytest.raises(MedvidError, match="invalid model config"):

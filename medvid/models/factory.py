@@ -151,12 +151,19 @@ def create_tokenizer(cfg: dict | DictConfig | str | None = DEFAULT_MODEL):
     return load_tokenizer(model_config(cfg).text_model_path)
 
 
-def create_view_classifier(cfg: dict | DictConfig | str | None = "view-effnetlite0-echo",
-                           pretrained: bool | None = None) -> ViewClassifier:
-    """Build a ``ViewClassifier`` from a registry name (``configs/models/view-*.yaml``), path or dict."""
+def view_classifier_config(cfg: dict | DictConfig | str | None = "view-effnetlite0-echo",
+                           pretrained: bool | None = None) -> DictConfig:
+    """The validated ``ViewClassifierConfig`` for a registry name, YAML path, dict or DictConfig."""
     c = _resolve(cfg, ViewClassifierConfig)
     if pretrained is not None:
         c.pretrained = pretrained
+    return c
+
+
+def create_view_classifier(cfg: dict | DictConfig | str | None = "view-effnetlite0-echo",
+                           pretrained: bool | None = None) -> ViewClassifier:
+    """Build a ``ViewClassifier`` from a registry name (``configs/models/view-*.yaml``), path or dict."""
+    c = view_classifier_config(cfg, pretrained)
     backbone = create_backbone(c.backbone, c.pretrained, c.backbone_checkpoint)
     model = ViewClassifier(backbone, labels=list(c.labels) or c.label_set, clip_level=c.clip_level,
                            temporal=c.temporal, dropout=c.dropout)
