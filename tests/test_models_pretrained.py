@@ -104,3 +104,21 @@ def test_minilm_ranks_sentences_by_meaning():
             "A cat sits on the mat.", "A kitten is resting on a rug.", "The stock market fell sharply today."])), dim=-1)
     sim = emb @ emb.T
     assert sim[0, 1] > sim[0, 2] + 0.3
+
+
+def test_any_hf_text_model_from_local_folder(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from medvid.models.text import default_text_model_path, load_tokenizer
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=128))
+    bert.save_pretrained(tmp_path / "tiny-bert")
+    load_tokenizer(default_text_model_path()).save_pretrained(str(tmp_path / "tiny-bert"))
+    model = create_model({"text_model_path": str(tmp_path / "tiny-bert"), "temporal": "mean", "text_pooling": "cls"})
+    assert model.text.out_dim == 64
+    got = model.text.model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in bert.state_dict().items())
+    with torch.no_grad():
+        assert model.encode_text(**model.tokenize(["mitral regurgitation"])).shape == (1, 512)
