@@ -87,7 +87,7 @@ def test_echo_objective_learns_text_to_study_retrieval(echo_world, tmp_path):
         return retrieval_metrics(None, None, sim=sim)["text_to_video_recall@5"]
 
     untrained = text_to_study_r5()
-    cfg = TrainConfig(max_steps=120, batch_size=16, lr=2e-3, warmup_steps=10, checkpoint_every=1000,
+    cfg = TrainConfig(max_steps=80, batch_size=16, lr=3e-3, warmup_steps=8, checkpoint_every=1000,
                       eval_every=0, progress=False, device="cpu")
     Trainer(objective, data["train"], cfg, tmp_path).fit()
     trained = text_to_study_r5()
@@ -143,3 +143,18 @@ def test_pretrain_echo_end_to_end(tmp_path):
                           m["test"]["chance_recall@5"])
     assert r5 >= 1.5 * chance and r5 > before, m
     assert (tmp_path / "run" / "model" / "view_attention.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_train_views_end_to_end(tmp_path):
+    """Synthetic echo → ingest → `medvid train-views` (frozen backbone, class-balanced):
+    held-out view accuracy far above chance (1/11), with a confusion matrix written."""
+    raw, ing = tmp_path / "raw", tmp_path / "ing"
+    _medvid("synth", "echo", str(raw), "--studies", "30", "--seed", "5", "progress=false")
+    _medvid("ingest", str(raw / "dicom"), "--out", str(ing), f"views={raw / 'views.csv'}", "progress=false")
+    _medvid("train-views", f"ingest_dir={ing}", f"dicom_root={raw / 'dicom'}", f"out={tmp_path / 'run'}",
+            "train.max_steps=60", "train.eval_every=0", "train.progress=false")
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["test"]["accuracy"] > 0.5, m
+    assert (tmp_path / "run" / "confusion_test.csv").is_file()
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()

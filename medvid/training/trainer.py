@@ -198,6 +198,7 @@ class Trainer:
         if not self.dist.is_main:
             return None
         state = {"step": self.step, "epoch": self.sampler.epoch, "batch_in_epoch": self._batch_in_epoch,
+                 "loss": self._last_loss,
                  "model": self._trainable_state(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
         path = self.ckpt_dir / f"step_{self.step:08d}.pt"
@@ -224,6 +225,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self._last_loss = float(state["loss"])
         self.sampler.set_position(int(state["epoch"]), int(state["batch_in_epoch"]))
         self._batch_in_epoch = int(state["batch_in_epoch"])
 
@@ -258,6 +260,7 @@ class Trainer:
         cfg = self.cfg
         seed_everything(cfg.seed + self.dist.rank)
         self._batch_in_epoch = 0
+        self._last_loss = float("nan")
         last = latest_checkpoint(self.ckpt_dir) if resume else None
         if last is not None:
             self.load_checkpoint(last)
@@ -275,7 +278,6 @@ class Trainer:
         samples_per_step = cfg.batch_size * cfg.grad_accum
         eval_metrics: dict[str, float] = {}
         batches = self._batches()
-        loss_value = float("nan")
         model.train()
         t0 = time.perf_counter()
         while self.step < cfg.max_steps:
@@ -293,7 +295,7 @@ class Trainer:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-            loss_value = float(all_reduce_mean(torch.stack(losses).mean()))
+            loss_value = self._last_loss = float(all_reduce_mean(torch.stack(losses).mean()))
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"loss became {loss_value} at step {self.step}")
             dt = time.perf_counter() - t0
@@ -319,7 +321,7 @@ class Trainer:
             bar.close()
         if writer is not None:
             writer.close()
-        return {"step": self.step, "final_loss": loss_value, **{f"val/{k}": v for k, v in eval_metrics.items()}}
+        return {"step": self.step, "final_loss": self._last_loss, **{f"val/{k}": v for k, v in eval_metrics.items()}}
 
     def _evaluate(self, writer: Any, eval_csv: CsvLog) -> dict[str, float]:
         if self.evaluate_fn is None:
