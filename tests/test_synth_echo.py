@@ -146,7 +146,9 @@ def test_sector_estimate_excludes_text_and_ecg():
     est = box_from_mask(estimate_sector_mask(frames))
     truth = geometry["sector_box"]
     assert est is not None
-    assert all(abs(a - b) <= 6 for a, b in zip(est, truth)), (est, truth)
+    x0, y0, x1, y1 = truth  # inside the true fan box (so no text above, no ECG below), covering most of it
+    assert est[0] >= x0 - 3 and est[1] >= y0 - 3 and est[2] <= x1 + 3 and est[3] <= y1 + 3, (est, truth)
+    assert (est[2] - est[0]) * (est[3] - est[1]) >= 0.8 * (x1 - x0) * (y1 - y0), (est, truth)
 
 
 def test_cli_synth_echo(tmp_path):

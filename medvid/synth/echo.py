@@ -186,6 +186,7 @@ def render_loop(view: str, findings: Findings, n_frames: int, fps: float, rows: 
     cv.u, cv.v = cv.u - jitter[0], cv.v - jitter[1]
     gain = rng.uniform(0.85, 1.15)
     speckle = rng.gamma(4.0, 0.25, size=(rows, cols)).astype(np.float32)
+    fresh_speckle = rng.gamma(4.0, 0.25, size=(16, rows, cols)).astype(np.float32)  # cycled: frames always differ
     attenuation = (1.0 - 0.45 * cv.depth).astype(np.float32)
     es_ratio = (1.0 - findings.ef / 100.0) ** (1 / 3)  # LV linear size at end-systole vs end-diastole
     eff_band = (0.0, 0.07, 0.14)[findings.pericardial_effusion]
@@ -225,8 +226,8 @@ def render_loop(view: str, findings: Findings, n_frames: int, fps: float, rows: 
                 scale *= 0.9 + 0.15 * c
             if name == "LV" and findings.lv_dilation:
                 cx, cy = cx, cy + 0.04
-            img[cv.ellipse(cx, cy, a * 1.25, b * 1.12, ang, scale)] = np.maximum(
-                img[cv.ellipse(cx, cy, a * 1.25, b * 1.12, ang, scale)], 0.6)  # wall
+            wall = cv.ellipse(cx, cy, a * 1.25, b * 1.12, ang, scale)
+            img[wall] = np.maximum(img[wall], 0.6)
             img[cv.ellipse(cx, cy, a, b, ang, scale)] = 0.04  # blood pool
             if name == "AO" and "flow_box" not in geo:
                 img[cv.ellipse(cx, cy, a, b, ang, scale * 0.25)] = 0.7  # valve leaflets
@@ -242,7 +243,7 @@ def render_loop(view: str, findings: Findings, n_frames: int, fps: float, rows: 
         if flow_box_px is not None:
             _draw_flow(view, geo, cv, findings, c, rng, colour, has_colour, flow_box_px)
         # Speckle decorrelates partly from frame to frame, as in real scans (the whole fan varies over time).
-        fresh = rng.gamma(4.0, 0.25, size=(rows, cols)).astype(np.float32)
+        fresh = fresh_speckle[f % len(fresh_speckle)]
         img = np.clip(img * (0.7 * speckle + 0.3 * fresh) * attenuation * gain, 0, 1)
         img[~cv.fan] = 0.0
         rgb = np.repeat(img[..., None], 3, axis=-1)
