@@ -60,13 +60,14 @@ def narrated_video(tmp_path_factory):
 
 def test_transcribe_end_to_end_wer(narrated_video):
     import jiwer
+    from typer.testing import CliRunner
+
+    from medvid.cli import app
 
     d, spans = narrated_video
-    cfg = load_config(transcribe_job.Config, "transcribe", overrides=[f"path={d}"])
-    summary = transcribe_job.run(cfg)
-    assert summary["written"] == ["case.whisper.json"]
-    assert [e["video"] for e in summary["errors"]] == ["silent.mp4"]  # no audio: reported, batch went on
-    assert "no audio stream" in summary["errors"][0]["error"]
+    result = CliRunner().invoke(app, ["transcribe", str(d)])  # the `medvid transcribe DIR` command
+    assert result.exit_code == 0, result.output
+    assert not (d / "silent.whisper.json").exists()
     out = json.loads((d / "case.whisper.json").read_text())
     hyp = " ".join(s["text"] for s in out["segments"])
     wer = jiwer.wer(words(" ".join(SCRIPT)), words(hyp))
@@ -79,8 +80,11 @@ def test_transcribe_end_to_end_wer(narrated_video):
     onset = np.flatnonzero(np.abs(pcm) > 0.02)[0] / 16000
     assert abs(onset - spans[0][0]) < 0.15, onset
     assert out["segments"][-1]["end"] <= spans[-1][1] + 1.5
-    # resume: a second run skips what is done
-    assert transcribe_job.run(cfg)["skipped_existing"] == 1
+    # resume: what is done is skipped; a video without audio is reported and the batch goes on
+    summary = transcribe_job.run(load_config(transcribe_job.Config, "transcribe", overrides=[f"path={d}"]))
+    assert summary["skipped_existing"] == 1 and summary["written"] == []
+    assert [e["video"] for e in summary["errors"]] == ["silent.mp4"]
+    assert "no audio stream" in summary["errors"][0]["error"]
 
 
 def test_local_ctranslate2_folder_loads():
