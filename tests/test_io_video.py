@@ -153,6 +153,27 @@ def test_pyav_fallback_when_decord_cannot_open(videos, monkeypatch):
         assert np.array_equal(v.frames_by_index([3, 200]), ref[[3, 200]])
 
 
+def test_container_without_frame_count(tmp_path):
+    """Matroska stores no frame count: it is counted from the packets, and frames are still exact."""
+    path = tmp_path / "clip.mkv"
+    with av.open(str(path), "w", format="matroska") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 96, "yuv420p"
+        s.options = {"crf": "12", "g": "30"}
+        for i in range(90):
+            for p in s.encode(av.VideoFrame.from_ndarray(stamp(i, 96, 128), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].frames == 0
+    for backend in ("pyav", "auto"):
+        with Video(path, backend=backend) as v:
+            assert v.num_frames == 90 and v.duration == pytest.approx(3.6)
+            assert read_stamp(v.frames_at([0.0, 1.0, 3.55])).tolist() == [0, 25, 88]
+            assert [read_stamp(f).tolist() for _, f in v.iter_batches(fps=1.0, batch_size=2)] == [[0, 25], [50, 75]]
+
+
 def test_out_of_range_index(videos):
     path, _, _ = videos["f25_g12"]
     with Video(path) as v, pytest.raises(IndexError):
