@@ -225,13 +225,6 @@ class DicomCine:
             arrays = list(iter_pixels(self.path, indices=[int(i) for i in unique]))
             return to_rgb_uint8(np.stack(arrays), self.ds)
 
-    def clip_indices(self, times_s: Sequence[float] | np.ndarray, default_fps: float = 30.0) -> np.ndarray:
-        """Frame indices shown at ``times_s`` (seconds), using this loop's timing (or ``default_fps``)."""
-        from medvid.transforms.sampling import times_to_indices
-
-        ts = self.timestamps if self.timestamps is not None else frame_timestamps(self.n_frames, fps=default_fps)
-        return times_to_indices(times_s, ts)
-
 
 def to_rgb_uint8(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     """pydicom-decoded frames ``(T, H, W[, C])`` → ``uint8 (T, H, W, 3)`` RGB (palette, monochrome, >8-bit)."""

@@ -30,11 +30,11 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLSLossless, PYDICOM_IMPLEMENTATION_UID,
                          RLELossless, UID, generate_uid)
 
+from medvid.io.dicom import US_MULTIFRAME
 from medvid.io.reports import format_report
 from medvid.utils import atomic_path
 from medvid.vocab import ECHO_VIEWS
 
-US_MULTIFRAME = UID("1.2.840.10008.5.1.4.1.1.3.1")
 US_IMAGE = UID("1.2.840.10008.5.1.4.1.1.6.1")
 FORMATS = ("jpeg_ybr", "rgb", "rle", "jpegls", "mono")
 LABEL_COLUMNS = ("ef", "reduced_ef", "lv_dilation", "la_dilation", "pericardial_effusion",
