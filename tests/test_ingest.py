@@ -177,3 +177,41 @@ def test_cli_exit_codes(synth, tmp_path):
     (tmp_path / "empty").mkdir()
     bad = runner.invoke(app, ["ingest", str(tmp_path / "empty"), "--out", str(tmp_path / "b"), "progress=false"])
     assert bad.exit_code == 1
+
+
+# ------------------------------------------------------------------------------------------ tables
+def test_parse_and_format_sections_round_trip():
+    from medvid.io.reports import format_report, parse_sections
+
+    sections = {"Left Ventricle": "Normal size. LVEF 60%.", "Pericardium": "No pericardial effusion."}
+    text = format_report(sections)
+    assert text == "Left Ventricle: Normal size. LVEF 60%.\nPericardium: No pericardial effusion."
+    assert parse_sections(text) == sections
+    free = "Study of good quality. left ventricle: mildly dilated. Mitral Valve : mild MR; IVC: normal."
+    assert parse_sections(free) == {"Left Ventricle": "mildly dilated.", "Mitral Valve": "mild MR;", "IVC": "normal."}
+    assert parse_sections("no headers here") == {}
+    with pytest.raises(ValueError):
+        format_report({"Liver": "fine"})
+
+
+def test_companion_csv_validation(tmp_path):
+    from medvid.errors import MedvidError
+    from medvid.io.reports import read_labels, read_reports
+
+    cases = {
+        "missing column": ("study_uid,text\n1.2,x\n", read_reports, "missing column"),
+        "bad split": ("study_uid,report,split\n1.2,x,training\n", read_reports, "split must be"),
+        "duplicate": ("study_uid,report\n1.2,x\n1.2,y\n", read_reports, "duplicated"),
+        "blank key": ("study_uid,report\n,x\n", read_reports, "empty study_uid"),
+        "non-numeric label": ("study_uid,ef\n1.2,sixty\n", read_labels, "non-numeric"),
+    }
+    for name, (text, reader, message) in cases.items():
+        path = tmp_path / f"{name}.csv"
+        path.write_text(text)
+        with pytest.raises(MedvidError, match=message):
+            reader(path)
+    ok = tmp_path / "labels.csv"
+    ok.write_text("study_uid,ef,effusion\n1.2.840.1,55,\n1.2.840.2,30.5,1\n")
+    labels = read_labels(ok)
+    assert labels["study_uid"].tolist() == ["1.2.840.1", "1.2.840.2"]  # UIDs stay strings
+    assert labels["ef"].tolist() == [55.0, 30.5] and pd.isna(labels["effusion"][0])
