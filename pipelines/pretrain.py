@@ -124,7 +124,7 @@ def _text_source(cfg: Config, model, texts: list[str]):
 def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str, Dataset], Callable]:
     from medvid.datasets.echo import EchoVideoDataset
     from medvid.models.aggregate import ViewInformedAttention, load_section_view_prior
-    from medvid.training.data import ClipSource, EchoStudyFeatures, known_view_probs, load_echo_studies
+    from medvid.training.data import ClipSource, EchoStudyFeatures, load_echo_studies
     from medvid.training.objectives import EchoContrastive, section_scores
     from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
 

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from medvid.config import save_config
 from medvid.errors import MedvidError
@@ -117,16 +117,16 @@ def run(cfg: Config) -> dict[str, Any]:
                                   start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
         wanted = set(labels_df["video_key"])
         rows = [i for i, k in enumerate(videos.videos["video_key"]) if k in wanted]
-        videos.videos = videos.videos.iloc[rows].reset_index(drop=True)
-        keys = videos.videos["video_key"].tolist()
+        labelled = Subset(videos, rows)
+        keys = [videos.videos["video_key"].iloc[i] for i in rows]
         if cfg.frozen_backbone:
             source: Any = cache_clips(
-                clf.backbone, clf.feature_dim, videos, keys, Path(cfg.cache_dir or out / "cache") / "views",
+                clf.backbone, clf.feature_dim, labelled, keys, Path(cfg.cache_dir or out / "cache") / "views",
                 {"task": "views", "target_fps": cfg.target_fps, "frame_stride": cfg.frame_stride, "mask": cfg.mask,
                  "preprocess": clf.pretrained_cfg}, n_frames=cfg.n_frames, batch_size=cfg.cache_batch,
                 num_workers=cfg.train.num_workers, device=dist.device, progress=cfg.train.progress)
         else:
-            source = ClipSource(videos, keys)
+            source = ClipSource(labelled, keys)
         index = {v: i for i, v in enumerate(clf.labels)}
         splits = {sp: LabelledClips([(k, index[v]) for k, v, s in labels_df[["video_key", "view", "split"]]
                                      .itertuples(index=False) if s == sp], source) for sp in SPLITS}

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medvid.losses import info_nce, mil_nce, section_info_nce
+from medvid.losses import mil_nce, section_info_nce
 from medvid.models.aggregate import ViewInformedAttention
 from medvid.models.clip import VideoTextModel
 

@@ -225,7 +225,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
-        self._last_loss = float(state["loss"])
+        self._last_loss = float(state.get("loss", float("nan")))
         self.sampler.set_position(int(state["epoch"]), int(state["batch_in_epoch"]))
         self._batch_in_epoch = int(state["batch_in_epoch"])
 
