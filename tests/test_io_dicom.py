@@ -23,6 +23,9 @@ US_FILES = ["examples_ybr_color.dcm", "color3d_jpeg_baseline.dcm", "OBXXXX1A_2fr
             "OBXXXX1A_rle_2frame.dcm", "examples_rgb_color.dcm", "examples_palette.dcm", "examples_jpeg2k.dcm",
             "US1_J2KI.dcm", "US1_J2KR.dcm", "US1_UNCI.dcm", "US1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm",
             "gdcm-US-ALOKA-16_big.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm", "ExplVR_BigEnd.dcm", "color-pl.dcm"]
+# JPEG Baseline written by other encoders (dcmtk, gdcm), YBR_FULL and YBR_FULL_422, odd sizes: the fast path.
+OTHER_JPEG = ["SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm", "SC_rgb_dcmtk_+eb+cy+s2.dcm",
+              "SC_rgb_jpeg_lossy_gdcm.dcm", "SC_rgb_small_odd_jpeg.dcm"]
 
 
 def _testfile(name: str) -> Path:
@@ -84,7 +87,7 @@ def test_every_pydicom_file_is_a_row_or_a_typed_error(pydicom_ingest):
     assert reasons["DICOMDIR"] == "dicomdir"
 
 
-@pytest.mark.parametrize("name", US_FILES)
+@pytest.mark.parametrize("name", US_FILES + OTHER_JPEG)
 def test_colours_match_pydicom_rgb_decode(name):
     path = _testfile(name)
     cine = DicomCine(path)
