@@ -258,3 +258,18 @@ def test_empty_directory_is_a_clear_error(tmp_path):
     assert (tmp_path / "out" / "errors.jsonl").read_text() == ""
     with pytest.raises(MedvidError, match="not a folder"):
         ingest(tmp_path / "missing", tmp_path / "out2")
+
+
+def test_extended_offset_table_is_used(tmp_path, monkeypatch):
+    from pydicom.encaps import encapsulate_extended, generate_frames
+
+    src = _testfile("examples_ybr_color.dcm")
+    ds = dcmread(src)
+    frames = list(generate_frames(ds.PixelData, number_of_frames=ds.NumberOfFrames))
+    ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(frames)
+    ds.save_as(tmp_path / "eot.dcm")
+    seen = []
+    real = dicom.get_frame
+    monkeypatch.setattr(dicom, "get_frame", lambda buf, i, **kw: seen.append(kw["extended_offsets"]) or real(buf, i, **kw))
+    assert np.array_equal(DicomCine(tmp_path / "eot.dcm").frames([3, 29]), DicomCine(src).frames([3, 29]))
+    assert all(s is not None for s in seen)

@@ -208,11 +208,13 @@ class DicomCine:
         from PIL import Image
 
         offset = self._pixels[0]
+        eot = self.ds.get("ExtendedOffsetTable")
+        extended = (eot, self.ds.ExtendedOffsetTableLengths) if eot and "ExtendedOffsetTableLengths" in self.ds else None
         out = np.empty((len(unique), self.rows, self.cols, 3), dtype=np.uint8)
         with open(self.path, "rb") as f, quiet_pydicom():
             for k, i in enumerate(unique):
                 f.seek(offset)
-                data = get_frame(f, int(i), number_of_frames=self.n_frames)
+                data = get_frame(f, int(i), number_of_frames=self.n_frames, extended_offsets=extended)
                 with Image.open(io.BytesIO(data)) as im:
                     arr = np.asarray(im.convert("RGB"))
                 if arr.shape != out.shape[1:]:
