@@ -202,6 +202,26 @@ def test_corrupt_mp4(videos, tmp_path, how):
         Video(p)
 
 
+def test_damaged_data_mid_file_is_skipped_not_fatal(videos, tmp_path, caplog):
+    """Garbage over part of the stream: PyAV skips the damaged packets (as ffmpeg does) and warns;
+    frames away from the damage are still exact; decord alone stops with a clear error."""
+    path, _, ref = videos["f25_g12"]
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 3000] = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "damaged.mp4"
+    bad.write_bytes(bytes(data))
+    for backend in ("auto", "pyav"):
+        with Video(bad, backend=backend) as v:
+            frames = np.concatenate([f for _, f in v.iter_batches(fps=5.0, batch_size=8)])
+            some = v.frames_by_index([0, 1, N_FRAMES - 1])
+        assert len(frames) == 62  # every requested time answered
+        assert np.array_equal(frames[:3], ref[[0, 5, 10]]) and np.array_equal(some, ref[[0, 1, N_FRAMES - 1]])
+    assert "damaged data near" in caplog.text
+    with pytest.raises(MedvidError, match="damaged.mp4: decoding failed"), Video(bad, backend="decord") as v:
+        v.frames_by_index(np.arange(N_FRAMES))
+
+
 def test_video_without_video_stream(tmp_path):
     p = tmp_path / "audio_only.mp4"
     with av.open(str(p), "w") as c:

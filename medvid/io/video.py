@@ -127,12 +127,17 @@ class Video:
         uniq, inverse = np.unique(idx, return_inverse=True)
         try:
             frames = reader.read(uniq)
-            if len(uniq) == len(idx) and np.array_equal(uniq, idx):
-                return frames  # already in order: no copy
         except MedvidError:
             raise
         except Exception as exc:  # decoder errors from the native libraries
+            if reader is self._random and reader.name == "decord" and self._streamer.name == "pyav":
+                # decord stops at damaged data; PyAV skips the damaged packets and goes on
+                log.warning("%s: decord failed (%s); reading with PyAV", self.path.name, type(exc).__name__)
+                self._random = self._streamer
+                return self._read(self._random, idx)
             raise MedvidError(f"{self.path}: decoding failed ({type(exc).__name__}: {exc})") from exc
+        if len(uniq) == len(idx) and np.array_equal(uniq, idx):
+            return frames  # already in order: no copy
         return frames[inverse]
 
     def clip(self, start_s: float, end_s: float, n_frames: int) -> np.ndarray:
@@ -259,6 +264,8 @@ class _PyAVReader(_Reader):
         self._pos = -1  # index of the last decoded frame
         self._wanted: set[int] = set()
         self._skipping = True
+        self._path = path
+        self.damaged_packets = 0
 
     def _count_packets(self) -> int:
         """Frame count for containers that do not store it: demux (no decode) and count."""
@@ -274,13 +281,23 @@ class _PyAVReader(_Reader):
         self._wanted.update(int(i) for i in indices)
 
     def _decode(self) -> Iterator:
+        import av
+
         cc = self._stream.codec_context
         for packet in self._container.demux(self._stream):
             if packet.pts is None or not self._skipping:
                 cc.skip_frame = "DEFAULT"
             else:
                 cc.skip_frame = "DEFAULT" if self._index(packet.pts) in self._wanted else "NONREF"
-            yield from packet.decode()
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:  # a damaged packet: skip it, as FFmpeg's CLI does
+                self.damaged_packets += 1
+                if self.damaged_packets == 1:
+                    log.warning("%s: damaged data near %.1f s skipped; nearby frames may be garbled",
+                                self._path.name, self._index(packet.pts or 0) / self.fps)
+                continue
+            yield from frames
 
     def _seek(self, index: int) -> None:
         pts = self._start + int((Fraction(index) / self._rate) / self._tb)
