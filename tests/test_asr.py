@@ -55,6 +55,7 @@ def narrated_video(tmp_path_factory):
     frames = (world.render(k / 25, 1, 0.5, np.eye(7, dtype=int)[2]) for k in range(n))
     write_video(d / "case.mp4", frames, audio=(audio, AUDIO_RATE))
     write_video(d / "silent.mp4", (np.zeros((64, 64, 3), np.uint8) for _ in range(10)))
+    (d / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
     return d, spans
 
 
@@ -67,7 +68,7 @@ def test_transcribe_end_to_end_wer(narrated_video):
     d, spans = narrated_video
     result = CliRunner().invoke(app, ["transcribe", str(d)])  # the `medvid transcribe DIR` command
     assert result.exit_code == 0, result.output
-    assert not (d / "silent.whisper.json").exists()
+    assert not (d / "silent.whisper.json").exists() and not (d / "broken.whisper.json").exists()
     out = json.loads((d / "case.whisper.json").read_text())
     hyp = " ".join(s["text"] for s in out["segments"])
     wer = jiwer.wer(words(" ".join(SCRIPT)), words(hyp))
@@ -80,11 +81,12 @@ def test_transcribe_end_to_end_wer(narrated_video):
     onset = np.flatnonzero(np.abs(pcm) > 0.02)[0] / 16000
     assert abs(onset - spans[0][0]) < 0.15, onset
     assert out["segments"][-1]["end"] <= spans[-1][1] + 1.5
-    # resume: what is done is skipped; a video without audio is reported and the batch goes on
+    # resume: what is done is skipped; bad files are reported and the batch goes on
     summary = transcribe_job.run(load_config(transcribe_job.Config, "transcribe", overrides=[f"path={d}"]))
     assert summary["skipped_existing"] == 1 and summary["written"] == []
-    assert [e["video"] for e in summary["errors"]] == ["silent.mp4"]
-    assert "no audio stream" in summary["errors"][0]["error"]
+    errors = {e["video"]: e["error"] for e in summary["errors"]}
+    assert set(errors) == {"silent.mp4", "broken.mp4"}
+    assert "no audio stream" in errors["silent.mp4"] and "broken.mp4: cannot read media" in errors["broken.mp4"]
 
 
 def test_local_ctranslate2_folder_loads():

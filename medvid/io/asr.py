@@ -59,6 +59,9 @@ def transcribe(path: str | os.PathLike, model: Any, language: str | None = "en",
         raise
     except Exception as exc:
         raise MedvidError(f"{path}: cannot read media ({type(exc).__name__}: {exc})") from exc
-    segments, info = model.transcribe(str(path), language=language, beam_size=beam_size, vad_filter=vad_filter)
-    out = [Segment(float(s.start), float(s.end), s.text.strip(), k) for k, s in enumerate(segments, start=1)]
+    try:
+        segments, info = model.transcribe(str(path), language=language, beam_size=beam_size, vad_filter=vad_filter)
+        out = [Segment(float(s.start), float(s.end), s.text.strip(), k) for k, s in enumerate(segments, start=1)]
+    except Exception as exc:  # undecodable audio and the like: one bad file must not stop a batch
+        raise MedvidError(f"{path}: transcription failed ({type(exc).__name__}: {exc})") from exc
     return [s for s in out if s.text], {"language": info.language, "audio_duration_s": round(float(info.duration), 3)}
