@@ -40,13 +40,14 @@ class Config:
 def _stages(cfg: Config, out: Path) -> list[tuple[str, str, str | None, list[str]]]:
     """(stage, job module, shipped config name, overrides) in run order."""
     echo, surg = out / "echo", out / "surgery"
-    dicom, ingest = echo / "dicom", echo / "ingest"
+    synth, ingest = echo / "synth", echo / "ingest"
+    dicom = synth / "dicom"  # synth echo writes DICOM under OUT/dicom and the CSVs beside it
     lectures, pairs, cholec = surg / "lectures", surg / "pairs", surg / "cholec80"
     seed = f"seed={cfg.seed}"
     return [
-        ("synth_echo", "synth_echo", "synth_echo", [f"out={dicom}", f"studies={cfg.echo_studies}", seed]),
-        ("ingest", "ingest", "ingest", [f"dicom_root={dicom}", f"out={ingest}", f"reports={dicom / 'reports.csv'}",
-                                        f"labels={dicom / 'labels.csv'}", f"views={dicom / 'views.csv'}"]),
+        ("synth_echo", "synth_echo", "synth_echo", [f"out={synth}", f"studies={cfg.echo_studies}", seed]),
+        ("ingest", "ingest", "ingest", [f"dicom_root={dicom}", f"out={ingest}", f"reports={synth / 'reports.csv'}",
+                                        f"labels={synth / 'labels.csv'}", f"views={synth / 'views.csv'}"]),
         ("train_views", "train_views", "view_classifier", [
             f"ingest_dir={ingest}", f"dicom_root={dicom}", f"out={echo / 'view_classifier'}",
             f"train.max_steps={cfg.view_steps}", f"train.seed={cfg.seed}"]),
