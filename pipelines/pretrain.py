@@ -300,7 +300,7 @@ def run(cfg: Config) -> dict[str, Any]:
             _save(cfg, objective, out)
             atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
         barrier()
-        return result
+        return result if dist.is_main else {}  # one summary per job, not per rank
     finally:
         cleanup()
 

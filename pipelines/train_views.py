@@ -156,6 +156,8 @@ def run(cfg: Config) -> dict[str, Any]:
             save_config(cfg, out / "model" / "train_config.yaml")
             save_config(cfg, out / "config.yaml")
             atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
+        if not dist.is_main:
+            return {}  # one summary per job, not per rank
         return {k: ({kk: vv for kk, vv in v.items() if kk != "confusion"} if isinstance(v, dict) and "confusion" in v
                     else v) for k, v in result.items()}
     finally:
