@@ -111,8 +111,7 @@ def _medvid(*args: str, timeout: int = 1800) -> None:
 def test_pretrain_surgical_lectures_end_to_end(tmp_path):
     """Synthetic lectures → pairs → `medvid pretrain` (frozen EfficientNet-Lite0, cached features):
     clip→text recall@5 on held-out lectures is far above chance and above the untrained model."""
-    _medvid("synth", "lectures", str(tmp_path / "lect"), "--lectures", "6", "--seed", "0", "audio=false",
-            "progress=false")
+    _medvid("synth", "lectures", str(tmp_path / "lect"), "--lectures", "6", "--seed", "0", "audio=false")
     _medvid("lectures", "index", str(tmp_path / "lect"), "--out", str(tmp_path / "idx"))
     _medvid("pretrain", str(REPO / "configs" / "surgical_pretrain.yaml"), f"out={tmp_path / 'run'}",
             f"lectures.pairs={tmp_path / 'idx' / 'pairs.jsonl'}", f"lectures.root={tmp_path / 'lect'}",
