@@ -17,8 +17,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/medvid demo --out $(DEMO_DIR)
 
+# PYTEST_ARGS="-m slow" runs the long tests. pytest's exit 5 (no test collected) is reported, not fatal.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "WARNING: pytest collected no tests"; exit 0; fi; exit $$rc
 
 clean:
 	rm -rf $(DEMO_DIR)

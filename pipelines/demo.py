@@ -27,10 +27,10 @@ log = logging.getLogger("medvid")
 class Config:
     out: str = "demo_out"
     seed: int = 0
-    echo_studies: int = 24
+    echo_studies: int = 48
     lectures: int = 12
     surgery_videos: int = 4
-    echo_steps: int = 200
+    echo_steps: int = 150
     surgical_steps: int = 200
     view_steps: int = 200
     # Extra key=value overrides per stage, e.g. {pretrain_echo: ["train.lr=0.001"]}.
@@ -92,6 +92,18 @@ def run(cfg: Config) -> dict[str, Any]:
     return {stage: _headline(stage, result) for stage, result in summary.items()}
 
 
-def _headline(stage: str, result: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers of a stage worth printing (scalars only; the full result is in OUT/stages/)."""
-    return {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+# Nested numbers worth printing; everything else stays in OUT/stages/<stage>.json.
+_HEADLINE_METRICS = ("accuracy", "strict_accuracy", "strict_macro_f1", "relaxed_jaccard", "map",
+                     "text_to_video_recall@5", "video_to_text_recall@5", "chance_recall@5")
+
+
+def _headline(stage: str, result: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Top-level scalars of a stage's summary, plus the headline metrics of its nested blocks."""
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            out.update(_headline(stage, value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            if not prefix or key in _HEADLINE_METRICS:
+                out[f"{prefix}{key}"] = round(value, 3) if isinstance(value, float) else value
+    return out
