@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medvid.models.checkpoint import Pretrained
 from medvid.models.backbones import preprocess_for
 from medvid.models.text import TextEncoder
 from medvid.transforms.clip import ClipPreprocess
@@ -19,7 +19,7 @@ def _maybe_norm(x: Tensor, normalize: bool) -> Tensor:
     return F.normalize(x, dim=-1) if normalize else x
 
 
-class VideoTextModel(nn.Module):
+class VideoTextModel(Pretrained, nn.Module):
     """CLIP-style model over clips ``[B,3,T,H,W]`` and tokenised text, embedding both in ``embed_dim``.
 
     ``logit_scale`` is the log of 1/temperature (CLIP convention); losses compute
@@ -93,19 +93,3 @@ class VideoTextModel(nn.Module):
         """Freeze the transformer of the text encoder (its projection stays trainable)."""
         for p in self.text.model.parameters():
             p.requires_grad_(False)
-
-    # --- checkpoints -----------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` + ``README.md`` + tokenizer/HF config (see hub)."""
-        from medvid.models.hub import save_pretrained
-
-        return save_pretrained(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "VideoTextModel":
-        from medvid.models.hub import load_pretrained
-
-        model = load_pretrained(directory, map_location)
-        if not isinstance(model, cls):
-            raise TypeError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model

@@ -24,7 +24,19 @@ DEFAULT_MODEL = "medvid-effnetlite0-minilm"
 
 
 @dataclass
-class VideoTextConfig:
+class InputConfig:
+    """The input contract recorded in ``pretrained_cfg`` (mean/std null = what the backbone weights expect)."""
+
+    input_size: int = 224
+    num_frames: int = 16
+    crop: str = "center_square"          # ClipPreprocess crop: center_square | none
+    zoom: float = 0.0
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+
+
+@dataclass
+class VideoTextConfig(InputConfig):
     """Everything that defines a ``VideoTextModel``; ``configs/models/*.yaml`` fill it in."""
 
     name: str = DEFAULT_MODEL
@@ -47,17 +59,10 @@ class VideoTextConfig:
     # joint space
     embed_dim: int = 512
     logit_scale_init: float = 14.285714285714286  # 1 / 0.07 (CLIP)
-    # input contract (mean/std null = what the backbone weights expect)
-    input_size: int = 224
-    num_frames: int = 16
-    crop: str = "center_square"          # ClipPreprocess crop: center_square | none
-    zoom: float = 0.0
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = None
 
 
 @dataclass
-class ViewClassifierConfig:
+class ViewClassifierConfig(InputConfig):
     """A ``ViewClassifier``; ``labels`` empty = ECHO_VIEWS, or name a set: ``echo_views`` / ``lecture_frame_types``."""
 
     name: str = "view-effnetlite0-echo"
@@ -69,12 +74,6 @@ class ViewClassifierConfig:
     clip_level: bool = False
     temporal: str = "mean"
     dropout: float = 0.2
-    input_size: int = 224
-    num_frames: int = 16
-    crop: str = "center_square"          # ClipPreprocess crop: center_square | none
-    zoom: float = 0.0
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = None
 
 
 def list_models() -> list[str]:

@@ -6,12 +6,12 @@ first. ``forward_features`` + ``head`` split the model so a head can train on ca
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from medvid.models.checkpoint import Pretrained
 from medvid.models.backbones import create_backbone, preprocess_for
 from medvid.models.video import create_temporal, masked_mean, resolve_mask
 from medvid.transforms.clip import ClipPreprocess
@@ -37,7 +37,7 @@ def resolve_labels(labels: str | int | Sequence[str] | None) -> list[str]:
     return list(labels)
 
 
-class ViewClassifier(nn.Module):
+class ViewClassifier(Pretrained, nn.Module):
     """Backbone (``[N,3,H,W] -> [N,F]``) + linear head over ``labels``.
 
     ``backbone`` is a module (e.g. from ``create_backbone``) or a timm name built with
@@ -119,17 +119,3 @@ class ViewClassifier(nn.Module):
         if self.backbone_frozen:
             self.backbone.eval()
         return self
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        from medvid.models.hub import save_pretrained
-
-        return save_pretrained(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "ViewClassifier":
-        from medvid.models.hub import load_pretrained
-
-        model = load_pretrained(directory, map_location)
-        if not isinstance(model, cls):
-            raise TypeError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model

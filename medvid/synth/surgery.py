@@ -199,7 +199,6 @@ class SurgicalWorld:
         lx, ly, lrx, lry = self.liver
         d.polygon(sc(self._ellipse(lx, ly, lrx, lry)), fill=self.liver_col)
         order = CHOLEC80_PHASES.index(name)
-        dissected = order > P["GallbladderDissection"] or (name == "GallbladderDissection" and progress > 0)
         # burned liver bed: grows through gallbladder dissection, stays afterwards
         bed = progress if name == "GallbladderDissection" else (1.0 if order > P["GallbladderDissection"] else 0.0)
         if bed > 0:
