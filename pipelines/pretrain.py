@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
@@ -26,6 +25,7 @@ from medvid.errors import MedvidError
 from medvid.training.distributed import DistInfo, barrier, cleanup, init_distributed
 from medvid.training.evaluate import chance_recall, retrieval_metrics
 from medvid.training.feature_cache import FeatureCache, TextFeatureCache, cache_clips
+from medvid.training.data import group_splits
 from medvid.training.trainer import Trainer, TrainConfig
 from medvid.utils import atomic_write_text, read_jsonl, seed_everything
 
@@ -200,17 +200,6 @@ def _view_probs(cfg: Config, model, source) -> Callable[[str, Optional[str]], to
 # --------------------------------------------------------------------------- surgical
 
 
-def lecture_splits(videos: list[str], val_fraction: float, test_fraction: float, seed: int = 0) -> dict[str, str]:
-    """Whole lectures to train/val/test: a seeded shuffle of the sorted names, at least one lecture in
-    each held-out split when there are three or more."""
-    names = sorted(set(videos))
-    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
-    n = len(names)
-    n_test = max(1, round(test_fraction * n)) if n >= 3 and test_fraction > 0 else 0
-    n_val = max(1, round(val_fraction * n)) if n >= 3 and val_fraction > 0 else 0
-    return {v: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, v in enumerate(order)}
-
-
 def _surgical(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str, Dataset], Callable]:
     from medvid.datasets.lectures import LecturePairDataset
     from medvid.training.data import ClipSource, LecturePairFeatures
@@ -232,7 +221,7 @@ def _surgical(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict
     else:
         source = ClipSource(clips, keys)
     pairs: dict[str, list] = {sp: [] for sp in SPLITS}
-    split_of = lecture_splits([r["video"] for r in rows], lc.val_fraction, lc.test_fraction, cfg.train.seed)
+    split_of = group_splits([r["video"] for r in rows], lc.val_fraction, lc.test_fraction, cfg.train.seed)
     for r in rows:
         pairs[split_of[r["video"]]].append(
             (r["pair_id"], [r["text"], *r.get("extra_texts", [])]))

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from medvid.config import save_config
 from medvid.errors import MedvidError
+from medvid.training.data import group_splits
 from medvid.training.distributed import cleanup, init_distributed
 from medvid.training.feature_cache import cache_clips
 from medvid.training.trainer import Trainer, TrainConfig
@@ -45,6 +46,8 @@ class Config:
     frame_stride: Optional[int] = 4
     mask: str = "box"
     balanced: bool = True             # class-balanced sampling
+    val_fraction: float = 0.15        # loops without an ingest split: whole patients held out (seeded)
+    test_fraction: float = 0.15
     cache_dir: Optional[str] = None   # null = OUT/cache
     cache_batch: int = 8
     eval_batch: int = 128
@@ -57,12 +60,18 @@ def read_view_labels(cfg: Config) -> pd.DataFrame:
     from medvid.datasets.echo import read_videos
     from medvid.io.reports import read_views
 
-    videos = read_videos(cfg.ingest_dir)[["video_key", "view", "split"]]
+    videos = read_videos(cfg.ingest_dir)
     path = Path(cfg.views) if cfg.views else Path(cfg.ingest_dir) / "views.csv"
     if cfg.views or path.is_file():
         labels = read_views(path, key="video_key")
         videos = videos.drop(columns="view").merge(labels, on="video_key", how="inner")
-    return videos[videos["view"] != ""].reset_index(drop=True)
+    videos = videos[videos["view"] != ""].reset_index(drop=True)
+    unsplit = ~videos["split"].isin(SPLITS)
+    if unsplit.any():  # no reports.csv split at ingest: hold out whole patients (else studies), never single loops
+        group = videos["patient_key"].where(videos["patient_key"] != "", videos["study_key"])[unsplit]
+        split_of = group_splits(group, cfg.val_fraction, cfg.test_fraction, cfg.train.seed)
+        videos.loc[unsplit, "split"] = group.map(split_of)
+    return videos[["video_key", "view", "split"]]
 
 
 def confusion_matrix(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
@@ -131,6 +140,8 @@ def run(cfg: Config) -> dict[str, Any]:
         splits = {sp: LabelledClips([(k, index[v]) for k, v, s in labels_df[["video_key", "view", "split"]]
                                      .itertuples(index=False) if s == sp], source) for sp in SPLITS}
         train = splits["train"]
+        if len(train) == 0:
+            raise MedvidError("no labelled loop in the train split")
         if cfg.balanced:
             train = ClassBalanced(train, [y for _, y in train.items], seed=cfg.train.seed)
         objective = ViewClassification(clf).to(dist.device)

@@ -214,6 +214,17 @@ class LabelledClips(Dataset):
         return {_kind(self.source): x, "frame_mask": m, "label": torch.tensor(label)}
 
 
+def group_splits(groups: Sequence[str], val_fraction: float, test_fraction: float, seed: int = 0) -> dict[str, str]:
+    """Whole groups (lectures, patients, studies) to train/val/test: a seeded shuffle of the sorted
+    names, at least one group in each held-out split when there are three or more."""
+    names = sorted(set(groups))
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    n = len(names)
+    n_test = max(1, round(test_fraction * n)) if n >= 3 and test_fraction > 0 else 0
+    n_val = max(1, round(val_fraction * n)) if n >= 3 and val_fraction > 0 else 0
+    return {v: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, v in enumerate(order)}
+
+
 class ClassBalanced(Dataset):
     """Class-balanced view of a labelled dataset: every class appears equally often per epoch
     (minority items repeated, a seeded draw), so the trainer's plain shuffle samples balanced batches."""
