@@ -132,3 +132,23 @@ def preprocess_for(pretrained_cfg: dict[str, Any]) -> ClipPreprocess:
     c = pretrained_cfg
     return ClipPreprocess(size=c["input_size"], crop=c.get("crop", "center_square"), zoom=c.get("zoom", 0.0),
                           mean=c["mean"], std=c["std"])
+
+
+class FrozenBackboneMixin:
+    """``freeze_backbone()`` for modules with a ``backbone``: no gradients, and eval mode kept through
+    ``train()`` so BatchNorm statistics stay those of the pretrained weights."""
+
+    backbone: nn.Module
+    backbone_frozen: bool = False
+
+    def freeze_backbone(self) -> None:
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.backbone_frozen = True
+        self.backbone.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)  # type: ignore[misc]
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self

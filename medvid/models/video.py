@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from medvid.models.backbones import FrozenBackboneMixin
+
 
 def resolve_mask(mask: Tensor | None, like: Tensor, what: str = "frame") -> Tensor:
     """Bool mask ``[B,T]`` (True = real) for ``like [B,T,...]`` on its device; None = all real.
@@ -61,6 +63,13 @@ class AttentionPool(nn.Module):
         return out[:, 0] + masked_mean(feats, mask)
 
 
+def time_positions(max_frames: int, width: int) -> nn.Parameter:
+    """Learned per-frame position embeddings ``[1, max_frames, width]`` (truncated normal, std 0.02)."""
+    pos = nn.Parameter(torch.zeros(1, max_frames, width))
+    nn.init.trunc_normal_(pos, std=0.02)
+    return pos
+
+
 class TemporalTransformer(nn.Module):
     """Frame features -> width, + learned time positions, a small Transformer encoder, masked mean."""
 
@@ -68,8 +77,7 @@ class TemporalTransformer(nn.Module):
                  dropout: float = 0.0):
         super().__init__()
         self.proj = nn.Linear(dim, width)
-        self.pos = nn.Parameter(torch.zeros(1, max_frames, width))
-        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.pos = time_positions(max_frames, width)
         layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout, batch_first=True, norm_first=True,
                                            activation="gelu")
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
@@ -99,8 +107,7 @@ class CrossFrameAttention(nn.Module):
         super().__init__()
         self.proj = nn.Linear(dim, width)
         self.message = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
-        self.pos = nn.Parameter(torch.zeros(1, max_frames, width))
-        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.pos = time_positions(max_frames, width)
         self.exchange = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout, batch_first=True,
                                                    norm_first=True, activation="gelu")
         self.read_norm = nn.LayerNorm(width)
@@ -137,7 +144,7 @@ def create_temporal(kind: str, dim: int, width: int = 512, layers: int = 2, head
     raise ValueError(f"unknown temporal module '{kind}', expected one of {TEMPORAL_MODULES}")
 
 
-class VideoEncoder(nn.Module):
+class VideoEncoder(FrozenBackboneMixin, nn.Module):
     """Frame backbone (``[N,3,H,W] -> [N,F]``) + temporal module (``[B,T,F] -> [B,out_dim]``).
 
     Only valid frames go through the backbone, so padded frames cost nothing and cannot leak
@@ -151,7 +158,6 @@ class VideoEncoder(nn.Module):
         self.frame_chunk = frame_chunk
         self.feature_dim: int = backbone.num_features
         self.out_dim: int = temporal.out_dim
-        self.backbone_frozen = False
 
     def encode_frames(self, frames: Tensor) -> Tensor:
         """Backbone features of single frames ``[N,3,H,W] -> [N,F]`` (in chunks of ``frame_chunk``)."""
@@ -181,16 +187,3 @@ class VideoEncoder(nn.Module):
     def forward(self, clips: Tensor, frame_mask: Tensor | None = None) -> Tensor:
         feats, mask = self.frame_features(clips, frame_mask)
         return self.temporal(feats, mask)
-
-    def freeze_backbone(self) -> None:
-        """Stop gradients into the backbone and keep it in eval mode (BatchNorm statistics fixed)."""
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
-        self.backbone_frozen = True
-        self.backbone.eval()
-
-    def train(self, mode: bool = True) -> "VideoEncoder":
-        super().train(mode)
-        if self.backbone_frozen:
-            self.backbone.eval()
-        return self

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from medvid.models.checkpoint import Pretrained
-from medvid.models.backbones import create_backbone, preprocess_for
+from medvid.models.backbones import FrozenBackboneMixin, create_backbone, preprocess_for
 from medvid.models.video import create_temporal, masked_mean, resolve_mask
 from medvid.transforms.clip import ClipPreprocess
 from medvid.vocab import ECHO_VIEWS, LECTURE_FRAME_TYPES
@@ -37,7 +37,7 @@ def resolve_labels(labels: str | int | Sequence[str] | None) -> list[str]:
     return list(labels)
 
 
-class ViewClassifier(Pretrained, nn.Module):
+class ViewClassifier(Pretrained, FrozenBackboneMixin, nn.Module):
     """Backbone (``[N,3,H,W] -> [N,F]``) + linear head over ``labels``.
 
     ``backbone`` is a module (e.g. from ``create_backbone``) or a timm name built with
@@ -57,7 +57,6 @@ class ViewClassifier(Pretrained, nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(pooled, len(self.labels)))
         self.config: dict[str, Any] = {}
         self.pretrained_cfg: dict[str, Any] = {}
-        self.backbone_frozen = False
 
     @property
     def num_classes(self) -> int:
@@ -107,15 +106,3 @@ class ViewClassifier(Pretrained, nn.Module):
     @torch.no_grad()
     def predict_proba(self, x: Tensor, frame_mask: Tensor | None = None) -> Tensor:
         return self(x, frame_mask).softmax(-1)
-
-    def freeze_backbone(self) -> None:
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
-        self.backbone_frozen = True
-        self.backbone.eval()
-
-    def train(self, mode: bool = True) -> "ViewClassifier":
-        super().train(mode)
-        if self.backbone_frozen:
-            self.backbone.eval()
-        return self
