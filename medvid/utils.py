@@ -90,9 +90,18 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_logging(level: str = "INFO") -> None:
-    """Configure medvid's logger with rich output. Log messages must never carry patient identifiers:
-    callers log pseudonyms and relative paths only."""
-    from rich.logging import RichHandler
+    """Configure medvid's logger on stderr (stdout carries data: a job's JSON summary). Rich output on a
+    terminal; plain, unwrapped lines when stderr is piped. Log messages must never carry patient
+    identifiers: callers log pseudonyms and relative paths only."""
+    import sys
 
-    handler = RichHandler(show_path=False, rich_tracebacks=False)
-    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
