@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
-from rich.console import Console
 
 app = typer.Typer(help="medvid: clinical and surgical video foundation models.", no_args_is_help=True)
 synth_app = typer.Typer(help="Make synthetic datasets (real DICOM files, real video codecs).", no_args_is_help=True)
@@ -21,8 +20,6 @@ zero_shot_app = typer.Typer(help="Zero-shot surgical phase and tool recognition.
 app.add_typer(synth_app, name="synth")
 app.add_typer(lectures_app, name="lectures")
 app.add_typer(zero_shot_app, name="zero-shot")
-
-console = Console(stderr=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file layered over the shipped defaults.")
 OverridesArg = typer.Argument(None, help="key=value overrides of config fields.", show_default=False)
@@ -49,8 +46,8 @@ def run_job(job: str, config: Optional[Path], overrides: list[str], name: str | 
     except (MedvidError, OmegaConfBaseException, FileNotFoundError) as exc:
         logging.getLogger("medvid").error("%s", exc)
         raise typer.Exit(code=1) from exc
-    if summary:
-        console.print_json(json.dumps(summary, default=str))
+    if summary:  # data on stdout, logs and progress on stderr
+        typer.echo(json.dumps(summary, indent=1, default=str))
     return summary
 
 
