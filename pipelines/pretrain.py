@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medvid.config import save_config
 from medvid.errors import MedvidError
+from medvid.runs import TRAINING_BOOKKEEPING, run_settings
 from medvid.training.distributed import DistInfo, barrier, cleanup, init_distributed
 from medvid.training.evaluate import chance_recall, retrieval_metrics
 from medvid.training.feature_cache import FeatureCache, TextFeatureCache, cache_clips
@@ -277,7 +278,8 @@ def run(cfg: Config) -> dict[str, Any]:
             save_config(cfg, out / "config.yaml")
         untrained = _eval(objective, evaluate, splits["test"]) if dist.is_main else {}
         trainer = Trainer(objective, splits["train"], cfg.train, out, dist_info=dist,
-                          evaluate=(lambda m: _eval(m, evaluate, splits["val"])) if len(splits["val"]) > 1 else None)
+                          evaluate=(lambda m: _eval(m, evaluate, splits["val"])) if len(splits["val"]) > 1 else None,
+                          settings=run_settings(cfg, TRAINING_BOOKKEEPING))
         summary = trainer.fit(resume=cfg.resume)
         result: dict[str, Any] = {"task": cfg.task, "out": str(out), "steps": summary["step"],
                                   "final_loss": summary["final_loss"],

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from medvid.config import save_config
 from medvid.errors import MedvidError
+from medvid.runs import TRAINING_BOOKKEEPING, run_settings
 from medvid.training.data import group_splits
 from medvid.training.distributed import cleanup, init_distributed
 from medvid.training.feature_cache import cache_clips
@@ -152,7 +153,8 @@ def run(cfg: Config) -> dict[str, Any]:
             return {k: v for k, v in s.items() if k != "confusion"}
 
         trainer = Trainer(objective, train, cfg.train, out, dist_info=dist,
-                          evaluate=evaluate if len(splits["val"]) else None)
+                          evaluate=evaluate if len(splits["val"]) else None,
+                          settings=run_settings(cfg, TRAINING_BOOKKEEPING))
         summary = trainer.fit(resume=cfg.resume)
         result: dict[str, Any] = {"out": str(out), "steps": summary["step"], "final_loss": summary["final_loss"],
                                   "labels": clf.labels, "items": {sp: len(d) for sp, d in splits.items()}}

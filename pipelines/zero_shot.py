@@ -28,6 +28,7 @@ from medvid.io.video import Video
 from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
 from medvid.models.backbones import preprocess_for
 from medvid.models.clip import VideoTextModel
+from medvid.runs import claim_run
 from medvid.utils import atomic_path, atomic_write_text, write_jsonl
 from medvid.zeroshot.classifier import PhaseClassifier, ToolClassifier
 from medvid.zeroshot.embed import embed_video
@@ -116,17 +117,11 @@ def _fingerprint(cfg: Any, prompt_path: Path) -> dict[str, Any]:
 
 
 def _claim_out(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
-    """Record the settings in OUT/settings.json; refuse to resume a run made with other settings."""
-    path = out / "settings.json"
-    if path.exists() and not overwrite:
-        old = json.loads(path.read_text(encoding="utf-8"))
-        diff = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
-        if diff:
-            raise MedvidError(f"{out}: holds a run with other settings {diff}; use another --out or overwrite=true")
+    """Record the settings; refuse to resume a run made with other settings (``overwrite`` starts afresh)."""
+    claim_run(out, fingerprint, overwrite, has_results=any((out / "predictions").glob("*.csv")))
     if overwrite:
         for f in (out / "predictions").glob("*.csv"):
             f.unlink()
-    atomic_write_text(path, json.dumps(fingerprint, indent=2))
 
 
 # --------------------------------------------------------------------------- per video

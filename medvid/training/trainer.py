@@ -20,13 +20,14 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from medvid.runs import claim_run
 from medvid.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from medvid.utils import atomic_path, seed_everything
 
@@ -167,8 +168,10 @@ class Trainer:
         collate_fn: Callable | None = None,
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         dist_info: DistInfo | None = None,
+        settings: Mapping[str, Any] | None = None,
     ):
         self.cfg, self.out = cfg, Path(out_dir)
+        self.settings = settings  # what changes results (medvid.runs): a resume must match it
         self.dist = dist_info or init_distributed(cfg.device)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -262,6 +265,9 @@ class Trainer:
         self._batch_in_epoch = 0
         self._last_loss = float("nan")
         last = latest_checkpoint(self.ckpt_dir) if resume else None
+        if self.settings is not None:
+            claim_run(self.out, self.settings, overwrite=not resume, has_results=last is not None,
+                      write=self.dist.is_main)
         if last is not None:
             self.load_checkpoint(last)
             log.info("resumed from %s (step %d)", last.name, self.step)
