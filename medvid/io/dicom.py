@@ -9,7 +9,12 @@ with the same frame indices, so it too decodes only what is used. Output is alwa
 
 ``inspect_file`` classifies a file as a usable cine loop or raises ``DicomFileError`` with a typed
 reason; it reads the header only and decodes a single frame (the last, which is what a truncated
-file loses). Nothing here logs or returns identifiers: de-identified metadata goes through
+file loses). The object type is decided by SOP class (``object_kind``): US Multi-frame and
+multi-frame US Image are cines; structured reports, multi-frame Secondary Capture, Enhanced US
+Volume and cines hidden in vendor private tags get their own reasons. Containers as exports hold
+them: Deflated Explicit VR files decode through ``dcmread``; files without preamble or file meta
+are re-read with ``force=True`` when the forced header holds a SOP class or instance UID; zip and
+gzip archives are reported as ``archive`` (not unpacked). Nothing here logs or returns identifiers: de-identified metadata goes through
 ``cine_metadata`` with a keyed pseudonym salt.
 """
 from __future__ import annotations
@@ -30,7 +35,8 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_voi_lut, get_decoder, iter_pixels
-from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit, UID
+from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit,
+                         JPEGExtended12Bit, UID)
 
 from medvid.errors import MedvidError
 from medvid.transforms.sampling import frame_timestamps
@@ -38,8 +44,9 @@ from medvid.utils import pseudonym
 
 # Typed reasons a file is not a usable cine loop (errors.jsonl ``reason``).
 REASONS: tuple[str, ...] = (
-    "not_dicom", "dicomdir", "unreadable", "truncated", "no_pixel_data", "missing_uid",
-    "not_ultrasound", "single_frame", "unsupported_transfer_syntax", "decode_error", "duplicate",
+    "not_dicom", "archive", "dicomdir", "unreadable", "truncated", "structured_report", "private_cine",
+    "no_pixel_data", "missing_uid", "not_ultrasound", "volume_3d", "secondary_capture", "other_object",
+    "single_frame", "unsupported_transfer_syntax", "decode_error", "duplicate",
 )
 
 # Folder (inside an ingest output) that alone holds what links pseudonyms back to source files.
@@ -47,6 +54,21 @@ KEY_DIR = "LOCAL_KEYS_DO_NOT_SHARE"
 
 US_MULTIFRAME = UID("1.2.840.10008.5.1.4.1.1.3.1")
 _DICOMDIR_SOP = UID("1.2.840.10008.1.3.10")
+# Object kinds by SOP class: US Multi-frame and US Image (also their retired classes) carry cines.
+_SOP_KINDS: dict[str, str] = {
+    **dict.fromkeys(("1.2.840.10008.5.1.4.1.1.3.1", "1.2.840.10008.5.1.4.1.1.3",
+                     "1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.6"), "cine"),
+    "1.2.840.10008.5.1.4.1.1.6.2": "volume_3d",  # Enhanced US Volume (3D/4D)
+    **dict.fromkeys(("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.1", "1.2.840.10008.5.1.4.1.1.7.2",
+                     "1.2.840.10008.5.1.4.1.1.7.3", "1.2.840.10008.5.1.4.1.1.7.4"), "secondary_capture"),
+    **dict.fromkeys(("1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.5.1.4.1.1.88.22",
+                     "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.34",
+                     "1.2.840.10008.5.1.4.1.1.88.35"), "structured_report"),
+}
+# A private OB/OW/UN element at least this long, in a file without Pixel Data, is a vendor cine.
+_PRIVATE_CINE_BYTES = 16384
+_ARCHIVE_MAGIC = ((b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"\x1f\x8b", "gzip"), (b"7z\xbc\xaf", "7z"),
+                  (b"Rar!", "rar"))
 _PILLOW_JPEG = (JPEGBaseline8Bit, JPEGExtended12Bit)
 _PILLOW_YBR = ("YBR_FULL_422", "YBR_FULL")
 _PLAUSIBLE_FPS = (0.5, 1000.0)
@@ -101,36 +123,89 @@ def scrub(message: str, *secrets: str | os.PathLike) -> str:
     return text[:300]
 
 
-def _read_header(f: io.BufferedReader) -> tuple[Dataset, tuple[int, int | None] | None]:
-    """Header without pixel data, and ``(value offset, length or None if undefined)`` of Pixel Data.
+def _read_header(f: io.BufferedReader) -> tuple[Dataset, tuple[int, int | None] | None, bool]:
+    """Header without pixel data, ``(value offset, length or None if undefined)`` of Pixel Data, and
+    whether the header needed ``force=True`` (no preamble / no file meta).
 
-    The offset is -1 where it is unknown (deflated or meta-less files): pydicom decodes those whole.
+    The offset is -1 where positions cannot be used (deflated or meta-less files): those decode
+    through a full ``dcmread``.
     """
-    ds = dcmread(f, stop_before_pixels=True)
-    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if tsyntax is not None and UID(tsyntax).is_deflated:  # f is compressed: positions mean nothing
-        return ds, (-1, None)
+    forced = False
+    try:
+        ds = dcmread(f, stop_before_pixels=True)
+    except InvalidDicomError:
+        f.seek(0)
+        try:
+            ds = dcmread(f, stop_before_pixels=True, force=True)
+        except Exception:  # noqa: BLE001 - a forced read of a non-DICOM file fails in many ways
+            ds = None
+        if ds is None or not any(_is_uid(ds.get(k)) for k in ("SOPClassUID", "SOPInstanceUID")):
+            raise
+        forced = True
+    tsyntax = header_transfer_syntax(ds)
+    if tsyntax.is_deflated:  # f is compressed: positions mean nothing
+        return ds, (-1, None), forced
     head = f.read(8)
     if len(head) < 8:
-        return ds, None
-    if tsyntax is None:
-        return ds, (-1, None)
-    endian = "<" if UID(tsyntax).is_little_endian else ">"
+        return ds, None, forced
+    endian = "<" if tsyntax.is_little_endian else ">"
     group, elem = struct.unpack(f"{endian}HH", head[:4])
     if (group, elem) != (0x7FE0, 0x0010):
-        return ds, None
-    if UID(tsyntax).is_implicit_VR:
+        return ds, None, forced
+    if tsyntax.is_implicit_VR:
         (length,) = struct.unpack(f"{endian}L", head[4:8])
     else:
         (length,) = struct.unpack(f"{endian}L", f.read(4))
-    return ds, (f.tell(), None if length == 0xFFFFFFFF else int(length))
+    offset = -1 if "TransferSyntaxUID" not in ds.file_meta else f.tell()
+    return ds, (offset, None if length == 0xFFFFFFFF else int(length)), forced
+
+
+def header_transfer_syntax(ds: Dataset) -> UID:
+    """The file meta's transfer syntax, else the one a forced read found (implicit/explicit, endianness)."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID"):
+        return UID(str(meta.TransferSyntaxUID))
+    implicit, little = ds.original_encoding
+    if implicit is None:
+        return ExplicitVRLittleEndian
+    return ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+
+
+def _is_uid(value: Any) -> bool:
+    return bool(value) and re.fullmatch(r"[0-9]+(\.[0-9]+)+", str(value)) is not None
+
+
+def object_kind(ds: Dataset) -> str:
+    """``cine``, ``structured_report``, ``volume_3d``, ``secondary_capture``, ``other`` (a known SOP class
+    that is none of these) or ``unknown`` (no SOP class: judged by frame count alone)."""
+    sop = sop_class_of(ds)
+    return _SOP_KINDS.get(str(sop), "other" if sop else "unknown")
+
+
+def sop_class_of(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    return UID(str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "")))
+
+
+def _private_cine_bytes(ds: Dataset) -> int:
+    """Length of the largest private binary element (vendors keep raw cine data in private tags)."""
+    sizes = [len(elem.value or b"") for elem in ds if elem.tag.is_private and elem.VR in ("OB", "OW", "UN")]
+    return max(sizes, default=0)
+
+
+def archive_kind(path: Path) -> str | None:
+    """``zip`` / ``gzip`` / ``7z`` / ``rar`` when the file starts with that archive's magic bytes."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return next((kind for magic, kind in _ARCHIVE_MAGIC if head.startswith(magic)), None)
 
 
 def _ends_mid_element(ds: Dataset, f: io.BufferedReader) -> bool:
     """True when a header read stopped at end of file inside an element (pydicom stops silently)."""
     size = os.fstat(f.fileno()).st_size
     meta_length = ds.file_meta.get("FileMetaInformationGroupLength") if hasattr(ds, "file_meta") else None
-    if meta_length is not None and size < 132 + 12 + int(meta_length):
+    preamble = 132 if getattr(ds, "preamble", None) is not None else 0
+    if meta_length is not None and size < preamble + 12 + int(meta_length):
         return True
     raw = [e for e in ds._dict.values() if hasattr(e, "value_tell")]  # pydicom keeps offsets on raw elements only
     if not raw or raw[-1].length == 0xFFFFFFFF:
@@ -170,10 +245,10 @@ class DicomCine:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         with open(self.path, "rb") as f, quiet_pydicom() as caught:
-            self.ds, self._pixels = ds, _ = _read_header(f)
+            self.ds, self._pixels, self.forced = ds, _, _ = _read_header(f)
             self.header_warnings = [str(w.message) for w in caught]
             self.header_truncated = self._pixels is None and _ends_mid_element(ds, f)
-            self.transfer_syntax = UID(ds.file_meta.get("TransferSyntaxUID", "") if hasattr(ds, "file_meta") else "")
+            self.transfer_syntax = header_transfer_syntax(ds)
             self.n_frames = _int(ds.get("NumberOfFrames"), 1)
             self.rows, self.cols = _int(ds.get("Rows"), 0), _int(ds.get("Columns"), 0)
             self.photometric = str(ds.get("PhotometricInterpretation", "")).strip()
@@ -224,7 +299,11 @@ class DicomCine:
 
     def _decode_pydicom(self, unique: np.ndarray) -> np.ndarray:
         with quiet_pydicom():
-            arrays = list(iter_pixels(self.path, indices=[int(i) for i in unique]))
+            src: Any = self.path
+            if self._pixels is not None and self._pixels[0] < 0:  # deflated / meta-less: read whole, then decode
+                src = dcmread(self.path, force=self.forced)
+                src.file_meta.TransferSyntaxUID = self.transfer_syntax
+            arrays = list(iter_pixels(src, indices=[int(i) for i in unique]))
             return to_rgb_uint8(np.stack(arrays), self.ds)
 
 
@@ -287,6 +366,8 @@ def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: b
     try:
         cine = DicomCine(path)
     except InvalidDicomError as exc:
+        if kind := archive_kind(path):
+            raise DicomFileError("archive", f"{kind} archive: not unpacked; extract it and ingest the folder") from exc
         raise DicomFileError("not_dicom", scrub(exc, path)) from exc
     except PermissionError as exc:
         raise DicomFileError("unreadable", "permission denied") from exc
@@ -299,11 +380,14 @@ def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: b
         raise DicomFileError(reason, f"{type(exc).__name__}: {scrub(exc, path)}") from exc
     ds = cine.ds
     ended_early = any("end of file" in w.lower() for w in cine.header_warnings)
-    sop_class = UID(str(ds.get("SOPClassUID", "") or (ds.file_meta.get("MediaStorageSOPClassUID", "")
-                                                         if hasattr(ds, "file_meta") else "")))
+    sop_class, kind = sop_class_of(ds), object_kind(ds)
     if sop_class == _DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
         raise DicomFileError("dicomdir", "DICOMDIR index file")
+    if kind == "structured_report":
+        raise DicomFileError("structured_report", f"{sop_class.name or 'SR'}: no measurements read from it")
     if not cine.has_pixel_data:
+        if (size := _private_cine_bytes(ds)) >= _PRIVATE_CINE_BYTES:
+            raise DicomFileError("private_cine", f"no Pixel Data; {size} bytes in vendor private tags")
         ended_early = ended_early or cine.header_truncated
         raise DicomFileError("truncated" if ended_early else "no_pixel_data",
                              "file ends before its pixel data" if ended_early else "no Pixel Data element")
@@ -312,6 +396,12 @@ def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: b
     modality = str(ds.get("Modality", "")).upper()
     if modalities and modality not in {m.upper() for m in modalities}:
         raise DicomFileError("not_ultrasound", f"modality {modality or 'unset'}")
+    if kind == "volume_3d":
+        raise DicomFileError("volume_3d", "Enhanced US Volume (3D/4D): not a 2-D cine loop")
+    if kind == "secondary_capture" and cine.n_frames >= min_frames:
+        raise DicomFileError("secondary_capture", f"multi-frame Secondary Capture ({cine.n_frames} frames)")
+    if kind == "other" and modality == "US" and cine.n_frames >= min_frames:
+        raise DicomFileError("other_object", f"{sop_class.name or 'SOP class'} is not a cine loop class")
     if cine.n_frames < min_frames:
         raise DicomFileError("single_frame", f"{cine.n_frames} frame(s)")
     if cine.rows <= 0 or cine.cols <= 0:
@@ -323,7 +413,7 @@ def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: b
     except NotImplementedError as exc:
         raise DicomFileError("unsupported_transfer_syntax",
                              f"{cine.transfer_syntax.name or cine.transfer_syntax}: no decoder installed") from exc
-    if cine._pixels[1] is not None:  # native: the declared length must fit in the file
+    if cine._pixels[0] >= 0 and cine._pixels[1] is not None:  # native: the declared length must fit in the file
         if cine._pixels[0] + cine._pixels[1] > path.stat().st_size:
             raise DicomFileError("truncated", "pixel data shorter than declared")
     if validate:
