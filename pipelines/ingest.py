@@ -5,7 +5,8 @@ Writes (all atomically):
 - ``DIR/errors.jsonl``: one row per file that is not a usable cine loop (``file_key``, typed ``reason``,
   PHI-free ``detail``);
 - ``DIR/reports.csv`` / ``labels.csv`` / ``views.csv`` when given: the companion tables re-keyed
-  from real UIDs to pseudonyms;
+  from real UIDs to pseudonyms, report text scrubbed of PHI (``medvid.report.scrub``: pattern rules plus each
+  study's own DICOM identifiers; ``reports_scrubbed`` in the summary counts placeholders per type);
 - ``DIR/LOCAL_KEYS_DO_NOT_SHARE/``: ``paths.jsonl`` (file key → relative path, to reopen files and
   find bad ones), the generated salt, the resume cache. The only place a path is kept.
 
@@ -31,6 +32,7 @@ from medvid.errors import MedvidError
 from medvid.io.dicom import KEY_DIR, DicomFileError, cine_metadata, find_files, inspect_file, quiet_pydicom
 from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
 from medvid.io.reports import read_labels, read_reports, read_views
+from medvid.report.scrub import deny_terms, scrub_text
 from medvid.utils import atomic_path, atomic_write_text, pseudonym, write_jsonl
 
 log = logging.getLogger("medvid")
@@ -109,7 +111,7 @@ def _salt(cfg: Config, keys: Path) -> str:
 def _settings_id(cfg: Config, salt: str) -> str:
     """Fingerprint of everything a cached per-file result depends on."""
     parts = [salt, ",".join(cfg.modalities), cfg.min_frames, cfg.validate_decode, cfg.estimate_sector,
-             cfg.sector_frames, 1]
+             cfg.sector_frames, 2]  # 2: results carry the header's report deny terms
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -148,7 +150,8 @@ def _process(path: Path, rel: str, cfg: Config, salt: str) -> dict[str, Any]:
             box = box_from_mask(m) if (m := estimate_sector_mask(cine.frames(idx))) is not None else None
             source = "pixels" if box else "none"
         row.update({"file_key": file_key, "sector_box": list(box) if box else None, "sector_source": source})
-        return {**base, "video": row}
+        # The study's own identifiers, to scrub its report; cached here, in the private key folder only.
+        return {**base, "video": row, "deny": deny_terms(cine.ds)}
     except DicomFileError as exc:
         log.debug("file %s: %s", file_key, exc.reason)
         return {**base, "error": {"reason": exc.reason, "detail": exc.detail}}
@@ -205,6 +208,7 @@ def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[d
     if cfg.reports:
         df = read_reports(cfg.reports)
         df.insert(0, "study_key", [pseudonym(u, salt, prefix="st_") for u in df.pop("study_uid")])
+        summary["reports_scrubbed"] = _scrub_reports(df, results)
         _write_csv(out / "reports.csv", df)
         splits = dict(zip(df["study_key"], df["split"]))
         summary["reports_matched"] = len(set(df["study_key"]) & {v["study_key"] for v in videos})
@@ -228,6 +232,23 @@ def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[d
                     "frames": int(sum(v["frames"] for v in videos)), "errors": len(errors),
                     "errors_by_reason": dict(Counter(e["reason"] for e in errors))})
     return summary
+
+
+def _scrub_reports(df: pd.DataFrame, results: list[dict]) -> dict[str, int]:
+    """Scrub ``df["report"]`` in place: pattern rules + the study's own DICOM identifiers (from its files'
+    headers) as a deny list. Returns placeholder counts per type (totals only: no term is ever logged)."""
+    deny: dict[str, set[str]] = {}
+    for r in results:
+        if "video" in r:
+            deny.setdefault(r["video"]["study_key"], set()).update(r.get("deny", ()))
+    totals: Counter[str] = Counter()
+    texts = []
+    for key, text in zip(df["study_key"], df["report"]):
+        scrubbed = scrub_text(text, deny.get(key, ()))
+        totals.update(scrubbed.counts)
+        texts.append(scrubbed.text)
+    df["report"] = texts
+    return dict(sorted(totals.items()))
 
 
 _FIRST_COLUMNS = ["study_key", "video_key", "instance_key", "series_key", "patient_key", "file_key", "view", "split",

@@ -26,15 +26,22 @@ _HEADER = re.compile(
     r"(?:^|(?<=[.;\n]))[ \t]*(" + "|".join(re.escape(s) for s in sorted(ECHO_SECTIONS, key=len, reverse=True))
     + r")[ \t]*:", flags=re.IGNORECASE | re.MULTILINE)
 _CANONICAL = {s.lower(): s for s in ECHO_SECTIONS}
+# A signature line ends the report body ("Electronically signed by …", "Reviewed by …").
+_FOOTER = re.compile(r"^[ \t]*(?:electronically[ \t]+)?(?:signed|reviewed|dictated|confirmed|verified|transcribed)"
+                     r"(?:[ \t]+electronically)?[ \t]+by\b", flags=re.IGNORECASE | re.MULTILINE)
 
 
 def parse_sections(text: str) -> dict[str, str]:
     """Split a report into ``{section name: text}`` (canonical names, in order of appearance).
 
-    Text before the first known header is dropped; a repeated section is concatenated.
+    Text before the first known header and from a signature line on is dropped; a repeated
+    section is concatenated.
     """
     out: dict[str, str] = {}
-    matches = list(_HEADER.finditer(text or ""))
+    text = text or ""
+    footer = _FOOTER.search(text)
+    text = text[:footer.start()] if footer else text
+    matches = list(_HEADER.finditer(text))
     for m, nxt in zip(matches, matches[1:] + [None]):
         body = " ".join(text[m.end(): nxt.start() if nxt else len(text)].split())
         if not body:

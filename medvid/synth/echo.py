@@ -379,6 +379,32 @@ def report_sections(f: Findings, rng: np.random.Generator) -> dict[str, str]:
     return sections
 
 
+def report_text(sections: dict[str, str], patient: dict, study: dict, rng: np.random.Generator) -> str:
+    """The full report as a reporting system exports it: a header with the study's fake identifiers (the
+    same as its DICOM tags), the sections, sometimes a prior-study comparison, a signature line."""
+    day = date(int(study["date"][:4]), int(study["date"][4:6]), int(study["date"][6:]))
+    birth = date(int(patient["birth_date"][:4]), int(patient["birth_date"][4:6]), int(patient["birth_date"][6:]))
+    last, first = patient["name"].split("^")[:2]
+    ref_last, ref_first = patient["physician"].split("^")[:2]
+    reader = f"{_pick(rng, _FIRST)} {_pick(rng, _LAST)}"
+    header = [f"{patient['institution']} - Echocardiography Laboratory",
+              f"Patient: {_pick(rng, (f'{first} {last}', f'{last}, {first}', patient['name']))}   "
+              f"MRN: {patient['id']}   DOB: {_pick(rng, (f'{birth:%m/%d/%Y}', birth.isoformat(), f'{birth:%d.%m.%Y}'))}",
+              f"Accession: {study['accession']}   Study date: {_pick(rng, (f'{day:%m/%d/%Y}', f'{day:%B} {day.day}, {day.year}', study['date']))}",
+              f"Referring physician: Dr. {ref_first.title()} {ref_last.title()}"]
+    if rng.random() < 0.4:
+        header.append(f"Sonographer: {_pick(rng, _FIRST).title()} {_pick(rng, _LAST).title()}, RDCS")
+    body = dict(sections)
+    if rng.random() < 0.5:
+        prior = day - timedelta(days=int(rng.integers(90, 1500)))
+        body["Left Ventricle"] += f" Compared with the prior study of {_pick(rng, (f'{prior:%m/%d/%Y}', f'{prior:%d %b %Y}'))}, " \
+                                  "left ventricular function is unchanged."
+    signed = day + timedelta(days=int(rng.integers(0, 2)))
+    signature = (f"Electronically signed by DR {reader.upper()} on {signed:%m/%d/%Y} "
+                 f"{int(rng.integers(7, 19)):02d}:{int(rng.integers(60)):02d}")
+    return "\n".join([*header, "", format_report(body), "", signature])
+
+
 # ----------------------------------------------------------------------------------------------
 # DICOM writing
 # ----------------------------------------------------------------------------------------------
@@ -522,6 +548,7 @@ def synthesize(out: str | os.PathLike, studies: int = 24, seed: int = 0, loops_p
         raise ValueError(f"unknown formats {sorted(unknown)}; known: {FORMATS}")
     fmt_names, fmt_p = list(weights), np.array(list(weights.values()), dtype=float) / sum(weights.values())
     rng = np.random.default_rng(seed)
+    text_rng = np.random.default_rng([seed, 1])  # report headers/signatures: keeps ``rng``'s stream unchanged
     dicom_root = out / "dicom"
     split_of = _splits(studies, rng, split_fractions)
     reports, labels, views = [], [], []
@@ -566,7 +593,8 @@ def synthesize(out: str | os.PathLike, studies: int = 24, seed: int = 0, loops_p
             base = _base_dataset(US_IMAGE, _uid(rng), ExplicitVRLittleEndian, patient, study, series_uid, 1, 99)
             write_still(folder / "SC001", frames[0], base)
             n_stills += 1
-        reports.append({"study_uid": study["uid"], "report": format_report(report_sections(findings, rng)),
+        reports.append({"study_uid": study["uid"], "report": report_text(report_sections(findings, rng), patient, study,
+                                                                         text_rng),
                         "split": split_of[s]})
         labels.append({"study_uid": study["uid"], **findings.labels()})
     if studies:
@@ -585,5 +613,5 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-__all__ = ["Findings", "FORMATS", "LABEL_COLUMNS", "VIEW_GEOMETRY", "render_loop", "report_sections",
+__all__ = ["Findings", "FORMATS", "LABEL_COLUMNS", "VIEW_GEOMETRY", "render_loop", "report_sections", "report_text",
            "sample_findings", "synthesize", "write_cine"]
