@@ -1,4 +1,5 @@
-"""`medvid synth echo OUT`: synthetic echo studies as real DICOM files, with reports/labels/views CSVs."""
+"""`medvid synth echo OUT`: synthetic echo studies as real DICOM files, with reports/labels/views CSVs;
+with ``layout=echonet``, A4C videos in the EchoNet-Dynamic layout instead (``medvid.synth.echonet``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,12 +7,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from medvid.errors import MedvidError
 from medvid.synth.echo import synthesize
+from medvid.synth.echonet import synthesize_echonet
+
+LAYOUTS = ("dicom", "echonet")
 
 
 @dataclass
 class Config:
     out: str = "synth_echo"
+    layout: str = "dicom"  # dicom | echonet (Videos/*.avi, FileList.csv, VolumeTracings.csv; one video per study)
     studies: int = 24
     seed: int = 0
     loops_per_study: int = 6
@@ -30,6 +36,13 @@ class Config:
 
 
 def run(cfg: Config) -> dict:
+    if cfg.layout not in LAYOUTS:
+        raise MedvidError(f"layout must be one of {LAYOUTS}, got {cfg.layout!r}")
+    if cfg.layout == "echonet":
+        with tqdm(total=cfg.studies, desc="synth echonet", unit="video", disable=not cfg.progress) as bar:
+            return synthesize_echonet(Path(cfg.out), videos=cfg.studies, seed=cfg.seed,
+                                      frames_range=(cfg.frames_min, cfg.frames_max), fps_choices=list(cfg.fps_choices),
+                                      split_fractions=list(cfg.split_fractions), progress=bar.update)
     with tqdm(total=cfg.studies * cfg.loops_per_study, desc="synth echo", unit="loop", disable=not cfg.progress) as bar:
         return synthesize(Path(cfg.out), studies=cfg.studies, seed=cfg.seed, loops_per_study=cfg.loops_per_study,
                           rows=cfg.rows, cols=cfg.cols, frames_range=(cfg.frames_min, cfg.frames_max),

@@ -2,9 +2,10 @@
 
 Rows come from ``DIR/videos.parquet`` (pseudonymous keys only); files are found through the local
 key file written by ``medvid ingest`` (or a ``path`` column when ingest ran with ``keep_paths``).
-Each item decodes only the frames of its clip (``DicomCine.frames``), chosen by time through
-``medvid.transforms.sampling`` so 30 and 60 fps loops give clips of equal duration. Loops shorter
-than the clip wrap around (cine loops are cyclic).
+Loops are DICOM files or video files (``medvid.io.echo_videos.open_loop``; ``dicom_root`` is then
+the video folder's root). Each item decodes only the frames of its clip (``frames(indices)``), chosen
+by time through ``medvid.transforms.sampling`` so 30 and 60 fps loops give clips of equal duration.
+Loops shorter than the clip wrap around (cine loops are cyclic).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset
 
 from medvid.errors import MedvidError
 from medvid.io.dicom import DicomCine, video_paths
+from medvid.io.echo_videos import VideoLoop, open_loop
 from medvid.io.regions import blank_outside_box, clip_box, estimate_sector_mask
 from medvid.io.reports import parse_sections
 from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor
@@ -28,8 +30,9 @@ MASKS = ("box", "pixels", "none")
 STARTS = ("begin", "center", "random")
 
 
-def clip_indices(cine: DicomCine, n_frames: int, target_fps: float | None = None, frame_stride: int | None = None,
-                 start: str = "begin", rng: np.random.Generator | None = None, default_fps: float = 30.0) -> np.ndarray:
+def clip_indices(cine: DicomCine | VideoLoop, n_frames: int, target_fps: float | None = None,
+                 frame_stride: int | None = None, start: str = "begin", rng: np.random.Generator | None = None,
+                 default_fps: float = 30.0) -> np.ndarray:
     """Frame indices of an ``n_frames`` clip at ``target_fps`` (or every ``frame_stride``-th native frame).
 
     ``start``: ``begin`` (EchoPrime's convention), ``center``, or ``random`` (training).
@@ -53,8 +56,8 @@ def clip_indices(cine: DicomCine, n_frames: int, target_fps: float | None = None
     return times_to_indices(times, timestamps)
 
 
-def load_clip(cine: DicomCine, indices: np.ndarray, mask: str = "box", sector_box: Sequence[int] | None = None,
-              preprocess: ClipPreprocess | None = None) -> torch.Tensor:
+def load_clip(cine: DicomCine | VideoLoop, indices: np.ndarray, mask: str = "box",
+              sector_box: Sequence[int] | None = None, preprocess: ClipPreprocess | None = None) -> torch.Tensor:
     """Decode ``indices`` only, blank everything outside the sector, preprocess → ``(3, T, H, W)`` float.
 
     ``mask``: ``box`` (the ingest's sector box), ``pixels`` (moving pixels of this clip, else the box)
@@ -109,8 +112,8 @@ class EchoVideoDataset(Dataset):
         if rel is None:
             raise MedvidError(f"video {row['video_key']}: not in the ingest's key file")
         try:
-            cine = DicomCine(self.dicom_root / rel)
-        except OSError as exc:
+            cine = open_loop(self.dicom_root / rel)
+        except (OSError, MedvidError) as exc:
             raise MedvidError(f"video {row['video_key']}: cannot open its file ({type(exc).__name__})") from exc
         idx = clip_indices(cine, self.n_frames, self.target_fps, self.frame_stride, self.start, self._rng,
                            self.default_fps)

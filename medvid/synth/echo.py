@@ -178,7 +178,9 @@ def _contraction(t: np.ndarray | float, heart_rate: float) -> np.ndarray:
 
 def render_loop(view: str, findings: Findings, n_frames: int, fps: float, rows: int, cols: int,
                 rng: np.random.Generator, heart_rate: float = 70.0, overlay_text: Sequence[str] = ()) -> tuple[np.ndarray, dict]:
-    """Render one cine loop → ``uint8 (T, rows, cols, 3)`` RGB and its geometry (sector/flow boxes)."""
+    """Render one cine loop → ``uint8 (T, rows, cols, 3)`` RGB and its geometry: sector/flow boxes, the
+    per-frame ``contraction`` (0 = end-diastole, 1 = end-systole), the ``fan`` (apex x, apex y, radius,
+    half width in pixels) and the ``jitter`` of the fan coordinates."""
     geo = VIEW_GEOMETRY[view]
     lay = _layout(rows, cols, geo["half_angle"] + rng.uniform(-2, 2))
     cv = _Canvas(lay)
@@ -252,7 +254,9 @@ def render_loop(view: str, findings: Findings, n_frames: int, fps: float, rows: 
         out[overlay_mask] = overlay[overlay_mask]
         _draw_ecg(out, lay, ecg, f)
         frames[f] = out
-    return frames, {"sector_box": lay.box, "flow_box": flow_box_px}
+    fan = (lay.apex[0], lay.apex[1], lay.radius, float(lay.radius * np.sin(np.radians(lay.half_angle))))
+    return frames, {"sector_box": lay.box, "flow_box": flow_box_px, "contraction": contraction,
+                    "fan": fan, "jitter": (float(jitter[0]), float(jitter[1]))}
 
 
 def _draw_flow(view: str, geo: dict, cv: _Canvas, findings: Findings, c: float, rng: np.random.Generator,
