@@ -12,14 +12,48 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(help="medvid: clinical and surgical video foundation models.", no_args_is_help=True)
+
+class _Group(TyperGroup):
+    """Settings are ``key=value`` words, not options: an unknown ``--fps 2`` gets a hint to write ``fps=2``."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            # By name: typer may raise its vendored copy of click's NoSuchOption.
+            if type(exc).__name__ != "NoSuchOption":
+                raise
+            key = exc.option_name.lstrip("-").replace("-", "_")
+            exc.message += (f". Settings are key=value words after the arguments: write {key}=VALUE "
+                            f"(lists as {key}=[1,2]); `--help` lists the options")
+            raise
+
+
+app = typer.Typer(help="medvid: clinical and surgical video foundation models.", no_args_is_help=True, cls=_Group)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from medvid import __version__
+
+        typer.echo(f"medvid {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """medvid: clinical and surgical video foundation models."""
 synth_app = typer.Typer(help="Make synthetic datasets (real DICOM files, real video codecs).", no_args_is_help=True)
 lectures_app = typer.Typer(help="Lecture corpora: clip-text pairs.", no_args_is_help=True)
 zero_shot_app = typer.Typer(help="Zero-shot surgical phase and tool recognition.", no_args_is_help=True)
+bank_app = typer.Typer(help="Report banks: build from reports, calibrate phenotype thresholds.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
 app.add_typer(lectures_app, name="lectures")
 app.add_typer(zero_shot_app, name="zero-shot")
+app.add_typer(bank_app, name="bank")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file layered over the shipped defaults.")
 OverridesArg = typer.Argument(None, help="key=value overrides of config fields.", show_default=False)
@@ -137,6 +171,36 @@ def zero_shot_tools(data_root: Path, model: Path = typer.Option(..., "--model"),
                     config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
     """Zero-shot multi-label tool recognition on a Cholec80-layout root."""
     _zero_shot("tools", data_root, model, out, prompts, config, overrides)
+
+
+@bank_app.command("build")
+def bank_build(input: Path = typer.Argument(..., help="Ingest folder, or a reports CSV for a text-only bank."),
+               model: Path = typer.Option(..., "--model", help="Saved video-text model folder."),
+               out: Path = typer.Option(..., "--out", "-o", help="Bank folder to write."),
+               config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
+    """Build a scrubbed, memory-mapped report bank (section texts + study section embeddings)."""
+    run_job("bank", config, _kv(action="build", input=input, model=model, bank=out) + (overrides or []))
+
+
+@bank_app.command("calibrate")
+def bank_calibrate(bank: Path = typer.Argument(..., help="Bank folder."),
+                   ingest: Path = typer.Option(..., "--ingest", help="Labelled ingest folder (val split)."),
+                   config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
+    """Fit binary phenotype thresholds (Youden's J) on a labelled split; stored in the bank manifest."""
+    run_job("bank", config, _kv(action="calibrate", bank=bank, input=ingest) + (overrides or []))
+
+
+@app.command()
+def draft(input: Path = typer.Argument(..., help="Ingest folder or DICOM folder."),
+          model: Path = typer.Option(..., "--model", help="Saved video-text model folder."),
+          views: Optional[Path] = typer.Option(None, "--views", help="Saved view classifier folder."),
+          bank: Path = typer.Option(..., "--bank", help="Report bank folder."),
+          out: Path = typer.Option(..., "--out", "-o", help="Output folder (drafts.jsonl, drafts/, errors.jsonl)."),
+          shard: Optional[str] = typer.Option(None, "--shard", help="K/N: draft every N-th study from the K-th."),
+          config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
+    """Draft reports (text, DICOM SR, phenotypes) for every study; resumable, errors isolated per study."""
+    run_job("draft", config, _kv(input=input, model=model, views=views, bank=bank, out=out, shard=shard)
+            + (overrides or []))
 
 
 if __name__ == "__main__":  # pragma: no cover

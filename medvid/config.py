@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import is_dataclass
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError
+
+from medvid.errors import MedvidError
 
 
 def config_dir() -> Path:
@@ -47,7 +51,27 @@ def load_config(
     if bad:
         raise ValueError(f"overrides must look like key=value, got: {bad}")
     layers.append(OmegaConf.from_dotlist(list(overrides)))
-    return OmegaConf.merge(cfg, *layers)
+    try:
+        return OmegaConf.merge(cfg, *layers)
+    except ConfigKeyError as exc:
+        raise MedvidError(f"unknown setting {exc.full_key!r}{_suggest(cfg, str(exc.full_key))}") from exc
+
+
+def setting_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of a config (``train.max_steps`` …)."""
+    keys = []
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        keys += setting_keys(value, f"{name}.") if isinstance(value, DictConfig) else [name]
+    return keys
+
+
+def _suggest(cfg: DictConfig, key: str) -> str:
+    """'; did you mean train.max_steps?' — by last component first (``max_steps``), then by spelling."""
+    keys = setting_keys(cfg)
+    leaf = key.rsplit(".", 1)[-1]
+    close = [k for k in keys if k.rsplit(".", 1)[-1] == leaf] or get_close_matches(key, keys, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else f"; known settings: {', '.join(keys)}"
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:

@@ -22,19 +22,20 @@ import torch
 from omegaconf import OmegaConf
 
 from medvid.config import config_dir
-from medvid.datasets.cholec80 import Cholec80
+from medvid.datasets.cholec80 import DATASETS, Cholec80
 from medvid.errors import MedvidError
 from medvid.io.video import Video
 from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
 from medvid.models.backbones import preprocess_for
 from medvid.models.clip import VideoTextModel
 from medvid.runs import claim_run
-from medvid.utils import atomic_path, atomic_write_text, write_jsonl
+from medvid.transforms.clip import CROPS
+from medvid.utils import atomic_path, atomic_write_text, check_device, write_jsonl
 from medvid.zeroshot.classifier import PhaseClassifier, ToolClassifier
 from medvid.zeroshot.embed import embed_video
 from medvid.zeroshot.plots import confusion_matrix_plot, phase_ribbon
 from medvid.zeroshot.prompts import load_prompt_set, model_text_encoder
-from medvid.zeroshot.smoothing import smooth
+from medvid.zeroshot.smoothing import METHODS as SMOOTHING_METHODS, smooth
 
 log = logging.getLogger("medvid")
 
@@ -93,10 +94,16 @@ def _check(cfg: Any) -> None:
     for key in ("data_root", "model", "out"):
         if not getattr(cfg, key):
             raise MedvidError(f"{key} is required")
-    if not Path(cfg.model).is_dir():
-        raise MedvidError(f"{cfg.model}: model folder not found (expected a save_pretrained folder)")
+    if not Path(cfg.data_root).is_dir():
+        raise MedvidError(f"data_root does not exist or is not a folder: {cfg.data_root}")
+    if not (Path(cfg.model) / "config.json").is_file():
+        raise MedvidError(f"{cfg.model}: not a medvid model folder (no config.json from save_pretrained)")
+    for key, allowed in (("smoothing", SMOOTHING_METHODS), ("dataset", tuple(DATASETS)), ("crop", (None, *CROPS))):
+        if cfg[key] not in allowed:
+            raise MedvidError(f"{key} must be one of {[a for a in allowed if a is not None]}, got {cfg[key]!r}")
     if cfg.task == "tools" and cfg.smoothing != "none":
         raise MedvidError("smoothing applies to phases only")
+    check_device(cfg.device)
 
 
 def _sha256(paths: list[Path]) -> str:
@@ -350,10 +357,20 @@ def run(cfg: Any) -> dict:
     elapsed = time.perf_counter() - t0
 
     tables = {n: _read_csv(pred_dir / f"{n}.csv") for n in names if (pred_dir / f"{n}.csv").exists()}
+    if not tables:
+        raise MedvidError(f"zero-shot {cfg.task}: no video could be predicted ({len(errors)} failed); "
+                          f"see {out / 'errors.jsonl'}")
+    annotated = [n for n in names if (ds.has_annotations(n) if cfg.task == "phase" else ds.has_tool_annotations(n))]
+    if not annotated:
+        folder = "phase_annotations" if cfg.task == "phase" else "tool_annotations"
+        log.warning("no annotations found in %s for these videos: predictions only, no metrics "
+                    "(is DATA_ROOT the Cholec80-layout root that holds videos/ and %s/?)", root / folder, folder)
     results, pairs = (_phase_eval(cfg, tables, prompts.classes) if cfg.task == "phase"
                       else (_tool_eval(tables, prompts.classes), {}))
     summary = {"task": cfg.task, "videos": len(names), "videos_done": len(tables), "videos_failed": len(errors),
-               "seconds": round(elapsed, 2)}
+               "videos_annotated": len(annotated), "seconds": round(elapsed, 2)}
+    if errors:
+        summary["errors"] = str(out / "errors.jsonl")
     metrics = {"task": cfg.task, "model": Path(cfg.model).resolve().name, "prompts": prompt_path.name,
                "settings": {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
                             if k not in ("data_root", "model", "out")},

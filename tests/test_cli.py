@@ -45,3 +45,30 @@ def test_summary_is_json_on_stdout_and_logs_on_stderr(tmp_path):
                              str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert failed.returncode == 1 and failed.stdout == ""
     assert "missing" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_mistyped_settings_get_a_suggestion_and_options_a_hint(tmp_path):
+    result = runner.invoke(app, ["train-views", "max_steps=3"])
+    assert result.exit_code == 1 and "did you mean train.max_steps" in result.output
+    proc = subprocess.run([sys.executable, "-m", "medvid.cli", "ingest", str(tmp_path), "--out", str(tmp_path / "o"),
+                           "--min-frames", "2"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "min_frames=VALUE" in " ".join(proc.stderr.split())
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("medvid ")
+
+
+def test_zero_shot_validates_options_before_work_and_a_fixed_rerun_is_not_blocked(tmp_path):
+    (tmp_path / "videos").mkdir()
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    out = tmp_path / "zs"
+    base = ["zero-shot", "phase", str(tmp_path), "--model", str(model), "--out", str(out)]
+    bad = runner.invoke(app, base + ["smoothing=hmmm"])
+    assert bad.exit_code == 1 and "smoothing must be one of" in bad.output
+    assert not out.exists()  # nothing left behind that could block the corrected command
+    gpu = runner.invoke(app, base + ["device=cuda"])
+    import torch
+
+    if not torch.cuda.is_available():
+        assert gpu.exit_code == 1 and "no CUDA GPU" in gpu.output and "Traceback" not in gpu.output

@@ -2,9 +2,10 @@
 from dataclasses import dataclass, field
 
 import pytest
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ValidationError
 
 from medvid.config import load_config, save_config
+from medvid.errors import MedvidError
 
 
 @dataclass
@@ -31,7 +32,7 @@ def test_layers_and_overrides(tmp_path, monkeypatch):
 
 
 def test_typos_and_wrong_types_are_errors():
-    with pytest.raises(ConfigKeyError):
+    with pytest.raises(MedvidError, match="unknown setting 'lrr'; did you mean lr"):
         load_config(_Cfg, overrides=["lrr=1"])
     with pytest.raises(ValidationError):
         load_config(_Cfg, overrides=["inner.size=big"])

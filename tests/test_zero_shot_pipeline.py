@@ -146,7 +146,7 @@ def test_cli_zero_shot_phase_and_clean_errors(surgery_root, tiny_model, tmp_path
     assert len(list((tmp_path / "o" / "predictions").glob("*.csv"))) == 1
     r = runner.invoke(app, ["zero-shot", "phase", str(surgery_root), "--model", str(tmp_path / "missing"),
                             "--out", str(tmp_path / "o2")])
-    assert r.exit_code == 1 and "model folder not found" in r.output
+    assert r.exit_code == 1 and "not a medvid model folder" in r.output
 
 
 @pytest.mark.slow
