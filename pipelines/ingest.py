@@ -10,6 +10,9 @@ Writes (all atomically):
 - ``DIR/reports.csv`` / ``labels.csv`` / ``views.csv`` when given: the companion tables re-keyed
   from real UIDs to pseudonyms, report text scrubbed of PHI (``medvid.report.scrub``: pattern rules plus each
   study's own DICOM identifiers; ``reports_scrubbed`` in the summary counts placeholders per type);
+- ``DIR/measurements.csv``: the numeric measurements of vendor SRs (TID 5200 / 5300) in the export;
+  ``labels.csv`` is derived from them through ``configs/sr_measurements.yaml`` (a given labels CSV wins
+  per column);
 - ``DIR/LOCAL_KEYS_DO_NOT_SHARE/``: ``paths.jsonl`` (file key → relative path, to reopen files and
   find bad ones), the generated salt, the resume cache. The only place a path is kept.
 
@@ -33,6 +36,7 @@ from tqdm import tqdm
 
 from medvid.errors import MedvidError
 from medvid.io.dicom import KEY_DIR, DicomFileError, cine_metadata, find_files, inspect_file, quiet_pydicom
+from medvid.io.echo_sr import MEASUREMENT_COLUMNS, derive_labels, load_rules, read_measurements
 from medvid.io.echo_videos import is_echonet_root
 from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
 from medvid.io.reports import read_labels, read_reports, read_views
@@ -54,6 +58,7 @@ class Config:
     reports: str = ""  # CSV study_uid,report[,split]
     labels: str = ""  # CSV study_uid,<phenotype columns>
     views: str = ""  # CSV sop_instance_uid,view
+    sr_measurements: str = ""  # YAML mapping SR concept codes → phenotype names; blank: configs/sr_measurements.yaml
     modalities: list[str] = field(default_factory=lambda: ["US"])  # empty: any modality
     min_frames: int = 2
     validate_decode: bool = True  # decode the last frame of every loop (catches truncation, codec gaps)
@@ -119,7 +124,7 @@ def _salt(cfg: Config, keys: Path) -> str:
 def _settings_id(cfg: Config, salt: str) -> str:
     """Fingerprint of everything a cached per-file result depends on."""
     parts = [salt, ",".join(cfg.modalities), cfg.min_frames, cfg.validate_decode, cfg.estimate_sector,
-             cfg.sector_frames, 2]  # 2: results carry the header's report deny terms
+             cfg.sector_frames, 3]  # 2: results carry the header's report deny terms; 3: SR measurements
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -161,11 +166,23 @@ def _process(path: Path, rel: str, cfg: Config, salt: str) -> dict[str, Any]:
         # The study's own identifiers, to scrub its report; cached here, in the private key folder only.
         return {**base, "video": row, "deny": deny_terms(cine.ds)}
     except DicomFileError as exc:
+        if exc.reason == "structured_report" and (measurements := _sr_measurements(path, salt)):
+            return {**base, "measurements": measurements}
         log.debug("file %s: %s", file_key, exc.reason)
         return {**base, "error": {"reason": exc.reason, "detail": exc.detail}}
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
         log.debug("file %s: decode_error (%s)", file_key, type(exc).__name__)
         return {**base, "error": {"reason": "decode_error", "detail": f"{type(exc).__name__} while reading"}}
+
+
+def _sr_measurements(path: Path, salt: str) -> list[dict[str, Any]]:
+    """Numeric measurements of a structured report; none when highdicom cannot read it."""
+    try:
+        with quiet_pydicom():
+            return read_measurements(path, salt)
+    except Exception as exc:  # noqa: BLE001 - a damaged SR stays a typed structured_report error
+        log.debug("structured report unreadable (%s)", type(exc).__name__)
+        return []
 
 
 def _assemble(results: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -180,6 +197,8 @@ def _assemble(results: list[dict]) -> tuple[list[dict], list[dict]]:
     for r in results:
         if "error" in r:
             errors.append({"file_key": r["file_key"], **r["error"]})
+            continue
+        if "measurements" in r:  # a measurement SR: its rows go to measurements.csv
             continue
         row = dict(r["video"])
         base = row["video_key"]
@@ -220,11 +239,23 @@ def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[d
         _write_csv(out / "reports.csv", df)
         splits = dict(zip(df["study_key"], df["split"]))
         summary["reports_matched"] = len(set(df["study_key"]) & {v["study_key"] for v in videos})
+    measurements = pd.DataFrame([m for r in results for m in r.get("measurements", ())], columns=MEASUREMENT_COLUMNS)
+    labels = derive_labels(measurements, load_rules(cfg.sr_measurements or None)) if len(measurements) else None
+    if labels is not None:
+        _write_csv(out / "measurements.csv", measurements)
+        summary["measurement_files"] = sum("measurements" in r for r in results)
+        summary["measurements_per_study"] = {k: int(n) for k, n in measurements.groupby("study_key").size().items()}
+        summary["labels_from_measurements"] = [c for c in labels.columns if c != "study_key"]
     if cfg.labels:
         df = read_labels(cfg.labels)
         df.insert(0, "study_key", [pseudonym(u, salt, prefix="st_") for u in df.pop("study_uid")])
-        _write_csv(out / "labels.csv", df)
-        summary["labels_matched"] = len(set(df["study_key"]) & {v["study_key"] for v in videos})
+        if labels is not None:  # a given labels CSV wins per column; measured phenotypes fill the others
+            df = df.merge(labels[["study_key", *[c for c in labels.columns if c not in df.columns]]],
+                          on="study_key", how="outer")
+        labels = df
+    if labels is not None:
+        _write_csv(out / "labels.csv", labels)
+        summary["labels_matched"] = len(set(labels["study_key"]) & {v["study_key"] for v in videos})
     for v in videos:
         v["view"] = (views or {}).get(v["instance_key"], "")
         v["split"] = (splits or {}).get(v["study_key"], "")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -123,3 +124,98 @@ def test_archives_and_object_types_get_their_own_reasons(tmp_path):
     (tmp_path / "cut.dcm").write_bytes(data[: len(data) - 5000])
     assert _reason(tmp_path / "cut.dcm") == "truncated"
     assert _reason(Path(get_testdata_file("test-SR.dcm", download=False))) == "structured_report"
+
+
+# ------------------------------------------------------------------------------------ 2. vendor measurement SRs
+LV = ("T-32600", "SRT", "Left Ventricle")
+LA = ("T-32300", "SRT", "Left Atrium")
+MITRAL = ("T-35300", "SRT", "Mitral Valve")
+LVEF = ("10230-1", "LN", "Left Ventricular Ejection Fraction")
+BIPLANE, TEICHHOLZ = ("125207", "DCM", "Method of Disks, Biplane"), ("125209", "DCM", "Teichholz")
+
+
+def tid5200_sr(study_uid: str, measurements: list[tuple], accession: str = "ACC0001", image_uid: str | None = None):
+    """A Comprehensive SR in TID 5200 form: an Adult Echocardiography Procedure Report container holding
+    one container per section (TID 5202+), NUM items with a Measurement Method concept modifier and,
+    optionally, the image they were measured on (INFERRED FROM)."""
+    import highdicom as hd
+    from pydicom.sr.coding import Code
+
+    root = hd.sr.ContainerContentItem(name=Code("125200", "DCM", "Adult Echocardiography Procedure Report"),
+                                      template_id="5200")
+    root.ContentSequence = hd.sr.ContentSequence(is_root=False)
+    sections: dict[tuple, Any] = {}
+    for section, concept, value, unit, method in measurements:
+        if section not in sections:
+            sections[section] = hd.sr.ContainerContentItem(name=Code(*section), relationship_type="CONTAINS")
+            sections[section].ContentSequence = hd.sr.ContentSequence()
+            root.ContentSequence.append(sections[section])
+        num = hd.sr.NumContentItem(name=Code(*concept), value=value, unit=Code(unit, "UCUM", unit),
+                                   relationship_type="CONTAINS")
+        children = []
+        if method:
+            children.append(hd.sr.CodeContentItem(name=Code("370129005", "SCT", "Measurement Method"),
+                                                  value=Code(*method), relationship_type="HAS CONCEPT MOD"))
+        if image_uid:
+            children.append(hd.sr.ImageContentItem(name=Code("121112", "DCM", "Source of Measurement"),
+                                                   referenced_sop_class_uid=US_MULTIFRAME,
+                                                   referenced_sop_instance_uid=image_uid,
+                                                   relationship_type="INFERRED FROM"))
+        if children:
+            num.ContentSequence = hd.sr.ContentSequence(children)
+        sections[section].ContentSequence.append(num)
+    evidence = Dataset()
+    evidence.StudyInstanceUID, evidence.SeriesInstanceUID = study_uid, generate_uid()
+    evidence.SOPClassUID, evidence.SOPInstanceUID = US_MULTIFRAME, image_uid or generate_uid()
+    evidence.PatientID, evidence.PatientName, evidence.AccessionNumber = "P1234567", "Doe^Jane", accession
+    for keyword in ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID"):
+        setattr(evidence, keyword, "")
+    return hd.sr.ComprehensiveSR(evidence=[evidence], content=root, series_instance_uid=generate_uid(),
+                                 series_number=99, sop_instance_uid=generate_uid(), instance_number=1,
+                                 manufacturer="medvid-test", record_evidence=False)
+
+
+def test_tid5200_sr_measurements_become_labels(tmp_path):
+    from medvid.io.echo_sr import derive_labels, load_rules, read_measurements
+
+    loop = us_cine(moving_frames())
+    sr = tid5200_sr(STUDY, [(LV, LVEF, 62.0, "%", TEICHHOLZ), (LV, LVEF, 55.0, "%", BIPLANE),
+                            (LV, LVEF, 57.0, "%", BIPLANE),
+                            (LV, ("29436-3", "LN", "Left Ventricle Internal End Diastolic Dimension"), 48.0, "mm", None),
+                            (LV, ("18154-5", "LN", "Interventricular Septum Diastolic Thickness"), 0.9, "cm", None),
+                            (LA, ("99VEND-1", "99VEND", "Left Atrium Systolic Volume Index"), 31.0, "ml/m2", None),
+                            (MITRAL, ("99VEND-2", "99VEND", "E/e′"), 9.5, "{ratio}", None)],
+                     image_uid=str(loop.SOPInstanceUID))
+    root = tmp_path / "export"
+    save(loop, root / "P1234567" / "US001")
+    sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: the vendor writes E/e′ with a prime
+    sr.save_as(root / "P1234567" / "SR001")
+    rows = read_measurements(root / "P1234567" / "SR001", "salt")
+    assert len(rows) == 7 and {r["section"] for r in rows} == {"Left Ventricle", "Left Atrium", "Mitral Valve"}
+    ef = [r for r in rows if r["concept_code"] == "LN:10230-1"]
+    assert [(r["value"], r["method_code"]) for r in ef] == [(62.0, "DCM:125209"), (55.0, "DCM:125207"),
+                                                            (57.0, "DCM:125207")]
+    labels = derive_labels(pd.DataFrame(rows), load_rules())
+    got = labels.iloc[0].to_dict()
+    assert got["ef"] == pytest.approx(56.0) and got["ef_biplane"] == pytest.approx(56.0)  # biplane wins, averaged
+    assert got["ef_teichholz"] == 62.0 and got["lvidd"] == pytest.approx(4.8) and got["ivsd"] == 0.9  # mm → cm
+    assert got["la_volume_index"] == 31.0 and got["e_e_prime"] == 9.5
+
+    out = tmp_path / "out"
+    summary = ingest(root, out, "salt=salt")
+    videos = pd.read_parquet(out / "videos.parquet")
+    measured = pd.read_csv(out / "measurements.csv")
+    assert len(measured) == 7 and set(measured["study_key"]) == set(videos["study_key"])
+    assert set(measured["image_key"]) == set(videos["instance_key"])  # the loop it was measured on
+    assert summary["measurement_files"] == 1 and summary["errors"] == 0
+    assert summary["measurements_per_study"] == {videos["study_key"][0]: 7}
+    labels = pd.read_csv(out / "labels.csv")
+    assert labels["ef"].tolist() == [pytest.approx(56.0)] and summary["labels_matched"] == 1
+    text = "".join(p.read_text() for p in (out / "measurements.csv", out / "labels.csv"))
+    assert STUDY not in text and "P1234567" not in text and "ACC0001" not in text
+
+    given = tmp_path / "labels.csv"  # a given labels CSV wins per column; measured phenotypes fill the rest
+    given.write_text(f"study_uid,ef,reduced_ef\n{STUDY},40,1\n")
+    ingest(root, tmp_path / "out2", "salt=salt", f"labels={given}")
+    merged = pd.read_csv(tmp_path / "out2" / "labels.csv").iloc[0]
+    assert merged["ef"] == 40 and merged["reduced_ef"] == 1 and merged["lvidd"] == pytest.approx(4.8)
