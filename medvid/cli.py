@@ -203,5 +203,17 @@ def draft(input: Path = typer.Argument(..., help="Ingest folder or DICOM folder.
             + (overrides or []))
 
 
+evaluate_app = typer.Typer(help="Evaluate outputs against ground truth, beside baselines.", no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@evaluate_app.command("drafts")
+def evaluate_drafts(drafts: Path = typer.Argument(..., help="Output folder of `medvid draft` (drafts.jsonl)."),
+                    ingest: Path = typer.Option(..., "--ingest", help="Ingest folder (labels.csv, reports.csv)."),
+                    config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
+    """EF MAE, phenotype AUROCs and section agreement of drafts vs the true reports, with baselines."""
+    run_job("evaluate", config, _kv(drafts=drafts, ingest=ingest) + (overrides or []))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,307 @@
+"""Evaluate drafted reports (``OUT/drafts.jsonl``, docs/drafting_contract.md) against an ingest's
+``labels.csv`` and scrubbed ``reports.csv``, each metric beside baselines computed the same way.
+
+- Numeric phenotypes (EF …): MAE, RMSE, R² — baselines: the training mean, a random training study's value.
+- Binary phenotypes: AUROC of the kNN score — baselines: the training prevalence as a constant score
+  (AUROC 0.5), a random training study's label.
+- Section text: token F1 of the drafted vs the true section (bag of lower-cased words and numbers),
+  and finding-level agreement (``extract_finding`` of both must be equal), per section and macro over
+  sections; a section the true report has and the draft lacks scores 0 — baseline: a random
+  training report's text for that section (chosen among reports that have it; seeded).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import r2_score
+
+from medvid.errors import MedvidError
+from medvid.io.reports import parse_sections, read_labels, read_reports
+from medvid.metrics import auroc, mean_absolute_error
+from medvid.report.scrub import scrub_text
+
+_TOKEN = re.compile(r"\[[a-z]+\]|[a-z]+|\d+(?:\.\d+)?")
+_SEVERITY = (("severe", r"severe(?:ly)?|large|critical"), ("moderate", r"moderate(?:ly)?"),
+             ("mild", r"mild(?:ly)?|small|minimal"), ("trivial", r"trivial|trace"))
+_ABSENT = r"\bno\b|\bnot\b|\bwithout\b|\babsent\b|\bnone\b|\bintact\b"
+_ABNORMAL = r"effusion|regurgitation|stenosis|thrombus|defect|hypokines\w*|akines\w*|dyskines\w*|abnormalit\w*|mass|vegetation|shunt|prolapse|calcifi\w*"
+
+
+# --------------------------------------------------------------------------- text agreement
+def tokens(text: str) -> list[str]:
+    """Lower-cased words and numbers (placeholders such as ``[DATE]`` are one token)."""
+    return _TOKEN.findall((text or "").lower())
+
+
+def token_f1(pred: str, ref: str) -> float:
+    """Bag-of-tokens F1 of ``pred`` against ``ref`` (1.0 when both are empty)."""
+    p, r = Counter(tokens(pred)), Counter(tokens(ref))
+    if not p and not r:
+        return 1.0
+    overlap = sum((p & r).values())
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / sum(p.values()), overlap / sum(r.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def extract_finding(text: str) -> str:
+    """A normalised statement of what a section says: ``presence`` (absent/present of an abnormality),
+    ``severity`` (none/trivial/mild/moderate/severe), ``size`` (normal/dilated), ``function``
+    (normal/reduced), joined as ``key=value`` pairs (``unspecified`` when none is stated)."""
+    t = (text or "").lower()
+    out: dict[str, str] = {}
+    clauses = [c for c in re.split(r"[.;,]|\bwith\b|\bbut\b", t) if re.search(_ABNORMAL, c)]
+    if clauses:  # present when one clause states an abnormality without negating it
+        out["presence"] = "present" if any(not re.search(_ABSENT, c) for c in clauses) else "absent"
+    elif re.search(r"\bintact\b", t):
+        out["presence"] = "absent"
+    severity = next((name for name, pattern in _SEVERITY if re.search(rf"\b(?:{pattern})\b", t)), None)
+    if severity is None and out.get("presence") == "absent":
+        severity = "none"
+    if severity:
+        out["severity"] = severity
+    if re.search(r"dilat\w*|enlarg\w*", t):
+        out["size"] = "dilated"
+    elif re.search(r"normal (?:in )?(?:cavity )?size|normal[\w ]*\bsize\b|of normal size", t):
+        out["size"] = "normal"
+    if re.search(r"reduced|depressed|hypokines\w*|dysfunction", t):
+        out["function"] = "reduced"
+    elif re.search(r"normal[\w ]*function|function is normal|systolic function is normal", t):
+        out["function"] = "normal"
+    return ";".join(f"{k}={v}" for k, v in out.items()) or "unspecified"
+
+
+def section_agreement(drafts: Mapping[str, Mapping[str, str]], truth: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """Token F1 and finding agreement per section over the studies whose true report has the section,
+    and their macro mean over sections. ``drafts``/``truth``: {study_key: {section: text}}."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for key, true_sections in truth.items():
+        drafted = drafts.get(key, {})
+        for name, ref in true_sections.items():
+            pred = drafted.get(name, "")
+            scores = per.setdefault(name, {"f1": [], "finding": []})
+            scores["f1"].append(token_f1(pred, ref) if pred else 0.0)
+            scores["finding"].append(float(bool(pred) and extract_finding(pred) == extract_finding(ref)))
+    sections = {name: {"token_f1": float(np.mean(s["f1"])), "finding_agreement": float(np.mean(s["finding"])),
+                       "n": len(s["f1"])} for name, s in per.items()}
+    return {"token_f1": _macro(sections, "token_f1"), "finding_agreement": _macro(sections, "finding_agreement"),
+            "sections": sections}
+
+
+def _macro(sections: Mapping[str, Mapping[str, float]], key: str) -> float:
+    return float(np.mean([s[key] for s in sections.values()])) if sections else float("nan")
+
+
+# --------------------------------------------------------------------------- phenotypes
+def numeric_metrics(targets: Iterable[float], preds: Iterable[float]) -> dict[str, float]:
+    """MAE, RMSE and R² over pairs with both a target and a prediction."""
+    y, p = np.asarray(list(targets), dtype=float), np.asarray(list(preds), dtype=float)
+    keep = ~(np.isnan(y) | np.isnan(p))
+    y, p = y[keep], p[keep]
+    if not len(y):
+        return {"mae": float("nan"), "rmse": float("nan"), "r2": float("nan"), "n": 0}
+    r2 = float(r2_score(y, p)) if len(y) > 1 and np.ptp(y) > 0 else float("nan")
+    return {"mae": mean_absolute_error(y, p), "rmse": float(np.sqrt(np.mean((y - p) ** 2))), "r2": r2, "n": int(len(y))}
+
+
+def binary_metrics(targets: Iterable[float], scores: Iterable[float]) -> dict[str, float]:
+    """AUROC (NaN with one class), prevalence and count over pairs with a label and a score."""
+    y, s = np.asarray(list(targets), dtype=float), np.asarray(list(scores), dtype=float)
+    keep = ~(np.isnan(y) | np.isnan(s))
+    y, s = y[keep], s[keep]
+    return {"auroc": auroc(y, s) if len(y) else float("nan"), "prevalence": float(y.mean()) if len(y) else float("nan"),
+            "n": int(len(y))}
+
+
+# --------------------------------------------------------------------------- reading
+def read_drafts(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a ``drafts.jsonl`` (contract: ``study_key``, ``sections`` {name: {text}}, ``phenotypes``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedvidError(f"{path}: drafts file not found (run `medvid draft` first)")
+    rows, seen = [], set()
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MedvidError(f"{path}:{number}: not a JSON line ({exc.msg})") from exc
+            if not isinstance(row, dict) or not row.get("study_key") or not isinstance(row.get("sections", {}), dict):
+                raise MedvidError(f"{path}:{number}: a draft needs a study_key and a sections object")
+            if row["study_key"] in seen:
+                raise MedvidError(f"{path}:{number}: study {row['study_key']} drafted twice")
+            seen.add(row["study_key"])
+            rows.append(row)
+    if not rows:
+        raise MedvidError(f"{path}: no drafts")
+    return rows
+
+
+def draft_sections(row: Mapping[str, Any]) -> dict[str, str]:
+    return {name: str(s.get("text") or "") if isinstance(s, Mapping) else str(s or "")
+            for name, s in row.get("sections", {}).items()}
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate_drafts(drafts_path: str | os.PathLike, ingest_dir: str | os.PathLike, *, baseline_split: str = "train",
+                    seed: int = 0) -> dict[str, Any]:
+    """Every metric for the drafts in ``drafts_path`` against the ingest's tables, beside its baselines.
+
+    Baselines draw on the ``baseline_split`` studies of ``reports.csv`` that were not drafted (all
+    undrafted studies when that split is empty)."""
+    rows = read_drafts(drafts_path)
+    ingest_dir = Path(ingest_dir)
+    reports = _optional(ingest_dir / "reports.csv", read_reports)
+    labels = _optional(ingest_dir / "labels.csv", read_labels)
+    if reports is None and labels is None:
+        raise MedvidError(f"{ingest_dir}: neither reports.csv nor labels.csv (the ingest's companion tables)")
+    keys = [r["study_key"] for r in rows]
+    drafted = set(keys)
+    pool = _baseline_pool(reports, labels, drafted, baseline_split)
+    rng = np.random.default_rng(seed)
+    result: dict[str, Any] = {"studies": len(rows), "baseline_split": baseline_split, "baseline_studies": len(pool),
+                              "seed": seed}
+    if labels is not None:
+        result["phenotypes"] = _phenotypes(rows, labels.set_index("study_key"), pool, rng)
+    if reports is not None:
+        result["sections"] = _sections(rows, reports.set_index("study_key"), pool, rng)
+    return result
+
+
+def _optional(path: Path, reader) -> pd.DataFrame | None:
+    return reader(path, key="study_key") if path.is_file() else None
+
+
+def _baseline_pool(reports: pd.DataFrame | None, labels: pd.DataFrame | None, drafted: set[str], split: str) -> list[str]:
+    known = set(reports["study_key"]) if reports is not None else set(labels["study_key"])
+    if reports is not None and split:
+        chosen = set(reports.loc[reports["split"] == split, "study_key"]) - drafted
+        if chosen:
+            return sorted(chosen)
+    return sorted(known - drafted)
+
+
+def _phenotypes(rows: list[dict], labels: pd.DataFrame, pool: list[str], rng: np.random.Generator) -> dict[str, Any]:
+    train = labels.reindex([k for k in pool if k in labels.index])
+    out: dict[str, Any] = {}
+    names = sorted({n for r in rows for n in r.get("phenotypes", {})} & set(labels.columns))
+    for name in names:
+        kinds = {r["phenotypes"][name].get("kind") for r in rows if name in r.get("phenotypes", {})}
+        kind = "binary" if "binary" in kinds else "numeric"
+        field = "score" if kind == "binary" else "value"
+        truth = [_num(labels[name].get(r["study_key"])) for r in rows]
+        preds = [_num(r.get("phenotypes", {}).get(name, {}).get(field)) for r in rows]
+        known = train[name].dropna().to_numpy() if name in train else np.array([])
+        neighbour = rng.choice(known, size=len(rows)) if len(known) else np.full(len(rows), np.nan)
+        constant = np.full(len(rows), known.mean() if len(known) else np.nan)
+        if kind == "numeric":
+            out[name] = {"kind": kind, "draft": numeric_metrics(truth, preds),
+                         "baseline_train_mean": numeric_metrics(truth, constant),
+                         "baseline_random_neighbour": numeric_metrics(truth, neighbour)}
+            base = out[name]["baseline_train_mean"]["mae"]
+            out[name]["mae_reduction_vs_train_mean"] = 1 - out[name]["draft"]["mae"] / base if base else float("nan")
+        else:
+            out[name] = {"kind": kind, "draft": binary_metrics(truth, preds),
+                         "baseline_prevalence": binary_metrics(truth, constant),
+                         "baseline_random_neighbour": binary_metrics(truth, neighbour)}
+    return out
+
+
+def _sections(rows: list[dict], reports: pd.DataFrame, pool: list[str], rng: np.random.Generator) -> dict[str, Any]:
+    truth = {r["study_key"]: parse_sections(scrub_text(str(reports.at[r["study_key"], "report"])).text)
+             for r in rows if r["study_key"] in reports.index}
+    drafts = {r["study_key"]: draft_sections(r) for r in rows}
+    train = [parse_sections(scrub_text(str(reports.at[k, "report"])).text) for k in pool if k in reports.index]
+    having: dict[str, list[str]] = {}
+    for sections in train:
+        for name, text in sections.items():
+            having.setdefault(name, []).append(text)
+    random_drafts = {key: {name: having[name][int(rng.integers(len(having[name])))]
+                           for name in sections if having.get(name)} for key, sections in truth.items()}
+    return {"studies_with_report": len(truth), "draft": section_agreement(drafts, truth),
+            "baseline_random_neighbour": section_agreement(random_drafts, truth)}
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value) if value is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers a summary shows: per phenotype draft vs baseline, section agreement vs random neighbour."""
+    out: dict[str, Any] = {"studies": metrics["studies"]}
+    for name, m in metrics.get("phenotypes", {}).items():
+        if m["kind"] == "numeric":
+            out[f"{name}_mae"] = _round(m["draft"]["mae"])
+            out[f"{name}_mae_train_mean"] = _round(m["baseline_train_mean"]["mae"])
+        else:
+            out[f"{name}_auroc"] = _round(m["draft"]["auroc"])
+    if "sections" in metrics:
+        s = metrics["sections"]
+        out.update({"token_f1": _round(s["draft"]["token_f1"]),
+                    "token_f1_random_neighbour": _round(s["baseline_random_neighbour"]["token_f1"]),
+                    "finding_agreement": _round(s["draft"]["finding_agreement"]),
+                    "finding_agreement_random_neighbour": _round(s["baseline_random_neighbour"]["finding_agreement"])})
+    return out
+
+
+def _round(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+
+
+def markdown_report(metrics: Mapping[str, Any]) -> str:
+    """A short Markdown report of ``evaluate_drafts``'s metrics."""
+    lines = ["# Draft evaluation", "",
+             f"{metrics['studies']} drafted studies; baselines from {metrics['baseline_studies']} "
+             f"`{metrics['baseline_split'] or 'undrafted'}` studies (seed {metrics['seed']}).", ""]
+    ph = metrics.get("phenotypes", {})
+    numeric = {k: v for k, v in ph.items() if v["kind"] == "numeric"}
+    binary = {k: v for k, v in ph.items() if v["kind"] == "binary"}
+    if numeric:
+        lines += ["## Numeric phenotypes", "", "| phenotype | n | MAE | RMSE | R² | MAE train mean | MAE random neighbour |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['draft']['n']} | {_f(v['draft']['mae'])} | {_f(v['draft']['rmse'])} | {_f(v['draft']['r2'])} "
+                  f"| {_f(v['baseline_train_mean']['mae'])} | {_f(v['baseline_random_neighbour']['mae'])} |"
+                  for k, v in numeric.items()]
+        lines.append("")
+    if binary:
+        lines += ["## Binary phenotypes", "", "| phenotype | n | prevalence | AUROC | AUROC prevalence | AUROC random neighbour |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['draft']['n']} | {_f(v['draft']['prevalence'])} | {_f(v['draft']['auroc'])} "
+                  f"| {_f(v['baseline_prevalence']['auroc'])} | {_f(v['baseline_random_neighbour']['auroc'])} |"
+                  for k, v in binary.items()]
+        lines.append("")
+    if "sections" in metrics:
+        d, b = metrics["sections"]["draft"], metrics["sections"]["baseline_random_neighbour"]
+        lines += ["## Section text", "", f"{metrics['sections']['studies_with_report']} studies with a true report. "
+                  "Token F1 and finding agreement per section (macro over sections in the last row).", "",
+                  "| section | n | token F1 | random neighbour | finding agreement | random neighbour |",
+                  "|---|---|---|---|---|---|"]
+        for name, s in d["sections"].items():
+            r = b["sections"].get(name, {})
+            lines.append(f"| {name} | {s['n']} | {_f(s['token_f1'])} | {_f(r.get('token_f1'))} "
+                         f"| {_f(s['finding_agreement'])} | {_f(r.get('finding_agreement'))} |")
+        lines.append(f"| **macro** | | **{_f(d['token_f1'])}** | {_f(b['token_f1'])} | **{_f(d['finding_agreement'])}** "
+                     f"| {_f(b['finding_agreement'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _f(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+__all__ = ["binary_metrics", "draft_sections", "evaluate_drafts", "extract_finding", "headline", "markdown_report",
+           "numeric_metrics", "read_drafts", "section_agreement", "token_f1", "tokens"]

@@ -1,0 +1,44 @@
+"""`medvid evaluate drafts OUT --ingest DIR`: score drafted reports against the ingest's labels and reports.
+
+Reads ``OUT/drafts.jsonl`` (docs/drafting_contract.md) and ``DIR/labels.csv`` / ``DIR/reports.csv``;
+writes ``OUT/evaluation/metrics.json`` and ``OUT/evaluation/report.md`` atomically (``medvid.report.evaluate``
+defines the metrics and baselines). Returns the headline numbers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from medvid.errors import MedvidError
+from medvid.report.evaluate import evaluate_drafts, headline, markdown_report
+from medvid.utils import atomic_write_text
+
+log = logging.getLogger("medvid")
+
+
+@dataclass
+class Config:
+    drafts: str = ""                # output folder of `medvid draft` (holds drafts.jsonl)
+    ingest: str = ""                # ingest folder with labels.csv / reports.csv (keyed by study_key)
+    out: str = ""                   # blank: <drafts>/evaluation
+    baseline_split: str = "train"   # studies the baselines draw on (mean, prevalence, random neighbour)
+    seed: int = 0                   # random-neighbour baseline
+
+
+def run(cfg: Config) -> dict:
+    drafts, ingest = Path(cfg.drafts), Path(cfg.ingest)
+    if not cfg.drafts or not (drafts / "drafts.jsonl").is_file():
+        raise MedvidError(f"{cfg.drafts or '(drafts folder not set)'}: no drafts.jsonl (output folder of `medvid draft`)")
+    if not cfg.ingest or not ingest.is_dir():
+        raise MedvidError(f"ingest folder not found: {cfg.ingest!r}")
+    if cfg.baseline_split not in ("", "train", "val", "test"):
+        raise MedvidError(f"baseline_split must be train, val, test or blank, got {cfg.baseline_split!r}")
+    out = Path(cfg.out) if cfg.out else drafts / "evaluation"
+    metrics = evaluate_drafts(drafts / "drafts.jsonl", ingest, baseline_split=cfg.baseline_split, seed=cfg.seed)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(out / "report.md", markdown_report(metrics))
+    summary = {"out": str(out), **headline(metrics)}
+    log.info("evaluate: %d drafted studies scored → %s", metrics["studies"], out)
+    return summary
