@@ -35,7 +35,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from medvid.errors import MedvidError
-from medvid.io.dicom import KEY_DIR, DicomFileError, cine_metadata, find_files, inspect_file, quiet_pydicom
+from medvid.io.dicom import (KEY_DIR, DicomFileError, accession_key, cine_metadata, find_files, inspect_file,
+                             quiet_pydicom)
 from medvid.io.echo_sr import MEASUREMENT_COLUMNS, derive_labels, load_rules, read_measurements
 from medvid.io.echo_videos import is_echonet_root
 from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
@@ -55,8 +56,8 @@ class Config:
     out: str = "ingest_out"
     salt: str = ""  # per-dataset secret for pseudonyms; blank: generate once and keep it in the key folder
     keep_paths: bool = False  # true: also write relative paths into videos.parquet / errors.jsonl
-    reports: str = ""  # CSV study_uid,report[,split]
-    labels: str = ""  # CSV study_uid,<phenotype columns>
+    reports: str = ""  # CSV study_uid|accession,report[,split]
+    labels: str = ""  # CSV study_uid|accession,<phenotype columns>
     views: str = ""  # CSV sop_instance_uid,view
     sr_measurements: str = ""  # YAML mapping SR concept codes → phenotype names; blank: configs/sr_measurements.yaml
     modalities: list[str] = field(default_factory=lambda: ["US"])  # empty: any modality
@@ -124,7 +125,7 @@ def _salt(cfg: Config, keys: Path) -> str:
 def _settings_id(cfg: Config, salt: str) -> str:
     """Fingerprint of everything a cached per-file result depends on."""
     parts = [salt, ",".join(cfg.modalities), cfg.min_frames, cfg.validate_decode, cfg.estimate_sector,
-             cfg.sector_frames, 3]  # 2: results carry the header's report deny terms; 3: SR measurements
+             cfg.sector_frames, 4]  # 2: results carry the header's report deny terms; 3: SR measurements; 4: accession_key
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -232,13 +233,13 @@ def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[d
         rows += [(k, view) for k, view in views.items() if k not in matched]  # kept: a later ingest may hold them
         _write_csv(out / "views.csv", pd.DataFrame(rows, columns=["video_key", "view"]))
         summary["views_matched"] = sum(v["instance_key"] in views for v in videos)
+        unmatched = [i + 1 for i, k in enumerate(views) if k not in matched]
+        summary["views_unmatched"] = {"rows": len(unmatched), "row_numbers": unmatched[:50]}
     if cfg.reports:
-        df = read_reports(cfg.reports)
-        df.insert(0, "study_key", [pseudonym(u, salt, prefix="st_") for u in df.pop("study_uid")])
+        df = _to_study_keys(read_reports(cfg.reports, key=_join_key(cfg.reports)), salt, videos, "reports", summary)
         summary["reports_scrubbed"] = _scrub_reports(df, results)
         _write_csv(out / "reports.csv", df)
         splits = dict(zip(df["study_key"], df["split"]))
-        summary["reports_matched"] = len(set(df["study_key"]) & {v["study_key"] for v in videos})
     measurements = pd.DataFrame([m for r in results for m in r.get("measurements", ())], columns=MEASUREMENT_COLUMNS)
     labels = derive_labels(measurements, load_rules(cfg.sr_measurements or None)) if len(measurements) else None
     if labels is not None:
@@ -247,15 +248,15 @@ def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[d
         summary["measurements_per_study"] = {k: int(n) for k, n in measurements.groupby("study_key").size().items()}
         summary["labels_from_measurements"] = [c for c in labels.columns if c != "study_key"]
     if cfg.labels:
-        df = read_labels(cfg.labels)
-        df.insert(0, "study_key", [pseudonym(u, salt, prefix="st_") for u in df.pop("study_uid")])
+        df = _to_study_keys(read_labels(cfg.labels, key=_join_key(cfg.labels)), salt, videos, "labels", summary)
         if labels is not None:  # a given labels CSV wins per column; measured phenotypes fill the others
             df = df.merge(labels[["study_key", *[c for c in labels.columns if c not in df.columns]]],
                           on="study_key", how="outer")
         labels = df
     if labels is not None:
         _write_csv(out / "labels.csv", labels)
-        summary["labels_matched"] = len(set(labels["study_key"]) & {v["study_key"] for v in videos})
+        if not cfg.labels:
+            summary["labels_matched"] = len(set(labels["study_key"]) & {v["study_key"] for v in videos})
     for v in videos:
         v["view"] = (views or {}).get(v["instance_key"], "")
         v["split"] = (splits or {}).get(v["study_key"], "")
@@ -271,6 +272,43 @@ def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[d
                     "frames": int(sum(v["frames"] for v in videos)), "errors": len(errors),
                     "errors_by_reason": dict(Counter(e["reason"] for e in errors))})
     return summary
+
+
+def _join_key(path: str) -> str:
+    """``study_uid`` or, in tables keyed the way hospitals key them, ``accession``."""
+    try:
+        columns = set(pd.read_csv(path, nrows=0).columns)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return "study_uid"  # the reader reports what is wrong with the file
+    return "accession" if "accession" in columns and "study_uid" not in columns else "study_uid"
+
+
+def _to_study_keys(df: pd.DataFrame, salt: str, videos: list[dict], table: str,
+                   summary: dict[str, Any]) -> pd.DataFrame:
+    """Re-key a companion table to ``study_key`` and record ``<table>_matched`` / ``<table>_unmatched``.
+
+    ``study_uid`` rows are kept even when no loop matches (a later ingest may hold the study). An
+    ``accession`` row is repeated for every study of that accession in the export (one accession can
+    hold several studies); one that matches no study cannot be keyed and is left out. Unmatched rows
+    are reported by 1-based data row number (never by value).
+    """
+    studies = {v["study_key"] for v in videos}
+    if "study_uid" in df.columns:
+        keys = [[pseudonym(u, salt, prefix="st_")] for u in df.pop("study_uid")]
+        matched = [k[0] in studies for k in keys]
+    else:
+        by_accession: dict[str, set[str]] = {}
+        for v in videos:
+            if v.get("accession_key"):
+                by_accession.setdefault(v["accession_key"], set()).add(v["study_key"])
+        keys = [sorted(by_accession.get(accession_key(a, salt), ())) for a in df.pop("accession")]
+        matched = [bool(k) for k in keys]
+    df.insert(0, "study_key", [k or [None] for k in keys])
+    df = df.explode("study_key").dropna(subset=["study_key"]).reset_index(drop=True)
+    unmatched = [i + 1 for i, ok in enumerate(matched) if not ok]
+    summary[f"{table}_matched"] = len(set(df["study_key"]) & studies)
+    summary[f"{table}_unmatched"] = {"rows": len(unmatched), "row_numbers": unmatched[:50]}
+    return df
 
 
 def _scrub_reports(df: pd.DataFrame, results: list[dict]) -> dict[str, int]:

@@ -219,3 +219,28 @@ def test_tid5200_sr_measurements_become_labels(tmp_path):
     ingest(root, tmp_path / "out2", "salt=salt", f"labels={given}")
     merged = pd.read_csv(tmp_path / "out2" / "labels.csv").iloc[0]
     assert merged["ef"] == 40 and merged["reduced_ef"] == 1 and merged["lvidd"] == pytest.approx(4.8)
+
+
+# ------------------------------------------------------------------------------------ 3. accession joins
+def test_companion_tables_join_by_accession(tmp_path):
+    root = tmp_path / "export"
+    study3 = "1.2.826.0.1.3680043.8.498.3"
+    for i, (study, accession) in enumerate([(STUDY, "ACC1"), (STUDY2, "ACC1"), (study3, "ACC2")]):
+        save(us_cine(moving_frames(seed=i), study_uid=study, AccessionNumber=accession), root / f"US{i}")
+    (tmp_path / "reports.csv").write_text("accession,report,split\nACC1,Left Ventricle: normal.,train\n"
+                                          "ACC9,Left Ventricle: not in this export.,test\n")
+    (tmp_path / "labels.csv").write_text("accession,ef\nACC2,35\nACC1,60\n")
+    out = tmp_path / "out"
+    summary = ingest(root, out, "salt=salt", f"reports={tmp_path / 'reports.csv'}", f"labels={tmp_path / 'labels.csv'}")
+    videos = pd.read_parquet(out / "videos.parquet")
+    assert videos["accession_key"].str.startswith("ac_").all() and videos["accession_key"].nunique() == 2
+    by_study = dict(zip(videos["study_key"], videos["accession_key"]))
+    reports = pd.read_csv(out / "reports.csv")
+    assert len(reports) == 2 and {by_study[k] for k in reports["study_key"]} == {by_study[videos["study_key"][0]]}
+    assert set(videos.loc[videos["split"] == "train", "study_key"]) == set(reports["study_key"])
+    labels = pd.read_csv(out / "labels.csv")
+    assert sorted(labels["ef"]) == [35.0, 60.0, 60.0]  # one accession, two studies: both get its labels
+    assert summary["reports_matched"] == 2 and summary["reports_unmatched"] == {"rows": 1, "row_numbers": [2]}
+    assert summary["labels_matched"] == 3 and summary["labels_unmatched"]["rows"] == 0
+    shared = (out / "videos.parquet").read_bytes() + (out / "reports.csv").read_bytes() + json.dumps(summary).encode()
+    assert b"ACC1" not in shared and b"ACC9" not in shared

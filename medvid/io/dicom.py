@@ -447,6 +447,7 @@ def _cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
         "series_key": pseudonym(str(ds.get("SeriesInstanceUID", "")), salt, prefix="se_"),
         "video_key": pseudonym(str(ds.SOPInstanceUID), salt, prefix="vi_"),
         "patient_key": pseudonym(str(ds.get("PatientID", "")), salt, prefix="pt_") if ds.get("PatientID") else "",
+        "accession_key": accession_key(ds.get("AccessionNumber"), salt),
         "frames": cine.n_frames,
         "fps": round(cine.fps, 3) if cine.fps else None,
         "fps_source": cine.fps_source,
@@ -465,6 +466,12 @@ def _cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
         "model": str(ds.get("ManufacturerModelName", "") or ""),
         "lossy": str(ds.get("LossyImageCompression", "")) == "01",
     }
+
+
+def accession_key(accession: Any, salt: str) -> str:
+    """Keyed pseudonym of an accession number (``""`` when there is none), as companion CSVs are joined."""
+    value = str(accession or "").strip()
+    return pseudonym(value, salt, prefix="ac_") if value else ""
 
 
 def video_paths(ingest_dir: str | os.PathLike) -> dict[str, str]:
