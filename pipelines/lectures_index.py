@@ -48,6 +48,8 @@ def run(cfg: Config) -> dict:
     rule = PairingRule(cfg.min_span_s, (cfg.clip_min_s, cfg.clip_max_s), cfg.max_extra, cfg.min_words,
                        tuple(cfg.anchor_sources), cfg.transcript_tolerance_s)
     videos = find_lectures(root, cfg.recursive)
+    if not videos:
+        raise MedvidError(f"{root}: no lecture videos found ({'recursive' if cfg.recursive else 'top level only'})")
     pairs, errors, dropped = [], [], 0
     for k, path in enumerate(tqdm(videos, desc="lectures", unit="video")):
         rel = path.relative_to(root).as_posix()
@@ -69,6 +71,10 @@ def run(cfg: Config) -> dict:
             errors.append({"video": rel, "error": str(exc)})
     n = write_jsonl(out / "pairs.jsonl", pairs)
     write_jsonl(out / "errors.jsonl", errors)
+    if not n:
+        raise MedvidError(f"0 clip-text pairs from {len(videos)} lecture video(s): {len(errors)} could not be indexed "
+                          f"(reasons in {out / 'errors.jsonl'}), {dropped} slide-only pairs dropped; transcripts are "
+                          "looked for beside each video as <name>[.<source>].srt|.vtt|.json|.csv")
     sources = sorted({p["source"] for p in pairs})
     return {"videos": len(videos), "indexed": len(videos) - len(errors), "errors": len(errors), "pairs": n,
             "dropped_slide_only": dropped, "sources": sources,

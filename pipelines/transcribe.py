@@ -39,6 +39,9 @@ def run(cfg: Config) -> dict:
         videos = [root]
     else:
         raise MedvidError(f"{root}: no such file or folder")
+    if not videos:
+        raise MedvidError(f"{root}: no video files ({', '.join(sorted(VIDEO_EXTS))})"
+                          + ("" if cfg.recursive else "; recursive=true searches subfolders"))
     todo = [v for v in videos if cfg.overwrite or not v.with_name(f"{v.stem}.{cfg.source}.json").exists()]
     written, errors = [], []
     model = load_whisper(cfg.model_path or None, cfg.device, cfg.compute_type, cfg.cpu_threads) if todo else None
@@ -53,4 +56,6 @@ def run(cfg: Config) -> dict:
         write_whisper_json(out, segments, model=Path(cfg.model_path).name if cfg.model_path else "whisper-tiny.en",
                            **info)
         written.append(out.name)
+    if todo and not written and len(todo) == len(videos):  # nothing there, nothing made
+        raise MedvidError(f"no transcript written: all {len(todo)} video(s) failed ({errors[0]['error']})")
     return {"videos": len(videos), "written": written, "skipped_existing": len(videos) - len(todo), "errors": errors}

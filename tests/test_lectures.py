@@ -13,6 +13,7 @@ import torch
 from medvid.config import load_config
 from medvid.datasets.frame_type import classify_frame
 from medvid.datasets.lectures import LecturePairDataset, PairingRule, collate_pairs, pairs_for_lecture
+from medvid.errors import MedvidError
 from medvid.io.transcripts import Segment, Transcript, read_transcript
 from medvid.io.video import Video
 from medvid.synth.lectures import TOOL_WORDS
@@ -221,3 +222,16 @@ def test_narration_points_to_the_right_phase_prompts():
     lines = [(_fill(t, rng), names.index(p)) for p, v in PHASE_LINES.items() for _, t in v]
     pred = (embed([t for t, _ in lines]) @ protos.T).argmax(1).numpy()
     assert (pred == np.array([y for _, y in lines])).mean() >= 0.75
+
+
+def test_index_without_transcripts_fails_and_says_where_it_looked(lectures, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(lectures / "talk01.mp4", root / "talk01.mp4")
+    cfg = load_config(lectures_index.Config, "lectures_index", overrides=[f"root={root}", f"out={tmp_path / 'o'}"])
+    with pytest.raises(MedvidError, match=r"0 clip-text pairs from 1 lecture.*<name>\[\.<source>\]\.srt"):
+        lectures_index.run(cfg)
+    assert "no transcript found" in read_jsonl(tmp_path / "o" / "errors.jsonl")[0]["error"]
+    with pytest.raises(MedvidError, match="no lecture videos"):
+        lectures_index.run(load_config(lectures_index.Config, "lectures_index",
+                                       overrides=[f"root={tmp_path / 'o'}", f"out={tmp_path / 'o2'}"]))
