@@ -33,7 +33,7 @@ SCRUBBER_VERSION = "1"
 _PLACEHOLDER = re.compile(r"\[[A-Z]+\]")
 _UP = r"A-ZÀ-ÖØ-Þ"  # upper-case letters a name starts with
 # Words that end a name: labels, roles and titles that follow or precede one.
-_STOP = (r"(?!(?i:dr|doctor|md|do|phd|rn|rdcs|physician|cardiologist|sonographer|mrn|dob|id|date|accession|age|sex"
+_STOP = (r"(?!(?i:dr|doctor|prof|professor|mr|mrs|ms|miss|md|do|phd|rn|rdcs|physician|cardiologist|sonographer|mrn|dob|id|date|accession|age|sex"
          r"|tel|phone|fax|on|at|and|the|of|study|report|time)\b)")
 _WORD = rf"{_STOP}[{_UP}][^\W\d_'’-]*(?:['’-][^\W\d_]+)*"  # one capitalised (or all-caps) name word
 _NAME_SEQ = rf"{_WORD}(?:,?[ \t](?:{_STOP}[{_UP}]\.|{_WORD})){{0,3}}"  # up to four words / initials, one line
@@ -60,7 +60,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("EMAIL", _r(r"(?i:\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+)\b")),
     ("NAME", _r(rf"[{_UP}][^\W\d_]*(?:['’-][^\W\d_]+)*(?:\^[^\W\d_'’.-]*)+")),  # DICOM PN: LAST^FIRST^MIDDLE
     ("NAME", _r(rf"(?i:\b(?:patient(?:[ \t]+name)?|name|pt)[ \t]*:)[ \t]*(?P<phi>{_NAME_SEQ})")),
-    ("NAME", _r(rf"(?i:\b(?:{_ROLES}))[ \t]*[:\-]?[ \t]*(?:(?i:dr|doctor)\.?[ \t]+)?(?P<phi>{_NAME_SEQ})")),
+    ("NAME", _r(rf"(?i:\b(?:{_ROLES}))[ \t]*[:\-]?[ \t]*(?:(?i:dr|doctor|prof|professor|mr|mrs|ms|miss)\.?[ \t]+)?(?P<phi>{_NAME_SEQ})")),
     ("NAME", _r(rf"\b(?:Dr|DR|Doctor|DOCTOR|Mr|Mrs|MRS|Ms|Miss|Prof|PROF|Professor)\.?[ \t]+(?P<phi>{_NAME_SEQ})")),
     ("INSTITUTION", _r(r"(?i:\b(?:institution|hospital|facility|site|location|clinic)[ \t]*:)[ \t]*(?P<phi>[^\n;|]*[^\s;|])")),
     ("INSTITUTION", _r(rf"\b(?:[{_UP}][\w'’.&-]*[ \t]+){{1,5}}(?i:{_INST_WORD}\b)(?:[ \t]+(?i:of|for)(?:[ \t]+[{_UP}][\w'’&-]*){{1,4}})?")),
@@ -76,7 +76,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
                  r"[ \t]*(?P<phi>\+?[\d(][\d() .-]{4,}\d)")),
     ("PHONE", _r(r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b")),
     ("PHONE", _r(r"\+\d{1,3}(?:[ .-]?\d{2,4}){3,5}\b")),
-    ("ID", _r(rf"(?i:\b(?:{_ID_LABELS}))[ \t]*[:#=]?[ \t]*(?P<phi>(?=[A-Za-z0-9-]{{3,}})[A-Za-z0-9-]*\d[A-Za-z0-9-]*)")),
+    ("ID", _r(rf"(?i:\b(?:{_ID_LABELS}))(?![A-Za-z])[ \t]*[:#=]?[ \t]*(?P<phi>(?=[A-Za-z0-9-]{{3,}})[A-Za-z0-9-]*\d[A-Za-z0-9-]*)")),
     ("ID", _r(r"\b[A-Za-z]{0,3}\d{6,}\b")),
     ("AGE", _r(r"\b(?P<phi>9\d|1[0-4]\d)(?=[ \t-]*(?i:years?|yrs?|y/?o|yo|-?year-old)\b)")),
     ("AGE", _r(r"(?i:\bage(?:d)?[ \t]*[:=]?)[ \t]*(?P<phi>9\d|1[0-4]\d)\b")),
