@@ -1,0 +1,253 @@
+"""One echo study: every cine loop playing as a loop, the draft beside it (editable), provenance,
+phenotypes, review (save / sign off) and export (text + DICOM SR)."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from apps import store, ui
+from medvid.errors import MedvidError
+from medvid.io.render import RenderError, render_cached
+from medvid.utils import atomic_path, atomic_write_text
+
+
+def main() -> None:
+    cfg, src = ui.config(), ui.current_sources()
+    df, table, revs = ui.studies(src)
+    keys = df["study"].tolist() if not df.empty else []
+    if not keys:
+        st.info("No echo studies under the data roots.")
+        st.page_link(ui.LIST_PAGE, label="Back to the study list")
+        return
+    key = _requested(keys)
+    if key is None:
+        return
+    order = [k for k in st.session_state.get("study_order", keys) if k in set(keys)] or keys
+    _navigation(key, order)
+    draft, review = table.drafts.get(key), revs.get(key)
+    status = store.study_status(key, table, review)
+    st.title(f"Study {key}")
+    st.markdown(f"**Status:** {status}" + (f" · reviewed by {review.get('reviewer')} at {review.get('time')}"
+                                            if review else ""))
+    if flash := st.session_state.pop("flash", None):
+        st.success(flash)
+    loops = ui.videos(src)
+    loops = loops[loops["study_key"] == key].reset_index(drop=True)
+    left, right = st.columns([2, 3], gap="large")
+    with right:  # drawn first: the draft is on screen before any loop is rendered
+        _draft(cfg, key, draft, review, table, loops)
+    with left:
+        _loops(cfg, src, key, draft, loops)
+
+
+def _requested(keys: list[str]) -> str | None:
+    """The study in ``?study=`` (validated against the known keys), else the session's, else the first."""
+    asked = st.query_params.get("study")
+    if asked is not None:
+        if not store.valid_key(asked) or asked not in set(keys):
+            st.error("The address names no known study (keys look like st_…). Pick one from the list.")
+            st.page_link(ui.LIST_PAGE, label="Back to the study list")
+            return None
+        key = asked
+    else:
+        key = st.session_state.get("study") if st.session_state.get("study") in set(keys) else keys[0]
+    st.session_state["study"] = key
+    if st.query_params.get("study") != key:
+        st.query_params["study"] = key
+    return key
+
+
+def _navigation(key: str, order: list[str]) -> None:
+    i = order.index(key) if key in order else 0
+    c1, c2, c3, c4 = st.columns([1, 1, 1, 3])
+    prev_key = order[i - 1] if i > 0 else None
+    next_key = order[i + 1] if i + 1 < len(order) else None
+    if c1.button("← Previous study", disabled=prev_key is None, key="nav_prev"):
+        _go(prev_key)
+    if c2.button("Next study →", disabled=next_key is None, key="nav_next"):
+        _go(next_key)
+    c3.page_link(ui.LIST_PAGE, label="Study list")
+    c4.caption(f"Study {i + 1} of {len(order)}")
+
+
+def _go(key: str) -> None:
+    st.session_state["study"] = key
+    st.query_params["study"] = key
+    st.rerun()
+
+
+# --------------------------------------------------------------------------- draft, review, export
+
+
+def _draft(cfg: store.AppConfig, key: str, draft: store.Draft | None, review: dict | None,
+           table: store.DraftTable, loops: pd.DataFrame) -> None:
+    st.subheader("Report")
+    if draft is None:
+        if key in table.errors:
+            reasons = sorted({str(e.get("reason", "unknown")) for e in table.errors[key]})
+            st.error(f"Drafting failed for this study: {', '.join(reasons)} (see the draft job's errors.jsonl).")
+        else:
+            st.info("No draft for this study yet: run `medvid draft` on its ingest.")
+        return
+    foreign = {v.get("video_key") for v in draft.data.get("videos") or []} - set(loops["video_key"])
+    if foreign:
+        st.warning(f"This draft lists {len(foreign)} loop(s) that are not in the ingest: it was made from other "
+                   "data (another ingest or model run). Check it before signing off.")
+    if review is not None and review.get("draft_sha256") != draft.sha256:
+        st.warning("The saved review was made on another version of this draft (it was drafted again since, "
+                   "e.g. by another model). Compare before signing off.")
+    model = (draft.data.get("provenance") or {}).get("model") or {}
+    if model:
+        st.caption(f"Drafted by model {model.get('name', '?')} ({str(model.get('fingerprint', ''))[:12]})")
+    saved = (review or {}).get("sections") or {}
+    for name, sec in draft.sections.items():
+        original = str(sec.get("text") or "")
+        st.text_area(name, value=str(saved.get(name, original)), key=f"sec::{key}::{name}", height=90)
+        if saved.get(name, original) != original:
+            st.caption("edited (draft text in the provenance below)")
+        with st.expander(f"Provenance · {name}"):
+            _provenance(sec, original)
+    _phenotypes(draft)
+    _review_controls(cfg, key, draft, review)
+
+
+def _provenance(sec: dict, original: str) -> None:
+    vids = sorted(sec.get("videos") or [], key=lambda v: -(v.get("weight") or 0))
+    if vids:
+        st.markdown("Contributing loops (attention weight, highest first):")
+        st.table(pd.DataFrame([{"loop": v.get("video_key"), "view": v.get("view"),
+                                "weight": ui.fmt(v.get("weight"))} for v in vids[:6]]))
+    nbrs = sec.get("neighbours") or []
+    if nbrs:
+        st.markdown("Neighbour studies the text came from (cosine similarity):")
+        st.table(pd.DataFrame([{"study": n.get("study_key"), "similarity": ui.fmt(n.get("similarity"), 3)}
+                               for n in nbrs[:5]]))
+    st.caption(f"Draft text: {original}")
+
+
+def _phenotypes(draft: store.Draft) -> None:
+    phen, finds = draft.data.get("phenotypes") or {}, draft.data.get("findings") or {}
+    if not (phen or finds):
+        return
+    st.subheader("Phenotypes")
+    rows = [{"phenotype": n, "method": p.get("method", "knn"), "value / score": ui.fmt(store.phenotype_value(p)),
+             "threshold": ui.fmt(p.get("threshold")), "call": ui.fmt(p.get("call")),
+             "neighbours with label": ui.fmt(p.get("n"))} for n, p in phen.items() if isinstance(p, dict)]
+    rows += [{"phenotype": n, "method": p.get("method", "zero_shot"), "value / score": ui.fmt(store.phenotype_value(p)),
+              "threshold": ui.fmt(p.get("threshold")), "call": ui.fmt(p.get("call")), "neighbours with label": "—"}
+             for n, p in finds.items() if isinstance(p, dict)]
+    st.table(pd.DataFrame(rows))
+
+
+def _review_controls(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict | None) -> None:
+    st.subheader("Review")
+    reviewer = st.text_input("Reviewer name", key="reviewer")
+    c1, c2, c3 = st.columns(3)
+    save = c1.button("Save", key="save", type="secondary")
+    sign = c2.button("Sign off", key="sign_off", type="primary")
+    export = c3.button("Export text + DICOM SR", key="export", disabled=review is None,
+                       help="Save the review first" if review is None else None)
+    if save or sign:
+        texts = {n: st.session_state.get(f"sec::{key}::{n}", str(s.get("text") or "")) for n, s in draft.sections.items()}
+        try:
+            store.save_review(cfg.roots, draft, texts, reviewer, sign_off=sign)
+        except MedvidError as exc:
+            st.error(str(exc))
+            return
+        st.session_state["flash"] = "Signed off." if sign else "Saved."
+        st.rerun()
+    if export and review is not None:
+        _export(cfg, key, draft, review)
+    _downloads(cfg, key, draft)
+
+
+def _export(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict) -> None:
+    sections = review.get("sections") or {}
+    numeric = {n: v for n, p in (draft.data.get("phenotypes") or {}).items()
+               if isinstance(p, dict) and p.get("kind") == "numeric" and (v := store.phenotype_value(p)) is not None}
+    text_path = store.safe_path(cfg.roots, draft.folder, f"reviewed/{key}.txt")
+    atomic_write_text(text_path, store.reviewed_text(key, sections, numeric, str(review.get("status"))))
+    try:
+        from medvid.report.sr import write_report_sr
+    except ImportError:
+        st.warning("Reviewed text exported. DICOM SR export needs `medvid.report.sr`, not available in this install.")
+        return
+    sr_path = store.safe_path(cfg.roots, draft.folder, f"reviewed/{key}.sr.dcm")
+    with atomic_path(sr_path) as tmp:
+        write_report_sr(tmp, sections, numeric, study_key=key, final=review.get("status") == "signed_off",
+                        observer=str(review.get("reviewer") or "medvid"))
+    st.success("Exported the reviewed text and a DICOM SR beside the review.")
+
+
+def _downloads(cfg: store.AppConfig, key: str, draft: store.Draft) -> None:
+    for suffix, label, mime in ((".txt", "Download reviewed text", "text/plain"),
+                                (".sr.dcm", "Download DICOM SR", "application/dicom")):
+        path = store.safe_path(cfg.roots, draft.folder, f"reviewed/{key}{suffix}")
+        if path.is_file():
+            st.download_button(label, path.read_bytes(), file_name=f"{key}{suffix}", mime=mime, key=f"dl{suffix}")
+
+
+# --------------------------------------------------------------------------- loops
+
+
+def _loops(cfg: store.AppConfig, src: store.Sources, key: str, draft: store.Draft | None, loops: pd.DataFrame) -> None:
+    st.subheader(f"Cine loops ({len(loops)})")
+    if loops.empty:
+        st.info("No ingested loops for this study under the data roots.")
+        return
+    info = {v.get("video_key"): v for v in (draft.data.get("videos") or [])} if draft else {}
+    weights = _attention(draft, loops)
+    if weights is not None:
+        st.markdown("Attention per report section (how much each loop counted):")
+        st.dataframe(weights.style.background_gradient(cmap="Blues", axis=None, vmin=0, vmax=1).format("{:.2f}"))
+    if not cfg.dicom_roots:
+        st.info("Loops are not shown: start the app with `--dicom-root DIR` (the folder given to `medvid ingest`).")
+    slots = []
+    grid = st.columns(2)
+    for i, row in loops.iterrows():
+        with grid[i % 2]:
+            v = info.get(row["video_key"], {})
+            view = v.get("view") or row.get("view") or "unknown view"
+            conf = f" · {ui.fmt(v.get('view_confidence'))} ({v.get('view_source', 'classifier')})" if v else ""
+            st.markdown(f"**{view}**{conf}  \n`{row['video_key']}` · {ui.fmt(row.get('fps'), 0)} fps · "
+                        f"{row.get('frames')} frames")
+            slots.append((row, st.empty()))
+    if not cfg.dicom_roots:
+        return
+    for row, slot in slots:
+        with slot:
+            _loop(cfg, src, row)
+
+
+def _loop(cfg: store.AppConfig, src: store.Sources, row: pd.Series) -> None:
+    try:
+        out = store.loop_cache_path(cfg, row["video_key"])
+        if not out.is_file():
+            st.caption("rendering…")
+        dicom = store.dicom_file(cfg, src.ingests[int(row["ingest"])], row["video_key"])
+        box = row.get("sector_box")
+        path = render_cached(dicom, out, None if box is None else [int(b) for b in box])
+    except (RenderError, MedvidError) as exc:
+        st.warning(f"Loop not shown: {exc}")
+        return
+    except Exception as exc:  # noqa: BLE001 - a damaged file must not break the page
+        st.warning(f"Loop not shown: the file could not be decoded ({type(exc).__name__}).")
+        ui.log.exception("loop %s", row["video_key"])
+        return
+    st.video(str(path), loop=True, autoplay=True, muted=True)
+
+
+def _attention(draft: store.Draft | None, loops: pd.DataFrame) -> pd.DataFrame | None:
+    """Loops × sections table of attention weights from the draft (None without one)."""
+    if draft is None:
+        return None
+    table = {name: {v.get("video_key"): float(v.get("weight") or 0) for v in sec.get("videos") or []}
+             for name, sec in draft.sections.items()}
+    if not any(table.values()):
+        return None
+    df = pd.DataFrame(table).reindex(loops["video_key"]).fillna(0.0)
+    df.index.name = "loop"
+    return df
+
+
+ui.page("Study", main)

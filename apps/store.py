@@ -1,0 +1,460 @@
+"""Data access for the review app: no Streamlit here, so every rule is testable on its own.
+
+The app is started with data roots (``--data``). ``discover`` finds in them what the other jobs
+wrote: ingest folders (``videos.parquet``), draft folders (``drafts.jsonl`` / ``errors.jsonl``,
+see ``docs/drafting_contract.md``), zero-shot folders (``predictions/*.csv``) and Cholec80-layout
+video roots (``videos/``). Every file the app opens goes through ``safe_path``: resolved, and
+refused unless it lies under a data root (``..``, absolute paths and symlinks out are refused).
+The ingest's key file (``LOCAL_KEYS_DO_NOT_SHARE/paths.jsonl``) is read only to open the DICOM
+file of a loop, and only when the app was given a DICOM root; its content is never shown.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from medvid.errors import MedvidError
+from medvid.io.dicom import KEY_DIR
+from medvid.io.video import VIDEO_EXTS
+from medvid.utils import atomic_write_text
+
+ENV = "MEDVID_APP_CONFIG"  # JSON of AppConfig fields, set by `medvid app`
+CACHE_DIR = "app_cache"
+STATUSES = ("no draft", "draft", "edited", "signed off", "error")
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")  # pseudonymous keys and zero-shot video names
+_SKIP_DIRS = {KEY_DIR, CACHE_DIR, "reviewed", "predictions", "plots", "embeddings"}  # never hold outputs
+
+
+class PathRefused(MedvidError):
+    """A path that does not resolve to a file under one of the app's data roots."""
+
+
+def valid_key(key: Any) -> bool:
+    """True for a plausible pseudonymous key / video name (letters, digits, ``_``, ``-``; no path characters)."""
+    return isinstance(key, str) and bool(_KEY.match(key))
+
+
+def safe_path(roots: Sequence[Path], base: Path, rel: str | os.PathLike) -> Path:
+    """``base / rel`` resolved (symlinks followed), refused unless it lies under one of ``roots``.
+
+    ``rel`` must be relative and free of ``..``; ``base`` is a folder under a root.
+    """
+    rel_path = Path(rel)
+    if rel_path.is_absolute() or str(rel).startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", str(rel)):
+        raise PathRefused("absolute paths are not served")
+    if any(part == ".." for part in rel_path.parts):
+        raise PathRefused("'..' is not allowed in a path")
+    target = (Path(base) / rel_path).resolve()
+    for root in roots:
+        if target.is_relative_to(Path(root).resolve()):
+            return target
+    raise PathRefused("path resolves outside the data roots")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """What the app serves: data roots, DICOM roots (for rendering loops) and the loop cache."""
+
+    data: tuple[Path, ...] = ()
+    dicom_roots: tuple[Path, ...] = ()
+    cache_dir: Path | None = None
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """Every folder the app may read from (data roots and DICOM roots)."""
+        return tuple(p.resolve() for p in (*self.data, *self.dicom_roots))
+
+    @property
+    def cache(self) -> Path | None:
+        """Folder of rendered loops: ``cache_dir``, else ``<first data root>/app_cache``."""
+        if self.cache_dir is not None:
+            return Path(self.cache_dir)
+        return self.data[0] / CACHE_DIR if self.data else None
+
+    def to_json(self) -> str:
+        return json.dumps({"data": [str(p) for p in self.data], "dicom_roots": [str(p) for p in self.dicom_roots],
+                           "cache_dir": str(self.cache_dir) if self.cache_dir else None})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "AppConfig":
+        """The config `medvid app` passed in ``MEDVID_APP_CONFIG``; empty when unset."""
+        raw = (environ if environ is not None else os.environ).get(ENV, "")
+        if not raw:
+            return cls()
+        try:
+            values = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise MedvidError(f"{ENV} is not valid JSON") from exc
+        return cls(data=tuple(Path(p) for p in values.get("data") or []),
+                   dicom_roots=tuple(Path(p) for p in values.get("dicom_roots") or []),
+                   cache_dir=Path(values["cache_dir"]) if values.get("cache_dir") else None)
+
+
+@dataclass
+class Sources:
+    """Output folders found under the data roots, by kind."""
+
+    ingests: list[Path] = field(default_factory=list)
+    drafts: list[Path] = field(default_factory=list)
+    zero_shots: list[Path] = field(default_factory=list)
+    video_roots: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # data roots that are not folders (shown as given)
+
+
+def discover(data: Iterable[Path], max_depth: int = 3) -> Sources:
+    """Walk each data root (not following symlinks, ``max_depth`` levels) for the jobs' output folders."""
+    found = Sources()
+    for root in data:
+        root = Path(root)
+        if not root.is_dir():
+            found.missing.append(str(root))
+            continue
+        base_depth = len(root.resolve().parts)
+        for dirpath, dirnames, filenames in os.walk(root.resolve(), followlinks=False):
+            here = Path(dirpath)
+            files = set(filenames)
+            if "videos.parquet" in files:
+                found.ingests.append(here)
+            if "drafts.jsonl" in files or ("errors.jsonl" in files and (here / "drafts").is_dir()):
+                found.drafts.append(here)
+            if "predictions" in dirnames and ({"metrics.json", "settings.json"} & files):
+                found.zero_shots.append(here)
+            if "videos" in dirnames and any(p.suffix.lower() in VIDEO_EXTS for p in (here / "videos").iterdir()):
+                found.video_roots.append(here)
+            depth = len(here.parts) - base_depth
+            dirnames[:] = sorted(d for d in dirnames
+                                 if depth < max_depth and d not in _SKIP_DIRS and not d.startswith("."))
+    for kind in ("ingests", "drafts", "zero_shots", "video_roots"):
+        setattr(found, kind, sorted(set(getattr(found, kind))))
+    return found
+
+
+# --------------------------------------------------------------------------- echo: ingest
+
+
+def read_videos(ingests: Sequence[Path]) -> pd.DataFrame:
+    """The loops of every ingest folder, with an ``ingest`` column (index into ``ingests``)."""
+    frames = []
+    for i, folder in enumerate(ingests):
+        df = pd.read_parquet(folder / "videos.parquet")
+        df = df.drop(columns=[c for c in ("path",) if c in df])  # keep_paths ingests: paths are never shown
+        df["ingest"] = i
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["study_key", "video_key", "view", "frames", "fps", "sector_box", "ingest"])
+    return pd.concat(frames, ignore_index=True).drop_duplicates("video_key")
+
+
+def dicom_file(cfg: AppConfig, ingest: Path, video_key: str) -> Path:
+    """The DICOM file of a loop: its relative path from the ingest's key file, under a DICOM root.
+
+    Raises ``MedvidError`` (message without any path) when no DICOM root is configured, the key is
+    unknown, or the file is missing under every DICOM root.
+    """
+    if not cfg.dicom_roots:
+        raise MedvidError("no DICOM root given (start the app with --dicom-root DIR to see the loops)")
+    rel = _key_paths(ingest).get(video_key)
+    if rel is None:
+        raise MedvidError("loop not in the ingest's key file")
+    for root in cfg.dicom_roots:
+        try:
+            path = safe_path(cfg.roots, Path(root), rel)
+        except PathRefused as exc:
+            raise MedvidError(f"loop file refused: {exc}") from exc
+        if path.is_file():
+            return path
+    raise MedvidError("loop file not found under the DICOM root (moved or deleted since ingest)")
+
+
+_PATHS_CACHE: dict[Path, tuple[int, dict[str, str]]] = {}
+
+
+def _key_paths(ingest: Path) -> dict[str, str]:
+    """``video_key → relative path`` from the ingest's key file (cached per file modification time)."""
+    path = ingest / KEY_DIR / "paths.jsonl"
+    if not path.is_file():
+        raise MedvidError("the ingest's local key file is missing: loops cannot be located")
+    stamp = path.stat().st_mtime_ns
+    hit = _PATHS_CACHE.get(path)
+    if hit is None or hit[0] != stamp:
+        rows = {}
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if r.get("video_key"):
+                    rows[r["video_key"]] = r["path"]
+        hit = _PATHS_CACHE[path] = (stamp, rows)
+    return hit[1]
+
+
+def loop_cache_path(cfg: AppConfig, video_key: str) -> Path:
+    """Where the rendered MP4 of a loop lives: ``<cache>/loops/<video_key>.mp4``, refused outside the roots."""
+    if cfg.cache is None or not valid_key(video_key):
+        raise MedvidError("no loop cache folder")
+    return safe_path(cfg.roots, cfg.cache, f"loops/{video_key}.mp4")
+
+
+# --------------------------------------------------------------------------- echo: drafts and reviews
+
+
+@dataclass
+class Draft:
+    """One study's draft: the parsed line, its exact text (for ``draft_sha256``) and its folder."""
+
+    study_key: str
+    data: dict[str, Any]
+    line: str
+    folder: Path
+
+    @property
+    def sha256(self) -> str:
+        return draft_sha256(self.line)
+
+    @property
+    def sections(self) -> dict[str, dict[str, Any]]:
+        return self.data.get("sections") or {}
+
+
+@dataclass
+class DraftTable:
+    """Drafts, draft errors and unreadable lines across every draft folder."""
+
+    drafts: dict[str, Draft] = field(default_factory=dict)
+    errors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    bad_lines: list[str] = field(default_factory=list)  # "folder #n: line N" descriptions, no content
+
+
+def draft_sha256(line: str) -> str:
+    """sha256 of a drafts.jsonl line as stored (UTF-8, without its line ending)."""
+    return hashlib.sha256(line.rstrip("\r\n").encode("utf-8")).hexdigest()
+
+
+def read_drafts(folders: Sequence[Path]) -> DraftTable:
+    """Parse ``drafts.jsonl`` and ``errors.jsonl`` of each draft folder; corrupt lines are counted, not fatal.
+
+    A study drafted in several folders keeps the first folder's draft.
+    """
+    table = DraftTable()
+    for n, folder in enumerate(folders):
+        path = folder / "drafts.jsonl"
+        if path.is_file():
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for i, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        data = json.loads(line)
+                    except json.JSONDecodeError:
+                        table.bad_lines.append(f"draft folder {n + 1}, line {i}: not JSON")
+                        continue
+                    key = data.get("study_key") if isinstance(data, dict) else None
+                    if not valid_key(key) or not isinstance(data.get("sections"), dict):
+                        table.bad_lines.append(f"draft folder {n + 1}, line {i}: no study key or sections")
+                        continue
+                    table.drafts.setdefault(key, Draft(key, data, line.rstrip("\r\n"), folder))
+        errors = folder / "errors.jsonl"
+        if errors.is_file():
+            with open(errors, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(row, dict) and valid_key(row.get("study_key")):
+                        table.errors.setdefault(row["study_key"], []).append(row)
+    return table
+
+
+def review_path(roots: Sequence[Path], folder: Path, study_key: str) -> Path:
+    if not valid_key(study_key):
+        raise PathRefused("not a study key")
+    return safe_path(roots, folder, f"reviewed/{study_key}.json")
+
+
+def read_review(roots: Sequence[Path], folder: Path, study_key: str) -> dict[str, Any] | None:
+    """The saved review of a study (``reviewed/<study_key>.json``), None when none or unreadable."""
+    path = review_path(roots, folder, study_key)
+    if not path.is_file():
+        return None
+    try:
+        review = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return review if isinstance(review, dict) and review.get("study_key") == study_key else None
+
+
+def unified_diff(old: str, new: str, name: str) -> str:
+    """Unified diff of one section's text, draft → reviewed ('' when equal)."""
+    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                        fromfile=f"draft/{name}", tofile=f"reviewed/{name}"))
+
+
+def save_review(roots: Sequence[Path], draft: Draft, sections: dict[str, str], reviewer: str, sign_off: bool,
+                phenotypes: dict[str, Any] | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Write ``reviewed/<study_key>.json`` beside the draft (atomic); the draft files are never touched."""
+    reviewer = reviewer.strip()
+    if not reviewer:
+        raise MedvidError("type your name (reviewer) before saving")
+    originals = {name: str(sec.get("text") or "") for name, sec in draft.sections.items()}
+    review = {
+        "study_key": draft.study_key,
+        "status": "signed_off" if sign_off else "edited",
+        "reviewer": reviewer,
+        "time": (now or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="seconds"),
+        "sections": {name: sections.get(name, text) for name, text in originals.items()},
+        "diff": {name: unified_diff(text, sections.get(name, text), name) for name, text in originals.items()},
+        "draft_sha256": draft.sha256,
+    }
+    if phenotypes:
+        review["phenotypes"] = phenotypes
+    atomic_write_text(review_path(roots, draft.folder, draft.study_key), json.dumps(review, indent=2) + "\n")
+    return review
+
+
+def study_status(key: str, table: DraftTable, review: dict[str, Any] | None) -> str:
+    """One of ``STATUSES`` for a study (see the drafting contract)."""
+    if key in table.drafts:
+        if review is not None:
+            return "signed off" if review.get("status") == "signed_off" else "edited"
+        return "draft"
+    return "error" if key in table.errors else "no draft"
+
+
+def reviewed_text(study_key: str, sections: dict[str, str], phenotypes: dict[str, Any], status: str) -> str:
+    """Readable export of a reviewed report (``reviewed/<study_key>.txt``)."""
+    lines = [f"{'FINAL' if status == 'signed_off' else 'REVIEWED (not signed off)'} report, study {study_key}", ""]
+    lines += [f"{name}: {text}" for name, text in sections.items()]
+    if phenotypes:
+        lines += ["", "Phenotypes:"] + [f"  {name}: {value}" for name, value in phenotypes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def phenotype_value(p: Any) -> float | None:
+    """The number a phenotype entry carries (numeric ``value`` or binary ``score``), None when unknown."""
+    if not isinstance(p, dict):
+        return None
+    v = p.get("value", p.get("score"))
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) else None
+
+
+def study_table(videos: pd.DataFrame, table: DraftTable, reviews: dict[str, dict[str, Any] | None]) -> pd.DataFrame:
+    """One row per study (ingested or drafted): key, loops, views, status and numeric phenotypes."""
+    keys = sorted(set(videos["study_key"]) | set(table.drafts) | set(table.errors))
+    by_study = videos.groupby("study_key")
+    rows = []
+    for key in keys:
+        loops = by_study.get_group(key) if key in by_study.groups else videos.iloc[:0]
+        draft = table.drafts.get(key)
+        views = sorted({str(v) for v in loops.get("view", []) if v})
+        if not views and draft is not None:
+            views = sorted({str(v.get("view")) for v in draft.data.get("videos") or [] if v.get("view")})
+        row = {"study": key, "loops": len(loops), "views": ", ".join(views),
+               "status": study_status(key, table, reviews.get(key))}
+        for name, p in ((draft.data.get("phenotypes") or {}) if draft else {}).items():
+            row[name] = phenotype_value(p)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["study", "loops", "views", "status"] if not rows else None)
+
+
+def filter_studies(df: pd.DataFrame, query: str = "", statuses: Sequence[str] = (), phenotype: str | None = None,
+                   op: str = "<", value: float | None = None, texts: dict[str, str] | None = None) -> pd.DataFrame:
+    """Rows matching a search (study key or draft text), statuses, and ``phenotype op value``."""
+    keep = pd.Series(True, index=df.index)
+    q = query.strip().lower()
+    if q:
+        texts = texts or {}
+        keep &= df["study"].map(lambda k: q in k.lower() or q in texts.get(k, "").lower())
+    if statuses:
+        keep &= df["status"].isin(list(statuses))
+    if phenotype and phenotype in df and value is not None:
+        col = pd.to_numeric(df[phenotype], errors="coerce")
+        keep &= (col < value) if op == "<" else (col >= value)
+    return df[keep]
+
+
+# --------------------------------------------------------------------------- surgery
+
+
+def read_predictions(roots: Sequence[Path], folder: Path, video: str) -> pd.DataFrame:
+    """``predictions/<video>.csv`` of a zero-shot folder (phase or tools)."""
+    if not valid_key(video):
+        raise PathRefused("not a video name")
+    path = safe_path(roots, folder, f"predictions/{video}.csv")
+    if not path.is_file():
+        raise MedvidError(f"no predictions for {video}")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise MedvidError(f"predictions for {video} are unreadable ({type(exc).__name__})") from exc
+    if "time_s" not in df:
+        raise MedvidError(f"predictions for {video} have no time_s column (not a zero-shot output)")
+    return df
+
+
+def prediction_videos(folder: Path) -> list[str]:
+    """Video names with a predictions CSV in a zero-shot folder."""
+    pred = folder / "predictions"
+    return sorted(p.stem for p in pred.glob("*.csv") if valid_key(p.stem)) if pred.is_dir() else []
+
+
+def zero_shot_task(folder: Path) -> str:
+    """``phase`` or ``tools``: from metrics.json, else from a predictions CSV header."""
+    try:
+        task = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("task")
+        if task in ("phase", "tools"):
+            return task
+    except (OSError, json.JSONDecodeError, AttributeError):
+        pass
+    for video in prediction_videos(folder)[:1]:
+        with open(folder / "predictions" / f"{video}.csv", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+        return "phase" if "pred_index" in header else "tools"
+    return "unknown"
+
+
+def read_metrics(folder: Path) -> dict[str, Any] | None:
+    """A zero-shot folder's metrics.json, None when absent or unreadable."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def find_video(roots: Sequence[Path], video_roots: Sequence[Path], video: str) -> Path | None:
+    """``<root>/videos/<video>.<ext>`` in the first Cholec80-layout root that has it."""
+    if not valid_key(video):
+        return None
+    for root in video_roots:
+        for ext in VIDEO_EXTS:
+            try:
+                path = safe_path(roots, root, f"videos/{video}{ext}")
+            except PathRefused:
+                continue
+            if path.is_file():
+                return path
+    return None
+
+
+def phase_names(df: pd.DataFrame) -> list[str]:
+    """Phase classes of a phase predictions table, in column order."""
+    return [c[2:] for c in df.columns if c.startswith("p_")]
+
+
+def tool_names(df: pd.DataFrame) -> list[str]:
+    """Tool classes of a tools predictions table."""
+    return [c[5:] for c in df.columns if c.startswith("pred_") and c != "pred_index" and c != "pred_smoothed_index"]

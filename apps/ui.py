@@ -1,0 +1,108 @@
+"""Streamlit helpers shared by the review app's pages: config, cached loaders, error guard, navigation."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import streamlit as st
+from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
+
+from apps import store
+from medvid.errors import MedvidError
+
+log = logging.getLogger("medvid.app")
+
+STUDY_PAGE = "pages/2_Study.py"
+LIST_PAGE = "pages/1_Echo_studies.py"
+
+
+def page(title: str, body: Callable[[], None]) -> None:
+    """Run a page body; any failure becomes a clear in-page message, never a traceback."""
+    st.set_page_config(page_title=f"medvid · {title}", layout="wide")
+    try:
+        body()
+    except ScriptControlException:  # st.rerun / st.switch_page / st.stop
+        raise
+    except (MedvidError, OSError) as exc:
+        st.error(f"{title}: {exc}" if isinstance(exc, MedvidError) else
+                 f"{title}: a file could not be read ({type(exc).__name__}); see the server log.")
+        log.exception("page %s failed", title)
+    except Exception as exc:  # noqa: BLE001 - the page must show a message, not a traceback
+        st.error(f"{title}: unexpected error ({type(exc).__name__}); see the server log.")
+        log.exception("page %s failed", title)
+
+
+def config() -> store.AppConfig:
+    return store.AppConfig.from_env()
+
+
+def _stamp(paths: list[Path]) -> tuple:
+    """Modification times that key the caches (a rewritten file invalidates them)."""
+    return tuple((str(p), p.stat().st_mtime_ns if p.exists() else 0) for p in paths)
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def sources(data: tuple[str, ...]) -> store.Sources:
+    return store.discover([Path(p) for p in data])
+
+
+def current_sources() -> store.Sources:
+    cfg = config()
+    found = sources(tuple(str(p) for p in cfg.data))
+    for missing in found.missing:
+        st.warning("A data root given at start is not a folder; it is skipped.")
+        log.warning("data root is not a folder: %s", missing)
+    return found
+
+
+@st.cache_data(show_spinner=False)
+def _videos(ingests: tuple[str, ...], stamp: tuple) -> pd.DataFrame:
+    return store.read_videos([Path(p) for p in ingests])
+
+
+def videos(src: store.Sources) -> pd.DataFrame:
+    return _videos(tuple(map(str, src.ingests)), _stamp([p / "videos.parquet" for p in src.ingests]))
+
+
+@st.cache_data(show_spinner=False)
+def _drafts(folders: tuple[str, ...], stamp: tuple) -> store.DraftTable:
+    return store.read_drafts([Path(p) for p in folders])
+
+
+def drafts(src: store.Sources) -> store.DraftTable:
+    table = _drafts(tuple(map(str, src.drafts)),
+                    _stamp([p / n for p in src.drafts for n in ("drafts.jsonl", "errors.jsonl")]))
+    if table.bad_lines:
+        st.warning(f"{len(table.bad_lines)} line(s) of drafts.jsonl could not be read and are skipped: "
+                   + "; ".join(table.bad_lines[:5]))
+    return table
+
+
+def reviews(table: store.DraftTable) -> dict[str, dict | None]:
+    """Saved reviews of every drafted study (small files, read fresh on each run)."""
+    roots = config().roots
+    return {k: store.read_review(roots, d.folder, k) for k, d in table.drafts.items()}
+
+
+def studies(src: store.Sources) -> tuple[pd.DataFrame, store.DraftTable, dict[str, dict | None]]:
+    """The study table with statuses, the drafts and the reviews."""
+    table = drafts(src)
+    revs = reviews(table)
+    return store.study_table(videos(src), table, revs), table, revs
+
+
+def open_study(key: str, order: list[str] | None = None) -> None:
+    """Go to the study page for ``key`` (keeping the list order for next/previous)."""
+    st.session_state["study"] = key
+    if order is not None:
+        st.session_state["study_order"] = order
+    st.switch_page(STUDY_PAGE, query_params={"study": key})
+
+
+def fmt(value: object, digits: int = 2) -> str:
+    """A number for display; '—' for missing."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
