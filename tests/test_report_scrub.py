@@ -35,6 +35,7 @@ PHI_REPORTS = [
      ["555-0199", "4-4512", "7946 0958", "echo.lab@mock-clinic.org", "pacs.mock-clinic.org"]),
     ("A 93-year-old woman, age: 101, seen at Fakeville Heart Centre and the University of Mockton.",
      ["93", "101", "Fakeville Heart Centre", "Mockton"]),
+    ("Seen by Dr. J. Doe and Mrs K. Lee; verified by Jane R. Roe.", ["Doe", "Lee", "Jane", "Roe"]),
     ("Case no. 2019-0042. Medical record number 55512345. SSN 123-45-6789.", ["2019-0042", "55512345", "123-45-6789"]),
 ]
 

@@ -36,7 +36,8 @@ _UP = r"A-ZÀ-ÖØ-Þ"  # upper-case letters a name starts with
 _STOP = (r"(?!(?i:dr|doctor|prof|professor|mr|mrs|ms|miss|md|do|phd|rn|rdcs|physician|cardiologist|sonographer|mrn|dob|id|date|accession|age|sex"
          r"|tel|phone|fax|on|at|and|the|of|study|report|time)\b)")
 _WORD = rf"{_STOP}[{_UP}][^\W\d_'’-]*(?:['’-][^\W\d_]+)*"  # one capitalised (or all-caps) name word
-_NAME_SEQ = rf"{_WORD}(?:,?[ \t](?:{_STOP}[{_UP}]\.|{_WORD})){{0,3}}"  # up to four words / initials, one line
+_PART = rf"(?:{_STOP}[{_UP}]\.(?=[ \t]?[{_UP}])|{_WORD})"  # an initial ("J.") before more of the name, or a word
+_NAME_SEQ = rf"{_PART}(?:,?[ \t]?{_PART}){{0,3}}"  # up to four words / initials, one line
 _MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
           r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
 _INST_WORD = r"(?:hospital|clinic|centre|center|infirmary|institute|university|medical|health|hôpital|klinik)"
