@@ -125,7 +125,7 @@ def _salt(cfg: Config, keys: Path) -> str:
 def _settings_id(cfg: Config, salt: str) -> str:
     """Fingerprint of everything a cached per-file result depends on."""
     parts = [salt, ",".join(cfg.modalities), cfg.min_frames, cfg.validate_decode, cfg.estimate_sector,
-             cfg.sector_frames, 4]  # 2: results carry the header's report deny terms; 3: SR measurements; 4: accession_key
+             cfg.sector_frames, 5]  # result format: 2 deny terms, 3 SR measurements, 4 accession_key, 5 regions
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 

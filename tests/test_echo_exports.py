@@ -244,3 +244,59 @@ def test_companion_tables_join_by_accession(tmp_path):
     assert summary["labels_matched"] == 3 and summary["labels_unmatched"]["rows"] == 0
     shared = (out / "videos.parquet").read_bytes() + (out / "reports.csv").read_bytes() + json.dumps(summary).encode()
     assert b"ACC1" not in shared and b"ACC9" not in shared
+
+
+# ------------------------------------------------------------------------------------ 4. calibration, layouts
+def _doppler_frames(t: int = 10) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    frames = np.zeros((t, 96, 80, 3), dtype=np.uint8)
+    frames[:, 0:4, 0:40] = 255  # burned-in text
+    frames[:, 6:40, 10:70] = rng.integers(0, 255, (t, 34, 60, 1), dtype=np.uint8)  # 2-D reference image
+    frames[:, 48:95, 0:80] = rng.integers(0, 255, (t, 47, 80, 1), dtype=np.uint8)  # spectral strip
+    return frames
+
+
+DOPPLER_REGIONS = [dict(box=(10, 6, 69, 39), spatial=1, data_type=1, dx=0.026, dy=0.026, ref=(40, 6)),
+                   dict(box=(0, 48, 79, 94), spatial=3, data_type=3, dx=0.01, dy=2.5, units=(4, 7), ref=(0, 70))]
+
+
+def test_regions_layouts_and_calibration_are_kept(tmp_path):
+    from medvid.datasets.echo import EchoVideoDataset
+    from medvid.transforms.clip import ClipPreprocess
+
+    root = tmp_path / "export"
+    cases = {
+        "doppler": (_doppler_frames(), DOPPLER_REGIONS),
+        "mmode": (_doppler_frames(), [DOPPLER_REGIONS[0], {**DOPPLER_REGIONS[1], "spatial": 2, "data_type": 1,
+                                                          "units": (4, 3)}]),
+        "dual": (moving_frames(), [dict(box=(10, 8, 39, 55)), dict(box=(40, 8, 69, 55), data_type=2)]),
+        "color": (moving_frames(), [dict(box=(10, 8, 69, 55)), dict(box=(20, 10, 50, 40), data_type=2)]),
+        "plain": (moving_frames(), [dict(box=(10, 8, 69, 55))]),
+    }
+    for i, (name, (frames, regions)) in enumerate(cases.items()):
+        save(us_cine(frames, study_uid=f"{STUDY}.{i}", regions=regions), root / name)
+    out = tmp_path / "out"
+    ingest(root, out, "salt=salt", "keep_paths=true")
+    videos = pd.read_parquet(out / "videos.parquet").set_index("path")
+    assert videos["layout"].to_dict() == {"doppler": "spectral_doppler", "mmode": "m_mode", "dual": "dual_pane",
+                                          "color": "color_doppler", "plain": "2d"}
+    regions = json.loads(videos.at["doppler", "regions"])
+    assert regions[1] == {"box": [0, 48, 80, 95], "spatial_format": "spectral", "data_type": "pw_doppler",
+                          "delta_x": 0.01, "delta_y": 2.5, "units_x": "s", "units_y": "cm/s", "reference_pixel": [0, 70]}
+    assert regions[0]["delta_x"] == 0.026 and regions[0]["units_x"] == "cm"
+    assert list(videos.at["doppler", "sector_box"]) == [0, 6, 80, 95]  # the spectral strip is inside the box
+    assert list(videos.at["mmode", "sector_box"]) == [0, 6, 80, 95]
+
+    loops = EchoVideoDataset(out, root, preprocess=None, n_frames=4, frame_stride=1, layouts=["spectral_doppler"])
+    assert len(loops) == 1
+    clip = loops[0]["video"]  # (3, T, H, W) at full size: the trace survives, the text does not
+    assert clip[:, :, 48:95].abs().sum() > 0 and clip[:, :, 0:4, 0:40].abs().sum() == 0
+    assert len(EchoVideoDataset(out, root, preprocess=None, layouts=["2d", "color_doppler"])) == 2
+    with pytest.raises(ValueError, match="unknown layout"):
+        EchoVideoDataset(out, root, layouts=["doppler"])
+
+    pre = ClipPreprocess(size=48, crop="center_square", zoom=0.0)
+    geo = pre.geometry(96, 80)  # an 80 px centred square → 48 px: 0.6 output px per source px
+    assert geo == {"crop_box": (0, 8, 80, 88), "scale": (0.6, 0.6)}
+    cm_per_output_px = regions[0]["delta_x"] / geo["scale"][0]
+    assert cm_per_output_px == pytest.approx(0.026 / 0.6)

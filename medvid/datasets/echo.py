@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from medvid.errors import MedvidError
 from medvid.io.dicom import DicomCine, video_paths
 from medvid.io.echo_videos import VideoLoop, open_loop
-from medvid.io.regions import blank_outside_box, clip_box, estimate_sector_mask
+from medvid.io.regions import LAYOUTS, blank_outside_box, clip_box, estimate_sector_mask
 from medvid.io.reports import parse_sections
 from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor
 from medvid.transforms.sampling import clip_times, frame_timestamps, times_to_indices
@@ -78,14 +78,15 @@ class EchoVideoDataset(Dataset):
 
     ``preprocess`` is a ``ClipPreprocess``, a preset name (``PRESETS``) or None (raw 0–255 frames).
     With a preset name, ``n_frames`` / ``target_fps`` / ``frame_stride`` default to the preset's
-    sampling (EchoPrime: 16 frames, every 2nd native frame, from the start).
+    sampling (EchoPrime: 16 frames, every 2nd native frame, from the start). ``layouts`` keeps only loops
+    of those layouts (``medvid.io.regions.LAYOUTS``, e.g. ``["2d", "color_doppler"]``).
     """
 
     def __init__(self, ingest_dir: str | os.PathLike, dicom_root: str | os.PathLike, n_frames: int | None = None,
                  target_fps: float | None = None, frame_stride: int | None = None,
                  preprocess: ClipPreprocess | str | None = "echoprime", mask: str = "box", start: str = "begin",
                  split: str | Sequence[str] | None = None, views: Sequence[str] | None = None,
-                 default_fps: float = 30.0, seed: int | None = None) -> None:
+                 default_fps: float = 30.0, seed: int | None = None, layouts: Sequence[str] | None = None) -> None:
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
         if start not in STARTS:
@@ -98,7 +99,7 @@ class EchoVideoDataset(Dataset):
         self.preprocess = resolve_preprocess(preprocess)
         self.mask, self.start, self.default_fps = mask, start, default_fps
         self.ingest_dir, self.dicom_root = Path(ingest_dir), Path(dicom_root)
-        self.videos = _filter(read_videos(self.ingest_dir), split, views).reset_index(drop=True)
+        self.videos = _filter(read_videos(self.ingest_dir), split, views, layouts).reset_index(drop=True)
         self._paths = (dict(zip(self.videos["video_key"], self.videos["path"])) if "path" in self.videos
                        else video_paths(self.ingest_dir))
         self._rng = np.random.default_rng(seed)
@@ -205,9 +206,17 @@ def read_reports_table(ingest_dir: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def _filter(df: pd.DataFrame, split: str | Sequence[str] | None, views: Sequence[str] | None) -> pd.DataFrame:
+def _filter(df: pd.DataFrame, split: str | Sequence[str] | None, views: Sequence[str] | None,
+            layouts: Sequence[str] | None = None) -> pd.DataFrame:
     if split:
         df = df[df["split"].isin([split] if isinstance(split, str) else list(split))]
     if views:
         df = df[df["view"].isin(list(views))]
+    if layouts:
+        unknown = sorted(set(layouts) - set(LAYOUTS))
+        if unknown:
+            raise ValueError(f"unknown layout(s) {unknown}; known: {list(LAYOUTS)}")
+        if "layout" not in df:
+            raise MedvidError("this ingest has no layout column: re-run `medvid ingest` to filter by layout")
+        df = df[df["layout"].isin(list(layouts))]
     return df

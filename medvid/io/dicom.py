@@ -20,6 +20,7 @@ gzip archives are reported as ``archive`` (not unpacked). Nothing here logs or r
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -39,6 +40,7 @@ from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVR
                          JPEGExtended12Bit, UID)
 
 from medvid.errors import MedvidError
+from medvid.io.regions import describe_regions, layout_from_regions
 from medvid.transforms.sampling import frame_timestamps
 from medvid.utils import pseudonym
 
@@ -428,7 +430,8 @@ def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: b
 
 
 def cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
-    """De-identified description of a cine loop: pseudonymous keys, geometry, timing, codec, device make.
+    """De-identified description of a cine loop: pseudonymous keys, geometry, timing, codec, device make,
+    ultrasound regions (JSON: bounds, formats, calibration) and the layout they imply.
 
     Patient name/ID/birth date, institution, dates and free-text tags are never copied.
     """
@@ -442,6 +445,7 @@ def _cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
     if cine.timestamps is not None and cine.fps:
         duration = float(cine.timestamps[-1] + 1.0 / cine.fps)
     irregular = cine.fps_source == "FrameTimeVector"
+    regions = describe_regions(ds, cine.rows, cine.cols)
     return {
         "study_key": pseudonym(str(ds.StudyInstanceUID), salt, prefix="st_"),
         "series_key": pseudonym(str(ds.get("SeriesInstanceUID", "")), salt, prefix="se_"),
@@ -465,6 +469,8 @@ def _cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
         "manufacturer": str(ds.get("Manufacturer", "") or ""),
         "model": str(ds.get("ManufacturerModelName", "") or ""),
         "lossy": str(ds.get("LossyImageCompression", "")) == "01",
+        "regions": json.dumps(regions),
+        "layout": layout_from_regions(regions),
     }
 
 

@@ -4,6 +4,11 @@ Outside the imaging sector an echo frame carries ECG traces, burned-in text (som
 colour bars. The DICOM regions sequence says where the image is; when it is absent the sector is
 the large connected area whose pixels change over time (ECG sweeps are thin and separate, text and
 bars are static). Boxes are ``(x0, y0, x1, y1)``, inclusive-exclusive, in pixel coordinates.
+
+``describe_regions`` keeps each region's bounds, spatial format, data type, physical deltas and units
+and reference pixel (the calibration: e.g. cm per pixel of a 2-D image, cm/s and seconds per pixel of
+a spectral Doppler strip); ``layout_from_regions`` names the loop's layout from them. The sector box
+covers the 2-D, M-mode and spectral regions: a Doppler or M-mode trace is never blanked.
 """
 from __future__ import annotations
 
@@ -15,32 +20,89 @@ from scipy import ndimage
 
 Box = tuple[int, int, int, int]
 
-# RegionSpatialFormat 1 = 2-D tissue/flow image; RegionDataType 1 = tissue, 2 = colour flow.
-_SPATIAL_2D = 1
+# DICOM PS3.3 C.8.5.5.1: RegionSpatialFormat, RegionDataType, PhysicalUnits{X,Y}Direction codes.
+SPATIAL_FORMATS = {0: "none", 1: "2d", 2: "m_mode", 3: "spectral", 4: "waveform", 5: "graphics"}
+DATA_TYPES = {0: "none", 1: "tissue", 2: "color_flow", 3: "pw_doppler", 4: "cw_doppler", 5: "doppler_mean_trace",
+              6: "doppler_mode_trace", 7: "doppler_max_trace", 8: "volume_trace", 9: "ecg_trace", 10: "pulse_trace",
+              11: "phonocardiogram_trace", 12: "gray_bar", 13: "color_bar", 14: "integrated_backscatter",
+              15: "area_trace", 16: "d_area_dt", 17: "other_physiological"}
+UNITS = {0: "none", 1: "percent", 2: "dB", 3: "cm", 4: "s", 5: "Hz", 6: "dB/s", 7: "cm/s", 8: "cm2", 9: "cm2/s",
+         10: "cm3", 11: "cm3/s", 12: "deg"}
+LAYOUTS = ("2d", "color_doppler", "spectral_doppler", "m_mode", "dual_pane", "unknown")
+# Regions that carry image content a model must see (never blanked): 2-D, M-mode, spectral Doppler.
+_IMAGE_FORMATS = ("2d", "m_mode", "spectral")
+
+
+def describe_regions(ds: Dataset, rows: int, cols: int) -> list[dict]:
+    """Each valid region of ``SequenceOfUltrasoundRegions`` as a plain dict: ``box`` ([x0, y0, x1, y1],
+    exclusive ends, clamped to the frame), ``spatial_format``, ``data_type``, ``delta_x`` / ``delta_y``
+    (physical size of one pixel), ``units_x`` / ``units_y`` and ``reference_pixel`` ([x0, y0] or None)."""
+    out = []
+    for item in ds.get("SequenceOfUltrasoundRegions") or []:
+        try:
+            box = clip_box((int(item.RegionLocationMinX0), int(item.RegionLocationMinY0),
+                            int(item.RegionLocationMaxX1) + 1, int(item.RegionLocationMaxY1) + 1), rows, cols)
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if box is None:
+            continue
+        ref = (item.get("ReferencePixelX0"), item.get("ReferencePixelY0"))
+        out.append({"box": list(box),
+                    "spatial_format": SPATIAL_FORMATS.get(_code(item, "RegionSpatialFormat"), "none"),
+                    "data_type": DATA_TYPES.get(_code(item, "RegionDataType"), "none"),
+                    "delta_x": _float(item.get("PhysicalDeltaX")), "delta_y": _float(item.get("PhysicalDeltaY")),
+                    "units_x": UNITS.get(_code(item, "PhysicalUnitsXDirection"), "none"),
+                    "units_y": UNITS.get(_code(item, "PhysicalUnitsYDirection"), "none"),
+                    "reference_pixel": [int(ref[0]), int(ref[1])] if None not in ref else None})
+    return out
+
+
+def layout_from_regions(regions: Sequence[dict]) -> str:
+    """``spectral_doppler`` / ``m_mode`` (a trace region, usually under a small 2-D reference image),
+    ``dual_pane`` (two 2-D images side by side), ``color_doppler`` (a 2-D region with colour flow), ``2d``,
+    or ``unknown`` (no regions)."""
+    formats = [r["spatial_format"] for r in regions]
+    if "spectral" in formats or any(r["data_type"] in ("pw_doppler", "cw_doppler") for r in regions):
+        return "spectral_doppler"
+    if "m_mode" in formats:
+        return "m_mode"
+    images = [r for r in regions if r["spatial_format"] == "2d"]
+    if not images:
+        return "unknown"
+    if len(images) >= 2 and _side_by_side([r["box"] for r in images]):
+        return "dual_pane"
+    return "color_doppler" if any(r["data_type"] == "color_flow" for r in images) else "2d"
 
 
 def box_from_regions(ds: Dataset, rows: int, cols: int) -> Box | None:
-    """Union of the 2-D image regions in ``SequenceOfUltrasoundRegions`` (else the largest region)."""
-    regions = ds.get("SequenceOfUltrasoundRegions")
+    """Union of the image regions (2-D, M-mode, spectral Doppler) in ``SequenceOfUltrasoundRegions``
+    (else the largest region): traces and the image they belong to stay inside the box."""
+    regions = describe_regions(ds, rows, cols)
     if not regions:
         return None
-    boxes, spatial = [], []
-    for item in regions:
-        try:
-            box = (int(item.RegionLocationMinX0), int(item.RegionLocationMinY0),
-                   int(item.RegionLocationMaxX1) + 1, int(item.RegionLocationMaxY1) + 1)
-        except (AttributeError, TypeError, ValueError):
-            continue
-        box = clip_box(box, rows, cols)
-        if box is None:
-            continue
-        boxes.append(box)
-        spatial.append(int(item.get("RegionSpatialFormat", 0) or 0) == _SPATIAL_2D)
-    if not boxes:
-        return None
-    chosen = [b for b, s in zip(boxes, spatial) if s] or [max(boxes, key=box_area)]
+    chosen = [r["box"] for r in regions if r["spatial_format"] in _IMAGE_FORMATS] or \
+        [max((r["box"] for r in regions), key=box_area)]
     return (min(b[0] for b in chosen), min(b[1] for b in chosen),
             max(b[2] for b in chosen), max(b[3] for b in chosen))
+
+
+def _side_by_side(boxes: Sequence[Sequence[int]]) -> bool:
+    """True when two of the boxes share no columns (left and right panes)."""
+    return any(a[2] <= b[0] or b[2] <= a[0] for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def _code(item: Dataset, keyword: str) -> int:
+    try:
+        return int(item.get(keyword, 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(value: object) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
 
 
 def estimate_sector_mask(frames: np.ndarray, threshold: float = 4.0, min_fraction: float = 0.02) -> np.ndarray | None:
@@ -83,7 +145,7 @@ def clip_box(box: Sequence[int], rows: int, cols: int) -> Box | None:
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
-def box_area(box: Box) -> int:
+def box_area(box: Sequence[int]) -> int:
     return (box[2] - box[0]) * (box[3] - box[1])
 
 

@@ -92,6 +92,14 @@ class ClipPreprocess:
         h, w = (min(height, width),) * 2 if self.crop == "center_square" else (height, width)
         return max(1, round(h * (1 - 2 * self.zoom))), max(1, round(w * (1 - 2 * self.zoom)))
 
+    def geometry(self, height: int, width: int) -> dict[str, tuple]:
+        """Where a ``height × width`` frame's output comes from: ``crop_box`` ``(x0, y0, x1, y1)`` in source
+        pixels and ``scale`` ``(sx, sy)``, output pixels per source pixel. ``n`` output pixels along x are
+        ``n / sx`` source pixels, i.e. ``n / sx * delta_x`` cm with the region's ``PhysicalDeltaX`` in cm."""
+        h, w = self.crop_box(height, width)
+        y0, x0 = height // 2 - h // 2, width // 2 - w // 2  # as monai CenterSpatialCrop
+        return {"crop_box": (x0, y0, x0 + w, y0 + h), "scale": (self.size / w, self.size / h)}
+
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         if clip.ndim != 4 or clip.shape[0] != 3:
             raise ValueError(f"expected a (3, T, H, W) clip, got {tuple(clip.shape)}")
@@ -112,8 +120,8 @@ class ClipPreprocess:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         t, height, width, _ = frames.shape
-        h, w = self.crop_box(height, width)
-        y0, x0 = height // 2 - h // 2, width // 2 - w // 2  # as monai CenterSpatialCrop
+        x0, y0, x1, y1 = self.geometry(height, width)["crop_box"]
+        h, w = y1 - y0, x1 - x0
         resample = Image.Resampling.BOX if min(h, w) >= self.size else Image.Resampling.BILINEAR
         small = np.empty((t, self.size, self.size, 3), dtype=np.uint8)
         for i in range(t):
