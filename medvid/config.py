@@ -5,13 +5,16 @@ OmegaConf validates types against the schema, so a typo in a key or a wrong type
 """
 from __future__ import annotations
 
+import inspect
 import os
-from dataclasses import is_dataclass
+import re
+import typing
+from dataclasses import fields, is_dataclass
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
 
 from medvid.errors import MedvidError
@@ -79,3 +82,66 @@ def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
     from medvid.utils import atomic_write_text
 
     atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+_COMMENTED = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_]\w*)\s*:[^#]*?(?:#\s*(?P<help>.*))?$")
+
+
+def _comments(lines: Sequence[str], base_indent: int = 0) -> dict[str, str]:
+    """``{dotted.key: trailing comment}`` from ``key: value  # comment`` lines (YAML or dataclass source)."""
+    out: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in lines:
+        m = _COMMENTED.match(line)
+        if not m or line.lstrip().startswith("#"):
+            continue
+        indent = len(m["indent"]) - base_indent
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        key = ".".join([k for _, k in stack] + [m["key"]])
+        if m["help"]:
+            out[key] = m["help"].strip()
+        stack.append((indent, m["key"]))
+    return out
+
+
+def describe_settings(schema: Any, name: str | None = None) -> list[tuple[str, str, str, str]]:
+    """``(key, type, default, meaning)`` of every setting of a job: types from the dataclass, defaults after
+    the shipped YAML, meanings from the trailing comments of the YAML (else of the dataclass source)."""
+    cfg = load_config(schema, name)
+    shipped = config_dir() / f"{name}.yaml" if name else None
+    meanings: dict[str, str] = {}
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        try:
+            meanings.update({f"{prefix}{k}": v for k, v in _comments(inspect.getsource(cls).splitlines()[1:], 4).items()
+                             if f"{prefix}{k}" not in meanings})
+        except (OSError, TypeError):
+            pass
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            key = f"{prefix}{f.name}"
+            if is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{key}.")
+                continue
+            kind = re.sub(r"typing\.|<class '([^']+)'>", r"\1", str(hints[f.name]))
+            value = OmegaConf.select(cfg, key)
+            value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+            rows.append((key, kind, _format_value(value), ""))
+
+    if shipped is not None and shipped.is_file():
+        meanings.update(_comments(shipped.read_text(encoding="utf-8").splitlines()))
+    walk(schema if isinstance(schema, type) else type(schema), "")
+    return [(k, t, d, meanings.get(k, "")) for k, t, d, _ in rows]
+
+
+def _format_value(value: Any) -> str:
+    """A default as it is written on the command line: ``true``, ``null``, ``[a,b]``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_format_value(v) for v in value) + "]"
+    return str(value)
