@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medvid.errors import MedvidError
 from medvid.report.evaluate import evaluate_drafts, headline, markdown_report
@@ -37,8 +39,17 @@ def run(cfg: Config) -> dict:
         raise MedvidError(f"baseline_split must be train, val, test or blank, got {cfg.baseline_split!r}")
     out = Path(cfg.out) if cfg.out else drafts / "evaluation"
     metrics = evaluate_drafts(drafts / "drafts.jsonl", ingest, baseline_split=cfg.baseline_split, seed=cfg.seed)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(_nan_to_none(metrics), indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.md", markdown_report(metrics))
     summary = {"out": str(out), **headline(metrics)}
     log.info("evaluate: %d drafted studies scored → %s", metrics["studies"], out)
     return summary
+
+
+def _nan_to_none(obj: Any) -> Any:
+    """Undefined metrics (NaN: one class only, no pairs) as JSON ``null``."""
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return None if isinstance(obj, float) and math.isnan(obj) else obj

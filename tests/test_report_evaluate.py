@@ -135,3 +135,15 @@ def test_bad_inputs_are_clear_errors(ingest_dir, tmp_path):
         evaluate_drafts(bad, ingest_dir)
     result = CliRunner().invoke(app, ["evaluate", "drafts", str(tmp_path), "--ingest", str(ingest_dir)])
     assert result.exit_code == 1 and "no drafts.jsonl" in result.output
+
+
+def test_undefined_metrics_are_json_null(ingest_dir, tmp_path):
+    out = _drafts(ingest_dir, tmp_path / "p", "perfect")
+    rows = [json.loads(line) for line in (out / "drafts.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["phenotypes"]["ef"]["value"] = None  # no labelled neighbour
+    write_jsonl(out / "drafts.jsonl", rows)
+    result = CliRunner().invoke(app, ["evaluate", "drafts", str(out), "--ingest", str(ingest_dir)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())  # strict JSON: no NaN
+    assert metrics["phenotypes"]["ef"]["draft"] == {"mae": None, "rmse": None, "r2": None, "n": 0}

@@ -1,5 +1,5 @@
 """Evaluate drafted reports (``OUT/drafts.jsonl``, docs/drafting_contract.md) against an ingest's
-``labels.csv`` and scrubbed ``reports.csv``, each metric beside baselines computed the same way.
+``labels.csv`` and ``reports.csv`` (scrubbed by ingest), each metric beside baselines computed the same way.
 
 - Numeric phenotypes (EF …): MAE, RMSE, R² — baselines: the training mean, a random training study's value.
 - Binary phenotypes: AUROC of the kNN score — baselines: the training prevalence as a constant score
@@ -26,7 +26,6 @@ from sklearn.metrics import r2_score
 from medvid.errors import MedvidError
 from medvid.io.reports import parse_sections, read_labels, read_reports
 from medvid.metrics import auroc, mean_absolute_error
-from medvid.report.scrub import scrub_text
 
 _TOKEN = re.compile(r"\[[a-z]+\]|[a-z]+|\d+(?:\.\d+)?")
 _SEVERITY = (("severe", r"severe(?:ly)?|large|critical"), ("moderate", r"moderate(?:ly)?"),
@@ -219,10 +218,10 @@ def _phenotypes(rows: list[dict], labels: pd.DataFrame, pool: list[str], rng: np
 
 
 def _sections(rows: list[dict], reports: pd.DataFrame, pool: list[str], rng: np.random.Generator) -> dict[str, Any]:
-    truth = {r["study_key"]: parse_sections(scrub_text(str(reports.at[r["study_key"], "report"])).text)
+    truth = {r["study_key"]: parse_sections(str(reports.at[r["study_key"], "report"]))
              for r in rows if r["study_key"] in reports.index}
     drafts = {r["study_key"]: draft_sections(r) for r in rows}
-    train = [parse_sections(scrub_text(str(reports.at[k, "report"])).text) for k in pool if k in reports.index]
+    train = [parse_sections(str(reports.at[k, "report"])) for k in pool if k in reports.index]
     having: dict[str, list[str]] = {}
     for sections in train:
         for name, text in sections.items():
