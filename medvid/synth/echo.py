@@ -10,7 +10,9 @@ carry: burned-in fake PHI text, an ECG strip with a sweeping cursor, a colour ba
 Files are written as machines write them: mostly US Multi-frame JPEG Baseline ``YBR_FULL_422``
 (Pillow, 4:2:2), plus RGB uncompressed, RLE Lossless, JPEG-LS and MONOCHROME2 loops, a few
 single-frame screenshots, a non-DICOM file, in ``<PatientID>/<StudyDate>/`` folders. Reports are
-in EchoPrime's sections (``medvid.io.reports.format_report``) with varied phrasing.
+in EchoPrime's sections (``medvid.io.reports.format_report``) with varied phrasing, under a header with the
+study's fake identifiers (as in its DICOM tags), sometimes with a dated prior-study comparison, and a
+signature line: the PHI that ``medvid ingest`` must scrub.
 """
 from __future__ import annotations
 
