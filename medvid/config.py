@@ -78,10 +78,31 @@ def _suggest(cfg: DictConfig, key: str) -> str:
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML (atomically)."""
+    """Write the resolved config as YAML (atomically). It is a record that travels with outputs, so data
+    paths are written relative to the file's folder: no absolute path (a home or a patient folder) in it."""
     from medvid.utils import atomic_write_text
 
-    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+    folder = Path(path).resolve().parent
+
+    def relative(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: relative(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [relative(v) for v in value]
+        if isinstance(value, str) and value and (os.path.isabs(value) or os.path.exists(value)):
+            return os.path.relpath(Path(value).resolve(), folder)
+        return value
+
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(relative(OmegaConf.to_container(cfg, resolve=True)))))
+
+
+def require_dirs(**paths: str) -> None:
+    """Refuse missing inputs before any work: ``dicom_root does not exist: …`` (names as the user set them)."""
+    for key, value in paths.items():
+        if not value:
+            raise MedvidError(f"{key} is required")
+        if not Path(value).is_dir():
+            raise MedvidError(f"{key} does not exist or is not a folder: {value}")
 
 
 _COMMENTED = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_]\w*)\s*:[^#]*?(?:#\s*(?P<help>.*))?$")

@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from medvid.config import save_config
+from medvid.config import require_dirs, save_config
 from medvid.errors import MedvidError
 from medvid.runs import TRAINING_BOOKKEEPING, run_settings
 from medvid.training.distributed import DistInfo, barrier, cleanup, init_distributed
@@ -28,7 +28,7 @@ from medvid.training.evaluate import chance_recall, retrieval_metrics
 from medvid.training.feature_cache import FeatureCache, TextFeatureCache, cache_clips
 from medvid.training.data import group_splits
 from medvid.training.trainer import Trainer, TrainConfig
-from medvid.utils import atomic_write_text, read_jsonl, seed_everything
+from medvid.utils import atomic_write_text, check_device, read_jsonl, seed_everything
 
 log = logging.getLogger("medvid")
 
@@ -130,8 +130,6 @@ def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str
     from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
 
     e = cfg.echo
-    if not e.ingest_dir or not e.dicom_root:
-        raise MedvidError("echo pretraining needs echo.ingest_dir and echo.dicom_root")
     studies = load_echo_studies(e.ingest_dir)
     if not studies:
         raise MedvidError(f"{e.ingest_dir}: no study with a report (reports.csv joined at ingest)")
@@ -207,8 +205,6 @@ def _surgical(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict
     from medvid.training.objectives import LectureContrastive
 
     lc = cfg.lectures
-    if not lc.pairs or not lc.root:
-        raise MedvidError("surgical pretraining needs lectures.pairs (pairs.jsonl) and lectures.root")
     rows = read_jsonl(lc.pairs)
     if not rows:
         raise MedvidError(f"{lc.pairs}: no pairs")
@@ -260,10 +256,25 @@ def _eval(objective: torch.nn.Module, evaluate: Callable, data: Dataset) -> dict
     return {**out, "n": len(data), "chance_recall@5": chance_recall(len(data), 5)}
 
 
-def run(cfg: Config) -> dict[str, Any]:
-    """Pretrain, evaluate on the held-out splits (and the untrained model, for reference), save."""
+def _check_inputs(cfg: Config) -> None:
+    """Refuse a wrong task, missing inputs or an unusable device before any model is built."""
     if cfg.task not in ("echo", "surgical"):
         raise MedvidError(f"task must be echo or surgical, got {cfg.task!r}")
+    if cfg.task == "echo":
+        require_dirs(**{"echo.ingest_dir": cfg.echo.ingest_dir, "echo.dicom_root": cfg.echo.dicom_root})
+    else:
+        require_dirs(**{"lectures.root": cfg.lectures.root})
+        if not cfg.lectures.pairs or not Path(cfg.lectures.pairs).is_file():
+            raise MedvidError(f"lectures.pairs does not exist (pairs.jsonl from `medvid lectures index`): "
+                              f"{cfg.lectures.pairs!r}")
+    if cfg.init_from and not Path(cfg.init_from).is_dir():
+        raise MedvidError(f"init_from does not exist or is not a folder: {cfg.init_from}")
+    check_device(cfg.train.device)
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Pretrain, evaluate on the held-out splits (and the untrained model, for reference), save."""
+    _check_inputs(cfg)
     dist = init_distributed(cfg.train.device)
     out = Path(cfg.out)
     try:

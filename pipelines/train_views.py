@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from medvid.config import save_config
+from medvid.config import require_dirs, save_config
 from medvid.errors import MedvidError
 from medvid.runs import TRAINING_BOOKKEEPING, run_settings
 from medvid.training.data import group_splits
@@ -107,8 +107,7 @@ def run(cfg: Config) -> dict[str, Any]:
     from medvid.training.data import ClassBalanced, ClipSource, LabelledClips
     from medvid.training.objectives import ViewClassification
 
-    if not cfg.ingest_dir or not cfg.dicom_root:
-        raise MedvidError("train-views needs ingest_dir and dicom_root")
+    require_dirs(ingest_dir=cfg.ingest_dir, dicom_root=cfg.dicom_root)
     dist = init_distributed(cfg.train.device)
     out = Path(cfg.out)
     try:

@@ -72,3 +72,11 @@ def test_zero_shot_validates_options_before_work_and_a_fixed_rerun_is_not_blocke
 
     if not torch.cuda.is_available():
         assert gpu.exit_code == 1 and "no CUDA GPU" in gpu.output and "Traceback" not in gpu.output
+
+
+def test_missing_inputs_are_named_before_any_work(tmp_path):
+    result = runner.invoke(app, ["train-views", f"ingest_dir={tmp_path}", f"dicom_root={tmp_path / 'nope'}"])
+    assert result.exit_code == 1 and "dicom_root does not exist" in result.output
+    result = runner.invoke(app, ["pretrain", "configs/surgical_pretrain.yaml", f"lectures.root={tmp_path}",
+                                 f"lectures.pairs={tmp_path / 'pairs.jsonl'}"])
+    assert result.exit_code == 1 and "lectures.pairs does not exist" in result.output

@@ -40,3 +40,12 @@ def test_typos_and_wrong_types_are_errors():
         load_config(_Cfg, overrides=["inner.size"])
     with pytest.raises(FileNotFoundError):
         load_config(_Cfg, config_file="/nonexistent.yaml")
+
+
+def test_saved_records_hold_no_absolute_paths(tmp_path):
+    data = tmp_path / "data" / "P1234567"
+    data.mkdir(parents=True)
+    cfg = load_config(_Cfg, overrides=[f"out={data}"])
+    save_config(cfg, tmp_path / "run" / "model" / "train_config.yaml")
+    text = (tmp_path / "run" / "model" / "train_config.yaml").read_text()
+    assert str(tmp_path) not in text and "../../data/P1234567" in text
