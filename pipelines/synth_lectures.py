@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from medvid.runs import claim_run, run_settings
 from medvid.synth.lectures import espeak_available, synthesize_lecture
 
 
@@ -26,6 +27,9 @@ class Config:
 
 def run(cfg: Config) -> dict:
     out = Path(cfg.out)
+    # Outputs already there are kept (resume) only when they were made with these settings.
+    claim_run(out, run_settings(cfg, ignore=("out", "lectures", "first_index", "overwrite")), overwrite=cfg.overwrite,
+              has_results=any((out / "truth").glob("*.json")))
     made, skipped, seconds, sentences = [], [], 0.0, 0
     for i in tqdm(range(cfg.first_index, cfg.first_index + cfg.lectures), desc="synth lectures", unit="lecture"):
         name = f"talk{i:02d}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from medvid.runs import claim_run, run_settings
 from medvid.synth.surgery import synthesize_video
 
 log = logging.getLogger("medvid")
@@ -28,6 +29,9 @@ class Config:
 
 def run(cfg: Config) -> dict:
     out = Path(cfg.out)
+    # Outputs already there are kept (resume) only when they were made with these settings.
+    claim_run(out, run_settings(cfg, ignore=("out", "videos", "first_id", "ids", "overwrite")), overwrite=cfg.overwrite,
+              has_results=any((out / "videos").glob("*.mp4")))
     ids = list(cfg.ids) or list(range(cfg.first_id, cfg.first_id + cfg.videos))
     made, skipped, seconds = [], [], 0.0
     for vid in tqdm(ids, desc="synth surgery", unit="video"):

@@ -6,6 +6,7 @@ import pytest
 
 from medvid.config import load_config
 from medvid.datasets.cholec80 import Cholec80
+from medvid.errors import MedvidError
 from medvid.synth.surgery import SurgicalWorld, make_timeline
 from medvid.vocab import CHOLEC80_PHASES, CHOLEC80_TOOLS
 from pipelines import synth_surgery
@@ -48,8 +49,12 @@ def test_annotations_match_video_and_splits(synth_root):
 
 
 def test_resume_skips_finished_videos(synth_root):
-    cfg = load_config(synth_surgery.Config, "synth_surgery", overrides=[f"out={synth_root}", "ids=[41]"])
+    same = [f"out={synth_root}", "ids=[41]", "seed=3", "duration_scale=0.2", "height=96", "width=128"]
+    cfg = load_config(synth_surgery.Config, "synth_surgery", overrides=same)
     assert synth_surgery.run(cfg)["skipped_existing"] == ["video41"]
+    other = load_config(synth_surgery.Config, "synth_surgery", overrides=same + ["seed=5"])
+    with pytest.raises(MedvidError, match=r"seed: 3 → 5.*overwrite=true"):
+        synth_surgery.run(other)  # outputs of another seed are never silently mixed in
 
 
 def test_timeline_is_deterministic_and_phase_typical():
