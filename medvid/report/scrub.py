@@ -28,13 +28,19 @@ from typing import Callable, Iterable, NamedTuple
 
 import pydicom
 
-SCRUBBER_VERSION = "1"
+from medvid.vocab import ECHO_SECTIONS
+
+SCRUBBER_VERSION = "1"  # bump on any rule change
 
 _PLACEHOLDER = re.compile(r"\[[A-Z]+\]")
 _UP = r"A-ZÀ-ÖØ-Þ"  # upper-case letters a name starts with
-# Words that end a name: labels, roles and titles that follow or precede one.
-_STOP = (r"(?!(?i:dr|doctor|prof|professor|mr|mrs|ms|miss|md|do|phd|rn|rdcs|physician|cardiologist|sonographer|mrn|dob|id|date|accession|age|sex"
-         r"|tel|phone|fax|on|at|and|the|of|study|report|time)\b)")
+# Words that end a name: labels, roles, titles, report-header words and the words of section names
+# (a one-line report puts "Left Ventricle:" right after the patient's name).
+_STOP_WORDS = ("dr doctor prof professor mr mrs ms miss md do phd rn rdcs physician cardiologist sonographer mrn dob id "
+               "date accession age sex gender tel phone fax on at and the of study report time indication comparison "
+               "findings impression conclusion summary history height weight bsa bp hr procedure exam echo "
+               + " ".join(w.lower() for s in ECHO_SECTIONS for w in s.split())).split()
+_STOP = rf"(?!(?i:{'|'.join(sorted(set(_STOP_WORDS), key=len, reverse=True))})\b)"
 _WORD = rf"{_STOP}[{_UP}][^\W\d_'’-]*(?:['’-][^\W\d_]+)*"  # one capitalised (or all-caps) name word
 _PART = rf"(?:{_STOP}[{_UP}]\.(?=[ \t]?[{_UP}])|{_WORD})"  # an initial ("J.") before more of the name, or a word
 _NAME_SEQ = rf"{_PART}(?:,?[ \t]?{_PART}){{0,3}}"  # up to four words / initials, one line
@@ -80,7 +86,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("ID", _r(rf"(?i:\b(?:{_ID_LABELS}))(?![A-Za-z])[ \t]*[:#=]?[ \t]*(?P<phi>(?=[A-Za-z0-9-]{{3,}})[A-Za-z0-9-]*\d[A-Za-z0-9-]*)")),
     ("ID", _r(r"\b[A-Za-z]{0,3}\d{6,}\b")),
     ("AGE", _r(r"\b(?P<phi>9\d|1[0-4]\d)(?=[ \t-]*(?i:years?|yrs?|y/?o|yo|-?year-old)\b)")),
-    ("AGE", _r(r"(?i:\bage(?:d)?[ \t]*[:=]?)[ \t]*(?P<phi>9\d|1[0-4]\d)\b")),
+    ("AGE", _r(r"(?i:\bage(?:d|/sex|/gender)?[ \t]*[:=]?)[ \t]*(?P<phi>9\d|1[0-4]\d)\b")),
 )
 
 _TITLES = {"DR", "MD", "MR", "MRS", "MS", "MISS", "PROF", "PHD", "JR", "SR", "II", "III", "RN", "RDCS"}
