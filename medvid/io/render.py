@@ -54,9 +54,9 @@ def masked_frames(cine: DicomCine, sector_box: Sequence[int] | None = None, max_
 
 
 def even_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """Scale ``(width, height)`` down to fit ``max_side`` (never up), both rounded to even numbers ≥ 2."""
+    """Scale ``(width, height)`` down to fit ``max_side`` (never up), both rounded down to even numbers ≥ 2."""
     scale = min(1.0, max_side / max(width, height))
-    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+    return max(2, int(width * scale / 2) * 2), max(2, int(height * scale / 2) * 2)
 
 
 def encode_mp4(frames: np.ndarray, fps: float, out: str | os.PathLike, max_side: int = 320, crf: int = 26) -> Path:
