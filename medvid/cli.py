@@ -215,5 +215,19 @@ def evaluate_drafts(drafts: Path = typer.Argument(..., help="Output folder of `m
     run_job("evaluate", config, _kv(drafts=drafts, ingest=ingest) + (overrides or []))
 
 
+@app.command("app")
+def review_app(data: List[Path] = typer.Option(..., "--data", help="Output folder to review (repeatable): ingest, "
+                                                                   "draft, zero-shot, Cholec80 root, or a folder above."),
+               dicom_root: Optional[List[Path]] = typer.Option(None, "--dicom-root",
+                                                               help="DICOM folder given to ingest (to show loops)."),
+               port: Optional[int] = typer.Option(None, "--port"),
+               address: Optional[str] = typer.Option(None, "--address", help="Bind address (default 127.0.0.1)."),
+               allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a non-local bind address."),
+               config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
+    """The review app (Streamlit): echo studies, drafts and review; surgical zero-shot results."""
+    run_job("app", config, _kv(data=[str(p) for p in data], dicom_root=[str(p) for p in dicom_root or []] or None,
+                               port=port, address=address, allow_remote=allow_remote or None) + (overrides or []))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
