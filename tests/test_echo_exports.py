@@ -300,3 +300,37 @@ def test_regions_layouts_and_calibration_are_kept(tmp_path):
     assert geo == {"crop_box": (0, 8, 80, 88), "scale": (0.6, 0.6)}
     cm_per_output_px = regions[0]["delta_x"] / geo["scale"][0]
     assert cm_per_output_px == pytest.approx(0.026 / 0.6)
+
+
+# ------------------------------------------------------------------------------------ 5. cardiac cycle
+def test_clips_follow_the_cardiac_cycle(tmp_path):
+    from medvid.datasets.echo import EchoVideoDataset, clip_indices
+    from medvid.transforms.sampling import cycle_span
+
+    root = tmp_path / "export"
+    frames = moving_frames(t=30)
+    save(us_cine(frames, study_uid=STUDY, RWaveTimeVector=[100.0, 900.0], HeartRate=75), root / "rwave")
+    save(us_cine(frames, study_uid=STUDY2, RWavePointer=[6, 21], HeartRate=90), root / "pointer")
+    save(us_cine(frames, study_uid=f"{STUDY}.3", HeartRate=120), root / "hr")
+    save(us_cine(frames, study_uid=f"{STUDY}.4"), root / "none")
+    cines = {name: DicomCine(root / name) for name in ("rwave", "pointer", "hr", "none")}
+    assert [c.cycle_source for c in cines.values()] == ["RWaveTimeVector", "RWavePointer", "HeartRate", "none"]
+    assert np.allclose(cines["rwave"].r_wave_times, [0.1, 0.9]) and cines["rwave"].heart_rate == 75
+    assert np.allclose(cines["pointer"].r_wave_times, [5 / 30, 20 / 30])
+
+    idx = {name: clip_indices(c, 8, start="r_wave") for name, c in cines.items()}
+    assert idx["rwave"].min() >= 3 and idx["rwave"].max() < 27 and len(set(idx["rwave"])) == 8  # R to R
+    assert idx["pointer"].min() >= 5 and idx["pointer"].max() < 20
+    assert idx["hr"].min() == 0 and idx["hr"].max() < 15  # one 0.5 s beat from the start
+    assert idx["none"].max() >= 26  # the whole loop, no wrap-around
+    assert cycle_span(1.0, [0.1, 0.5, 0.9], cycles=2)[:2] == (0.1, 0.9)
+    assert cycle_span(1.0, [0.1], heart_rate=120)[2] == "heart_rate"
+
+    out = tmp_path / "out"
+    ingest(root, out, "salt=salt", "keep_paths=true")
+    videos = pd.read_parquet(out / "videos.parquet").set_index("path")
+    assert videos["cycle_source"].to_dict() == {"rwave": "RWaveTimeVector", "pointer": "RWavePointer",
+                                                "hr": "HeartRate", "none": "none"}
+    assert list(videos.at["rwave", "r_wave_times_s"]) == pytest.approx([0.1, 0.9])
+    loops = EchoVideoDataset(out, root, preprocess=None, n_frames=8, start="r_wave", cycles=1)
+    assert loops[0]["video"].shape == (3, 8, 64, 80)

@@ -24,24 +24,31 @@ from medvid.io.echo_videos import VideoLoop, open_loop
 from medvid.io.regions import LAYOUTS, blank_outside_box, clip_box, estimate_sector_mask
 from medvid.io.reports import parse_sections
 from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor
-from medvid.transforms.sampling import clip_times, frame_timestamps, times_to_indices
+from medvid.transforms.sampling import clip_times, cycle_span, frame_timestamps, span_times, times_to_indices
 
 MASKS = ("box", "pixels", "none")
-STARTS = ("begin", "center", "random")
+STARTS = ("begin", "center", "random", "r_wave")
 
 
 def clip_indices(cine: DicomCine | VideoLoop, n_frames: int, target_fps: float | None = None,
                  frame_stride: int | None = None, start: str = "begin", rng: np.random.Generator | None = None,
-                 default_fps: float = 30.0) -> np.ndarray:
+                 default_fps: float = 30.0, cycles: int = 1) -> np.ndarray:
     """Frame indices of an ``n_frames`` clip at ``target_fps`` (or every ``frame_stride``-th native frame).
 
-    ``start``: ``begin`` (EchoPrime's convention), ``center``, or ``random`` (training).
+    ``start``: ``begin`` (EchoPrime's convention), ``center``, ``random`` (training), or ``r_wave``:
+    ``n_frames`` spread evenly over ``cycles`` whole cardiac cycles from the first R wave (falling back to
+    the heart rate, then to the whole loop: ``medvid.transforms.sampling.cycle_span``); ``target_fps`` and
+    ``frame_stride`` do not apply then.
     """
     timestamps = cine.timestamps if cine.timestamps is not None else frame_timestamps(cine.n_frames, fps=default_fps)
     native = cine.fps or default_fps
     fps = float(target_fps) if target_fps else native / float(frame_stride or 1)
     step = 1.0 / native
     duration = float(timestamps[-1]) + step
+    if start == "r_wave":
+        t0, t1, _ = cycle_span(duration, getattr(cine, "r_wave_times", None), getattr(cine, "heart_rate", None),
+                               cycles)
+        return times_to_indices(span_times(t0, t1, n_frames), timestamps)
     span = n_frames / fps
     slack = max(duration - span, 0.0)
     if start == "begin":
@@ -79,14 +86,16 @@ class EchoVideoDataset(Dataset):
     ``preprocess`` is a ``ClipPreprocess``, a preset name (``PRESETS``) or None (raw 0–255 frames).
     With a preset name, ``n_frames`` / ``target_fps`` / ``frame_stride`` default to the preset's
     sampling (EchoPrime: 16 frames, every 2nd native frame, from the start). ``layouts`` keeps only loops
-    of those layouts (``medvid.io.regions.LAYOUTS``, e.g. ``["2d", "color_doppler"]``).
+    of those layouts (``medvid.io.regions.LAYOUTS``, e.g. ``["2d", "color_doppler"]``). ``start="r_wave"``
+    samples ``cycles`` whole cardiac cycles (see ``clip_indices``).
     """
 
     def __init__(self, ingest_dir: str | os.PathLike, dicom_root: str | os.PathLike, n_frames: int | None = None,
                  target_fps: float | None = None, frame_stride: int | None = None,
                  preprocess: ClipPreprocess | str | None = "echoprime", mask: str = "box", start: str = "begin",
                  split: str | Sequence[str] | None = None, views: Sequence[str] | None = None,
-                 default_fps: float = 30.0, seed: int | None = None, layouts: Sequence[str] | None = None) -> None:
+                 default_fps: float = 30.0, seed: int | None = None, layouts: Sequence[str] | None = None,
+                 cycles: int = 1) -> None:
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
         if start not in STARTS:
@@ -97,7 +106,7 @@ class EchoVideoDataset(Dataset):
             target_fps, frame_stride = preset.get("target_fps"), preset.get("frame_stride")
         self.target_fps, self.frame_stride = target_fps, frame_stride
         self.preprocess = resolve_preprocess(preprocess)
-        self.mask, self.start, self.default_fps = mask, start, default_fps
+        self.mask, self.start, self.default_fps, self.cycles = mask, start, default_fps, int(cycles)
         self.ingest_dir, self.dicom_root = Path(ingest_dir), Path(dicom_root)
         self.videos = _filter(read_videos(self.ingest_dir), split, views, layouts).reset_index(drop=True)
         self._paths = (dict(zip(self.videos["video_key"], self.videos["path"])) if "path" in self.videos
@@ -117,7 +126,7 @@ class EchoVideoDataset(Dataset):
         except (OSError, MedvidError) as exc:
             raise MedvidError(f"video {row['video_key']}: cannot open its file ({type(exc).__name__})") from exc
         idx = clip_indices(cine, self.n_frames, self.target_fps, self.frame_stride, self.start, self._rng,
-                           self.default_fps)
+                           self.default_fps, self.cycles)
         box = row.get("sector_box")
         return load_clip(cine, idx, self.mask, None if box is None else list(box), self.preprocess)
 

@@ -40,7 +40,7 @@ from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVR
                          JPEGExtended12Bit, UID)
 
 from medvid.errors import MedvidError
-from medvid.io.regions import describe_regions, layout_from_regions
+from medvid.io.regions import as_float, describe_regions, layout_from_regions
 from medvid.transforms.sampling import frame_timestamps
 from medvid.utils import pseudonym
 
@@ -74,6 +74,7 @@ _ARCHIVE_MAGIC = ((b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"\x1f\x8b", 
 _PILLOW_JPEG = (JPEGBaseline8Bit, JPEGExtended12Bit)
 _PILLOW_YBR = ("YBR_FULL_422", "YBR_FULL")
 _PLAUSIBLE_FPS = (0.5, 1000.0)
+_PLAUSIBLE_BPM = (20.0, 300.0)
 
 
 class DicomFileError(MedvidError):
@@ -241,6 +242,28 @@ def frame_timing(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, float |
     return None, None, "none"
 
 
+def cardiac_timing(ds: Dataset, timestamps: np.ndarray | None) -> tuple[np.ndarray | None, float | None, str]:
+    """R-wave times (s from the first frame), heart rate (bpm) and the tag the cycle comes from.
+
+    Order: ``RWaveTimeVector`` (ms), ``RWavePointer`` (1-based frame numbers, needs frame times), then
+    ``HeartRate`` alone. Returns ``(None, None, "none")`` when the file says nothing about the cycle.
+    """
+    bpm = as_float(ds.get("HeartRate"))
+    bpm = bpm if bpm is not None and _PLAUSIBLE_BPM[0] <= bpm <= _PLAUSIBLE_BPM[1] else None
+    vector = ds.get("RWaveTimeVector")
+    if vector:
+        times = np.sort(np.asarray([float(v) for v in vector], dtype=np.float64) / 1000.0)
+        if len(times) and times[0] >= 0:
+            return times, bpm, "RWaveTimeVector"
+    pointer = ds.get("RWavePointer")
+    if pointer and timestamps is not None:
+        frames = np.atleast_1d(np.asarray(pointer, dtype=np.int64))
+        frames = frames[(frames >= 1) & (frames <= len(timestamps))]
+        if len(frames):
+            return np.sort(timestamps[frames - 1]), bpm, "RWavePointer"
+    return None, bpm, "HeartRate" if bpm is not None else "none"
+
+
 class DicomCine:
     """One DICOM instance opened lazily: the header is parsed once, frames are decoded on demand."""
 
@@ -257,6 +280,7 @@ class DicomCine:
             self.samples_per_pixel = _int(ds.get("SamplesPerPixel"), 1)
             self.bits_allocated = _int(ds.get("BitsAllocated"), 8)
             self.timestamps, self.fps, self.fps_source = frame_timing(ds, self.n_frames)
+            self.r_wave_times, self.heart_rate, self.cycle_source = cardiac_timing(ds, self.timestamps)
 
     @property
     def has_pixel_data(self) -> bool:
@@ -469,6 +493,9 @@ def _cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
         "manufacturer": str(ds.get("Manufacturer", "") or ""),
         "model": str(ds.get("ManufacturerModelName", "") or ""),
         "lossy": str(ds.get("LossyImageCompression", "")) == "01",
+        "heart_rate": cine.heart_rate,
+        "r_wave_times_s": [float(t) for t in cine.r_wave_times] if cine.r_wave_times is not None else None,
+        "cycle_source": cine.cycle_source,
         "regions": json.dumps(regions),
         "layout": layout_from_regions(regions),
     }

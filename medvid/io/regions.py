@@ -50,7 +50,7 @@ def describe_regions(ds: Dataset, rows: int, cols: int) -> list[dict]:
         out.append({"box": list(box),
                     "spatial_format": SPATIAL_FORMATS.get(_code(item, "RegionSpatialFormat"), "none"),
                     "data_type": DATA_TYPES.get(_code(item, "RegionDataType"), "none"),
-                    "delta_x": _float(item.get("PhysicalDeltaX")), "delta_y": _float(item.get("PhysicalDeltaY")),
+                    "delta_x": as_float(item.get("PhysicalDeltaX")), "delta_y": as_float(item.get("PhysicalDeltaY")),
                     "units_x": UNITS.get(_code(item, "PhysicalUnitsXDirection"), "none"),
                     "units_y": UNITS.get(_code(item, "PhysicalUnitsYDirection"), "none"),
                     "reference_pixel": [int(ref[0]), int(ref[1])] if None not in ref else None})
@@ -98,7 +98,8 @@ def _code(item: Dataset, keyword: str) -> int:
         return 0
 
 
-def _float(value: object) -> float | None:
+def as_float(value: object) -> float | None:
+    """A DICOM numeric value as float; None when absent or not a number."""
     try:
         return float(value) if value not in (None, "") else None
     except (TypeError, ValueError):

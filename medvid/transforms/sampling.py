@@ -63,3 +63,24 @@ def regular_times(duration_s: float, fps: float, start_s: float = 0.0) -> np.nda
         raise ValueError(f"fps must be positive, got {fps}")
     n = int(np.ceil((duration_s - start_s) * fps - 1e-9))
     return start_s + np.arange(max(n, 0), dtype=np.float64) / fps
+
+
+def cycle_span(duration_s: float, r_wave_times: Sequence[float] | np.ndarray | None = None,
+               heart_rate: float | None = None, cycles: int = 1) -> tuple[float, float, str]:
+    """``(t0, t1, source)``: the first ``cycles`` whole cardiac cycles of a loop lasting ``duration_s``.
+
+    From R wave to R wave when the loop holds ``cycles + 1`` R waves (``source="r_wave"``); else
+    ``cycles`` beat periods of ``heart_rate`` (bpm) from the first R wave, or from the start, capped at
+    the loop (``"heart_rate"``); else the whole loop (``"loop"``).
+    """
+    if cycles < 1 or duration_s <= 0:
+        raise ValueError(f"need cycles >= 1 and a positive duration, got {cycles}, {duration_s}")
+    r = np.sort(np.asarray([] if r_wave_times is None else r_wave_times, dtype=np.float64))
+    r = r[(r >= 0) & (r <= duration_s)]
+    if len(r) > cycles:
+        return float(r[0]), float(r[cycles]), "r_wave"
+    if heart_rate and heart_rate > 0:
+        period = cycles * 60.0 / float(heart_rate)
+        t0 = float(r[0]) if len(r) and r[0] + period <= duration_s else 0.0
+        return t0, min(t0 + period, duration_s), "heart_rate"
+    return 0.0, float(duration_s), "loop"
