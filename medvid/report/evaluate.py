@@ -31,7 +31,8 @@ _TOKEN = re.compile(r"\[[a-z]+\]|[a-z]+|\d+(?:\.\d+)?")
 _SEVERITY = (("severe", r"severe(?:ly)?|large|critical"), ("moderate", r"moderate(?:ly)?"),
              ("mild", r"mild(?:ly)?|small|minimal"), ("trivial", r"trivial|trace"))
 _ABSENT = r"\bno\b|\bnot\b|\bwithout\b|\babsent\b|\bnone\b|\bintact\b"
-_ABNORMAL = r"effusion|regurgitation|stenosis|thrombus|defect|hypokines\w*|akines\w*|dyskines\w*|abnormalit\w*|mass|vegetation|shunt|prolapse|calcifi\w*"
+_ABNORMAL = (r"effusion|regurgitation|stenosis|thrombus|defect|hypokines\w*|akines\w*|dyskines\w*|abnormalit\w*"
+             r"|mass|vegetation|shunt|prolapse|calcifi\w*")
 
 
 # --------------------------------------------------------------------------- text agreement

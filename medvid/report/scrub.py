@@ -49,11 +49,15 @@ _MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|
 _INST_WORD = r"(?:hospital|clinic|centre|center|infirmary|institute|university|medical|health|hôpital|klinik)"
 _ROLES = (r"signed(?:[ \t]+electronically)?[ \t]+by|electronically[ \t]+signed[ \t]+by|reviewed[ \t]+by|dictated[ \t]+by"
           r"|performed[ \t]+by|read[ \t]+by|verified[ \t]+by|transcribed[ \t]+by|confirmed[ \t]+by|interpreted[ \t]+by"
-          r"|(?:reading|referring|interpreting|ordering|attending|requesting|performing)(?:[ \t]+(?:physician|doctor|md|cardiologist))?"
+          r"|(?:reading|referring|interpreting|ordering|attending|requesting|performing)"
+          r"(?:[ \t]+(?:physician|doctor|md|cardiologist))?"
           r"|sonographer|technologist|cardiologist|physician|operator|tech|fellow|resident")
-_ID_LABELS = (r"mrn|medical[ \t]+record(?:[ \t]+(?:number|no\.?|#))?|(?:patient|pt)[ \t]*id|id|accession(?:[ \t]+(?:number|no\.?|#))?"
-              r"|acc\.?(?:[ \t]*(?:no\.?|#))?|record[ \t]*(?:no\.?|#)|case[ \t]*(?:number|no\.?|#)|(?:study|visit|encounter)"
-              r"[ \t]*(?:id|no\.?|#|number)|account(?:[ \t]*(?:number|no\.?|#))?|ssn|nhs[ \t]*(?:number|no\.?)?|insurance[ \t]*(?:number|no\.?|id)")
+_NO = r"(?:number|no\.?|#)"
+_ID_LABELS = (rf"mrn|medical[ \t]+record(?:[ \t]+{_NO})?|(?:patient|pt)[ \t]*id|id|accession(?:[ \t]+{_NO})?"
+              rf"|acc\.?(?:[ \t]*{_NO})?|record[ \t]*{_NO}|case[ \t]*{_NO}|(?:study|visit|encounter)[ \t]*(?:id|{_NO})"
+              rf"|account(?:[ \t]*{_NO})?|ssn|nhs[ \t]*{_NO}?|insurance[ \t]*(?:id|{_NO})")
+_TITLE = r"(?i:dr|doctor|prof|professor|mr|mrs|ms|miss)"
+_CAP_WORD = rf"[{_UP}][\w'’&-]*"
 
 
 def _r(pattern: str) -> re.Pattern[str]:
@@ -67,11 +71,14 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("EMAIL", _r(r"(?i:\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+)\b")),
     ("NAME", _r(rf"[{_UP}][^\W\d_]*(?:['’-][^\W\d_]+)*(?:\^[^\W\d_'’.-]*)+")),  # DICOM PN: LAST^FIRST^MIDDLE
     ("NAME", _r(rf"(?i:\b(?:patient(?:[ \t]+name)?|name|pt)[ \t]*:)[ \t]*(?P<phi>{_NAME_SEQ})")),
-    ("NAME", _r(rf"(?i:\b(?:{_ROLES}))[ \t]*[:\-]?[ \t]*(?:(?i:dr|doctor|prof|professor|mr|mrs|ms|miss)\.?[ \t]+)?(?P<phi>{_NAME_SEQ})")),
+    ("NAME", _r(rf"(?i:\b(?:{_ROLES}))[ \t]*[:\-]?[ \t]*(?:{_TITLE}\.?[ \t]+)?(?P<phi>{_NAME_SEQ})")),
     ("NAME", _r(rf"\b(?:Dr|DR|Doctor|DOCTOR|Mr|Mrs|MRS|Ms|Miss|Prof|PROF|Professor)\.?[ \t]+(?P<phi>{_NAME_SEQ})")),
-    ("INSTITUTION", _r(r"(?i:\b(?:institution|hospital|facility|site|location|clinic)[ \t]*:)[ \t]*(?P<phi>[^\n;|]*[^\s;|])")),
-    ("INSTITUTION", _r(rf"\b(?:[{_UP}][\w'’.&-]*[ \t]+){{1,5}}(?i:{_INST_WORD}\b)(?:[ \t]+(?i:of|for)(?:[ \t]+[{_UP}][\w'’&-]*){{1,4}})?")),
-    ("INSTITUTION", _r(rf"\b(?i:(?:hospital|clinic|university|centre|center|institute)[ \t]+(?:of|for))(?:[ \t]+[{_UP}][\w'’&-]*){{1,4}}")),
+    ("INSTITUTION", _r(r"(?i:\b(?:institution|hospital|facility|site|location|clinic)[ \t]*:)"
+                       r"[ \t]*(?P<phi>[^\n;|]*[^\s;|])")),
+    ("INSTITUTION", _r(rf"\b(?:[{_UP}][\w'’.&-]*[ \t]+){{1,5}}(?i:{_INST_WORD}\b)"
+                       rf"(?:[ \t]+(?i:of|for)(?:[ \t]+{_CAP_WORD}){{1,4}})?")),
+    ("INSTITUTION", _r(rf"\b(?i:(?:hospital|clinic|university|centre|center|institute)[ \t]+(?:of|for))"
+                       rf"(?:[ \t]+{_CAP_WORD}){{1,4}}")),
     ("DATE", _r(rf"(?i:\b{_MONTH}\.?[ \t]+\d{{1,2}}(?:st|nd|rd|th)?,?[ \t]+\d{{4}}\b)")),
     ("DATE", _r(rf"(?i:\b\d{{1,2}}(?:st|nd|rd|th)?[ \t-]+(?:of[ \t]+)?{_MONTH}\.?,?[ \t-]+\d{{2,4}}\b)")),
     ("DATE", _r(rf"(?i:\b{_MONTH}\.?,?[ \t]+(?:19|20)\d{{2}}\b)")),
@@ -83,7 +90,8 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
                  r"[ \t]*(?P<phi>\+?[\d(][\d() .-]{4,}\d)")),
     ("PHONE", _r(r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b")),
     ("PHONE", _r(r"\+\d{1,3}(?:[ .-]?\d{2,4}){3,5}\b")),
-    ("ID", _r(rf"(?i:\b(?:{_ID_LABELS}))(?![A-Za-z])[ \t]*[:#=]?[ \t]*(?P<phi>(?=[A-Za-z0-9-]{{3,}})[A-Za-z0-9-]*\d[A-Za-z0-9-]*)")),
+    ("ID", _r(rf"(?i:\b(?:{_ID_LABELS}))(?![A-Za-z])[ \t]*[:#=]?[ \t]*"
+              r"(?P<phi>(?=[A-Za-z0-9-]{3,})[A-Za-z0-9-]*\d[A-Za-z0-9-]*)")),
     ("ID", _r(r"\b[A-Za-z]{0,3}\d{6,}\b")),
     ("AGE", _r(r"\b(?P<phi>9\d|1[0-4]\d)(?=[ \t-]*(?i:years?|yrs?|y/?o|yo|-?year-old)\b)")),
     ("AGE", _r(r"(?i:\bage(?:d|/sex|/gender)?[ \t]*[:=]?)[ \t]*(?P<phi>9\d|1[0-4]\d)\b")),
