@@ -41,7 +41,7 @@ from medvid.io.echo_sr import MEASUREMENT_COLUMNS, derive_labels, load_rules, re
 from medvid.io.echo_videos import is_echonet_root
 from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
 from medvid.io.reports import read_labels, read_reports, read_views
-from medvid.report.scrub import deny_terms, scrub_text
+from medvid.report.scrub import SCRUBBER_VERSION, deny_terms, scrub_text
 from medvid.utils import atomic_path, atomic_write_text, pseudonym, write_jsonl
 
 log = logging.getLogger("medvid")
@@ -124,7 +124,7 @@ def _salt(cfg: Config, keys: Path) -> str:
 
 def _settings_id(cfg: Config, salt: str) -> str:
     """Fingerprint of everything a cached per-file result depends on."""
-    parts = [salt, ",".join(cfg.modalities), cfg.min_frames, cfg.validate_decode, cfg.estimate_sector,
+    parts = [salt, SCRUBBER_VERSION, ",".join(cfg.modalities), cfg.min_frames, cfg.validate_decode, cfg.estimate_sector,
              cfg.sector_frames, 5]  # result format: 2 deny terms, 3 SR measurements, 4 accession_key, 5 regions
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 

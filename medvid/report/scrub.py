@@ -30,7 +30,7 @@ import pydicom
 
 from medvid.vocab import ECHO_SECTIONS
 
-SCRUBBER_VERSION = "1"  # bump on any rule change
+SCRUBBER_VERSION = "2"  # bump on any rule change (ingest caches deny terms under it; banks record it)
 
 _PLACEHOLDER = re.compile(r"\[[A-Z]+\]")
 _UP = r"A-ZÀ-ÖØ-Þ"  # upper-case letters a name starts with
@@ -175,7 +175,8 @@ def deny_terms(ds: pydicom.Dataset) -> list[str]:
     """The study's own identifiers from a DICOM header, for ``scrub_text(deny=...)``.
 
     Names whole (``DOE^JANE``, ``JANE DOE``, ``DOE, JANE``) and by part (parts of 2+ letters, titles
-    dropped); IDs, accession, institution, address, phone (3+ characters); dates in common spellings.
+    dropped); IDs, accession, institution, address, phone (3+ characters; 5+ when all digits, so a
+    short ID never removes a measurement such as ``120``); dates in common spellings.
     """
     terms: set[str] = set()
     for tag in _NAME_TAGS:
@@ -183,7 +184,7 @@ def deny_terms(ds: pydicom.Dataset) -> list[str]:
             terms.update(_name_terms(value))
     for tag in _TEXT_TAGS:
         for value in _values(ds, tag):
-            if len(value) >= 3:
+            if len(value) >= (5 if value.isdigit() else 3):  # a short number could be a measurement
                 terms.add(value)
     for tag in _DATE_TAGS:
         for value in _values(ds, tag):
