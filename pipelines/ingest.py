@@ -125,7 +125,7 @@ def _salt(cfg: Config, keys: Path) -> str:
 def _settings_id(cfg: Config, salt: str) -> str:
     """Fingerprint of everything a cached per-file result depends on."""
     parts = [salt, SCRUBBER_VERSION, ",".join(cfg.modalities), cfg.min_frames, cfg.validate_decode, cfg.estimate_sector,
-             cfg.sector_frames, 5]  # result format: 2 deny terms, 3 SR measurements, 4 accession_key, 5 regions
+             cfg.sector_frames, 6]  # result format: 2 deny terms, 3 SR measurements, 4 accession_key, 5 regions, 6 cycle
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -163,7 +163,9 @@ def _process(path: Path, rel: str, cfg: Config, salt: str) -> dict[str, Any]:
             idx = np.unique(np.linspace(0, cine.n_frames - 1, min(cfg.sector_frames, cine.n_frames)).astype(int))
             box = box_from_mask(m) if (m := estimate_sector_mask(cine.frames(idx))) is not None else None
             source = "pixels" if box else "none"
-        row.update({"file_key": file_key, "sector_box": list(box) if box else None, "sector_source": source})
+        # no_sector: nothing locates the image, so datasets cannot blank burned-in text (they skip the loop).
+        row.update({"file_key": file_key, "sector_box": list(box) if box else None, "sector_source": source,
+                    "no_sector": source == "none"})
         # The study's own identifiers, to scrub its report; cached here, in the private key folder only.
         return {**base, "video": row, "deny": deny_terms(cine.ds)}
     except DicomFileError as exc:

@@ -181,7 +181,7 @@ def test_echoprime_clip_of_a_real_cine_matches_a_direct_computation(tmp_path):
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / "loop.dcm").symlink_to(src)
     ingest(tmp_path / "root", tmp_path / "out")
-    ours = EchoVideoDataset(tmp_path / "out", tmp_path / "root")[0]["video"]
+    ours = EchoVideoDataset(tmp_path / "out", tmp_path / "root", mask="box")[0]["video"]
     frames = np.stack(list(iter_pixels(src, indices=range(0, 32, 2))))  # pydicom's own decode + YBR→RGB
     keep = np.zeros(frames.shape[1:3], bool)
     keep[31:415, 84:596] = True

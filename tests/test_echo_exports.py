@@ -334,3 +334,42 @@ def test_clips_follow_the_cardiac_cycle(tmp_path):
     assert list(videos.at["rwave", "r_wave_times_s"]) == pytest.approx([0.1, 0.9])
     loops = EchoVideoDataset(out, root, preprocess=None, n_frames=8, start="r_wave", cycles=1)
     assert loops[0]["video"].shape == (3, 8, 64, 80)
+
+
+# ------------------------------------------------------------------------------------ 6. burned-in text
+def _fan_frames(t: int = 10) -> np.ndarray:
+    """A sector of speckle (apex top centre, ±35°) with static text in the corner of its region box."""
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:64, 0:80]
+    angle, radius = np.degrees(np.arctan2(xx - 40, yy - 4)), np.hypot(xx - 40, yy - 4)
+    fan = (np.abs(angle) <= 35) & (radius <= 58) & (yy >= 4)
+    frames = np.zeros((t, 64, 80, 3), dtype=np.uint8)
+    frames[:, fan] = rng.integers(20, 255, (t, int(fan.sum()), 1), dtype=np.uint8)
+    frames[:, 2:9, 2:22] = 250  # "DOE^JANE" burned in, inside the region's rectangle
+    return frames
+
+
+def test_fan_mask_blanks_text_inside_the_region_box_and_unlocated_loops_are_flagged(tmp_path):
+    from medvid.datasets.echo import EchoVideoDataset
+
+    root = tmp_path / "export"
+    save(us_cine(_fan_frames(), study_uid=STUDY, regions=[dict(box=(0, 0, 79, 63))], BurnedInAnnotation="YES"),
+         root / "fan")
+    still = np.repeat(_fan_frames()[:1], 10, axis=0)  # nothing moves, no regions: the sector cannot be found
+    save(us_cine(still, study_uid=STUDY2, BurnedInAnnotation="YES"), root / "still")
+    out = tmp_path / "out"
+    ingest(root, out, "salt=salt", "keep_paths=true")
+    videos = pd.read_parquet(out / "videos.parquet").set_index("path")
+    assert videos["burned_in_annotation"].to_dict() == {"fan": "YES", "still": "YES"}
+    assert videos["sector_source"].to_dict() == {"fan": "regions", "still": "none"}
+    assert videos["no_sector"].to_dict() == {"fan": False, "still": True}
+
+    loops = EchoVideoDataset(out, root, preprocess=None, n_frames=4, frame_stride=1)  # mask="fan" by default
+    assert len(loops) == 1  # the flagged loop is not passed to a model
+    fan = loops[0]["video"]
+    assert fan[:, :, 2:9, 2:22].abs().sum() == 0  # text in the region's corner blanked
+    assert (fan[:, :, 30:50, 35:45] > 0).float().mean() > 0.9  # the image kept
+    boxed = EchoVideoDataset(out, root, preprocess=None, n_frames=4, frame_stride=1, mask="box")[0]["video"]
+    assert boxed[:, :, 2:9, 2:22].abs().sum() > 0  # the rectangle alone would have let it through
+    assert len(EchoVideoDataset(out, root, preprocess=None, keep_unmasked=True)) == 2
+    assert len(EchoVideoDataset(out, root, preprocess=None, mask="none")) == 2

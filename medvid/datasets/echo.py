@@ -9,6 +9,7 @@ Loops shorter than the clip wrap around (cine loops are cyclic).
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,12 +22,12 @@ from torch.utils.data import Dataset
 from medvid.errors import MedvidError
 from medvid.io.dicom import DicomCine, video_paths
 from medvid.io.echo_videos import VideoLoop, open_loop
-from medvid.io.regions import LAYOUTS, blank_outside_box, clip_box, estimate_sector_mask
+from medvid.io.regions import LAYOUTS, blank_outside_box, clip_box, estimate_sector_mask, fan_mask
 from medvid.io.reports import parse_sections
 from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor
 from medvid.transforms.sampling import clip_times, cycle_span, frame_timestamps, span_times, times_to_indices
 
-MASKS = ("box", "pixels", "none")
+MASKS = ("fan", "box", "pixels", "none")
 STARTS = ("begin", "center", "random", "r_wave")
 
 
@@ -64,13 +65,21 @@ def clip_indices(cine: DicomCine | VideoLoop, n_frames: int, target_fps: float |
 
 
 def load_clip(cine: DicomCine | VideoLoop, indices: np.ndarray, mask: str = "box",
-              sector_box: Sequence[int] | None = None, preprocess: ClipPreprocess | None = None) -> torch.Tensor:
+              sector_box: Sequence[int] | None = None, preprocess: ClipPreprocess | None = None,
+              regions: Sequence[dict] | None = None) -> torch.Tensor:
     """Decode ``indices`` only, blank everything outside the sector, preprocess → ``(3, T, H, W)`` float.
 
-    ``mask``: ``box`` (the ingest's sector box), ``pixels`` (moving pixels of this clip, else the box)
-    or ``none``. Without ``preprocess`` the clip stays at full size on the 0–255 scale.
+    ``mask``: ``fan`` (``medvid.io.regions.fan_mask``: the fan of each 2-D region, M-mode and spectral
+    regions whole, else the moving pixels' fan, else the box), ``box`` (the ingest's sector box),
+    ``pixels`` (moving pixels of this clip, else the box) or ``none``. Without ``preprocess`` the clip
+    stays at full size on the 0–255 scale.
     """
     frames = cine.frames(indices)  # a fresh array: masked in place
+    if mask == "fan":
+        keep, _ = fan_mask(frames, regions, sector_box)
+        if keep is not None:
+            frames[:, ~keep] = 0
+        return preprocess.from_frames(frames) if preprocess is not None else to_clip_tensor(frames)
     keep = estimate_sector_mask(frames) if mask == "pixels" else None
     box = clip_box(sector_box, cine.rows, cine.cols) if sector_box is not None and len(sector_box) == 4 else None
     if keep is not None:
@@ -87,15 +96,17 @@ class EchoVideoDataset(Dataset):
     With a preset name, ``n_frames`` / ``target_fps`` / ``frame_stride`` default to the preset's
     sampling (EchoPrime: 16 frames, every 2nd native frame, from the start). ``layouts`` keeps only loops
     of those layouts (``medvid.io.regions.LAYOUTS``, e.g. ``["2d", "color_doppler"]``). ``start="r_wave"``
-    samples ``cycles`` whole cardiac cycles (see ``clip_indices``).
+    samples ``cycles`` whole cardiac cycles (see ``clip_indices``). Loops the ingest flagged ``no_sector``
+    (nothing locates the image, so burned-in text cannot be blanked) are left out unless ``mask="none"``
+    or ``keep_unmasked=True``.
     """
 
     def __init__(self, ingest_dir: str | os.PathLike, dicom_root: str | os.PathLike, n_frames: int | None = None,
                  target_fps: float | None = None, frame_stride: int | None = None,
-                 preprocess: ClipPreprocess | str | None = "echoprime", mask: str = "box", start: str = "begin",
+                 preprocess: ClipPreprocess | str | None = "echoprime", mask: str = "fan", start: str = "begin",
                  split: str | Sequence[str] | None = None, views: Sequence[str] | None = None,
                  default_fps: float = 30.0, seed: int | None = None, layouts: Sequence[str] | None = None,
-                 cycles: int = 1) -> None:
+                 cycles: int = 1, keep_unmasked: bool = False) -> None:
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
         if start not in STARTS:
@@ -108,7 +119,10 @@ class EchoVideoDataset(Dataset):
         self.preprocess = resolve_preprocess(preprocess)
         self.mask, self.start, self.default_fps, self.cycles = mask, start, default_fps, int(cycles)
         self.ingest_dir, self.dicom_root = Path(ingest_dir), Path(dicom_root)
-        self.videos = _filter(read_videos(self.ingest_dir), split, views, layouts).reset_index(drop=True)
+        videos = _filter(read_videos(self.ingest_dir), split, views, layouts)
+        if mask != "none" and not keep_unmasked and "no_sector" in videos:
+            videos = videos[~videos["no_sector"].fillna(False).astype(bool)]
+        self.videos = videos.reset_index(drop=True)
         self._paths = (dict(zip(self.videos["video_key"], self.videos["path"])) if "path" in self.videos
                        else video_paths(self.ingest_dir))
         self._rng = np.random.default_rng(seed)
@@ -127,8 +141,9 @@ class EchoVideoDataset(Dataset):
             raise MedvidError(f"video {row['video_key']}: cannot open its file ({type(exc).__name__})") from exc
         idx = clip_indices(cine, self.n_frames, self.target_fps, self.frame_stride, self.start, self._rng,
                            self.default_fps, self.cycles)
-        box = row.get("sector_box")
-        return load_clip(cine, idx, self.mask, None if box is None else list(box), self.preprocess)
+        box, regions = row.get("sector_box"), row.get("regions")
+        return load_clip(cine, idx, self.mask, None if box is None else list(box), self.preprocess,
+                         json.loads(regions) if isinstance(regions, str) else None)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.videos.iloc[i]

@@ -493,6 +493,7 @@ def _cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
         "manufacturer": str(ds.get("Manufacturer", "") or ""),
         "model": str(ds.get("ManufacturerModelName", "") or ""),
         "lossy": str(ds.get("LossyImageCompression", "")) == "01",
+        "burned_in_annotation": str(ds.get("BurnedInAnnotation", "") or "").strip().upper(),
         "heart_rate": cine.heart_rate,
         "r_wave_times_s": [float(t) for t in cine.r_wave_times] if cine.r_wave_times is not None else None,
         "cycle_source": cine.cycle_source,

@@ -8,7 +8,9 @@ bars are static). Boxes are ``(x0, y0, x1, y1)``, inclusive-exclusive, in pixel 
 ``describe_regions`` keeps each region's bounds, spatial format, data type, physical deltas and units
 and reference pixel (the calibration: e.g. cm per pixel of a 2-D image, cm/s and seconds per pixel of
 a spectral Doppler strip); ``layout_from_regions`` names the loop's layout from them. The sector box
-covers the 2-D, M-mode and spectral regions: a Doppler or M-mode trace is never blanked.
+covers the 2-D, M-mode and spectral regions: a Doppler or M-mode trace is never blanked. ``fan_mask``
+narrows each 2-D region to the fan its moving pixels span (burned-in text in the region's corners is
+blanked), keeps M-mode and spectral regions whole, and without regions uses the moving pixels alone.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Sequence
 import numpy as np
 from pydicom.dataset import Dataset
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 Box = tuple[int, int, int, int]
 
@@ -129,6 +132,46 @@ def estimate_sector_mask(frames: np.ndarray, threshold: float = 4.0, min_fractio
     # Dark, still tissue inside the fan is still sector: close gaps and fill holes.
     main = ndimage.binary_closing(main, structure=np.ones((5, 5)), iterations=2)
     return ndimage.binary_fill_holes(main)
+
+
+def fan_mask(frames: np.ndarray, regions: Sequence[dict] | None = None,
+             fallback_box: Sequence[int] | None = None) -> tuple[np.ndarray | None, str]:
+    """Boolean ``(H, W)`` mask of what a model may see in ``(T, H, W[, 3])`` frames, and its source.
+
+    With image regions (``describe_regions``): each 2-D region narrowed to the convex hull of its moving
+    pixels (the whole region when nothing moves), M-mode and spectral regions whole → ``"regions"``.
+    Without: the convex hull of the frame's moving pixels → ``"pixels"``; else ``fallback_box`` →
+    ``"box"``; else ``(None, "none")``: no sector was found, nothing can be blanked.
+    """
+    rows, cols = frames.shape[1:3]
+    image = [r for r in regions or () if r["spatial_format"] in _IMAGE_FORMATS]
+    if image:
+        mask = np.zeros((rows, cols), dtype=bool)
+        for r in image:
+            x0, y0, x1, y1 = r["box"]
+            moving = estimate_sector_mask(frames[:, y0:y1, x0:x1]) if r["spatial_format"] == "2d" else None
+            mask[y0:y1, x0:x1] |= convex_hull_mask(moving) if moving is not None else True
+        return mask, "regions"
+    moving = estimate_sector_mask(frames)
+    if moving is not None:
+        return convex_hull_mask(moving), "pixels"
+    box = clip_box(fallback_box, rows, cols) if fallback_box is not None and len(fallback_box) == 4 else None
+    return (box_mask(box, rows, cols), "box") if box is not None else (None, "none")
+
+
+def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
+    """The convex hull of a boolean mask, filled (a fan stays a fan; text notches and gaps close)."""
+    from PIL import Image, ImageDraw
+
+    edge = mask & ~ndimage.binary_erosion(mask)
+    points = np.argwhere(edge)[:, ::-1]  # (x, y)
+    try:
+        hull = points[ConvexHull(points).vertices]
+    except (QhullError, ValueError):  # fewer than 3 points, or all on a line
+        return mask.copy()
+    canvas = Image.new("1", (mask.shape[1], mask.shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon([tuple(map(int, p)) for p in hull], fill=1, outline=1)
+    return np.asarray(canvas, dtype=bool) | mask
 
 
 def box_from_mask(mask: np.ndarray) -> Box | None:
