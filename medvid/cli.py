@@ -151,6 +151,16 @@ def train_views(config: Optional[Path] = ConfigOpt, overrides: Optional[List[str
     run_job("train_views", config, overrides or [], name="view_classifier")
 
 
+@app.command("import")
+def import_model(family: str = typer.Argument(..., help="echoprime | echoprime-view | echonet | panecho | "
+                                                        "surgvlp | hecvl | peskavlp"),
+                 src: Path = typer.Argument(..., help="The publisher's checkpoint file."),
+                 out: Path = typer.Option(..., "--out", "-o", help="medvid model folder to write."),
+                 config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
+    """Import a published checkpoint (weights-only read) as a medvid model folder usable by every job."""
+    run_job("import_model", config, _kv(family=family, src=src, out=out) + (overrides or []))
+
+
 def _zero_shot(task: str, data_root: Path, model: Path, out: Path, prompts: Optional[Path],
                config: Optional[Path], overrides: Optional[List[str]]) -> None:
     run_job("zero_shot", config,

@@ -27,7 +27,7 @@ from medvid.errors import MedvidError
 from medvid.io.video import Video
 from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
 from medvid.models.backbones import preprocess_for
-from medvid.models.clip import VideoTextModel
+from medvid.models.checkpoint import load_video_text_model
 from medvid.runs import claim_run
 from medvid.transforms.clip import CROPS
 from medvid.utils import atomic_path, atomic_write_text, check_device, write_jsonl
@@ -339,7 +339,7 @@ def run(cfg: Any) -> dict:
     errors: list[dict] = []
     t0 = time.perf_counter()
     if todo:
-        model = VideoTextModel.from_pretrained(cfg.model, map_location=cfg.device).eval()
+        model = load_video_text_model(cfg.model, map_location=cfg.device)  # any kind that embeds video and text
         encode = model_text_encoder(model)
         head = (PhaseClassifier.from_prompts(prompts, encode, cfg.scale) if cfg.task == "phase" else
                 ToolClassifier.from_prompts(prompts, encode, cfg.scale, cfg.tool_threshold, cfg.tool_bias))

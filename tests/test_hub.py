@@ -1,8 +1,5 @@
-"""Checkpoints: medvid's safetensors format round trip, and importers for published layouts.
-
-Importer tests build each publisher's architecture locally (random weights), save it with
-``torch.save`` in the publisher's layout, import it and compare outputs; nothing is downloaded.
-"""
+"""Checkpoints: medvid's safetensors format, its registry of model kinds, the overwrite refusal and
+the importers' error handling. Fidelity to each publisher's code: ``test_importers_fidelity.py``."""
 from __future__ import annotations
 
 import json
@@ -15,6 +12,7 @@ from medvid.errors import MedvidError, MissingWeightsError
 from medvid.models import importers as imp
 from medvid.models.clip import VideoTextModel
 from medvid.models.factory import create_model, create_view_classifier
+from medvid.models.checkpoint import Pretrained, model_kinds, register_kind, save_pretrained
 from medvid.models.hub import CheckpointMismatchError, load_pretrained, read_config
 from medvid.models.view import ViewClassifier
 from medvid.utils import seed_everything
@@ -51,11 +49,6 @@ def test_save_load_round_trip_is_bit_exact(trained_model, tmp_path):
     # saving over an existing model folder replaces it; a loaded model saves again identically
     loaded.save_pretrained(out)
     assert torch.equal(VideoTextModel.from_pretrained(out).logit_scale, trained_model.logit_scale)
-    other = tmp_path / "not_a_model"
-    other.mkdir()
-    (other / "notes.txt").write_text("keep me")
-    with pytest.raises(MedvidError, match="refusing to overwrite"):
-        loaded.save_pretrained(other)
 
 
 def test_view_classifier_round_trip(tmp_path):
@@ -92,16 +85,6 @@ def _save(obj, path):
     return path
 
 
-def _randomise(model: nn.Module, seed: int) -> nn.Module:
-    """Distinct random values in every tensor (norm statistics included), so a wrong mapping shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in model.state_dict().values():
-            if t.is_floating_point():
-                t.add_(torch.randn(t.shape, generator=g) * 0.01)
-    return model.eval()
-
-
 def _random_model(factory, seed: int) -> nn.Module:
     """A publisher architecture with random weights, skipping its (slow) default init."""
     with torch.device("meta"):
@@ -117,91 +100,6 @@ def _random_model(factory, seed: int) -> nn.Module:
             else:
                 t.zero_()
     return model.eval()
-
-
-def test_echoprime_video_encoder(tmp_path):
-    src = _random_model(imp.echoprime_video_encoder, 0)
-    path = _save(src.state_dict(), tmp_path / "echo_prime_encoder.pt")
-    got = imp.import_echoprime_video_encoder(path)
-    assert "head.1.weight" in src.state_dict() and src.state_dict()["head.1.weight"].shape == (512, 768)
-    x = torch.randn(1, 3, 16, 224, 224)  # mViT-v2-S is fixed to 16x224x224
-    with torch.no_grad():
-        assert torch.equal(src(x), got(x))
-
-
-def test_echoprime_view_classifier(tmp_path):
-    src = _random_model(imp.echoprime_view_classifier, 1)
-    path = _save(src.state_dict(), tmp_path / "view_classifier.pt")
-    got = imp.import_echoprime_view_classifier(path)
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        out = got(x)
-        assert out.shape == (2, 11) and torch.equal(src(x), out)
-
-
-def test_echonet_dynamic_module_prefix(tmp_path):
-    src = _random_model(imp.echonet_dynamic_ef, 2)
-    wrapped = nn.DataParallel(src)  # the publisher saved a DataParallel model: keys start with "module."
-    path = _save({"epoch": 45, "state_dict": wrapped.state_dict(), "best_loss": 1.0}, tmp_path / "best.pt")
-    got = imp.import_echonet_dynamic(path)
-    x = torch.randn(1, 3, 8, 32, 32)
-    with torch.no_grad():
-        assert got(x).shape == (1, 1) and torch.equal(src(x), got(x))
-    with pytest.raises(CheckpointMismatchError, match="under 'state_dict'"):
-        imp.import_echonet_dynamic(_save(src.state_dict(), tmp_path / "plain.pt"))
-
-
-def test_panecho_weights_key_and_heads(tmp_path):
-    heads = {"EF": 1, "LVSystolicFunction": 3, "pericardial-effusion": 1}
-    src = _random_model(lambda: imp.PanEcho(heads), 3)
-    path = _save({"weights": src.state_dict()}, tmp_path / "panecho.pt")
-    got = imp.import_panecho(path)
-    assert got.tasks == list(heads)
-    x = torch.randn(1, 3, 16, 32, 32)
-    with torch.no_grad():
-        a, b = src(x), got(x)
-    assert set(b) == set(heads) and b["LVSystolicFunction"].shape == (1, 3)
-    assert all(torch.equal(a[k], b[k]) for k in heads)
-    keys = src.state_dict()
-    assert "encoder.encoder.model.features.0.0.weight" in keys and "encoder.time_encoder.pe" in keys
-    assert "encoder.transformer.layers.3.linear1.weight" in keys and "pericardial-effusion_head.1.weight" in keys
-
-
-def _surgvlp_state(bert_config) -> tuple[imp.SurgVLPModel, dict]:
-    src = _randomise(imp.SurgVLPModel(bert_config), 4)
-    state = dict(src.state_dict())
-    # what older transformers versions and the original ResNet put in the file
-    state["backbone_text.model.embeddings.position_ids"] = torch.arange(bert_config.max_position_embeddings)[None]
-    state["backbone_img.model.fc.weight"] = torch.zeros(1000, 2048)
-    state["backbone_img.model.fc.bias"] = torch.zeros(1000)
-    return src, state
-
-
-def test_surgvlp_family_round_trip(tmp_path):
-    from transformers import BertConfig
-
-    from medvid.models.text import default_text_model_path
-
-    cfg = BertConfig(vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=256, max_position_embeddings=128)
-    src, state = _surgvlp_state(cfg)
-    assert all(k.startswith(("backbone_img.model.", "backbone_img.global_embedder.", "backbone_text.model."))
-               for k in state)
-    path = _save(state, tmp_path / "surgvlp.pth")
-    got = imp.import_surgvlp(path, tokenizer_path=default_text_model_path())
-    tok = got.tokenize(["I use the clipper to clip the cystic duct", "grasper retracts the gallbladder"])
-    assert tok["input_ids"].shape == (2, 77)  # the reference pads every prompt to 77 tokens
-    clips = torch.randn(2, 3, 4, 64, 64)
-    with torch.no_grad():
-        assert torch.equal(src.encode_text(**tok), got.encode_text(**tok))
-        # the reference averages over all 77 positions, padding included
-        hidden = got.backbone_text.model(**tok, output_hidden_states=True).hidden_states
-        ref = torch.stack(hidden[-4:]).mean(0).mean(1)
-        torch.testing.assert_close(got.encode_text(**tok, normalize=False), ref)
-        v = got.encode_video(clips)
-        assert v.shape == (2, 128) and torch.equal(src.encode_video(clips), v)
-    assert got.logit_scale.exp().item() == pytest.approx(10.0)
-    assert got.pretrained_cfg["zoom"] == pytest.approx(0.1889, abs=1e-4)
 
 
 def test_surgvlp_accepts_base_size_bert_layout():
@@ -242,3 +140,66 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"weights": _Payload()}, path)
     with pytest.raises(MedvidError, match="weights-only"):
         imp.import_panecho(path)
+
+
+def test_save_refuses_folders_that_are_not_medvid_checkpoints(tmp_path):
+    """Data loss guard: only an empty folder or a medvid checkpoint is ever replaced."""
+    model = _random_model(imp.EchoNetDynamic, 6)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("keep me")
+    hf = tmp_path / "hf_model"  # someone's Hugging Face folder: it has a config.json too
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (hf / "model.safetensors").write_bytes(b"weights")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    for target in (notes, hf, broken, a_file):
+        before = sorted((p.name, p.read_bytes()) for p in (target.iterdir() if target.is_dir() else [target]))
+        with pytest.raises(MedvidError, match="refusing to overwrite"):
+            model.save_pretrained(target)
+        after = sorted((p.name, p.read_bytes()) for p in (target.iterdir() if target.is_dir() else [target]))
+        assert before == after
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    model.save_pretrained(empty)
+    model.save_pretrained(empty)  # a medvid checkpoint is replaced
+    assert read_config(empty)["kind"] == "echonet_dynamic"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp or old folders left
+
+
+class _Tiny(Pretrained, nn.Module):
+    """A kind defined outside medvid: registering it is all the checkpoint format needs."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.lin = nn.Linear(width, 2)
+        self.config = {"width": width}
+        self.pretrained_cfg = {"input_size": width}
+
+    @classmethod
+    def from_checkpoint_config(cls, config, folder):
+        return cls(**config)
+
+
+def test_registry_dispatches_on_the_saved_kind(tmp_path):
+    assert {"video_text", "view_classifier", "echoprime_video", "echoprime_view", "echonet_dynamic", "panecho",
+            "surgvlp"} <= set(model_kinds())
+    register_kind("test_tiny", _Tiny)
+    model = _Tiny(3)
+    out = model.save_pretrained(tmp_path / "tiny")
+    assert read_config(out)["kind"] == "test_tiny" and read_config(out)["pretrained_cfg"] == {"input_size": 3}
+    back = load_pretrained(out)
+    assert type(back) is _Tiny and torch.equal(back.lin.weight, model.lin.weight)
+    with pytest.raises(TypeError, match="not a VideoTextModel"):
+        VideoTextModel.from_pretrained(out)
+    with pytest.raises(MedvidError, match="not a registered model kind"):
+        save_pretrained(nn.Linear(2, 2), tmp_path / "plain")
+    meta = read_config(out)
+    meta["kind"] = "nobody"
+    (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(MedvidError, match="unknown model kind 'nobody'"):
+        load_pretrained(out)

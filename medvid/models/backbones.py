@@ -127,11 +127,27 @@ def backbone_norm_255(model: nn.Module, name: str) -> tuple[tuple[float, ...], t
 
 
 
+class _BGRPreprocess(ClipPreprocess):
+    """``ClipPreprocess`` for models trained on BGR frames (OpenCV order): RGB clips are flipped to BGR
+    first, then normalised with ``mean``/``std`` given in that (BGR) channel order."""
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        return super().__call__(clip.flip(0))
+
+    def from_frames(self, frames):
+        return super().from_frames(frames[..., ::-1])
+
+
 def preprocess_for(pretrained_cfg: dict[str, Any]) -> ClipPreprocess:
-    """The ``ClipPreprocess`` a model's ``pretrained_cfg`` (input_size, crop, zoom, mean, std) asks for."""
+    """The ``ClipPreprocess`` a model's ``pretrained_cfg`` (input_size, crop, zoom, mean, std,
+    channel_order) asks for; input clips are RGB, as every medvid decoder returns them."""
     c = pretrained_cfg
-    return ClipPreprocess(size=c["input_size"], crop=c.get("crop", "center_square"), zoom=c.get("zoom", 0.0),
-                          mean=c["mean"], std=c["std"])
+    order = c.get("channel_order", "RGB")
+    if order not in ("RGB", "BGR"):
+        raise MedvidError(f"pretrained_cfg channel_order must be RGB or BGR, got {order!r}")
+    cls = _BGRPreprocess if order == "BGR" else ClipPreprocess
+    return cls(size=c["input_size"], crop=c.get("crop", "center_square"), zoom=c.get("zoom", 0.0),
+               mean=c["mean"], std=c["std"])
 
 
 class FrozenBackboneMixin:

@@ -1,29 +1,215 @@
-"""``save_pretrained`` / ``from_pretrained`` for medvid models, through the one checkpoint format in ``hub``."""
+"""medvid's one checkpoint format, and the registry of model kinds it can hold.
+
+A saved folder holds ``model.safetensors`` (all weights), ``config.json`` (``format: medvid``,
+``kind``, the kind's config, ``pretrained_cfg``) and ``README.md``; a kind may add files (a
+``VideoTextModel`` writes ``text/``: the Hugging Face config and tokenizer), so loading needs
+nothing outside the folder and never unpickles code.
+
+Each model kind registers itself with ``register_kind(name, cls, build)``: saving looks the kind
+up by the model's class, loading dispatches on the saved ``kind``. A registered class implements
+the ``Pretrained`` interface (``config``, ``pretrained_cfg``, ``checkpoint_config``,
+``save_checkpoint_files``). This module imports no model module, so there is no import circle;
+``medvid.models`` imports the built-in kinds.
+"""
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Callable, TypeVar
 
 import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from medvid.errors import MedvidError, MissingWeightsError
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+CARD = "README.md"
 
 T = TypeVar("T", bound="Pretrained")
+Builder = Callable[[dict[str, Any], Path], nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A registered kind: its class and ``build(config, folder)`` → the architecture (weights not read)."""
+
+    name: str
+    cls: type
+    build: Builder
+
+
+_KINDS: dict[str, ModelKind] = {}
+
+
+def register_kind(name: str, cls: type, build: Builder | None = None) -> type:
+    """Register ``cls`` as model kind ``name``; ``build`` defaults to ``cls.from_checkpoint_config``."""
+    if name in _KINDS and _KINDS[name].cls is not cls:
+        raise MedvidError(f"model kind '{name}' is already registered for {_KINDS[name].cls.__name__}")
+    _KINDS[name] = ModelKind(name, cls, build or cls.from_checkpoint_config)
+    cls.checkpoint_kind = name
+    return cls
+
+
+def model_kinds() -> list[str]:
+    """Names of the registered model kinds."""
+    return sorted(_KINDS)
+
+
+def kind_of(model: nn.Module) -> ModelKind:
+    """The registered kind of ``model`` (by its class), or a ``MedvidError`` naming the known kinds."""
+    kind = _KINDS.get(getattr(type(model), "checkpoint_kind", ""))
+    if kind is None or not isinstance(model, kind.cls):
+        raise MedvidError(f"{type(model).__name__} is not a registered model kind; known: {', '.join(model_kinds())}")
+    return kind
 
 
 class Pretrained:
-    """Mixin: a model saved as safetensors + config JSON + model card, reloaded without pickles."""
+    """Mixin for model kinds: ``save_pretrained`` / ``from_pretrained`` through this module.
+
+    ``config`` is what rebuilds the architecture (``checkpoint_config`` may make it portable),
+    ``pretrained_cfg`` the input contract that travels with the weights.
+    """
+
+    checkpoint_kind: str = ""
+    config: dict[str, Any]
+    pretrained_cfg: dict[str, Any]
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """The config written to ``config.json`` (no local paths)."""
+        return dict(self.config)
+
+    def save_checkpoint_files(self, folder: Path) -> None:
+        """Write files besides the weights that loading needs (default: none)."""
+
+    @classmethod
+    def from_checkpoint_config(cls: type[T], config: dict[str, Any], folder: Path) -> T:
+        """The architecture described by ``config`` (weights are loaded afterwards)."""
+        raise NotImplementedError(f"{cls.__name__} has no from_checkpoint_config")
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` + ``README.md`` (see ``medvid.models.hub``)."""
-        from medvid.models.hub import save_pretrained
-
-        return save_pretrained(self, directory)
+        """Write ``model.safetensors`` + ``config.json`` + ``README.md`` (see ``save_pretrained``)."""
+        return save_pretrained(self, directory)  # type: ignore[arg-type]
 
     @classmethod
     def from_pretrained(cls: type[T], directory: str | Path, map_location: str | torch.device = "cpu") -> T:
         """Load a folder written by ``save_pretrained``; it must hold an instance of ``cls``."""
-        from medvid.models.hub import load_pretrained
-
         model = load_pretrained(directory, map_location)
         if not isinstance(model, cls):
             raise TypeError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+
+def _card_stub(kind: str, cfg: dict[str, Any], pretrained_cfg: dict[str, Any]) -> str:
+    contract = "\n".join(f"- `{k}`: {json.dumps(v)}" for k, v in pretrained_cfg.items())
+    return (
+        f"# {cfg.get('name', kind)}\n\n"
+        f"medvid `{kind}` checkpoint (load with `medvid.models.checkpoint.load_pretrained(dir)`).\n\n"
+        f"## Input contract (`pretrained_cfg`)\n\n{contract or '- (none recorded)'}\n\n"
+        "## Intended use, data, metrics, limits\n\n"
+        "_Fill in: training data, evaluation on held-out data, known limits. See model_cards/ for the family card._\n"
+    )
+
+
+def is_checkpoint(directory: str | Path) -> bool:
+    """True when ``directory`` holds a medvid checkpoint ``config.json``."""
+    try:
+        read_config(directory)
+    except (MedvidError, OSError, ValueError):
+        return False
+    return True
+
+
+def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
+    """Write the model folder atomically (built in a temp folder, then swapped into place by renames).
+
+    An existing folder is replaced only if it is empty or a medvid checkpoint; anything else is
+    refused untouched (it may hold someone's data).
+    """
+    kind = kind_of(model)
+    directory = Path(directory)
+    if directory.exists() and (not directory.is_dir() or (any(directory.iterdir()) and not is_checkpoint(directory))):
+        raise MedvidError(f"refusing to overwrite {directory}: it exists and is not a medvid model folder")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    cfg = model.checkpoint_config()
+    pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        save_model(model, str(tmp / WEIGHTS))
+        meta = {"format": "medvid", "format_version": FORMAT_VERSION, "kind": kind.name, "config": cfg,
+                "pretrained_cfg": pretrained_cfg}
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (tmp / CARD).write_text(_card_stub(kind.name, cfg, pretrained_cfg), encoding="utf-8")
+        model.save_checkpoint_files(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; a model folder is shareable
+        if directory.exists():  # a reader never sees a half-written folder
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return directory
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """``config.json`` of a saved model folder (``format``, ``kind``, ``config``, ``pretrained_cfg``)."""
+    path = Path(directory) / CONFIG
+    if not path.is_file():
+        raise MissingWeightsError(f"not a medvid model folder (no {CONFIG}): {directory}")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MedvidError(f"{path}: not a medvid checkpoint config ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != "medvid":
+        raise MedvidError(f"{path}: not a medvid checkpoint config")
+    return meta
+
+
+def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the saved kind's architecture (no base weights read) and load ``model.safetensors`` strictly."""
+    directory = Path(directory)
+    meta = read_config(directory)
+    weights = directory / WEIGHTS
+    if not weights.is_file():
+        raise MissingWeightsError(f"weights missing: {weights}")
+    kind = _KINDS.get(meta.get("kind", ""))
+    if kind is None:
+        raise MedvidError(f"{directory}: unknown model kind '{meta.get('kind')}'; known: {', '.join(model_kinds())}")
+    model = kind.build(dict(meta["config"]), directory)
+    missing, unexpected = load_model(model, str(weights), strict=False, device="cpu")
+    if missing or unexpected:
+        raise MedvidError(f"{weights}: does not match its config: missing {sorted(missing)[:5]}, "
+                          f"unexpected {sorted(unexpected)[:5]}")
+    model.config = dict(meta["config"])
+    model.pretrained_cfg = dict(meta.get("pretrained_cfg") or {})
+    return model.to(map_location).eval()
+
+
+VIDEO_TEXT_METHODS = ("encode_frames", "encode_video_from_features", "tokenize", "encode_text")
+
+
+def load_video_text_model(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """A saved model of any registered kind that embeds frames, clips and text (``VIDEO_TEXT_METHODS``:
+    ``VideoTextModel``, the SurgVLP family), as zero-shot jobs need; other kinds are a clear error."""
+    model = load_pretrained(directory, map_location)
+    missing = [m for m in VIDEO_TEXT_METHODS if not callable(getattr(model, m, None))]
+    if missing:
+        raise MedvidError(f"{directory}: a '{kind_of(model).name}' model does not embed video and text "
+                          f"(no {', '.join(missing)}); use a video-text model")
+    return model

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -13,6 +14,8 @@ from medvid.models.backbones import preprocess_for
 from medvid.models.text import TextEncoder
 from medvid.transforms.clip import ClipPreprocess
 from medvid.models.video import VideoEncoder
+
+TEXT_DIR = "text"  # in a saved folder: the Hugging Face config and tokenizer of the text tower
 
 
 def _maybe_norm(x: Tensor, normalize: bool) -> Tensor:
@@ -41,6 +44,15 @@ class VideoTextModel(Pretrained, nn.Module):
         self.embed_dim = embed_dim
         self.config: dict[str, Any] = dict(config or {})
         self.pretrained_cfg: dict[str, Any] = dict(pretrained_cfg or {})
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """The model config as saved: weights come from the folder, so no base-weight paths are kept."""
+        return {**self.config, "pretrained": False, "backbone_checkpoint": None, "text_model_path": TEXT_DIR}
+
+    def save_checkpoint_files(self, folder: Path) -> None:
+        """``text/``: the tokenizer and Hugging Face config, so loading needs nothing outside the folder."""
+        self.text.tokenizer.save_pretrained(str(folder / TEXT_DIR))
+        self.text.model.config.save_pretrained(str(folder / TEXT_DIR))
 
     @property
     def preprocess_cfg(self) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from medvid.config import config_dir
 from medvid.errors import MedvidError
 from medvid.models.backbones import backbone_norm_255, create_backbone
-from medvid.models.clip import VideoTextModel
+from medvid.models.checkpoint import register_kind
+from medvid.models.clip import TEXT_DIR, VideoTextModel
 from medvid.models.text import TextEncoder, load_text_model, load_tokenizer
 from medvid.models.video import VideoEncoder, create_temporal
 from medvid.models.view import ViewClassifier
@@ -169,3 +170,15 @@ def create_view_classifier(cfg: dict | DictConfig | str | None = "view-effnetlit
     model.config = OmegaConf.to_container(c)
     model.pretrained_cfg = _pretrained_cfg(c, backbone)
     return model
+
+
+def _load_video_text(config: dict[str, Any], folder: Path) -> VideoTextModel:
+    return create_model({**config, "text_model_path": str(folder / TEXT_DIR)}, pretrained=False)
+
+
+def _load_view_classifier(config: dict[str, Any], folder: Path) -> ViewClassifier:
+    return create_view_classifier(config, pretrained=False)
+
+
+register_kind("video_text", VideoTextModel, _load_video_text)
+register_kind("view_classifier", ViewClassifier, _load_view_classifier)

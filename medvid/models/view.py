@@ -58,6 +58,10 @@ class ViewClassifier(Pretrained, FrozenBackboneMixin, nn.Module):
         self.config: dict[str, Any] = {}
         self.pretrained_cfg: dict[str, Any] = {}
 
+    def checkpoint_config(self) -> dict[str, Any]:
+        """The config as saved: weights come from the folder, so no base-weight paths are kept."""
+        return {**self.config, "pretrained": False, "backbone_checkpoint": None, "labels": list(self.labels)}
+
     @property
     def num_classes(self) -> int:
         return len(self.labels)
