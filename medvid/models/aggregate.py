@@ -9,6 +9,8 @@ it is learnable when ``learnable=True``.
 """
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +23,8 @@ from medvid.config import config_dir
 from medvid.errors import MedvidError
 from medvid.models.video import resolve_mask
 from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
+
+log = logging.getLogger("medvid")
 
 PRIOR_FLOOR = 1e-3  # smallest table entry: no view is ever made impossible
 
@@ -72,6 +76,25 @@ class ViewInformedAttention(nn.Module):
     def from_prior_file(cls, path: str | Path | None = None, learnable: bool = True) -> "ViewInformedAttention":
         """Echo sections x EchoPrime views with the shipped (or given) prior table."""
         return cls(ECHO_SECTIONS, ECHO_VIEWS, load_section_view_prior(path), learnable)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path) -> "ViewInformedAttention":
+        """The table learned by ``medvid pretrain`` (``MODEL_DIR/view_attention.safetensors`` + ``.json``),
+        frozen; the shipped prior, with a warning, when the model folder has none."""
+        from safetensors.torch import load_file
+
+        weights, names = Path(model_dir) / "view_attention.safetensors", Path(model_dir) / "view_attention.json"
+        if not weights.is_file():
+            log.warning("%s: no view_attention.safetensors; using the shipped section x view prior", model_dir)
+            return cls.from_prior_file(learnable=False)
+        meta = json.loads(names.read_text()) if names.is_file() else {}
+        log_table = load_file(str(weights))["log_table"]
+        attention = cls(meta.get("sections", ECHO_SECTIONS), meta.get("views", ECHO_VIEWS), learnable=False)
+        if tuple(log_table.shape) != tuple(attention.log_table.shape):
+            raise MedvidError(f"{weights}: table {tuple(log_table.shape)} does not fit "
+                              f"{len(attention.section_names)} sections x {len(attention.view_names)} views")
+        attention.log_table.copy_(log_table)
+        return attention
 
     @property
     def table(self) -> Tensor:

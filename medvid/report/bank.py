@@ -1,0 +1,264 @@
+"""Report bank: scrubbed section texts with their embeddings, memory-mapped, keyed by section name.
+
+Layout of a bank folder (written atomically as a whole, by :func:`write_bank`)::
+
+    manifest.json     format, kind (video | text), model fingerprint, text encoder, sections with their
+                      row slices, row count, dim, phenotypes (name -> numeric | binary), thresholds,
+                      scrubber version, scrub counts, fingerprint of this bank
+    embeddings.npy    float16 [R, D], rows grouped by section: section s is rows slices[s] = [start, stop)
+    row_study.npy     int32 [R]      study index of each row
+    rows.parquet      section, text  (row order; read lazily, one row group at a time)
+    studies.parquet   study_key + one column per phenotype (row = study index)
+    labels.npy        float32 [n_studies, P] phenotype values (NaN = unknown), for kNN
+
+Opening reads the manifest and memory-maps the arrays: start-up does not depend on the bank size,
+and a row's text is read only when a draft uses it. A bank remembers the model that embedded it;
+opening it for another model is refused (:meth:`Bank.open` with ``model_fingerprint``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from medvid.errors import MedvidError
+from medvid.utils import atomic_write_text
+
+BANK_FORMAT = "medvid-bank"
+BANK_VERSION = 1
+MANIFEST = "manifest.json"
+ROW_GROUP = 8192
+
+
+def model_fingerprint(model_dir: str | os.PathLike) -> str:
+    """Hash of a saved model's weights and its learned section x view table (files, not the loaded model)."""
+    model_dir = Path(model_dir)
+    h = hashlib.sha256()
+    for name in ("model.safetensors", "view_attention.safetensors"):
+        path = model_dir / name
+        if path.is_file():
+            h.update(name.encode())
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+        elif name == "model.safetensors":
+            raise MedvidError(f"{model_dir}: not a saved model folder (no {name})")
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class SectionRows:
+    """The rows of one section: embeddings ``[n, D]``, study index per row, scrubbed texts."""
+
+    embeddings: np.ndarray
+    study: np.ndarray
+    texts: list[str]
+
+
+def write_bank(directory: str | os.PathLike, sections: Mapping[str, SectionRows] | Iterable[tuple[str, SectionRows]],
+               studies: pd.DataFrame, *, dim: int, rows: int, manifest: Mapping[str, Any]) -> Path:
+    """Write a bank folder atomically. ``sections`` yields ``(name, SectionRows)`` in bank order (a
+    generator keeps memory at one section); ``rows`` is their total; ``studies`` has ``study_key`` plus
+    one column per phenotype. Refuses to replace a folder that is not a bank."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()) and not _is_bank(directory):
+        raise MedvidError(f"refusing to overwrite {directory}: it exists and is not a medvid report bank")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float16, shape=(rows, dim))
+        row_study = np.lib.format.open_memmap(tmp / "row_study.npy", mode="w+", dtype=np.int32, shape=(rows,))
+        schema = pa.schema([("section", pa.string()), ("text", pa.string())])
+        digest = hashlib.sha256()
+        slices: dict[str, list[int]] = {}
+        start = 0
+        pending_sections: list[str] = []
+        pending_texts: list[str] = []
+        with pq.ParquetWriter(tmp / "rows.parquet", schema) as writer:
+            def flush(n: int) -> None:  # one row group of n rows
+                writer.write_table(pa.table({"section": pending_sections[:n], "text": pending_texts[:n]},
+                                            schema=schema))
+                del pending_sections[:n], pending_texts[:n]
+
+            items = sections.items() if isinstance(sections, Mapping) else sections
+            for name, part in items:
+                n = len(part.texts)
+                if name in slices:
+                    raise MedvidError(f"section {name!r} given twice")
+                if part.embeddings.shape != (n, dim) or len(part.study) != n:
+                    raise ValueError(f"section {name!r}: {part.embeddings.shape} embeddings, {len(part.study)} study "
+                                     f"indices for {n} texts (dim {dim})")
+                if start + n > rows:
+                    raise ValueError(f"more than rows={rows} rows given")
+                emb[start:start + n] = part.embeddings
+                row_study[start:start + n] = part.study
+                pending_sections += [name] * n
+                pending_texts += list(part.texts)
+                while len(pending_texts) >= ROW_GROUP:
+                    flush(ROW_GROUP)
+                digest.update(name.encode())
+                digest.update(np.ascontiguousarray(part.embeddings, dtype=np.float16).tobytes())
+                slices[name] = [start, start + n]
+                start += n
+            if pending_texts:
+                flush(len(pending_texts))
+        if start != rows:
+            raise ValueError(f"{start} rows given, rows={rows} announced")
+        emb.flush()
+        row_study.flush()
+        del emb, row_study
+        phen = [c for c in studies.columns if c != "study_key"]
+        labels = studies[phen].to_numpy(dtype=np.float32) if phen else np.zeros((len(studies), 0), np.float32)
+        np.save(tmp / "labels.npy", labels)
+        studies.to_parquet(tmp / "studies.parquet", index=False)
+        kinds = {c: ("binary" if set(np.unique(labels[:, j][~np.isnan(labels[:, j])])) <= {0.0, 1.0} else "numeric")
+                 for j, c in enumerate(phen)}
+        full = {"format": BANK_FORMAT, "format_version": BANK_VERSION, **manifest,
+                "sections": list(slices), "slices": slices, "rows": rows, "dim": dim, "studies": len(studies),
+                "phenotypes": kinds, "thresholds": dict(manifest.get("thresholds") or {}),
+                "fingerprint": digest.hexdigest()[:16] + uuid.uuid4().hex[:4],
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        (tmp / MANIFEST).write_text(json.dumps(full, indent=1), encoding="utf-8")
+        if directory.exists():  # swap by renames: a reader never sees a half-written bank
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return directory
+
+
+def _is_bank(directory: Path) -> bool:
+    try:
+        return json.loads((directory / MANIFEST).read_text()).get("format") == BANK_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+class Bank:
+    """A report bank opened lazily: ``embeddings`` and ``row_study`` are memory maps."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        if not _is_bank(self.dir):
+            raise MedvidError(f"{self.dir}: not a medvid report bank (no valid {MANIFEST}); "
+                              "build one with `medvid bank build`")
+        self.manifest: dict[str, Any] = json.loads((self.dir / MANIFEST).read_text())
+        if self.manifest.get("format_version") != BANK_VERSION:
+            raise MedvidError(f"{self.dir}: bank format version {self.manifest.get('format_version')}, "
+                              f"this medvid reads {BANK_VERSION}; rebuild the bank")
+        try:
+            self.embeddings = np.load(self.dir / "embeddings.npy", mmap_mode="r")
+            self.row_study = np.load(self.dir / "row_study.npy", mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise MedvidError(f"{self.dir}: damaged bank ({type(exc).__name__}: {exc})") from exc
+        if self.embeddings.shape != (self.rows, self.dim):
+            raise MedvidError(f"{self.dir}: embeddings {self.embeddings.shape} disagree with the manifest "
+                              f"({self.rows} x {self.dim})")
+        self._groups: OrderedDict[int, list[str]] = OrderedDict()
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, model_fingerprint: str | None = None) -> "Bank":
+        """Open a bank; with ``model_fingerprint``, refuse one embedded by another model."""
+        bank = cls(directory)
+        built = bank.manifest.get("model", {}).get("fingerprint")
+        if model_fingerprint is not None and built != model_fingerprint:
+            raise MedvidError(f"{bank.dir}: bank was built with model {built} "
+                              f"({bank.manifest.get('model', {}).get('name', '?')}), not with the given model "
+                              f"{model_fingerprint}; its embeddings are not comparable. Rebuild it with "
+                              "`medvid bank build ... --model` this model")
+        return bank
+
+    # --- manifest ---------------------------------------------------------------------------
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["rows"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def sections(self) -> list[str]:
+        """Sections that have at least one row, in bank order."""
+        return [s for s in self.manifest["sections"] if self.section_slice(s)[1] > self.section_slice(s)[0]]
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest["fingerprint"])
+
+    @property
+    def phenotypes(self) -> dict[str, str]:
+        return dict(self.manifest.get("phenotypes") or {})
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {k: float(v) for k, v in (self.manifest.get("thresholds") or {}).items()}
+
+    def section_slice(self, section: str) -> tuple[int, int]:
+        """Rows ``[start, stop)`` of ``section`` (empty when the bank has none)."""
+        start, stop = self.manifest["slices"].get(section, (0, 0))
+        return int(start), int(stop)
+
+    # --- lazy tables ------------------------------------------------------------------------
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """``[n_studies, P]`` phenotype values, columns in ``phenotypes`` order (memory-mapped)."""
+        return np.load(self.dir / "labels.npy", mmap_mode="r")
+
+    @cached_property
+    def study_keys(self) -> np.ndarray:
+        return pd.read_parquet(self.dir / "studies.parquet", columns=["study_key"])["study_key"].to_numpy()
+
+    @cached_property
+    def _rows_file(self):
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.dir / "rows.parquet")
+
+    @cached_property
+    def _group_starts(self) -> np.ndarray:
+        meta = self._rows_file.metadata
+        return np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
+
+    def texts(self, rows: Sequence[int], cache_groups: int = 64) -> list[str]:
+        """Section texts of bank ``rows``; reads only the row groups that hold them (a small LRU)."""
+        out = []
+        for r in rows:
+            group = int(np.searchsorted(self._group_starts, int(r), side="right")) - 1
+            offset = int(r) - int(self._group_starts[group])
+            if group not in self._groups:
+                self._groups[group] = self._rows_file.read_row_group(group, columns=["text"]).column(0).to_pylist()
+                if len(self._groups) > cache_groups:
+                    self._groups.popitem(last=False)
+            self._groups.move_to_end(group)
+            out.append(self._groups[group][offset])
+        return out
+
+    def set_thresholds(self, thresholds: Mapping[str, float], calibration: Mapping[str, Any]) -> None:
+        """Store calibrated thresholds in the manifest (atomically)."""
+        unknown = set(thresholds) - set(self.phenotypes)
+        if unknown:
+            raise MedvidError(f"thresholds for phenotypes the bank does not have: {sorted(unknown)}")
+        self.manifest["thresholds"] = {**self.thresholds, **{k: float(v) for k, v in thresholds.items()}}
+        self.manifest["calibration"] = dict(calibration)
+        atomic_write_text(self.dir / MANIFEST, json.dumps(self.manifest, indent=1))

@@ -1,0 +1,335 @@
+"""Study encoding and retrieval-augmented report drafting (the core of ``medvid bank`` and ``medvid draft``).
+
+Per study: every loop is decoded once (DataLoader workers), its frames go through the frozen
+backbone once — shared by the view classifier when both carry the same backbone weights and input
+contract — then the temporal module gives the video embedding and the classifier head the view
+probabilities (a view known from ``views.csv`` wins). The learned section x view attention turns
+the videos into one study embedding per report section. Drafting then takes, per section, the
+nearest bank studies *that have that section* (:func:`medvid.report.retrieval.search`, batched over
+studies), their text, and phenotypes by kNN over the bank labels.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from medvid.errors import MedvidError
+from medvid.report.bank import Bank
+from medvid.report.phenotypes import knn_phenotypes
+from medvid.report.retrieval import search
+from medvid.training.data import known_view_probs
+
+log = logging.getLogger("medvid")
+
+STAGES = ("decode", "view", "encode", "retrieve", "write")
+
+
+class StageTimer:
+    """Seconds spent per stage (decode = waiting for loader workers)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] += now - since
+        return now
+
+    def shares(self) -> dict[str, float]:
+        total = sum(self.seconds.values()) or 1.0
+        return {s: round(self.seconds.get(s, 0.0) / total, 3) for s in STAGES}
+
+
+def same_backbone(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """True when two backbones hold identical weights (same keys, equal tensors)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
+
+
+_PREPROCESS_KEYS = ("input_size", "crop", "zoom", "mean", "std")
+
+
+@dataclass
+class EncodedStudy:
+    """A study ready for retrieval: per-section embeddings and what each video contributed."""
+
+    study_key: str
+    video_keys: list[str]
+    views: list[str]
+    view_confidence: list[float]
+    view_source: list[str]
+    sections: list[str]
+    embeddings: Tensor          # [S, D], L2-normalised, rows in ``sections`` order
+    weights: Tensor             # [S, V]
+    video_mean: Tensor          # [D] normalised mean video embedding (zero-shot findings)
+
+
+class StudyEncoder:
+    """Video model + optional view classifier + section x view attention, on one device."""
+
+    def __init__(self, model, attention, view_model=None, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.attention = attention.to(self.device).eval()
+        self.view_model = view_model.to(self.device).eval() if view_model is not None else None
+        self.view_names = list(attention.view_names)
+        if view_model is not None and list(view_model.labels) != self.view_names:
+            raise MedvidError(f"view model labels {view_model.labels} differ from the attention's views {self.view_names}")
+        self.shared = view_model is not None and same_backbone(model.video.backbone, view_model.backbone) and all(
+            model.pretrained_cfg.get(k) == view_model.pretrained_cfg.get(k) for k in _PREPROCESS_KEYS)
+        if view_model is not None and not self.shared:
+            log.info("view model backbone differs from the video backbone: frames are encoded twice")
+
+    @property
+    def needs_view_clips(self) -> bool:
+        return self.view_model is not None and not self.shared
+
+    @torch.no_grad()
+    def encode_loops(self, clips: Tensor, view_clips: Tensor | None, timer: StageTimer) -> tuple[Tensor, Tensor | None]:
+        """Clips ``[N,3,T,H,W]`` -> video embeddings ``[N,D]`` and view probabilities ``[N,K]`` (None without
+        a view model)."""
+        t0 = time.perf_counter()
+        n, _, t = clips.shape[:3]
+        frames = clips.to(self.device).permute(0, 2, 1, 3, 4).flatten(0, 1)
+        feats = self.model.encode_frames(frames).float().view(n, t, -1)
+        emb = self.model.encode_video_from_features(feats).float()
+        t0 = timer.add("encode", t0)
+        probs = None
+        if self.view_model is not None:
+            logits = (self.view_model.classify_features(feats) if self.shared
+                      else self.view_model(view_clips.to(self.device)))
+            probs = logits.float().softmax(-1)
+            timer.add("view", t0)
+        return emb.cpu(), None if probs is None else probs.cpu()
+
+    @torch.no_grad()
+    def study(self, key: str, video_keys: list[str], emb: Tensor, probs: Tensor | None,
+              known: Sequence[str]) -> EncodedStudy:
+        """Per-section study embedding of one study's videos; a known view wins over the classifier."""
+        views, conf, source, rows = [], [], [], []
+        for j, view in enumerate(known):
+            if view in self.view_names:
+                p = known_view_probs(view, self.view_names)
+                views.append(view), conf.append(1.0), source.append("known")
+            elif probs is not None:
+                p = probs[j]
+                views.append(self.view_names[int(p.argmax())]), conf.append(round(float(p.max()), 4))
+                source.append("classifier")
+            else:
+                p = known_view_probs(None, self.view_names)
+                views.append(""), conf.append(0.0), source.append("unknown")
+            rows.append(p)
+        study, weights = self.attention(emb[None].to(self.device), torch.stack(rows)[None].to(self.device))
+        return EncodedStudy(key, list(video_keys), views, conf, source, list(self.attention.section_names),
+                            study[0].cpu(), weights[0].cpu(), F.normalize(emb.mean(0), dim=-1))
+
+
+class LoopClips(Dataset):
+    """One item per loop of ``studies`` (grouped by study, in the given order): ``{"study_key",
+    "video_key", "view", "clip", "view_clip"?}``, or ``{"study_key", "video_key", "error", "detail"}``
+    when the loop cannot be read (never raises, so one bad file never stops a worker)."""
+
+    def __init__(self, ingest_dir: str | Path, dicom_root: str | Path, studies: Sequence[str], preprocess,
+                 n_frames: int, frame_stride: int | None, target_fps: float | None, mask: str,
+                 view_clips: Mapping[str, Any] | None = None, max_videos: int | None = None):
+        from medvid.datasets.echo import EchoVideoDataset
+
+        self.clips = EchoVideoDataset(ingest_dir, dicom_root, n_frames=n_frames, target_fps=target_fps,
+                                      frame_stride=frame_stride, preprocess=preprocess, mask=mask, start="begin")
+        self.view_clips = (EchoVideoDataset(ingest_dir, dicom_root, mask=mask, start="begin", **view_clips)
+                           if view_clips else None)
+        videos = self.clips.videos
+        by_study = videos.groupby("study_key", sort=False).indices
+        self.rows: list[int] = []
+        self.counts: dict[str, int] = {}
+        for key in studies:
+            rows = list(by_study.get(key, []))[:max_videos] if max_videos else list(by_study.get(key, []))
+            self.rows += rows
+            self.counts[key] = len(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from medvid.io.dicom import DicomFileError
+
+        row = self.clips.videos.iloc[self.rows[i]]
+        item: dict[str, Any] = {"study_key": row["study_key"], "video_key": row["video_key"], "view": row["view"]}
+        try:
+            item["clip"] = self.clips.clip(row)
+            if self.view_clips is not None:
+                item["view_clip"] = self.view_clips.clip(row)
+        except DicomFileError as exc:
+            item.update(error=exc.reason, detail=exc.detail)
+        except Exception as exc:  # noqa: BLE001 - reported per study, the batch goes on
+            item.update(error="decode_error", detail=type(exc).__name__)
+        return item
+
+
+def _list(items: list) -> list:
+    return items
+
+
+@dataclass
+class _Pending:
+    video_keys: list[str] = field(default_factory=list)
+    views: list[str] = field(default_factory=list)
+    emb: list[Tensor] = field(default_factory=list)
+    probs: list[Tensor] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    seen: int = 0
+
+
+def encode_studies(encoder: StudyEncoder, loops: LoopClips, *, loop_batch: int = 16, num_workers: int = 0,
+                   timer: StageTimer | None = None) -> Iterator[EncodedStudy | dict[str, Any]]:
+    """Yield each study of ``loops`` once all its loops are encoded: an :class:`EncodedStudy`, or
+    ``{"study_key", "errors": [{"study_key", "video_key"?, "reason", "detail"}, ...]}`` when a loop failed
+    or the study has none."""
+    timer = timer or StageTimer()
+    for key, n in loops.counts.items():
+        if n == 0:
+            yield {"study_key": key, "errors": [{"study_key": key, "reason": "no_videos",
+                                                 "detail": "no readable cine loop in the ingest"}]}
+    pending: dict[str, _Pending] = defaultdict(_Pending)
+    loader = DataLoader(loops, batch_size=loop_batch, num_workers=num_workers, collate_fn=_list,
+                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    t0 = time.perf_counter()
+    for items in loader:
+        timer.add("decode", t0)
+        good = [it for it in items if "error" not in it]
+        slot = {id(it): j for j, it in enumerate(good)}
+        if good:
+            clips = torch.stack([it["clip"] for it in good])
+            view_clips = torch.stack([it["view_clip"] for it in good]) if "view_clip" in good[0] else None
+            emb, probs = encoder.encode_loops(clips, view_clips, timer)
+        for it in items:
+            p = pending[it["study_key"]]
+            p.seen += 1
+            if "error" in it:
+                p.errors.append({"study_key": it["study_key"], "video_key": it["video_key"], "reason": it["error"],
+                                 "detail": it["detail"]})
+            else:
+                j = slot[id(it)]
+                p.video_keys.append(it["video_key"]), p.views.append(it["view"]), p.emb.append(emb[j])
+                if probs is not None:
+                    p.probs.append(probs[j])
+            if p.seen == loops.counts[it["study_key"]]:
+                del pending[it["study_key"]]
+                if p.errors:
+                    yield {"study_key": it["study_key"], "errors": p.errors}
+                    continue
+                t1 = time.perf_counter()
+                study = encoder.study(it["study_key"], p.video_keys, torch.stack(p.emb),
+                                      torch.stack(p.probs) if p.probs else None, p.views)
+                timer.add("encode", t1)
+                yield study
+        t0 = time.perf_counter()
+
+
+@dataclass
+class DraftSettings:
+    """How sections and phenotypes are drawn from the bank (see ``configs/draft.yaml``)."""
+
+    neighbours: int = 5                  # neighbours listed per section
+    consensus: int = 1                   # 1 = top-1 text; >1 = similarity-weighted vote over the k nearest texts
+    knn_k: int = 50                      # phenotype neighbours
+    knn_temperature: float | None = 0.02  # kNN weights exp((sim - max)/T); null = plain similarity
+    phenotype_sections: dict[str, str] = field(default_factory=dict)  # phenotype -> section whose neighbours vote
+    default_section: str = "Left Ventricle"
+
+
+class Drafter:
+    """Sections, neighbours and kNN phenotypes for batches of encoded studies from one bank."""
+
+    def __init__(self, bank: Bank, settings: DraftSettings, chunk: int = 32768):
+        self.bank, self.s, self.chunk = bank, settings, chunk
+        self.pheno_names = list(bank.phenotypes)
+        sections = bank.sections
+        if not sections:
+            raise MedvidError(f"{bank.dir}: the bank has no rows")
+        fallback = settings.default_section if settings.default_section in sections else sections[0]
+        self.pheno_section = {p: settings.phenotype_sections.get(p, fallback) for p in self.pheno_names}
+        self.pheno_section = {p: s if s in sections else fallback for p, s in self.pheno_section.items()}
+
+    def draft(self, studies: Sequence[EncodedStudy], timer: StageTimer | None = None) -> list[dict[str, Any]]:
+        """One drafts.jsonl block (``sections``, ``phenotypes``, ``videos``) per study; the bank is scanned
+        once for the whole batch."""
+        timer = timer or StageTimer()
+        t0 = time.perf_counter()
+        if not studies:
+            return []
+        names = [s for s in studies[0].sections if s in set(self.bank.sections)]
+        queries = {s: torch.stack([st.embeddings[st.sections.index(s)] for st in studies]) for s in names}
+        k = max(self.s.neighbours, self.s.consensus, self.s.knn_k)
+        hits = search(self.bank, queries, k, self.chunk)
+        out = []
+        for b, st in enumerate(studies):
+            sections = {}
+            for s in names:
+                sims, rows = hits[s][0][b].numpy(), hits[s][1][b].numpy()
+                keys = self.bank.study_keys[self.bank.row_study[rows[:self.s.neighbours]]]
+                si = st.sections.index(s)
+                sections[s] = {
+                    "text": self._text(sims, rows),
+                    "neighbours": [{"study_key": str(key), "similarity": round(float(v), 4)}
+                                   for key, v in zip(keys, sims)],
+                    "videos": [{"video_key": vk, "view": v, "view_confidence": c, "weight": round(float(w), 4)}
+                               for vk, v, c, w in zip(st.video_keys, st.views, st.view_confidence, st.weights[si])]}
+            out.append({"study_key": st.study_key, "sections": sections, "phenotypes": self._phenotypes(hits, b),
+                        "videos": [{"video_key": vk, "view": v, "view_confidence": c, "view_source": src}
+                                   for vk, v, c, src in zip(st.video_keys, st.views, st.view_confidence, st.view_source)]})
+        timer.add("retrieve", t0)
+        return out
+
+    def _text(self, sims: np.ndarray, rows: np.ndarray) -> str:
+        if self.s.consensus <= 1:
+            return self.bank.texts(rows[:1])[0]
+        votes: dict[str, float] = defaultdict(float)
+        texts = self.bank.texts(rows[:self.s.consensus])
+        for text, sim in zip(texts, sims):
+            votes[text] += float(sim)
+        return max(texts, key=lambda t: votes[t])  # ties: the nearer text (max keeps the first maximum)
+
+    def _phenotypes(self, hits: dict[str, tuple[Tensor, Tensor]], b: int) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        by_section: dict[str, list[str]] = defaultdict(list)
+        for p, s in self.pheno_section.items():
+            by_section[s].append(p)
+        for s, phen in by_section.items():
+            sims, rows = hits[s][0][b].numpy(), hits[s][1][b].numpy()
+            cols = [self.pheno_names.index(p) for p in phen]
+            labels = np.asarray(self.bank.labels[self.bank.row_study[rows]])[:, cols]
+            out.update(knn_phenotypes(sims, labels, phen, self.bank.phenotypes, self.bank.thresholds,
+                                      self.s.knn_k, self.s.knn_temperature))
+        return {p: out[p] for p in self.pheno_names}
+
+
+def render_text(draft: Mapping[str, Any]) -> str:
+    """The readable ``drafts/<study_key>.txt``: a DRAFT banner, ``Section: text`` lines, phenotypes."""
+    lines = ["DRAFT - generated by medvid from similar prior reports; not reviewed, not for clinical use.",
+             f"Study: {draft['study_key']}", ""]
+    lines += [f"{name}: {sec['text']}" for name, sec in draft["sections"].items()]
+    if draft.get("phenotypes"):
+        lines += ["", "Phenotypes (kNN over the report bank):"]
+        for name, p in draft["phenotypes"].items():
+            if p["kind"] == "numeric":
+                lines.append(f"  {name}: {'n/a' if p['value'] is None else round(p['value'], 1)}")
+            else:
+                call = "n/a" if p["call"] is None else ("positive" if p["call"] else "negative")
+                score = "n/a" if p["score"] is None else f"{p['score']:.2f}"
+                lines.append(f"  {name}: {call} (score {score}, threshold {p['threshold']:.2f})")
+    if draft.get("findings"):
+        lines += ["", "Zero-shot findings (EchoCLIP-style, text prompts):"]
+        for name, f in draft["findings"].items():
+            lines.append(f"  {name}: {round(f['value'], 1) if f['kind'] == 'numeric' else round(f['score'], 2)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,334 @@
+"""``medvid draft INPUT --model MODEL_DIR --views VIEW_MODEL_DIR --bank BANK --out OUT``: batch report drafting.
+
+INPUT is an ingest folder (``videos.parquet``; give ``dicom_root``) or a DICOM folder, ingested on the
+fly into ``OUT/ingest``. Outputs follow ``docs/drafting_contract.md``: ``OUT/drafts.jsonl``,
+``OUT/drafts/<study_key>.txt`` and ``.sr.dcm``, ``OUT/errors.jsonl``.
+
+Batch behaviour: ``shard=K/N`` (1-based; under ``torchrun`` RANK/WORLD_SIZE) drafts every N-th study;
+a finished study leaves ``OUT/.draft_state/done/<study_key>.json`` (written last, atomically) and is
+skipped on a re-run, so a killed run resumes without duplicates; ``drafts.jsonl`` and ``errors.jsonl``
+are assembled from those records at the end. A re-run with different settings is refused, naming
+the settings that differ. One unreadable study becomes an ``errors.jsonl`` line; the batch goes on.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, is_dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from medvid.errors import MedvidError
+from medvid.report.draft import DraftSettings, StageTimer, render_text
+from medvid.utils import atomic_write_text, write_jsonl
+
+log = logging.getLogger("medvid")
+
+STATE = ".draft_state"
+
+
+@dataclass
+class Encoding:
+    """How loops are read and encoded (shared by ``medvid bank build`` and ``medvid draft``)."""
+
+    n_frames: Optional[int] = None      # null = the model's num_frames
+    frame_stride: Optional[int] = 2     # every 2nd native frame (EchoPrime), used when target_fps is null
+    target_fps: Optional[float] = None
+    mask: str = "box"                   # sector masking: box | pixels | none
+    max_videos: Optional[int] = None    # loops per study (null = all)
+    loop_batch: int = 16                # loops per backbone call
+    num_workers: int = 1                # DataLoader workers decoding ahead of the model
+    device: str = "auto"                # auto | cpu | cuda
+
+
+@dataclass
+class Drafting:
+    neighbours: int = 5
+    consensus: int = 1
+    knn_k: int = 50
+    knn_temperature: Optional[float] = 0.02
+    phenotype_sections: dict[str, str] = field(default_factory=dict)
+    default_section: str = "Left Ventricle"
+
+
+@dataclass
+class Config:
+    input: str = ""                     # ingest folder or DICOM folder
+    model: str = ""                     # saved VideoTextModel folder (medvid pretrain OUT/model)
+    views: str = ""                     # saved ViewClassifier folder; "" = known views only (else uniform)
+    bank: str = ""                      # report bank folder (medvid bank build)
+    out: str = "drafts_out"
+    dicom_root: str = ""                # DICOM root of an ingest-folder INPUT
+    split: str = ""                     # draft only this split of an ingest folder ("" = all studies)
+    shard: str = ""                     # K/N (1-based); "" = torchrun RANK/WORLD_SIZE, else 1/1
+    batch_studies: int = 16             # studies per bank scan
+    findings: Optional[str] = None      # prompt YAML for zero-shot findings (null = off)
+    keep_identifiers: bool = False      # SR references the real StudyInstanceUID (else a pseudonymous UID)
+    write_sr: bool = True
+    progress: bool = True
+    encoding: Encoding = field(default_factory=Encoding)
+    drafting: Drafting = field(default_factory=Drafting)
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N), 1 <= K <= N; blank -> torchrun's RANK/WORLD_SIZE (+1), else (1, 1)."""
+    if not shard:
+        return int(os.environ.get("RANK", "0")) + 1, int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        k, n = (int(x) for x in str(shard).split("/"))
+    except ValueError as exc:
+        raise MedvidError(f"shard must look like K/N (e.g. 2/4), got {shard!r}") from exc
+    if not 1 <= k <= n:
+        raise MedvidError(f"shard {shard!r}: need 1 <= K <= N")
+    return k, n
+
+
+def shard_of(keys: list[str], k: int, n: int) -> list[str]:
+    """Every N-th of the sorted keys, starting at the K-th: N shards partition the keys."""
+    return [key for i, key in enumerate(sorted(keys)) if i % n == k - 1]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_encoder(model_dir: str, views_dir: str, device: torch.device):
+    """``StudyEncoder`` from saved folders: video model + learned attention (+ view classifier)."""
+    from medvid.models.aggregate import ViewInformedAttention
+    from medvid.models.clip import VideoTextModel
+    from medvid.models.view import ViewClassifier
+    from medvid.report.draft import StudyEncoder
+
+    model = VideoTextModel.from_pretrained(model_dir)
+    view_model = ViewClassifier.from_pretrained(views_dir) if views_dir else None
+    return StudyEncoder(model, ViewInformedAttention.from_pretrained(model_dir), view_model, device)
+
+
+def loop_clips(encoder, ingest_dir: str | Path, dicom_root: str | Path, studies: list[str], enc: Encoding):
+    """The :class:`LoopClips` of ``studies`` for ``encoder`` (a second clip per loop only when the view
+    classifier cannot share the video backbone)."""
+    from medvid.report.draft import LoopClips
+
+    view_clips = None
+    if encoder.needs_view_clips:
+        vm = encoder.view_model
+        view_clips = {"n_frames": int(vm.pretrained_cfg.get("num_frames") or 4), "frame_stride": 4,
+                      "preprocess": vm.preprocess()}
+    n_frames = enc.n_frames or int(encoder.model.pretrained_cfg.get("num_frames") or 16)
+    return LoopClips(ingest_dir, dicom_root, studies, encoder.model.preprocess(), n_frames, enc.frame_stride,
+                     enc.target_fps, enc.mask, view_clips, enc.max_videos)
+
+
+def folder_fingerprint(path: str) -> str:
+    from medvid.report.bank import model_fingerprint
+
+    return model_fingerprint(path) if path else ""
+
+
+def _model_name(path: str) -> str:
+    from medvid.models.hub import read_config
+
+    return str(read_config(path)["config"].get("name") or Path(path).name) if path else ""
+
+
+def _plain(section: Any) -> dict[str, Any]:
+    """A config section (dataclass or OmegaConf node) as a plain dict."""
+    from omegaconf import OmegaConf
+
+    return asdict(section) if is_dataclass(section) else OmegaConf.to_container(section, resolve=True)
+
+
+def _validate(cfg: Config) -> None:
+    for name in ("input", "model", "bank"):
+        if not getattr(cfg, name):
+            raise MedvidError(f"draft needs {name}=...")
+    if not Path(cfg.input).is_dir():
+        raise MedvidError(f"input is not a folder: {cfg.input}")
+    if cfg.batch_studies < 1 or cfg.drafting.knn_k < 1 or cfg.drafting.neighbours < 1 or cfg.drafting.consensus < 1:
+        raise MedvidError("batch_studies, drafting.knn_k, drafting.neighbours and drafting.consensus must be >= 1")
+    if cfg.findings and not Path(cfg.findings).is_file():
+        raise MedvidError(f"findings prompt file not found: {cfg.findings}")
+
+
+def _ingest_input(cfg: Config, out: Path) -> tuple[Path, Path]:
+    """(ingest folder, DICOM root) of the input; a DICOM folder is ingested into OUT/ingest."""
+    src = Path(cfg.input)
+    if (src / "videos.parquet").is_file():
+        if not cfg.dicom_root or not Path(cfg.dicom_root).is_dir():
+            raise MedvidError(f"{src} is an ingest folder: give dicom_root=<the DICOM folder it was ingested from>")
+        return src, Path(cfg.dicom_root)
+    from medvid.config import load_config
+    from pipelines import ingest
+
+    ingest.run(load_config(ingest.Config, "ingest", None,
+                           [f"dicom_root={src}", f"out={out / 'ingest'}", f"progress={cfg.progress}"]))
+    return out / "ingest", src
+
+
+def _check_settings(state: Path, settings: dict[str, Any]) -> None:
+    path = state / "settings.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if diff:
+            raise MedvidError(f"{state.parent} holds drafts made with other settings ({', '.join(diff)}); "
+                              "use a new output folder, or the same settings to resume")
+    else:
+        atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True))
+
+
+def _study_uid(ingest_dir: Path, dicom_root: Path, video_key: str) -> str | None:
+    """The real StudyInstanceUID, read from one of the study's files (keep_identifiers only)."""
+    import pydicom
+
+    from medvid.io.dicom import video_paths
+
+    rel = video_paths(ingest_dir).get(video_key)
+    if rel is None:
+        return None
+    ds = pydicom.dcmread(dicom_root / rel, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+    return str(ds.get("StudyInstanceUID") or "") or None
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    from medvid import __version__
+    from medvid.report.bank import Bank
+    from medvid.report.draft import Drafter, encode_studies
+
+    _validate(cfg)
+    out = Path(cfg.out)
+    k, n = parse_shard(cfg.shard)
+    model_fp = folder_fingerprint(cfg.model)
+    bank = Bank.open(cfg.bank, model_fingerprint=model_fp)
+    provenance = {"model": {"name": _model_name(cfg.model), "fingerprint": model_fp},
+                  "view_model": {"name": _model_name(cfg.views), "fingerprint": folder_fingerprint(cfg.views)},
+                  "bank": {"fingerprint": bank.fingerprint, "rows": bank.rows}, "medvid_version": __version__}
+    settings = {"input": str(Path(cfg.input).resolve()), "split": cfg.split, "model": model_fp,
+                "view_model": provenance["view_model"]["fingerprint"], "bank": bank.fingerprint,
+                "thresholds": bank.thresholds, "findings": cfg.findings or "", "keep_identifiers": cfg.keep_identifiers,
+                "write_sr": cfg.write_sr, **{f"encoding.{k_}": v for k_, v in _plain(cfg.encoding).items()
+                                             if k_ in ("n_frames", "frame_stride", "target_fps", "mask", "max_videos")},
+                **{f"drafting.{k_}": v for k_, v in _plain(cfg.drafting).items()}}
+    state = out / STATE
+    (state / "done").mkdir(parents=True, exist_ok=True)
+    (state / "errors").mkdir(parents=True, exist_ok=True)
+    _check_settings(state, json.loads(json.dumps(settings)))
+
+    ingest_dir, dicom_root = _ingest_input(cfg, out)
+    from medvid.datasets.echo import read_videos
+
+    videos = read_videos(ingest_dir)
+    if cfg.split:
+        videos = videos[videos["split"] == cfg.split]
+    keys = shard_of(sorted(set(videos["study_key"])), k, n)
+    todo = [key for key in keys if not (state / "done" / f"{key}.json").is_file()]
+    log.info("draft: shard %d/%d, %d studies, %d already drafted, %d to do", k, n, len(keys), len(keys) - len(todo),
+             len(todo))
+
+    timer = StageTimer()
+    drafted = failed = 0
+    started = time.perf_counter()
+    if todo:
+        device = resolve_device(cfg.encoding.device)
+        encoder = load_encoder(cfg.model, cfg.views, device)
+        d = cfg.drafting
+        drafter = Drafter(bank, DraftSettings(d.neighbours, d.consensus, d.knn_k, d.knn_temperature,
+                                              dict(d.phenotype_sections), d.default_section))
+        findings = _findings(cfg.findings, encoder.model) if cfg.findings else None
+        loops = loop_clips(encoder, ingest_dir, dicom_root, todo, cfg.encoding)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), unit="study", desc="draft", disable=not cfg.progress)
+        batch: list = []
+
+        def flush() -> int:
+            rows = drafter.draft(batch, timer)
+            t0 = time.perf_counter()
+            for study, row in zip(batch, rows):
+                if findings is not None:
+                    clf, kinds = findings
+                    row["findings"] = {name: _finding(v[0], kinds[name])
+                                       for name, v in clf(study.video_mean[None]).items()}
+                _write_study(out, row, provenance, ingest_dir, dicom_root, cfg)
+            timer.add("write", t0)
+            bar.update(len(rows))
+            bar.set_postfix(per_min=f"{bar.n / max(time.perf_counter() - started, 1e-9) * 60:.1f}")
+            batch.clear()
+            return len(rows)
+
+        for item in encode_studies(encoder, loops, loop_batch=cfg.encoding.loop_batch,
+                                   num_workers=cfg.encoding.num_workers, timer=timer):
+            if isinstance(item, dict):
+                atomic_write_text(state / "errors" / f"{item['study_key']}.json", json.dumps(item["errors"]))
+                failed += 1
+                bar.update(1)
+                continue
+            batch.append(item)
+            if len(batch) >= cfg.batch_studies:
+                drafted += flush()
+        if batch:
+            drafted += flush()
+        bar.close()
+    elapsed = time.perf_counter() - started
+    total, errors = _assemble(out)
+    summary = {"out": str(out), "shard": f"{k}/{n}", "studies": len(keys), "drafted_now": drafted,
+               "errors_now": failed, "drafts_total": total, "errors_total": errors,
+               "seconds": round(elapsed, 1),
+               "studies_per_min": round(drafted / elapsed * 60, 2) if drafted and elapsed > 0 else None,
+               "stage_seconds": {s: round(v, 2) for s, v in timer.seconds.items()}, "stage_shares": timer.shares()}
+    if keys and total == 0:
+        raise MedvidError(f"no study could be drafted; see {out / 'errors.jsonl'}")
+    return summary
+
+
+def _finding(value: Any, kind: str) -> dict[str, Any]:
+    v = float(value)
+    return ({"kind": "numeric", "value": round(v, 2), "method": "zero_shot"} if kind == "numeric"
+            else {"kind": "binary", "score": round(v, 4), "method": "zero_shot"})
+
+
+def _findings(path: str, model):
+    from medvid.zeroshot.classifier import FindingsClassifier
+    from medvid.zeroshot.prompts import load_findings, model_text_encoder
+
+    items = load_findings(path)
+    return FindingsClassifier(items, model_text_encoder(model)), {f.name: f.kind for f in items}
+
+
+def _write_study(out: Path, row: dict[str, Any], provenance: dict[str, Any], ingest_dir: Path, dicom_root: Path,
+                 cfg: Config) -> None:
+    """Text, SR, then the done record (last: it marks the study finished)."""
+    key = row["study_key"]
+    record = {"study_key": key, "status": "draft", "sections": row["sections"], "phenotypes": row["phenotypes"],
+              "findings": row.get("findings", {}), "videos": row["videos"],
+              "provenance": {**provenance, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+              "text_path": f"drafts/{key}.txt", "sr_path": f"drafts/{key}.sr.dcm" if cfg.write_sr else None}
+    atomic_write_text(out / record["text_path"], render_text(record))
+    if cfg.write_sr:
+        from medvid.report.sr import write_report_sr
+
+        uid = _study_uid(ingest_dir, dicom_root, row["videos"][0]["video_key"]) if cfg.keep_identifiers else None
+        measurements = {name: p["value"] for name, p in row["phenotypes"].items() if p["kind"] == "numeric"}
+        write_report_sr(out / record["sr_path"], {s: v["text"] for s, v in row["sections"].items()}, measurements,
+                        study_key=key, study_instance_uid=uid, final=False)
+    atomic_write_text(out / STATE / "done" / f"{key}.json", json.dumps(record))
+    (out / STATE / "errors" / f"{key}.json").unlink(missing_ok=True)
+
+
+def _assemble(out: Path) -> tuple[int, int]:
+    """``drafts.jsonl`` / ``errors.jsonl`` from the per-study records (sorted by study key, atomic)."""
+    done = sorted((out / STATE / "done").glob("*.json"))
+    n = write_jsonl(out / "drafts.jsonl", (json.loads(p.read_text()) for p in done))
+    finished = {p.stem for p in done}
+    errors = [e for p in sorted((out / STATE / "errors").glob("*.json")) if p.stem not in finished
+              for e in json.loads(p.read_text())]
+    write_jsonl(out / "errors.jsonl", errors)
+    return n, len(errors)
+

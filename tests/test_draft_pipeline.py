@@ -1,0 +1,229 @@
+"""`medvid bank build` / `bank calibrate` / `medvid draft` end to end on a small synthetic export with tiny
+random models: contract outputs, SR, kill-and-resume, a corrupt study, shards, settings and model checks.
+
+This file doubles as the worker script of the kill test (``python tests/test_draft_pipeline.py ...``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from medvid.config import load_config
+from medvid.errors import MedvidError
+from medvid.utils import read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def _tiny_models(root: Path) -> tuple[Path, Path]:
+    """A tiny video-text model with a learned-looking attention table, and a view classifier sharing its backbone."""
+    from safetensors.torch import save_file
+
+    from medvid.models.aggregate import ViewInformedAttention
+    from medvid.models.factory import create_model, create_view_classifier
+    from medvid.utils import atomic_write_text, seed_everything
+
+    seed_everything(0)
+    model = create_model({"pretrained": False, "input_size": 64, "num_frames": 4, "temporal": "mean",
+                          "embed_dim": 32}).eval()
+    model_dir = model.save_pretrained(root / "model")
+    att = ViewInformedAttention.from_prior_file()
+    save_file({"log_table": att.log_table.detach().contiguous()}, str(model_dir / "view_attention.safetensors"))
+    atomic_write_text(model_dir / "view_attention.json",
+                      json.dumps({"sections": att.section_names, "views": att.view_names}))
+    clf = create_view_classifier({"pretrained": False, "input_size": 64}).eval()
+    clf.backbone.load_state_dict(model.video.backbone.state_dict())
+    return model_dir, clf.save_pretrained(root / "views")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from echo_testdata import ingest_synth
+    from medvid.synth.echo import synthesize
+
+    root = tmp_path_factory.mktemp("draftworld")
+    synthesize(root / "synth", studies=8, seed=3, loops_per_study=3, rows=64, cols=80, frames_range=(8, 12),
+               still_fraction=0.0, split_fractions=(0.5, 0.25, 0.25))
+    ingest_synth(root / "synth", root / "ingest")
+    model, views = _tiny_models(root)
+    bank = root / "bank"
+    summary = _bank(root, model, views, bank, "split=train")
+    return {"root": root, "model": model, "views": views, "bank": bank, "dicom": root / "synth" / "dicom",
+            "ingest": root / "ingest", "bank_summary": summary}
+
+
+def _bank(root: Path, model: Path, views: Path, bank: Path, *extra: str) -> dict:
+    from pipelines import bank as job
+
+    return job.run(load_config(job.Config, "bank", None, [
+        "action=build", f"input={root / 'ingest'}", f"model={model}", f"views={views}", f"bank={bank}",
+        f"dicom_root={root / 'synth' / 'dicom'}", "progress=false", "encoding.num_workers=0", *extra]))
+
+
+def _draft_cfg(w: dict, out: Path, *extra: str):
+    from pipelines import draft as job
+
+    return load_config(job.Config, "draft", None, [
+        f"input={w['ingest']}", f"model={w['model']}", f"views={w['views']}", f"bank={w['bank']}", f"out={out}",
+        f"dicom_root={w['dicom']}", "progress=false", "encoding.num_workers=0", "batch_studies=2", *extra])
+
+
+def _draft(w: dict, out: Path, *extra: str) -> dict:
+    from pipelines import draft as job
+
+    return job.run(_draft_cfg(w, out, *extra))
+
+
+def test_bank_build_and_contract_outputs(world, tmp_path):
+    from medvid.report.bank import Bank
+    from medvid.report.sr import read_report_sr
+
+    bank = Bank(world["bank"])
+    assert bank.manifest["kind"] == "video" and bank.rows == world["bank_summary"]["rows"] > 0
+    assert set(bank.phenotypes) >= {"ef", "reduced_ef"} and bank.phenotypes["ef"] == "numeric"
+    summary = _draft(world, tmp_path / "out", "split=''")
+    assert summary["drafts_total"] == 8 and summary["errors_total"] == 0
+    rows = read_jsonl(tmp_path / "out" / "drafts.jsonl")
+    assert len({r["study_key"] for r in rows}) == 8
+    for r in rows:
+        assert r["status"] == "draft" and r["study_key"].startswith("st_")
+        for name, sec in r["sections"].items():
+            assert sec["text"] and sec["neighbours"]
+            assert abs(sum(v["weight"] for v in sec["videos"]) - 1) < 1e-3
+        assert r["phenotypes"]["reduced_ef"]["call"] in (0, 1) and r["phenotypes"]["ef"]["value"] is not None
+        assert {v["view_source"] for v in r["videos"]} == {"known"}
+        assert (tmp_path / "out" / r["text_path"]).read_text().startswith("DRAFT")
+        sections, measurements = read_report_sr(tmp_path / "out" / r["sr_path"])
+        assert sections == {n: s["text"] for n, s in r["sections"].items()}
+        assert measurements["ef"] == pytest.approx(r["phenotypes"]["ef"]["value"], abs=0.01)
+    assert (tmp_path / "out" / "errors.jsonl").read_text() == ""
+
+
+def test_classifier_views_when_views_csv_absent(world, tmp_path):
+    import shutil
+
+    ingest = tmp_path / "ingest"
+    shutil.copytree(world["ingest"], ingest)
+    import pandas as pd
+
+    videos = pd.read_parquet(ingest / "videos.parquet")
+    videos["view"] = ""
+    videos.to_parquet(ingest / "videos.parquet", index=False)
+    _draft({**world, "ingest": ingest}, tmp_path / "out", "split=test")
+    rows = read_jsonl(tmp_path / "out" / "drafts.jsonl")
+    assert rows and all(v["view_source"] == "classifier" and 0 < v["view_confidence"] <= 1
+                        for r in rows for v in r["videos"])
+
+
+def test_bank_of_another_model_is_refused(world, tmp_path):
+    from medvid.models.factory import create_model
+
+    other = create_model({"pretrained": False, "input_size": 64, "num_frames": 4, "temporal": "mean",
+                          "embed_dim": 32}).save_pretrained(tmp_path / "other")
+    with pytest.raises(MedvidError, match="built with model"):
+        _draft({**world, "model": other}, tmp_path / "out")
+
+
+def test_resume_with_other_settings_is_refused(world, tmp_path):
+    _draft(world, tmp_path / "out", "split=test")
+    with pytest.raises(MedvidError, match="drafting.knn_k"):
+        _draft(world, tmp_path / "out", "split=test", "drafting.knn_k=3")
+
+
+def test_corrupt_study_among_good_ones(world, tmp_path):
+    import shutil
+
+    from medvid.io.dicom import video_paths
+
+    dicom = tmp_path / "dicom"
+    shutil.copytree(world["dicom"], dicom)
+    import pandas as pd
+
+    videos = pd.read_parquet(world["ingest"] / "videos.parquet")
+    victim = sorted(videos["study_key"])[0]
+    rel = video_paths(world["ingest"])[videos.loc[videos["study_key"] == victim, "video_key"].iloc[0]]
+    (dicom / rel).write_bytes((dicom / rel).read_bytes()[:2000])  # truncated after ingest
+    summary = _draft({**world, "dicom": dicom}, tmp_path / "out", "split=''")
+    assert summary["drafts_total"] == 7 and summary["errors_total"] >= 1
+    errors = read_jsonl(tmp_path / "out" / "errors.jsonl")
+    assert {e["study_key"] for e in errors} == {victim}
+    assert all(str(dicom) not in json.dumps(e) and "/" not in e["detail"] for e in errors)
+    assert victim not in {r["study_key"] for r in read_jsonl(tmp_path / "out" / "drafts.jsonl")}
+
+
+def test_shards_partition_the_studies(world, tmp_path):
+    out = tmp_path / "out"
+    got = [_draft(world, out, "split=''", f"shard={k}/3")["studies"] for k in (1, 2, 3)]
+    assert sum(got) == 8
+    rows = read_jsonl(out / "drafts.jsonl")
+    assert len(rows) == 8 and len({r["study_key"] for r in rows}) == 8
+
+
+def test_calibrate_stores_thresholds(world, tmp_path):
+    import shutil
+
+    from medvid.report.bank import Bank
+    from pipelines import bank as job
+
+    bank = tmp_path / "bank"
+    shutil.copytree(world["bank"], bank)
+    summary = job.run(load_config(job.Config, "bank", None, [
+        "action=calibrate", f"bank={bank}", f"input={world['ingest']}", f"dicom_root={world['dicom']}", "split=''",
+        "progress=false", "encoding.num_workers=0"]))
+    thresholds = Bank(bank).thresholds
+    assert thresholds == summary["thresholds"] and thresholds
+    assert all(0 <= v <= 1 for v in thresholds.values())
+    assert Bank(bank).manifest["calibration"]["method"] == "youden"
+
+
+def test_kill_and_resume_drafts_every_study_once(world, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, __file__, str(world["root"]), str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "DRAFT_SLOW": "0.4"})
+    done = out / ".draft_state" / "done"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (done.is_dir() and len(list(done.glob("*.json"))) >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list(done.glob("*.json")))
+    assert 2 <= finished < 8, "the kill must land mid-batch"
+    summary = _draft(world, out, "split=''")
+    assert summary["drafted_now"] == 8 - finished
+    keys = [r["study_key"] for r in read_jsonl(out / "drafts.jsonl")]
+    assert len(keys) == 8 and len(set(keys)) == 8
+
+
+def _worker(root: str, out: str) -> None:
+    """Draft slowly (one study per bank batch, a pause per write) so the test can kill it mid-batch."""
+    import pipelines.draft as job
+
+    slow = float(os.environ.get("DRAFT_SLOW", "0"))
+    write = job._write_study
+
+    def slow_write(*a, **k):
+        write(*a, **k)
+        time.sleep(slow)
+
+    job._write_study = slow_write
+    r = Path(root)
+    w = {"model": r / "model", "views": r / "views", "bank": r / "bank", "dicom": r / "synth" / "dicom",
+         "ingest": r / "ingest"}
+    cfg = _draft_cfg(w, Path(out), "split=''")
+    cfg.batch_studies = 1
+    job.run(cfg)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    _worker(sys.argv[1], sys.argv[2])
