@@ -50,11 +50,9 @@ synth_app = typer.Typer(help="Make synthetic datasets (real DICOM files, real vi
 lectures_app = typer.Typer(help="Lecture corpora: clip-text pairs.", no_args_is_help=True)
 zero_shot_app = typer.Typer(help="Zero-shot surgical phase and tool recognition.", no_args_is_help=True)
 bank_app = typer.Typer(help="Report banks: build from reports, calibrate phenotype thresholds.", no_args_is_help=True)
-bank_app = typer.Typer(help="Report banks: build from reports, calibrate phenotype thresholds.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
 app.add_typer(lectures_app, name="lectures")
 app.add_typer(zero_shot_app, name="zero-shot")
-app.add_typer(bank_app, name="bank")
 app.add_typer(bank_app, name="bank")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file layered over the shipped defaults.")
@@ -239,36 +237,6 @@ def review_app(data: List[Path] = typer.Option(..., "--data", help="Output folde
     """The review app (Streamlit): echo studies, drafts and review; surgical zero-shot results."""
     run_job("app", config, _kv(data=[str(p) for p in data], dicom_root=[str(p) for p in dicom_root or []] or None,
                                port=port, address=address, allow_remote=allow_remote or None) + (overrides or []))
-
-
-@bank_app.command("build")
-def bank_build(input: Path = typer.Argument(..., help="Ingest folder, or a reports CSV for a text-only bank."),
-               model: Path = typer.Option(..., "--model", help="Saved video-text model folder."),
-               out: Path = typer.Option(..., "--out", "-o", help="Bank folder to write."),
-               config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
-    """Build a scrubbed, memory-mapped report bank (section texts + study section embeddings)."""
-    run_job("bank", config, _kv(action="build", input=input, model=model, bank=out) + (overrides or []))
-
-
-@bank_app.command("calibrate")
-def bank_calibrate(bank: Path = typer.Argument(..., help="Bank folder."),
-                   ingest: Path = typer.Option(..., "--ingest", help="Labelled ingest folder (val split)."),
-                   config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
-    """Fit binary phenotype thresholds (Youden's J) on a labelled split; stored in the bank manifest."""
-    run_job("bank", config, _kv(action="calibrate", bank=bank, input=ingest) + (overrides or []))
-
-
-@app.command()
-def draft(input: Path = typer.Argument(..., help="Ingest folder or DICOM folder."),
-          model: Path = typer.Option(..., "--model", help="Saved video-text model folder."),
-          views: Optional[Path] = typer.Option(None, "--views", help="Saved view classifier folder."),
-          bank: Path = typer.Option(..., "--bank", help="Report bank folder."),
-          out: Path = typer.Option(..., "--out", "-o", help="Output folder (drafts.jsonl, drafts/, errors.jsonl)."),
-          shard: Optional[str] = typer.Option(None, "--shard", help="K/N: draft every N-th study from the K-th."),
-          config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
-    """Draft reports (text, DICOM SR, phenotypes) for every study; resumable, errors isolated per study."""
-    run_job("draft", config, _kv(input=input, model=model, views=views, bank=bank, out=out, shard=shard)
-            + (overrides or []))
 
 
 if __name__ == "__main__":  # pragma: no cover
