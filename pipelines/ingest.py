@@ -125,7 +125,7 @@ def _salt(cfg: Config, keys: Path) -> str:
 def _settings_id(cfg: Config, salt: str) -> str:
     """Fingerprint of everything a cached per-file result depends on."""
     parts = [salt, SCRUBBER_VERSION, ",".join(cfg.modalities), cfg.min_frames, cfg.validate_decode, cfg.estimate_sector,
-             cfg.sector_frames, 6]  # result format: 2 deny terms, 3 SR measurements, 4 accession_key, 5 regions, 6 cycle
+             cfg.sector_frames, 6]  # result format: 2 deny terms, 3 SR, 4 accession, 5 regions, 6 cycle
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -243,12 +243,14 @@ def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[d
         _write_csv(out / "reports.csv", df)
         splits = dict(zip(df["study_key"], df["split"]))
     measurements = pd.DataFrame([m for r in results for m in r.get("measurements", ())], columns=MEASUREMENT_COLUMNS)
-    labels = derive_labels(measurements, load_rules(cfg.sr_measurements or None)) if len(measurements) else None
-    if labels is not None:
+    labels = None
+    if len(measurements):
         _write_csv(out / "measurements.csv", measurements)
+        derived = derive_labels(measurements, load_rules(cfg.sr_measurements or None))
         summary["measurement_files"] = sum("measurements" in r for r in results)
         summary["measurements_per_study"] = {k: int(n) for k, n in measurements.groupby("study_key").size().items()}
-        summary["labels_from_measurements"] = [c for c in labels.columns if c != "study_key"]
+        summary["labels_from_measurements"] = [c for c in derived.columns if c != "study_key"]
+        labels = derived if summary["labels_from_measurements"] else None
     if cfg.labels:
         df = _to_study_keys(read_labels(cfg.labels, key=_join_key(cfg.labels)), salt, videos, "labels", summary)
         if labels is not None:  # a given labels CSV wins per column; measured phenotypes fill the others

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
@@ -181,7 +180,8 @@ def test_tid5200_sr_measurements_become_labels(tmp_path):
     loop = us_cine(moving_frames())
     sr = tid5200_sr(STUDY, [(LV, LVEF, 62.0, "%", TEICHHOLZ), (LV, LVEF, 55.0, "%", BIPLANE),
                             (LV, LVEF, 57.0, "%", BIPLANE),
-                            (LV, ("29436-3", "LN", "Left Ventricle Internal End Diastolic Dimension"), 48.0, "mm", None),
+                            (LV, ("29436-3", "LN", "Left Ventricle Internal End Diastolic Dimension"), 48.0, "mm",
+                             None),
                             (LV, ("18154-5", "LN", "Interventricular Septum Diastolic Thickness"), 0.9, "cm", None),
                             (LA, ("99VEND-1", "99VEND", "Left Atrium Systolic Volume Index"), 31.0, "ml/m2", None),
                             (MITRAL, ("99VEND-2", "99VEND", "E/e′"), 9.5, "{ratio}", None)],
@@ -282,7 +282,8 @@ def test_regions_layouts_and_calibration_are_kept(tmp_path):
                                           "color": "color_doppler", "plain": "2d"}
     regions = json.loads(videos.at["doppler", "regions"])
     assert regions[1] == {"box": [0, 48, 80, 95], "spatial_format": "spectral", "data_type": "pw_doppler",
-                          "delta_x": 0.01, "delta_y": 2.5, "units_x": "s", "units_y": "cm/s", "reference_pixel": [0, 70]}
+                          "delta_x": 0.01, "delta_y": 2.5, "units_x": "s", "units_y": "cm/s",
+                          "reference_pixel": [0, 70]}
     assert regions[0]["delta_x"] == 0.026 and regions[0]["units_x"] == "cm"
     assert list(videos.at["doppler", "sector_box"]) == [0, 6, 80, 95]  # the spectral strip is inside the box
     assert list(videos.at["mmode", "sector_box"]) == [0, 6, 80, 95]

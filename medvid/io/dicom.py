@@ -14,8 +14,8 @@ multi-frame US Image are cines; structured reports, multi-frame Secondary Captur
 Volume and cines hidden in vendor private tags get their own reasons. Containers as exports hold
 them: Deflated Explicit VR files decode through ``dcmread``; files without preamble or file meta
 are re-read with ``force=True`` when the forced header holds a SOP class or instance UID; zip and
-gzip archives are reported as ``archive`` (not unpacked). Nothing here logs or returns identifiers: de-identified metadata goes through
-``cine_metadata`` with a keyed pseudonym salt.
+gzip archives are reported as ``archive`` (not unpacked). Nothing here logs or returns identifiers:
+de-identified metadata goes through ``cine_metadata`` with a keyed pseudonym salt.
 """
 from __future__ import annotations
 
