@@ -55,7 +55,8 @@ def app_config(cfg: Config) -> AppConfig:
 def command(cfg: Config) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
             "--server.address", cfg.address, "--server.port", str(cfg.port), "--server.fileWatcherType", "none",
-            "--browser.gatherUsageStats", "false", "--global.developmentMode", "false"]
+            "--browser.gatherUsageStats", "false", "--global.developmentMode", "false",
+            "--client.toolbarMode", "minimal"]
 
 
 def run(cfg: Config) -> dict:

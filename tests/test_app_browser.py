@@ -1,0 +1,169 @@
+"""The review app in a real browser: `medvid app` (streamlit run) on a free local port over a small
+synthetic output, driven by headless Chromium (--dump-dom, --screenshot). Skips without chromium.
+
+Set MEDVID_APP_SCREENSHOTS=DIR to keep one small PNG per page there (docs/img/ was made that way).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.test_app import SECTIONS, build_outputs
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    out = build_outputs(tmp_path_factory.mktemp("browser"))
+    port = _free_port()
+    log = open(out["data"].parent / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "medvid.cli", "app", "--data", str(out["data"]),
+                             "--dicom-root", str(out["dicom"]), "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("streamlit did not start: " + (out["data"].parent / "server.log").read_text())
+                time.sleep(0.5)
+        yield {**out, "url": f"http://127.0.0.1:{port}"}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (websockets, which streamlit already needs):
+    load a page, wait until a JavaScript condition holds (the app streams its elements over a websocket),
+    then read the DOM and take a screenshot."""
+
+    def __init__(self, profile: Path) -> None:
+        from websockets.sync.client import connect
+
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--run-all-compositor-stages-before-draw", "--hide-scrollbars",
+             "--window-size=1280,1000", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        port_file, deadline = profile / "DevToolsActivePort", time.time() + 30
+        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("chromium did not start")
+            time.sleep(0.2)
+        port = port_file.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            target = next(t for t in json.load(r) if t["type"] == "page")
+        self.ws = connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=20)
+        self._id = 0
+
+    def call(self, method: str, **params):
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=60))
+            if msg.get("id") == self._id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def eval(self, js: str):
+        return self.call("Runtime.evaluate", expression=js, returnByValue=True)["result"].get("value")
+
+    def open(self, url: str, ready_js: str, timeout: float = 60) -> str:
+        """Navigate, wait for ``ready_js`` to be true and the app to stop running; returns the DOM."""
+        self.call("Page.navigate", url=url)
+        deadline = time.time() + timeout
+        while not self.eval(f"Boolean({ready_js}) && !document.querySelector('[data-testid=stStatusWidget]')"):
+            if time.time() > deadline:
+                raise AssertionError(f"{url}: not ready ({ready_js})")
+            time.sleep(0.5)
+        time.sleep(1.5)  # charts draw asynchronously after their element appears
+        return self.eval("document.documentElement.outerHTML")
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+
+    def close(self) -> None:
+        self.ws.close()
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=10)
+
+
+def _keep(shot: Path, name: str) -> None:
+    """Copy a screenshot, downscaled and palette-quantised (small PNG), to MEDVID_APP_SCREENSHOTS."""
+    target = os.environ.get("MEDVID_APP_SCREENSHOTS")
+    if not target or not shot.exists():
+        return
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        im = im.convert("RGB")
+        im = im.resize((960, int(im.height * 960 / im.width)), Image.LANCZOS)
+        im.quantize(colors=128).save(Path(target) / f"app_{name}.png", optimize=True)
+
+
+def test_pages_render_in_chromium(server, tmp_path):
+    url, phi = server["url"], server["phi"]
+    key = server["low_ef"]
+    n_loops = int((pd.read_parquet(server["data"] / "ingest" / "videos.parquet")["study_key"] == key).sum())
+    pages = {"home": ("/", "document.querySelector('h1')"),
+             "studies": ("/Echo_studies", "document.querySelector('table a[href^=\"Study?study=\"]')"),
+             "study": (f"/Study?study={key}", f"document.querySelectorAll('video').length >= {n_loops}"),
+             "surgical": ("/Surgical_video", "document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length >= 3")}
+    doms = {}
+    browser = Browser(tmp_path / "profile")
+    try:
+        for name, (path, ready) in pages.items():
+            doms[name] = browser.open(url + path, ready)
+            shot = tmp_path / f"{name}.png"
+            browser.screenshot(shot)
+            assert shot.stat().st_size > 20_000, name
+            _keep(shot, name)
+    finally:
+        browser.close()
+    assert "medvid review" in doms["home"] and "Echo studies" in doms["home"]
+    for k in [*server["drafted"], server["failed"], *server["undrafted"]]:  # one table row per study
+        assert f'href="Study?study={k}"' in doms["studies"], k
+    assert doms["studies"].count("<tr") >= 1 + len(server["drafted"]) + 1 + len(server["undrafted"])
+    study = doms["study"]
+    assert study.count("<video") == n_loops and "loop" in study  # every cine loop, playing as a loop
+    for section in SECTIONS:
+        assert section in study
+    assert "Left Ventricle text of draft 0" in study
+    surgical = doms["surgical"]
+    assert "Phase ribbon" in surgical and ("vega-embed" in surgical or "<canvas" in surgical)
+    assert "<video" in surgical
+    for dom in doms.values():
+        for value in phi:
+            assert value not in dom, value
+        assert "LOCAL_KEYS_DO_NOT_SHARE" not in dom and str(server["dicom"]) not in dom
