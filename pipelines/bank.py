@@ -180,7 +180,7 @@ def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, A
         raise MedvidError(f"{ingest_dir}: no study of split {split!r} has both videos and a report with known sections")
     keys = sorted(texts)
     encoder = load_encoder(cfg.model, cfg.views, resolve_device(cfg.encoding.device))
-    loops = loop_clips(encoder, ingest_dir, dicom_root, keys, cfg.encoding)
+    loops, cache = loop_clips(encoder, ingest_dir, dicom_root, keys, cfg.encoding)
     index = {k: i for i, k in enumerate(keys)}
     per_section: dict[str, list] = {}
     errors, used = 0, []
@@ -188,7 +188,7 @@ def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, A
 
     timer = StageTimer()
     for item in tqdm(encode_studies(encoder, loops, loop_batch=cfg.encoding.loop_batch,
-                                    num_workers=cfg.encoding.num_workers, timer=timer),
+                                    num_workers=cfg.encoding.num_workers, timer=timer, feature_cache=cache),
                      total=len(keys), unit="study", desc="bank", disable=not cfg.progress):
         if isinstance(item, dict):
             errors += 1
@@ -283,9 +283,10 @@ def calibrate(cfg: Config) -> dict[str, Any]:
     drafter = Drafter(bank, DraftSettings(d.neighbours, d.consensus, d.knn_k, d.knn_temperature,
                                           dict(d.phenotype_sections), d.default_section))
     scores: dict[str, list[tuple[float, float]]] = {p: [] for p in binary}
-    studies = [s for s in encode_studies(encoder, loop_clips(encoder, ingest_dir, Path(cfg.dicom_root), keys,
-                                                             cfg.encoding), loop_batch=cfg.encoding.loop_batch,
-                                         num_workers=cfg.encoding.num_workers) if not isinstance(s, dict)]
+    loops, cache = loop_clips(encoder, ingest_dir, Path(cfg.dicom_root), keys, cfg.encoding)
+    studies = [s for s in encode_studies(encoder, loops, loop_batch=cfg.encoding.loop_batch,
+                                         num_workers=cfg.encoding.num_workers, feature_cache=cache)
+               if not isinstance(s, dict)]
     for i in range(0, len(studies), 16):
         for row in drafter.draft(studies[i:i + 16]):
             for p in binary:

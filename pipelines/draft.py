@@ -44,6 +44,7 @@ class Encoding:
     loop_batch: int = 16                # loops per backbone call
     num_workers: int = 1                # DataLoader workers decoding ahead of the model
     device: str = "auto"                # auto | cpu | cuda
+    feature_cache: Optional[str] = None  # frozen-backbone frame-feature cache to reuse (e.g. pretrain OUT/cache/echo)
 
 
 @dataclass
@@ -112,9 +113,9 @@ def load_encoder(model_dir: str, views_dir: str, device: torch.device):
 
 
 def loop_clips(encoder, ingest_dir: str | Path, dicom_root: str | Path, studies: list[str], enc: Encoding):
-    """The :class:`LoopClips` of ``studies`` for ``encoder`` (a second clip per loop only when the view
-    classifier cannot share the video backbone)."""
-    from medvid.report.draft import LoopClips
+    """``(LoopClips, feature cache or None)`` of ``studies`` for ``encoder`` (a second clip per loop only when
+    the view classifier cannot share the video backbone; loops in the feature cache are not decoded)."""
+    from medvid.report.draft import LoopClips, open_feature_cache
 
     view_clips = None
     if encoder.needs_view_clips:
@@ -122,8 +123,11 @@ def loop_clips(encoder, ingest_dir: str | Path, dicom_root: str | Path, studies:
         view_clips = {"n_frames": int(vm.pretrained_cfg.get("num_frames") or 4), "frame_stride": 4,
                       "preprocess": vm.preprocess()}
     n_frames = enc.n_frames or int(encoder.model.pretrained_cfg.get("num_frames") or 16)
-    return LoopClips(ingest_dir, dicom_root, studies, encoder.model.preprocess(), n_frames, enc.frame_stride,
-                     enc.target_fps, enc.mask, view_clips, enc.max_videos)
+    cache = (open_feature_cache(enc.feature_cache, encoder.model, n_frames, enc.frame_stride, enc.target_fps, enc.mask)
+             if enc.feature_cache else None)
+    loops = LoopClips(ingest_dir, dicom_root, studies, encoder.model.preprocess(), n_frames, enc.frame_stride,
+                      enc.target_fps, enc.mask, view_clips, enc.max_videos, cached=cache.index if cache else ())
+    return loops, cache
 
 
 def folder_fingerprint(path: str) -> str:
@@ -242,7 +246,7 @@ def run(cfg: Config) -> dict[str, Any]:
         drafter = Drafter(bank, DraftSettings(d.neighbours, d.consensus, d.knn_k, d.knn_temperature,
                                               dict(d.phenotype_sections), d.default_section))
         findings = _findings(cfg.findings, encoder.model) if cfg.findings else None
-        loops = loop_clips(encoder, ingest_dir, dicom_root, todo, cfg.encoding)
+        loops, cache = loop_clips(encoder, ingest_dir, dicom_root, todo, cfg.encoding)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), unit="study", desc="draft", disable=not cfg.progress)
@@ -264,7 +268,7 @@ def run(cfg: Config) -> dict[str, Any]:
             return len(rows)
 
         for item in encode_studies(encoder, loops, loop_batch=cfg.encoding.loop_batch,
-                                   num_workers=cfg.encoding.num_workers, timer=timer):
+                                   num_workers=cfg.encoding.num_workers, timer=timer, feature_cache=cache):
             if isinstance(item, dict):
                 atomic_write_text(state / "errors" / f"{item['study_key']}.json", json.dumps(item["errors"]))
                 failed += 1

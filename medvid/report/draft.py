@@ -95,18 +95,22 @@ class StudyEncoder:
         return self.view_model is not None and not self.shared
 
     @torch.no_grad()
-    def encode_loops(self, clips: Tensor, view_clips: Tensor | None, timer: StageTimer) -> tuple[Tensor, Tensor | None]:
-        """Clips ``[N,3,T,H,W]`` -> video embeddings ``[N,D]`` and view probabilities ``[N,K]`` (None without
-        a view model)."""
+    def encode_loops(self, clips: Tensor | None, view_clips: Tensor | None, timer: StageTimer,
+                     feats: Tensor | None = None, frame_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Clips ``[N,3,T,H,W]`` (or their cached backbone features ``[N,T,F]`` + ``frame_mask``) -> video
+        embeddings ``[N,D]`` and view probabilities ``[N,K]`` (None without a view model)."""
         t0 = time.perf_counter()
-        n, _, t = clips.shape[:3]
-        frames = clips.to(self.device).permute(0, 2, 1, 3, 4).flatten(0, 1)
-        feats = self.model.encode_frames(frames).float().view(n, t, -1)
-        emb = self.model.encode_video_from_features(feats).float()
+        if feats is None:
+            n, _, t = clips.shape[:3]
+            frames = clips.to(self.device).permute(0, 2, 1, 3, 4).flatten(0, 1)
+            feats = self.model.encode_frames(frames).float().view(n, t, -1)
+        else:
+            feats, frame_mask = feats.to(self.device), None if frame_mask is None else frame_mask.to(self.device)
+        emb = self.model.encode_video_from_features(feats, frame_mask).float()
         t0 = timer.add("encode", t0)
         probs = None
         if self.view_model is not None:
-            logits = (self.view_model.classify_features(feats) if self.shared
+            logits = (self.view_model.classify_features(feats, frame_mask) if self.shared
                       else self.view_model(view_clips.to(self.device)))
             probs = logits.float().softmax(-1)
             timer.add("view", t0)
@@ -141,7 +145,8 @@ class LoopClips(Dataset):
 
     def __init__(self, ingest_dir: str | Path, dicom_root: str | Path, studies: Sequence[str], preprocess,
                  n_frames: int, frame_stride: int | None, target_fps: float | None, mask: str,
-                 view_clips: Mapping[str, Any] | None = None, max_videos: int | None = None):
+                 view_clips: Mapping[str, Any] | None = None, max_videos: int | None = None,
+                 cached: Any = ()):
         from medvid.datasets.echo import EchoVideoDataset
 
         self.clips = EchoVideoDataset(ingest_dir, dicom_root, n_frames=n_frames, target_fps=target_fps,
@@ -156,6 +161,7 @@ class LoopClips(Dataset):
             rows = list(by_study.get(key, []))[:max_videos] if max_videos else list(by_study.get(key, []))
             self.rows += rows
             self.counts[key] = len(rows)
+        self.cached = cached  # video keys whose backbone features are cached: not decoded (view clip only)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -166,7 +172,8 @@ class LoopClips(Dataset):
         row = self.clips.videos.iloc[self.rows[i]]
         item: dict[str, Any] = {"study_key": row["study_key"], "video_key": row["video_key"], "view": row["view"]}
         try:
-            item["clip"] = self.clips.clip(row)
+            if row["video_key"] not in self.cached:
+                item["clip"] = self.clips.clip(row)
             if self.view_clips is not None:
                 item["view_clip"] = self.view_clips.clip(row)
         except DicomFileError as exc:
@@ -174,6 +181,32 @@ class LoopClips(Dataset):
         except Exception as exc:  # noqa: BLE001 - reported per study, the batch goes on
             item.update(error="decode_error", detail=type(exc).__name__)
         return item
+
+
+def open_feature_cache(directory: str | Path, model, n_frames: int, frame_stride: int | None,
+                       target_fps: float | None, mask: str):
+    """A frozen-backbone frame-feature cache (e.g. ``medvid pretrain``'s ``OUT/cache/echo``) to reuse instead of
+    decoding; refused unless it was built with this backbone and the same sampling and preprocessing."""
+    from medvid.training.feature_cache import FeatureCache, module_digest
+
+    try:
+        cache = FeatureCache(directory)
+    except FileNotFoundError as exc:
+        raise MedvidError(str(exc)) from exc
+    fp = cache.meta.get("fingerprint", {})
+    want = {"backbone": module_digest(model.video.backbone), "n_frames": n_frames, "frame_stride": frame_stride,
+            "target_fps": target_fps, "mask": mask, "preprocess": json_safe(model.pretrained_cfg)}
+    differ = sorted(k for k, v in want.items() if fp.get(k) != v)
+    if differ:
+        raise MedvidError(f"{directory}: feature cache built with other settings ({', '.join(differ)}); "
+                          "drop encoding.feature_cache or match them")
+    return cache
+
+
+def json_safe(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
 
 
 def _list(items: list) -> list:
@@ -191,10 +224,11 @@ class _Pending:
 
 
 def encode_studies(encoder: StudyEncoder, loops: LoopClips, *, loop_batch: int = 16, num_workers: int = 0,
-                   timer: StageTimer | None = None) -> Iterator[EncodedStudy | dict[str, Any]]:
+                   timer: StageTimer | None = None, feature_cache: Any = None) -> Iterator[EncodedStudy | dict[str, Any]]:
     """Yield each study of ``loops`` once all its loops are encoded: an :class:`EncodedStudy`, or
     ``{"study_key", "errors": [{"study_key", "video_key"?, "reason", "detail"}, ...]}`` when a loop failed
-    or the study has none."""
+    or the study has none. Loops in ``feature_cache`` (a matching :class:`FeatureCache`, see
+    :func:`open_feature_cache`) are not decoded: their cached backbone features are used."""
     timer = timer or StageTimer()
     for key, n in loops.counts.items():
         if n == 0:
@@ -207,11 +241,23 @@ def encode_studies(encoder: StudyEncoder, loops: LoopClips, *, loop_batch: int =
     for items in loader:
         timer.add("decode", t0)
         good = [it for it in items if "error" not in it]
+        decoded, cached = [it for it in good if "clip" in it], [it for it in good if "clip" not in it]
+        good = decoded + cached
         slot = {id(it): j for j, it in enumerate(good)}
-        if good:
-            clips = torch.stack([it["clip"] for it in good])
-            view_clips = torch.stack([it["view_clip"] for it in good]) if "view_clip" in good[0] else None
-            emb, probs = encoder.encode_loops(clips, view_clips, timer)
+        parts = []
+        for group in (decoded, cached):
+            if not group:
+                continue
+            view_clips = torch.stack([it["view_clip"] for it in group]) if "view_clip" in group[0] else None
+            if group is decoded:
+                parts.append(encoder.encode_loops(torch.stack([it["clip"] for it in group]), view_clips, timer))
+            else:
+                feats = [feature_cache[it["video_key"]] for it in group]
+                parts.append(encoder.encode_loops(None, view_clips, timer, torch.stack([f for f, _ in feats]),
+                                                  torch.stack([m for _, m in feats])))
+        if parts:
+            emb = torch.cat([p[0] for p in parts])
+            probs = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
         for it in items:
             p = pending[it["study_key"]]
             p.seen += 1

@@ -1,0 +1,116 @@
+"""Drafting from a bank: section keying by name, consensus text, phenotypes per section, text rendering,
+bank rows from reports that lack sections, shard partition and study embedding with known views."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medvid.report.bank import Bank, SectionRows, write_bank
+from medvid.report.draft import DraftSettings, Drafter, EncodedStudy, render_text
+
+SECTIONS = ["Left Ventricle", "Pericardium", "Aorta"]
+
+
+@pytest.fixture
+def bank(tmp_path):
+    e = np.eye(4, dtype=np.float16)
+    parts = [  # st_1 has no Pericardium, st_2 no Left Ventricle, nobody has Aorta
+        ("Left Ventricle", SectionRows(e[[0, 1, 0]], np.array([0, 1, 3], np.int32),
+                                       ["LV normal.", "LV reduced.", "LV normal."])),
+        ("Pericardium", SectionRows(e[[2, 1]], np.array([0, 2], np.int32), ["No effusion.", "Effusion."])),
+        ("Aorta", SectionRows(np.zeros((0, 4), np.float16), np.zeros(0, np.int32), [])),
+    ]
+    studies = pd.DataFrame({"study_key": ["st_0", "st_1", "st_2", "st_3"], "ef": [60.0, 30.0, 40.0, 62.0],
+                            "pericardial_effusion": [0.0, 0.0, 1.0, 0.0]})
+    write_bank(tmp_path / "b", parts, studies, dim=4, rows=5, manifest={"model": {"fingerprint": "m"}})
+    return Bank(tmp_path / "b")
+
+
+def _study(vec_lv, vec_p) -> EncodedStudy:
+    emb = torch.tensor([vec_lv, vec_p, [0, 0, 0, 1.0]])
+    return EncodedStudy("st_new", ["vi_1", "vi_2"], ["A4C", "Parasternal_Long"], [1.0, 0.9], ["known", "classifier"],
+                        SECTIONS, emb, torch.tensor([[0.7, 0.3], [0.5, 0.5], [0.2, 0.8]]), torch.zeros(4))
+
+
+def test_sections_and_neighbours_keyed_by_name(bank):
+    d = Drafter(bank, DraftSettings(neighbours=5, knn_k=5, knn_temperature=None,
+                                    phenotype_sections={"pericardial_effusion": "Pericardium"}))
+    [row] = d.draft([_study([0, 1.0, 0, 0], [0, 1.0, 0, 0])])
+    assert list(row["sections"]) == ["Left Ventricle", "Pericardium"]  # Aorta: no bank row, not drafted
+    lv, peri = row["sections"]["Left Ventricle"], row["sections"]["Pericardium"]
+    assert lv["text"] == "LV reduced." and lv["neighbours"][0] == {"study_key": "st_1", "similarity": 1.0}
+    assert {n["study_key"] for n in peri["neighbours"]} == {"st_0", "st_2"}  # st_1 lacks the section
+    assert peri["text"] == "Effusion."
+    assert [v["weight"] for v in lv["videos"]] == [0.7, 0.3] and lv["videos"][1]["view_confidence"] == 0.9
+    assert row["videos"][1]["view_source"] == "classifier"
+    # pericardial_effusion votes with Pericardium neighbours: st_2 (sim 1, positive), st_0 (sim 0)
+    assert row["phenotypes"]["pericardial_effusion"]["score"] == pytest.approx(1.0, abs=1e-6)
+    # ef votes with Left Ventricle neighbours (default section): st_1 only has positive similarity
+    assert row["phenotypes"]["ef"]["value"] == pytest.approx(30.0, abs=1e-3)
+
+
+def test_consensus_text_is_a_weighted_vote(bank):
+    d = Drafter(bank, DraftSettings(consensus=3, knn_temperature=None))
+    q = [0.6, 0.8, 0, 0]  # nearest is st_1 ("LV reduced.", 0.8) but two "LV normal." rows score 0.6 each
+    [row] = d.draft([_study(q, q)])
+    assert row["sections"]["Left Ventricle"]["neighbours"][0]["study_key"] == "st_1"
+    assert row["sections"]["Left Ventricle"]["text"] == "LV normal."
+
+
+def test_batch_scan_matches_one_study_at_a_time(bank):
+    d = Drafter(bank, DraftSettings(knn_temperature=0.05))
+    studies = [_study([1.0, 0, 0, 0], [0, 0, 1.0, 0]), _study([0, 1.0, 0, 0], [0, 1.0, 0, 0])]
+    together = d.draft(studies)
+    alone = [d.draft([s])[0] for s in studies]
+    assert together == alone
+
+
+def test_render_text_has_banner_sections_and_calls(bank):
+    [row] = Drafter(bank, DraftSettings()).draft([_study([1.0, 0, 0, 0], [0, 0, 1.0, 0])])
+    text = render_text(row)
+    assert text.startswith("DRAFT") and "Left Ventricle: LV normal." in text and "pericardial_effusion:" in text
+
+
+def test_bank_sections_come_from_the_scrubbed_report_only():
+    from pipelines.bank import _scrub_sections
+
+    counts: Counter = Counter()
+    report = ("Left Ventricle: Normal size. Signed by Dr. Jane Doe on 03/04/2019.\n"
+              "Pericardium: No effusion. MRN 12345678.\nAorta: ")
+    got = _scrub_sections(report, ["Doe"], SECTIONS, counts)
+    assert set(got) == {"Left Ventricle", "Pericardium"}  # empty Aorta is not a bank row
+    assert "Jane" not in got["Left Ventricle"] and "2019" not in got["Left Ventricle"]
+    assert "12345678" not in got["Pericardium"] and sum(counts.values()) >= 3
+
+
+def test_shards_partition_and_parse():
+    from medvid.errors import MedvidError
+    from pipelines.draft import parse_shard, shard_of
+
+    keys = [f"st_{i:02d}" for i in range(10)]
+    parts = [shard_of(keys, k, 3) for k in (1, 2, 3)]
+    assert sorted(sum(parts, [])) == keys and not set(parts[0]) & set(parts[1])
+    assert parse_shard("2/4") == (2, 4) and parse_shard("") == (1, 1)
+    for bad in ("0/2", "3/2", "x"):
+        with pytest.raises(MedvidError):
+            parse_shard(bad)
+
+
+def test_known_view_wins_and_weights_sum_to_one():
+    from medvid.models.aggregate import ViewInformedAttention
+    from medvid.report.draft import StudyEncoder
+
+    enc = StudyEncoder.__new__(StudyEncoder)  # only the attention part is exercised
+    enc.device, enc.attention = torch.device("cpu"), ViewInformedAttention.from_prior_file(learnable=False)
+    enc.view_names = list(enc.attention.view_names)
+    probs = torch.full((2, len(enc.view_names)), 0.01)
+    probs[:, enc.view_names.index("SSN")] = 0.9
+    st = enc.study("st_x", ["vi_a", "vi_b"], torch.nn.functional.normalize(torch.randn(2, 8), dim=-1), probs,
+                   ["A4C", ""])
+    assert st.views == ["A4C", "SSN"] and st.view_source == ["known", "classifier"] and st.view_confidence[0] == 1.0
+    assert torch.allclose(st.weights.sum(-1), torch.ones(len(st.sections)))
+    assert torch.allclose(st.embeddings.norm(dim=-1), torch.ones(len(st.sections)))
