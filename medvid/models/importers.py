@@ -45,11 +45,11 @@ class CheckpointMismatchError(MedvidError):
 
 def _numpy_scalar_globals() -> list[Any]:
     """Exactly what unpickling a ``numpy.float64`` needs (``r2`` in EchoNet-Dynamic's files): the scalar
-    constructor, under its numpy 2 name and the numpy 1 name the released file was written with, and
-    ``numpy.dtype``."""
+    constructor, under its numpy 2 name and the numpy 1 name the released file was written with,
+    ``numpy.dtype`` and the float64 dtype class."""
     from numpy._core.multiarray import scalar
 
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, type(np.dtype(np.float64))]
 
 
 def load_weights_only(path: str | Path, numpy_scalars: bool = False) -> Any:
@@ -516,8 +516,9 @@ class SurgVLPModel(_Imported):
                    config["temperature"], config["text_pooler"])
 
     def save_checkpoint_files(self, folder: Path) -> None:
-        if self.backbone_text.tokenizer is not None:
+        if self.backbone_text.tokenizer is not None:  # a tokenizer folder (+ the BERT config, as medvid reads them)
             self.backbone_text.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+            self.backbone_text.model.config.save_pretrained(str(folder / TOKENIZER_DIR))
 
     def encode_frames(self, frames: Tensor) -> Tensor:
         return self.backbone_img(frames)
