@@ -225,6 +225,17 @@ def evaluate_drafts(drafts: Path = typer.Argument(..., help="Output folder of `m
     run_job("evaluate", config, _kv(drafts=drafts, ingest=ingest) + (overrides or []))
 
 
+@app.command()
+def probe(task: str = typer.Argument(..., help="echo-ef | echo-phenotypes | phase | tools"),
+          model: Path = typer.Option(..., "--model", help="Saved video-text model folder."),
+          data: Path = typer.Option(..., "--data", help="EchoNet-Dynamic root or ingest folder (echo); "
+                                                        "Cholec80-layout root (phase, tools)."),
+          out: Path = typer.Option(..., "--out", "-o", help="Output folder (metrics.json, learning_curve.png)."),
+          config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
+    """Downstream transfer of a frozen model: linear probe, few-shot, temporal head / fine-tuning vs zero-shot."""
+    run_job("probe", config, _kv(task=task, model=model, data=data, out=out) + (overrides or []))
+
+
 @app.command("app")
 def review_app(data: List[Path] = typer.Option(..., "--data", help="Output folder to review (repeatable): ingest, "
                                                                    "draft, zero-shot, Cholec80 root, or a folder above."),
