@@ -18,8 +18,9 @@ log = logging.getLogger("medvid")
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, private: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
+    ``private``: the file is readable by its owner only (0600), for key material."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -28,7 +29,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         if tmp_path.exists():  # mkstemp makes 0600 files; give outputs the usual umask-based mode
-            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.chmod(tmp_path, 0o600 if private else 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -41,19 +42,50 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write_text(path: str | os.PathLike, text: str, private: bool = False) -> None:
+    with atomic_path(path, private) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
-    """Write rows as JSON lines atomically; returns the row count."""
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]], private: bool = False) -> int:
+    """Write rows as JSON lines atomically (``private``: mode 0600); returns the row count."""
     n = 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path, private) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, default=_json_default) + "\n")
             n += 1
     return n
+
+
+def private_dir(path: str | os.PathLike) -> Path:
+    """Create (or tighten) a folder for key material: mode 0700, owner only."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def open_private(path: str | os.PathLike, mode: str = "a"):
+    """Open a text file for writing (``a`` or ``w``) that only its owner can read (0600, also if it existed)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, mode, encoding="utf-8")
+
+
+def resolve_under(root: str | os.PathLike, rel: str | os.PathLike) -> Path:
+    """``root / rel`` for a path read from a table, refused (``MedvidError``) unless it stays inside ``root``:
+    no absolute paths, no ``..``, no symlink that leads out of ``root``."""
+    from medvid.errors import MedvidError
+
+    rel_path = Path(rel)
+    if rel_path.is_absolute() or ".." in rel_path.parts or not str(rel).strip():
+        raise MedvidError(f"refusing path {str(rel)!r}: not a plain path relative to the data root")
+    base = Path(root).resolve()
+    target = (base / rel_path).resolve()
+    if not target.is_relative_to(base):
+        raise MedvidError(f"refusing path {str(rel)!r}: it leads outside the data root")
+    return base / rel_path
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -13,8 +13,10 @@ Writes (all atomically):
 - ``DIR/measurements.csv``: the numeric measurements of vendor SRs (TID 5200 / 5300) in the export;
   ``labels.csv`` is derived from them through ``configs/sr_measurements.yaml`` (a given labels CSV wins
   per column);
-- ``DIR/LOCAL_KEYS_DO_NOT_SHARE/``: ``paths.jsonl`` (file key → relative path, to reopen files and
-  find bad ones), the generated salt, the resume cache. The only place a path is kept.
+- ``DIR/LOCAL_KEYS_DO_NOT_SHARE/`` (or ``keys_dir``, outside ``DIR``): ``paths.jsonl`` (file key →
+  relative path, to reopen files and find bad ones), the generated salt, the resume cache. The only
+  place a path is kept; folder 0700, files 0600. With ``keys_dir`` set, ``DIR`` alone is shareable
+  (readers find the keys through ``keys_dir`` / ``$MEDVID_KEYS_DIR``).
 
 Files are inspected from their headers and one decoded frame; a re-run reuses results for files
 whose size and modification time did not change (resume after a kill).
@@ -35,14 +37,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from medvid.errors import MedvidError
-from medvid.io.dicom import (KEY_DIR, DicomFileError, accession_key, cine_metadata, find_files, inspect_file,
-                             quiet_pydicom)
+from medvid.io.dicom import (DicomFileError, accession_key, cine_metadata, find_files, inspect_file,
+                             key_dir, quiet_pydicom)
 from medvid.io.echo_sr import MEASUREMENT_COLUMNS, derive_labels, load_rules, read_measurements
 from medvid.io.echo_videos import is_echonet_root
 from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
 from medvid.io.reports import read_labels, read_reports, read_views
 from medvid.report.scrub import SCRUBBER_VERSION, deny_terms, scrub_text
-from medvid.utils import atomic_path, atomic_write_text, pseudonym, write_jsonl
+from medvid.utils import atomic_path, atomic_write_text, open_private, private_dir, pseudonym, write_jsonl
 
 log = logging.getLogger("medvid")
 
@@ -55,6 +57,7 @@ class Config:
     dicom_root: str = ""
     out: str = "ingest_out"
     salt: str = ""  # per-dataset secret for pseudonyms; blank: generate once and keep it in the key folder
+    keys_dir: str = ""  # key folder (salt, paths, resume cache) kept outside OUT; blank: OUT/LOCAL_KEYS_DO_NOT_SHARE
     keep_paths: bool = False  # true: also write relative paths into videos.parquet / errors.jsonl
     reports: str = ""  # CSV study_uid|accession,report[,split]
     labels: str = ""  # CSV study_uid|accession,<phenotype columns>
@@ -77,9 +80,7 @@ def run(cfg: Config) -> dict:
         from pipelines.ingest_videos import run_videos
 
         return run_videos(cfg)
-    keys = out / KEY_DIR
-    keys.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(keys / "README.txt", _KEY_README)
+    keys = _open_keys(cfg, out)
     salt = _salt(cfg, keys)
     files = find_files(root)
     settings = _settings_id(cfg, salt)
@@ -87,7 +88,7 @@ def run(cfg: Config) -> dict:
     cache = _load_cache(cache_path, settings) if cfg.resume else {}
     results: list[dict[str, Any]] = []
     reused = 0
-    with open(cache_path, "a" if cfg.resume else "w", encoding="utf-8") as cache_file, \
+    with open_private(cache_path, "a" if cfg.resume else "w") as cache_file, \
             tqdm(files, desc="ingest", unit="file", disable=not cfg.progress) as bar:
         for path in bar:
             rel = path.relative_to(root).as_posix()
@@ -111,6 +112,13 @@ def run(cfg: Config) -> dict:
     return summary
 
 
+def _open_keys(cfg: Config, out: Path) -> Path:
+    """The key folder, private (0700, files 0600); outside ``out`` when ``keys_dir`` is set."""
+    keys = private_dir(key_dir(out, cfg.keys_dir or None))
+    atomic_write_text(keys / "README.txt", _KEY_README, private=True)
+    return keys
+
+
 def _salt(cfg: Config, keys: Path) -> str:
     if cfg.salt:
         return cfg.salt
@@ -118,7 +126,7 @@ def _salt(cfg: Config, keys: Path) -> str:
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
     salt = secrets.token_hex(16)
-    atomic_write_text(path, salt + "\n")
+    atomic_write_text(path, salt + "\n", private=True)
     return salt
 
 
@@ -224,7 +232,7 @@ def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[d
     rel_of = {r["file_key"]: r["rel"] for r in results}
     video_of = {v["file_key"]: v["video_key"] for v in videos}
     write_jsonl(keys / "paths.jsonl", ({"file_key": k, "path": rel, "video_key": video_of.get(k)}
-                                       for k, rel in rel_of.items()))
+                                       for k, rel in rel_of.items()), private=True)
     summary: dict[str, Any] = {"out": str(out)}
     views = splits = None
     if cfg.views:

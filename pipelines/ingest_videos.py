@@ -27,13 +27,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from medvid.errors import MedvidError
-from medvid.io.dicom import KEY_DIR
 from medvid.io.echo_videos import (FILELIST, PHENOTYPES, TRACINGS, VIDEO_DIR, file_stem, find_video,
                                    inspect_video, read_filelist, read_volume_tracings, table_mismatches)
 from medvid.io.reports import read_labels, read_reports
 from medvid.io.video import VIDEO_EXTS
-from medvid.utils import atomic_path, atomic_write_text, pseudonym, write_jsonl
-from pipelines.ingest import _KEY_README, _columns, _load_cache, _salt, _settings_id, _stamp, _write_csv
+from medvid.utils import atomic_path, open_private, pseudonym, write_jsonl
+from pipelines.ingest import _columns, _load_cache, _open_keys, _salt, _settings_id, _stamp, _write_csv
 
 log = logging.getLogger("medvid")
 
@@ -45,9 +44,7 @@ def run_videos(cfg: Any) -> dict:
         raise MedvidError("views= applies to DICOM exports (keyed by SOPInstanceUID), not to a video folder")
     table = read_filelist(root / FILELIST)  # validated before any file is opened
     tracings, tracing_problems = ({}, {}) if not (root / TRACINGS).is_file() else read_volume_tracings(root / TRACINGS)
-    keys = out / KEY_DIR
-    keys.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(keys / "README.txt", _KEY_README)
+    keys = _open_keys(cfg, out)
     salt = _salt(cfg, keys)
     video_dir = root / VIDEO_DIR
     cache_path = keys / "scan_cache.jsonl"
@@ -57,7 +54,7 @@ def run_videos(cfg: Any) -> dict:
     errors: list[dict] = []
     paths: list[dict] = []
     reused = 0
-    with open(cache_path, "a" if cfg.resume else "w", encoding="utf-8") as cache_file:
+    with open_private(cache_path, "a" if cfg.resume else "w") as cache_file:
         for row in tqdm(table.itertuples(index=False), total=len(table), desc="ingest videos", unit="video",
                         disable=not cfg.progress):
             path = find_video(video_dir, row.name)
@@ -114,7 +111,7 @@ def run_videos(cfg: Any) -> dict:
         rel_of = {p["file_key"]: p["path"] for p in paths}
         for e in errors:
             e["path"] = rel_of[e["file_key"]]
-    write_jsonl(keys / "paths.jsonl", paths)
+    write_jsonl(keys / "paths.jsonl", paths, private=True)
     summary = _write_tables(out, cfg, salt, table, videos)
     with atomic_path(out / "videos.parquet") as tmp:
         pd.DataFrame(videos, columns=_columns(videos)).to_parquet(tmp, index=False)

@@ -26,6 +26,7 @@ from medvid.io.regions import LAYOUTS, blank_outside_box, clip_box, estimate_sec
 from medvid.io.reports import parse_sections
 from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor
 from medvid.transforms.sampling import clip_times, cycle_span, frame_timestamps, span_times, times_to_indices
+from medvid.utils import resolve_under
 
 MASKS = ("fan", "box", "pixels", "none")
 STARTS = ("begin", "center", "random", "r_wave")
@@ -136,7 +137,7 @@ class EchoVideoDataset(Dataset):
         if rel is None:
             raise MedvidError(f"video {row['video_key']}: not in the ingest's key file")
         try:
-            cine = open_loop(self.dicom_root / rel)
+            cine = open_loop(resolve_under(self.dicom_root, rel))
         except (OSError, MedvidError) as exc:
             raise MedvidError(f"video {row['video_key']}: cannot open its file ({type(exc).__name__})") from exc
         idx = clip_indices(cine, self.n_frames, self.target_fps, self.frame_stride, self.start, self._rng,

@@ -25,7 +25,7 @@ from medvid.io.transcripts import Transcript, find_transcripts, fit_to_duration,
 from medvid.io.video import VIDEO_EXTS, Video
 from medvid.transforms.clip import ClipPreprocess, resolve_preprocess, to_clip_tensor
 from medvid.transforms.sampling import clip_times
-from medvid.utils import read_jsonl
+from medvid.utils import read_jsonl, resolve_under
 
 log = logging.getLogger("medvid")
 
@@ -124,7 +124,7 @@ class LecturePairDataset(Dataset):
             # free the parent's here (destroying an inherited decord reader crashes the child)
             self._inherited = list(self._open.values())
             self._open, self._pid = OrderedDict(), os.getpid()
-        v = self._open.pop(rel, None) or Video(self.root / rel)
+        v = self._open.pop(rel, None) or Video(resolve_under(self.root, rel))
         self._open[rel] = v
         while len(self._open) > self._max_open:
             self._open.popitem(last=False)[1].close()
