@@ -49,6 +49,8 @@ class EchoData:
     video_weight: float = 0.5         # weight of the video–report MIL-NCE term
     learn_view_table: bool = True     # learn the section × view table (starts from the shipped prior)
     prior: Optional[str] = None       # section × view prior YAML (null = configs/section_view_prior.yaml)
+    val_fraction: float = 0.15        # studies without an ingest split: whole patients held out (seeded)
+    test_fraction: float = 0.15
 
 
 @dataclass
@@ -130,7 +132,7 @@ def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str
     from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
 
     e = cfg.echo
-    studies = load_echo_studies(e.ingest_dir)
+    studies = load_echo_studies(e.ingest_dir, e.val_fraction, e.test_fraction, cfg.train.seed)
     if not studies:
         raise MedvidError(f"{e.ingest_dir}: no study with a report (reports.csv joined at ingest)")
     videos = EchoVideoDataset(e.ingest_dir, e.dicom_root, n_frames=e.n_frames, target_fps=e.target_fps,

@@ -89,3 +89,27 @@ def test_datasets_refuse_paths_out_of_their_root(tmp_path):
     lectures.root, lectures._open, lectures._pid, lectures._max_open = tmp_path / "lectures", {}, os.getpid(), 2
     with pytest.raises(MedvidError, match="refusing path"):
         lectures._video("../../etc/passwd")
+
+
+def test_echo_pretraining_splits_without_an_ingest_split(synth, tmp_path):
+    """One split policy: studies without a split are held out by whole patient (else study), seeded."""
+    import pandas as pd
+
+    from medvid.datasets.echo import read_videos
+    from medvid.training.data import load_echo_studies
+
+    out = tmp_path / "ingest"
+    ingest_synth(synth, out)
+    reports = pd.read_csv(out / "reports.csv")
+    reports.drop(columns=["split"], errors="ignore").to_csv(out / "reports.csv", index=False)
+    videos = read_videos(out)
+    if "split" in videos:
+        videos.assign(split="").to_parquet(out / "videos.parquet")
+    studies = load_echo_studies(out, 0.25, 0.25, seed=1)
+    assert studies and {s.split for s in studies} <= {"train", "val", "test"} and "train" in {s.split for s in studies}
+    patient = dict(zip(videos["study_key"], videos["patient_key"]))
+    by_patient: dict = {}
+    for s in studies:
+        by_patient.setdefault(patient[s.study_key], set()).add(s.split)
+    assert all(len(v) == 1 for v in by_patient.values())  # a patient never straddles splits
+    assert [s.split for s in load_echo_studies(out, 0.25, 0.25, seed=1)] == [s.split for s in studies]

@@ -45,6 +45,9 @@ def _kind(source: VideoSource) -> str:
     return getattr(source, "kind", "feats")
 
 
+SPLITS = ("train", "val", "test")
+
+
 @dataclass
 class EchoStudy:
     """One study as training sees it (pseudonymous keys only)."""
@@ -57,15 +60,17 @@ class EchoStudy:
     views: list[str | None] = field(default_factory=list)  # known view per video (None = unknown)
 
 
-def load_echo_studies(ingest_dir: str | Path) -> list[EchoStudy]:
+def load_echo_studies(ingest_dir: str | Path, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                      seed: int = 0) -> list[EchoStudy]:
     """Studies of an ingest folder (``videos.parquet`` + ``reports.csv``) that have a report,
-    with their videos in file order and the known view of each (``views.csv`` joined by ingest)."""
+    with their videos in file order and the known view of each (``views.csv`` joined by ingest).
+    Studies without an ingest split are held out by whole patient (else study), seeded, as train-views does."""
     from medvid.datasets.echo import read_reports_table, read_videos
     from medvid.io.reports import parse_sections
 
     videos = read_videos(ingest_dir)
     reports = read_reports_table(ingest_dir)
-    out = []
+    out, group = [], {}
     for key, report, split in zip(reports["study_key"], reports["report"], reports["split"]):
         rows = videos[videos["study_key"] == key]
         if rows.empty or not str(report).strip():
@@ -73,6 +78,13 @@ def load_echo_studies(ingest_dir: str | Path) -> list[EchoStudy]:
         out.append(EchoStudy(key, str(split or (rows["split"].iloc[0] if "split" in rows else "")),
                              rows["video_key"].tolist(), str(report), parse_sections(str(report)),
                              [v or None for v in rows["view"].tolist()]))
+        patient = rows["patient_key"].iloc[0] if "patient_key" in rows else None
+        group[key] = patient if isinstance(patient, str) and patient else key
+    unsplit = [s for s in out if s.split not in SPLITS]
+    if unsplit:
+        split_of = group_splits([group[s.study_key] for s in unsplit], val_fraction, test_fraction, seed)
+        for s in unsplit:
+            s.split = split_of[group[s.study_key]]
     return out
 
 
