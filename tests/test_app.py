@@ -403,3 +403,59 @@ def test_app_job_refuses_non_local_bind_without_flag(tmp_path, monkeypatch, caps
     assert store.AppConfig.from_env(env).data == (tmp_path.resolve(),)
     job.run(load_config(job.Config, "app", overrides=[f"data=[{tmp_path}]", "address=0.0.0.0", "allow_remote=true"]))
     assert "WARNING" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_medvid_draft_output_reviews(tmp_path, monkeypatch):
+    """A real `medvid draft` output (tiny random models, built with the draft job's test helpers) lists,
+    opens with its loops, signs off and exports."""
+    from medvid.synth.echo import synthesize
+    from pipelines import draft as job
+    from tests.test_draft_pipeline import _bank, _draft_cfg, _tiny_models
+
+    synthesize(tmp_path / "synth", studies=6, seed=3, loops_per_study=3, rows=64, cols=80, frames_range=(8, 12),
+               still_fraction=0.0, split_fractions=(0.5, 0.25, 0.25))
+    ingest_synth(tmp_path / "synth", tmp_path / "ingest")
+    model, views = _tiny_models(tmp_path)
+    _bank(tmp_path, model, views, tmp_path / "bank", "split=train")
+    world = {"model": model, "views": views, "bank": tmp_path / "bank", "ingest": tmp_path / "ingest",
+             "dicom": tmp_path / "synth" / "dicom"}
+    job.run(_draft_cfg(world, tmp_path / "drafts_out"))
+    app_env(monkeypatch, tmp_path, tmp_path / "synth" / "dicom")
+    at = run_page("pages/1_Echo_studies.py")
+    no_exception(at)
+    assert not at.error and not at.warning
+    key = json.loads((tmp_path / "drafts_out" / "drafts.jsonl").read_text().splitlines()[0])["study_key"]
+    at = run_page("pages/2_Study.py", {"study": key})
+    no_exception(at)
+    assert not at.error and not at.warning and len(at.get("video")) == 3 and len(at.text_area) > 3
+    at.text_input(key="reviewer").set_value("Reviewer^Test").run()
+    at.button(key="sign_off").click().run()
+    at.button(key="export").click().run()
+    no_exception(at)
+    assert sorted(p.name for p in (tmp_path / "drafts_out" / "reviewed").iterdir()) == [
+        f"{key}.json", f"{key}.sr.dcm", f"{key}.txt"]
+
+
+@pytest.mark.slow
+def test_sixty_loop_study_opens_fast_on_the_second_visit(tmp_path, monkeypatch):
+    """The issue's bar: a 60-loop study opens in under 5 s once its loops are in the on-disk cache."""
+    import time
+
+    from medvid.synth.echo import synthesize
+
+    synthesize(tmp_path / "synth", studies=9, seed=1, loops_per_study=10, rows=128, cols=160, frames_range=(32, 48),
+               still_fraction=0.0, format_weights={"jpeg_ybr": 1.0})
+    ingest_synth(tmp_path / "synth", tmp_path / "data" / "ingest", "validate_decode=false")
+    path = tmp_path / "data" / "ingest" / "videos.parquet"
+    videos = pd.read_parquet(path)
+    keys = sorted(videos["study_key"].unique())
+    videos["study_key"] = videos["study_key"].where(~videos["study_key"].isin(keys[:6]), keys[0])  # one 60-loop study
+    videos.to_parquet(path, index=False)
+    write_drafts(tmp_path / "data" / "ingest", tmp_path / "data" / "draft_out")
+    app_env(monkeypatch, tmp_path / "data", tmp_path / "synth" / "dicom")
+    first = run_page("pages/2_Study.py", {"study": keys[0]}, timeout=600)
+    assert len(first.get("video")) == 60
+    t0 = time.perf_counter()
+    second = run_page("pages/2_Study.py", {"study": keys[0]})
+    assert time.perf_counter() - t0 < 5.0 and len(second.get("video")) == 60
