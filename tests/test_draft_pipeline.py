@@ -1,7 +1,8 @@
 """`medvid bank build` / `bank calibrate` / `medvid draft` end to end on a small synthetic export with tiny
 random models: contract outputs, SR, kill-and-resume, a corrupt study, shards, settings and model checks.
 
-This file doubles as the worker script of the kill test (``python tests/test_draft_pipeline.py ...``).
+Slow (``-m slow``). This file doubles as the worker script of the kill test
+(``python tests/test_draft_pipeline.py ...``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ from medvid.utils import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+
+# A synthetic export, its ingest, two models of all-MiniLM size and a bank take ~1 min on 2 cores before the
+# first test: the whole module is slow (`pytest -m slow tests/test_draft_pipeline.py`).
+pytestmark = pytest.mark.slow
 
 
 def _tiny_models(root: Path) -> tuple[Path, Path]:
