@@ -62,9 +62,9 @@ def _navigation(key: str, order: list[str]) -> None:
     c1, c2, c3, c4 = st.columns([1, 1, 1, 3])
     prev_key = order[i - 1] if i > 0 else None
     next_key = order[i + 1] if i + 1 < len(order) else None
-    if c1.button("← Previous study", disabled=prev_key is None, key="nav_prev"):
+    if c1.button("← Previous study", disabled=prev_key is None, key="nav_prev", shortcut="Alt+P"):
         _go(prev_key)
-    if c2.button("Next study →", disabled=next_key is None, key="nav_next"):
+    if c2.button("Next study →", disabled=next_key is None, key="nav_next", shortcut="Alt+N"):
         _go(next_key)
     c3.page_link(ui.LIST_PAGE, label="Study list")
     c4.caption(f"Study {i + 1} of {len(order)}")
@@ -143,7 +143,7 @@ def _review_controls(cfg: store.AppConfig, key: str, draft: store.Draft, review:
     st.subheader("Review")
     reviewer = st.text_input("Reviewer name", key="reviewer")
     c1, c2, c3 = st.columns(3)
-    save = c1.button("Save", key="save", type="secondary")
+    save = c1.button("Save", key="save", type="secondary", shortcut="Alt+S")
     sign = c2.button("Sign off", key="sign_off", type="primary")
     export = c3.button("Export text + DICOM SR", key="export", disabled=review is None,
                        help="Save the review first" if review is None else None)
