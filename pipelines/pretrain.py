@@ -312,7 +312,14 @@ def run(cfg: Config) -> dict[str, Any]:
 def _save(cfg: Config, objective: torch.nn.Module, out: Path) -> None:
     from safetensors.torch import save_file
 
+    from medvid.models.checkpoint import record_training_input
+
     model_dir = out / "model"
+    if cfg.task == "echo":  # the input contract as trained, not the model YAML's defaults
+        record_training_input(objective.model, cfg.echo.n_frames, cfg.echo.target_fps, cfg.echo.frame_stride,
+                              cfg.echo.mask)
+    else:
+        record_training_input(objective.model, cfg.lectures.n_frames, cfg.lectures.sample_fps, None, "none")
     objective.model.save_pretrained(model_dir)
     save_config(cfg, model_dir / "train_config.yaml")
     attention = getattr(objective, "attention", None)

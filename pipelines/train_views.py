@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from medvid.config import require_dirs, save_config
 from medvid.errors import MedvidError
+from medvid.models.checkpoint import record_training_input
 from medvid.runs import TRAINING_BOOKKEEPING, run_settings
 from medvid.training.data import group_splits
 from medvid.training.distributed import cleanup, init_distributed
@@ -164,6 +165,7 @@ def run(cfg: Config) -> dict[str, Any]:
                     if len(splits[sp]):
                         result[sp] = scores(objective, splits[sp], n, cfg.eval_batch, dist.device)
                         _write_confusion(out / f"confusion_{sp}.csv", result[sp]["confusion"], clf.labels)
+            record_training_input(clf, cfg.n_frames, cfg.target_fps, cfg.frame_stride, cfg.mask)  # as trained
             clf.save_pretrained(out / "model")
             save_config(cfg, out / "model" / "train_config.yaml")
             save_config(cfg, out / "config.yaml")

@@ -203,3 +203,25 @@ def test_registry_dispatches_on_the_saved_kind(tmp_path):
     (out / "config.json").write_text(json.dumps(meta))
     with pytest.raises(MedvidError, match="unknown model kind 'nobody'"):
         load_pretrained(out)
+
+
+def test_saved_input_contract_is_what_training_used(tmp_path):
+    """A model trained on 8 frames at stride 2 says so in its folder (not the model YAML's 16)."""
+    from types import SimpleNamespace
+
+    from medvid.config import load_config
+    from pipelines import pretrain
+
+    model = create_model({"temporal": "mean", "input_size": 64}, pretrained=False)
+    assert model.pretrained_cfg["num_frames"] == 16
+    cfg = load_config(pretrain.Config, None, overrides=["echo.n_frames=8", "echo.frame_stride=2", "echo.mask=box",
+                                                        f"out={tmp_path}"])
+    pretrain._save(cfg, SimpleNamespace(model=model), tmp_path)
+    saved = read_config(tmp_path / "model")["pretrained_cfg"]
+    assert (saved["num_frames"], saved["frame_stride"], saved["fps"], saved["mask"]) == (8, 2, None, "box")
+    assert saved["input_size"] == 64 and saved["channel_order"] == "RGB" and "mean" in saved and "crop" in saved
+    cfg = load_config(pretrain.Config, None, overrides=["task=surgical", "lectures.n_frames=4",
+                                                        "lectures.sample_fps=2.0", f"out={tmp_path}"])
+    pretrain._save(cfg, SimpleNamespace(model=model), tmp_path)
+    saved = read_config(tmp_path / "model")["pretrained_cfg"]
+    assert (saved["num_frames"], saved["fps"], saved["frame_stride"]) == (4, 2.0, None)
