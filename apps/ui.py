@@ -80,10 +80,17 @@ def drafts(src: store.Sources) -> store.DraftTable:
     return table
 
 
+@st.cache_data(show_spinner=False)
+def _reviews(keys: tuple[tuple[str, str], ...], roots: tuple[str, ...], stamp: tuple) -> dict[str, dict | None]:
+    return {k: store.read_review([Path(r) for r in roots], Path(folder), k) for k, folder in keys}
+
+
 def reviews(table: store.DraftTable) -> dict[str, dict | None]:
-    """Saved reviews of every drafted study (small files, read fresh on each run)."""
-    roots = config().roots
-    return {k: store.read_review(roots, d.folder, k) for k, d in table.drafts.items()}
+    """Saved reviews of every drafted study; re-read when a ``reviewed/`` folder changes (atomic writes
+    rename into it, which updates its modification time)."""
+    keys = tuple(sorted((k, str(d.folder)) for k, d in table.drafts.items()))
+    folders = sorted({Path(f) / "reviewed" for _, f in keys})
+    return _reviews(keys, tuple(map(str, config().roots)), _stamp(folders))
 
 
 def studies(src: store.Sources) -> tuple[pd.DataFrame, store.DraftTable, dict[str, dict | None]]:
