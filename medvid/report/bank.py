@@ -9,6 +9,7 @@ Layout of a bank folder (written atomically as a whole, by :func:`write_bank`)::
     row_study.npy     int32 [R]      study index of each row
     rows.parquet      section, text  (row order; read lazily, one row group at a time)
     studies.parquet   study_key + one column per phenotype (row = study index)
+    study_keys.npy    the study keys as fixed-width strings (memory-mapped)
     labels.npy        float32 [n_studies, P] phenotype values (NaN = unknown), for kNN
 
 Opening reads the manifest and memory-maps the arrays: start-up does not depend on the bank size,
@@ -125,6 +126,8 @@ def write_bank(directory: str | os.PathLike, sections: Mapping[str, SectionRows]
         phen = [c for c in studies.columns if c != "study_key"]
         labels = studies[phen].to_numpy(dtype=np.float32) if phen else np.zeros((len(studies), 0), np.float32)
         np.save(tmp / "labels.npy", labels)
+        keys = studies["study_key"].astype(str).to_numpy()
+        np.save(tmp / "study_keys.npy", keys.astype(f"U{max([len(k) for k in keys] or [1])}"))
         studies.to_parquet(tmp / "studies.parquet", index=False)
         kinds = {c: ("binary" if set(np.unique(labels[:, j][~np.isnan(labels[:, j])])) <= {0.0, 1.0} else "numeric")
                  for j, c in enumerate(phen)}
@@ -227,7 +230,8 @@ class Bank:
 
     @cached_property
     def study_keys(self) -> np.ndarray:
-        return pd.read_parquet(self.dir / "studies.parquet", columns=["study_key"])["study_key"].to_numpy()
+        """Study key per study index (memory-mapped fixed-width strings)."""
+        return np.load(self.dir / "study_keys.npy", mmap_mode="r")
 
     @cached_property
     def _rows_file(self):
