@@ -314,7 +314,8 @@ class Drafter:
         t0 = time.perf_counter()
         if not studies:
             return []
-        names = [s for s in studies[0].sections if s in set(self.bank.sections)]
+        in_bank = set(self.bank.sections)
+        names = [s for s in studies[0].sections if s in in_bank]
         queries = {s: torch.stack([st.embeddings[st.sections.index(s)] for st in studies]) for s in names}
         k = max(self.s.neighbours, self.s.consensus, self.s.knn_k)
         hits = search(self.bank, queries, k, self.chunk)
