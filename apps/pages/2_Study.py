@@ -229,6 +229,10 @@ def _loop(cfg: store.AppConfig, src: store.Sources, row: pd.Series) -> None:
     except (RenderError, MedvidError) as exc:
         st.warning(f"Loop not shown: {exc}")
         return
+    except PermissionError:
+        st.warning("Loop not shown: the loop cache folder is not writable (start the app with cache_dir=DIR "
+                   "under a data root).")
+        return
     except Exception as exc:  # noqa: BLE001 - a damaged file must not break the page
         st.warning(f"Loop not shown: the file could not be decoded ({type(exc).__name__}).")
         ui.log.exception("loop %s", row["video_key"])
