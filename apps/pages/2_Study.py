@@ -230,8 +230,8 @@ def _loop(cfg: store.AppConfig, src: store.Sources, row: pd.Series) -> None:
         st.warning(f"Loop not shown: {exc}")
         return
     except PermissionError:
-        st.warning("Loop not shown: the loop cache folder is not writable (start the app with cache_dir=DIR "
-                   "under a data root).")
+        st.warning("Loop not shown: permission denied reading its DICOM file or writing the loop cache "
+                   "(cache_dir=DIR sets another cache folder under a data root).")
         return
     except Exception as exc:  # noqa: BLE001 - a damaged file must not break the page
         st.warning(f"Loop not shown: the file could not be decoded ({type(exc).__name__}).")
