@@ -84,8 +84,17 @@ def resolve_under(root: str | os.PathLike, rel: str | os.PathLike) -> Path:
     base = Path(root).resolve()
     target = (base / rel_path).resolve()
     if not target.is_relative_to(base):
-        raise MedvidError(f"refusing path {str(rel)!r}: it leads outside the data root")
+        raise MedvidError(f"refusing path {str(rel)!r}: it leads outside the data root (a symlink out of it?)")
     return base / rel_path
+
+
+def relative_message(message: object, root: str | os.PathLike) -> str:
+    """``str(message)`` with every path under ``root`` written relative to it (for logs and error files:
+    no absolute paths of the data, which can name patients, hosts or users)."""
+    text = str(message)
+    for prefix in sorted({str(Path(root).resolve()), os.path.abspath(root), str(root)}, key=len, reverse=True):
+        text = text.replace(prefix.rstrip(os.sep) + os.sep, "")
+    return text
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from medvid.datasets.lectures import PairingRule, find_lectures, load_transcript
 from medvid.errors import MedvidError
 from medvid.io.video import Video
 from medvid.transforms.sampling import span_times
-from medvid.utils import write_jsonl
+from medvid.utils import relative_message, write_jsonl
 
 log = logging.getLogger("medvid")
 
@@ -67,8 +67,8 @@ def run(cfg: Config) -> dict:
                             continue
                     pairs.append(pair)
         except MedvidError as exc:  # report and go on with the next lecture
-            log.error("%s", exc)
-            errors.append({"video": rel, "error": str(exc)})
+            log.error("%s", relative_message(exc, root))
+            errors.append({"video": rel, "error": relative_message(exc, root)})
     n = write_jsonl(out / "pairs.jsonl", pairs)
     write_jsonl(out / "errors.jsonl", errors)
     if not n:

@@ -11,6 +11,7 @@ from medvid.errors import MedvidError
 from medvid.io.asr import load_whisper, transcribe
 from medvid.io.transcripts import write_whisper_json
 from medvid.io.video import VIDEO_EXTS
+from medvid.utils import relative_message
 
 log = logging.getLogger("medvid")
 
@@ -50,8 +51,8 @@ def run(cfg: Config) -> dict:
         try:
             segments, info = transcribe(video, model, cfg.language or None, cfg.beam_size, cfg.vad_filter)
         except MedvidError as exc:  # a bad file is reported and the batch goes on
-            log.error("%s", exc)
-            errors.append({"video": video.name, "error": str(exc)})
+            log.error("%s", relative_message(exc, video.parent))
+            errors.append({"video": video.name, "error": relative_message(exc, video.parent)})
             continue
         write_whisper_json(out, segments, model=Path(cfg.model_path).name if cfg.model_path else "whisper-tiny.en",
                            **info)

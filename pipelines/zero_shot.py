@@ -30,7 +30,7 @@ from medvid.models.backbones import preprocess_for
 from medvid.models.checkpoint import load_video_text_model
 from medvid.runs import claim_run
 from medvid.transforms.clip import CROPS
-from medvid.utils import atomic_path, atomic_write_text, check_device, write_jsonl
+from medvid.utils import atomic_path, atomic_write_text, check_device, relative_message, write_jsonl
 from medvid.zeroshot.classifier import PhaseClassifier, ToolClassifier
 from medvid.zeroshot.embed import embed_video
 from medvid.zeroshot.plots import confusion_matrix_plot, phase_ribbon
@@ -140,7 +140,7 @@ def _gt(ds: Cholec80, task: str, name: str, times: np.ndarray) -> np.ndarray | N
             return ds.phases_at(name, times) if ds.has_annotations(name) else None
         return ds.tools_at(name, times) if ds.has_tool_annotations(name) else None
     except MedvidError as exc:
-        log.error("%s: annotations unusable, predictions only (%s)", name, exc)
+        log.error("%s: annotations unusable, predictions only (%s)", name, relative_message(exc, ds.root))
         return None
 
 
@@ -350,8 +350,8 @@ def run(cfg: Any) -> dict:
                 _process_video(cfg, ds, name, model, head, prompts.classes, pred_dir, emb_dir)
                 log.info("[%d/%d] %s done", i, len(todo), name)
             except (MedvidError, ValueError, RuntimeError) as exc:
-                log.error("%s: skipped (%s)", name, exc)
-                errors.append({"video": name, "error": str(exc)})
+                log.error("%s: skipped (%s)", name, relative_message(exc, root))
+                errors.append({"video": name, "error": relative_message(exc, root)})
     if errors:
         write_jsonl(out / "errors.jsonl", errors)
     elapsed = time.perf_counter() - t0
@@ -363,8 +363,8 @@ def run(cfg: Any) -> dict:
     annotated = [n for n in names if (ds.has_annotations(n) if cfg.task == "phase" else ds.has_tool_annotations(n))]
     if not annotated:
         folder = "phase_annotations" if cfg.task == "phase" else "tool_annotations"
-        log.warning("no annotations found in %s for these videos: predictions only, no metrics "
-                    "(is DATA_ROOT the Cholec80-layout root that holds videos/ and %s/?)", root / folder, folder)
+        log.warning("no annotations found in DATA_ROOT/%s for these videos: predictions only, no metrics "
+                    "(is DATA_ROOT the Cholec80-layout root that holds videos/ and %s/?)", folder, folder)
     results, pairs = (_phase_eval(cfg, tables, prompts.classes) if cfg.task == "phase"
                       else (_tool_eval(tables, prompts.classes), {}))
     summary = {"task": cfg.task, "videos": len(names), "videos_done": len(tables), "videos_failed": len(errors),

@@ -113,3 +113,32 @@ def test_echo_pretraining_splits_without_an_ingest_split(synth, tmp_path):
         by_patient.setdefault(patient[s.study_key], set()).add(s.split)
     assert all(len(v) == 1 for v in by_patient.values())  # a patient never straddles splits
     assert [s.split for s in load_echo_studies(out, 0.25, 0.25, seed=1)] == [s.split for s in studies]
+
+
+def test_relative_message():
+    from medvid.utils import relative_message
+
+    root = Path("/data/hospital/cases")
+    assert relative_message(MedvidError("/data/hospital/cases/p1/v.mp4: cannot decode"), root) == "p1/v.mp4: cannot decode"
+    assert relative_message("/elsewhere/x.mp4: bad", root) == "/elsewhere/x.mp4: bad"
+
+
+def test_surgical_errors_name_videos_relative_to_the_data_root(tmp_path, caplog):
+    """A video that cannot be read is reported without the data root's absolute path (errors.jsonl, logs)."""
+    import logging
+
+    from medvid.config import load_config
+    from medvid.models.factory import create_model
+    from pipelines import zero_shot
+
+    model = create_model({"pretrained": False, "input_size": 32, "temporal": "mean"}).save_pretrained(tmp_path / "m")
+    data = tmp_path / "private_site_name" / "videos_root"
+    data.mkdir(parents=True)
+    (data / "broken.mp4").write_bytes(b"this is not a video")
+    cfg = load_config(zero_shot.Config, "zero_shot", overrides=[f"data_root={data}", f"model={model}",
+                                                                f"out={tmp_path / 'out'}"])
+    with caplog.at_level(logging.INFO, logger="medvid"), pytest.raises(MedvidError, match="no video could"):
+        zero_shot.run(cfg)
+    errors = (tmp_path / "out" / "errors.jsonl").read_text()
+    assert "broken" in errors and "private_site_name" not in errors
+    assert "private_site_name" not in caplog.text
