@@ -91,6 +91,18 @@ def test_echonet_dynamic_released_layout(tmp_path):
     assert c["mean"] == mean and c["std"] == std
 
 
+def test_numpy_scalar_written_by_numpy_1(tmp_path, monkeypatch):
+    """The released file was pickled by numpy 1: its scalar constructor is ``numpy.core.multiarray.scalar``."""
+    from numpy._core.multiarray import scalar
+
+    monkeypatch.setattr(scalar, "__module__", "numpy.core.multiarray")  # pickle then writes the numpy 1 name
+    path = tmp_path / "old.pt"
+    torch.save({"state_dict": {}, "r2": np.float64(0.81)}, path)
+    monkeypatch.undo()
+    assert b"numpy.core.multiarray" in path.read_bytes()
+    assert imp.load_weights_only(path, numpy_scalars=True)["r2"] == pytest.approx(0.81)
+
+
 def test_numpy_allowance_is_only_scalars(tmp_path):
     """Only the numpy scalar constructor and dtype are admitted: a numpy array in the file is still refused."""
     path = tmp_path / "array.pt"
