@@ -112,6 +112,15 @@ def test_numpy_allowance_is_only_scalars(tmp_path):
 
 
 # --- PanEcho (src/models.py, hubconf.py, content/tasks.md) ------------------------------------
+def _sinusoid(clip_len: int) -> torch.Tensor:
+    """PositionalEncoding(768, max_len=clip_len).pe as saved: ``[1, clip_len, 768]``."""
+    pos = torch.arange(clip_len).unsqueeze(1)
+    div = torch.exp(torch.arange(0, 768, 2) * (-math.log(10000.0) / 768))
+    pe = torch.zeros(clip_len, 1, 768)
+    pe[:, 0, 0::2], pe[:, 0, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
+    return pe.permute(1, 0, 2)
+
+
 class _RefFrameTransformer(nn.Module):
     """FrameTransformer('convnext_tiny', 8 heads, 4 layers, dropout 0, 'mean', clip_len)."""
 
@@ -126,11 +135,7 @@ class _RefFrameTransformer(nn.Module):
                                            activation="relu", batch_first=True)
         self.transformer = nn.TransformerEncoder(layer, num_layers=4)
         self.time_encoder = nn.Module()
-        pos = torch.arange(clip_len).unsqueeze(1)
-        div = torch.exp(torch.arange(0, 768, 2) * (-math.log(10000.0) / 768))
-        pe = torch.zeros(clip_len, 1, 768)
-        pe[:, 0, 0::2], pe[:, 0, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
-        self.time_encoder.pe = nn.Parameter(pe.permute(1, 0, 2), requires_grad=False)
+        self.time_encoder.pe = nn.Parameter(_sinusoid(clip_len), requires_grad=False)
 
     def forward(self, x):
         b, c, l, h, w = x.shape
@@ -171,7 +176,7 @@ class _RefPanEcho(nn.Module):
 def test_panecho_forward_and_activations(tmp_path):
     ref = _build(_RefPanEcho, 1)
     with torch.no_grad():  # the saved pe is the sinusoid (to_empty/_fill overwrote it)
-        ref.encoder.time_encoder.pe.copy_(_RefPanEcho().encoder.time_encoder.pe)
+        ref.encoder.time_encoder.pe.copy_(_sinusoid(16))
     path = tmp_path / "panecho.pt"
     torch.save({"weights": ref.state_dict()}, path)
     got = imp.import_panecho(path)
