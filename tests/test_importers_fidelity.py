@@ -89,6 +89,13 @@ def test_echonet_dynamic_released_layout(tmp_path):
     c = got.pretrained_cfg
     assert (c["num_frames"], c["frame_stride"], c["input_size"], c["channel_order"]) == (32, 2, 112, "RGB")
     assert c["mean"] == mean and c["std"] == std
+    from medvid.cli import app
+
+    r = CliRunner().invoke(app, ["import", "echonet", str(path), "--out", str(tmp_path / "cli"),
+                                 "mean=[32.0,32.5,33.0]", "std=[50.0,50.5,51.0]"])
+    assert r.exit_code == 0, r.output
+    assert read_config(tmp_path / "cli")["kind"] == "echonet_dynamic"
+    assert read_config(tmp_path / "cli")["pretrained_cfg"]["mean"] == mean
 
 
 def test_numpy_scalar_written_by_numpy_1(tmp_path, monkeypatch):
