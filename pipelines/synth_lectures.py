@@ -27,8 +27,8 @@ class Config:
 
 def run(cfg: Config) -> dict:
     out = Path(cfg.out)
-    # Outputs already there are kept (resume) only when they were made with these settings.
-    claim_run(out, run_settings(cfg, ignore=("out", "lectures", "first_index", "overwrite")), overwrite=cfg.overwrite,
+    # Outputs already there are kept (resume) only when made with these settings (recorded beside the truth).
+    claim_run(out / "truth", run_settings(cfg, ignore=("out", "lectures", "first_index", "overwrite")), overwrite=cfg.overwrite,
               has_results=any((out / "truth").glob("*.json")))
     made, skipped, seconds, sentences = [], [], 0.0, 0
     for i in tqdm(range(cfg.first_index, cfg.first_index + cfg.lectures), desc="synth lectures", unit="lecture"):
