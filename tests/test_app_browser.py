@@ -73,7 +73,10 @@ class Browser:
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--run-all-compositor-stages-before-draw", "--hide-scrollbars",
-             "--window-size=1280,1000", "--remote-debugging-port=0", "about:blank"],
+             "--window-size=1280,1000", "--remote-debugging-port=0",
+             # as after a click in the app: a fresh headless profile may otherwise block autoplay when
+             # the media loads before the player is muted
+             "--autoplay-policy=no-user-gesture-required", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         port_file, deadline = profile / "DevToolsActivePort", time.time() + 30
         while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
@@ -138,17 +141,18 @@ _VIDEOS_JS = ("JSON.stringify(Array.from(document.querySelectorAll('video')).map
 
 
 def _check_loops_play(browser: Browser, n_loops: int) -> None:
-    """Every loop decodes in the browser (H.264), muted; a playing loop wraps around to its start."""
-    deadline, wrapped, last = time.time() + 20, False, {}
-    while time.time() < deadline and not wrapped:
-        videos = json.loads(browser.eval(_VIDEOS_JS))
-        assert len(videos) == n_loops and all(v["muted"] and v["error"] is None for v in videos), videos
-        for i, v in enumerate(videos):
-            wrapped |= v["ready"] >= 2 and v["width"] > 0 and not v["paused"] and v["t"] < last.get(i, -1)
-            last[i] = v["t"]
-        time.sleep(0.15)
-    assert all(v["ready"] >= 2 and v["width"] > 0 for v in videos), videos
-    assert wrapped, "no loop restarted"
+    """Every loop decodes in the browser (H.264), muted; a loop that reached its end plays again."""
+    browser.eval("document.querySelectorAll('video').forEach(v => { v.dataset.ended = 0; "
+                 "v.addEventListener('ended', () => { v.dataset.ended = Number(v.dataset.ended) + 1; }); })")
+    restarted_js = ("Array.from(document.querySelectorAll('video'))"
+                    ".some(v => Number(v.dataset.ended) > 0 && !v.paused && v.currentTime < v.duration)")
+    deadline = time.time() + 30
+    while not browser.eval(restarted_js):
+        assert time.time() < deadline, f"no loop restarted after its end: {browser.eval(_VIDEOS_JS)}"
+        time.sleep(0.3)
+    videos = json.loads(browser.eval(_VIDEOS_JS))
+    assert len(videos) == n_loops, videos
+    assert all(v["muted"] and v["error"] is None and v["ready"] >= 2 and v["width"] > 0 for v in videos), videos
 
 
 def test_pages_render_in_chromium(server, tmp_path):

@@ -59,12 +59,12 @@ def _requested(keys: list[str]) -> str | None:
 
 def _navigation(key: str, order: list[str]) -> None:
     i = order.index(key) if key in order else 0
-    c1, c2, c3, c4 = st.columns([1, 1, 1, 3])
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 2], vertical_alignment="center")
     prev_key = order[i - 1] if i > 0 else None
     next_key = order[i + 1] if i + 1 < len(order) else None
-    if c1.button("← Previous study", disabled=prev_key is None, key="nav_prev", shortcut="Alt+P"):
+    if c1.button("← Previous study", disabled=prev_key is None, key="nav_prev", shortcut="Alt+P", width="stretch"):
         _go(prev_key)
-    if c2.button("Next study →", disabled=next_key is None, key="nav_next", shortcut="Alt+N"):
+    if c2.button("Next study →", disabled=next_key is None, key="nav_next", shortcut="Alt+N", width="stretch"):
         _go(next_key)
     c3.page_link(ui.LIST_PAGE, label="Study list")
     c4.caption(f"Study {i + 1} of {len(order)}")
@@ -195,10 +195,6 @@ def _loops(cfg: store.AppConfig, src: store.Sources, key: str, draft: store.Draf
         st.info("No ingested loops for this study under the data roots.")
         return
     info = {v.get("video_key"): v for v in (draft.data.get("videos") or [])} if draft else {}
-    weights = _attention(draft, loops)
-    if weights is not None:
-        st.markdown("Attention per report section (how much each loop counted):")
-        st.dataframe(weights.style.background_gradient(cmap="Blues", axis=None, vmin=0, vmax=1).format("{:.2f}"))
     if not cfg.dicom_roots:
         st.info("Loops are not shown: start the app with `--dicom-root DIR` (the folder given to `medvid ingest`).")
     slots = []
@@ -211,6 +207,10 @@ def _loops(cfg: store.AppConfig, src: store.Sources, key: str, draft: store.Draf
             st.markdown(f"**{view}**{conf}  \n`{row['video_key']}` · {ui.fmt(row.get('fps'), 0)} fps · "
                         f"{row.get('frames')} frames")
             slots.append((row, st.empty()))
+    weights = _attention(draft, loops)
+    if weights is not None:
+        st.markdown("Attention per report section (how much each loop counted):")
+        st.dataframe(weights.style.background_gradient(cmap="Blues", axis=None, vmin=0, vmax=1).format("{:.2f}"))
     if not cfg.dicom_roots:
         return
     for row, slot in slots:
