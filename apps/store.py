@@ -5,8 +5,8 @@ wrote: ingest folders (``videos.parquet``), draft folders (``drafts.jsonl`` / ``
 see ``docs/drafting_contract.md``), zero-shot folders (``predictions/*.csv``) and Cholec80-layout
 video roots (``videos/``). Every file the app opens goes through ``safe_path``: resolved, and
 refused unless it lies under a data root (``..``, absolute paths and symlinks out are refused).
-The ingest's key file (``LOCAL_KEYS_DO_NOT_SHARE/paths.jsonl``) is read only to open the DICOM
-file of a loop, and only when the app was given a DICOM root; its content is never shown.
+The ingest's key file (``LOCAL_KEYS_DO_NOT_SHARE/paths.jsonl``, or ``keys_dir``) is read only to open
+the DICOM file of a loop, and only when the app was given a DICOM root; its content is never shown.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from medvid.errors import MedvidError
-from medvid.io.dicom import KEY_DIR
+from medvid.io.dicom import KEY_DIR, key_dir
 from medvid.io.video import VIDEO_EXTS
 from medvid.utils import atomic_write_text
 
@@ -69,6 +69,7 @@ class AppConfig:
     data: tuple[Path, ...] = ()
     dicom_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
+    keys_dir: Path | None = None  # the ingest's key folder when it was kept outside the ingest (keys_dir=)
 
     @property
     def roots(self) -> tuple[Path, ...]:
@@ -84,7 +85,8 @@ class AppConfig:
 
     def to_json(self) -> str:
         return json.dumps({"data": [str(p) for p in self.data], "dicom_roots": [str(p) for p in self.dicom_roots],
-                           "cache_dir": str(self.cache_dir) if self.cache_dir else None})
+                           "cache_dir": str(self.cache_dir) if self.cache_dir else None,
+                           "keys_dir": str(self.keys_dir) if self.keys_dir else None})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "AppConfig":
@@ -98,7 +100,8 @@ class AppConfig:
             raise MedvidError(f"{ENV} is not valid JSON") from exc
         return cls(data=tuple(Path(p) for p in values.get("data") or []),
                    dicom_roots=tuple(Path(p) for p in values.get("dicom_roots") or []),
-                   cache_dir=Path(values["cache_dir"]) if values.get("cache_dir") else None)
+                   cache_dir=Path(values["cache_dir"]) if values.get("cache_dir") else None,
+                   keys_dir=Path(values["keys_dir"]) if values.get("keys_dir") else None)
 
 
 @dataclass
@@ -164,7 +167,7 @@ def dicom_file(cfg: AppConfig, ingest: Path, video_key: str) -> Path:
     """
     if not cfg.dicom_roots:
         raise MedvidError("no DICOM root given (start the app with --dicom-root DIR to see the loops)")
-    rel = _key_paths(ingest).get(video_key)
+    rel = _key_paths(key_dir(ingest, cfg.keys_dir)).get(video_key)
     if rel is None:
         raise MedvidError("loop not in the ingest's key file")
     for root in cfg.dicom_roots:
@@ -180,9 +183,9 @@ def dicom_file(cfg: AppConfig, ingest: Path, video_key: str) -> Path:
 _PATHS_CACHE: dict[Path, tuple[int, dict[str, str]]] = {}
 
 
-def _key_paths(ingest: Path) -> dict[str, str]:
-    """``video_key → relative path`` from the ingest's key file (cached per file modification time)."""
-    path = ingest / KEY_DIR / "paths.jsonl"
+def _key_paths(keys: Path) -> dict[str, str]:
+    """``video_key → relative path`` from an ingest's key file (cached per file modification time)."""
+    path = keys / "paths.jsonl"
     if not path.is_file():
         raise MedvidError("the ingest's local key file is missing: loops cannot be located")
     stamp = path.stat().st_mtime_ns

@@ -24,6 +24,7 @@ class Config:
     data: list[str] = field(default_factory=list)         # output folders (ingest, draft, zero-shot, Cholec80 root)
     dicom_root: list[str] = field(default_factory=list)   # DICOM folder(s) given to `medvid ingest` (to show loops)
     cache_dir: str = ""                                   # rendered loops; blank = <first data root>/app_cache
+    keys_dir: str = ""                                    # ingest's key folder if kept outside it (ingest keys_dir=)
     address: str = "127.0.0.1"
     port: int = 8501
     allow_remote: bool = False                            # required for any non-loopback address
@@ -49,7 +50,8 @@ def app_config(cfg: Config) -> AppConfig:
     cache = Path(cfg.cache_dir).resolve() if cfg.cache_dir else None
     if cache is not None and not any(cache.is_relative_to(r) for r in data):
         raise MedvidError(f"cache_dir {cache} must lie under a data root (the app serves files from the roots only)")
-    return AppConfig(data=data, dicom_roots=tuple(Path(p).resolve() for p in cfg.dicom_root), cache_dir=cache)
+    return AppConfig(data=data, dicom_roots=tuple(Path(p).resolve() for p in cfg.dicom_root), cache_dir=cache,
+                     keys_dir=Path(cfg.keys_dir).resolve() if cfg.keys_dir else None)
 
 
 def command(cfg: Config) -> list[str]:

@@ -112,9 +112,10 @@ def outputs(tmp_path_factory):
     return build_outputs(tmp_path_factory.mktemp("app"))
 
 
-def app_env(monkeypatch, data, dicom=None, cache=None):
+def app_env(monkeypatch, data, dicom=None, cache=None, keys=None):
     cfg = store.AppConfig(data=tuple(Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)),
-                          dicom_roots=(Path(dicom),) if dicom else (), cache_dir=Path(cache) if cache else None)
+                          dicom_roots=(Path(dicom),) if dicom else (), cache_dir=Path(cache) if cache else None,
+                          keys_dir=Path(keys) if keys else None)
     monkeypatch.setenv(store.ENV, cfg.to_json())
     return cfg
 
@@ -337,6 +338,21 @@ def test_error_states_show_messages(outputs, monkeypatch, tmp_path):
     app_env(monkeypatch, outputs["data"])
     at = run_page("pages/2_Study.py", {"study": outputs["drafted"][0]})
     assert any("--dicom-root" in i.value for i in at.info)
+
+
+def test_key_folder_kept_outside_the_ingest(outputs, monkeypatch, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(outputs["data"] / "ingest", data / "ingest")
+    shutil.move(data / "ingest" / "LOCAL_KEYS_DO_NOT_SHARE", tmp_path / "keys")
+    monkeypatch.delenv("MEDVID_KEYS_DIR", raising=False)
+    key = outputs["drafted"][0]
+    app_env(monkeypatch, data, outputs["dicom"], cache=data / "cache")
+    at = run_page("pages/2_Study.py", {"study": key})
+    assert at.warning and all("key file is missing" in w.value for w in at.warning)
+    app_env(monkeypatch, data, outputs["dicom"], cache=data / "cache", keys=tmp_path / "keys")
+    at = run_page("pages/2_Study.py", {"study": key})
+    no_exception(at)
+    assert not at.warning and len(at.get("video")) == 4
 
 
 def test_surgical_page(outputs, monkeypatch):

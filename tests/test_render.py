@@ -7,6 +7,7 @@ import os
 
 import av
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -36,7 +37,8 @@ def test_loop_is_masked_h264_at_native_fps(loops):
     box = box_from_regions(cine.ds, cine.rows, cine.cols)
     assert box is not None and box[1] > 0  # the synthetic text strip lies above the sector
     frames = masked_frames(cine, box)
-    assert frames.shape == (cine.n_frames, box[3] - box[1], box[2] - box[0], 3)
+    assert frames.shape[0] == cine.n_frames  # cropped to the fan inside the region box:
+    assert 0.5 * (box[3] - box[1]) < frames.shape[1] <= box[3] - box[1] and frames.shape[2] <= box[2] - box[0]
     full = cine.frames()
     assert full[:, :box[1]].max() > 200 and frames.max() > 0  # burned-in text exists, and is cropped away
     codec, pix_fmt, fps, decoded = _decode(render_loop_bytes(cine, box, max_side=320))
@@ -48,16 +50,21 @@ def test_loop_is_masked_h264_at_native_fps(loops):
     assert np.abs(decoded[0].astype(int) - expected).mean() < 12  # the masked sector, nothing else
 
 
-def test_without_regions_the_moving_fan_is_the_mask(loops):
-    cine = DicomCine(loops[1])
-    box = box_from_regions(cine.ds, cine.rows, cine.cols)
-    frames = masked_frames(cine, None)
-    assert frames.shape[1] <= box[3] - box[1] + 2 and frames.shape[2] <= box[2] - box[0] + 2
+def test_without_regions_the_moving_fan_is_the_mask(loops, tmp_path):
+    ds = pydicom.dcmread(loops[1])
+    box = box_from_regions(ds, int(ds.Rows), int(ds.Columns))
+    del ds.SequenceOfUltrasoundRegions
+    bare = tmp_path / "no_regions.dcm"
+    ds.save_as(bare)
+    cine = DicomCine(bare)
+    full, frames = cine.frames(), masked_frames(cine, None)
+    assert full[:, :box[1]].max() > 200  # burned-in text above the fan ...
+    assert frames.shape[1] <= box[3] - box[1] + 2 and frames.shape[2] <= box[2] - box[0] + 2  # ... cropped away
 
 
 def test_static_image_without_sector_is_refused():
     class Still:
-        n_frames, rows, cols, fps = 4, 32, 32, 30.0
+        n_frames, rows, cols, fps, ds = 4, 32, 32, 30.0, pydicom.Dataset()
 
         def frames(self, idx):
             return np.full((len(idx), 32, 32, 3), 128, np.uint8)

@@ -1,9 +1,10 @@
 """Cine loops for display: DICOM frames → sector-masked, cropped, downscaled → small H.264 MP4.
 
 Everything outside the imaging sector (ECG trace, burned-in text that may name the patient,
-colour bars) is blanked and cropped away before a frame is encoded. The sector comes from the
-ingest's box (``SequenceOfUltrasoundRegions``) or, without one, from the pixels that move; a loop
-whose sector cannot be found is refused rather than shown unmasked. Output is H.264 (libx264),
+colour bars) is blanked and cropped away before a frame is encoded. The sector is the one the
+datasets use (``medvid.io.regions.fan_mask``: the file's ultrasound regions narrowed to their moving
+fan, else the moving pixels, else the ingest's box); a loop whose sector cannot be found is refused
+rather than shown unmasked. Output is H.264 (libx264),
 ``yuv420p``, even width and height, at the loop's native frame rate, playable in every browser.
 """
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from medvid.errors import MedvidError
-from medvid.io.dicom import DicomCine
-from medvid.io.regions import blank_outside_box, box_from_mask, clip_box, estimate_sector_mask
+from medvid.io.dicom import DicomCine, quiet_pydicom
+from medvid.io.regions import box_from_mask, describe_regions, fan_mask
 from medvid.utils import atomic_path
 
 DEFAULT_FPS = 30.0
@@ -29,26 +30,23 @@ class RenderError(MedvidError):
 
 
 def masked_frames(cine: DicomCine, sector_box: Sequence[int] | None = None, max_frames: int = 1000) -> np.ndarray:
-    """All frames (at most ``max_frames``) with everything outside the sector blanked, cropped to it.
+    """All frames (at most ``max_frames``), everything outside the sector blanked, cropped to the sector.
 
-    With ``sector_box`` (ingest's ``(x0, y0, x1, y1)``) the frames are cropped to the box; inside
-    it, static pixels outside the moving fan (text in the box corners) are blanked too when the fan
-    can be found. Without a box the fan found from the moving pixels defines both. Raises
-    ``RenderError`` when no sector can be found.
+    The sector is ``medvid.io.regions.fan_mask`` of the file's ultrasound regions (each 2-D region
+    narrowed to its moving fan, M-mode and spectral regions whole), else of the moving pixels, else
+    ``sector_box`` (the ingest's ``(x0, y0, x1, y1)``). Raises ``RenderError`` when none is found.
     """
     n = min(cine.n_frames, max_frames)
     if n < 1:
         raise RenderError("no frames")
     frames = cine.frames(np.arange(n))
-    box = clip_box(sector_box, cine.rows, cine.cols) if sector_box is not None and len(sector_box) == 4 else None
-    if box is not None:
-        blank_outside_box(frames, box)
-    fan = estimate_sector_mask(frames) if n >= 2 else None
-    if fan is not None:
-        frames[:, ~fan] = 0
-        box = box_from_mask(fan) if box is None else box
+    with quiet_pydicom():
+        regions = describe_regions(cine.ds, cine.rows, cine.cols)
+    keep, _ = fan_mask(frames, regions, sector_box)
+    box = box_from_mask(keep) if keep is not None else None
     if box is None:
         raise RenderError("no imaging sector found (no ultrasound regions, no moving pixels): not shown unmasked")
+    frames[:, ~keep] = 0
     x0, y0, x1, y1 = box
     return np.ascontiguousarray(frames[:, y0:y1, x0:x1])
 
