@@ -76,7 +76,9 @@ class Browser:
              "--window-size=1280,1000", "--remote-debugging-port=0",
              # as after a click in the app: a fresh headless profile may otherwise block autoplay when
              # the media loads before the player is muted
-             "--autoplay-policy=no-user-gesture-required", "about:blank"],
+             "--autoplay-policy=no-user-gesture-required", "--disable-background-media-suspend",
+             "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows",
+             "--disable-background-timer-throttling", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         port_file, deadline = profile / "DevToolsActivePort", time.time() + 30
         while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
