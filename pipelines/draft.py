@@ -36,10 +36,10 @@ STATE = ".draft_state"
 class Encoding:
     """How loops are read and encoded (shared by ``medvid bank build`` and ``medvid draft``)."""
 
-    n_frames: Optional[int] = None      # null = the model's num_frames
-    frame_stride: Optional[int] = 2     # every 2nd native frame (EchoPrime), used when target_fps is null
-    target_fps: Optional[float] = None
-    mask: str = "box"                   # sector masking: box | pixels | none
+    n_frames: Optional[int] = None      # null = the model's recorded num_frames
+    frame_stride: Optional[int] = None  # native-frame stride; with target_fps null both = the model's recorded
+    target_fps: Optional[float] = None  # sampling (fps or frame_stride), else every 2nd frame (EchoPrime)
+    mask: Optional[str] = None          # sector masking box | pixels | none; null = the model's recorded mask, else box
     max_videos: Optional[int] = None    # loops per study (null = all)
     loop_batch: int = 16                # loops per backbone call
     num_workers: int = 1                # DataLoader workers decoding ahead of the model
@@ -115,21 +115,34 @@ def load_encoder(model_dir: str, views_dir: str, device: torch.device):
     return StudyEncoder(model, ViewInformedAttention.from_pretrained(model_dir), view_model, device)
 
 
+def sampling(pretrained_cfg: dict[str, Any], enc: Encoding | None = None) -> dict[str, Any]:
+    """``n_frames, frame_stride, target_fps, mask`` for a model: the job's settings where given, else the
+    sampling the model was trained with (``pretrained_cfg``), else EchoPrime's (16 frames, every 2nd, box)."""
+    c = pretrained_cfg
+    n_frames = (enc.n_frames if enc else None) or int(c.get("num_frames") or 16)
+    fps, stride = (enc.target_fps, enc.frame_stride) if enc else (None, None)
+    if fps is None and stride is None:
+        fps, stride = c.get("fps"), c.get("frame_stride")
+        stride = None if fps else int(stride or 2)
+    return {"n_frames": int(n_frames), "frame_stride": stride, "target_fps": fps,
+            "mask": (enc.mask if enc else None) or c.get("mask") or "box"}
+
+
 def loop_clips(encoder, ingest_dir: str | Path, dicom_root: str | Path, studies: list[str], enc: Encoding):
     """``(LoopClips, feature cache or None)`` of ``studies`` for ``encoder`` (a second clip per loop only when
     the view classifier cannot share the video backbone; loops in the feature cache are not decoded)."""
     from medvid.report.draft import LoopClips, open_feature_cache
 
     view_clips = None
+    s = sampling(encoder.model.pretrained_cfg, enc)
     if encoder.needs_view_clips:
-        vm = encoder.view_model
-        view_clips = {"n_frames": int(vm.pretrained_cfg.get("num_frames") or 4), "frame_stride": 4,
-                      "preprocess": vm.preprocess()}
-    n_frames = enc.n_frames or int(encoder.model.pretrained_cfg.get("num_frames") or 16)
-    cache = (open_feature_cache(enc.feature_cache, encoder.model, n_frames, enc.frame_stride, enc.target_fps, enc.mask)
-             if enc.feature_cache else None)
-    loops = LoopClips(ingest_dir, dicom_root, studies, encoder.model.preprocess(), n_frames, enc.frame_stride,
-                      enc.target_fps, enc.mask, view_clips, enc.max_videos, cached=cache.index if cache else ())
+        v = sampling(encoder.view_model.pretrained_cfg)
+        view_clips = {"n_frames": v["n_frames"], "frame_stride": v["frame_stride"], "target_fps": v["target_fps"],
+                      "preprocess": encoder.view_model.preprocess()}
+    cache = (open_feature_cache(enc.feature_cache, encoder.model, s["n_frames"], s["frame_stride"], s["target_fps"],
+                                s["mask"]) if enc.feature_cache else None)
+    loops = LoopClips(ingest_dir, dicom_root, studies, encoder.model.preprocess(), s["n_frames"], s["frame_stride"],
+                      s["target_fps"], s["mask"], view_clips, enc.max_videos, cached=cache.index if cache else ())
     return loops, cache
 
 

@@ -195,8 +195,10 @@ def open_feature_cache(directory: str | Path, model, n_frames: int, frame_stride
         raise MedvidError(str(exc)) from exc
     fp = cache.meta.get("fingerprint", {})
     want = {"backbone": module_digest(model.video.backbone), "n_frames": n_frames, "frame_stride": frame_stride,
-            "target_fps": target_fps, "mask": mask, "preprocess": json_safe(model.pretrained_cfg)}
+            "target_fps": target_fps, "mask": mask}
     differ = sorted(k for k, v in want.items() if fp.get(k) != v)
+    cached_pre, pre = fp.get("preprocess") or {}, json_safe(model.pretrained_cfg)
+    differ += [f"preprocess.{k}" for k in _PREPROCESS_KEYS if cached_pre.get(k) != pre.get(k)]
     if differ:
         raise MedvidError(f"{directory}: feature cache built with other settings ({', '.join(differ)}); "
                           "drop encoding.feature_cache or match them")
