@@ -223,6 +223,7 @@ def run(cfg: Config) -> dict[str, Any]:
     from medvid.report.draft import Drafter, encode_studies
 
     _validate(cfg)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module per SR
     out = Path(cfg.out)
     k, n = parse_shard(cfg.shard)
     model_fp = folder_fingerprint(cfg.model)
