@@ -52,7 +52,7 @@ class Drafting:
     neighbours: int = 5
     consensus: int = 1
     knn_k: int = 50
-    knn_temperature: Optional[float] = 0.02
+    knn_temperature: Optional[float] = 0.1
     phenotype_sections: dict[str, str] = field(default_factory=dict)
     default_section: str = "Left Ventricle"
 

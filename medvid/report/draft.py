@@ -291,7 +291,7 @@ class DraftSettings:
     neighbours: int = 5                  # neighbours listed per section
     consensus: int = 1                   # 1 = top-1 text; >1 = similarity-weighted vote over the k nearest texts
     knn_k: int = 50                      # phenotype neighbours
-    knn_temperature: float | None = 0.02  # kNN weights exp((sim - max)/T); null = plain similarity
+    knn_temperature: float | None = 0.1   # kNN weights exp((sim - max)/T); null = plain similarity
     phenotype_sections: dict[str, str] = field(default_factory=dict)  # phenotype -> section whose neighbours vote
     default_section: str = "Left Ventricle"
 
