@@ -2,6 +2,7 @@
 bank rows from reports that lack sections, shard partition and study embedding with known views."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -114,3 +115,23 @@ def test_known_view_wins_and_weights_sum_to_one():
     assert st.views == ["A4C", "SSN"] and st.view_source == ["known", "classifier"] and st.view_confidence[0] == 1.0
     assert torch.allclose(st.weights.sum(-1), torch.ones(len(st.sections)))
     assert torch.allclose(st.embeddings.norm(dim=-1), torch.ones(len(st.sections)))
+
+
+def test_study_outputs_sr_and_assembly_once_per_study(bank, tmp_path):
+    from medvid.report.sr import read_report_sr
+    from pipelines.draft import STATE, Config, _assemble, _write_study
+
+    [row] = Drafter(bank, DraftSettings()).draft([_study([1.0, 0, 0, 0], [0, 0, 1.0, 0])])
+    out = tmp_path / "out"
+    (out / STATE / "errors").mkdir(parents=True)
+    (out / STATE / "errors" / "st_new.json").write_text('[{"study_key": "st_new", "reason": "decode_error"}]')
+    (out / STATE / "errors" / "st_bad.json").write_text('[{"study_key": "st_bad", "reason": "truncated"}]')
+    for _ in range(2):  # a study finished twice (a resumed run) still appears once
+        _write_study(out, row, {"bank": {"fingerprint": bank.fingerprint}}, tmp_path, tmp_path, Config())
+    assert _assemble(out) == (1, 1)  # st_new's old error is gone, st_bad's stays
+    line = json.loads((out / "drafts.jsonl").read_text())
+    assert line["status"] == "draft" and line["sr_path"] == "drafts/st_new.sr.dcm"
+    sections, measurements = read_report_sr(out / line["sr_path"])
+    assert sections == {n: s["text"] for n, s in line["sections"].items()}
+    assert measurements["ef"] == pytest.approx(line["phenotypes"]["ef"]["value"], abs=0.01)
+    assert json.loads((out / "errors.jsonl").read_text())["study_key"] == "st_bad"
