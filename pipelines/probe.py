@@ -200,7 +200,7 @@ def _echo_source(cfg: Any, out: Path) -> tuple[Path, Path]:
 
 
 def _echo_targets(cfg: Any, ingest_dir: Path) -> pd.DataFrame:
-    """Study table ``study_key, split, <targets>`` (train/val/test studies with at least one known target)."""
+    """Labels ``study_key, <targets>``: ``ef`` (echo-ef), or the chosen / every 0/1 phenotype column."""
     path = ingest_dir / "labels.csv"
     if not path.is_file():
         raise MedvidError(f"{path}: missing; ingest with labels (EchoNet FileList, or labels=)")
@@ -258,7 +258,8 @@ def _run_echo(cfg: Any, model: Any, out: Path) -> dict:
     feats, emb, owner, loops = [], [], [], []
     for key, study in zip(videos["video_key"], videos["study_key"]):
         f, m = cache[key]
-        loops.append((f, m, sidx[study]))
+        if cfg.finetune:  # fine-tuning re-reads the frame features; the probe needs only clip features
+            loops.append((f, m, sidx[study]))
         x = echo_clip_features(model, f, m, cfg.clip_frames, cfg.clip_step, cfg.features)
         feats.append(x)
         if cfg.zero_shot:
