@@ -43,7 +43,7 @@ from medvid.io.echo_sr import MEASUREMENT_COLUMNS, derive_labels, load_rules, re
 from medvid.io.echo_videos import is_echonet_root
 from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
 from medvid.io.reports import read_labels, read_reports, read_views
-from medvid.report.scrub import SCRUBBER_VERSION, deny_terms, scrub_text
+from medvid.report.scrub import SCRUBBER_VERSION, deny_terms, scrub_reports
 from medvid.utils import atomic_path, atomic_write_text, open_private, private_dir, pseudonym, write_jsonl
 
 log = logging.getLogger("medvid")
@@ -324,20 +324,13 @@ def _to_study_keys(df: pd.DataFrame, salt: str, videos: list[dict], table: str,
 
 
 def _scrub_reports(df: pd.DataFrame, results: list[dict]) -> dict[str, int]:
-    """Scrub ``df["report"]`` in place: pattern rules + the study's own DICOM identifiers (from its files'
-    headers) as a deny list. Returns placeholder counts per type (totals only: no term is ever logged)."""
+    """Scrub ``df["report"]`` in place with each study's own DICOM identifiers (from its files' headers) as a
+    deny list on top of the pattern rules."""
     deny: dict[str, set[str]] = {}
     for r in results:
         if "video" in r:
             deny.setdefault(r["video"]["study_key"], set()).update(r.get("deny", ()))
-    totals: Counter[str] = Counter()
-    texts = []
-    for key, text in zip(df["study_key"], df["report"]):
-        scrubbed = scrub_text(text, deny.get(key, ()))
-        totals.update(scrubbed.counts)
-        texts.append(scrubbed.text)
-    df["report"] = texts
-    return dict(sorted(totals.items()))
+    return scrub_reports(df, deny)
 
 
 _FIRST_COLUMNS = ["study_key", "video_key", "instance_key", "series_key", "patient_key", "file_key", "view", "split",

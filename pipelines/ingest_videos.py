@@ -30,6 +30,7 @@ from medvid.errors import MedvidError
 from medvid.io.echo_videos import (FILELIST, PHENOTYPES, TRACINGS, VIDEO_DIR, file_stem, find_video,
                                    inspect_video, read_filelist, read_volume_tracings, table_mismatches)
 from medvid.io.reports import read_labels, read_reports
+from medvid.report.scrub import scrub_reports
 from medvid.io.video import VIDEO_EXTS
 from medvid.utils import atomic_path, open_private, pseudonym, write_jsonl
 from pipelines.ingest import _columns, _load_cache, _open_keys, _salt, _settings_id, _stamp, _write_csv
@@ -144,6 +145,7 @@ def _write_tables(out: Path, cfg: Any, salt: str, table: pd.DataFrame, videos: l
         df = read_reports(cfg.reports)
         df.insert(0, "study_key", [pseudonym(file_stem(u), salt, prefix="st_")
                                    for u in df.pop("study_uid")])
+        summary["reports_scrubbed"] = scrub_reports(df)  # pattern rules: video files carry no header to deny
         _write_csv(out / "reports.csv", df)
         summary["reports_matched"] = int(df["study_key"].isin(keys).sum())
     summary["splits"] = dict(Counter(v["split"] or "none" for v in videos))

@@ -169,3 +169,16 @@ def test_synth_echonet_layout_ingests_with_ef_truth_and_tracings(tmp_path):
     assert json.loads(json.dumps(result))["labels_matched"] == 4
     with pytest.raises(MedvidError, match="layout must be one of"):
         synth_echo.run(load_config(synth_echo.Config, "synth_echo", None, [f"out={tmp_path}", "layout=avi"]))
+
+
+def test_video_folder_reports_are_scrubbed_before_they_are_written(layout, tmp_path):
+    reports = tmp_path / "reports.csv"
+    reports.write_text("study_uid,report\n0X1A2B3C4D5E6F7081,\"Patient: Jane Doe  MRN: 4455667  DOB 03/14/1941\n"
+                       "Left Ventricle: LVEF 55%.\nElectronically signed by Dr. Alan Smithee on 06/16/2019\"\n")
+    out = tmp_path / "ingest"
+    summary = ingest.run(load_config(ingest.Config, "ingest", None, [
+        f"dicom_root={layout}", f"out={out}", f"reports={reports}", "progress=false", "salt=test-salt"]))
+    text = (out / "reports.csv").read_text()
+    assert "LVEF 55%" in text and summary["reports_scrubbed"]["NAME"] >= 2
+    for phi in ("Jane", "Doe", "4455667", "03/14/1941", "Smithee", "06/16/2019"):
+        assert phi not in text

@@ -24,9 +24,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from datetime import date
-from typing import Callable, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, NamedTuple
 
 import pydicom
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from medvid.vocab import ECHO_SECTIONS
 
@@ -118,6 +121,19 @@ def scrub_text(text: str, deny: Iterable[str] = ()) -> ScrubResult:
         if deny_re is not None:
             text = _outside_placeholders(text, lambda s: deny_re.sub(lambda m: _count(counts, _deny_type(m.group(0))), s))
     return ScrubResult(text, dict(counts))
+
+
+def scrub_reports(df: "pd.DataFrame", deny: Mapping[str, Iterable[str]] | None = None) -> dict[str, int]:
+    """Scrub a reports table's ``report`` column in place (``study_key`` rows; ``deny`` maps a study key to its
+    own identifiers). Returns placeholder counts per type: totals only, no term is ever reported."""
+    totals: Counter[str] = Counter()
+    texts = []
+    for key, text in zip(df["study_key"], df["report"]):
+        scrubbed = scrub_text(text, (deny or {}).get(key, ()))
+        totals.update(scrubbed.counts)
+        texts.append(scrubbed.text)
+    df["report"] = texts
+    return dict(sorted(totals.items()))
 
 
 def _count(counts: Counter[str], kind: str) -> str:
@@ -225,4 +241,4 @@ def date_spellings(value: str) -> list[str]:
             f"{d.day} {mon} {d.year}", f"{d:%d}-{mon}-{d.year}"]
 
 
-__all__ = ["RULES", "SCRUBBER_VERSION", "ScrubResult", "date_spellings", "deny_terms", "scrub_text"]
+__all__ = ["RULES", "SCRUBBER_VERSION", "ScrubResult", "date_spellings", "deny_terms", "scrub_reports", "scrub_text"]
