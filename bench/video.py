@@ -35,7 +35,8 @@ def make_video(path: Path, minutes: float, segment_s: float = 60.0) -> None:
     """
     import av
 
-    from medvid.synth.surgery import SurgicalWorld, make_timeline, render_video_frames, write_video
+    from medvid.io.video import write_video
+    from medvid.synth.surgery import SurgicalWorld, make_timeline, render_video_frames
 
     rng = np.random.default_rng(0)
     world = SurgicalWorld(rng, size=SIZE)

@@ -35,7 +35,8 @@ def words(text: str) -> str:
 @pytest.fixture(scope="module")
 def narrated_video(tmp_path_factory):
     from medvid.synth.lectures import AUDIO_RATE, espeak_available, speak
-    from medvid.synth.surgery import SurgicalWorld, write_video
+    from medvid.io.video import write_video
+    from medvid.synth.surgery import SurgicalWorld
 
     if not espeak_available():
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng; .ci/run installs it)")

@@ -14,8 +14,8 @@ from medvid.datasets.echo import EchoVideoDataset
 from medvid.errors import MedvidError
 from medvid.io.dicom import KEY_DIR
 from medvid.io.echo_videos import VideoLoop, disk_volume, read_filelist, read_volume_tracings
+from medvid.io.video import write_video
 from medvid.synth.echonet import write_avi
-from medvid.synth.surgery import write_video
 from medvid.utils import read_jsonl
 from pipelines import ingest, synth_echo
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +19,7 @@ import numpy as np
 from medvid.errors import MedvidError
 from medvid.io.dicom import DicomCine, quiet_pydicom
 from medvid.io.regions import box_from_mask, describe_regions, fan_mask
-from medvid.utils import atomic_path
+from medvid.io.video import write_video
 
 DEFAULT_FPS = 30.0
 
@@ -58,26 +57,12 @@ def even_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def encode_mp4(frames: np.ndarray, fps: float, out: str | os.PathLike, max_side: int = 320, crf: int = 26) -> Path:
-    """``uint8 (T, H, W, 3)`` RGB frames → H.264 MP4 file at ``out`` (atomic; yuv420p, even size, moov first)."""
-    import av
-
+    """``uint8 (T, H, W, 3)`` RGB frames → H.264 MP4 file at ``out``, scaled to fit ``max_side`` (even size)."""
     if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != 3:
         raise RenderError(f"expected (T, H, W, 3) frames, got shape {frames.shape}")
-    width, height = even_size(frames.shape[2], frames.shape[1], max_side)
-    rate = Fraction(float(fps) if fps and fps > 0 else DEFAULT_FPS).limit_denominator(1001)
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=rate)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": str(crf), "preset": "veryfast", "g": str(max(1, int(round(float(rate)))))}
-            for frame in frames:
-                vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(width, height, format="yuv420p")
-                for packet in stream.encode(vf):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-    return out
+    write_video(out, frames, fps if fps and fps > 0 else DEFAULT_FPS, crf=crf,
+                size=even_size(frames.shape[2], frames.shape[1], max_side))
+    return Path(out)
 
 
 def render_loop(cine: DicomCine, out: str | os.PathLike, sector_box: Sequence[int] | None = None,

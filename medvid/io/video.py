@@ -11,12 +11,13 @@ import logging
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from medvid.errors import MedvidError
 from medvid.transforms.sampling import frame_timestamps, regular_times, span_times, times_to_indices
+from medvid.utils import atomic_path
 
 log = logging.getLogger("medvid")
 
@@ -339,3 +340,57 @@ class _PyAVReader(_Reader):
 
 
 _READERS = {"decord": _DecordReader, "pyav": _PyAVReader}
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float | Fraction = 25, crf: int = 23,
+                gop: int | None = None, audio: tuple[np.ndarray, int] | None = None,
+                size: tuple[int, int] | None = None) -> int:
+    """Encode uint8 RGB frames (any iterable of ``(H, W, 3)``: streamed, never held whole) as H.264 MP4
+    (libx264, yuv420p, index first so browsers start playing at once), atomically; returns the count.
+
+    ``gop``: keyframe interval in frames (default: one second; short keeps random access cheap).
+    ``size``: ``(width, height)`` to scale to (even numbers for yuv420p); default the frames' size.
+    ``audio`` = (mono float32 samples in [-1, 1], sample rate) is muxed as AAC.
+    """
+    import av
+
+    rate = Fraction(fps).limit_denominator(1001)
+    n = 0
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as c:
+            vs = a_s = None
+            for frame in frames:
+                if vs is None:  # every stream must exist before the first packet is muxed
+                    vs = c.add_stream("libx264", rate=rate)
+                    vs.width, vs.height = size or (frame.shape[1], frame.shape[0])
+                    vs.pix_fmt = "yuv420p"
+                    vs.options = {"crf": str(crf), "preset": "veryfast", "g": str(gop or max(1, round(float(rate))))}
+                    if audio is not None:
+                        a_s = c.add_stream("aac", rate=audio[1])
+                        a_s.layout = "mono"
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                for pkt in vs.encode(vf.reformat(vs.width, vs.height, format="yuv420p")):
+                    c.mux(pkt)
+                n += 1
+            if vs is None:
+                raise MedvidError(f"{Path(path).name}: no frames to write")
+            for pkt in vs.encode():
+                c.mux(pkt)
+            if a_s is not None:
+                _mux_audio(c, a_s, *audio)
+    return n
+
+
+def _mux_audio(container, stream, samples: np.ndarray, rate: int) -> None:
+    import av
+
+    x = np.clip(np.asarray(samples, np.float32), -1, 1)
+    chunk = 1024
+    for i in range(0, len(x), chunk):
+        fr = av.AudioFrame.from_ndarray(x[None, i : i + chunk].copy(), format="flt", layout="mono")
+        fr.sample_rate = rate
+        fr.pts = i
+        for pkt in stream.encode(fr):
+            container.mux(pkt)
+    for pkt in stream.encode():
+        container.mux(pkt)

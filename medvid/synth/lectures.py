@@ -28,7 +28,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from medvid.io.transcripts import Segment, write_whisper_json
-from medvid.synth.surgery import CLIP_TO_CUT, FPS, TOOL_PROB, SurgicalWorld, write_video
+from medvid.io.video import write_video
+from medvid.synth.surgery import CLIP_TO_CUT, FPS, TOOL_PROB, SurgicalWorld
 from medvid.utils import atomic_path, atomic_write_text
 from medvid.vocab import CHOLEC80_PHASES, CHOLEC80_TOOLS
 
@@ -444,7 +445,8 @@ def synthesize_lecture(out: str | Path, index: int, seed: int, size: tuple[int, 
              "wall": tuple(int(v) for v in (rng.integers(60, 110), rng.integers(80, 130), rng.integers(120, 180))),
              "suit": tuple(int(v) for v in rng.integers(20, 70, 3))}
     sound = (_audio_track(plan), AUDIO_RATE) if with_audio else None
-    n = write_video(out / f"{name}.mp4", lecture_frames(plan, world, tuple(size), style), crf=crf, audio=sound)
+    n = write_video(out / f"{name}.mp4", lecture_frames(plan, world, tuple(size), style), FPS, crf=crf, gop=2 * FPS,
+                    audio=sound)
     sents = plan.sentences
     write_whisper_json(out / f"{name}.whisper.json", [Segment(s.start, s.end, s.text) for s in sents],
                        language="en", synthetic=True)

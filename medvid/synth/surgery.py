@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from medvid.utils import atomic_path, atomic_write_text
+from medvid.io.video import write_video
+from medvid.utils import atomic_write_text
 from medvid.vocab import CHOLEC80_PHASES, CHOLEC80_TOOLS
 
 FPS = 25
@@ -354,56 +354,6 @@ def render_video_frames(world: SurgicalWorld, timeline: Timeline):
         yield world.render(f / timeline.fps, p, (f - s0) / n, timeline.tools[f // TOOL_STEP])
 
 
-def write_video(path: str | Path, frames, fps: int | Fraction = FPS, crf: int = 23, gop: int = 2 * FPS,
-                audio: tuple[np.ndarray, int] | None = None) -> int:
-    """Encode frames (iterable of uint8 HWC) as H.264 mp4 via PyAV/FFmpeg, atomically; returns the count.
-
-    ``gop``: keyframe interval in frames (short keeps random access to clips cheap).
-
-    ``audio`` = (mono float32 samples in [-1, 1], sample rate) is muxed as AAC.
-    """
-    import av
-
-    n = 0
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), "w", format="mp4") as c:
-            vs = a_s = None
-            for frame in frames:
-                if vs is None:  # every stream must exist before the first packet is muxed
-                    vs = c.add_stream("libx264", rate=fps)
-                    vs.height, vs.width = frame.shape[:2]
-                    vs.pix_fmt = "yuv420p"
-                    vs.options = {"crf": str(crf), "preset": "veryfast", "g": str(gop)}
-                    if audio is not None:
-                        a_s = c.add_stream("aac", rate=audio[1])
-                        a_s.layout = "mono"
-                for pkt in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    c.mux(pkt)
-                n += 1
-            if vs is None:
-                raise ValueError("no frames to write")
-            for pkt in vs.encode():
-                c.mux(pkt)
-            if a_s is not None:
-                _mux_audio(c, a_s, *audio)
-    return n
-
-
-def _mux_audio(container, stream, samples: np.ndarray, rate: int) -> None:
-    import av
-
-    x = np.clip(np.asarray(samples, np.float32), -1, 1)
-    chunk = 1024
-    for i in range(0, len(x), chunk):
-        fr = av.AudioFrame.from_ndarray(x[None, i : i + chunk].copy(), format="flt", layout="mono")
-        fr.sample_rate = rate
-        fr.pts = i
-        for pkt in stream.encode(fr):
-            container.mux(pkt)
-    for pkt in stream.encode():
-        container.mux(pkt)
-
-
 def write_annotations(root: Path, name: str, timeline: Timeline) -> None:
     """Cholec80 phase (every frame, names) and tool (every 25th frame, 0/1) files."""
     lines = ["Frame\tPhase"] + [f"{f}\t{CHOLEC80_PHASES[p]}" for f, p in enumerate(timeline.phases.tolist())]
@@ -422,6 +372,6 @@ def synthesize_video(root: str | Path, video_id: int, seed: int, size: tuple[int
     rng = np.random.default_rng([seed, video_id])
     timeline = make_timeline(rng, duration_scale=duration_scale)
     world = SurgicalWorld(rng, size=tuple(size))
-    n = write_video(root / "videos" / f"{name}.mp4", render_video_frames(world, timeline), crf=crf)
+    n = write_video(root / "videos" / f"{name}.mp4", render_video_frames(world, timeline), FPS, crf=crf, gop=2 * FPS)
     write_annotations(root, name, timeline)
     return {"video": name, "frames": n, "seconds": n / FPS}
