@@ -113,6 +113,17 @@ def test_bank_build_and_contract_outputs(world, tmp_path):
     assert (tmp_path / "out" / "errors.jsonl").read_text() == ""
 
 
+def test_dicom_folder_input_is_ingested_into_out(world, tmp_path):
+    from pipelines import draft as job
+
+    cfg = _draft_cfg(world, tmp_path / "out", "split=''")
+    cfg.input, cfg.dicom_root = str(world["dicom"]), ""
+    summary = job.run(cfg)
+    assert summary["drafts_total"] == 8 and (tmp_path / "out" / "ingest" / "videos.parquet").is_file()
+    rows = read_jsonl(tmp_path / "out" / "drafts.jsonl")
+    assert all(v["view_source"] == "classifier" for r in rows for v in r["videos"])  # no views.csv given
+
+
 def test_classifier_views_when_views_csv_absent(world, tmp_path):
     import shutil
 
