@@ -344,7 +344,16 @@ def _write_study(out: Path, row: dict[str, Any], provenance: dict[str, Any], ing
 
 
 def _assemble(out: Path) -> tuple[int, int]:
-    """``drafts.jsonl`` / ``errors.jsonl`` from the per-study records (sorted by study key, atomic)."""
+    """``drafts.jsonl`` / ``errors.jsonl`` from the per-study records (sorted by study key, atomic). Shards
+    assemble one at a time (a lock), so the last to finish writes the complete set."""
+    import fcntl
+
+    with open(out / STATE / "assemble.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _assemble_locked(out)
+
+
+def _assemble_locked(out: Path) -> tuple[int, int]:
     done = sorted((out / STATE / "done").glob("*.json"))
     n = write_jsonl(out / "drafts.jsonl", (json.loads(p.read_text()) for p in done))
     finished = {p.stem for p in done}

@@ -1,7 +1,8 @@
 """`medvid bank build` / `bank calibrate` / `medvid draft` end to end on a small synthetic export with tiny
 random models: contract outputs, SR, kill-and-resume, a corrupt study, shards, settings and model checks.
 
-Slow (``-m slow``). This file doubles as the worker script of the kill test
+About 25 s on an idle 2-core machine (the module's world: a small synthetic export, its ingest, two
+tiny models and a bank, built once). This file doubles as the worker script of the kill test
 (``python tests/test_draft_pipeline.py ...``).
 """
 from __future__ import annotations
@@ -23,10 +24,6 @@ from medvid.utils import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-
-# A synthetic export, its ingest, two models of all-MiniLM size and a bank take ~1 min on 2 cores before the
-# first test: the whole module is slow (`pytest -m slow tests/test_draft_pipeline.py`).
-pytestmark = pytest.mark.slow
 
 
 def _tiny_models(root: Path) -> tuple[Path, Path]:
@@ -124,7 +121,7 @@ def test_dicom_folder_input_is_ingested_into_out(world, tmp_path):
     assert all(v["view_source"] == "classifier" for r in rows for v in r["videos"])  # no views.csv given
 
 
-def test_classifier_views_when_views_csv_absent(world, tmp_path):
+def test_classifier_views_and_zero_shot_findings(world, tmp_path):
     import shutil
 
     ingest = tmp_path / "ingest"
@@ -134,10 +131,14 @@ def test_classifier_views_when_views_csv_absent(world, tmp_path):
     videos = pd.read_parquet(ingest / "videos.parquet")
     videos["view"] = ""
     videos.to_parquet(ingest / "videos.parquet", index=False)
-    _draft({**world, "ingest": ingest}, tmp_path / "out", "split=test")
+    _draft({**world, "ingest": ingest}, tmp_path / "out", "split=test",
+           f"findings={REPO / 'configs' / 'prompts' / 'echo_findings.yaml'}")
     rows = read_jsonl(tmp_path / "out" / "drafts.jsonl")
     assert rows and all(v["view_source"] == "classifier" and 0 < v["view_confidence"] <= 1
                         for r in rows for v in r["videos"])
+    findings = rows[0]["findings"]
+    assert findings["ejection_fraction"]["method"] == "zero_shot" and 5 <= findings["ejection_fraction"]["value"] <= 80
+    assert 0 <= findings["pericardial_effusion"]["score"] <= 1
 
 
 def test_bank_of_another_model_is_refused(world, tmp_path):
