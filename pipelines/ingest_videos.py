@@ -85,10 +85,12 @@ def run_videos(cfg: Any) -> dict:
             series = pd.Series(row._asdict())
             mismatch = table_mismatches(meta, series)
             if mismatch:
-                errors.append({"file_key": file_key, "reason": "table_mismatch", "kept": True, "detail": "; ".join(mismatch)})
+                errors.append({"file_key": file_key, "reason": "table_mismatch", "kept": True,
+                               "detail": "; ".join(mismatch)})
             trace = tracings.get(row.name)
             if row.name in tracing_problems:
-                errors.append({"file_key": file_key, "reason": "tracing", "kept": True, "detail": tracing_problems[row.name]})
+                errors.append({"file_key": file_key, "reason": "tracing", "kept": True,
+                               "detail": tracing_problems[row.name]})
             elif trace is not None and max(trace.ed_frame, trace.es_frame) >= meta["frames"]:
                 errors.append({"file_key": file_key, "reason": "tracing", "kept": True,
                                "detail": f"traced frame {max(trace.ed_frame, trace.es_frame)} beyond the file's "

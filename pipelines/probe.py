@@ -37,7 +37,8 @@ from medvid.datasets.cholec80 import Cholec80
 from medvid.datasets.echo import read_videos
 from medvid.errors import MedvidError
 from medvid.io.echo_videos import is_echonet_root
-from medvid.metrics import auroc, mean_absolute_error, relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
+from medvid.metrics import (auroc, mean_absolute_error, relaxed_phase_metrics, strict_phase_metrics,
+                            tool_average_precision)
 from medvid.models.clip import VideoTextModel
 from medvid.transfer.features import (FEATURES, echo_clip_features, echo_frame_cache, surgery_embeddings,
                                       surgery_frame_features)
@@ -191,7 +192,8 @@ def _echo_source(cfg: Any, out: Path) -> tuple[Path, Path]:
             raise MedvidError("data is an ingest folder: give video_root=<the root that was ingested>")
         return data, Path(cfg.video_root)
     if not is_echonet_root(data):
-        raise MedvidError(f"{data}: neither an ingest folder (videos.parquet) nor an EchoNet-Dynamic root (FileList.csv)")
+        raise MedvidError(f"{data}: neither an ingest folder (videos.parquet) nor an EchoNet-Dynamic root "
+                          "(FileList.csv)")
     from pipelines import ingest
 
     ingest.run(load_config(ingest.Config, "ingest", None, [f"dicom_root={data}", f"out={out / 'ingest'}",
@@ -323,11 +325,14 @@ def _run_echo(cfg: Any, model: Any, out: Path) -> dict:
             results["zero_shot"] = {"auroc_reduced_ef": auroc(y[test, j], -zs[test])}
             predictions["zero_shot_ef"] = zs
     if cfg.finetune:
-        results["finetune"], predictions["finetune_ef"] = _echo_finetune(cfg, model, loops, y[:, 0], train, val, test, n)
+        results["finetune"], predictions["finetune_ef"] = _echo_finetune(cfg, model, loops, y[:, 0], train, val,
+                                                                         test, n)
+        lines["fine-tuned temporal module (100 %)"] = results["finetune"]["mae"]
     _write_csv(out / "predictions.csv", predictions)
     curves = {"linear probe": [fractions[f"{f:g}"][key] for f in cfg.fractions]}
     learning_curve(out / "learning_curve.png", cfg.fractions, curves, lines,
-                   "EF MAE (points, lower is better)" if key == "mae" else "mean AUROC", f"{cfg.task}: {Path(cfg.model).name}")
+                   "EF MAE (points, lower is better)" if key == "mae" else "mean AUROC",
+                   f"{cfg.task}: {Path(cfg.model).name}")
     headline = {"probe_" + key: results["probe"][key], **{f"{k}_{key}": v.get(key) for k, v in results.items()
                                                             if k != "probe" and isinstance(v, dict) and key in v}}
     return {"headline_metric": key, "headline": headline, "results": results, "label_fractions": fractions,
@@ -459,7 +464,8 @@ def _run_surgery(cfg: Any, model: Any, out: Path) -> dict:
         lines["chance (1/C)"] = 1.0 / len(classes)
     else:
         y_test = np.concatenate([data[v][2] for v in test])
-        results["chance"] = {"map": float(np.mean([y_test[:, j].mean() for j in range(len(classes)) if y_test[:, j].any()]))}
+        prevalence = [y_test[:, j].mean() for j in range(len(classes)) if y_test[:, j].any()]
+        results["chance"] = {"map": float(np.mean(prevalence))}
         lines["chance (prevalence)"] = results["chance"]["map"]
     if cfg.zero_shot:
         zs = _surgery_zero_shot(cfg, model, [data[v][1] for v in test], classes)

@@ -74,7 +74,8 @@ def test_filelist_both_filename_spellings_and_lowercase_splits(layout):
 def test_filelist_errors_name_file_and_reason(tmp_path):
     bad = tmp_path / "FileList.csv"
     bad.write_text("FileName,EF,Split\nA,60,TRAIN\nB,sixty,TEST\n")
-    with pytest.raises(MedvidError, match=r"FileList.csv: column 'EF' has non-numeric value\(s\) on data row\(s\) \[2\]"):
+    with pytest.raises(MedvidError, match=r"FileList.csv: column 'EF' has non-numeric value\(s\) on data row\(s\) "
+                                          r"\[2\]"):
         read_filelist(bad)
     bad.write_text("FileName,EF,Split\nA,60,TRAIN\nA.avi,50,TEST\n")
     with pytest.raises(MedvidError, match="listed twice"):

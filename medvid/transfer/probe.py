@@ -124,7 +124,8 @@ def fit_multilabel(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.nd
             if len(np.unique(y[:, j])) < 2:
                 models.append(float(y[0, j]))
             else:
-                models.append(make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter)).fit(x, y[:, j]))
+                models.append(make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
+                              .fit(x, y[:, j]))
         return Probe(models, "multilabel", c, float("nan"))
     probe, c, s = _select(make, cs, lambda p: tool_average_precision(y_val, p.predict(x_val))["map"], True)
     probe.val_score = s
