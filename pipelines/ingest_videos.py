@@ -27,6 +27,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from medvid.errors import MedvidError
+from medvid.io.dicom import scrub
 from medvid.io.echo_videos import (FILELIST, PHENOTYPES, TRACINGS, VIDEO_DIR, file_stem, find_video,
                                    inspect_video, read_filelist, read_volume_tracings, table_mismatches)
 from medvid.io.reports import read_labels, read_reports
@@ -75,7 +76,7 @@ def run_videos(cfg: Any) -> dict:
                 try:
                     meta = inspect_video(path, cfg.sector_frames)
                 except MedvidError as exc:
-                    meta = {"error": str(exc).replace(str(path), rel)}
+                    meta = {"error": scrub(exc, path)}  # no file name: errors.jsonl is shareable
                 cache_file.write(json.dumps({"rel": rel, "stamp": stamp, "settings": settings, "result": meta}) + "\n")
                 cache_file.flush()
             if "error" in meta:

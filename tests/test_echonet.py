@@ -183,3 +183,15 @@ def test_video_folder_reports_are_scrubbed_before_they_are_written(layout, tmp_p
     assert "LVEF 55%" in text and summary["reports_scrubbed"]["NAME"] >= 2
     for phi in ("Jane", "Doe", "4455667", "03/14/1941", "Smithee", "06/16/2019"):
         assert phi not in text
+
+
+def test_undecodable_video_is_reported_without_its_name(tmp_path):
+    root = tmp_path / "data"
+    (root / "Videos").mkdir(parents=True)
+    (root / "FileList.csv").write_text("FileName,EF,Split\n0XGOOD00000000001,60,TRAIN\n0XBROKEN000000002,40,TEST\n")
+    write_avi(root / "Videos" / "0XGOOD00000000001.avi", _frames(12, 3), 50)
+    (root / "Videos" / "0XBROKEN000000002.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI not really a video" * 20)
+    summary = ingest.run(load_config(ingest.Config, "ingest", None, [
+        f"dicom_root={root}", f"out={tmp_path / 'out'}", "progress=false"]))
+    assert summary["videos"] == 1 and summary["errors_by_reason"] == {"decode_error": 1}
+    assert "0XBROKEN" not in (tmp_path / "out" / "errors.jsonl").read_text()
