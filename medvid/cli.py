@@ -16,7 +16,15 @@ from typer.core import TyperGroup
 
 
 class _Group(TyperGroup):
-    """Settings are ``key=value`` words, not options: an unknown ``--fps 2`` gets a hint to write ``fps=2``."""
+    """Settings are ``key=value`` words, not options: a job's ``--help`` lists them (from its typed config and
+    shipped YAML), and an unknown ``--fps 2`` gets a hint to write ``fps=2``."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        job = getattr(getattr(cmd, "callback", None), "medvid_job", None)
+        if job is not None and ("--help" in rest or "-h" in rest):
+            cmd.epilog = _settings_help(*job)
+        return name, cmd, rest
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -29,6 +37,25 @@ class _Group(TyperGroup):
             exc.message += (f". Settings are key=value words after the arguments: write {key}=VALUE "
                             f"(lists as {key}=[1,2]); `--help` lists the options")
             raise
+
+
+def _settings_help(job: str, config_name: str | None) -> str:
+    """The ``key=value`` settings of a job, one per line, for its ``--help``."""
+    from medvid.config import describe_settings
+
+    module = importlib.import_module(f"pipelines.{job}")
+    rows = describe_settings(module.Config, config_name)
+    lines = [f"{key}={default}  ({kind}){'  ' + meaning if meaning else ''}" for key, kind, default, meaning in rows]
+    return ("Settings (key=value after the arguments; lists as key=[a,b]; shipped defaults in configs/):\n\n"
+            + "\n\n".join(lines))
+
+
+def _job(job: str, config_name: str | None = "") -> Any:
+    """Mark a command as running ``pipelines.<job>`` with ``configs/<config_name>.yaml`` (default: the job's name)."""
+    def mark(fn: Any) -> Any:
+        fn.medvid_job = (job, job if config_name == "" else config_name)
+        return fn
+    return mark
 
 
 app = typer.Typer(help="medvid: clinical and surgical video foundation models.", no_args_is_help=True, cls=_Group)
@@ -46,16 +73,19 @@ def _version(value: bool) -> None:
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """medvid: clinical and surgical video foundation models."""
-synth_app = typer.Typer(help="Make synthetic datasets (real DICOM files, real video codecs).", no_args_is_help=True)
-lectures_app = typer.Typer(help="Lecture corpora: clip-text pairs.", no_args_is_help=True)
-zero_shot_app = typer.Typer(help="Zero-shot surgical phase and tool recognition.", no_args_is_help=True)
-bank_app = typer.Typer(help="Report banks: build from reports, calibrate phenotype thresholds.", no_args_is_help=True)
+synth_app = typer.Typer(help="Make synthetic datasets (real DICOM files, real video codecs).", no_args_is_help=True,
+                        cls=_Group)
+lectures_app = typer.Typer(help="Lecture corpora: clip-text pairs.", no_args_is_help=True, cls=_Group)
+zero_shot_app = typer.Typer(help="Zero-shot surgical phase and tool recognition.", no_args_is_help=True, cls=_Group)
+bank_app = typer.Typer(help="Report banks: build from reports, calibrate phenotype thresholds.", no_args_is_help=True,
+                       cls=_Group)
 app.add_typer(synth_app, name="synth")
 app.add_typer(lectures_app, name="lectures")
 app.add_typer(zero_shot_app, name="zero-shot")
 app.add_typer(bank_app, name="bank")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file layered over the shipped defaults.")
+OutOpt = typer.Option(None, "--out", "-o", help="Output folder (same as out=).")
 OverridesArg = typer.Argument(None, help="key=value overrides of config fields.", show_default=False)
 
 
@@ -86,6 +116,7 @@ def run_job(job: str, config: Optional[Path], overrides: list[str], name: str | 
 
 
 @app.command()
+@_job("demo")
 def demo(out: Path = typer.Option(Path("demo_out"), help="Output folder."), config: Optional[Path] = ConfigOpt,
          overrides: Optional[List[str]] = OverridesArg) -> None:
     """The main job: synthesize data, ingest it and run every stage end to end on it."""
@@ -93,6 +124,7 @@ def demo(out: Path = typer.Option(Path("demo_out"), help="Output folder."), conf
 
 
 @app.command()
+@_job("ingest")
 def ingest(dicom_root: Path = typer.Argument(..., help="Folder tree of DICOM files."),
            out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
            config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
@@ -101,6 +133,7 @@ def ingest(dicom_root: Path = typer.Argument(..., help="Folder tree of DICOM fil
 
 
 @synth_app.command("echo")
+@_job("synth_echo")
 def synth_echo(out: Path, studies: int = typer.Option(None, help="Number of studies."),
                seed: int = typer.Option(None, help="Random seed."),
                config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
@@ -109,6 +142,7 @@ def synth_echo(out: Path, studies: int = typer.Option(None, help="Number of stud
 
 
 @synth_app.command("surgery")
+@_job("synth_surgery")
 def synth_surgery(out: Path, videos: int = typer.Option(None, help="Number of videos."),
                   seed: int = typer.Option(None, help="Random seed."),
                   config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
@@ -117,6 +151,7 @@ def synth_surgery(out: Path, videos: int = typer.Option(None, help="Number of vi
 
 
 @synth_app.command("lectures")
+@_job("synth_lectures")
 def synth_lectures(out: Path, lectures: int = typer.Option(None, help="Number of lectures."),
                    seed: int = typer.Option(None, help="Random seed."),
                    config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
@@ -125,6 +160,7 @@ def synth_lectures(out: Path, lectures: int = typer.Option(None, help="Number of
 
 
 @app.command()
+@_job("transcribe")
 def transcribe(path: Path = typer.Argument(..., help="A video, or a folder of videos."),
                config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
     """Offline speech recognition (faster-whisper) writing <name>.whisper.json beside each video."""
@@ -132,6 +168,7 @@ def transcribe(path: Path = typer.Argument(..., help="A video, or a folder of vi
 
 
 @lectures_app.command("index")
+@_job("lectures_index")
 def lectures_index(root: Path, out: Path = typer.Option(..., "--out", "-o"),
                    config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
     """Build clip-text pairs (pairs.jsonl) from lecture videos and their transcripts."""
@@ -139,19 +176,23 @@ def lectures_index(root: Path, out: Path = typer.Option(..., "--out", "-o"),
 
 
 @app.command()
+@_job("pretrain", None)
 def pretrain(config: Path = typer.Argument(..., help="Job config, e.g. configs/echo_pretrain.yaml."),
-             overrides: Optional[List[str]] = OverridesArg) -> None:
+             out: Optional[Path] = OutOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
     """Contrastive pretraining (echo video-report or surgical clip-speech); works under torchrun."""
-    run_job("pretrain", config, overrides or [], name=None)
+    run_job("pretrain", config, _kv(out=out) + (overrides or []), name=None)
 
 
 @app.command("train-views")
-def train_views(config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
+@_job("train_views", "view_classifier")
+def train_views(out: Optional[Path] = OutOpt, config: Optional[Path] = ConfigOpt,
+                overrides: Optional[List[str]] = OverridesArg) -> None:
     """Supervised view-classifier training from views.csv."""
-    run_job("train_views", config, overrides or [], name="view_classifier")
+    run_job("train_views", config, _kv(out=out) + (overrides or []), name="view_classifier")
 
 
 @app.command("import")
+@_job("import_model")
 def import_model(family: str = typer.Argument(..., help="echoprime | echoprime-view | echonet | panecho | "
                                                         "surgvlp | hecvl | peskavlp"),
                  src: Path = typer.Argument(..., help="The publisher's checkpoint file."),
@@ -168,6 +209,7 @@ def _zero_shot(task: str, data_root: Path, model: Path, out: Path, prompts: Opti
 
 
 @zero_shot_app.command("phase")
+@_job("zero_shot")
 def zero_shot_phase(data_root: Path, model: Path = typer.Option(..., "--model"), out: Path = typer.Option(..., "--out"),
                     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompt file (YAML/JSON)."),
                     config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
@@ -176,6 +218,7 @@ def zero_shot_phase(data_root: Path, model: Path = typer.Option(..., "--model"),
 
 
 @zero_shot_app.command("tools")
+@_job("zero_shot")
 def zero_shot_tools(data_root: Path, model: Path = typer.Option(..., "--model"), out: Path = typer.Option(..., "--out"),
                     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompt file (YAML/JSON)."),
                     config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
@@ -184,6 +227,7 @@ def zero_shot_tools(data_root: Path, model: Path = typer.Option(..., "--model"),
 
 
 @bank_app.command("build")
+@_job("bank")
 def bank_build(input: Path = typer.Argument(..., help="Ingest folder, or a reports CSV for a text-only bank."),
                model: Path = typer.Option(..., "--model", help="Saved video-text model folder."),
                out: Path = typer.Option(..., "--out", "-o", help="Bank folder to write."),
@@ -193,6 +237,7 @@ def bank_build(input: Path = typer.Argument(..., help="Ingest folder, or a repor
 
 
 @bank_app.command("calibrate")
+@_job("bank")
 def bank_calibrate(bank: Path = typer.Argument(..., help="Bank folder."),
                    ingest: Path = typer.Option(..., "--ingest", help="Labelled ingest folder (val split)."),
                    config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
@@ -201,6 +246,7 @@ def bank_calibrate(bank: Path = typer.Argument(..., help="Bank folder."),
 
 
 @app.command()
+@_job("draft")
 def draft(input: Path = typer.Argument(..., help="Ingest folder or DICOM folder."),
           model: Path = typer.Option(..., "--model", help="Saved video-text model folder."),
           views: Optional[Path] = typer.Option(None, "--views", help="Saved view classifier folder."),
@@ -213,11 +259,13 @@ def draft(input: Path = typer.Argument(..., help="Ingest folder or DICOM folder.
             + (overrides or []))
 
 
-evaluate_app = typer.Typer(help="Evaluate outputs against ground truth, beside baselines.", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Evaluate outputs against ground truth, beside baselines.", no_args_is_help=True,
+                           cls=_Group)
 app.add_typer(evaluate_app, name="evaluate")
 
 
 @evaluate_app.command("drafts")
+@_job("evaluate")
 def evaluate_drafts(drafts: Path = typer.Argument(..., help="Output folder of `medvid draft` (drafts.jsonl)."),
                     ingest: Path = typer.Option(..., "--ingest", help="Ingest folder (labels.csv, reports.csv)."),
                     config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
@@ -226,6 +274,7 @@ def evaluate_drafts(drafts: Path = typer.Argument(..., help="Output folder of `m
 
 
 @app.command()
+@_job("probe")
 def probe(task: str = typer.Argument(..., help="echo-ef | echo-phenotypes | phase | tools"),
           model: Path = typer.Option(..., "--model", help="Saved video-text model folder."),
           data: Path = typer.Option(..., "--data", help="EchoNet-Dynamic root or ingest folder (echo); "
@@ -237,6 +286,7 @@ def probe(task: str = typer.Argument(..., help="echo-ef | echo-phenotypes | phas
 
 
 @app.command("app")
+@_job("app")
 def review_app(data: List[Path] = typer.Option(..., "--data", help="Output folder to review (repeatable): ingest, "
                                                                    "draft, zero-shot, Cholec80 root, or a folder above."),
                dicom_root: Optional[List[Path]] = typer.Option(None, "--dicom-root",

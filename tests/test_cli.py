@@ -80,3 +80,24 @@ def test_missing_inputs_are_named_before_any_work(tmp_path):
     result = runner.invoke(app, ["pretrain", "configs/surgical_pretrain.yaml", f"lectures.root={tmp_path}",
                                  f"lectures.pairs={tmp_path / 'pairs.jsonl'}"])
     assert result.exit_code == 1 and "lectures.pairs does not exist" in result.output
+
+
+def _leaf_commands(group, path=()):
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            yield from _leaf_commands(cmd, path + (name,))
+        else:
+            yield path + (name,), cmd
+
+
+def test_every_job_lists_its_settings_in_help():
+    """`--help` of every job shows its key=value settings with types, defaults and meanings."""
+    import typer.main
+
+    leaves = dict(_leaf_commands(typer.main.get_command(app)))
+    unmarked = [" ".join(p) for p, cmd in leaves.items() if not hasattr(cmd.callback, "medvid_job")]
+    assert not unmarked, f"commands without @_job: {unmarked}"
+    help_text = runner.invoke(app, ["zero-shot", "phase", "--help"], terminal_width=200).output
+    assert "smoothing=none" in help_text and "(str)" in help_text and "hmm" in help_text
+    views = runner.invoke(app, ["train-views", "--help"], terminal_width=200).output
+    assert "train.max_steps=" in views and "--out" in views
