@@ -3,7 +3,7 @@
 The app is started with data roots (``--data``). ``discover`` finds in them what the other jobs
 wrote: ingest folders (``videos.parquet``), draft folders (``drafts.jsonl`` / ``errors.jsonl``,
 see ``docs/drafting_contract.md``), zero-shot folders (``predictions/*.csv``) and Cholec80-layout
-video roots (``videos/``). Every file the app opens goes through ``safe_path``: resolved, and
+video roots (``videos/``). Every file the app opens goes through ``medvid.utils.resolve_under``: resolved, and
 refused unless it lies under a data root (``..``, absolute paths and symlinks out are refused).
 The ingest's key file (``LOCAL_KEYS_DO_NOT_SHARE/paths.jsonl``, or ``keys_dir``) is read only to open
 the DICOM file of a loop, and only when the app was given a DICOM root; its content is never shown.
@@ -24,10 +24,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from medvid.errors import MedvidError
+from medvid.errors import MedvidError, PathRefused
 from medvid.io.dicom import KEY_DIR, key_dir
 from medvid.io.video import VIDEO_EXTS
-from medvid.utils import atomic_write_text
+from medvid.utils import atomic_write_text, resolve_under
 
 ENV = "MEDVID_APP_CONFIG"  # JSON of AppConfig fields, set by `medvid app`
 CACHE_DIR = "app_cache"
@@ -36,30 +36,9 @@ _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")  # pseudonymous keys and 
 _SKIP_DIRS = {KEY_DIR, CACHE_DIR, "reviewed", "predictions", "plots", "embeddings"}  # never hold outputs
 
 
-class PathRefused(MedvidError):
-    """A path that does not resolve to a file under one of the app's data roots."""
-
-
 def valid_key(key: Any) -> bool:
     """True for a plausible pseudonymous key / video name (letters, digits, ``_``, ``-``; no path characters)."""
     return isinstance(key, str) and bool(_KEY.match(key))
-
-
-def safe_path(roots: Sequence[Path], base: Path, rel: str | os.PathLike) -> Path:
-    """``base / rel`` resolved (symlinks followed), refused unless it lies under one of ``roots``.
-
-    ``rel`` must be relative and free of ``..``; ``base`` is a folder under a root.
-    """
-    rel_path = Path(rel)
-    if rel_path.is_absolute() or str(rel).startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", str(rel)):
-        raise PathRefused("absolute paths are not served")
-    if any(part == ".." for part in rel_path.parts):
-        raise PathRefused("'..' is not allowed in a path")
-    target = (Path(base) / rel_path).resolve()
-    for root in roots:
-        if target.is_relative_to(Path(root).resolve()):
-            return target
-    raise PathRefused("path resolves outside the data roots")
 
 
 @dataclass(frozen=True)
@@ -172,7 +151,7 @@ def dicom_file(cfg: AppConfig, ingest: Path, video_key: str) -> Path:
         raise MedvidError("loop not in the ingest's key file")
     for root in cfg.dicom_roots:
         try:
-            path = safe_path(cfg.roots, Path(root), rel)
+            path = resolve_under(Path(root), rel, cfg.roots)
         except PathRefused as exc:
             raise MedvidError(f"loop file refused: {exc}") from exc
         if path.is_file():
@@ -208,7 +187,7 @@ def loop_cache_path(cfg: AppConfig, video_key: str) -> Path:
     """Where the rendered MP4 of a loop lives: ``<cache>/loops/<video_key>.mp4``, refused outside the roots."""
     if cfg.cache is None or not valid_key(video_key):
         raise MedvidError("no loop cache folder")
-    return safe_path(cfg.roots, cfg.cache, f"loops/{video_key}.mp4")
+    return resolve_under(cfg.cache, f"loops/{video_key}.mp4", cfg.roots)
 
 
 # --------------------------------------------------------------------------- echo: drafts and reviews
@@ -285,7 +264,7 @@ def read_drafts(folders: Sequence[Path]) -> DraftTable:
 def review_path(roots: Sequence[Path], folder: Path, study_key: str) -> Path:
     if not valid_key(study_key):
         raise PathRefused("not a study key")
-    return safe_path(roots, folder, f"reviewed/{study_key}.json")
+    return resolve_under(folder, f"reviewed/{study_key}.json", roots)
 
 
 def read_review(roots: Sequence[Path], folder: Path, study_key: str) -> dict[str, Any] | None:
@@ -396,7 +375,7 @@ def read_predictions(roots: Sequence[Path], folder: Path, video: str) -> pd.Data
     """``predictions/<video>.csv`` of a zero-shot folder (phase or tools)."""
     if not valid_key(video):
         raise PathRefused("not a video name")
-    path = safe_path(roots, folder, f"predictions/{video}.csv")
+    path = resolve_under(folder, f"predictions/{video}.csv", roots)
     if not path.is_file():
         raise MedvidError(f"no predictions for {video}")
     try:
@@ -445,7 +424,7 @@ def find_video(roots: Sequence[Path], video_roots: Sequence[Path], video: str) -
     for root in video_roots:
         for ext in VIDEO_EXTS:
             try:
-                path = safe_path(roots, root, f"videos/{video}{ext}")
+                path = resolve_under(root, f"videos/{video}{ext}", roots)
             except PathRefused:
                 continue
             if path.is_file():

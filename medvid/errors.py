@@ -7,3 +7,7 @@ class MedvidError(Exception):
 
 class MissingWeightsError(MedvidError):
     """Pretrained weights were asked for but are not available locally (nothing is ever downloaded)."""
+
+
+class PathRefused(MedvidError):
+    """A path read from a table or a request that would leave its data root (``..``, absolute, symlink out)."""

@@ -7,10 +7,11 @@ import json
 import logging
 import os
 import random
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -73,19 +74,22 @@ def open_private(path: str | os.PathLike, mode: str = "a"):
     return os.fdopen(fd, mode, encoding="utf-8")
 
 
-def resolve_under(root: str | os.PathLike, rel: str | os.PathLike) -> Path:
-    """``root / rel`` for a path read from a table, refused (``MedvidError``) unless it stays inside ``root``:
-    no absolute paths, no ``..``, no symlink that leads out of ``root``."""
-    from medvid.errors import MedvidError
+def resolve_under(root: str | os.PathLike, rel: str | os.PathLike,
+                  within: Sequence[str | os.PathLike] | None = None) -> Path:
+    """``root / rel`` for a path read from a table or a request, resolved (symlinks followed) and refused
+    (``PathRefused``) unless it stays inside ``within`` (default: ``root``): no absolute path, no ``..``, no
+    symlink out. Messages never repeat the path: source paths can name patients."""
+    from medvid.errors import PathRefused
 
     rel_path = Path(rel)
-    if rel_path.is_absolute() or ".." in rel_path.parts or not str(rel).strip():
-        raise MedvidError(f"refusing path {str(rel)!r}: not a plain path relative to the data root")
-    base = Path(root).resolve()
-    target = (base / rel_path).resolve()
-    if not target.is_relative_to(base):
-        raise MedvidError(f"refusing path {str(rel)!r}: it leads outside the data root (a symlink out of it?)")
-    return base / rel_path
+    if rel_path.is_absolute() or re.match(r"^([A-Za-z]:|[/\\])", str(rel)) or not str(rel).strip():
+        raise PathRefused("refusing path: not a plain path relative to the data root")
+    if ".." in rel_path.parts:
+        raise PathRefused("refusing path: '..' is not allowed")
+    target = (Path(root) / rel_path).resolve()
+    if not any(target.is_relative_to(Path(r).resolve()) for r in (within or [root])):
+        raise PathRefused("refusing path: it leads outside the data root (a symlink out of it?)")
+    return target
 
 
 def relative_message(message: object, root: str | os.PathLike) -> str:

@@ -16,6 +16,8 @@ import pytest
 
 from apps import store
 from medvid.config import load_config
+from medvid.errors import PathRefused
+from medvid.utils import resolve_under
 from tests.echo_testdata import ingest_synth, make_synth
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
@@ -160,7 +162,7 @@ def no_exception(at) -> None:
 # --------------------------------------------------------------------------- store
 
 
-def test_safe_path_refuses_traversal_absolute_and_symlinks(tmp_path):
+def test_paths_are_refused_outside_the_roots_traversal_absolute_and_symlinks(tmp_path):
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "sub").mkdir(parents=True)
     outside.mkdir()
@@ -169,16 +171,16 @@ def test_safe_path_refuses_traversal_absolute_and_symlinks(tmp_path):
     (root / "link").symlink_to(outside)
     (root / "sub" / "file_link").symlink_to(outside / "secret.txt")
     roots = [root]
-    assert store.safe_path(roots, root, "sub/ok.txt") == (root / "sub" / "ok.txt").resolve()
+    assert resolve_under(root, "sub/ok.txt", roots) == (root / "sub" / "ok.txt").resolve()
     for bad in ("../outside/secret.txt", "sub/../../outside/secret.txt", str(outside / "secret.txt"),
                 "/etc/passwd", "link/secret.txt", "sub/file_link"):
-        with pytest.raises(store.PathRefused):
-            store.safe_path(roots, root, bad)
-    with pytest.raises(store.PathRefused):
-        store.safe_path(roots, outside, "secret.txt")
+        with pytest.raises(PathRefused):
+            resolve_under(root, bad, roots)
+    with pytest.raises(PathRefused):
+        resolve_under(outside, "secret.txt", roots)
     for key in ("../x", "st_1/..", "a b", "", "/etc", "st_" + "0" * 100):
         assert not store.valid_key(key)
-    with pytest.raises(store.PathRefused):
+    with pytest.raises(PathRefused):
         store.review_path(roots, root, "../../etc/passwd")
 
 

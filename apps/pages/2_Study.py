@@ -8,7 +8,7 @@ import streamlit as st
 from apps import store, ui
 from medvid.errors import MedvidError
 from medvid.io.render import RenderError, render_cached
-from medvid.utils import atomic_write_text
+from medvid.utils import atomic_write_text, resolve_under
 
 
 def main() -> None:
@@ -165,14 +165,14 @@ def _export(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict) ->
     sections = review.get("sections") or {}
     numeric = {n: v for n, p in (draft.data.get("phenotypes") or {}).items()
                if isinstance(p, dict) and p.get("kind") == "numeric" and (v := store.phenotype_value(p)) is not None}
-    text_path = store.safe_path(cfg.roots, draft.folder, f"reviewed/{key}.txt")
+    text_path = resolve_under(draft.folder, f"reviewed/{key}.txt", cfg.roots)
     atomic_write_text(text_path, store.reviewed_text(key, sections, numeric, str(review.get("status"))))
     try:
         from medvid.report.sr import write_report_sr
     except ImportError:
         st.warning("Reviewed text exported. DICOM SR export needs `medvid.report.sr`, not available in this install.")
         return
-    write_report_sr(store.safe_path(cfg.roots, draft.folder, f"reviewed/{key}.sr.dcm"), sections, numeric,
+    write_report_sr(resolve_under(draft.folder, f"reviewed/{key}.sr.dcm", cfg.roots), sections, numeric,
                     study_key=key, final=review.get("status") == "signed_off",
                     observer=str(review.get("reviewer") or "medvid"))  # atomic
     st.success("Exported the reviewed text and a DICOM SR beside the review.")
@@ -181,7 +181,7 @@ def _export(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict) ->
 def _downloads(cfg: store.AppConfig, key: str, draft: store.Draft) -> None:
     for suffix, label, mime in ((".txt", "Download reviewed text", "text/plain"),
                                 (".sr.dcm", "Download DICOM SR", "application/dicom")):
-        path = store.safe_path(cfg.roots, draft.folder, f"reviewed/{key}{suffix}")
+        path = resolve_under(draft.folder, f"reviewed/{key}{suffix}", cfg.roots)
         if path.is_file():
             st.download_button(label, path.read_bytes(), file_name=f"{key}{suffix}", mime=mime, key=f"dl{suffix}")
 
