@@ -57,10 +57,9 @@ TRAINING_BOOKKEEPING = ("out", "resume", "log_level", "cache_dir", "cache_batch"
 
 
 def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """``["train.lr: 0.001 → 0.1", …]`` for every key whose value differs."""
-    missing = object()
-    return [f"{k}: {old.get(k, '(unset)')} → {new.get(k, '(unset)')}" for k in sorted(set(old) | set(new))
-            if old.get(k, missing) != new.get(k, missing)]
+    """``["train.lr: 0.001 → 0.1", …]`` for every key both records hold with different values. A key only
+    one record holds is a setting added to (or dropped from) medvid since the run started, not a change."""
+    return [f"{k}: {old[k]} → {new[k]}" for k in sorted(set(old) & set(new)) if old[k] != new[k]]
 
 
 def claim_run(out: str | os.PathLike, settings: Mapping[str, Any], overwrite: bool = False,

@@ -48,3 +48,8 @@ def test_trainer_refuses_to_resume_checkpoints_of_other_settings(tmp_path):
     with pytest.raises(MedvidError, match="train.lr"):
         fit(0.1)
     assert fit(0.1, resume=False)["step"] == 4  # resume=false starts afresh
+
+
+def test_settings_added_by_a_newer_medvid_do_not_block_a_resume(tmp_path):
+    claim_run(tmp_path, {"train.lr": 0.001})
+    assert claim_run(tmp_path, {"train.lr": 0.001, "echo.val_fraction": 0.15}) is True
