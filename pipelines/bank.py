@@ -95,12 +95,13 @@ def _deny_terms(ingest_dir: Path, dicom_root: Path, video_key: str) -> list[str]
 
     from medvid.io.dicom import video_paths
     from medvid.report.scrub import deny_terms
+    from medvid.utils import resolve_under
 
     rel = video_paths(ingest_dir).get(video_key)
     if rel is None:
         return []
     try:
-        return deny_terms(pydicom.dcmread(dicom_root / rel, stop_before_pixels=True))
+        return deny_terms(pydicom.dcmread(resolve_under(dicom_root, rel), stop_before_pixels=True))
     except Exception:  # noqa: BLE001 - an unreadable header leaves the pattern rules only
         return []
 

@@ -25,7 +25,7 @@ import torch
 
 from medvid.errors import MedvidError
 from medvid.report.draft import DraftSettings, StageTimer, render_text
-from medvid.utils import atomic_write_text, write_jsonl
+from medvid.utils import atomic_write_text, resolve_under, write_jsonl
 
 log = logging.getLogger("medvid")
 
@@ -213,7 +213,7 @@ def _study_uid(ingest_dir: Path, dicom_root: Path, video_key: str) -> str | None
     rel = video_paths(ingest_dir).get(video_key)
     if rel is None:
         return None
-    ds = pydicom.dcmread(dicom_root / rel, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+    ds = pydicom.dcmread(resolve_under(dicom_root, rel), stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
     return str(ds.get("StudyInstanceUID") or "") or None
 
 

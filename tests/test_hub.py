@@ -61,7 +61,7 @@ def test_view_classifier_round_trip(tmp_path):
     x = torch.randn(1, 3, 2, 48, 48)
     with torch.no_grad():
         assert torch.equal(clf(x), back(x))
-    with pytest.raises(TypeError, match="not a VideoTextModel"):
+    with pytest.raises(MedvidError, match="this needs a VideoTextModel"):
         VideoTextModel.from_pretrained(tmp_path / "v")
 
 
@@ -194,7 +194,7 @@ def test_registry_dispatches_on_the_saved_kind(tmp_path):
     assert read_config(out)["kind"] == "test_tiny" and read_config(out)["pretrained_cfg"] == {"input_size": 3}
     back = load_pretrained(out)
     assert type(back) is _Tiny and torch.equal(back.lin.weight, model.lin.weight)
-    with pytest.raises(TypeError, match="not a VideoTextModel"):
+    with pytest.raises(MedvidError, match="this needs a VideoTextModel"):
         VideoTextModel.from_pretrained(out)
     with pytest.raises(MedvidError, match="not a registered model kind"):
         save_pretrained(nn.Linear(2, 2), tmp_path / "plain")

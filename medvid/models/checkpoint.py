@@ -102,7 +102,8 @@ class Pretrained:
         """Load a folder written by ``save_pretrained``; it must hold an instance of ``cls``."""
         model = load_pretrained(directory, map_location)
         if not isinstance(model, cls):
-            raise TypeError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
+            raise MedvidError(f"{directory} holds a '{kind_of(model).name}' model ({type(model).__name__}); "
+                              f"this needs a {cls.__name__}")
         return model
 
 
