@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from apps import ui
+from medvid.apps import ui
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
-from apps import store
+from medvid.apps import store
 from medvid.errors import MedvidError
 
 log = logging.getLogger("medvid.app")

@@ -31,7 +31,7 @@ from medvid.io.dicom import DicomCine, find_files, quiet_pydicom, to_rgb_uint8, 
 from medvid.io.regions import apply_mask, box_from_regions, box_mask  # noqa: E402
 from medvid.synth.echo import synthesize  # noqa: E402
 from medvid.transforms.clip import ClipPreprocess  # noqa: E402
-from pipelines import ingest as ingest_job  # noqa: E402
+from medvid.pipelines import ingest as ingest_job  # noqa: E402
 
 
 def make_study_set(work: Path, n_files: int, rows: int, cols: int) -> tuple[Path, list[Path]]:

@@ -110,8 +110,8 @@ def bench_draft(work: Path, studies: int, loops: int, workers: int) -> dict:
     from medvid.config import load_config
     from medvid.models.factory import create_model, create_view_classifier
     from medvid.synth.echo import synthesize
-    from pipelines import draft, ingest
-    from pipelines.draft import folder_fingerprint
+    from medvid.pipelines import draft, ingest
+    from medvid.pipelines.draft import folder_fingerprint
 
     root = work / "draft"
     synth = root / "synth"

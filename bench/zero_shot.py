@@ -29,7 +29,7 @@ from medvid.transforms.clip import to_clip_tensor
 from medvid.transforms.sampling import regular_times
 from medvid.vocab import CHOLEC80_PHASES
 from medvid.zeroshot.prompts import load_prompt_set, model_text_encoder
-from pipelines import zero_shot
+from medvid.pipelines import zero_shot
 
 
 def make_video(path: Path, minutes: float, fps: int = 25, size: tuple[int, int] = (480, 854), seed: int = 0) -> None:

@@ -25,7 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from medvid.config import config_dir, load_config
 from medvid.datasets.cholec80 import Cholec80
 from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics
-from pipelines import lectures_index, pretrain, synth_lectures, synth_surgery, zero_shot
+from medvid.pipelines import lectures_index, pretrain, synth_lectures, synth_surgery, zero_shot
 
 
 def _job(module, name: str | None, config_file: Path | None, overrides: list[str]) -> dict:

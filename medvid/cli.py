@@ -43,7 +43,7 @@ def _settings_help(job: str, config_name: str | None) -> str:
     """The ``key=value`` settings of a job, one per line, for its ``--help``."""
     from medvid.config import describe_settings
 
-    module = importlib.import_module(f"pipelines.{job}")
+    module = importlib.import_module(f"medvid.pipelines.{job}")
     rows = describe_settings(module.Config, config_name)
     lines = [f"{key}={default}  ({kind}){'  ' + meaning if meaning else ''}" for key, kind, default, meaning in rows]
     return ("Settings (key=value after the arguments; lists as key=[a,b]; shipped defaults in configs/):\n\n"
@@ -51,7 +51,7 @@ def _settings_help(job: str, config_name: str | None) -> str:
 
 
 def _job(job: str, config_name: str | None = "") -> Any:
-    """Mark a command as running ``pipelines.<job>`` with ``configs/<config_name>.yaml`` (default: the job's name)."""
+    """Mark a command as running ``medvid.pipelines.<job>`` with ``configs/<config_name>.yaml`` (default: the job's name)."""
     def mark(fn: Any) -> Any:
         fn.medvid_job = (job, job if config_name == "" else config_name)
         return fn
@@ -95,7 +95,7 @@ def _kv(**values: Any) -> list[str]:
 
 
 def run_job(job: str, config: Optional[Path], overrides: list[str], name: str | None = None) -> dict:
-    """Load ``pipelines.<job>``, build its config and run it; returns its summary."""
+    """Load ``medvid.pipelines.<job>``, build its config and run it; returns its summary."""
     from omegaconf.errors import OmegaConfBaseException
 
     from medvid.config import load_config
@@ -103,7 +103,7 @@ def run_job(job: str, config: Optional[Path], overrides: list[str], name: str | 
     from medvid.utils import setup_logging
 
     setup_logging()
-    module = importlib.import_module(f"pipelines.{job}")
+    module = importlib.import_module(f"medvid.pipelines.{job}")
     try:
         cfg = load_config(module.Config, name or job, config, overrides)
         summary = module.run(cfg)
@@ -177,7 +177,8 @@ def lectures_index(root: Path, out: Path = typer.Option(..., "--out", "-o"),
 
 @app.command()
 @_job("pretrain", None)
-def pretrain(config: Path = typer.Argument(..., help="Job config, e.g. configs/echo_pretrain.yaml."),
+def pretrain(config: Path = typer.Argument(..., help="Job config: a YAML path, or a shipped name (echo_pretrain, "
+                                                      "surgical_pretrain)."),
              out: Optional[Path] = OutOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
     """Contrastive pretraining (echo video-report or surgical clip-speech); works under torchrun."""
     run_job("pretrain", config, _kv(out=out) + (overrides or []), name=None)

@@ -21,9 +21,13 @@ from medvid.errors import MedvidError
 
 
 def config_dir() -> Path:
-    """Folder holding the shipped YAML configs (``MEDVID_CONFIG_DIR`` overrides)."""
+    """Folder holding the shipped YAML configs: ``MEDVID_CONFIG_DIR``, else ``medvid/configs`` of an installed
+    wheel, else ``configs/`` of the source tree."""
     env = os.environ.get("MEDVID_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+    if env:
+        return Path(env)
+    installed = Path(__file__).resolve().parent / "configs"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "configs"
 
 
 def load_config(
@@ -47,6 +51,9 @@ def load_config(
             layers.append(OmegaConf.load(shipped))
     if config_file is not None:
         path = Path(config_file)
+        shipped_name = config_dir() / f"{path.stem}.yaml"
+        if not path.exists() and path.parent == Path(".") and shipped_name.is_file():
+            path = shipped_name  # a shipped config by name (`medvid pretrain echo_pretrain`), e.g. from a wheel
         if not path.exists():
             raise FileNotFoundError(f"config file not found: {path}")
         layers.append(OmegaConf.load(path))

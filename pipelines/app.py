@@ -13,10 +13,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apps.store import ENV, AppConfig
+import medvid.apps
+from medvid.apps.store import ENV, AppConfig
 from medvid.errors import MedvidError
 
-APP = Path(__file__).resolve().parents[1] / "apps" / "review_app.py"
+APP = Path(medvid.apps.__file__).resolve().parent / "review_app.py"  # installed as medvid/apps, kept in apps/
 
 
 @dataclass

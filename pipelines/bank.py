@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from medvid.errors import MedvidError
-from pipelines.draft import Drafting, Encoding, folder_fingerprint, load_encoder, loop_clips, resolve_device
+from medvid.pipelines.draft import Drafting, Encoding, folder_fingerprint, load_encoder, loop_clips, resolve_device
 
 log = logging.getLogger("medvid")
 
@@ -119,7 +119,7 @@ def _labels_table(path: Path, key: str, keys: list[str]) -> pd.DataFrame:
 def _manifest(cfg: Config, kind: str, sections: list[str], counts: Counter, **extra: Any) -> dict[str, Any]:
     from medvid import __version__
     from medvid.report.scrub import SCRUBBER_VERSION
-    from pipelines.draft import _model_name
+    from medvid.pipelines.draft import _model_name
 
     return {"kind": kind, "model": {"name": _model_name(cfg.model), "fingerprint": folder_fingerprint(cfg.model),
                                     "dir": str(Path(cfg.model).resolve())},

@@ -81,7 +81,7 @@ def run(cfg: Config) -> dict[str, Any]:
             summary[stage] = json.loads(done.read_text())
             continue
         log.info("demo: running %s", stage)
-        module = importlib.import_module(f"pipelines.{job}")
+        module = importlib.import_module(f"medvid.pipelines.{job}")
         stage_cfg = load_config(module.Config, config_name, None, overrides + list(cfg.stage_overrides.get(stage, [])))
         start = time.perf_counter()
         result = module.run(stage_cfg) or {}

@@ -185,7 +185,7 @@ def _ingest_input(cfg: Config, out: Path) -> tuple[Path, Path]:
             raise MedvidError(f"{src} is an ingest folder: give dicom_root=<the DICOM folder it was ingested from>")
         return src, Path(cfg.dicom_root)
     from medvid.config import load_config
-    from pipelines import ingest
+    from medvid.pipelines import ingest
 
     ingest.run(load_config(ingest.Config, "ingest", None,
                            [f"dicom_root={src}", f"out={out / 'ingest'}", f"progress={cfg.progress}"]))

@@ -1,7 +1,7 @@
 """`medvid ingest DICOM_ROOT --out DIR`: index an echo DICOM export into de-identified tables.
 
 A root holding ``FileList.csv`` is a folder of echo videos in the EchoNet-Dynamic layout instead:
-``pipelines.ingest_videos`` writes the same tables from it.
+``medvid.pipelines.ingest_videos`` writes the same tables from it.
 
 Writes (all atomically):
 - ``DIR/videos.parquet``: one row per cine loop, keyed by pseudonyms (no identifiers, no paths);
@@ -77,7 +77,7 @@ def run(cfg: Config) -> dict:
     if not cfg.dicom_root or not root.is_dir():
         raise MedvidError(f"DICOM root is not a folder: {cfg.dicom_root!r}")
     if is_echonet_root(root):  # a folder of echo videos with its FileList table
-        from pipelines.ingest_videos import run_videos
+        from medvid.pipelines.ingest_videos import run_videos
 
         return run_videos(cfg)
     keys = _open_keys(cfg, out)

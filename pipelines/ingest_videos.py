@@ -1,6 +1,6 @@
 """`medvid ingest ROOT --out DIR` on a folder of echo videos with its table (the EchoNet-Dynamic layout).
 
-Called by ``pipelines.ingest.run`` when ``ROOT/FileList.csv`` exists; writes the same contract as a
+Called by ``medvid.pipelines.ingest.run`` when ``ROOT/FileList.csv`` exists; writes the same contract as a
 DICOM ingest so datasets, pretraining and drafting work unchanged:
 
 - ``DIR/videos.parquet``: one row per readable video listed in ``FileList.csv``, keyed by pseudonyms
@@ -34,7 +34,7 @@ from medvid.io.reports import read_labels, read_reports
 from medvid.report.scrub import scrub_reports
 from medvid.io.video import VIDEO_EXTS
 from medvid.utils import atomic_path, open_private, pseudonym, write_jsonl
-from pipelines.ingest import _columns, _load_cache, _open_keys, _salt, _settings_id, _stamp, _write_csv
+from medvid.pipelines.ingest import _columns, _load_cache, _open_keys, _salt, _settings_id, _stamp, _write_csv
 
 log = logging.getLogger("medvid")
 

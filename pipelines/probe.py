@@ -194,7 +194,7 @@ def _echo_source(cfg: Any, out: Path) -> tuple[Path, Path]:
     if not is_echonet_root(data):
         raise MedvidError(f"{data}: neither an ingest folder (videos.parquet) nor an EchoNet-Dynamic root "
                           "(FileList.csv)")
-    from pipelines import ingest
+    from medvid.pipelines import ingest
 
     ingest.run(load_config(ingest.Config, "ingest", None, [f"dicom_root={data}", f"out={out / 'ingest'}",
                                                            f"progress={str(cfg.progress).lower()}"]))

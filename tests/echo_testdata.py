@@ -17,7 +17,7 @@ def make_synth(out: Path) -> dict:
 
 
 def ingest(root: Path, out: Path, *overrides: str) -> dict:
-    from pipelines import ingest as job
+    from medvid.pipelines import ingest as job
 
     cfg = load_config(job.Config, "ingest", None, [f"dicom_root={root}", f"out={out}", "progress=false", *overrides])
     return job.run(cfg)

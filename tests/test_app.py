@@ -14,7 +14,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from apps import store
+from medvid.apps import store
 from medvid.config import load_config
 from medvid.errors import PathRefused
 from medvid.utils import resolve_under
@@ -70,7 +70,7 @@ def write_drafts(ingest_dir: Path, out: Path, foreign_study: str = "st_000000000
 def zero_shot_outputs(surgery: Path) -> None:
     """Real `medvid zero-shot phase` and `tools` runs (tiny untrained checkpoint) on one short video."""
     from medvid.models.factory import create_model
-    from pipelines import synth_surgery, zero_shot
+    from medvid.pipelines import synth_surgery, zero_shot
 
     synth_surgery.run(load_config(synth_surgery.Config, "synth_surgery", overrides=[
         f"out={surgery / 'cholec80'}", "videos=1", "seed=3", "duration_scale=0.3", "height=96", "width=128"]))
@@ -406,7 +406,7 @@ def test_no_phi_in_any_page(outputs, monkeypatch, tmp_path):
 
 def test_app_job_refuses_non_local_bind_without_flag(tmp_path, monkeypatch, capsys):
     from medvid.errors import MedvidError
-    from pipelines import app as job
+    from medvid.pipelines import app as job
 
     with pytest.raises(MedvidError, match="allow_remote"):
         job.run(load_config(job.Config, "app", overrides=[f"data=[{tmp_path}]", "address=0.0.0.0"]))
@@ -427,7 +427,7 @@ def test_real_medvid_draft_output_reviews(tmp_path, monkeypatch):
     """A real `medvid draft` output (tiny random models, built with the draft job's test helpers) lists,
     opens with its loops, signs off and exports."""
     from medvid.synth.echo import synthesize
-    from pipelines import draft as job
+    from medvid.pipelines import draft as job
     from tests.test_draft_pipeline import _bank, _draft_cfg, _tiny_models
 
     synthesize(tmp_path / "synth", studies=6, seed=3, loops_per_study=3, rows=64, cols=80, frames_range=(8, 12),

@@ -18,7 +18,7 @@ import pytest
 from medvid.config import load_config
 from medvid.errors import MissingWeightsError
 from medvid.io.asr import load_whisper
-from pipelines import transcribe as transcribe_job
+from medvid.pipelines import transcribe as transcribe_job
 
 SCRIPT = [
     "Now the hook opens the tissue in front of the duct.",
@@ -116,7 +116,7 @@ def test_synthetic_lecture_round_trip(tmp_path):
 
     from medvid.io.transcripts import read_transcript
     from medvid.synth.lectures import espeak_available
-    from pipelines import synth_lectures
+    from medvid.pipelines import synth_lectures
 
     if not espeak_available():
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng; .ci/run installs it)")

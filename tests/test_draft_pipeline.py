@@ -64,7 +64,7 @@ def world(tmp_path_factory):
 
 
 def _bank(root: Path, model: Path, views: Path, bank: Path, *extra: str) -> dict:
-    from pipelines import bank as job
+    from medvid.pipelines import bank as job
 
     return job.run(load_config(job.Config, "bank", None, [
         "action=build", f"input={root / 'ingest'}", f"model={model}", f"views={views}", f"bank={bank}",
@@ -72,7 +72,7 @@ def _bank(root: Path, model: Path, views: Path, bank: Path, *extra: str) -> dict
 
 
 def _draft_cfg(w: dict, out: Path, *extra: str):
-    from pipelines import draft as job
+    from medvid.pipelines import draft as job
 
     return load_config(job.Config, "draft", None, [
         f"input={w['ingest']}", f"model={w['model']}", f"views={w['views']}", f"bank={w['bank']}", f"out={out}",
@@ -80,7 +80,7 @@ def _draft_cfg(w: dict, out: Path, *extra: str):
 
 
 def _draft(w: dict, out: Path, *extra: str) -> dict:
-    from pipelines import draft as job
+    from medvid.pipelines import draft as job
 
     return job.run(_draft_cfg(w, out, *extra))
 
@@ -111,7 +111,7 @@ def test_bank_build_and_contract_outputs(world, tmp_path):
 
 
 def test_dicom_folder_input_is_ingested_into_out(world, tmp_path):
-    from pipelines import draft as job
+    from medvid.pipelines import draft as job
 
     cfg = _draft_cfg(world, tmp_path / "out", "split=''")
     cfg.input, cfg.dicom_root = str(world["dicom"]), ""
@@ -189,7 +189,7 @@ def test_calibrate_stores_thresholds(world, tmp_path):
     import shutil
 
     from medvid.report.bank import Bank
-    from pipelines import bank as job
+    from medvid.pipelines import bank as job
 
     bank = tmp_path / "bank"
     shutil.copytree(world["bank"], bank)
@@ -223,7 +223,7 @@ def test_kill_and_resume_drafts_every_study_once(world, tmp_path):
 
 def _worker(root: str, out: str) -> None:
     """Draft slowly (one study per bank batch, a pause per write) so the test can kill it mid-batch."""
-    import pipelines.draft as job
+    import medvid.pipelines.draft as job
 
     slow = float(os.environ.get("DRAFT_SLOW", "0"))
     write = job._write_study

@@ -17,7 +17,7 @@ from medvid.io.echo_videos import VideoLoop, disk_volume, read_filelist, read_vo
 from medvid.io.video import write_video
 from medvid.synth.echonet import write_avi
 from medvid.utils import read_jsonl
-from pipelines import ingest, synth_echo
+from medvid.pipelines import ingest, synth_echo
 
 # As published: FileName without .avi in FileList (some copies add it), with .avi in VolumeTracings.
 FILELIST = """FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split

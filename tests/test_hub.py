@@ -210,7 +210,7 @@ def test_saved_input_contract_is_what_training_used(tmp_path):
     from types import SimpleNamespace
 
     from medvid.config import load_config
-    from pipelines import pretrain
+    from medvid.pipelines import pretrain
 
     model = create_model({"temporal": "mean", "input_size": 64}, pretrained=False)
     assert model.pretrained_cfg["num_frames"] == 16

@@ -305,7 +305,7 @@ def test_import_command_then_zero_shot_phase(tmp_path):
     from medvid.cli import app
     from medvid.config import load_config
     from medvid.models.text import default_text_model_path
-    from pipelines import synth_surgery
+    from medvid.pipelines import synth_surgery
 
     path, _, _ = _surgvlp_file(tmp_path, seed=3)
     data = tmp_path / "surgery"

@@ -19,7 +19,7 @@ from medvid.io.video import Video
 from medvid.synth.lectures import TOOL_WORDS
 from medvid.transforms.augment import ClipAugment
 from medvid.utils import read_jsonl
-from pipelines import lectures_index, synth_lectures
+from medvid.pipelines import lectures_index, synth_lectures
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from medvid.cli import app
 from medvid.config import load_config
 from medvid.errors import MedvidError
 from medvid.models.factory import create_model
-from pipelines import probe, synth_echo, synth_surgery
+from medvid.pipelines import probe, synth_echo, synth_surgery
 
 
 @pytest.fixture(scope="module")

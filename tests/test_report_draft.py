@@ -77,7 +77,7 @@ def test_render_text_has_banner_sections_and_calls(bank):
 
 
 def test_bank_sections_come_from_the_scrubbed_report_only():
-    from pipelines.bank import _scrub_sections
+    from medvid.pipelines.bank import _scrub_sections
 
     counts: Counter = Counter()
     report = ("Left Ventricle: Normal size. Signed by Dr. Jane Doe on 03/04/2019.\n"
@@ -90,7 +90,7 @@ def test_bank_sections_come_from_the_scrubbed_report_only():
 
 def test_shards_partition_and_parse():
     from medvid.errors import MedvidError
-    from pipelines.draft import parse_shard, shard_of
+    from medvid.pipelines.draft import parse_shard, shard_of
 
     keys = [f"st_{i:02d}" for i in range(10)]
     parts = [shard_of(keys, k, 3) for k in (1, 2, 3)]
@@ -119,7 +119,7 @@ def test_known_view_wins_and_weights_sum_to_one():
 
 def test_study_outputs_sr_and_assembly_once_per_study(bank, tmp_path):
     from medvid.report.sr import read_report_sr
-    from pipelines.draft import STATE, Config, _assemble, _write_study
+    from medvid.pipelines.draft import STATE, Config, _assemble, _write_study
 
     [row] = Drafter(bank, DraftSettings()).draft([_study([1.0, 0, 0, 0], [0, 0, 1.0, 0])])
     out = tmp_path / "out"

@@ -129,7 +129,7 @@ def test_surgical_errors_name_videos_relative_to_the_data_root(tmp_path, caplog)
 
     from medvid.config import load_config
     from medvid.models.factory import create_model
-    from pipelines import zero_shot
+    from medvid.pipelines import zero_shot
 
     model = create_model({"pretrained": False, "input_size": 32, "temporal": "mean"}).save_pretrained(tmp_path / "m")
     data = tmp_path / "private_site_name" / "videos_root"

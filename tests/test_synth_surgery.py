@@ -9,7 +9,7 @@ from medvid.datasets.cholec80 import Cholec80
 from medvid.errors import MedvidError
 from medvid.synth.surgery import SurgicalWorld, make_timeline
 from medvid.vocab import CHOLEC80_PHASES, CHOLEC80_TOOLS
-from pipelines import synth_surgery
+from medvid.pipelines import synth_surgery
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from medvid.transfer.fewshot import k_shot, label_fraction, mean_sd, strata
 from medvid.transfer.finetune import predict_videos
 from medvid.transfer.probe import fit_logistic, fit_multilabel, fit_ridge, split_validation
 from medvid.transfer.temporal import DilatedTCN, predict_tcn, train_tcn
-from pipelines.probe import _study_mean
+from medvid.pipelines.probe import _study_mean
 
 
 def test_label_fraction_is_stratified_and_seeded():

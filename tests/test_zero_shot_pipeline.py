@@ -18,7 +18,7 @@ from medvid.errors import MedvidError
 from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
 from medvid.models.factory import create_model
 from medvid.vocab import CHOLEC80_PHASES, CHOLEC80_TOOLS
-from pipelines import synth_surgery, zero_shot
+from medvid.pipelines import synth_surgery, zero_shot
 
 
 @pytest.fixture(scope="session")
@@ -153,7 +153,7 @@ def test_cli_zero_shot_phase_and_clean_errors(surgery_root, tiny_model, tmp_path
 def test_lectures_pretrain_then_zero_shot(surgery_root, tmp_path):
     """The whole chain: synthetic lectures -> lecture pairs -> a short surgical pretraining run ->
     zero-shot phases on the synthetic Cholec80-layout set with metrics and plots (several minutes)."""
-    from pipelines import lectures_index, pretrain, synth_lectures
+    from medvid.pipelines import lectures_index, pretrain, synth_lectures
 
     lectures = tmp_path / "lectures"
     synth_lectures.run(load_config(synth_lectures.Config, "synth_lectures", overrides=[

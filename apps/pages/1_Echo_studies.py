@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from apps import store, ui
+from medvid.apps import store, ui
 
 PAGE_SIZE = 50
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from apps import store, ui
+from medvid.apps import store, ui
 from medvid.errors import MedvidError
 from medvid.io.render import RenderError, render_cached
 from medvid.utils import atomic_write_text, resolve_under

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from apps import store, ui
+from medvid.apps import store, ui
 
 
 def main() -> None:
