@@ -1,5 +1,5 @@
-"""The ``medvid`` command. Each job lives in ``pipelines/<job>.py`` as a ``Config`` dataclass and
-``run(cfg) -> dict``; this module only turns arguments into config overrides and prints the summary.
+"""The ``medvid`` command. Each job lives in ``pipelines/<job>.py`` (``medvid.pipelines.<job>``) as a ``Config``
+dataclass and ``run(cfg) -> dict``; this module only turns arguments into config overrides and prints the summary.
 
 Every command takes ``--config FILE`` and trailing ``key=value`` overrides of any config field.
 """

@@ -280,10 +280,38 @@ def _write_outputs(out: Path, keys: Path, cfg: Config, salt: str, videos: list[d
     with atomic_path(out / "videos.parquet") as tmp:
         pd.DataFrame(videos, columns=_columns(videos)).to_parquet(tmp, index=False)
     write_jsonl(out / "errors.jsonl", errors)
+    _retire_stale_tables(out, [name for name, made in (("views.csv", cfg.views), ("reports.csv", cfg.reports),
+                                                       ("measurements.csv", len(measurements)),
+                                                       ("labels.csv", labels is not None)) if made])
     summary.update({"videos": len(videos), "studies": len({v["study_key"] for v in videos}),
                     "frames": int(sum(v["frames"] for v in videos)), "errors": len(errors),
                     "errors_by_reason": dict(Counter(e["reason"] for e in errors))})
     return summary
+
+
+def _retire_stale_tables(out: Path, written: list[str]) -> None:
+    """Remove companion tables an earlier ingest into ``out`` wrote and this one did not (they would describe
+    other data), but only files still byte-identical to what that ingest wrote (``ingest_manifest.json``):
+    anything else is not provably ours and is left with a warning."""
+    manifest = out / "ingest_manifest.json"
+    try:
+        old = json.loads(manifest.read_text(encoding="utf-8")).get("tables", {}) if manifest.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = {}
+    for name, digest in old.items():
+        path = out / name
+        if name in written or not path.is_file():
+            continue
+        if _file_sha256(path) == digest:
+            path.unlink()
+            log.info("ingest: removed %s left by an earlier run (not given this time)", name)
+        else:
+            log.warning("ingest: %s is not from this run and was changed since it was written; left in place", name)
+    atomic_write_text(manifest, json.dumps({"tables": {n: _file_sha256(out / n) for n in written}}, indent=1))
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _join_key(path: str) -> str:
