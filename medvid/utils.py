@@ -7,11 +7,12 @@ import json
 import logging
 import os
 import random
+import shutil
 import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -35,6 +36,34 @@ def atomic_path(path: str | os.PathLike, private: bool = False) -> Iterator[Path
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def atomic_dir(directory: str | os.PathLike, is_own: Callable[[Path], bool], what: str) -> Iterator[Path]:
+    """Yield a temporary folder beside ``directory``; if the block succeeds, swap it into place by renames
+    (a reader never sees a half-written folder). An existing ``directory`` is replaced only when it is
+    empty or ``is_own(directory)`` proves it is an earlier output of the same kind (``what`` names it in
+    the refusal): anything else may hold someone's data and is refused untouched."""
+    from medvid.errors import MedvidError
+
+    directory = Path(directory)
+    if directory.exists() and (not directory.is_dir() or (any(directory.iterdir()) and not is_own(directory))):
+        raise MedvidError(f"refusing to overwrite {directory}: it exists and is not {what}")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; outputs get the usual mode
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def _umask() -> int:

@@ -14,9 +14,6 @@ the ``Pretrained`` interface (``config``, ``pretrained_cfg``, ``checkpoint_confi
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -26,6 +23,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from medvid.errors import MedvidError, MissingWeightsError
+from medvid.utils import atomic_dir
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -135,37 +133,16 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
     """
     kind = kind_of(model)
     directory = Path(directory)
-    if directory.exists() and (not directory.is_dir() or (any(directory.iterdir()) and not is_checkpoint(directory))):
-        raise MedvidError(f"refusing to overwrite {directory}: it exists and is not a medvid model folder")
-    directory.parent.mkdir(parents=True, exist_ok=True)
     cfg = model.checkpoint_config()
     pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+    with atomic_dir(directory, is_checkpoint, "a medvid model folder") as tmp:
         save_model(model, str(tmp / WEIGHTS))
         meta = {"format": "medvid", "format_version": FORMAT_VERSION, "kind": kind.name, "config": cfg,
                 "pretrained_cfg": pretrained_cfg}
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         (tmp / CARD).write_text(_card_stub(kind.name, cfg, pretrained_cfg), encoding="utf-8")
         model.save_checkpoint_files(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; a model folder is shareable
-        if directory.exists():  # a reader never sees a half-written folder
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return directory
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from medvid.errors import MedvidError
-from medvid.utils import atomic_write_text
+from medvid.utils import atomic_dir, atomic_write_text
 
 BANK_FORMAT = "medvid-bank"
 BANK_VERSION = 1
@@ -77,11 +75,7 @@ def write_bank(directory: str | os.PathLike, sections: Mapping[str, SectionRows]
     import pyarrow.parquet as pq
 
     directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()) and not _is_bank(directory):
-        raise MedvidError(f"refusing to overwrite {directory}: it exists and is not a medvid report bank")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+    with atomic_dir(directory, _is_bank, "a medvid report bank") as tmp:
         emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float16, shape=(rows, dim))
         row_study = np.lib.format.open_memmap(tmp / "row_study.npy", mode="w+", dtype=np.int32, shape=(rows,))
         schema = pa.schema([("section", pa.string()), ("text", pa.string())])
@@ -137,16 +131,6 @@ def write_bank(directory: str | os.PathLike, sections: Mapping[str, SectionRows]
                 "fingerprint": digest.hexdigest()[:16] + uuid.uuid4().hex[:4],
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         (tmp / MANIFEST).write_text(json.dumps(full, indent=1), encoding="utf-8")
-        if directory.exists():  # swap by renames: a reader never sees a half-written bank
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return directory
 
 
