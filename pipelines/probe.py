@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import mean_squared_error, r2_score
 
-from medvid.config import config_dir, load_config
+from medvid.config import config_dir, load_config, require_dirs
 from medvid.datasets.cholec80 import Cholec80
 from medvid.datasets.echo import read_videos
 from medvid.errors import MedvidError
@@ -47,7 +47,7 @@ from medvid.transfer.finetune import finetune_regression, predict_videos
 from medvid.transfer.plots import learning_curve
 from medvid.transfer.probe import fit_logistic, fit_multilabel, fit_ridge, split_validation
 from medvid.transfer.temporal import predict_tcn, train_tcn
-from medvid.utils import atomic_path, atomic_write_text
+from medvid.utils import atomic_path, atomic_write_text, check_device
 from medvid.zeroshot.classifier import FindingsClassifier, PhaseClassifier, ToolClassifier
 from medvid.zeroshot.prompts import load_findings, load_prompt_set, model_text_encoder
 
@@ -101,13 +101,10 @@ class Config:
 def _check(cfg: Any) -> None:
     if cfg.task not in TASKS:
         raise MedvidError(f"task must be one of {TASKS}, got {cfg.task!r}")
-    for key in ("model", "data", "out"):
-        if not getattr(cfg, key):
-            raise MedvidError(f"{key} is required")
-    if not Path(cfg.model).is_dir():
-        raise MedvidError(f"{cfg.model}: model folder not found (expected a save_pretrained folder)")
-    if not Path(cfg.data).is_dir():
-        raise MedvidError(f"{cfg.data}: data folder not found")
+    if not cfg.out:
+        raise MedvidError("out is required")
+    require_dirs(model=cfg.model, data=cfg.data)
+    check_device(cfg.device)
     if cfg.features not in FEATURES:
         raise MedvidError(f"features must be one of {FEATURES}, got {cfg.features!r}")
     if not cfg.fractions or any(not 0 < f <= 1 for f in cfg.fractions):
