@@ -26,7 +26,7 @@ import pandas as pd
 from medvid.errors import MedvidError
 from medvid.io.dicom import DicomCine
 from medvid.io.regions import box_from_mask, estimate_sector_mask
-from medvid.io.reports import SPLITS
+from medvid.io.reports import SPLITS, read_table
 from medvid.io.video import VIDEO_EXTS, Video
 
 FILELIST = "FileList.csv"
@@ -50,20 +50,6 @@ def is_echonet_root(root: str | os.PathLike) -> bool:
     return (Path(root) / FILELIST).is_file()
 
 
-def _read_table(path: Path, required: Sequence[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise MedvidError(f"{path}: file not found")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise MedvidError(f"{path}: not a readable CSV ({type(exc).__name__})") from exc
-    df.columns = [c.strip() for c in df.columns]
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise MedvidError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
-    return df
-
-
 def _numeric(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
     text = df[col].str.strip()
     values = pd.to_numeric(text.replace("", None), errors="coerce")
@@ -78,7 +64,7 @@ def read_filelist(path: str | os.PathLike) -> pd.DataFrame:
     ``frame_height``, ``frame_width``, ``fps``, ``n_frames`` (NaN when absent or blank) and ``split``
     (lower case; blank when the table has none)."""
     path = Path(path)
-    df = _read_table(path, ("FileName",))
+    df = read_table(path, ("FileName",))
     out = pd.DataFrame({"name": df["FileName"].map(file_stem)})
     blank = out.index[out["name"] == ""].tolist()
     if blank:
@@ -122,7 +108,7 @@ def read_volume_tracings(path: str | os.PathLike) -> tuple[dict[str, Tracing], d
     Videos with another number of traced frames land in the problems mapping (reported, not fatal).
     """
     path = Path(path)
-    df = _read_table(path, _TRACING_COLUMNS)
+    df = read_table(path, _TRACING_COLUMNS)
     for col in _TRACING_COLUMNS[1:]:
         df[col] = _numeric(df, col, path)
     if df[list(_TRACING_COLUMNS[1:])].isna().any().any():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -60,7 +60,9 @@ def format_report(sections: Mapping[str, str]) -> str:
                      for name in ECHO_SECTIONS if sections.get(name, "").strip())
 
 
-def _read_csv(path: str | os.PathLike, key: str, required: tuple[str, ...]) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, required: Sequence[str]) -> pd.DataFrame:
+    """A CSV as strings (blank = ""), header names stripped; a clear error when it is missing, unreadable or
+    lacks a ``required`` column."""
     path = Path(path)
     if not path.is_file():
         raise MedvidError(f"{path}: file not found")
@@ -68,9 +70,15 @@ def _read_csv(path: str | os.PathLike, key: str, required: tuple[str, ...]) -> p
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise MedvidError(f"{path}: not a readable CSV ({type(exc).__name__})") from exc
-    missing = [c for c in (key, *required) if c not in df.columns]
+    df.columns = [c.strip() for c in df.columns]
+    missing = [c for c in required if c not in df.columns]
     if missing:
         raise MedvidError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
+    return df
+
+
+def _read_csv(path: str | os.PathLike, key: str, required: tuple[str, ...]) -> pd.DataFrame:
+    df = read_table(path, (key, *required))
     df[key] = df[key].str.strip()
     blank = df.index[df[key] == ""].tolist()
     if blank:
