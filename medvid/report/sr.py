@@ -66,6 +66,8 @@ def build_report_sr(sections: Mapping[str, str], measurements: Mapping[str, floa
     if not texts:
         raise MedvidError(f"study {study_key}: no section text to put in an SR")
     study_uid = study_instance_uid or pseudonymous_study_uid(study_key)
+    if final and "^" not in observer:  # a name typed as free text is one DICOM PN component ("Jane Doe^")
+        observer = f"{' '.join(observer.split())}^"
     digest = hashlib.sha256(json.dumps([texts, {k: v for k, v in measurements.items()}, final, observer],
                                        sort_keys=True, default=str).encode()).hexdigest()
     series_uid = generate_uid(entropy_srcs=["medvid-sr-series", study_key, str(final)])
