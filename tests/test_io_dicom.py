@@ -274,3 +274,12 @@ def test_extended_offset_table_is_used(tmp_path, monkeypatch):
     with_table = DicomCine(tmp_path / "eot.dcm").frames([3, 29])
     assert len(seen) == 2 and all(s is not None for s in seen)
     assert np.array_equal(with_table, DicomCine(src).frames([3, 29]))
+
+
+def test_error_details_keep_dicom_words_and_drop_values_and_paths():
+    from medvid.io.dicom import scrub
+
+    text = scrub("the 'DICM' prefix is missing; bad value 'DOE^JANE' for 'PatientName' in /exports/P1234567/US001",
+                 "/exports/P1234567/US001")
+    assert "'DICM' prefix" in text and "'PatientName'" in text
+    assert "DOE" not in text and "P1234567" not in text and "US001" not in text

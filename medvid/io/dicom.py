@@ -114,8 +114,16 @@ def quiet_pydicom() -> Iterator[list[warnings.WarningMessage]]:
 
 
 def scrub(message: str, *secrets: str | os.PathLike) -> str:
-    """Make an exception message safe for outputs: drop quoted values and any path or path component."""
-    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", str(message))
+    """Make an exception message safe for outputs: drop quoted values (keeping DICOM vocabulary such as the
+    'DICM' prefix or an attribute keyword, which say what is wrong and name no one) and any path or path
+    component."""
+    from pydicom.datadict import keyword_dict
+
+    def quoted(m: re.Match[str]) -> str:
+        word = m.group(0)[1:-1]
+        return m.group(0) if word == "DICM" or word in keyword_dict else "'…'"
+
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", quoted, str(message))
     parts: set[str] = set()
     for secret in secrets:
         s = str(secret)
