@@ -1,6 +1,7 @@
 """`medvid transcribe VIDEO_OR_DIR`: offline ASR writing ``<name>.<source>.json`` (Whisper style) beside each video."""
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from medvid.errors import MedvidError
 from medvid.io.asr import load_whisper, transcribe
 from medvid.io.transcripts import write_whisper_json
 from medvid.io.video import VIDEO_EXTS
+from medvid.runs import describe_changes
 from medvid.utils import relative_message
 
 log = logging.getLogger("medvid")
@@ -43,7 +45,11 @@ def run(cfg: Config) -> dict:
     if not videos:
         raise MedvidError(f"{root}: no video files ({', '.join(sorted(VIDEO_EXTS))})"
                           + ("" if cfg.recursive else "; recursive=true searches subfolders"))
+    settings = {"model": Path(cfg.model_path).name if cfg.model_path else "whisper-tiny.en",
+                "language": cfg.language, "beam_size": cfg.beam_size, "vad_filter": cfg.vad_filter}
     todo = [v for v in videos if cfg.overwrite or not v.with_name(f"{v.stem}.{cfg.source}.json").exists()]
+    if not cfg.overwrite:
+        _check_existing([v.with_name(f"{v.stem}.{cfg.source}.json") for v in videos if v not in todo], settings)
     written, errors = [], []
     model = load_whisper(cfg.model_path or None, cfg.device, cfg.compute_type, cfg.cpu_threads) if todo else None
     for video in tqdm(todo, desc="transcribe", unit="video"):
@@ -54,9 +60,26 @@ def run(cfg: Config) -> dict:
             log.error("%s", relative_message(exc, video.parent))
             errors.append({"video": video.name, "error": relative_message(exc, video.parent)})
             continue
-        write_whisper_json(out, segments, model=Path(cfg.model_path).name if cfg.model_path else "whisper-tiny.en",
-                           **info)
+        write_whisper_json(out, segments, model=settings["model"], medvid_settings=settings, **info)
         written.append(out.name)
     if todo and not written and len(todo) == len(videos):  # nothing there, nothing made
         raise MedvidError(f"no transcript written: all {len(todo)} video(s) failed ({errors[0]['error']})")
     return {"videos": len(videos), "written": written, "skipped_existing": len(videos) - len(todo), "errors": errors}
+
+
+def _check_existing(done: list[Path], settings: dict) -> None:
+    """Transcripts kept from an earlier run must have been made with these settings (ones written by other
+    tools carry no ``medvid_settings`` and are the user's: kept as they are)."""
+    changes: dict[str, str] = {}
+    for path in done:
+        try:
+            old = json.loads(path.read_text(encoding="utf-8")).get("medvid_settings")
+        except (OSError, ValueError):
+            continue
+        diff = describe_changes(old, settings) if isinstance(old, dict) else []
+        if diff:
+            changes[path.name] = "; ".join(diff)
+    if changes:
+        first = next(iter(changes.items()))
+        raise MedvidError(f"{len(changes)} existing transcript(s) were made with other settings ({first[0]}: "
+                          f"{first[1]}); overwrite=true redoes them, or source=NAME writes a separate set")

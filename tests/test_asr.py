@@ -128,3 +128,24 @@ def test_synthetic_lecture_round_trip(tmp_path):
     wer = jiwer.wer(words(script), words(heard))
     print(f"lecture WER {wer:.3f}")
     assert wer <= 0.4, (wer, heard)
+
+
+def test_kept_transcripts_must_match_the_settings(tmp_path):
+    """Resume keeps a transcript only if it was made with the same model/language/beam; a user's own
+    transcript (no medvid_settings) is kept as it is. Refused before any model loads."""
+    from medvid.errors import MedvidError
+    from medvid.io.video import write_video
+
+    for name in ("a", "b"):
+        write_video(tmp_path / f"{name}.mp4", (np.zeros((32, 32, 3), np.uint8) for _ in range(5)))
+    settings = {"model": "whisper-tiny.en", "language": "en", "beam_size": 5, "vad_filter": False}
+    (tmp_path / "a.whisper.json").write_text(json.dumps({"medvid_settings": settings, "segments": []}))
+    (tmp_path / "b.whisper.json").write_text(json.dumps({"segments": []}))  # written by another tool
+
+    def run(*overrides: str) -> dict:
+        return transcribe_job.run(load_config(transcribe_job.Config, "transcribe",
+                                              overrides=[f"path={tmp_path}", *overrides]))
+
+    assert run()["skipped_existing"] == 2
+    with pytest.raises(MedvidError, match=r"1 existing transcript.*beam_size: 5 → 1.*overwrite=true"):
+        run("beam_size=1")
