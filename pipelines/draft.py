@@ -39,7 +39,7 @@ class Encoding:
     n_frames: Optional[int] = None      # null = the model's recorded num_frames
     frame_stride: Optional[int] = None  # native-frame stride; with target_fps null both = the model's recorded
     target_fps: Optional[float] = None  # sampling (fps or frame_stride), else every 2nd frame (EchoPrime)
-    mask: Optional[str] = None          # sector masking box | pixels | none; null = the model's recorded mask, else box
+    mask: Optional[str] = None          # sector masking fan | box | pixels | none; null = the model's recorded mask, else fan
     max_videos: Optional[int] = None    # loops per study (null = all)
     loop_batch: int = 16                # loops per backbone call
     num_workers: int = 1                # DataLoader workers decoding ahead of the model
@@ -125,7 +125,7 @@ def sampling(pretrained_cfg: dict[str, Any], enc: Encoding | None = None) -> dic
         fps, stride = c.get("fps"), c.get("frame_stride")
         stride = None if fps else int(stride or 2)
     return {"n_frames": int(n_frames), "frame_stride": stride, "target_fps": fps,
-            "mask": (enc.mask if enc else None) or c.get("mask") or "box"}
+            "mask": (enc.mask if enc else None) or c.get("mask") or "fan"}
 
 
 def loop_clips(encoder, ingest_dir: str | Path, dicom_root: str | Path, studies: list[str], enc: Encoding):

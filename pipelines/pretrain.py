@@ -42,7 +42,7 @@ class EchoData:
     n_frames: int = 16
     target_fps: Optional[float] = None
     frame_stride: Optional[int] = 2   # used when target_fps is null (EchoPrime: every 2nd frame)
-    mask: str = "box"                 # sector masking: box | pixels | none
+    mask: str = "fan"                 # sector masking: fan | box | pixels | none
     max_videos: int = 8               # videos per study (a fixed seeded subset when a study has more)
     view_source: str = "known"        # known (views.csv; uniform when unknown) | classifier
     view_classifier: Optional[str] = None  # saved ViewClassifier folder (view_source: classifier)

@@ -46,7 +46,7 @@ class Config:
     n_frames: int = 4                 # frames per loop (frame-level logits are averaged)
     target_fps: Optional[float] = None
     frame_stride: Optional[int] = 4
-    mask: str = "box"
+    mask: str = "fan"                 # sector masking: fan | box | pixels | none
     balanced: bool = True             # class-balanced sampling
     val_fraction: float = 0.15        # loops without an ingest split: whole patients held out (seeded)
     test_fraction: float = 0.15

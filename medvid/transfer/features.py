@@ -29,7 +29,7 @@ from medvid.io.echo_videos import open_loop
 from medvid.io.video import Video
 from medvid.training.feature_cache import FeatureCache, cache_clips, module_digest
 from medvid.transforms.clip import ClipPreprocess
-from medvid.utils import atomic_path, atomic_write_text
+from medvid.utils import atomic_path, atomic_write_text, resolve_under
 from medvid.zeroshot.embed import clip_windows, frame_features
 
 FEATURES = ("embedding", "backbone_stats")
@@ -51,7 +51,7 @@ class EchoLoopFrames(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.videos.iloc[i]
-        loop = open_loop(self.root / self.paths[row["video_key"]])
+        loop = open_loop(resolve_under(self.root, self.paths[row["video_key"]]))
         idx = np.arange(0, loop.n_frames, self.period)[:self.max_frames]
         box = row.get("sector_box")
         return {"video": load_clip(loop, idx, "box", None if box is None else list(box), self.preprocess)}
