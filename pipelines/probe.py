@@ -47,7 +47,7 @@ from medvid.transfer.finetune import finetune_regression, predict_videos
 from medvid.transfer.plots import learning_curve
 from medvid.transfer.probe import fit_logistic, fit_multilabel, fit_ridge, split_validation
 from medvid.transfer.temporal import predict_tcn, train_tcn
-from medvid.utils import atomic_path, atomic_write_text, check_device
+from medvid.utils import atomic_path, atomic_write_text, check_device, jsonable
 from medvid.zeroshot.classifier import FindingsClassifier, PhaseClassifier, ToolClassifier
 from medvid.zeroshot.prompts import load_findings, load_prompt_set, model_text_encoder
 
@@ -127,11 +127,11 @@ def run(cfg: Config) -> dict:
     result = _run_echo(cfg, model, out) if cfg.task.startswith("echo") else _run_surgery(cfg, model, out)
     result.update({"task": cfg.task, "model": Path(cfg.model).resolve().name,
                    "settings": {k: v for k, v in _settings(cfg).items() if k not in ("model", "data", "out")}})
-    atomic_write_text(out / "metrics.json", json.dumps(_jsonable(result), indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(jsonable(result), indent=2))
     summary = {"task": cfg.task, "out": str(out), "seconds": round(time.perf_counter() - t0, 1),
                "headline_metric": result["headline_metric"], **result["headline"]}
     log.info("probe %s: %s", cfg.task, summary)
-    return _jsonable(summary)
+    return jsonable(summary)
 
 
 def _cache(cfg: Any, out: Path) -> Path:
@@ -164,18 +164,6 @@ def _curves(cfg: Any, units_y: np.ndarray, fit_score: Callable[[np.ndarray, int]
 def _write_csv(path: Path, df: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.5g")
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and not np.isfinite(o):
-        return None
-    return o
 
 
 # --------------------------------------------------------------------------- echo

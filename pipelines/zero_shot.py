@@ -30,7 +30,7 @@ from medvid.models.backbones import preprocess_for
 from medvid.models.checkpoint import load_video_text_model
 from medvid.runs import claim_run
 from medvid.transforms.clip import CROPS
-from medvid.utils import atomic_path, atomic_write_text, check_device, relative_message, write_jsonl
+from medvid.utils import atomic_path, atomic_write_text, check_device, jsonable, relative_message, write_jsonl
 from medvid.zeroshot.classifier import PhaseClassifier, ToolClassifier
 from medvid.zeroshot.embed import embed_video
 from medvid.zeroshot.plots import confusion_matrix_plot, phase_ribbon
@@ -376,7 +376,7 @@ def run(cfg: Any) -> dict:
                             if k not in ("data_root", "model", "out")},
                "classes": prompts.classes, "chance_accuracy": 1.0 / len(prompts.classes) if cfg.task == "phase" else None,
                "results": results}
-    atomic_write_text(out / "metrics.json", json.dumps(_jsonable(metrics), indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(jsonable(metrics), indent=2))
     if cfg.plots and cfg.task == "phase" and tables:
         summary["plots"] = len(_plots(cfg, out, tables, prompts.classes, pairs))
     atomic_write_text(out / "report.md", _report(cfg, prompt_path, prompts.classes, metrics, summary))
@@ -389,14 +389,3 @@ def run(cfg: Any) -> dict:
     return summary
 
 
-def _jsonable(o: Any) -> Any:
-    """Plain JSON values: NumPy scalars/arrays unwrapped, NaN (undefined metric) as null."""
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and np.isnan(o):
-        return None
-    return o
