@@ -197,6 +197,7 @@ def _encode(frames: torch.Tensor) -> torch.Tensor:  # [N,3,H,W] -> [N,5], a fixe
 
 
 def test_feature_cache_build_read_resume_and_reuse(tmp_path):
+    from medvid.errors import MedvidError
     from medvid.training.feature_cache import FeatureCache, build_feature_cache
 
     data = ClipData()
@@ -234,6 +235,12 @@ def test_feature_cache_build_read_resume_and_reuse(tmp_path):
     assert calls == []  # same fingerprint: reused
     build_feature_cache(_encode, data, clip_fn, tmp_path / "part", {"v": 2}, **kw)
     assert FeatureCache(tmp_path / "part").meta["fingerprint"] == {"v": 2}
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "meta.json").write_text('{"owner": "someone else"}')
+    with pytest.raises(MedvidError, match="not a medvid feature cache"):
+        build_feature_cache(_encode, data, clip_fn, mine, {"v": 1}, **kw)
+    assert (mine / "meta.json").read_text() == '{"owner": "someone else"}'  # a folder that is not ours: untouched
 
 
 def test_resolve_amp():

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from medvid.errors import MedvidError
 from medvid.utils import atomic_path, atomic_write_text
 
 log = logging.getLogger("medvid")
@@ -69,6 +70,17 @@ def _matches(directory: Path, fingerprint: dict[str, Any]) -> bool:
     return meta.is_file() and json.loads(meta.read_text()).get("fingerprint") == fingerprint
 
 
+def _is_cache(directory: Path) -> bool:
+    """True when ``directory`` is a (complete or interrupted) medvid feature cache: its own markers only."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        if isinstance(meta, dict) and "fingerprint" in meta:
+            return True
+    except (OSError, ValueError):
+        pass
+    return (directory / "progress.json").is_file() or (directory / "features.partial.npy").is_file()
+
+
 def _collate(items: list) -> list:
     return items
 
@@ -94,8 +106,11 @@ def build_feature_cache(
     fingerprint = json.loads(json.dumps(fingerprint, default=str))
     if _matches(out, fingerprint):
         return FeatureCache(out)
+    if out.is_dir() and any(out.iterdir()) and not _is_cache(out):
+        raise MedvidError(f"refusing to write a feature cache into {out}: it holds files that are not a medvid "
+                          "feature cache; choose another cache_dir")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "meta.json").unlink(missing_ok=True)
+    (out / "meta.json").unlink(missing_ok=True)  # ours (checked above): stale until this build completes
     n = len(dataset)
     partial, progress_path = out / "features.partial.npy", out / "progress.json"
     done, keys, masks = 0, [], np.zeros((n, n_frames), dtype=bool)
