@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from medvid.errors import MedvidError, MissingWeightsError
+from tests.test_importers_fidelity import _build
 from medvid.models import importers as imp
 from medvid.models.clip import VideoTextModel
 from medvid.models.factory import create_model, create_view_classifier
@@ -85,23 +86,6 @@ def _save(obj, path):
     return path
 
 
-def _random_model(factory, seed: int) -> nn.Module:
-    """A publisher architecture with random weights, skipping its (slow) default init."""
-    with torch.device("meta"):
-        model = factory()
-    model.to_empty(device="cpu")
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif t.is_floating_point():
-                t.copy_(torch.randn(t.shape, generator=g) * 0.02)
-            else:
-                t.zero_()
-    return model.eval()
-
-
 def test_surgvlp_accepts_base_size_bert_layout():
     from transformers import BertConfig, BertModel
 
@@ -116,7 +100,7 @@ def test_surgvlp_accepts_base_size_bert_layout():
 
 
 def test_mismatch_errors_name_the_keys(tmp_path):
-    good = _random_model(imp.echonet_dynamic_ef, 5).state_dict()
+    good = _build(imp.echonet_dynamic_ef, 5).state_dict()
     missing = {k: v for k, v in good.items() if k != "fc.bias"}
     with pytest.raises(CheckpointMismatchError, match=r"missing 1 \(fc.bias\)"):
         imp.load_strict(imp.build_empty(imp.echonet_dynamic_ef), missing, "x")
@@ -144,7 +128,7 @@ def test_pickled_code_is_refused(tmp_path):
 
 def test_save_refuses_folders_that_are_not_medvid_checkpoints(tmp_path):
     """Data loss guard: only an empty folder or a medvid checkpoint is ever replaced."""
-    model = _random_model(imp.EchoNetDynamic, 6)
+    model = _build(imp.EchoNetDynamic, 6)
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "notes.txt").write_text("keep me")

@@ -34,6 +34,8 @@ def _fill(model: nn.Module, seed: int) -> nn.Module:
                 t.copy_(torch.rand(t.shape, generator=g) + 0.5)
             elif t.is_floating_point():
                 t.copy_(torch.randn(t.shape, generator=g) * 0.02)
+            else:
+                t.zero_()
     return model.eval()
 
 
