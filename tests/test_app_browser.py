@@ -72,7 +72,7 @@ class Browser:
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--run-all-compositor-stages-before-draw", "--hide-scrollbars",
+             f"--user-data-dir={profile}", "--hide-scrollbars",
              "--window-size=1280,1000", "--remote-debugging-port=0",
              # as after a click in the app: a fresh headless profile may otherwise block autoplay when
              # the media loads before the player is muted
@@ -91,11 +91,11 @@ class Browser:
         self.ws = connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=20)
         self._id = 0
 
-    def call(self, method: str, **params):
+    def call(self, method: str, timeout: float = 60, **params):
         self._id += 1
         self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
         while True:
-            msg = json.loads(self.ws.recv(timeout=60))
+            msg = json.loads(self.ws.recv(timeout=timeout))
             if msg.get("id") == self._id:
                 if "error" in msg:
                     raise RuntimeError(f"{method}: {msg['error']}")
@@ -115,8 +115,19 @@ class Browser:
         time.sleep(1.5)  # charts draw asynchronously after their element appears
         return self.eval("document.documentElement.outerHTML")
 
-    def screenshot(self, path: Path) -> None:
-        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+    def screenshot(self, path: Path, tries: int = 3) -> None:
+        """PNG of the viewport. Playing loops are paused first: on a loaded machine headless Chromium may
+        not hand out a frame while several videos decode, so a capture that stalls is asked for again."""
+        self.eval("document.querySelectorAll('video').forEach(v => v.pause())")
+        self.call("Page.bringToFront")
+        for attempt in range(tries):
+            try:
+                shot = self.call("Page.captureScreenshot", timeout=45, format="png", fromSurface=True)
+                break
+            except TimeoutError:
+                if attempt == tries - 1:
+                    raise
+        path.write_bytes(base64.b64decode(shot["data"]))
 
     def close(self) -> None:
         self.ws.close()
