@@ -40,10 +40,12 @@ class Encoding:
     frame_stride: Optional[int] = None  # native-frame stride; with target_fps null both = the model's recorded
     target_fps: Optional[float] = None  # sampling (fps or frame_stride), else every 2nd frame (EchoPrime)
     mask: Optional[str] = None          # sector masking fan | box | pixels | none; null = the model's recorded mask, else fan
+    short_clip: Optional[str] = None    # loop shorter than the clip: wrap | zero_pad_after_norm; null = the model's (EchoPrime: zero pad)
     max_videos: Optional[int] = None    # loops per study (null = all)
     loop_batch: int = 16                # loops per backbone call
     num_workers: int = 1                # DataLoader workers decoding ahead of the model
     device: str = "auto"                # auto | cpu | cuda
+    precision: str = "auto"             # frame backbone: auto (bf16 where the CPU/GPU has native bf16) | fp32 | bf16
     feature_cache: Optional[str] = None  # frozen-backbone frame-feature cache to reuse (e.g. pretrain OUT/cache/echo)
 
 
@@ -60,8 +62,8 @@ class Drafting:
 @dataclass
 class Config:
     input: str = ""                     # ingest folder or DICOM folder
-    model: str = ""                     # saved VideoTextModel folder (medvid pretrain OUT/model)
-    views: str = ""                     # saved ViewClassifier folder; "" = known views only (else uniform)
+    model: str = ""                     # saved video model folder: medvid pretrain OUT/model, or medvid import echoprime
+    views: str = ""                     # saved view classifier folder (train-views, import echoprime-view); "" = known views only
     bank: str = ""                      # report bank folder (medvid bank build)
     out: str = "drafts_out"
     dicom_root: str = ""                # DICOM root of an ingest-folder INPUT
@@ -103,46 +105,42 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_encoder(model_dir: str, views_dir: str, device: torch.device):
-    """``StudyEncoder`` from saved folders: video model + learned attention (+ view classifier)."""
+def load_encoder(model_dir: str, views_dir: str, device: torch.device, precision: str = "auto"):
+    """``StudyEncoder`` from saved folders: a video model of any kind with a clip embedding (``medvid pretrain``'s,
+    an imported EchoPrime) + its section x view attention (the shipped prior when the folder has none, as
+    EchoPrime's static table) + an optional view classifier."""
     from medvid.models.aggregate import ViewInformedAttention
-    from medvid.models.clip import VideoTextModel
-    from medvid.models.view import ViewClassifier
+    from medvid.models.checkpoint import load_pretrained
     from medvid.report.draft import StudyEncoder
 
-    model = VideoTextModel.from_pretrained(model_dir)
-    view_model = ViewClassifier.from_pretrained(views_dir) if views_dir else None
-    return StudyEncoder(model, ViewInformedAttention.from_pretrained(model_dir), view_model, device)
-
-
-def sampling(pretrained_cfg: dict[str, Any], enc: Encoding | None = None) -> dict[str, Any]:
-    """``n_frames, frame_stride, target_fps, mask`` for a model: the job's settings where given, else the
-    sampling the model was trained with (``pretrained_cfg``), else EchoPrime's (16 frames, every 2nd, box)."""
-    c = pretrained_cfg
-    n_frames = (enc.n_frames if enc else None) or int(c.get("num_frames") or 16)
-    fps, stride = (enc.target_fps, enc.frame_stride) if enc else (None, None)
-    if fps is None and stride is None:
-        fps, stride = c.get("fps"), c.get("frame_stride")
-        stride = None if fps else int(stride or 2)
-    return {"n_frames": int(n_frames), "frame_stride": stride, "target_fps": fps,
-            "mask": (enc.mask if enc else None) or c.get("mask") or "fan"}
+    model = load_pretrained(model_dir)
+    view_model = load_pretrained(views_dir) if views_dir else None
+    if view_model is not None and not hasattr(view_model, "labels"):
+        raise MedvidError(f"{views_dir}: a '{type(view_model).checkpoint_kind}' model is not a view classifier "
+                          "(train one with medvid train-views, or import echoprime-view)")
+    try:
+        return StudyEncoder(model, ViewInformedAttention.from_pretrained(model_dir), view_model, device, precision)
+    except MedvidError as exc:
+        raise MedvidError(f"{model_dir}: {exc}") from exc
 
 
 def loop_clips(encoder, ingest_dir: str | Path, dicom_root: str | Path, studies: list[str], enc: Encoding):
     """``(LoopClips, feature cache or None)`` of ``studies`` for ``encoder`` (a second clip per loop only when
     the view classifier cannot share the video backbone; loops in the feature cache are not decoded)."""
+    from medvid.datasets.echo import recorded_sampling
     from medvid.report.draft import LoopClips, open_feature_cache
 
-    view_clips = None
-    s = sampling(encoder.model.pretrained_cfg, enc)
-    if encoder.needs_view_clips:
-        v = sampling(encoder.view_model.pretrained_cfg)
-        view_clips = {"n_frames": v["n_frames"], "frame_stride": v["frame_stride"], "target_fps": v["target_fps"],
-                      "preprocess": encoder.view_model.preprocess()}
-    cache = (open_feature_cache(enc.feature_cache, encoder.model, s["n_frames"], s["frame_stride"], s["target_fps"],
-                                s["mask"]) if enc.feature_cache else None)
-    loops = LoopClips(ingest_dir, dicom_root, studies, encoder.model.preprocess(), s["n_frames"], s["frame_stride"],
-                      s["target_fps"], s["mask"], view_clips, enc.max_videos, cached=cache.index if cache else ())
+    s = recorded_sampling(encoder.model.pretrained_cfg, enc.n_frames, enc.target_fps, enc.frame_stride, enc.mask,
+                          enc.short_clip)
+    cache = None
+    if enc.feature_cache:
+        if encoder.path != "frames":
+            raise MedvidError("encoding.feature_cache holds frame features; this model embeds whole clips: drop it")
+        cache = open_feature_cache(enc.feature_cache, encoder.model, s["n_frames"], s["frame_stride"],
+                                   s["target_fps"], s["mask"])
+    loops = LoopClips(ingest_dir, dicom_root, studies, encoder.model, s,
+                      encoder.view_model if encoder.needs_view_clips else None, enc.max_videos,
+                      cached=cache.index if cache else ())
     return loops, cache
 
 
@@ -258,7 +256,7 @@ def run(cfg: Config) -> dict[str, Any]:
     started = time.perf_counter()
     if todo:
         device = resolve_device(cfg.encoding.device)
-        encoder = load_encoder(cfg.model, cfg.views, device)
+        encoder = load_encoder(cfg.model, cfg.views, device, cfg.encoding.precision)
         d = cfg.drafting
         drafter = Drafter(bank, DraftSettings(d.neighbours, d.consensus, d.knn_k, d.knn_temperature,
                                               dict(d.phenotype_sections), d.default_section))
@@ -319,6 +317,9 @@ def _findings(path: str, model):
     from medvid.zeroshot.classifier import FindingsClassifier
     from medvid.zeroshot.prompts import load_findings, model_text_encoder
 
+    if not all(callable(getattr(model, m, None)) for m in ("tokenize", "encode_text")):
+        raise MedvidError(f"findings={path}: a '{type(model).checkpoint_kind}' model has no text tower for zero-shot "
+                          "findings; drop findings (the drafts' kNN phenotypes do not need it)")
     items = load_findings(path)
     return FindingsClassifier(items, model_text_encoder(model)), {f.name: f.kind for f in items}
 

@@ -221,6 +221,64 @@ def test_kill_and_resume_drafts_every_study_once(world, tmp_path):
     assert len(keys) == 8 and len(set(keys)) == 8
 
 
+@pytest.mark.slow
+def test_imported_echoprime_builds_a_bank_and_drafts(tmp_path):
+    """``medvid import echoprime`` / ``echoprime-view`` (random weights saved in the publishers' layout) ->
+    ``bank build`` -> ``draft``: loops are fed as the recorded contract says (16 frames every 2nd, 224²,
+    bicubic, zeros after a short loop; the view classifier its first frame), sections come through the
+    shipped section x view table (EchoPrime's is static). ~2-4 min on 2 cores (mViT-v2-S at 16 x 224²)."""
+    from typer.testing import CliRunner
+
+    from echo_testdata import ingest
+    from medvid.cli import app
+    from medvid.pipelines import bank as bank_job, draft as job
+    from medvid.pipelines.draft import Encoding, load_encoder, loop_clips
+    from medvid.synth.echo import synthesize
+    from tests.test_importers_fidelity import _build, _echoprime_reference
+
+    def view_reference():
+        from torchvision.models import convnext_base
+
+        model = convnext_base(weights=None)
+        model.classifier[-1] = torch.nn.Linear(1024, 11)
+        return model
+
+    synth = tmp_path / "synth"
+    synthesize(synth, studies=3, seed=4, loops_per_study=1, rows=64, cols=80, frames_range=(20, 40),
+               still_fraction=0.0)
+    ingest(synth / "dicom", tmp_path / "ingest", f"reports={synth / 'reports.csv'}", f"labels={synth / 'labels.csv'}")
+    runner = CliRunner()
+    for family, factory, name in (("echoprime", _echoprime_reference, "echo_prime_encoder.pt"),
+                                  ("echoprime-view", view_reference, "view_classifier.pt")):
+        torch.save(_build(factory, 4).state_dict(), tmp_path / name)
+        r = runner.invoke(app, ["import", family, str(tmp_path / name), "--out", str(tmp_path / family)])
+        assert r.exit_code == 0, r.output
+    model, views = tmp_path / "echoprime", tmp_path / "echoprime-view"
+
+    encoder = load_encoder(str(model), str(views), torch.device("cpu"))
+    assert encoder.path == "clips" and encoder.needs_view_clips and encoder.embed_dim == 512
+    loops, _ = loop_clips(encoder, tmp_path / "ingest", synth / "dicom", ["none"], Encoding())
+    assert (loops.clips.n_frames, loops.clips.frame_stride, loops.clips.short_clip) == (16, 2, "zero_pad_after_norm")
+    assert loops.view_clips.n_frames == 1
+
+    common = [f"model={model}", f"views={views}", f"dicom_root={synth / 'dicom'}", "progress=false",
+              "encoding.num_workers=0", "split=''"]
+    built = bank_job.run(load_config(bank_job.Config, "bank", None, [
+        "action=build", f"input={tmp_path / 'ingest'}", f"bank={tmp_path / 'bank'}", *common]))
+    assert built["studies_embedded"] == 3 and built["rows"] > 0
+    summary = job.run(load_config(job.Config, "draft", None, [
+        f"input={tmp_path / 'ingest'}", f"bank={tmp_path / 'bank'}", f"out={tmp_path / 'out'}", *common]))
+    assert summary["drafts_total"] == 3 and summary["errors_total"] == 0
+    for row in read_jsonl(tmp_path / "out" / "drafts.jsonl"):
+        assert row["sections"] and all(sec["text"] for sec in row["sections"].values())
+        assert {v["view_source"] for v in row["videos"]} == {"classifier"}
+        assert row["provenance"]["model"]["name"] == "echoprime"
+    with pytest.raises(MedvidError, match="no text tower"):
+        job.run(load_config(job.Config, "draft", None, [
+            f"input={tmp_path / 'ingest'}", f"bank={tmp_path / 'bank'}", f"out={tmp_path / 'out2'}",
+            f"findings={REPO / 'configs' / 'prompts' / 'echo_findings.yaml'}", *common]))
+
+
 def _worker(root: str, out: str) -> None:
     """Draft slowly (one study per bank batch, a pause per write) so the test can kill it mid-batch."""
     import medvid.pipelines.draft as job

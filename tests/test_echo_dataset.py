@@ -190,3 +190,51 @@ def test_echoprime_clip_of_a_real_cine_matches_a_direct_computation(tmp_path):
     ref = ClipPreprocess.from_preset("echoprime")(to_clip_tensor(frames))
     assert ours.shape == ref.shape == (3, 16, 224, 224)
     assert (ours - ref).abs().mean() < 0.02  # JPEG decoder rounding only (normalised units)
+
+
+def test_clip_indices_without_wrap_mark_positions_past_the_loop():
+    assert list(clip_indices(_fake_cine(10, 30.0), 8, frame_stride=2, wrap=False)) == [0, 2, 4, 6, 8, -1, -1, -1]
+    assert list(clip_indices(_fake_cine(20, 30.0), 8, frame_stride=2, wrap=False)) == list(range(0, 16, 2))
+
+
+def test_a_saved_model_is_fed_its_recorded_contract(echo_data, tmp_path):
+    """A classifier trained on 8 frames every 3rd native frame with the box mask (recorded by the training
+    job over its YAML's 16) is fed exactly that after a save/load, at its size and normalisation; a
+    setting given by the job wins."""
+    from medvid.datasets.echo import recorded_sampling
+    from medvid.models.checkpoint import load_pretrained, record_training_input
+    from medvid.models.factory import create_view_classifier
+
+    out, root = echo_data
+    clf = create_view_classifier({"pretrained": False, "input_size": 48, "num_frames": 16})
+    record_training_input(clf, 8, None, 3, "box")
+    back = load_pretrained(clf.save_pretrained(tmp_path / "views"))
+    ds = EchoVideoDataset.for_model(out, root, back)
+    assert (ds.n_frames, ds.frame_stride, ds.target_fps, ds.mask, ds.short_clip) == (8, 3, None, "box", "wrap")
+    assert ds[0]["video"].shape == (3, 8, 48, 48)
+    assert ds.preprocess.mean == tuple(back.pretrained_cfg["mean"]) and ds.preprocess.size == 48
+    job = EchoVideoDataset.for_model(out, root, back, n_frames=4, target_fps=10.0)
+    assert job[0]["video"].shape == (3, 4, 48, 48) and (job.frame_stride, job.target_fps) == (None, 10.0)
+    assert recorded_sampling({}) == {"n_frames": 16, "target_fps": None, "frame_stride": 2, "mask": "fan",
+                                     "short_clip": "wrap"}  # nothing recorded: EchoPrime's sampling
+
+
+def test_echoprime_contract_zero_pads_short_loops_after_normalisation(echo_data):
+    """An imported EchoPrime's recorded contract (bicubic crop, zero padding after normalisation) fed through
+    the dataset equals the reference clip of the same decoded frames (loops of 16-24 frames < 32)."""
+    from medvid.io.echo_videos import open_loop
+    from medvid.io.dicom import video_paths
+    from medvid.models import importers as imp
+
+    out, root = echo_data
+    model = imp._Imported({}, imp.ECHOPRIME_PRETRAINED_CFG)
+    ds = EchoVideoDataset.for_model(out, root, model, mask="none")
+    assert ds.short_clip == "zero_pad_after_norm" and isinstance(ds.preprocess, imp.EchoPrimePreprocess)
+    row = ds.videos.iloc[0]
+    cine = open_loop(root / video_paths(out)[row["video_key"]])
+    assert cine.n_frames < 32
+    got = ds[0]["video"]
+    want = imp.echoprime_clip(cine.frames(np.arange(min(cine.n_frames, 32))))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    valid = (cine.n_frames + 1) // 2
+    assert torch.count_nonzero(got[:, valid:]) == 0 and torch.count_nonzero(got[:, valid - 1]) > 0

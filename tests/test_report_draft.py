@@ -135,3 +135,68 @@ def test_study_outputs_sr_and_assembly_once_per_study(bank, tmp_path):
     assert sections == {n: s["text"] for n, s in line["sections"].items()}
     assert measurements["ef"] == pytest.approx(line["phenotypes"]["ef"]["value"], abs=0.01)
     assert json.loads((out / "errors.jsonl").read_text())["study_key"] == "st_bad"
+
+
+def test_measurement_models_are_refused_naming_the_kind():
+    """EchoNet-Dynamic (EF regressor) and PanEcho (task heads) give no clip embedding: a clear error."""
+    from medvid.errors import MedvidError
+    from medvid.models import importers as imp
+    from medvid.models.aggregate import ViewInformedAttention
+    from medvid.report.draft import StudyEncoder, embedding_path
+
+    att = ViewInformedAttention.from_prior_file(learnable=False)
+    for model, kind in ((imp.build_empty(imp.EchoNetDynamic), "echonet_dynamic"),
+                        (imp.build_empty(lambda: imp.PanEcho({"EF": 1})), "panecho")):
+        with pytest.raises(MedvidError, match=f"'{kind}' model.*encode_clips"):
+            StudyEncoder(model, att)
+    assert embedding_path(imp.build_empty(imp.EchoPrimeVideoEncoder)) == "clips"
+
+
+class _ClipModel(torch.nn.Module):
+    """A whole-clip embedder (the interface an imported EchoPrime has), tiny."""
+
+    embed_dim = 6
+    pretrained_cfg: dict = {}
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3, 6)
+
+    def encode_clips(self, clips, normalize=True):
+        return torch.nn.functional.normalize(self.proj(clips.mean((2, 3, 4))), dim=-1)
+
+
+def test_clip_models_draft_through_the_attention():
+    from medvid.models.aggregate import ViewInformedAttention
+    from medvid.report.draft import StageTimer, StudyEncoder
+
+    torch.manual_seed(0)
+    enc = StudyEncoder(_ClipModel(), ViewInformedAttention.from_prior_file(learnable=False), precision="fp32")
+    clips = torch.randn(3, 3, 4, 8, 8)
+    timer = StageTimer()
+    emb, probs = enc.encode_loops(clips, None, timer)
+    assert probs is None and emb.shape == (3, 6) and timer.seconds["encode"] > 0
+    torch.testing.assert_close(emb, enc.model.encode_clips(clips))
+    st = enc.study("st_x", ["a", "b", "c"], emb, None, ["A4C", "A2C", ""])
+    assert st.embeddings.shape == (len(st.sections), 6) and st.view_source == ["known", "known", "unknown"]
+
+
+def test_bf16_frames_keep_the_embedding():
+    """bf16 autocast on the frame backbone (channels-last) leaves video embeddings where fp32 puts them."""
+    from medvid.models.aggregate import ViewInformedAttention
+    from medvid.models.factory import create_model
+    from medvid.report.draft import StageTimer, StudyEncoder
+
+    torch.manual_seed(0)
+    model = create_model({"pretrained": False, "input_size": 64, "num_frames": 4, "temporal": "mean",
+                          "embed_dim": 32}).eval()
+    att = ViewInformedAttention.from_prior_file(learnable=False)
+    clips = torch.randn(2, 3, 4, 64, 64)
+    with torch.no_grad():
+        want = model.encode_video(clips)
+    fp32, _ = StudyEncoder(model, att, precision="fp32").encode_loops(clips, None, StageTimer())
+    torch.testing.assert_close(fp32, want, rtol=1e-4, atol=1e-5)  # channels-last: same numbers
+    bf16, _ = StudyEncoder(model, att, precision="bf16").encode_loops(clips, None, StageTimer())
+    assert torch.nn.functional.cosine_similarity(bf16, want).min() > 0.99
+    with pytest.raises(Exception, match="precision must be one of"):
+        StudyEncoder(model, att, precision="fp8")

@@ -5,14 +5,16 @@ key file written by ``medvid ingest`` (or a ``path`` column when ingest ran with
 Loops are DICOM files or video files (``medvid.io.echo_videos.open_loop``; ``dicom_root`` is then
 the video folder's root). Each item decodes only the frames of its clip (``frames(indices)``), chosen
 by time through ``medvid.transforms.sampling`` so 30 and 60 fps loops give clips of equal duration.
-Loops shorter than the clip wrap around (cine loops are cyclic).
+Loops shorter than the clip wrap around (cine loops are cyclic), or are zero-padded after
+normalisation when the model's contract says so (EchoPrime's reference). ``EchoVideoDataset.for_model``
+feeds a model what its ``pretrained_cfg`` records (frames, fps or stride, mask, size, mean/std).
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,12 +32,29 @@ from medvid.utils import resolve_under
 
 MASKS = ("fan", "box", "pixels", "none")
 STARTS = ("begin", "center", "random", "r_wave")
+SHORT_CLIPS = ("wrap", "zero_pad_after_norm")  # a loop shorter than the clip: repeat it, or zeros (EchoPrime)
+
+
+def recorded_sampling(pretrained_cfg: Mapping[str, Any] | None, n_frames: int | None = None,
+                      target_fps: float | None = None, frame_stride: int | None = None, mask: str | None = None,
+                      short_clip: str | None = None) -> dict[str, Any]:
+    """``n_frames, target_fps, frame_stride, mask, short_clip`` of the clips a model is fed: a setting given
+    here wins, else what the model recorded (``pretrained_cfg``: ``num_frames``, ``fps`` or ``frame_stride``,
+    ``mask``, ``short_clip``), else EchoPrime's sampling (16 frames, every 2nd native frame, fan mask, wrap)."""
+    c = dict(pretrained_cfg or {})
+    if target_fps is None and frame_stride is None:
+        target_fps, frame_stride = c.get("fps"), c.get("frame_stride")
+        frame_stride = None if target_fps else int(frame_stride or 2)
+    return {"n_frames": int(n_frames or c.get("num_frames") or 16), "target_fps": target_fps,
+            "frame_stride": frame_stride, "mask": mask or c.get("mask") or "fan",
+            "short_clip": short_clip or c.get("short_clip") or "wrap"}
 
 
 def clip_indices(cine: DicomCine | VideoLoop, n_frames: int, target_fps: float | None = None,
                  frame_stride: int | None = None, start: str = "begin", rng: np.random.Generator | None = None,
-                 default_fps: float = 30.0, cycles: int = 1) -> np.ndarray:
+                 default_fps: float = 30.0, cycles: int = 1, wrap: bool = True) -> np.ndarray:
     """Frame indices of an ``n_frames`` clip at ``target_fps`` (or every ``frame_stride``-th native frame).
+    Past the end of a short loop the clip wraps around, or (``wrap=False``) gets index -1.
 
     ``start``: ``begin`` (EchoPrime's convention), ``center``, ``random`` (training), or ``r_wave``:
     ``n_frames`` spread evenly over ``cycles`` whole cardiac cycles from the first R wave (falling back to
@@ -61,8 +80,11 @@ def clip_indices(cine: DicomCine | VideoLoop, n_frames: int, target_fps: float |
         t0 = float((rng or np.random.default_rng()).uniform(0, slack)) if slack > 0 else 0.0
     else:
         raise ValueError(f"start must be one of {STARTS}, got {start!r}")
-    times = np.mod(clip_times(n_frames, fps, t0), duration)  # wrap: loops shorter than the clip repeat
-    return times_to_indices(times, timestamps)
+    times = clip_times(n_frames, fps, t0)
+    if wrap:
+        return times_to_indices(np.mod(times, duration), timestamps)  # loops shorter than the clip repeat
+    inside = times < duration - 1e-6  # float slack: a time at the loop's end is past it
+    return np.where(inside, times_to_indices(np.where(inside, times, 0.0), timestamps), -1)
 
 
 def load_clip(cine: DicomCine | VideoLoop, indices: np.ndarray, mask: str = "box",
@@ -107,9 +129,11 @@ class EchoVideoDataset(Dataset):
                  preprocess: ClipPreprocess | str | None = "echoprime", mask: str = "fan", start: str = "begin",
                  split: str | Sequence[str] | None = None, views: Sequence[str] | None = None,
                  default_fps: float = 30.0, seed: int | None = None, layouts: Sequence[str] | None = None,
-                 cycles: int = 1, keep_unmasked: bool = False) -> None:
+                 cycles: int = 1, keep_unmasked: bool = False, short_clip: str = "wrap") -> None:
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        if short_clip not in SHORT_CLIPS:
+            raise ValueError(f"short_clip must be one of {SHORT_CLIPS}, got {short_clip!r}")
         if start not in STARTS:
             raise ValueError(f"start must be one of {STARTS}, got {start!r}")
         preset = PRESETS.get(preprocess, {}) if isinstance(preprocess, str) else {}
@@ -119,6 +143,7 @@ class EchoVideoDataset(Dataset):
         self.target_fps, self.frame_stride = target_fps, frame_stride
         self.preprocess = resolve_preprocess(preprocess)
         self.mask, self.start, self.default_fps, self.cycles = mask, start, default_fps, int(cycles)
+        self.short_clip = short_clip
         self.ingest_dir, self.dicom_root = Path(ingest_dir), Path(dicom_root)
         videos = _filter(read_videos(self.ingest_dir), split, views, layouts)
         if mask != "none" and not keep_unmasked and "no_sector" in videos:
@@ -127,6 +152,16 @@ class EchoVideoDataset(Dataset):
         self._paths = (dict(zip(self.videos["video_key"], self.videos["path"])) if "path" in self.videos
                        else video_paths(self.ingest_dir))
         self._rng = np.random.default_rng(seed)
+
+    @classmethod
+    def for_model(cls, ingest_dir: str | os.PathLike, dicom_root: str | os.PathLike, model: Any, *,
+                  n_frames: int | None = None, target_fps: float | None = None, frame_stride: int | None = None,
+                  mask: str | None = None, short_clip: str | None = None, **kwargs: Any) -> "EchoVideoDataset":
+        """Loops as ``model`` was trained to see them: sampling, mask and short-loop rule from its
+        ``pretrained_cfg`` (``recorded_sampling``; settings given here win), size/crop/mean/std/channel
+        order through ``model.preprocess()``. Other arguments as the constructor."""
+        s = recorded_sampling(model.pretrained_cfg, n_frames, target_fps, frame_stride, mask, short_clip)
+        return cls(ingest_dir, dicom_root, preprocess=model.preprocess(), **s, **kwargs)
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -141,10 +176,13 @@ class EchoVideoDataset(Dataset):
         except (OSError, MedvidError) as exc:
             raise MedvidError(f"video {row['video_key']}: cannot open its file ({type(exc).__name__})") from exc
         idx = clip_indices(cine, self.n_frames, self.target_fps, self.frame_stride, self.start, self._rng,
-                           self.default_fps, self.cycles)
+                           self.default_fps, self.cycles, wrap=self.short_clip == "wrap")
         box, regions = row.get("sector_box"), row.get("regions")
-        return load_clip(cine, idx, self.mask, None if box is None else list(box), self.preprocess,
+        clip = load_clip(cine, idx[idx >= 0], self.mask, None if box is None else list(box), self.preprocess,
                          json.loads(regions) if isinstance(regions, str) else None)
+        if (idx < 0).any():  # zeros after normalisation past the end of a short loop (positions are at the end)
+            clip = torch.cat([clip, clip.new_zeros(clip.shape[0], int((idx < 0).sum()), *clip.shape[2:])], 1)
+        return clip
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.videos.iloc[i]

@@ -33,6 +33,7 @@ from medvid.models.checkpoint import Pretrained, register_kind
 from medvid.models.text import TextEncoder, load_tokenizer
 from medvid.models.video import masked_mean, resolve_mask
 from medvid.transforms.clip import PRESETS, ClipPreprocess
+from medvid.vocab import ECHO_VIEWS
 
 ECHOPRIME_EMBED_DIM = 512
 ECHOPRIME_NUM_VIEWS = 11
@@ -140,7 +141,10 @@ class _Imported(Pretrained, nn.Module):
         return cls(**config)
 
     def preprocess(self) -> ClipPreprocess:
-        """medvid's ``ClipPreprocess`` for ``pretrained_cfg`` (crop, resize, normalise, channel order)."""
+        """The preprocessing ``pretrained_cfg`` records: EchoPrime's exact crop and bicubic resize for
+        ``preset: echoprime``, else medvid's ``ClipPreprocess`` (crop, resize, normalise, channel order)."""
+        if self.pretrained_cfg.get("preset") == "echoprime":
+            return EchoPrimePreprocess()
         return preprocess_for(self.pretrained_cfg)
 
 
@@ -177,6 +181,27 @@ def _echoprime_frame(frame: np.ndarray, size: int, zoom: float) -> Tensor:
     return x[0].round().clamp(0, 255)  # cv2 returns uint8 for uint8 input
 
 
+class EchoPrimePreprocess(ClipPreprocess):
+    """The reference's per-frame crop and bicubic resize (``_echoprime_frame``), then normalisation on the
+    0-255 scale: what the ``echoprime`` preset (``interpolation: bicubic``) records. Short loops are
+    padded by the sampler (``short_clip: zero_pad_after_norm``), not here."""
+
+    def __init__(self) -> None:
+        c = ECHOPRIME_PRETRAINED_CFG
+        super().__init__(c["input_size"], c["crop"], c["zoom"], c["mean"], c["std"])
+
+    def from_frames(self, frames: np.ndarray) -> Tensor:
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        x = torch.stack([_echoprime_frame(f, self.size, self.zoom) for f in frames], 1)
+        return (x - self._mean) / self._std
+
+    def __call__(self, clip: Tensor) -> Tensor:
+        if clip.ndim != 4 or clip.shape[0] != 3:
+            raise ValueError(f"expected a (3, T, H, W) clip, got {tuple(clip.shape)}")
+        return self.from_frames(clip.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy())
+
+
 def echoprime_clip(frames: np.ndarray, exact: bool = True) -> Tensor:
     """EchoPrime's input ``(3, 16, 224, 224)`` from native uint8 RGB frames ``(T, H, W, 3)`` of one loop.
 
@@ -192,10 +217,7 @@ def echoprime_clip(frames: np.ndarray, exact: bool = True) -> Tensor:
     if not exact:
         idx = np.arange(0, ECHOPRIME_SPAN, c["frame_stride"]) % len(frames)
         return ClipPreprocess.from_preset("echoprime")(torch.from_numpy(frames[idx]).permute(3, 0, 1, 2).float())
-    x = torch.stack([_echoprime_frame(f, c["input_size"], c["zoom"]) for f in span], 1)
-    mean = torch.tensor(c["mean"]).view(3, 1, 1, 1)
-    std = torch.tensor(c["std"]).view(3, 1, 1, 1)
-    x = (x - mean) / std
+    x = EchoPrimePreprocess().from_frames(span)
     if x.shape[1] < ECHOPRIME_SPAN:
         x = torch.cat([x, x.new_zeros(3, ECHOPRIME_SPAN - x.shape[1], *x.shape[2:])], 1)
     return x[:, ::c["frame_stride"]]
@@ -220,7 +242,11 @@ def echoprime_view_classifier() -> nn.Module:
 
 
 class EchoPrimeVideoEncoder(_Imported):
-    """EchoPrime's video encoder: clips ``[B,3,16,224,224]`` (``echoprime_clip``) -> ``[B,512]``."""
+    """EchoPrime's video encoder: clips ``[B,3,16,224,224]`` (``echoprime_clip``) -> ``[B,512]``.
+    ``encode_clips`` gives the unit-norm embedding drafting and report banks use (whole clips in: the
+    mViT has no per-frame path)."""
+
+    embed_dim = ECHOPRIME_EMBED_DIM
 
     def __init__(self):
         super().__init__({}, ECHOPRIME_PRETRAINED_CFG)
@@ -229,16 +255,22 @@ class EchoPrimeVideoEncoder(_Imported):
     def forward(self, clips: Tensor) -> Tensor:
         return self.model(clips)
 
+    def encode_clips(self, clips: Tensor, normalize: bool = True) -> Tensor:
+        out = self.model(clips)
+        return F.normalize(out, dim=-1) if normalize else out
+
 
 class EchoPrimeViewClassifier(_Imported):
-    """EchoPrime's view classifier: first frames ``[B,3,224,224]`` -> logits over ``medvid.vocab.ECHO_VIEWS``."""
+    """EchoPrime's view classifier: first frames ``[B,3,224,224]`` (or clips ``[B,3,T,224,224]``, whose first
+    frame is taken, as the reference does) -> logits over ``labels`` (``medvid.vocab.ECHO_VIEWS``)."""
 
     def __init__(self):
         super().__init__({}, {**ECHOPRIME_PRETRAINED_CFG, "num_frames": 1})
         self.model = echoprime_view_classifier()
+        self.labels = list(ECHO_VIEWS)
 
     def forward(self, frames: Tensor) -> Tensor:
-        return self.model(frames)
+        return self.model(frames[:, :, 0] if frames.ndim == 5 else frames)
 
 
 register_kind("echoprime_video", EchoPrimeVideoEncoder)
@@ -505,6 +537,7 @@ class SurgVLPModel(_Imported):
         super().__init__({"bert_config": bert_config.to_dict(), "temperature": temperature,
                           "text_pooler": text_pooler}, SURGVLP_PRETRAINED_CFG)
         self.backbone_img = _SurgVLPImage(bert_config.hidden_size)
+        self.embed_dim = bert_config.hidden_size
         bert = BertModel(bert_config, add_pooling_layer=text_pooler)
         self.backbone_text = TextEncoder(bert, tokenizer, pooling="surgvlp", last_n=4, max_length=77)
         self.register_buffer("logit_scale", torch.tensor(math.log(1 / temperature)), persistent=False)

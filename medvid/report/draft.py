@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medvid.errors import MedvidError
 from medvid.report.bank import Bank
-from medvid.report.phenotypes import knn_phenotypes
+from medvid.report.phenotypes import draft_phenotypes
 from medvid.report.retrieval import search
 from medvid.training.data import known_view_probs
 
@@ -57,6 +57,39 @@ def same_backbone(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 _PREPROCESS_KEYS = ("input_size", "crop", "zoom", "mean", "std")
+FRAME_METHODS = ("encode_frames", "encode_video_from_features")  # frame features pooled over time
+CLIP_METHODS = ("encode_clips",)                                  # whole clips in (e.g. EchoPrime's mViT)
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _kind_name(model: torch.nn.Module) -> str:
+    return getattr(type(model), "checkpoint_kind", "") or type(model).__name__
+
+
+def embedding_path(model: torch.nn.Module) -> str:
+    """How ``model`` embeds one echo clip for drafting and banks: ``frames`` (a per-frame backbone, then a
+    temporal module: ``FRAME_METHODS``, e.g. ``video_text``, ``surgvlp``) or ``clips`` (``CLIP_METHODS``,
+    e.g. ``echoprime_video``). Any other kind is a ``MedvidError`` naming it and what is needed."""
+    if all(callable(getattr(model, m, None)) for m in FRAME_METHODS):
+        return "frames"
+    if all(callable(getattr(model, m, None)) for m in CLIP_METHODS):
+        return "clips"
+    raise MedvidError(
+        f"a '{_kind_name(model)}' model ({type(model).__name__}) gives no clip embedding, so it cannot draft reports "
+        f"or build a report bank: that needs a video embedding model ({' + '.join(FRAME_METHODS)}, as medvid pretrain's "
+        f"video_text and the surgvlp kind; or {', '.join(CLIP_METHODS)}, as an imported echoprime_video). "
+        "Measurement models (EchoNet-Dynamic's EF regressor, PanEcho's task heads) predict values, not embeddings")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 on a CPU with native bf16 (AVX512-BF16/AMX) or a GPU that has it, else fp32."""
+    if precision not in PRECISIONS:
+        raise MedvidError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
 @dataclass
@@ -75,43 +108,74 @@ class EncodedStudy:
 
 
 class StudyEncoder:
-    """Video model + optional view classifier + section x view attention, on one device."""
+    """Video model + optional view classifier + section x view attention, on one device.
 
-    def __init__(self, model, attention, view_model=None, device: torch.device | str = "cpu"):
+    ``model`` is any registered kind with a clip embedding (``embedding_path``); ``view_model`` anything
+    with ``labels`` that maps clips ``[N,3,T,H,W]`` to logits (``ViewClassifier``, an imported EchoPrime view
+    classifier). Frame backbones run in channels-last layout (same numbers, faster convolutions on
+    CPUs) and, with ``precision="bf16"``, under bf16 autocast; the temporal module, projection and view
+    head stay float32.
+    """
+
+    def __init__(self, model, attention, view_model=None, device: torch.device | str = "cpu",
+                 precision: str = "fp32"):
         self.device = torch.device(device)
+        self.path = embedding_path(model)
+        self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
         self.attention = attention.to(self.device).eval()
         self.view_model = view_model.to(self.device).eval() if view_model is not None else None
         self.view_names = list(attention.view_names)
-        if view_model is not None and list(view_model.labels) != self.view_names:
-            raise MedvidError(f"view model labels {view_model.labels} differ from the attention's views {self.view_names}")
-        self.shared = view_model is not None and same_backbone(model.video.backbone, view_model.backbone) and all(
-            model.pretrained_cfg.get(k) == view_model.pretrained_cfg.get(k) for k in _PREPROCESS_KEYS)
+        if view_model is not None and list(getattr(view_model, "labels", [])) != self.view_names:
+            raise MedvidError(f"view model labels {getattr(view_model, 'labels', None)} differ from the attention's "
+                              f"views {self.view_names}")
+        self.shared = (view_model is not None and self.path == "frames" and hasattr(model, "video")
+                       and callable(getattr(view_model, "classify_features", None))
+                       and same_backbone(model.video.backbone, view_model.backbone)
+                       and all(model.pretrained_cfg.get(k) == view_model.pretrained_cfg.get(k) for k in _PREPROCESS_KEYS))
         if view_model is not None and not self.shared:
             log.info("view model backbone differs from the video backbone: frames are encoded twice")
+        if self.path == "frames":
+            self.model.to(memory_format=torch.channels_last)  # 4-D conv weights only; numbers unchanged
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.embed_dim)
 
     @property
     def needs_view_clips(self) -> bool:
         return self.view_model is not None and not self.shared
 
-    @torch.no_grad()
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    @torch.inference_mode()
     def encode_loops(self, clips: Tensor | None, view_clips: Tensor | None, timer: StageTimer,
                      feats: Tensor | None = None, frame_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Clips ``[N,3,T,H,W]`` (or their cached backbone features ``[N,T,F]`` + ``frame_mask``) -> video
         embeddings ``[N,D]`` and view probabilities ``[N,K]`` (None without a view model)."""
         t0 = time.perf_counter()
-        if feats is None:
-            n, _, t = clips.shape[:3]
-            frames = clips.to(self.device).permute(0, 2, 1, 3, 4).flatten(0, 1)
-            feats = self.model.encode_frames(frames).float().view(n, t, -1)
+        if self.path == "clips":
+            with self._autocast():
+                emb = self.model.encode_clips(clips.to(self.device)).float()
         else:
-            feats, frame_mask = feats.to(self.device), None if frame_mask is None else frame_mask.to(self.device)
-        emb = self.model.encode_video_from_features(feats, frame_mask).float()
+            if feats is None:
+                n, _, t = clips.shape[:3]
+                frames = clips.to(self.device).permute(0, 2, 1, 3, 4).flatten(0, 1)
+                with self._autocast():
+                    feats = self.model.encode_frames(frames.contiguous(memory_format=torch.channels_last))
+                feats = feats.float().view(n, t, -1)
+            else:
+                feats, frame_mask = feats.to(self.device), None if frame_mask is None else frame_mask.to(self.device)
+            emb = self.model.encode_video_from_features(feats, frame_mask).float()
         t0 = timer.add("encode", t0)
         probs = None
         if self.view_model is not None:
-            logits = (self.view_model.classify_features(feats, frame_mask) if self.shared
-                      else self.view_model(view_clips.to(self.device)))
+            if self.shared:
+                logits = self.view_model.classify_features(feats, frame_mask)
+            else:
+                with self._autocast():
+                    logits = self.view_model(view_clips.to(self.device))
             probs = logits.float().softmax(-1)
             timer.add("view", t0)
         return emb.cpu(), None if probs is None else probs.cpu()
@@ -141,18 +205,17 @@ class StudyEncoder:
 class LoopClips(Dataset):
     """One item per loop of ``studies`` (grouped by study, in the given order): ``{"study_key",
     "video_key", "view", "clip", "view_clip"?}``, or ``{"study_key", "video_key", "error", "detail"}``
-    when the loop cannot be read (never raises, so one bad file never stops a worker)."""
+    when the loop cannot be read (never raises, so one bad file never stops a worker). Clips follow
+    ``model``'s recorded input contract with ``sampling`` (``recorded_sampling``) over it; ``view_clips``
+    (only for a ``view_model`` that cannot share the video backbone) follow the view model's."""
 
-    def __init__(self, ingest_dir: str | Path, dicom_root: str | Path, studies: Sequence[str], preprocess,
-                 n_frames: int, frame_stride: int | None, target_fps: float | None, mask: str,
-                 view_clips: Mapping[str, Any] | None = None, max_videos: int | None = None,
-                 cached: Any = ()):
+    def __init__(self, ingest_dir: str | Path, dicom_root: str | Path, studies: Sequence[str], model,
+                 sampling: Mapping[str, Any], view_model=None, max_videos: int | None = None, cached: Any = ()):
         from medvid.datasets.echo import EchoVideoDataset
 
-        self.clips = EchoVideoDataset(ingest_dir, dicom_root, n_frames=n_frames, target_fps=target_fps,
-                                      frame_stride=frame_stride, preprocess=preprocess, mask=mask, start="begin")
-        self.view_clips = (EchoVideoDataset(ingest_dir, dicom_root, mask=mask, start="begin", **view_clips)
-                           if view_clips else None)
+        self.clips = EchoVideoDataset.for_model(ingest_dir, dicom_root, model, start="begin", **sampling)
+        self.view_clips = (EchoVideoDataset.for_model(ingest_dir, dicom_root, view_model, mask=sampling["mask"],
+                                                      start="begin") if view_model is not None else None)
         videos = self.clips.videos
         by_study = videos.groupby("study_key", sort=False).indices
         self.rows: list[int] = []
@@ -319,7 +382,8 @@ class Drafter:
         in_bank = set(self.bank.sections)
         names = [s for s in studies[0].sections if s in in_bank]
         queries = {s: torch.stack([st.embeddings[st.sections.index(s)] for st in studies]) for s in names}
-        k = max(self.s.neighbours, self.s.consensus, self.s.knn_k)
+        k = max([self.s.neighbours, self.s.consensus, self.s.knn_k]
+                + [int(m.get("k", 0)) for m in self.bank.phenotype_models.values()])
         hits = search(self.bank, queries, k, self.chunk)
         out = []
         for b, st in enumerate(studies):
@@ -334,7 +398,7 @@ class Drafter:
                                    for key, v in zip(keys, sims)],
                     "videos": [{"video_key": vk, "view": v, "view_confidence": c, "weight": round(float(w), 4)}
                                for vk, v, c, w in zip(st.video_keys, st.views, st.view_confidence, st.weights[si])]}
-            out.append({"study_key": st.study_key, "sections": sections, "phenotypes": self._phenotypes(hits, b),
+            out.append({"study_key": st.study_key, "sections": sections, "phenotypes": self._phenotypes(hits, b, st),
                         "videos": [{"video_key": vk, "view": v, "view_confidence": c, "view_source": src}
                                    for vk, v, c, src in zip(st.video_keys, st.views, st.view_confidence, st.view_source)]})
         timer.add("retrieve", t0)
@@ -349,18 +413,9 @@ class Drafter:
             votes[text] += float(sim)
         return max(texts, key=lambda t: votes[t])  # ties: the nearer text (max keeps the first maximum)
 
-    def _phenotypes(self, hits: dict[str, tuple[Tensor, Tensor]], b: int) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        by_section: dict[str, list[str]] = defaultdict(list)
-        for p, s in self.pheno_section.items():
-            by_section[s].append(p)
-        for s, phen in by_section.items():
-            sims, rows = hits[s][0][b].numpy(), hits[s][1][b].numpy()
-            cols = [self.pheno_names.index(p) for p in phen]
-            labels = np.asarray(self.bank.labels[self.bank.row_study[rows]])[:, cols]
-            out.update(knn_phenotypes(sims, labels, phen, self.bank.phenotypes, self.bank.thresholds,
-                                      self.s.knn_k, self.s.knn_temperature))
-        return {p: out[p] for p in self.pheno_names}
+    def _phenotypes(self, hits: dict[str, tuple[Tensor, Tensor]], b: int, study: EncodedStudy) -> dict[str, dict[str, Any]]:
+        queries = {s: study.embeddings[study.sections.index(s)].float().numpy() for s in set(self.pheno_section.values())}
+        return draft_phenotypes(self.bank, hits, b, queries, self.pheno_section, self.s.knn_k, self.s.knn_temperature)
 
 
 def render_text(draft: Mapping[str, Any]) -> str:
