@@ -301,7 +301,7 @@ def run(cfg: Config) -> dict[str, Any]:
             result["test"] = _eval(objective, evaluate, splits["test"])
             result["test_untrained"] = untrained
             result["val"] = {k[4:]: v for k, v in summary.items() if k.startswith("val/")}
-            _save(cfg, objective, out)
+            _save(cfg, objective, out, result)
             atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
         barrier()
         return result if dist.is_main else {}  # one summary per job, not per rank
@@ -309,9 +309,10 @@ def run(cfg: Config) -> dict[str, Any]:
         cleanup()
 
 
-def _save(cfg: Config, objective: torch.nn.Module, out: Path) -> None:
+def _save(cfg: Config, objective: torch.nn.Module, out: Path, result: Optional[dict[str, Any]] = None) -> None:
     from safetensors.torch import save_file
 
+    from medvid.models.card import TrainingRecord, recipe_from, retrieval_rows
     from medvid.models.checkpoint import record_training_input
 
     model_dir = out / "model"
@@ -320,7 +321,14 @@ def _save(cfg: Config, objective: torch.nn.Module, out: Path) -> None:
                               cfg.echo.mask)
     else:
         record_training_input(objective.model, cfg.lectures.n_frames, cfg.lectures.sample_fps, None, "none")
-    objective.model.save_pretrained(model_dir)
+    data = ("echo studies (videos + report sections) of an ingest folder" if cfg.task == "echo"
+            else "surgical lecture clips paired with transcript sentences")
+    extra = ("echo.n_frames", "echo.frame_stride", "echo.target_fps", "echo.mask", "echo.max_videos") \
+        if cfg.task == "echo" else ("lectures.n_frames", "lectures.sample_fps", "lectures.max_texts")
+    record = TrainingRecord(command=f"medvid pretrain {model_dir / 'train_config.yaml'}", data=data,
+                            counts=(result or {}).get("items", {}), recipe=recipe_from(cfg, *extra),
+                            evaluation=retrieval_rows((result or {}).get("test", {})))
+    objective.model.save_pretrained(model_dir, record)
     save_config(cfg, model_dir / "train_config.yaml")
     attention = getattr(objective, "attention", None)
     if attention is not None:  # the learned section × view table, for study-level embedding downstream

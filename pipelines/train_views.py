@@ -41,6 +41,7 @@ class Config:
     views: Optional[str] = None       # views CSV keyed by video_key (null = DIR/views.csv, else videos.parquet)
     out: str = "runs/view_classifier"
     model: str = "view-effnetlite0-echo"  # configs/models/<name>.yaml or a YAML path
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # any ViewClassifierConfig field, e.g. {input_size: 112}
     pretrained: bool = True
     frozen_backbone: bool = True
     n_frames: int = 4                 # frames per loop (frame-level logits are averaged)
@@ -102,9 +103,29 @@ def scores(objective, data: Dataset, n_classes: int, batch: int, device: torch.d
             "confusion": cm.tolist()}
 
 
+def _record(cfg: Config, out: Path, result: dict[str, Any]):
+    """What the saved classifier's card says: loops per split, recipe, held-out accuracy beside the majority view."""
+    from medvid.models.card import EvalRow, TrainingRecord, recipe_from
+
+    rows = []
+    for sp in ("val", "test"):
+        if sp in result:
+            support = np.asarray(result[sp]["confusion"]).sum(1)
+            rows += [EvalRow("accuracy", result[sp]["accuracy"], float(support.max() / support.sum()), "majority label",
+                             sp, result[sp]["n"]),
+                     EvalRow("balanced accuracy", result[sp]["balanced_accuracy"], 1 / max(1, int((support > 0).sum())),
+                             "chance", sp, result[sp]["n"])]
+    return TrainingRecord(command=f"medvid train-views --config {out / 'model' / 'train_config.yaml'}",
+                          data="labelled loops (views.csv) of an ingest folder", counts=result["items"],
+                          recipe=recipe_from(cfg, "n_frames", "frame_stride", "target_fps", "mask", "balanced"),
+                          evaluation=rows)
+
+
 def run(cfg: Config) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
     from medvid.datasets.echo import EchoVideoDataset
-    from medvid.models.factory import create_view_classifier
+    from medvid.models.factory import create_view_classifier, view_classifier_config
     from medvid.training.data import ClassBalanced, ClipSource, LabelledClips
     from medvid.training.objectives import ViewClassification
 
@@ -113,7 +134,8 @@ def run(cfg: Config) -> dict[str, Any]:
     out = Path(cfg.out)
     try:
         seed_everything(cfg.train.seed)
-        clf = create_view_classifier(cfg.model, pretrained=cfg.pretrained)
+        clf = create_view_classifier(OmegaConf.merge(view_classifier_config(cfg.model, cfg.pretrained),
+                                                     OmegaConf.create(dict(cfg.model_overrides))))
         if cfg.frozen_backbone:
             clf.freeze_backbone()
         labels_df = read_view_labels(cfg)
@@ -166,7 +188,7 @@ def run(cfg: Config) -> dict[str, Any]:
                         result[sp] = scores(objective, splits[sp], n, cfg.eval_batch, dist.device)
                         _write_confusion(out / f"confusion_{sp}.csv", result[sp]["confusion"], clf.labels)
             record_training_input(clf, cfg.n_frames, cfg.target_fps, cfg.frame_stride, cfg.mask)  # as trained
-            clf.save_pretrained(out / "model")
+            clf.save_pretrained(out / "model", _record(cfg, out, result))
             save_config(cfg, out / "model" / "train_config.yaml")
             save_config(cfg, out / "config.yaml")
             atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))

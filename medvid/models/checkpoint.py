@@ -23,6 +23,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from medvid.errors import MedvidError, MissingWeightsError
+from medvid.models.card import TrainingRecord, render_card
 from medvid.utils import atomic_dir
 
 FORMAT_VERSION = 1
@@ -91,9 +92,9 @@ class Pretrained:
         """The architecture described by ``config`` (weights are loaded afterwards)."""
         raise NotImplementedError(f"{cls.__name__} has no from_checkpoint_config")
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, record: TrainingRecord | None = None) -> Path:
         """Write ``model.safetensors`` + ``config.json`` + ``README.md`` (see ``save_pretrained``)."""
-        return save_pretrained(self, directory)  # type: ignore[arg-type]
+        return save_pretrained(self, directory, record)  # type: ignore[arg-type]
 
     @classmethod
     def from_pretrained(cls: type[T], directory: str | Path, map_location: str | torch.device = "cpu") -> T:
@@ -105,17 +106,6 @@ class Pretrained:
         return model
 
 
-def _card_stub(kind: str, cfg: dict[str, Any], pretrained_cfg: dict[str, Any]) -> str:
-    contract = "\n".join(f"- `{k}`: {json.dumps(v)}" for k, v in pretrained_cfg.items())
-    return (
-        f"# {cfg.get('name', kind)}\n\n"
-        f"medvid `{kind}` checkpoint (load with `medvid.models.checkpoint.load_pretrained(dir)`).\n\n"
-        f"## Input contract (`pretrained_cfg`)\n\n{contract or '- (none recorded)'}\n\n"
-        "## Intended use, data, metrics, limits\n\n"
-        "_Fill in: training data, evaluation on held-out data, known limits. See model_cards/ for the family card._\n"
-    )
-
-
 def is_checkpoint(directory: str | Path) -> bool:
     """True when ``directory`` holds a medvid checkpoint ``config.json``."""
     try:
@@ -125,8 +115,9 @@ def is_checkpoint(directory: str | Path) -> bool:
     return True
 
 
-def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
-    """Write the model folder atomically (built in a temp folder, then swapped into place by renames).
+def save_pretrained(model: nn.Module, directory: str | Path, record: TrainingRecord | None = None) -> Path:
+    """Write the model folder atomically (built in a temp folder, then swapped into place by renames), with
+    its model card (``medvid.models.card``: from ``record`` — data, recipe, evaluation — when a job gives one).
 
     An existing folder is replaced only if it is empty or a medvid checkpoint; anything else is
     refused untouched (it may hold someone's data).
@@ -140,7 +131,7 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
         meta = {"format": "medvid", "format_version": FORMAT_VERSION, "kind": kind.name, "config": cfg,
                 "pretrained_cfg": pretrained_cfg}
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        (tmp / CARD).write_text(_card_stub(kind.name, cfg, pretrained_cfg), encoding="utf-8")
+        (tmp / CARD).write_text(render_card(kind.name, cfg, pretrained_cfg, record), encoding="utf-8")
         model.save_checkpoint_files(tmp)
     return directory
 
