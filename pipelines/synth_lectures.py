@@ -7,7 +7,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from medvid.runs import claim_run, run_settings
-from medvid.synth.lectures import espeak_available, synthesize_lecture
+from medvid.errors import MedvidError
+from medvid.synth.lectures import NARRATION, espeak_available, synthesize_lecture
 
 
 @dataclass
@@ -22,11 +23,14 @@ class Config:
     min_phases: int = 4  # phases shown per lecture, drawn in [min_phases, max_phases]
     max_phases: int = 7
     crf: int = 23
+    style: str = "a"  # a = the development world; b = the shifted world (look and narration) for zero-shot evaluation
     overwrite: bool = False
 
 
 def run(cfg: Config) -> dict:
     out = Path(cfg.out)
+    if cfg.style not in NARRATION:
+        raise MedvidError(f"style must be one of {sorted(NARRATION)}, got {cfg.style!r}")
     # Outputs already there are kept (resume) only when made with these settings (recorded beside the truth).
     claim_run(out / "truth", run_settings(cfg, ignore=("out", "lectures", "first_index", "overwrite")), overwrite=cfg.overwrite,
               has_results=any((out / "truth").glob("*.json")))
@@ -37,7 +41,7 @@ def run(cfg: Config) -> dict:
             skipped.append(name)
             continue
         row = synthesize_lecture(out, i, cfg.seed, size=(cfg.height, cfg.width), audio=cfg.audio, crf=cfg.crf,
-                                 phases=(cfg.min_phases, cfg.max_phases))
+                                 phases=(cfg.min_phases, cfg.max_phases), style=cfg.style)
         made.append(name)
         seconds += row["seconds"]
         sentences += row["sentences"]

@@ -8,7 +8,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from medvid.runs import claim_run, run_settings
-from medvid.synth.surgery import synthesize_video
+from medvid.errors import MedvidError
+from medvid.synth.surgery import STYLES, synthesize_video
 
 log = logging.getLogger("medvid")
 
@@ -24,11 +25,14 @@ class Config:
     width: int = 224
     duration_scale: float = 1.0  # 1.0 gives ~60-100 s videos
     crf: int = 23
+    style: str = "a"  # a = the development world; b = the shifted world for zero-shot evaluation (never tune on it)
     overwrite: bool = False
 
 
 def run(cfg: Config) -> dict:
     out = Path(cfg.out)
+    if cfg.style not in STYLES:
+        raise MedvidError(f"style must be one of {sorted(STYLES)}, got {cfg.style!r}")
     # Outputs already there are kept (resume) only when they were made with these settings.
     claim_run(out, run_settings(cfg, ignore=("out", "videos", "first_id", "ids", "overwrite")), overwrite=cfg.overwrite,
               has_results=any((out / "videos").glob("*.mp4")))
@@ -42,7 +46,7 @@ def run(cfg: Config) -> dict:
             skipped.append(name)
             continue
         row = synthesize_video(out, vid, cfg.seed, size=(cfg.height, cfg.width),
-                               duration_scale=cfg.duration_scale, crf=cfg.crf)
+                               duration_scale=cfg.duration_scale, crf=cfg.crf, style=cfg.style)
         made.append(row["video"])
         seconds += row["seconds"]
     return {"out": str(out), "written": made, "skipped_existing": skipped, "seconds_written": round(seconds, 2)}

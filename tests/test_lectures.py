@@ -235,3 +235,42 @@ def test_index_without_transcripts_fails_and_says_where_it_looked(lectures, tmp_
     with pytest.raises(MedvidError, match="no lecture videos"):
         lectures_index.run(load_config(lectures_index.Config, "lectures_index",
                                        overrides=[f"root={tmp_path / 'o'}", f"out={tmp_path / 'o2'}"]))
+
+
+def _templates(narration) -> list[str]:
+    return ([s for v in narration.phase_lines.values() for _, s in v] + [s for v in narration.tool_looks.values() for s in v]
+            + narration.slide_lines + narration.head_lines + list(narration.slide_titles.values()))
+
+
+def _pattern(template: str) -> re.Pattern:
+    parts = re.split(r"\{\w+\}", template)
+    return re.compile(".+".join(re.escape(p) for p in parts))
+
+
+def test_style_b_narration_shares_no_sentence_with_style_a():
+    from medvid.synth.lectures import NARRATION, plan_lecture
+
+    a, b = _templates(NARRATION["a"]), _templates(NARRATION["b"])
+    assert not set(a) & set(b)
+
+    def words(ts):
+        return {w for t in ts for w in re.findall(r"[a-z']+", re.sub(r"\{\w+\}", " ", t.lower()))}
+
+    wa, wb = words(a), words(b)
+    assert len(wa & wb) / len(wa | wb) < 0.3  # mostly other words (anatomy and function words are shared)
+    plan = plan_lecture(np.random.default_rng(3), with_audio=False, narration=NARRATION["b"])
+    spoken = [s.text for s in plan.sentences]
+    pa, pb = [_pattern(t) for t in a], [_pattern(t) for t in b]
+    assert all(any(p.fullmatch(s) for p in pb) for s in spoken)  # every sentence is one of style b's
+    assert not any(p.fullmatch(s) for p in pa for s in spoken)
+
+
+def test_style_b_lecture_has_both_asr_sources_and_refuses_a_style_switch(tmp_path):
+    base = [f"out={tmp_path}", "lectures=1", "seed=2", "audio=false", "min_phases=2", "max_phases=2",
+            "height=64", "width=64"]
+    synth_lectures.run(load_config(synth_lectures.Config, "synth_lectures", overrides=base + ["style=b"]))
+    whisper = read_transcript(tmp_path / "talk01.whisper.json")
+    aws = read_transcript(tmp_path / "talk01.aws.csv")
+    assert len(whisper.segments) > 3 and len(aws.segments) > 3
+    with pytest.raises(MedvidError, match="style"):
+        synth_lectures.run(load_config(synth_lectures.Config, "synth_lectures", overrides=base + ["style=a"]))

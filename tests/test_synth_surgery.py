@@ -125,3 +125,46 @@ def test_phases_and_tools_are_learnable_from_frozen_imagenet_features(tmp_path):
         aps = [average_precision_score(t[te, k], LogisticRegression(max_iter=2000).fit(x[tr], t[tr, k]).predict_proba(x[te])[:, 1])
                for k in range(7) if t[tr, k].min() < t[tr, k].max() and t[te, k].max() > 0]
         assert acc >= 0.7 and np.mean(aps) >= 0.8, (g, acc, aps)
+
+
+def _frames(style: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 1])
+    timeline = make_timeline(rng, duration_scale=0.3)
+    world = SurgicalWorld(rng, size=(96, 96), style=style)
+    tools = timeline.tools[0]
+    return np.array([world.render(t, p, 0.5, tools) for t, p in ((1.0, 0), (4.0, 1), (7.0, 3), (9.0, 5))])
+
+
+def test_style_a_is_the_default_world_and_style_b_looks_different():
+    default = SurgicalWorld(np.random.default_rng(4), size=(96, 96)).render(2.0, 1, 0.3, np.array([1, 0, 1, 0, 0, 0, 0]))
+    a = SurgicalWorld(np.random.default_rng(4), size=(96, 96), style="a").render(2.0, 1, 0.3, np.array([1, 0, 1, 0, 0, 0, 0]))
+    assert np.array_equal(default, a)  # style a is the world as it was
+    fa = np.concatenate([_frames("a", s) for s in range(3)]).astype(float)
+    fb = np.concatenate([_frames("b", s) for s in range(3)]).astype(float)
+    inside = (fa.sum(-1) > 0) & (fb.sum(-1) > 0)
+    mean_a, mean_b = fa[inside].mean(0), fb[inside].mean(0)  # colour over the lit field
+    assert np.abs(mean_a - mean_b).max() > 10
+    # colour ratios differ too (not just brightness): green/red and blue/red of the tissue
+    assert abs(mean_a[1] / mean_a[0] - mean_b[1] / mean_b[0]) > 0.05 or abs(mean_a[2] / mean_a[0] - mean_b[2] / mean_b[0]) > 0.05
+    with pytest.raises(ValueError, match="style"):
+        SurgicalWorld(np.random.default_rng(0), style="c")
+
+
+def test_style_b_varies_tool_shapes_within_a_class():
+    tools = np.zeros(7, int)
+    tools[CHOLEC80_TOOLS.index("Hook")] = 1
+    shapes = []
+    for seed in range(4):
+        world = SurgicalWorld(np.random.default_rng(seed), size=(112, 112), style="b")
+        shapes.append(world.shape["Hook"]["bend"])
+        assert SurgicalWorld(np.random.default_rng(seed), size=(112, 112)).shape["Hook"]["bend"] == 1.0  # a: fixed
+    assert np.ptp(shapes) > 0.2
+
+
+def test_resume_with_another_style_is_refused(tmp_path):
+    base = [f"out={tmp_path}", "ids=[41]", "seed=3", "duration_scale=0.1", "height=48", "width=64"]
+    synth_surgery.run(load_config(synth_surgery.Config, "synth_surgery", overrides=base + ["style=b"]))
+    with pytest.raises(MedvidError, match="style"):
+        synth_surgery.run(load_config(synth_surgery.Config, "synth_surgery", overrides=base))
+    with pytest.raises(MedvidError, match="style must be one of"):
+        synth_surgery.run(load_config(synth_surgery.Config, "synth_surgery", overrides=base + ["style=z"]))

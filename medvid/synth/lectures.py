@@ -11,7 +11,8 @@ Each lecture is ``<name>.mp4`` (25 fps) with
 
 Operative narration says what the viewer sees: the phase's action and visual cues and the tools in
 view (the tools drawn during a sentence are exactly those it names, plus sometimes unnamed ones).
-The sentences are written for this module and differ from the zero-shot prompt files.
+The sentences are written for this module and differ from the zero-shot prompt files. Style ``"b"``
+speaks its own phrasing set (no sentence template shared with ``"a"``) and shows style b's world.
 """
 from __future__ import annotations
 
@@ -150,6 +151,135 @@ HEAD_LINES: list[str] = [
     "Let me tell you a little about how we set up the theatre.",
 ]
 
+
+# ---- style "b": the shifted world's narration, written apart from style "a" (no template shared) ----
+TOOL_WORDS_B: dict[str, list[str]] = {
+    "Grasper": ["grasper", "jaw forceps", "holding clamp", "tissue grasper"],
+    "Bipolar": ["bipolar", "bipolar sealer", "maryland bipolar"],
+    "Hook": ["hook", "diathermy hook", "cautery probe", "hook electrode"],
+    "Scissors": ["scissors", "metzenbaum scissors", "cutting shears"],
+    "Clipper": ["clipper", "clip gun", "ligating clip device"],
+    "Irrigator": ["irrigator", "lavage wand", "suction irrigator"],
+    "SpecimenBag": ["specimen bag", "extraction pouch", "retrieval sack"],
+}
+TOOL_LOOKS_B: dict[str, list[str]] = {
+    "Grasper": ["Those khaki coloured tips belong to the {t}.",
+                "A grey rod ends in the olive jaws of the {t}."],
+    "Bipolar": ["Green jaws on a brown rod, that is the {t}.",
+                "Look for the {t}, its paddles are green."],
+    "Hook": ["That peach coloured bent wire is the {t}.",
+             "A slim slate rod carries the {t} with its pale orange bend."],
+    "Scissors": ["Orange blades, so those are the {t}.",
+                 "The {t} arrive, blades glowing orange."],
+    "Clipper": ["The {t} is the heavy one with the pink ring.",
+                "A brown rod and a rose coloured ring mark the {t}."],
+    "Irrigator": ["The sandy beige tube spraying a pale stream is the {t}.",
+                  "The {t} squirts a light cyan stream across the surface."],
+    "SpecimenBag": ["A pale blue pouch with an orange rim, the {t}, sits open.",
+                    "Notice the {t}, light blue with an orange cord."],
+}
+PHASE_LINES_B: dict[str, list[tuple[tuple[str, ...], str]]] = {
+    "Preparation": [
+        ((), "First glimpse: cream coloured fatty covering hides the gallbladder and nothing is divided."),
+        ((), "Purple liver above, grey green gallbladder beneath, fat draped across its neck."),
+        ((), "Survey first, we check the anatomy and where the cystic pedicle should lie."),
+        (("Grasper",), "The {Grasper} lifts the fundus cranially, over the liver edge."),
+        (("Grasper",), "Countertraction from the {Grasper} keeps everything stretched while we orient."),
+        (("Hook",), "Gently probing the fatty layer with the {Hook}, not cutting anything yet."),
+        (("Grasper", "Hook"), "{Grasper} on the fundus, {Hook} approaching the fatty covering."),
+    ],
+    "CalotTriangleDissection": [
+        ((), "Fatty tissue is peeled away bit by bit around the cystic pedicle."),
+        ((), "A cream coloured duct and a crimson artery emerge as the fat goes."),
+        ((), "Clearing continues until two structures alone reach the gallbladder, our safety view."),
+        (("Hook",), "Plumes rise as the {Hook} scores the peritoneal covering over the pedicle."),
+        (("Hook",), "Brief activations of the {Hook} open the plane ahead of the duct."),
+        (("Grasper", "Hook"), "Lateral pull by the {Grasper}, dissection by the {Hook}."),
+        (("Grasper",), "Pulling Hartmann's pouch outward with the {Grasper} widens this space."),
+    ],
+    "ClippingCutting": [
+        ((), "Duct plus artery, both secured before any division."),
+        (("Clipper",), "A metal clip from the {Clipper} closes across the duct."),
+        (("Clipper",), "Using the {Clipper}, two clips go proximally and one distally."),
+        (("Clipper", "Grasper"), "With the {Grasper} steadying the neck, the {Clipper} fires onto the artery."),
+        (("Scissors",), "Division follows, the {Scissors} snipping between the clips."),
+        (("Scissors",), "Artery divided by the {Scissors}, clips remaining on each stump."),
+        (("Scissors", "Grasper"), "Neck elevated by the {Grasper}, the {Scissors} transect the duct."),
+    ],
+    "GallbladderDissection": [
+        ((), "Detachment from the hepatic bed leaves a brownish charred surface behind."),
+        ((), "Plane by plane, the wall comes off the hepatic bed toward the fundus."),
+        ((), "Stumps with their clips remain while the organ is freed from the hepatic bed."),
+        (("Hook",), "Adhesions to the hepatic bed are divided using the {Hook}."),
+        (("Grasper", "Hook"), "{Grasper} retracting upward, {Hook} releasing the attachments."),
+        (("Grasper",), "By flipping the organ with the {Grasper}, the posterior plane comes into view."),
+        (("Bipolar",), "One oozing vessel on the hepatic bed, sealed by the {Bipolar}."),
+    ],
+    "GallbladderPackaging": [
+        ((), "Completely detached, the organ now needs a container for extraction."),
+        ((), "Resting free above the liver, the organ waits for packing."),
+        (("SpecimenBag",), "Unfolding the {SpecimenBag}, we tuck the organ inside."),
+        (("SpecimenBag", "Grasper"), "Released by the {Grasper}, the organ falls into the {SpecimenBag}."),
+        (("SpecimenBag",), "Inside the {SpecimenBag}, no stone can escape."),
+    ],
+    "CleaningCoagulation": [
+        ((), "Lavage time, checking the hepatic bed for oozing."),
+        ((), "Several maroon clots remain and must be cleared."),
+        (("Irrigator",), "Flushing and aspirating with the {Irrigator} over the hepatic bed."),
+        (("Irrigator",), "Repeated flushes from the {Irrigator} until returns run clear."),
+        (("Bipolar",), "Any ooze is stopped with the {Bipolar}."),
+        (("Bipolar", "Irrigator"), "Once the {Irrigator} rinses the clot off, the {Bipolar} seals the spot."),
+        (("Grasper",), "Clots get pushed away by the {Grasper} for a better look."),
+    ],
+    "GallbladderRetraction": [
+        ((), "Finally, extraction of the specimen via the navel incision."),
+        ((), "Packed specimen exits through the umbilical opening."),
+        (("SpecimenBag",), "Drawing the {SpecimenBag} toward the umbilical trocar and outside."),
+        (("SpecimenBag", "Grasper"), "Catching the cord of the {SpecimenBag}, the {Grasper} drags it outside."),
+        (("Grasper",), "Its mouth is guided toward the trocar by the {Grasper}."),
+    ],
+}
+SLIDE_TITLES_B: dict[str, str] = {
+    "Preparation": "Orientation", "CalotTriangleDissection": "Critical view",
+    "ClippingCutting": "Securing the pedicle", "GallbladderDissection": "Hepatic bed separation",
+    "GallbladderPackaging": "Containment", "CleaningCoagulation": "Lavage and bleeding check",
+    "GallbladderRetraction": "Specimen removal",
+}
+SLIDE_LINES_B: list[str] = [
+    "Next, a summary slide for this stage.",
+    "Some background first, then footage.",
+    "These are typical errors trainees make here.",
+    "Quick recap of evidence for this stage.",
+    "Points worth remembering before watching.",
+    "Keep these numbers in mind.",
+    "Here is our checklist for this stage.",
+]
+HEAD_LINES_B: list[str] = [
+    "Hello and welcome, thanks for joining this session.",
+    "What follows is a routine case recorded at our hospital.",
+    "That concludes my talk, questions are welcome.",
+    "Our residents learn this procedure exactly this way.",
+    "A word about port placement before we begin.",
+]
+
+
+@dataclass(frozen=True)
+class Narration:
+    """One style's spoken language: tool words and looks, phase sentences, slides, talking-head lines."""
+
+    tool_words: dict[str, list[str]]
+    tool_looks: dict[str, list[str]]
+    phase_lines: dict[str, list[tuple[tuple[str, ...], str]]]
+    slide_titles: dict[str, str]
+    slide_lines: list[str]
+    head_lines: list[str]
+
+
+NARRATION: dict[str, Narration] = {
+    "a": Narration(TOOL_WORDS, TOOL_LOOKS, PHASE_LINES, SLIDE_TITLES, SLIDE_LINES, HEAD_LINES),
+    "b": Narration(TOOL_WORDS_B, TOOL_LOOKS_B, PHASE_LINES_B, SLIDE_TITLES_B, SLIDE_LINES_B, HEAD_LINES_B),
+}
+
 # Spelling and wording of the second ASR source (lower case, no punctuation after this).
 ASR_B_SUBS: list[tuple[str, str]] = [
     (r"\bgallbladder\b", "gall bladder"), (r"\bcalot's\b", "callots"), (r"\bhepatocystic\b", "hepato cystic"),
@@ -201,11 +331,12 @@ def speak(text: str, voice: str = "en-us", rate_wpm: int = 150) -> np.ndarray:
     return x
 
 
-def _fill(template: str, rng: np.random.Generator) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: TOOL_WORDS[m.group(1)][rng.integers(len(TOOL_WORDS[m.group(1)]))], template)
+def _fill(template: str, rng: np.random.Generator, words: dict[str, list[str]] = TOOL_WORDS) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: words[m.group(1)][rng.integers(len(words[m.group(1)]))], template)
 
 
-def _operative_lines(rng: np.random.Generator, phase: str, progress: float) -> tuple[str, tuple[str, ...]]:
+def _operative_lines(rng: np.random.Generator, phase: str, progress: float,
+                     narration: Narration = NARRATION["a"]) -> tuple[str, tuple[str, ...]]:
     """One sentence for an operative moment and the tools to draw while it is spoken."""
     probs = dict(TOOL_PROB[phase])
     if phase == "ClippingCutting":  # the clipper works first, the scissors afterwards
@@ -213,13 +344,14 @@ def _operative_lines(rng: np.random.Generator, phase: str, progress: float) -> t
     shown = {t for t, p in probs.items() if rng.random() < p}
     if not shown:
         shown = {max(probs, key=probs.get)}
-    options = [(need, s) for need, s in PHASE_LINES[phase] if set(need) <= set(probs)]
+    options = [(need, s) for need, s in narration.phase_lines[phase] if set(need) <= set(probs)]
     if rng.random() < 0.2:  # describe how a tool in view looks
         tool = sorted(shown)[rng.integers(len(shown))]
-        tmpl = TOOL_LOOKS[tool][rng.integers(len(TOOL_LOOKS[tool]))].replace("{t}", "{" + tool + "}")
-        return _fill(tmpl, rng), tuple(sorted(shown))
+        looks = narration.tool_looks[tool]
+        tmpl = looks[rng.integers(len(looks))].replace("{t}", "{" + tool + "}")
+        return _fill(tmpl, rng, narration.tool_words), tuple(sorted(shown))
     need, tmpl = options[rng.integers(len(options))]
-    return _fill(tmpl, rng), tuple(sorted(shown | set(need)))
+    return _fill(tmpl, rng, narration.tool_words), tuple(sorted(shown | set(need)))
 
 
 @dataclass
@@ -232,8 +364,11 @@ class LecturePlan:
         return [s for shot in self.shots for s in shot.sentences]
 
 
-def plan_lecture(rng: np.random.Generator, with_audio: bool, phases: tuple[int, int] = (4, 7)) -> LecturePlan:
-    """Shots and timed sentences: intro, then ``phases`` (min, max) phases (slide, then footage), then a close."""
+def plan_lecture(rng: np.random.Generator, with_audio: bool, phases: tuple[int, int] = (4, 7),
+                 narration: Narration = NARRATION["a"]) -> LecturePlan:
+    """Shots and timed sentences: intro, then ``phases`` (min, max) phases (slide, then footage), then a
+    close, in ``narration``'s language."""
+    nar = narration
     n_phases = int(rng.integers(phases[0], min(phases[1], len(CHOLEC80_PHASES)) + 1))
     chosen = sorted(rng.choice(len(CHOLEC80_PHASES), n_phases, replace=False).tolist())
     t = 0.0
@@ -251,24 +386,25 @@ def plan_lecture(rng: np.random.Generator, with_audio: bool, phases: tuple[int, 
         shot.end = t
         shots.append(shot)
 
-    add(Shot("other", 0, 0), [(HEAD_LINES[int(rng.integers(2))], ())])
+    add(Shot("other", 0, 0), [(nar.head_lines[int(rng.integers(2))], ())])
     for p in chosen:
         name = CHOLEC80_PHASES[p]
         if rng.random() < 0.6:
-            bullets = [_fill(s, rng) for _, s in (PHASE_LINES[name][i] for i in rng.choice(len(PHASE_LINES[name]), 3, replace=False))]
+            lines = nar.phase_lines[name]
+            bullets = [_fill(s, rng, nar.tool_words) for _, s in (lines[i] for i in rng.choice(len(lines), 3, replace=False))]
             n = int(rng.integers(1, 3))
-            add(Shot("slide", 0, 0, phase=p, title=SLIDE_TITLES[name], bullets=bullets),
-                [(SLIDE_LINES[i], ()) for i in rng.choice(len(SLIDE_LINES), n, replace=False)])
+            add(Shot("slide", 0, 0, phase=p, title=nar.slide_titles[name], bullets=bullets),
+                [(nar.slide_lines[i], ()) for i in rng.choice(len(nar.slide_lines), n, replace=False)])
         n = int(rng.integers(3, 6))
         p0, p1 = sorted(rng.uniform(0.0, 1.0, 2))
         p0, p1 = min(p0, 0.2), max(p1, 0.8)
         texts: list[tuple[str, tuple[str, ...]]] = []
         while len(texts) < n:  # no sentence twice in one shot
-            line = _operative_lines(rng, name, p0 + (p1 - p0) * (len(texts) + 0.5) / n)
+            line = _operative_lines(rng, name, p0 + (p1 - p0) * (len(texts) + 0.5) / n, nar)
             if all(line[0] != prev for prev, _ in texts):
                 texts.append(line)
         add(Shot("operative", 0, 0, phase=p, progress=(p0, p1)), texts)
-    add(Shot("other", 0, 0), [(HEAD_LINES[2 + int(rng.integers(len(HEAD_LINES) - 2))], ())])
+    add(Shot("other", 0, 0), [(nar.head_lines[2 + int(rng.integers(len(nar.head_lines) - 2))], ())])
     return LecturePlan(shots, t + 0.5)
 
 
@@ -432,14 +568,18 @@ def write_csv(path: Path, segments: list[Segment]) -> None:
 
 
 def synthesize_lecture(out: str | Path, index: int, seed: int, size: tuple[int, int] = (224, 224),
-                       audio: bool = True, crf: int = 23, phases: tuple[int, int] = (4, 7)) -> dict:
-    """Write lecture ``talkNN``: video (+ narration audio when espeak-ng exists), two transcripts, truth."""
+                       audio: bool = True, crf: int = 23, phases: tuple[int, int] = (4, 7), style: str = "a") -> dict:
+    """Write lecture ``talkNN`` in ``style`` (the world's look and the narration's language, see
+    ``medvid.synth.surgery.STYLES`` and ``NARRATION``): video (+ narration audio when espeak-ng
+    exists), two transcripts, truth."""
+    if style not in NARRATION:
+        raise ValueError(f"style must be one of {sorted(NARRATION)}, got {style!r}")
     out = Path(out)
     name = f"talk{index:02d}"
     rng = np.random.default_rng([seed, index, 1])
     with_audio = audio and espeak_available()
-    plan = plan_lecture(rng, with_audio, phases)
-    world = SurgicalWorld(rng, size=tuple(size))
+    plan = plan_lecture(rng, with_audio, phases, NARRATION[style])
+    world = SurgicalWorld(rng, size=tuple(size), style=style)
     style = {"bg": tuple(int(v) for v in rng.integers(232, 256, 3)),
              "bar": tuple(int(v) for v in rng.integers(20, 120, 3)),
              "wall": tuple(int(v) for v in (rng.integers(60, 110), rng.integers(80, 130), rng.integers(120, 180))),

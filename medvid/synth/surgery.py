@@ -6,6 +6,11 @@ a moving, zooming laparoscope with a round vignette. Each phase changes the anat
 way, and the seven Cholec80 tools are drawn with distinct shapes and colours, entering from
 their own trocars with phase-typical probabilities. ``medvid.synth.lectures`` reuses
 ``SurgicalWorld`` so lectures show the same world the surgery videos test.
+
+``style`` picks the look: ``"a"`` (the world medvid was developed on) or ``"b"`` (a shifted world
+for honest zero-shot evaluation: other tissue and tool colours and textures, tool shapes varied
+within each class from video to video, a closer and more restless camera with exposure changes).
+Both styles share the events (phases, tools, anatomy changes), so annotations mean the same.
 """
 from __future__ import annotations
 
@@ -55,6 +60,53 @@ TOOL_STYLE: dict[str, dict] = {
     "Clipper": dict(shaft=(45, 45, 50), tip=(165, 70, 200), angle=-5, width=0.07),
     "Irrigator": dict(shaft=(225, 225, 230), tip=(60, 210, 235), angle=215, width=0.06),
     "SpecimenBag": dict(shaft=(240, 240, 235), tip=(30, 120, 230), angle=-60, width=0.05),
+}
+
+
+@dataclass(frozen=True)
+class Style:
+    """The look of a world: tissue palette and texture, tool looks, camera behaviour."""
+
+    tissue: tuple[int, int, int]  # base colour of the background texture
+    noise_scales: tuple[int, ...]
+    vessels: tuple[int, int, int]
+    n_vessels: int
+    liver: tuple[int, int, int]
+    gallbladder: tuple[int, int, int]
+    fat: tuple[int, int, int]
+    bed: tuple[int, int, int]  # burned liver bed
+    duct: tuple[int, int, int]
+    artery: tuple[int, int, int]
+    blood: tuple[int, int, int]
+    fluid: tuple[int, int, int]
+    tools: dict[str, dict]
+    pan: tuple[float, float, float]  # camera sway amplitudes (world px at 224): slow x, fast x, y
+    pan_speed: float  # multiplies the sway frequencies
+    zoom: tuple[float, float]  # mean, amplitude
+    vignette: tuple[float, float, float]  # 1 - a*r^2 clipped, offset b, radius cut c: clip(b - a r^2) * (r < c)
+    exposure: float = 0.0  # amplitude of slow brightness changes (auto exposure)
+    vary_shapes: bool = False  # tool shapes drawn per video within each class
+
+
+STYLES: dict[str, Style] = {
+    "a": Style(tissue=(185, 85, 80), noise_scales=(4, 12, 40), vessels=(120, 30, 40), n_vessels=14,
+               liver=(110, 35, 32), gallbladder=(140, 165, 70), fat=(235, 205, 120), bed=(70, 30, 20),
+               duct=(235, 220, 160), artery=(200, 40, 45), blood=(150, 0, 10), fluid=(110, 170, 200),
+               tools=TOOL_STYLE, pan=(18, 6, 14), pan_speed=1.0, zoom=(1.15, 0.12), vignette=(0.55, 1.25, 1.08)),
+    "b": Style(tissue=(215, 140, 115), noise_scales=(6, 20, 64), vessels=(150, 60, 90), n_vessels=30,
+               liver=(80, 28, 45), gallbladder=(95, 130, 95), fat=(245, 225, 160), bed=(95, 55, 35),
+               duct=(250, 240, 205), artery=(170, 20, 60), blood=(95, 5, 20), fluid=(170, 205, 185),
+               tools={
+                   "Grasper": dict(shaft=(95, 100, 110), tip=(150, 155, 120), angle=140, width=0.05),
+                   "Bipolar": dict(shaft=(60, 45, 30), tip=(70, 170, 120), angle=20, width=0.05),
+                   "Hook": dict(shaft=(70, 70, 90), tip=(250, 200, 150), angle=200, width=0.035),
+                   "Scissors": dict(shaft=(120, 115, 100), tip=(230, 120, 40), angle=170, width=0.05),
+                   "Clipper": dict(shaft=(85, 60, 55), tip=(225, 80, 120), angle=195, width=0.065),
+                   "Irrigator": dict(shaft=(185, 175, 120), tip=(160, 230, 255), angle=-30, width=0.05),
+                   "SpecimenBag": dict(shaft=(215, 230, 240), tip=(240, 150, 40), angle=120, width=0.05),
+               },
+               pan=(30, 12, 24), pan_speed=1.8, zoom=(1.45, 0.22), vignette=(0.35, 1.1, 1.2), exposure=0.12,
+               vary_shapes=True),
 }
 
 
@@ -124,50 +176,66 @@ def make_timeline(rng: np.random.Generator, duration_scale: float = 1.0, fps: in
 
 @dataclass
 class SurgicalWorld:
-    """One patient's anatomy and one camera, rendered at ``size`` = (height, width)."""
+    """One patient's anatomy and one camera in ``style`` (``STYLES``), rendered at ``size`` = (height, width)."""
 
     rng: np.random.Generator
     size: tuple[int, int] = (224, 224)
+    style: str = "a"
     _tex: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {sorted(STYLES)}, got {self.style!r}")
+        st = self.look = STYLES[self.style]
         rng, (h, w) = self.rng, self.size
         self.H, self.W = 2 * h, 2 * w  # world canvas, camera looks at part of it
-        n = _smooth_noise(rng, self.H, self.W)
-        base = np.array([185, 85, 80], np.float32) * rng.uniform(0.85, 1.1)
+        n = _smooth_noise(rng, self.H, self.W, st.noise_scales)
+        base = np.array(st.tissue, np.float32) * rng.uniform(0.85, 1.1)
         tint = rng.uniform(-12, 12, 3)
         tex = base[None, None] * (0.7 + 0.5 * n[..., None]) + tint
         # thin dark vessels
         img = Image.fromarray(np.clip(tex, 0, 255).astype(np.uint8))
         d = ImageDraw.Draw(img)
-        for _ in range(14):
+        for _ in range(st.n_vessels):
             x, y = rng.uniform(0, self.W), rng.uniform(0, self.H)
             pts = [(x, y)]
             for _ in range(6):
                 x, y = x + rng.uniform(-30, 30) * w / 224, y + rng.uniform(-30, 30) * h / 224
                 pts.append((x, y))
-            d.line(pts, fill=(120, 30, 40), width=max(1, w // 110))
+            d.line(pts, fill=st.vessels, width=max(1, w // 110))
         self._tex = np.asarray(img.filter(ImageFilter.GaussianBlur(1)))
         s = w / 224
         self.s = s
         cx, cy = self.W / 2 + rng.uniform(-15, 15) * s, self.H / 2 + rng.uniform(-10, 10) * s
         self.liver = (cx, cy - 60 * s, 190 * s, 75 * s)  # ellipse centre/radii (world px)
         self.gb = (cx + rng.uniform(-10, 10) * s, cy + 5 * s, 62 * s, 26 * s, rng.uniform(-0.5, -0.2))
-        self.liver_col = tuple(int(c) for c in np.array([110, 35, 32]) * rng.uniform(0.85, 1.15))
-        self.gb_col = tuple(int(c) for c in np.array([140, 165, 70]) * rng.uniform(0.9, 1.1))
+        self.liver_col = tuple(int(c) for c in np.array(st.liver) * rng.uniform(0.85, 1.15))
+        self.gb_col = tuple(int(c) for c in np.array(st.gallbladder) * rng.uniform(0.9, 1.1))
         self.cam_phase = rng.uniform(0, 2 * math.pi, 4)
-        self.tool_angle = {k: math.radians(v["angle"] + rng.uniform(-12, 12)) for k, v in TOOL_STYLE.items()}
-        self.tool_phase = {k: rng.uniform(0, 2 * math.pi, 3) for k in TOOL_STYLE}
+        self.tool_angle = {k: math.radians(v["angle"] + rng.uniform(-12, 12)) for k, v in st.tools.items()}
+        self.tool_phase = {k: rng.uniform(0, 2 * math.pi, 3) for k in st.tools}
         yy, xx = np.mgrid[0:h, 0:w]
         r = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2))
-        self._vignette = np.clip(1.25 - 0.55 * r ** 2, 0, 1) * (r < 1.08)
+        a, b, c = st.vignette
+        self._vignette = np.clip(b - a * r ** 2, 0, 1) * (r < c)
+        # tool shape within its class: jaw length, jaw width, opening, blade curve, hook bend (1 = style a's)
+        self.shape = {k: dict(length=1.0, jaw=1.0, opening=1.0, curve=1.0, bend=1.0, fenestrated=True)
+                      for k in st.tools}
+        if st.vary_shapes:
+            for k in st.tools:
+                self.shape[k] = dict(length=rng.uniform(0.7, 1.5), jaw=rng.uniform(0.6, 1.5), opening=rng.uniform(0.5, 1.4),
+                                     curve=rng.uniform(-2.0, 3.0), bend=rng.uniform(0.4, 1.6),
+                                     fenestrated=bool(rng.random() < 0.5))
+            self.exposure_phase = rng.uniform(0, 2 * math.pi)
 
     # ---- geometry -----------------------------------------------------------------------
     def _camera(self, t: float, focus: tuple[float, float]) -> tuple[float, float, float]:
-        a = self.cam_phase
-        cx = focus[0] + 18 * self.s * math.sin(0.21 * t + a[0]) + 6 * self.s * math.sin(0.9 * t + a[1])
-        cy = focus[1] + 14 * self.s * math.sin(0.17 * t + a[2])
-        zoom = 1.15 + 0.12 * math.sin(0.13 * t + a[3])
+        a, st = self.cam_phase, self.look
+        px, pf, py = (v * self.s for v in st.pan)
+        k = st.pan_speed
+        cx = focus[0] + px * math.sin(0.21 * k * t + a[0]) + pf * math.sin(0.9 * k * t + a[1])
+        cy = focus[1] + py * math.sin(0.17 * k * t + a[2])
+        zoom = st.zoom[0] + st.zoom[1] * math.sin(0.13 * k * t + a[3])
         return cx, cy, zoom
 
     def _ellipse(self, cx, cy, rx, ry, rot=0.0, n=40) -> list[tuple[float, float]]:
@@ -202,7 +270,7 @@ class SurgicalWorld:
         # burned liver bed: grows through gallbladder dissection, stays afterwards
         bed = progress if name == "GallbladderDissection" else (1.0 if order > P["GallbladderDissection"] else 0.0)
         if bed > 0:
-            d.polygon(sc(self._ellipse(gx, gy - 8 * s, grx * (0.3 + 0.8 * bed), gry * 0.9, grot)), fill=(70, 30, 20))
+            d.polygon(sc(self._ellipse(gx, gy - 8 * s, grx * (0.3 + 0.8 * bed), gry * 0.9, grot)), fill=self.look.bed)
             for k in range(int(6 * bed)):
                 a = self.tool_phase["Hook"][0] + k
                 d.ellipse(self._box(sc([(gx + grx * 0.6 * math.cos(a), gy - 8 * s + gry * 0.5 * math.sin(a))])[0], 3 * s * zoom),
@@ -213,7 +281,7 @@ class SurgicalWorld:
         show_structures = order >= P["CalotTriangleDissection"] and order <= P["GallbladderDissection"]
         cut = order > P["ClippingCutting"] or (name == "ClippingCutting" and progress > CLIP_TO_CUT + 0.1)
         if show_structures or order > P["GallbladderDissection"]:
-            for end, col, wid in ((duct_end, (235, 220, 160), 9), (art_end, (200, 40, 45), 6)):
+            for end, col, wid in ((duct_end, self.look.duct, 9), (art_end, self.look.artery, 6)):
                 a, b = sc([neck, end])
                 if cut:
                     mid = (a[0] + 0.45 * (b[0] - a[0]), a[1] + 0.45 * (b[1] - a[1]))
@@ -245,7 +313,7 @@ class SurgicalWorld:
                 fx = neck[0] - rng.uniform(5, 50) * s
                 fy = neck[1] + rng.uniform(0, 65) * s
                 d.polygon(sc(self._ellipse(fx, fy, rng.uniform(12, 22) * s, rng.uniform(8, 14) * s, rng.uniform(0, 3))),
-                          fill=(235, 205, 120))
+                          fill=self.look.fat)
         if name == "GallbladderPackaging" and "SpecimenBag" not in [CHOLEC80_TOOLS[i] for i in np.flatnonzero(np.asarray(tools))]:
             # the detached gallbladder lies free on the liver until it goes into the bag
             d.polygon(sc(self._ellipse(gx + 20 * s, gy + 30 * s, grx * 0.8, gry * 1.1, grot + 0.6)), fill=self.gb_col)
@@ -257,12 +325,12 @@ class SurgicalWorld:
             for k in range(4):
                 a = self.cam_phase[k] * 3
                 d.ellipse(self._box(sc([(gx + 40 * s * math.cos(a), gy + 25 * s * math.sin(a))])[0], (9 + 4 * (1 - progress)) * s * zoom),
-                          fill=(150, 0, 10))
+                          fill=self.look.blood)
         present = [CHOLEC80_TOOLS[i] for i in np.flatnonzero(np.asarray(tools))]
         if "SpecimenBag" in present:
             self._draw_bag(d, t, name, progress, (w, h))
         if "Irrigator" in present:  # pooled irrigation fluid
-            d.ellipse(self._box((w * 0.45, h * 0.62), 22 * s), fill=(110, 170, 200))
+            d.ellipse(self._box((w * 0.45, h * 0.62), 22 * s), fill=self.look.fluid)
         for tool in ("Grasper", "Bipolar", "Hook", "Scissors", "Clipper", "Irrigator"):
             if tool in present:
                 self._draw_tool(d, tool, t, (w, h), sc([focus])[0])
@@ -270,6 +338,8 @@ class SurgicalWorld:
         if "Hook" in present and name in ("CalotTriangleDissection", "GallbladderDissection"):
             haze = 0.18 + 0.1 * math.sin(1.7 * t)
             frame = frame * (1 - haze) + 215 * haze
+        if self.look.exposure:
+            frame *= 1 + self.look.exposure * math.sin(0.23 * t + self.exposure_phase)
         frame *= self._vignette[..., None]
         return np.clip(frame, 0, 255).astype(np.uint8)
 
@@ -285,18 +355,18 @@ class SurgicalWorld:
         else:
             bx, by = w * 0.55 + 6 * s * math.sin(t), h * 0.6
         r = 34 * s
-        d.polygon(self._ellipse(bx, by, r * 1.1, r * 0.8, 0.3), fill=TOOL_STYLE["SpecimenBag"]["shaft"], outline=(180, 180, 175))
+        d.polygon(self._ellipse(bx, by, r * 1.1, r * 0.8, 0.3), fill=self.look.tools["SpecimenBag"]["shaft"], outline=(180, 180, 175))
         if phase == "GallbladderPackaging" and progress < 0.8:  # gallbladder going into the bag
             d.polygon(self._ellipse(bx - r * (1 - progress), by - r * 0.6, 22 * s, 11 * s, -0.3), fill=self.gb_col)
-        d.line([(bx - r, by - r * 0.55), (bx + r, by - r * 0.55)], fill=TOOL_STYLE["SpecimenBag"]["tip"], width=max(2, int(5 * s)))
+        d.line([(bx - r, by - r * 0.55), (bx + r, by - r * 0.55)], fill=self.look.tools["SpecimenBag"]["tip"], width=max(2, int(5 * s)))
         # the bag's string runs to the trocar
         ang = self.tool_angle["SpecimenBag"]
         d.line([(bx + r * 0.8, by - r * 0.5), (w / 2 + w * math.cos(ang), h / 2 - h * math.sin(ang))],
-               fill=TOOL_STYLE["SpecimenBag"]["tip"], width=max(1, int(2 * s)))
+               fill=self.look.tools["SpecimenBag"]["tip"], width=max(1, int(2 * s)))
 
     def _draw_tool(self, d: ImageDraw.ImageDraw, tool: str, t: float, wh, focus) -> None:
         w, h = wh
-        st = TOOL_STYLE[tool]
+        st, shape = self.look.tools[tool], self.shape[tool]
         ang = self.tool_angle[tool]
         ph = self.tool_phase[tool]
         # trocar outside the frame; tip near the focus, moving
@@ -309,20 +379,21 @@ class SurgicalWorld:
         norm = math.hypot(ux, uy) or 1.0
         ux, uy = ux / norm, uy / norm  # pointing towards the tip
         nx, ny = -uy, ux
-        L = 0.09 * w
+        L = 0.09 * w * shape["length"]
         tip = st["tip"]
         if tool in ("Grasper", "Bipolar", "Scissors", "Clipper"):
-            opening = (0.35 + 0.25 * math.sin(2.1 * t + ph[2])) * (0.6 if tool == "Bipolar" else 1.0)
-            jaw_w = max(2, int(sw * (0.45 if tool != "Clipper" else 0.7)))
+            opening = (0.35 + 0.25 * math.sin(2.1 * t + ph[2])) * (0.6 if tool == "Bipolar" else 1.0) * shape["opening"]
+            jaw_w = max(2, int(sw * (0.45 if tool != "Clipper" else 0.7) * shape["jaw"]))
             for sgn in (1, -1):
                 ex = tx + L * (ux * math.cos(opening) + sgn * nx * math.sin(opening))
                 ey = ty + L * (uy * math.cos(opening) + sgn * ny * math.sin(opening))
                 if tool == "Scissors":  # curved blades: two segments
-                    mx, my = (tx + ex) / 2 + sgn * nx * 2, (ty + ey) / 2 + sgn * ny * 2
-                    d.line([(tx, ty), (mx, my), (ex + nx * 4, ey + ny * 4)], fill=tip, width=jaw_w, joint="curve")
+                    c = shape["curve"]
+                    mx, my = (tx + ex) / 2 + sgn * nx * 2 * c, (ty + ey) / 2 + sgn * ny * 2 * c
+                    d.line([(tx, ty), (mx, my), (ex + nx * 4 * c, ey + ny * 4 * c)], fill=tip, width=jaw_w, joint="curve")
                 else:
                     d.line([(tx, ty), (ex, ey)], fill=tip, width=jaw_w)
-            if tool == "Grasper":  # fenestrated jaws: dark windows
+            if tool == "Grasper" and shape["fenestrated"]:  # fenestrated jaws: dark windows
                 d.ellipse(self._box((tx + ux * L * 0.55, ty + uy * L * 0.55), sw * 0.2), fill=(40, 40, 45))
             if tool == "Clipper":  # a clip loaded between the jaws and a coloured collar
                 d.line([(tx + ux * L * 0.5 - nx * 4, ty + uy * L * 0.5 - ny * 4), (tx + ux * L * 0.5 + nx * 4, ty + uy * L * 0.5 + ny * 4)],
@@ -332,7 +403,8 @@ class SurgicalWorld:
                 d.line([(tx - ux * L * 0.5, ty - uy * L * 0.5), (tx, ty)], fill=tip, width=sw)
         elif tool == "Hook":  # L-shaped electrode
             ex, ey = tx + ux * L * 0.7, ty + uy * L * 0.7
-            d.line([(tx, ty), (ex, ey), (ex + nx * L * 0.4, ey + ny * L * 0.4)], fill=tip, width=max(2, sw // 2), joint="curve")
+            b = 0.4 * shape["bend"]
+            d.line([(tx, ty), (ex, ey), (ex + nx * L * b, ey + ny * L * b)], fill=tip, width=max(2, sw // 2), joint="curve")
         elif tool == "Irrigator":  # open tube with a water jet
             ex, ey = tx + ux * L * 0.4, ty + uy * L * 0.4
             d.line([(tx, ty), (ex, ey)], fill=st["shaft"], width=sw)
@@ -365,13 +437,13 @@ def write_annotations(root: Path, name: str, timeline: Timeline) -> None:
 
 
 def synthesize_video(root: str | Path, video_id: int, seed: int, size: tuple[int, int] = (224, 224),
-                     duration_scale: float = 1.0, crf: int = 23) -> dict:
-    """Write ``videos/videoNN.mp4`` and its annotations under ``root``; returns a summary row."""
+                     duration_scale: float = 1.0, crf: int = 23, style: str = "a") -> dict:
+    """Write ``videos/videoNN.mp4`` and its annotations under ``root`` in ``style``; returns a summary row."""
     root = Path(root)
     name = f"video{video_id:02d}"
     rng = np.random.default_rng([seed, video_id])
     timeline = make_timeline(rng, duration_scale=duration_scale)
-    world = SurgicalWorld(rng, size=tuple(size))
+    world = SurgicalWorld(rng, size=tuple(size), style=style)
     n = write_video(root / "videos" / f"{name}.mp4", render_video_frames(world, timeline), FPS, crf=crf, gop=2 * FPS)
     write_annotations(root, name, timeline)
     return {"video": name, "frames": n, "seconds": n / FPS}
