@@ -29,6 +29,13 @@ log = logging.getLogger("medvid")
 
 
 @dataclass
+class Ann:
+    kind: str = "none"                  # build: none | ivf | hnsw approximate index per section (needs faiss)
+    nlist: Optional[int] = None         # ivf: inverted lists per section; null = 4 sqrt(rows)
+    hnsw_m: int = 32                    # hnsw: links per node
+
+
+@dataclass
 class Config:
     action: str = "build"               # build | calibrate
     input: str = ""                     # build: ingest folder or reports CSV; calibrate: labelled ingest folder
@@ -40,6 +47,8 @@ class Config:
     labels: str = ""                    # text bank: labels CSV keyed like the reports CSV
     sections: Optional[list[str]] = None  # null = EchoPrime's 15 + Postoperative Findings
     method: str = "youden"              # calibration: youden (max sensitivity + specificity - 1)
+    phenotype_models: bool = True       # calibration: choose kNN k or a linear head per phenotype on the split
+    ann: Ann = field(default_factory=lambda: Ann())
     text_batch: int = 64
     progress: bool = True
     encoding: Encoding = field(default_factory=Encoding)
@@ -70,6 +79,10 @@ def _sections(cfg: Config) -> list[str]:
 def build(cfg: Config) -> dict[str, Any]:
     if not cfg.input or not cfg.bank or not cfg.model:
         raise MedvidError("bank build needs input (ingest folder or reports CSV), bank (output folder) and model")
+    if cfg.ann.kind != "none":
+        from medvid.report.retrieval import check_ann
+
+        check_ann(cfg.ann.kind)  # before any encoding: unknown kind or faiss missing
     src = Path(cfg.input)
     if src.is_file():
         return _build_text(cfg, src)
@@ -152,7 +165,9 @@ def _write(cfg: Config, per_section, sections, studies: pd.DataFrame, dim: int, 
     rows = sum(len(v) for v in per_section.values())
     if rows == 0:
         raise MedvidError("no report section to put in the bank")
-    write_bank(cfg.bank, _sections_rows(per_section, sections, dim), studies, dim=dim, rows=rows, manifest=manifest)
+    ann = None if cfg.ann.kind == "none" else {"kind": cfg.ann.kind, "nlist": cfg.ann.nlist, "hnsw_m": cfg.ann.hnsw_m}
+    write_bank(cfg.bank, _sections_rows(per_section, sections, dim), studies, dim=dim, rows=rows, manifest=manifest,
+               ann=ann)
     return {"bank": cfg.bank, "rows": rows, "studies": len(studies),
             "rows_per_section": {s: len(per_section.get(s, [])) for s in sections},
             "phenotypes": [c for c in studies.columns if c != "study_key"], "scrubbed": manifest["scrubbed"]}
@@ -251,10 +266,8 @@ def _build_text(cfg: Config, path: Path) -> dict[str, Any]:
 def calibrate(cfg: Config) -> dict[str, Any]:
     from medvid.datasets.echo import read_videos
     from medvid.io.reports import read_labels
-    from medvid.metrics import auroc
     from medvid.report.bank import Bank
     from medvid.report.draft import DraftSettings, Drafter, encode_studies
-    from medvid.report.phenotypes import youden_threshold
 
     if cfg.method != "youden":
         raise MedvidError(f"calibration method must be youden, got {cfg.method!r}")
@@ -264,9 +277,8 @@ def calibrate(cfg: Config) -> dict[str, Any]:
     model = cfg.model or bank.manifest["model"].get("dir", "")
     views = cfg.views if cfg.views else bank.manifest.get("view_model", {}).get("dir", "")
     bank = Bank.open(cfg.bank, model_fingerprint=folder_fingerprint(model))
-    binary = [p for p, kind in bank.phenotypes.items() if kind == "binary"]
-    if not binary:
-        raise MedvidError(f"{cfg.bank}: the bank has no binary phenotype to calibrate")
+    if not bank.phenotypes:
+        raise MedvidError(f"{cfg.bank}: the bank has no phenotype to calibrate")
     ingest_dir = Path(cfg.input)
     if not (ingest_dir / "labels.csv").is_file():
         raise MedvidError(f"{ingest_dir}: no labels.csv (ingest with labels=...)")
@@ -283,26 +295,70 @@ def calibrate(cfg: Config) -> dict[str, Any]:
     d = cfg.drafting
     drafter = Drafter(bank, DraftSettings(d.neighbours, d.consensus, d.knn_k, d.knn_temperature,
                                           dict(d.phenotype_sections), d.default_section))
-    scores: dict[str, list[tuple[float, float]]] = {p: [] for p in binary}
     loops, cache = loop_clips(encoder, ingest_dir, Path(cfg.dicom_root), keys, cfg.encoding)
     studies = [s for s in encode_studies(encoder, loops, loop_batch=cfg.encoding.loop_batch,
                                          num_workers=cfg.encoding.num_workers, feature_cache=cache)
                if not isinstance(s, dict)]
-    for i in range(0, len(studies), 16):
-        for row in drafter.draft(studies[i:i + 16]):
-            for p in binary:
-                y, s = labels.at[row["study_key"], p] if p in labels.columns else np.nan, row["phenotypes"][p]["score"]
-                if s is not None and not np.isnan(y):
-                    scores[p].append((float(y), float(s)))
-    thresholds, info = {}, {}
-    for p, pairs in scores.items():
-        y = np.array([a for a, _ in pairs])
-        s = np.array([b for _, b in pairs])
-        if len(set(y.tolist())) < 2:
+    if not studies:
+        raise MedvidError(f"{ingest_dir}: no study of split {split!r} could be encoded")
+    targets = {p: np.array([float(labels.at[st.study_key, p]) if p in labels.columns else np.nan for st in studies])
+               for p in bank.phenotypes}
+    thresholds, info, models, heads = _calibrate_phenotypes(bank, drafter.pheno_section, studies, targets, d,
+                                                            cfg.phenotype_models)
+    for p in bank.phenotypes:
+        if bank.phenotypes[p] == "binary" and p not in thresholds:
             log.warning("calibrate: %s has one class only in split %r; threshold left as is", p, split)
-            continue
-        thresholds[p] = youden_threshold(y, s)
-        info[p] = {"n": len(y), "positives": int(y.sum()), "auroc": round(auroc(y, s), 4),
-                   "threshold": round(thresholds[p], 4)}
-    bank.set_thresholds(thresholds, {"method": cfg.method, "split": split, "studies": len(studies), "phenotypes": info})
+    bank.set_thresholds(thresholds, {"method": cfg.method, "split": split, "studies": len(studies), "phenotypes": info},
+                        models if cfg.phenotype_models else None, heads)
     return {"bank": cfg.bank, "split": split, "studies": len(studies), "thresholds": thresholds, "phenotypes": info}
+
+
+def _calibrate_phenotypes(bank, pheno_section: dict[str, str], studies: list, targets: dict[str, np.ndarray],
+                          d: Drafting, select: bool):
+    """Per phenotype, on the calibration studies: the model (kNN k or linear head fitted on the bank's
+    rows, :func:`medvid.report.phenotypes.select_models`; with ``select`` false the drafting kNN) and,
+    for binary phenotypes with both classes, the Youden threshold of its scores."""
+    import torch
+
+    from medvid.metrics import auroc
+    from medvid.report.phenotypes import (KNN_KS, knn_phenotypes, predict_linear, section_training_set,
+                                          select_models, youden_threshold)
+    from medvid.report.retrieval import search
+
+    names = list(bank.phenotypes)
+    sections = sorted(set(pheno_section.values()))
+    queries = {s: torch.stack([st.embeddings[st.sections.index(s)] for st in studies]).float() for s in sections}
+    ks = sorted({int(d.knn_k)} | (set(KNN_KS) if select else set()))
+    hits = search(bank, queries, max(ks))
+    thresholds, info, models, heads = {}, {}, {}, {}
+    for p, s in pheno_section.items():
+        kind, y = bank.phenotypes[p], targets[p]
+        knn_val = {}
+        labels = np.asarray(bank.labels[np.asarray(bank.row_study[hits[s][1].numpy()])])[..., names.index(p)]
+        for k in ks:
+            blocks = [knn_phenotypes(hits[s][0][b].numpy(), labels[b][:, None], [p], bank.phenotypes, {}, k,
+                                     d.knn_temperature)[p] for b in range(len(studies))]
+            knn_val[k] = np.array([np.nan if (v := bl.get("score", bl.get("value"))) is None else v for bl in blocks])
+        if select:
+            train = section_training_set(bank.embeddings, bank.row_study, bank.labels, names.index(p),
+                                         bank.section_slice(s))
+            spec, head, scores = select_models(kind, y, knn_val, train, queries[s].numpy())
+        else:
+            spec, head, scores = {"method": "knn", "k": int(d.knn_k)}, None, {}
+        pred = (predict_linear(head["w"], head["b"], queries[s].numpy(), kind) if head is not None
+                else knn_val[spec.get("k", int(d.knn_k))])
+        models[p] = {**spec, "section": s, "validation": scores}
+        if head is not None:
+            heads[p] = head
+        keep = ~(np.isnan(y) | np.isnan(pred))
+        entry: dict[str, Any] = {"n": int(keep.sum()), "model": {k: v for k, v in spec.items() if k != "n"}}
+        if kind == "binary":
+            yk, sk = y[keep], pred[keep]
+            entry["positives"] = int(yk.sum())
+            if len(set(yk.tolist())) == 2:
+                thresholds[p] = youden_threshold(yk, sk)
+                entry.update(auroc=round(auroc(yk, sk), 4), threshold=round(thresholds[p], 4))
+        else:
+            entry["mae"] = round(float(np.mean(np.abs(y[keep] - pred[keep]))), 4) if keep.any() else None
+        info[p] = entry
+    return thresholds, info, models, heads

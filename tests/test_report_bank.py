@@ -1,4 +1,5 @@
-"""Report bank storage, lazy opening, model checks, chunked exact top-k, kNN phenotypes, Youden thresholds."""
+"""Report bank storage, lazy opening, model checks, chunked exact top-k, the bfloat16 shortlist, the optional
+faiss index, kNN phenotypes, linear heads chosen on validation, Youden thresholds."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,9 @@ import torch
 
 from medvid.errors import MedvidError
 from medvid.report.bank import Bank, SectionRows, write_bank
-from medvid.report.phenotypes import knn_phenotypes, knn_weights, youden_threshold
-from medvid.report.retrieval import search, topk_rows
+from medvid.report.phenotypes import (draft_phenotypes, fit_linear, knn_phenotypes, knn_weights, section_training_set,
+                                      youden_threshold)
+from medvid.report.retrieval import SearchOptions, check_ann, search, topk_rows, topk_rows_bf16
 
 
 def _bank(path, sections: dict[str, list[tuple[int, list[float], str]]], studies: pd.DataFrame, dim: int = 4,
@@ -124,3 +126,124 @@ def test_youden_threshold():
     assert youden_threshold([0, 1], [0.2, 0.8]) == pytest.approx(0.8)
     with pytest.raises(ValueError):
         youden_threshold([1, 1], [0.2, 0.3])
+
+
+def _unit(n: int, dim: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+
+
+def test_bf16_shortlist_rescored_equals_the_fp32_scan():
+    x = _unit(3000, 32, 0)
+    q = torch.from_numpy(_unit(9, 32, 1)).float()
+    want_s, want_i = topk_rows(x, q, k=10, chunk=700)
+    for cached in (None, torch.from_numpy(x).bfloat16()):
+        s, i = topk_rows_bf16(x, q, k=10, shortlist=4, chunk=700, cached=cached)
+        assert torch.equal(i, want_i) and torch.allclose(s, want_s, atol=1e-6)  # rescored in float32
+    s, i = topk_rows_bf16(x[:6], q, k=10)  # fewer rows than k
+    assert i.shape == (9, 6)
+    with pytest.raises(MedvidError, match="precision"):
+        SearchOptions(precision="fp8")
+
+
+def _random_bank(tmp_path, name: str, ann: dict | None, n: int = 600, dim: int = 16):
+    x = _unit(2 * n, dim, 2)
+    parts = [("Aorta", SectionRows(x[:n], np.arange(n, dtype=np.int32), [f"a{i}" for i in range(n)])),
+             ("IVC", SectionRows(x[n:], np.arange(n, dtype=np.int32), [f"i{i}" for i in range(n)]))]
+    return write_bank(tmp_path / name, parts, pd.DataFrame({"study_key": [f"st_{i}" for i in range(n)]}), dim=dim,
+                      rows=2 * n, manifest={"model": {"name": "tiny", "fingerprint": "m"}}, ann=ann)
+
+
+def test_ann_index_agrees_with_exact_search(tmp_path):
+    pytest.importorskip("faiss")
+    q = {s: torch.from_numpy(_unit(12, 16, 3 + j)).float() for j, s in enumerate(("Aorta", "IVC"))}
+    exact = search(Bank(_random_bank(tmp_path, "plain", None)), q, k=10, options=SearchOptions(precision="fp32"))
+    ivf = Bank(_random_bank(tmp_path, "ivf", {"kind": "ivf", "nlist": 8}))
+    assert ivf.search_options.index == "ann" and ivf.manifest["ann"]["kind"] == "ivf"
+    full = search(ivf, q, k=10, options=SearchOptions(index="ann", nprobe=8))  # every list: exhaustive
+    hnsw = search(Bank(_random_bank(tmp_path, "hnsw", {"kind": "hnsw", "hnsw_m": 16})), q, k=10)
+    found = 0
+    for s in q:
+        assert torch.equal(full[s][1], exact[s][1]) and torch.allclose(full[s][0], exact[s][0], atol=1e-3)
+        assert full[s][1].min() >= Bank(tmp_path / "ivf").section_slice(s)[0]  # global rows of that section
+        found += sum(len(set(a) & set(b)) for a, b in zip(hnsw[s][1].tolist(), exact[s][1].tolist()))
+    assert found / (2 * 12 * 10) >= 0.95
+    probed = search(ivf, q, k=10, options=SearchOptions(index="ann", nprobe=1))
+    assert all((probed[s][1] >= 0).all() for s in q)  # lists too short for k: completed exactly
+
+
+def test_ann_without_faiss_is_a_clear_error(tmp_path, monkeypatch):
+    pytest.importorskip("faiss")
+    bank = _random_bank(tmp_path, "ivf", {"kind": "ivf", "nlist": 4})
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)  # as if the ann extra were not installed
+    for call in (lambda: check_ann("ivf"), lambda: search(Bank(bank), {"IVC": torch.ones(1, 16)}, k=3),
+                 lambda: _random_bank(tmp_path, "again", {"kind": "ivf"})):
+        with pytest.raises(MedvidError, match=r"pip install 'medvid\[ann\]'"):
+            call()
+    assert search(Bank(bank, SearchOptions(index="exact")), {"IVC": torch.ones(1, 16)}, k=3)["IVC"][1].shape == (1, 3)
+    with pytest.raises(MedvidError, match="ann.kind"):
+        check_ann("lsh")
+
+
+def _linear_bank(tmp_path, n: int = 80, dim: int = 8):
+    """A bank whose EF is a linear function of the Left Ventricle embedding, plus a binary label."""
+    x = _unit(n, dim, 5).astype(np.float64)
+    ef = 45 + 40 * x[:, 0] - 20 * x[:, 1]
+    studies = pd.DataFrame({"study_key": [f"st_{i}" for i in range(n)], "ef": ef.round(3),
+                            "reduced_ef": (ef < 45).astype(float)})
+    parts = [("Left Ventricle", SectionRows(x.astype(np.float16), np.arange(n, dtype=np.int32),
+                                            [f"lv{i}" for i in range(n)]))]
+    return Bank(write_bank(tmp_path / "lin", parts, studies, dim=dim, rows=n,
+                           manifest={"model": {"name": "tiny", "fingerprint": "m"}}))
+
+
+class _Study:
+    def __init__(self, key: str, emb: np.ndarray):
+        self.study_key, self.sections, self.embeddings = key, ["Left Ventricle"], torch.from_numpy(emb[None]).float()
+
+
+def test_calibration_chooses_a_linear_head_fitted_on_bank_rows_only(tmp_path):
+    from medvid.pipelines.bank import Drafting, _calibrate_phenotypes
+
+    bank = _linear_bank(tmp_path)
+    val = _unit(30, 8, 6).astype(np.float64)
+    ef = 45 + 40 * val[:, 0] - 20 * val[:, 1]
+    studies = [_Study(f"v{i}", v) for i, v in enumerate(val)]
+    sec = {"ef": "Left Ventricle", "reduced_ef": "Left Ventricle"}
+
+    def run(targets):
+        return _calibrate_phenotypes(bank, sec, studies, targets, Drafting(), select=True)
+
+    thresholds, info, models, heads = run({"ef": ef, "reduced_ef": (ef < 45).astype(float)})
+    assert models["ef"]["method"] == "linear" and info["ef"]["mae"] < 2.0  # the kNN vote cannot match a linear truth
+    assert set(models["ef"]["validation"]) >= {"knn_k5", "knn_k50", "linear_1"}
+    x, y = section_training_set(bank.embeddings, bank.row_study, bank.labels, 0, bank.section_slice("Left Ventricle"))
+    w, b = fit_linear(x, y, "numeric", models["ef"]["strength"])  # weights come from the bank's rows alone
+    np.testing.assert_array_equal(heads["ef"]["w"], w)
+    assert heads["ef"]["b"] == b and 0 <= thresholds["reduced_ef"] <= 1
+    # validation labels only choose among candidates: with other validation labels the weights of the chosen
+    # strength are still those fitted on the bank's rows
+    again = run({"ef": ef + np.random.default_rng(0).normal(0, 3.0, len(ef)), "reduced_ef": (ef < 45).astype(float)})
+    assert again[2]["ef"]["validation"] != models["ef"]["validation"]
+    np.testing.assert_array_equal(again[3]["ef"]["w"], fit_linear(x, y, "numeric", again[2]["ef"]["strength"])[0])
+
+    bank.set_thresholds(thresholds, {"method": "youden"}, models, heads)
+    reopened = Bank(bank.dir)
+    assert reopened.phenotype_models["ef"]["method"] == "linear" and set(reopened.heads) == set(heads)
+    q = {"Left Ventricle": val[:2]}
+    hits = search(reopened, {"Left Ventricle": torch.from_numpy(val[:2]).float()}, k=50)
+    out = [draft_phenotypes(reopened, hits, b, {"Left Ventricle": val[b]}, sec, 50, 0.1) for b in range(2)]
+    for b, block in enumerate(out):
+        assert block["ef"]["method"] == "linear" and block["ef"]["value"] == pytest.approx(ef[b], abs=2.0)
+        assert block["reduced_ef"]["kind"] == "binary" and 0 <= block["reduced_ef"]["score"] <= 1
+    assert q  # queries per section were given as arrays
+
+
+def test_linear_heads_are_deterministic():
+    x = _unit(50, 8, 7).astype(np.float64)
+    y = (x[:, 2] > 0).astype(float)
+    a, b = fit_linear(x, y, "binary", 0.1), fit_linear(x, y, "binary", 0.1)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1]
+    with pytest.raises(ValueError):
+        fit_linear(x, np.ones(50), "binary", 0.1)

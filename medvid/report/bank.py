@@ -11,6 +11,8 @@ Layout of a bank folder (written atomically as a whole, by :func:`write_bank`)::
     studies.parquet   study_key + one column per phenotype (row = study index)
     study_keys.npy    the study keys as fixed-width strings (memory-mapped)
     labels.npy        float32 [n_studies, P] phenotype values (NaN = unknown), for kNN
+    ann/NNN.faiss     optional approximate index per section (faiss; manifest ``ann``), only when built
+                      with ``ann=`` (see :mod:`medvid.report.retrieval`)
 
 Opening reads the manifest and memory-maps the arrays: start-up does not depend on the bank size,
 and a row's text is read only when a draft uses it. A bank remembers the model that embedded it;
@@ -27,13 +29,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from medvid.errors import MedvidError
-from medvid.utils import atomic_dir, atomic_write_text
+from medvid.utils import atomic_dir, atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    from medvid.report.retrieval import SearchOptions
 
 BANK_FORMAT = "medvid-bank"
 BANK_VERSION = 1
@@ -67,10 +72,12 @@ class SectionRows:
 
 
 def write_bank(directory: str | os.PathLike, sections: Mapping[str, SectionRows] | Iterable[tuple[str, SectionRows]],
-               studies: pd.DataFrame, *, dim: int, rows: int, manifest: Mapping[str, Any]) -> Path:
+               studies: pd.DataFrame, *, dim: int, rows: int, manifest: Mapping[str, Any],
+               ann: Mapping[str, Any] | None = None) -> Path:
     """Write a bank folder atomically. ``sections`` yields ``(name, SectionRows)`` in bank order (a
     generator keeps memory at one section); ``rows`` is their total; ``studies`` has ``study_key`` plus
-    one column per phenotype. Refuses to replace a folder that is not a bank."""
+    one column per phenotype. ``ann`` (``kind`` ivf | hnsw, optional ``nlist``, ``hnsw_m``) also builds an
+    approximate faiss index per section. Refuses to replace a folder that is not a bank."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -116,6 +123,7 @@ def write_bank(directory: str | os.PathLike, sections: Mapping[str, SectionRows]
             raise ValueError(f"{start} rows given, rows={rows} announced")
         emb.flush()
         row_study.flush()
+        ann_manifest = _write_ann(tmp, emb, slices, ann) if ann else None
         del emb, row_study
         phen = [c for c in studies.columns if c != "study_key"]
         labels = studies[phen].to_numpy(dtype=np.float32) if phen else np.zeros((len(studies), 0), np.float32)
@@ -130,8 +138,23 @@ def write_bank(directory: str | os.PathLike, sections: Mapping[str, SectionRows]
                 "phenotypes": kinds, "thresholds": dict(manifest.get("thresholds") or {}),
                 "fingerprint": digest.hexdigest()[:16] + uuid.uuid4().hex[:4],
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if ann_manifest:
+            full["ann"] = ann_manifest
         (tmp / MANIFEST).write_text(json.dumps(full, indent=1), encoding="utf-8")
     return directory
+
+
+def _write_ann(tmp: Path, emb: np.ndarray, slices: Mapping[str, list[int]], ann: Mapping[str, Any]) -> dict[str, Any]:
+    from medvid.report.retrieval import build_ann, save_ann
+
+    params = {k: v for k, v in ann.items() if k != "kind" and v is not None}
+    (tmp / "ann").mkdir()
+    files = {}
+    for j, (name, (start, stop)) in enumerate(slices.items()):
+        if stop > start:
+            files[name] = f"ann/{j:03d}.faiss"
+            save_ann(build_ann(emb[start:stop], ann["kind"], **params), tmp / files[name])
+    return {"kind": ann["kind"], "params": params, "files": files}
 
 
 def _is_bank(directory: Path) -> bool:
@@ -142,9 +165,13 @@ def _is_bank(directory: Path) -> bool:
 
 
 class Bank:
-    """A report bank opened lazily: ``embeddings`` and ``row_study`` are memory maps."""
+    """A report bank opened lazily: ``embeddings`` and ``row_study`` are memory maps. ``search`` sets how
+    :func:`medvid.report.retrieval.search` scores it (default: the approximate index when the bank was
+    built with one, else the exact scan)."""
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike, search: "SearchOptions | None" = None):
+        from medvid.report.retrieval import SearchOptions
+
         self.dir = Path(directory)
         if not _is_bank(self.dir):
             raise MedvidError(f"{self.dir}: not a medvid report bank (no valid {MANIFEST}); "
@@ -162,11 +189,15 @@ class Bank:
             raise MedvidError(f"{self.dir}: embeddings {self.embeddings.shape} disagree with the manifest "
                               f"({self.rows} x {self.dim})")
         self._groups: OrderedDict[int, list[str]] = OrderedDict()
+        self._ann: dict[str, Any] = {}
+        self.search_cache: dict[str, Any] = {}  # per-section working copies kept by retrieval (bfloat16)
+        self.search_options = search or SearchOptions(index="ann" if self.manifest.get("ann") else "exact")
 
     @classmethod
-    def open(cls, directory: str | os.PathLike, model_fingerprint: str | None = None) -> "Bank":
+    def open(cls, directory: str | os.PathLike, model_fingerprint: str | None = None,
+             search: "SearchOptions | None" = None) -> "Bank":
         """Open a bank; with ``model_fingerprint``, refuse one embedded by another model."""
-        bank = cls(directory)
+        bank = cls(directory, search)
         built = bank.manifest.get("model", {}).get("fingerprint")
         if model_fingerprint is not None and built != model_fingerprint:
             raise MedvidError(f"{bank.dir}: bank was built with model {built} "
@@ -206,6 +237,18 @@ class Bank:
         start, stop = self.manifest["slices"].get(section, (0, 0))
         return int(start), int(stop)
 
+    def ann_index(self, section: str):
+        """The approximate index of ``section`` (:class:`medvid.report.retrieval.AnnIndex`, opened once)."""
+        from medvid.report.retrieval import AnnIndex
+
+        ann = self.manifest.get("ann") or {}
+        if section not in ann.get("files", {}):
+            raise MedvidError(f"{self.dir}: the bank has no approximate index for {section!r}; rebuild it with "
+                              "`medvid bank build ... ann.kind=ivf` (or search it exactly)")
+        if section not in self._ann:
+            self._ann[section] = AnnIndex(self.dir / ann["files"][section], ann["kind"])
+        return self._ann[section]
+
     # --- lazy tables ------------------------------------------------------------------------
     @cached_property
     def labels(self) -> np.ndarray:
@@ -242,11 +285,45 @@ class Bank:
             out.append(self._groups[group][offset])
         return out
 
-    def set_thresholds(self, thresholds: Mapping[str, float], calibration: Mapping[str, Any]) -> None:
-        """Store calibrated thresholds in the manifest (atomically)."""
-        unknown = set(thresholds) - set(self.phenotypes)
+    @property
+    def phenotype_models(self) -> dict[str, dict[str, Any]]:
+        """Per phenotype, the model ``bank calibrate`` chose (``{"method": "knn", "k": ...}`` or
+        ``{"method": "linear", ...}``); empty before calibration."""
+        return dict(self.manifest.get("phenotype_models") or {})
+
+    @cached_property
+    def heads(self) -> dict[str, tuple[np.ndarray, float]]:
+        """Linear phenotype heads ``{phenotype: (w [D], b)}`` (``heads-*.npz``, written by calibration)."""
+        name = self.manifest.get("heads")
+        if not name:
+            return {}
+        with np.load(self.dir / name) as z:
+            return {p: (z[f"{p}.w"], float(z[f"{p}.b"])) for p in {k.rsplit(".", 1)[0] for k in z.files}}
+
+    def set_thresholds(self, thresholds: Mapping[str, float], calibration: Mapping[str, Any],
+                       models: Mapping[str, Mapping[str, Any]] | None = None,
+                       heads: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Store calibrated thresholds (and, when given, the per-phenotype models with the weights of
+        their linear heads) in the bank, atomically: a new ``heads-<hash>.npz`` first, then the manifest."""
+        unknown = (set(thresholds) | set(models or {})) - set(self.phenotypes)
         if unknown:
-            raise MedvidError(f"thresholds for phenotypes the bank does not have: {sorted(unknown)}")
+            raise MedvidError(f"thresholds or models for phenotypes the bank does not have: {sorted(unknown)}")
         self.manifest["thresholds"] = {**self.thresholds, **{k: float(v) for k, v in thresholds.items()}}
         self.manifest["calibration"] = dict(calibration)
+        old_heads = self.manifest.get("heads")
+        if models is not None:
+            arrays = {}
+            for p, h in (heads or {}).items():
+                arrays[f"{p}.w"] = np.asarray(h["w"], dtype=np.float64)
+                arrays[f"{p}.b"] = np.asarray(float(h["b"]))
+            self.manifest["phenotype_models"] = {p: dict(m) for p, m in models.items()}
+            self.manifest["heads"] = None
+            if arrays:
+                digest = hashlib.sha256(b"".join(arrays[k].tobytes() for k in sorted(arrays))).hexdigest()[:12]
+                self.manifest["heads"] = f"heads-{digest}.npz"
+                with atomic_path(self.dir / self.manifest["heads"]) as tmp, open(tmp, "wb") as f:
+                    np.savez(f, **arrays)
         atomic_write_text(self.dir / MANIFEST, json.dumps(self.manifest, indent=1))
+        self.__dict__.pop("heads", None)
+        if old_heads and old_heads != self.manifest.get("heads") and old_heads.startswith("heads-"):
+            (self.dir / old_heads).unlink(missing_ok=True)

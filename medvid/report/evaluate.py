@@ -113,13 +113,21 @@ def numeric_metrics(targets: Iterable[float], preds: Iterable[float]) -> dict[st
     return {"mae": mean_absolute_error(y, p), "rmse": float(np.sqrt(np.mean((y - p) ** 2))), "r2": r2, "n": int(len(y))}
 
 
-def binary_metrics(targets: Iterable[float], scores: Iterable[float]) -> dict[str, float]:
-    """AUROC (NaN with one class), prevalence and count over pairs with a label and a score."""
+def binary_metrics(targets: Iterable[float], scores: Iterable[float], boot: int = 0) -> dict[str, Any]:
+    """AUROC (NaN with one class), prevalence, count and positives over pairs with a label and a score;
+    with ``boot`` > 0 also a 95 % bootstrap interval of the AUROC (studies resampled, seeded)."""
     y, s = np.asarray(list(targets), dtype=float), np.asarray(list(scores), dtype=float)
     keep = ~(np.isnan(y) | np.isnan(s))
     y, s = y[keep], s[keep]
-    return {"auroc": auroc(y, s) if len(y) else float("nan"), "prevalence": float(y.mean()) if len(y) else float("nan"),
-            "n": int(len(y))}
+    out: dict[str, Any] = {"auroc": auroc(y, s) if len(y) else float("nan"),
+                           "prevalence": float(y.mean()) if len(y) else float("nan"), "n": int(len(y)),
+                           "positives": int(y.sum())}
+    if boot and 0 < y.sum() < len(y):
+        rng = np.random.default_rng(0)
+        draws = [rng.integers(0, len(y), len(y)) for _ in range(boot)]
+        values = [auroc(y[i], s[i]) for i in draws if 0 < y[i].sum() < len(i)]
+        out["auroc_ci95"] = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+    return out
 
 
 # --------------------------------------------------------------------------- reading
@@ -212,9 +220,11 @@ def _phenotypes(rows: list[dict], labels: pd.DataFrame, pool: list[str], rng: np
             base = out[name]["baseline_train_mean"]["mae"]
             out[name]["mae_reduction_vs_train_mean"] = 1 - out[name]["draft"]["mae"] / base if base else float("nan")
         else:
-            out[name] = {"kind": kind, "draft": binary_metrics(truth, preds),
+            out[name] = {"kind": kind, "draft": binary_metrics(truth, preds, boot=1000),
                          "baseline_prevalence": binary_metrics(truth, constant),
                          "baseline_random_neighbour": binary_metrics(truth, neighbour)}
+        out[name]["methods"] = sorted({str(r["phenotypes"][name].get("method", "knn")) for r in rows
+                                       if name in r.get("phenotypes", {})})
     return out
 
 
@@ -249,6 +259,7 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
             out[f"{name}_mae_train_mean"] = _round(m["baseline_train_mean"]["mae"])
         else:
             out[f"{name}_auroc"] = _round(m["draft"]["auroc"])
+            out[f"{name}_positives"] = m["draft"]["positives"]
     if "sections" in metrics:
         s = metrics["sections"]
         out.update({"token_f1": _round(s["draft"]["token_f1"]),
@@ -278,10 +289,11 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
                   for k, v in numeric.items()]
         lines.append("")
     if binary:
-        lines += ["## Binary phenotypes", "", "| phenotype | n | prevalence | AUROC | AUROC prevalence | AUROC random neighbour |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {k} | {v['draft']['n']} | {_f(v['draft']['prevalence'])} | {_f(v['draft']['auroc'])} "
-                  f"| {_f(v['baseline_prevalence']['auroc'])} | {_f(v['baseline_random_neighbour']['auroc'])} |"
+        lines += ["## Binary phenotypes", "", "| phenotype | n | positives | AUROC (95 % bootstrap) | AUROC prevalence "
+                  "| AUROC random neighbour |", "|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['draft']['n']} | {v['draft']['positives']} | {_f(v['draft']['auroc'])}"
+                  + (" ({:.2f}–{:.2f})".format(*v["draft"]["auroc_ci95"]) if "auroc_ci95" in v["draft"] else "")
+                  + f" | {_f(v['baseline_prevalence']['auroc'])} | {_f(v['baseline_random_neighbour']['auroc'])} |"
                   for k, v in binary.items()]
         lines.append("")
     if "sections" in metrics:

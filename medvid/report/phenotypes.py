@@ -60,3 +60,129 @@ def youden_threshold(targets: Sequence[float], scores: Sequence[float]) -> float
     fpr, tpr, thr = roc_curve(y, s)
     best = int(np.argmax(tpr - fpr))
     return float(min(thr[best], 1.0))  # roc_curve's first threshold is +inf (nothing positive)
+
+
+# --------------------------------------------------------------------------- per-phenotype models chosen on validation
+#
+# ``medvid bank calibrate`` compares, per phenotype and on the validation split, the kNN vote (k from
+# ``KNN_KS``, the drafting temperature) with a linear head fitted on the bank's own rows (the section's
+# study embeddings of the bank's training studies and their labels: ridge regression for numeric
+# phenotypes, L2 logistic regression for binary ones, features standardised, strength from
+# ``RIDGE_ALPHAS`` / ``LOGISTIC_CS``). The best on validation (MAE; AUROC) is stored in the bank
+# (manifest ``phenotype_models``, weights in ``heads-*.npz``) and used by every draft. Only bank rows
+# are fitted, so labels of the studies being drafted never enter.
+
+KNN_KS = (5, 10, 20, 50)
+RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1000.0)
+LOGISTIC_CS = (0.001, 0.01, 0.1, 1.0)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, as retrieval compares them (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def section_training_set(embeddings: np.ndarray, row_study: np.ndarray, labels: np.ndarray, column: int,
+                         rows: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(X [n, D], y [n])``: a bank section's unit embeddings and the labels of their studies (known only)."""
+    start, stop = rows
+    y = np.asarray(labels, dtype=np.float64)[np.asarray(row_study[start:stop]), column]
+    known = ~np.isnan(y)
+    return unit_rows(np.asarray(embeddings[start:stop])[known]), y[known]
+
+
+def fit_linear(x: np.ndarray, y: np.ndarray, kind: str, strength: float) -> tuple[np.ndarray, float]:
+    """A linear head ``(w [D], b)`` on standardised features: ridge (``alpha = strength``) for numeric
+    labels, L2 logistic regression (``C = strength``) for binary ones; deterministic."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x)
+    z = scaler.transform(x)
+    if kind == "binary":
+        if len(np.unique(y)) < 2:
+            raise ValueError("a logistic head needs positive and negative examples")
+        model = LogisticRegression(C=strength, max_iter=2000).fit(z, y.astype(int))
+        coef, intercept = model.coef_[0], float(model.intercept_[0])
+    else:
+        model = Ridge(alpha=strength).fit(z, y)
+        coef, intercept = model.coef_, float(model.intercept_)
+    w = coef / scaler.scale_
+    return w, intercept - float(np.dot(w, scaler.mean_))
+
+
+def predict_linear(w: np.ndarray, b: float, x: np.ndarray, kind: str) -> np.ndarray:
+    """Head output for unit-scaled queries ``x [..., D]``: a value, or a probability for binary heads."""
+    z = unit_rows(x) @ np.asarray(w, dtype=np.float64) + b
+    return 1.0 / (1.0 + np.exp(-z)) if kind == "binary" else z
+
+
+def linear_block(value: float, kind: str, threshold: float, n: int) -> dict[str, Any]:
+    """The drafts.jsonl phenotype entry of a linear head (``n`` = bank rows it was fitted on)."""
+    if kind == "binary":
+        return {"kind": "binary", "score": float(value), "threshold": threshold, "call": int(value >= threshold),
+                "method": "linear", "n": n}
+    return {"kind": "numeric", "value": float(value), "method": "linear", "n": n}
+
+
+def _score(kind: str, y: np.ndarray, pred: np.ndarray) -> float | None:
+    """Validation score, higher is better: -MAE (numeric) or AUROC (binary; None with one class)."""
+    from medvid.metrics import auroc
+
+    keep = ~(np.isnan(y) | np.isnan(pred))
+    y, pred = y[keep], pred[keep]
+    if not len(y):
+        return None
+    if kind == "binary":
+        return float(auroc(y, pred)) if len(np.unique(y)) == 2 else None
+    return -float(np.mean(np.abs(y - pred)))
+
+
+def select_models(kind: str, y_val: np.ndarray, knn_val: Mapping[int, np.ndarray], train: tuple[np.ndarray, np.ndarray],
+                  x_val: np.ndarray) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """Choose one phenotype's model on validation. ``knn_val``: kNN predictions per k; ``train``: the bank
+    rows ``(X, y)``; ``x_val``: the validation queries of the phenotype's section. Returns ``(model spec,
+    head {"w", "b"} or None, validation scores per candidate)``. Ties keep the kNN vote."""
+    candidates: list[tuple[float, int, dict[str, Any], dict[str, Any] | None]] = []
+    scores: dict[str, Any] = {}
+    for k, pred in knn_val.items():
+        s = _score(kind, y_val, pred)
+        scores[f"knn_k{k}"] = None if s is None else round(s, 4)
+        if s is not None:
+            candidates.append((s, 1, {"method": "knn", "k": int(k)}, None))
+    x, y = train
+    for strength in (LOGISTIC_CS if kind == "binary" else RIDGE_ALPHAS):
+        if len(y) < 4 or (kind == "binary" and len(np.unique(y)) < 2):
+            break
+        w, b = fit_linear(x, y, kind, strength)
+        s = _score(kind, y_val, predict_linear(w, b, x_val, kind))
+        scores[f"linear_{strength:g}"] = None if s is None else round(s, 4)
+        if s is not None:
+            candidates.append((s, 0, {"method": "linear", "strength": strength, "n": int(len(y))}, {"w": w, "b": b}))
+    if not candidates:
+        return {"method": "knn"}, None, scores
+    best = max(candidates, key=lambda c: (round(c[0], 6), c[1]))  # ties: kNN (flag 1) before linear
+    return best[2], best[3], scores
+
+
+def draft_phenotypes(bank, hits: Mapping[str, tuple[Any, Any]], b: int, queries: Mapping[str, np.ndarray],
+                     pheno_section: Mapping[str, str], knn_k: int, temperature: float | None) -> dict[str, dict[str, Any]]:
+    """Phenotype block of study ``b`` of a retrieval batch: per phenotype the model ``bank calibrate``
+    chose (a linear head on the query of its section, or the kNN vote with its k), else the kNN vote
+    with the drafting ``knn_k``. ``hits``: :func:`medvid.report.retrieval.search` output; ``queries``:
+    this study's embedding per section."""
+    models, heads, names = bank.phenotype_models, bank.heads, list(bank.phenotypes)
+    out: dict[str, dict[str, Any]] = {}
+    for p, s in pheno_section.items():
+        spec, kind = models.get(p, {}), bank.phenotypes[p]
+        if spec.get("method") == "linear":
+            w, bias = heads[p]
+            value = float(predict_linear(w, bias, np.asarray(queries[s], dtype=np.float64), kind))
+            out[p] = linear_block(value, kind, float(bank.thresholds.get(p, DEFAULT_THRESHOLD)), int(spec.get("n", 0)))
+            continue
+        sims, rows = np.asarray(hits[s][0][b]), np.asarray(hits[s][1][b])
+        labels = np.asarray(bank.labels[np.asarray(bank.row_study[rows])])[:, [names.index(p)]]
+        out.update(knn_phenotypes(sims, labels, [p], bank.phenotypes, bank.thresholds, int(spec.get("k", knn_k)),
+                                  temperature))
+    return {p: out[p] for p in names}

@@ -1,52 +1,243 @@
-"""Exact top-k search over a report bank, per section and batched over studies.
+"""Top-k search over a report bank, per section and batched over studies.
 
 The bank is memory-mapped float16; each section is a contiguous row slice, so a section's queries
-(one per study of the batch) are scored against that slice only, in chunks (``q @ X.T`` in float32,
-then a running top-k). All sections of a batch together read the bank once: the scan is
-memory-bound, so drafting many studies per batch amortises it.
+(one per study of the batch) are scored against that slice only, one matrix product per block of
+rows, with a running top-k. All sections of a batch together read the bank once: drafting many
+studies per batch amortises the scan.
+
+Three ways to score, chosen by :class:`SearchOptions`:
+
+* ``precision="bf16"`` (the default ``auto`` on CPUs with AVX-512 BF16 or AMX): the section is scored in bfloat16 (oneDNN's AVX-512 BF16 kernels
+  run 4-5x faster than the float32 product on the CPUs measured; see ``docs/BENCHMARKS.md``) to keep
+  a shortlist of ``shortlist * k`` rows per query, which is then rescored exactly in float32 from the
+  float16 rows. bfloat16 scores differ from float32 by < 1e-3 on unit vectors, so the shortlist holds
+  the exact top-k unless > ``(shortlist - 1) * k`` rows lie within that margin of the k-th (recall against the
+  float32 scan is measured by ``bench/report.py``). With ``cache=True`` the bfloat16 copy of each
+  section is kept in RAM after its first scan (as many bytes as the bank's float16 file).
+* ``precision="fp32"``: the plain exact float32 scan.
+* ``index="ann"``: the bank's approximate faiss index (built by ``medvid bank build ann.kind=...``;
+  needs the optional ``ann`` extra: ``pip install 'medvid[ann]'``).
 """
 from __future__ import annotations
 
-from typing import Mapping
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from medvid.report.bank import Bank
+from medvid.errors import MedvidError
+
+if TYPE_CHECKING:
+    from medvid.report.bank import Bank
 
 DEFAULT_CHUNK = 32768
+PRECISIONS = ("auto", "bf16", "fp32")
+INDEXES = ("exact", "ann")
+ANN_KINDS = ("ivf", "hnsw")
+MIN_BF16_QUERIES = 8  # fewer queries per section: the float32 scan (bfloat16 pays off for matrix products)
+ANN_HINT = "install the optional faiss dependency: pip install 'medvid[ann]' (faiss-cpu)"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How :func:`search` scores a bank (see the module docstring)."""
+
+    precision: str = "auto"   # bf16: bfloat16 shortlist rescored in float32 | fp32: exact float32 scan |
+                              # auto: bf16 where the CPU has native bfloat16 products, else fp32
+    shortlist: int = 2        # bf16: rows kept per query before rescoring, as a multiple of k
+    cache: bool = True        # bf16: keep each section's bfloat16 copy in RAM after its first scan
+    index: str = "exact"      # exact | ann (the bank's faiss index)
+    nprobe: int = 32          # ann, IVF: lists visited per query
+    ef_search: int = 128      # ann, HNSW: candidate list size
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise MedvidError(f"retrieval precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.index not in INDEXES:
+            raise MedvidError(f"retrieval index must be one of {INDEXES}, got {self.index!r}")
+        if self.shortlist < 1 or self.nprobe < 1 or self.ef_search < 1:
+            raise MedvidError("retrieval shortlist, nprobe and ef_search must be >= 1")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX; Linux ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _precision(opt: SearchOptions) -> str:
+    if opt.precision != "auto":
+        return opt.precision
+    return "bf16" if native_bf16() else "fp32"
+
+
+def _tensor(block: np.ndarray) -> Tensor:
+    """A read-only (memory-mapped) block as a tensor without a copy; it is only ever read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(block))
+
+
+def _merge(best: tuple[Tensor, Tensor] | None, s: Tensor, i: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Running top-``k`` of ``best`` and a new block's candidates ``(scores, rows)``."""
+    if best is not None:
+        s, i = torch.cat([best[0], s], 1), torch.cat([best[1], i], 1)
+    top, pick = s.topk(min(k, s.shape[1]), dim=1)
+    return top, i.gather(1, pick)
+
+
+def _scan(blocks, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-``k`` of ``q @ block.T`` over ``blocks`` (an iterable of ``(first row, block tensor)``)."""
+    best = None
+    for start, block in blocks:
+        sims = q @ block.T
+        s, i = sims.topk(min(k, sims.shape[1]), dim=1)
+        best = _merge(best, s, i + start, k)
+    return best
 
 
 @torch.no_grad()
 def topk_rows(matrix: np.ndarray, queries: Tensor, k: int, chunk: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
-    """Exact top-``k`` inner products of ``queries [Q, D]`` against the rows of ``matrix [N, D]`` (any float
-    dtype, memory-mapped or not), read ``chunk`` rows at a time. Returns ``(scores [Q, k'], rows [Q, k'])``,
-    best first, ``k' = min(k, N)``."""
+    """Exact float32 top-``k`` inner products of ``queries [Q, D]`` against the rows of ``matrix [N, D]``
+    (any float dtype, memory-mapped or not), read ``chunk`` rows at a time. Returns ``(scores [Q, k'],
+    rows [Q, k'])``, best first, ``k' = min(k, N)``."""
+    q = queries.float()
+    blocks = ((s, _tensor(matrix[s:s + chunk]).float())
+              for s in range(0, matrix.shape[0], chunk))
+    return _scan(blocks, q, min(k, matrix.shape[0]))
+
+
+def _rescore(matrix: np.ndarray, q: Tensor, rows: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Exact float32 scores of each query's candidate ``rows [Q, K']``; the best ``k``."""
+    vectors = _tensor(matrix).index_select(0, rows.flatten()).view(*rows.shape, -1).float()
+    scores = torch.bmm(vectors, q.unsqueeze(2)).squeeze(2)
+    top, pick = scores.topk(min(k, scores.shape[1]), dim=1)
+    return top, rows.gather(1, pick)
+
+
+@torch.no_grad()
+def topk_rows_bf16(matrix: np.ndarray, queries: Tensor, k: int, shortlist: int = 2, chunk: int = DEFAULT_CHUNK,
+                   cached: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Top-``k`` as :func:`topk_rows`, scanning in bfloat16 for a shortlist of ``shortlist * k`` rows per
+    query that is rescored in float32. ``cached``: the bfloat16 copy of ``matrix`` (else converted per
+    chunk)."""
     q = queries.float()
     n = matrix.shape[0]
     k = min(k, n)
-    best_s = q.new_full((q.shape[0], 0), float("-inf"))
-    best_i = torch.zeros((q.shape[0], 0), dtype=torch.long)
-    for start in range(0, n, chunk):
-        block = torch.from_numpy(np.asarray(matrix[start:start + chunk], dtype=np.float32))
-        sims = q @ block.T
-        s, i = sims.topk(min(k, sims.shape[1]), dim=1)
-        best_s, pick = torch.cat([best_s, s], 1).topk(min(k, best_s.shape[1] + s.shape[1]), dim=1)
-        best_i = torch.cat([best_i, i + start], 1).gather(1, pick)
-    return best_s, best_i
+    if cached is not None:
+        blocks = ((s, cached[s:s + chunk]) for s in range(0, n, chunk))
+    else:
+        blocks = ((s, _tensor(matrix[s:s + chunk]).bfloat16())
+                  for s in range(0, n, chunk))
+    _, rows = _scan(blocks, q.bfloat16(), min(n, shortlist * k))
+    return _rescore(matrix, q, rows, k)
 
 
-def search(bank: Bank, queries: Mapping[str, Tensor], k: int, chunk: int = DEFAULT_CHUNK) -> dict[str, tuple[Tensor, Tensor]]:
+def _bf16_section(bank: "Bank", section: str, matrix: np.ndarray, cache: bool) -> Tensor | None:
+    if not cache:
+        return None
+    store = bank.search_cache
+    if section not in store:
+        store[section] = _tensor(matrix).bfloat16()
+    return store[section]
+
+
+def search(bank: "Bank", queries: Mapping[str, Tensor], k: int, chunk: int = DEFAULT_CHUNK,
+           options: SearchOptions | None = None) -> dict[str, tuple[Tensor, Tensor]]:
     """Per section name, the ``k`` nearest bank rows *of that section* (cosine; queries are normalised)
     for each query row: ``{section: (similarities [Q, k'], global bank rows [Q, k'])}``. A section the
-    bank does not hold is left out."""
+    bank does not hold is left out. ``options`` default to the bank's (``Bank.search_options``)."""
+    opt = options or getattr(bank, "search_options", None) or SearchOptions()
     out = {}
     for section, q in queries.items():
         start, stop = bank.section_slice(section)
         if stop <= start or len(q) == 0:
             continue
-        s, i = topk_rows(bank.embeddings[start:stop], F.normalize(q.float(), dim=-1), k, chunk)
+        q = F.normalize(q.float(), dim=-1)
+        matrix = bank.embeddings[start:stop]
+        if opt.index == "ann":
+            s, i = bank.ann_index(section).search(q, k, nprobe=opt.nprobe, ef_search=opt.ef_search)
+            short = (i < 0).any(dim=1)
+            if short.any():  # the probed lists held too few rows: those queries get the exact scan
+                s[short], i[short] = topk_rows(matrix, q[short], k, chunk)
+        elif _precision(opt) == "fp32" or len(q) < MIN_BF16_QUERIES:  # a matrix-vector product gains nothing
+            s, i = topk_rows(matrix, q, k, chunk)
+        else:
+            s, i = topk_rows_bf16(matrix, q, k, opt.shortlist, chunk, _bf16_section(bank, section, matrix, opt.cache))
         out[section] = (s, i + start)
     return out
+
+
+# --------------------------------------------------------------------------- approximate index (faiss)
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as exc:
+        raise MedvidError(f"an approximate bank index needs faiss, which is not installed; {ANN_HINT}") from exc
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    return faiss
+
+
+def check_ann(kind: str) -> None:
+    """Refuse an unknown index kind, or any when faiss is missing (before heavy work)."""
+    if kind not in ANN_KINDS:
+        raise MedvidError(f"ann.kind must be one of {ANN_KINDS} (or none), got {kind!r}")
+    _faiss()
+
+
+def build_ann(matrix: np.ndarray, kind: str, nlist: int | None = None, hnsw_m: int = 32, seed: int = 0):
+    """An inner-product faiss index over ``matrix`` rows: ``ivf`` (IVF lists of float16 vectors,
+    ``nlist`` = 4 sqrt(n) by default, k-means on at most 64 vectors per list) or ``hnsw`` (graph of
+    float32 vectors, ``hnsw_m`` links per node)."""
+    faiss = _faiss()
+    x = np.ascontiguousarray(matrix, dtype=np.float32)
+    n, d = x.shape
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+    elif kind == "ivf":
+        nlist = max(1, min(nlist or int(4 * np.sqrt(n)), n // 8 or 1))
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16,
+                                              faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        sample = x if n <= 64 * nlist else x[np.random.default_rng(seed).choice(n, 64 * nlist, replace=False)]
+        index.train(sample)
+    else:
+        check_ann(kind)
+    index.add(x)
+    return index
+
+
+class AnnIndex:
+    """A saved faiss index of one bank section, searched for batches of queries."""
+
+    def __init__(self, path: str, kind: str):
+        faiss = _faiss()
+        self.kind = kind
+        self.index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if kind == "ivf" else 0)
+
+    @torch.no_grad()
+    def search(self, queries: Tensor, k: int, nprobe: int = 32, ef_search: int = 128) -> tuple[Tensor, Tensor]:
+        """``(similarities [Q, k'], section rows [Q, k'])``, best first; a row of -1 where the probed lists
+        held fewer than ``k'`` vectors."""
+        if self.kind == "ivf":
+            self.index.nprobe = nprobe
+        else:
+            self.index.hnsw.efSearch = max(ef_search, k)
+        sims, rows = self.index.search(np.ascontiguousarray(queries.float().numpy()), min(k, self.index.ntotal))
+        return torch.from_numpy(sims), torch.from_numpy(rows.astype(np.int64))
+
+
+def save_ann(index, path) -> None:
+    _faiss().write_index(index, str(path))
