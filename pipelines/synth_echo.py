@@ -21,6 +21,8 @@ class Config:
     studies: int = 24
     seed: int = 0
     loops_per_study: int = 6
+    # views every study holds (the rest drawn at random from the other EchoPrime views)
+    required_views: list[str] = field(default_factory=lambda: ["A4C", "Parasternal_Long"])
     rows: int = 128
     cols: int = 160
     frames_min: int = 32
@@ -38,6 +40,11 @@ class Config:
 def run(cfg: Config) -> dict:
     if cfg.layout not in LAYOUTS:
         raise MedvidError(f"layout must be one of {LAYOUTS}, got {cfg.layout!r}")
+    from medvid.vocab import ECHO_VIEWS
+
+    unknown = sorted(set(cfg.required_views) - set(ECHO_VIEWS))
+    if unknown:
+        raise MedvidError(f"required_views: unknown views {unknown}; known: {list(ECHO_VIEWS)}")
     if cfg.layout == "echonet":
         with tqdm(total=cfg.studies, desc="synth echonet", unit="video", disable=not cfg.progress) as bar:
             return synthesize_echonet(Path(cfg.out), videos=cfg.studies, seed=cfg.seed,
@@ -48,4 +55,5 @@ def run(cfg: Config) -> dict:
                           rows=cfg.rows, cols=cfg.cols, frames_range=(cfg.frames_min, cfg.frames_max),
                           fps_choices=list(cfg.fps_choices), format_weights=dict(cfg.format_weights),
                           still_fraction=cfg.still_fraction, split_fractions=list(cfg.split_fractions),
-                          jpeg_quality=cfg.jpeg_quality, progress=bar.update)
+                          jpeg_quality=cfg.jpeg_quality, progress=bar.update,
+                          required_views=list(cfg.required_views))

@@ -183,3 +183,20 @@ def test_cli_synth_echo(tmp_path):
                                       "loops_per_study=2", "frames_min=8", "frames_max=8", "progress=false"])
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "s" / "views.csv")) == 4
+
+
+def test_required_views_are_in_every_study(tmp_path):
+    from medvid.synth.echo import synthesize
+
+    want = ["A4C", "Apical_Doppler", "Doppler_Parasternal_Short"]
+    synthesize(tmp_path / "s", studies=3, seed=4, loops_per_study=4, rows=64, cols=80, frames_range=(4, 4),
+               still_fraction=0.0, required_views=want)
+    views = pd.read_csv(tmp_path / "s" / "views.csv")["view"].tolist()
+    assert len(views) == 12
+    for study in range(3):
+        assert views[4 * study:4 * study + 3] == want and views[4 * study + 3] not in want
+    with pytest.raises(ValueError, match="unknown views"):
+        synthesize(tmp_path / "t", studies=1, required_views=["A7C"])
+    # the default keeps the shipped behaviour: A4C and Parasternal_Long first
+    synthesize(tmp_path / "d", studies=1, seed=4, loops_per_study=3, rows=64, cols=80, frames_range=(4, 4))
+    assert pd.read_csv(tmp_path / "d" / "views.csv")["view"].tolist()[:2] == ["A4C", "Parasternal_Long"]

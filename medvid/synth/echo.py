@@ -542,8 +542,12 @@ def synthesize(out: str | os.PathLike, studies: int = 24, seed: int = 0, loops_p
                fps_choices: Sequence[float] = (30.0, 50.0, 60.0),
                format_weights: dict[str, float] | None = None, still_fraction: float = 0.5,
                split_fractions: Sequence[float] = (0.7, 0.15, 0.15), jpeg_quality: int = 90,
-               progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+               progress: Callable[[int], None] | None = None,
+               required_views: Sequence[str] = ("A4C", "Parasternal_Long")) -> dict[str, Any]:
     """Write ``studies`` synthetic echo studies under ``out/dicom`` plus reports/labels/views CSVs.
+
+    Every study holds ``required_views`` (in that order, up to ``loops_per_study``), the rest of its loops
+    drawn from the other EchoPrime views.
 
     Returns a summary. Deterministic for a given ``seed`` (UIDs included).
     """
@@ -553,6 +557,9 @@ def synthesize(out: str | os.PathLike, studies: int = 24, seed: int = 0, loops_p
     if unknown:
         raise ValueError(f"unknown formats {sorted(unknown)}; known: {FORMATS}")
     fmt_names, fmt_p = list(weights), np.array(list(weights.values()), dtype=float) / sum(weights.values())
+    must = list(dict.fromkeys(required_views))
+    if set(must) - set(ECHO_VIEWS):
+        raise ValueError(f"unknown views {sorted(set(must) - set(ECHO_VIEWS))}; known: {list(ECHO_VIEWS)}")
     rng = np.random.default_rng(seed)
     text_rng = np.random.default_rng([seed, 1])  # report headers/signatures: keeps ``rng``'s stream unchanged
     dicom_root = out / "dicom"
@@ -568,7 +575,6 @@ def synthesize(out: str | os.PathLike, studies: int = 24, seed: int = 0, loops_p
                  "vendor": _VENDORS[int(rng.integers(len(_VENDORS)))]}
         folder = dicom_root / patient["id"] / study_date
         heart_rate = float(rng.uniform(55, 105))
-        must = ["A4C", "Parasternal_Long"]
         others = [v for v in ECHO_VIEWS if v not in must]
         chosen = must + [others[i] for i in rng.permutation(len(others))[: max(0, loops_per_study - len(must))]]
         series_uid = _uid(rng)
