@@ -44,10 +44,11 @@ class Config:
     model_overrides: dict[str, Any] = field(default_factory=dict)  # any ViewClassifierConfig field, e.g. {input_size: 112}
     pretrained: bool = True
     frozen_backbone: bool = True
-    n_frames: int = 4                 # frames per loop (frame-level logits are averaged)
+    init_from: Optional[str] = None   # continue from a saved view classifier folder (its architecture and input contract)
+    n_frames: Optional[int] = None    # frames per loop (logits averaged); null = init_from's recorded, else 4
     target_fps: Optional[float] = None
-    frame_stride: Optional[int] = 4
-    mask: str = "fan"                 # sector masking: fan | box | pixels | none
+    frame_stride: Optional[int] = None  # with target_fps null: null = init_from's recorded sampling, else every 4th frame
+    mask: Optional[str] = None        # sector masking fan | box | pixels | none; null = init_from's recorded, else fan
     balanced: bool = True             # class-balanced sampling
     val_fraction: float = 0.15        # loops without an ingest split: whole patients held out (seeded)
     test_fraction: float = 0.15
@@ -121,11 +122,35 @@ def _record(cfg: Config, out: Path, result: dict[str, Any]):
                           evaluation=rows)
 
 
-def run(cfg: Config) -> dict[str, Any]:
+NEW_SAMPLING = {"num_frames": 4, "frame_stride": 4, "mask": "fan"}  # a new classifier: 4 frames, every 4th, fan mask
+
+
+def sampling(cfg: Config, clf) -> dict[str, Any]:
+    """The loops' sampling: the job's settings where given, else what ``init_from`` recorded (``pretrained_cfg``),
+    else ``NEW_SAMPLING``."""
+    from medvid.datasets.echo import recorded_sampling
+
+    return recorded_sampling(clf.pretrained_cfg if cfg.init_from else NEW_SAMPLING, cfg.n_frames, cfg.target_fps,
+                             cfg.frame_stride, cfg.mask)
+
+
+def _classifier(cfg: Config):
     from omegaconf import OmegaConf
 
-    from medvid.datasets.echo import EchoVideoDataset
     from medvid.models.factory import create_view_classifier, view_classifier_config
+    from medvid.models.view import ViewClassifier
+
+    if not cfg.init_from:
+        return create_view_classifier(OmegaConf.merge(view_classifier_config(cfg.model, cfg.pretrained),
+                                                      OmegaConf.create(dict(cfg.model_overrides))))
+    if cfg.model_overrides:
+        raise MedvidError("init_from continues a saved classifier as it is: drop model_overrides")
+    return ViewClassifier.from_pretrained(cfg.init_from)
+
+
+def run(cfg: Config) -> dict[str, Any]:
+
+    from medvid.datasets.echo import EchoVideoDataset
     from medvid.training.data import ClassBalanced, ClipSource, LabelledClips
     from medvid.training.objectives import ViewClassification
 
@@ -134,8 +159,10 @@ def run(cfg: Config) -> dict[str, Any]:
     out = Path(cfg.out)
     try:
         seed_everything(cfg.train.seed)
-        clf = create_view_classifier(OmegaConf.merge(view_classifier_config(cfg.model, cfg.pretrained),
-                                                     OmegaConf.create(dict(cfg.model_overrides))))
+        clf = _classifier(cfg)
+        s = sampling(cfg, clf)
+        cfg.n_frames, cfg.target_fps, cfg.frame_stride, cfg.mask = (s["n_frames"], s["target_fps"], s["frame_stride"],
+                                                                    s["mask"])  # as used: saved configs, card, resume
         if cfg.frozen_backbone:
             clf.freeze_backbone()
         labels_df = read_view_labels(cfg)
@@ -144,9 +171,8 @@ def run(cfg: Config) -> dict[str, Any]:
             raise MedvidError(f"views {unknown} are not among the classifier's labels {clf.labels}")
         if labels_df.empty:
             raise MedvidError(f"{cfg.ingest_dir}: no loop has a view label")
-        videos = EchoVideoDataset(cfg.ingest_dir, cfg.dicom_root, n_frames=cfg.n_frames, target_fps=cfg.target_fps,
-                                  frame_stride=cfg.frame_stride, preprocess=clf.preprocess(), mask=cfg.mask,
-                                  start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
+        videos = EchoVideoDataset.for_model(cfg.ingest_dir, cfg.dicom_root, clf, **s,
+                                            start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
         wanted = set(labels_df["video_key"])
         rows = [i for i, k in enumerate(videos.videos["video_key"]) if k in wanted]
         labelled = Subset(videos, rows)

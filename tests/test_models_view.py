@@ -69,3 +69,44 @@ def test_head_trains_on_frozen_backbone(clips):
     assert all(p.grad is None for p in clf.backbone.parameters())
     assert clf.head[-1].weight.grad.abs().sum() > 0
     assert clf.predict_proba(clips).sum(-1).allclose(torch.ones(2))
+
+
+def test_train_views_continuing_a_saved_classifier_feeds_its_recorded_contract(tmp_path):
+    """``medvid train-views init_from=`` a classifier trained on 8 frames every 2nd with the box mask at 48²:
+    the loops are sampled, masked and sized that way (not the job's 4 frames every 4th), the feature cache
+    holds 8 frames, and the saved model records 8; a setting given to the job wins."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from medvid.config import load_config
+    from medvid.models.checkpoint import record_training_input
+    from medvid.pipelines import train_views as job
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from echo_testdata import ingest_synth
+    from medvid.synth.echo import synthesize
+
+    synthesize(tmp_path / "synth", studies=2, seed=1, loops_per_study=3, rows=64, cols=80, frames_range=(20, 24),
+               still_fraction=0.0)
+    ingest_synth(tmp_path / "synth", tmp_path / "ingest")
+    clf = _clf(input_size=48)
+    record_training_input(clf, 8, None, 2, "box")
+    saved = clf.save_pretrained(tmp_path / "first")
+
+    def cfg(*extra):
+        return load_config(job.Config, "view_classifier", None, [
+            f"ingest_dir={tmp_path / 'ingest'}", f"dicom_root={tmp_path / 'synth' / 'dicom'}", f"init_from={saved}",
+            "train.max_steps=2", "train.batch_size=4", "train.eval_every=0", "train.progress=false", *extra])
+
+    c = cfg(f"out={tmp_path / 'run'}")
+    job.run(c)
+    meta = json.loads((tmp_path / "run" / "cache" / "views" / "meta.json").read_text())
+    assert meta["t"] == 8 and meta["fingerprint"]["frame_stride"] == 2 and meta["fingerprint"]["mask"] == "box"
+    back = ViewClassifier.from_pretrained(tmp_path / "run" / "model")
+    assert (back.pretrained_cfg["num_frames"], back.pretrained_cfg["frame_stride"], back.pretrained_cfg["mask"],
+            back.pretrained_cfg["input_size"]) == (8, 2, "box", 48)
+    s = job.sampling(cfg("n_frames=3", "target_fps=10"), back)
+    assert (s["n_frames"], s["target_fps"], s["frame_stride"], s["mask"]) == (3, 10.0, None, "box")
+    fresh = job.sampling(load_config(job.Config, "view_classifier", None, []), back)
+    assert (fresh["n_frames"], fresh["frame_stride"], fresh["mask"]) == (4, 4, "fan")  # a new classifier's defaults
