@@ -65,11 +65,14 @@ def test_perfect_drafts_score_one_and_beat_every_baseline(ingest_dir, tmp_path):
     assert m["studies"] == 10 and m["baseline_studies"] == 30
     ef = m["phenotypes"]["ef"]
     assert ef["draft"]["mae"] == 0 and ef["draft"]["r2"] == 1.0 and ef["mae_reduction_vs_train_mean"] == 1.0
+    assert ef["mae_reduction_ci95"] == [1.0, 1.0] and ef["methods"] == ["knn"]
     assert ef["baseline_train_mean"]["mae"] > 5 and ef["baseline_random_neighbour"]["mae"] > 5
     for b in BINARY:
         p = m["phenotypes"][b]
+        assert p["draft"]["positives"] == round(p["draft"]["prevalence"] * p["draft"]["n"])
         if 0 < p["draft"]["prevalence"] < 1:
             assert p["draft"]["auroc"] == 1.0 and p["baseline_prevalence"]["auroc"] == 0.5
+            assert p["draft"]["auroc_ci95"] == [1.0, 1.0]
     s = m["sections"]
     assert s["draft"]["token_f1"] == 1.0 and s["draft"]["finding_agreement"] == 1.0
     assert s["baseline_random_neighbour"]["token_f1"] < 0.95
@@ -147,3 +150,18 @@ def test_undefined_metrics_are_json_null(ingest_dir, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())  # strict JSON: no NaN
     assert metrics["phenotypes"]["ef"]["draft"] == {"mae": None, "rmse": None, "r2": None, "n": 0}
+
+
+def test_bootstrap_intervals_bracket_the_estimate():
+    from medvid.report.evaluate import _reduction_ci, binary_metrics
+
+    rng = np.random.default_rng(1)
+    y = rng.uniform(20, 70, 40)
+    pred, base = y + rng.normal(0, 5, 40), np.full(40, y.mean())
+    lo, hi = _reduction_ci(y, pred, base)
+    point = 1 - np.abs(y - pred).mean() / np.abs(y - base).mean()
+    assert lo < point < hi and hi - lo > 0.05
+    labels = (y > 45).astype(float)
+    m = binary_metrics(labels, y + rng.normal(0, 15, 40), boot=200)
+    assert m["positives"] == int(labels.sum()) and m["auroc_ci95"][0] < m["auroc"] < m["auroc_ci95"][1]
+    assert "auroc_ci95" not in binary_metrics(np.ones(5), np.arange(5.0), boot=200)  # one class: no interval

@@ -219,6 +219,9 @@ def _phenotypes(rows: list[dict], labels: pd.DataFrame, pool: list[str], rng: np
                          "baseline_random_neighbour": numeric_metrics(truth, neighbour)}
             base = out[name]["baseline_train_mean"]["mae"]
             out[name]["mae_reduction_vs_train_mean"] = 1 - out[name]["draft"]["mae"] / base if base else float("nan")
+            ci = _reduction_ci(np.asarray(truth), np.asarray(preds), constant)
+            if ci:
+                out[name]["mae_reduction_ci95"] = ci
         else:
             out[name] = {"kind": kind, "draft": binary_metrics(truth, preds, boot=1000),
                          "baseline_prevalence": binary_metrics(truth, constant),
@@ -226,6 +229,18 @@ def _phenotypes(rows: list[dict], labels: pd.DataFrame, pool: list[str], rng: np
         out[name]["methods"] = sorted({str(r["phenotypes"][name].get("method", "knn")) for r in rows
                                        if name in r.get("phenotypes", {})})
     return out
+
+
+def _reduction_ci(y: np.ndarray, pred: np.ndarray, base: np.ndarray, boot: int = 1000) -> list[float] | None:
+    """95 % bootstrap interval (studies resampled, seeded) of 1 - MAE(pred) / MAE(base)."""
+    keep = ~(np.isnan(y) | np.isnan(pred) | np.isnan(base))
+    err, err_base = np.abs(y - pred)[keep], np.abs(y - base)[keep]
+    if len(err) < 2:
+        return None
+    rng = np.random.default_rng(0)
+    values = [1 - err[i].mean() / err_base[i].mean()
+              for i in (rng.integers(0, len(err), len(err)) for _ in range(boot)) if err_base[i].mean() > 0]
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values else None
 
 
 def _sections(rows: list[dict], reports: pd.DataFrame, pool: list[str], rng: np.random.Generator) -> dict[str, Any]:
@@ -257,6 +272,9 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
         if m["kind"] == "numeric":
             out[f"{name}_mae"] = _round(m["draft"]["mae"])
             out[f"{name}_mae_train_mean"] = _round(m["baseline_train_mean"]["mae"])
+            if "mae_reduction_ci95" in m:
+                out[f"{name}_mae_reduction_vs_train_mean"] = _round(m["mae_reduction_vs_train_mean"])
+                out[f"{name}_mae_reduction_ci95"] = [_round(v) for v in m["mae_reduction_ci95"]]
         else:
             out[f"{name}_auroc"] = _round(m["draft"]["auroc"])
             out[f"{name}_positives"] = m["draft"]["positives"]
@@ -282,10 +300,12 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
     numeric = {k: v for k, v in ph.items() if v["kind"] == "numeric"}
     binary = {k: v for k, v in ph.items() if v["kind"] == "binary"}
     if numeric:
-        lines += ["## Numeric phenotypes", "", "| phenotype | n | MAE | RMSE | R² | MAE train mean | MAE random neighbour |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["## Numeric phenotypes", "", "| phenotype | n | MAE | RMSE | R² | MAE train mean | MAE reduction (95 % bootstrap) "
+                  "| MAE random neighbour |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {k} | {v['draft']['n']} | {_f(v['draft']['mae'])} | {_f(v['draft']['rmse'])} | {_f(v['draft']['r2'])} "
-                  f"| {_f(v['baseline_train_mean']['mae'])} | {_f(v['baseline_random_neighbour']['mae'])} |"
+                  f"| {_f(v['baseline_train_mean']['mae'])} | {_f(v.get('mae_reduction_vs_train_mean'))}"
+                  + (" ({:.2f}–{:.2f})".format(*v["mae_reduction_ci95"]) if "mae_reduction_ci95" in v else "")
+                  + f" | {_f(v['baseline_random_neighbour']['mae'])} |"
                   for k, v in numeric.items()]
         lines.append("")
     if binary:
