@@ -39,10 +39,10 @@ SPLITS = ("train", "val", "test")
 class EchoData:
     ingest_dir: str = ""              # output of `medvid ingest` (videos.parquet, reports.csv, views.csv)
     dicom_root: str = ""              # the DICOM tree that was ingested
-    n_frames: int = 16
+    n_frames: Optional[int] = None    # null = init_from's recorded, else 16
     target_fps: Optional[float] = None
-    frame_stride: Optional[int] = 2   # used when target_fps is null (EchoPrime: every 2nd frame)
-    mask: str = "fan"                 # sector masking: fan | box | pixels | none
+    frame_stride: Optional[int] = None  # with target_fps null: null = init_from's recorded, else every 2nd frame (EchoPrime)
+    mask: Optional[str] = None        # sector masking fan | box | pixels | none; null = init_from's recorded, else fan
     max_videos: int = 8               # videos per study (a fixed seeded subset when a study has more)
     view_source: str = "known"        # known (views.csv; uniform when unknown) | classifier
     view_classifier: Optional[str] = None  # saved ViewClassifier folder (view_source: classifier)
@@ -125,7 +125,7 @@ def _text_source(cfg: Config, model, texts: list[str]):
 
 
 def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str, Dataset], Callable]:
-    from medvid.datasets.echo import EchoVideoDataset
+    from medvid.datasets.echo import EchoVideoDataset, recorded_sampling
     from medvid.models.aggregate import ViewInformedAttention, load_section_view_prior
     from medvid.training.data import ClipSource, EchoStudyFeatures, load_echo_studies
     from medvid.training.objectives import EchoContrastive, section_scores
@@ -135,9 +135,11 @@ def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str
     studies = load_echo_studies(e.ingest_dir, e.val_fraction, e.test_fraction, cfg.train.seed)
     if not studies:
         raise MedvidError(f"{e.ingest_dir}: no study with a report (reports.csv joined at ingest)")
-    videos = EchoVideoDataset(e.ingest_dir, e.dicom_root, n_frames=e.n_frames, target_fps=e.target_fps,
-                              frame_stride=e.frame_stride, preprocess=model.preprocess(), mask=e.mask,
-                              start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
+    # sampling: the settings given, else what init_from recorded, else EchoPrime's; written back as used
+    s = recorded_sampling(model.pretrained_cfg if cfg.init_from else {}, e.n_frames, e.target_fps, e.frame_stride, e.mask)
+    e.n_frames, e.target_fps, e.frame_stride, e.mask = s["n_frames"], s["target_fps"], s["frame_stride"], s["mask"]
+    videos = EchoVideoDataset.for_model(e.ingest_dir, e.dicom_root, model, **s,
+                                        start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
     keys = videos.videos["video_key"].tolist()
     if cfg.frozen_backbone:
         fp = {"task": "echo", "target_fps": e.target_fps, "frame_stride": e.frame_stride, "mask": e.mask}

@@ -209,3 +209,33 @@ def test_saved_input_contract_is_what_training_used(tmp_path):
     pretrain._save(cfg, SimpleNamespace(model=model), tmp_path)
     saved = read_config(tmp_path / "model")["pretrained_cfg"]
     assert (saved["num_frames"], saved["fps"], saved["frame_stride"]) == (4, 2.0, None)
+
+
+def test_pretrain_continuing_a_saved_model_feeds_its_recorded_frames(tmp_path):
+    """``medvid pretrain init_from=`` a model saved with 8 frames at stride 3 and the box mask: the echo loops
+    are cached as 8 frames with that sampling (the job sets none), and the settings record what was used."""
+    import sys
+    from pathlib import Path
+
+    from medvid.config import load_config
+    from medvid.models.checkpoint import record_training_input
+    from medvid.pipelines import pretrain
+    from medvid.training.distributed import DistInfo
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from echo_testdata import ingest_synth
+    from medvid.synth.echo import synthesize
+
+    synthesize(tmp_path / "synth", studies=2, seed=2, loops_per_study=2, rows=64, cols=80, frames_range=(20, 24),
+               still_fraction=0.0)
+    ingest_synth(tmp_path / "synth", tmp_path / "ingest")
+    model = create_model({"temporal": "mean", "input_size": 48}, pretrained=False)
+    record_training_input(model, 8, None, 3, "box")
+    saved = model.save_pretrained(tmp_path / "first")
+    cfg = load_config(pretrain.Config, None, overrides=[
+        f"init_from={saved}", f"out={tmp_path / 'run'}", f"echo.ingest_dir={tmp_path / 'ingest'}",
+        f"echo.dicom_root={tmp_path / 'synth' / 'dicom'}", "train.progress=false"])
+    pretrain._echo(cfg, DistInfo(), pretrain.build_model(cfg))
+    meta = json.loads((tmp_path / "run" / "cache" / "echo" / "meta.json").read_text())
+    assert meta["t"] == 8 and meta["fingerprint"]["frame_stride"] == 3 and meta["fingerprint"]["mask"] == "box"
+    assert (cfg.echo.n_frames, cfg.echo.frame_stride, cfg.echo.mask) == (8, 3, "box")
