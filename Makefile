@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
+DEMO_ARGS ?=
 
 .PHONY: demo test install clean
 
@@ -14,8 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# DEMO_ARGS=--quick: the 3-minute smoke run. A re-run resumes (finished stages are skipped).
 demo: $(STAMP)
-	$(VENV)/bin/medvid demo --out $(DEMO_DIR)
+	$(VENV)/bin/medvid demo --out $(DEMO_DIR) $(DEMO_ARGS)
 
 # PYTEST_ARGS="-m slow" runs the long tests. pytest's exit 5 (no test collected) is reported, not fatal.
 test: $(STAMP)

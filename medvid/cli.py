@@ -117,10 +117,14 @@ def run_job(job: str, config: Optional[Path], overrides: list[str], name: str | 
 
 @app.command()
 @_job("demo")
-def demo(out: Path = typer.Option(Path("demo_out"), help="Output folder."), config: Optional[Path] = ConfigOpt,
-         overrides: Optional[List[str]] = OverridesArg) -> None:
-    """The main job: synthesize data, ingest it and run every stage end to end on it."""
-    run_job("demo", config, _kv(out=out) + (overrides or []))
+def demo(out: Path = typer.Option(Path("demo_out"), help="Output folder."),
+         quick: bool = typer.Option(False, "--quick", help="Smoke run: smaller data, fewer steps (same as quick=true)."),
+         config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
+    """The main job: synthesize data, ingest it and run every stage end to end on it; ends with a results table."""
+    from medvid.pipelines.demo import render
+
+    summary = run_job("demo", config, _kv(out=out, quick=True if quick else None) + (overrides or []))
+    typer.echo("\n" + render(summary), err=True)  # the readable table last on the terminal (JSON on stdout)
 
 
 @app.command()

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from omegaconf import OmegaConf
+
 
 @dataclass
 class EvalRow:
@@ -129,7 +131,7 @@ def recipe_from(cfg: Any, *extra: str) -> dict[str, Any]:
     train = cfg.train
     out: dict[str, Any] = {"init": getattr(cfg, "init_from", None) or ("packaged pretrained weights" if cfg.pretrained else "random"),
                            "model": cfg.model}
-    for key in ("frozen_backbone", "locked_text", *extra):
+    for key in ("model_overrides", "frozen_backbone", "locked_text", *extra):
         value = _dotted(cfg, key)
         if value is not None:
             out[key] = value
@@ -143,7 +145,10 @@ def _dotted(cfg: Any, key: str) -> Any:
         cfg = getattr(cfg, part, None)
         if cfg is None:
             return None
-    return cfg if isinstance(cfg, (int, float, str, bool)) else json.loads(json.dumps(cfg, default=str))
+    if isinstance(cfg, (int, float, str, bool)):
+        return cfg
+    plain = json.loads(json.dumps(OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg, default=str))
+    return plain or None  # an empty mapping says nothing
 
 
 def retrieval_rows(metrics: dict[str, Any], split: str = "test") -> list[EvalRow]:
