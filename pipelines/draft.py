@@ -111,17 +111,18 @@ def load_encoder(model_dir: str, views_dir: str, device: torch.device, precision
     EchoPrime's static table) + an optional view classifier."""
     from medvid.models.aggregate import ViewInformedAttention
     from medvid.models.checkpoint import load_pretrained
-    from medvid.report.draft import StudyEncoder
+    from medvid.report.draft import StudyEncoder, embedding_path
 
     model = load_pretrained(model_dir)
+    try:
+        embedding_path(model)
+    except MedvidError as exc:
+        raise MedvidError(f"{model_dir}: {exc}") from exc
     view_model = load_pretrained(views_dir) if views_dir else None
     if view_model is not None and not hasattr(view_model, "labels"):
         raise MedvidError(f"{views_dir}: a '{type(view_model).checkpoint_kind}' model is not a view classifier "
                           "(train one with medvid train-views, or import echoprime-view)")
-    try:
-        return StudyEncoder(model, ViewInformedAttention.from_pretrained(model_dir), view_model, device, precision)
-    except MedvidError as exc:
-        raise MedvidError(f"{model_dir}: {exc}") from exc
+    return StudyEncoder(model, ViewInformedAttention.from_pretrained(model_dir), view_model, device, precision)
 
 
 def loop_clips(encoder, ingest_dir: str | Path, dicom_root: str | Path, studies: list[str], enc: Encoding):

@@ -149,7 +149,6 @@ def _classifier(cfg: Config):
 
 
 def run(cfg: Config) -> dict[str, Any]:
-
     from medvid.datasets.echo import EchoVideoDataset
     from medvid.training.data import ClassBalanced, ClipSource, LabelledClips
     from medvid.training.objectives import ViewClassification

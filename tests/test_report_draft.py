@@ -152,6 +152,25 @@ def test_measurement_models_are_refused_naming_the_kind():
     assert embedding_path(imp.build_empty(imp.EchoPrimeVideoEncoder)) == "clips"
 
 
+def test_draft_jobs_refuse_an_imported_ef_regressor(tmp_path):
+    """``bank build``/``draft --model`` an imported EchoNet-Dynamic folder: refused naming the folder and kind;
+    a non-classifier as ``--views`` too."""
+    from medvid.errors import MedvidError
+    from medvid.models import importers as imp
+    from medvid.pipelines.draft import load_encoder
+    from tests.test_importers_fidelity import _build
+
+    echonet = _build(lambda: imp.EchoNetDynamic({"input_size": 112, "mean": [0, 0, 0], "std": [1, 1, 1]}), 1)
+    folder = echonet.save_pretrained(tmp_path / "echonet")
+    with pytest.raises(MedvidError, match=f"{folder}: a 'echonet_dynamic' model"):
+        load_encoder(str(folder), "", torch.device("cpu"))
+    from medvid.models.factory import create_model
+
+    video = create_model({"pretrained": False, "input_size": 32, "temporal": "mean", "embed_dim": 8})
+    with pytest.raises(MedvidError, match="not a view classifier"):
+        load_encoder(str(video.save_pretrained(tmp_path / "video")), str(folder), torch.device("cpu"))
+
+
 class _ClipModel(torch.nn.Module):
     """A whole-clip embedder (the interface an imported EchoPrime has), tiny."""
 

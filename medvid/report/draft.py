@@ -3,8 +3,9 @@
 Per study: every loop is decoded once (DataLoader workers), its frames go through the frozen
 backbone once — shared by the view classifier when both carry the same backbone weights and input
 contract — then the temporal module gives the video embedding and the classifier head the view
-probabilities (a view known from ``views.csv`` wins). The learned section x view attention turns
-the videos into one study embedding per report section. Drafting then takes, per section, the
+probabilities (a view known from ``views.csv`` wins). A model that embeds whole clips (an imported
+EchoPrime) takes the clip instead of its frames (``embedding_path``). The learned section x view
+attention turns the videos into one study embedding per report section. Drafting then takes, per section, the
 nearest bank studies *that have that section* (:func:`medvid.report.retrieval.search`, batched over
 studies), their text, and phenotypes by kNN over the bank labels.
 """
