@@ -1,7 +1,6 @@
 """`medvid demo --quick` end to end in a temporary folder: every artefact a user is pointed at exists and
-the headline metrics beat their chance or trivial baselines.
-
-Slow: a few minutes of 2-core CPU (docs/BENCHMARKS.md, "Demo"); the slow suite runs it.
+the headline metrics beat their chance or trivial baselines (slow: a few minutes of 2-core CPU,
+docs/BENCHMARKS.md "Demo"; the slow suite runs it). Fast tests: the summary table and its baselines.
 """
 from __future__ import annotations
 
@@ -12,9 +11,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple[Path, dict, str]:
     out = tmp_path_factory.mktemp("demo") / "demo_out"
@@ -24,6 +20,7 @@ def demo(tmp_path_factory) -> tuple[Path, dict, str]:
     return out, json.loads(proc.stdout), proc.stderr
 
 
+@pytest.mark.slow
 def test_summary_table_metrics_beat_their_baselines(demo):
     out, summary, stderr = demo
     metrics = {r["metric"].split(" (")[0]: r for r in summary["metrics"]}
@@ -47,6 +44,7 @@ def test_summary_table_metrics_beat_their_baselines(demo):
     assert all(c["cpu_s"] >= 0 and c["peak_rss_mb"] > 0 for c in costs.values())
 
 
+@pytest.mark.slow
 def test_every_artefact_exists(demo):
     from medvid.report.sr import read_report_sr
     from medvid.utils import read_jsonl
@@ -68,6 +66,7 @@ def test_every_artefact_exists(demo):
         assert Path(folder).exists(), folder
 
 
+@pytest.mark.slow
 def test_saved_models_carry_complete_cards(demo):
     out, _, _ = demo
     for model in (out / "echo" / "pretrain" / "model", out / "echo" / "view_classifier" / "model",
@@ -76,3 +75,50 @@ def test_saved_models_carry_complete_cards(demo):
         assert "fill in" not in card.lower() and "## Evaluation" in card and "baseline" in card
         assert "medvid " in card.split("Command:")[1].split("\n")[0]  # the command that reproduces it
         assert "| train |" in card  # data counts per split
+
+
+def test_baselines_and_table_from_stage_outputs(tmp_path):
+    import pandas as pd
+
+    from medvid.pipelines import demo
+
+    p = demo.Paths(tmp_path)
+    (p.views).mkdir(parents=True)
+    (p.views / "metrics.json").write_text(json.dumps({"test": {"confusion": [[6, 0], [1, 3]]}}))
+    (p.zs_phase / "predictions").mkdir(parents=True)
+    pd.DataFrame({"gt_index": [0, 0, 0, 1]}).to_csv(p.zs_phase / "predictions" / "v1.csv", index=False)
+    pd.DataFrame({"gt_index": [0, 1, 1, -1]}).to_csv(p.zs_phase / "predictions" / "v2.csv", index=False)
+    p.zs_tools.mkdir(parents=True)
+    (p.zs_tools / "metrics.json").write_text(json.dumps({"results": {"raw": {"prevalence": {"a": 0.2, "b": 0.4,
+                                                                                              "c": 0.0}}}}))
+    results = {"train_views": {"test": {"accuracy": 0.9, "n": 10}},
+               "pretrain_echo": {"test": {"n": 20, "text_to_video_recall@1": 0.3, "text_to_video_recall@5": 0.2,
+                                          "chance_recall@5": 0.25}},
+               "evaluate_drafts": {"studies": 20, "ef_mae": 9.0, "ef_mae_train_mean": 8.0, "reduced_ef_auroc": 0.8,
+                                   "tricuspid_regurgitation_auroc": None},
+               "zero_shot_phase": {"raw": {"strict_accuracy": 0.7, "strict_macro_f1": 0.6}},
+               "zero_shot_tools": {"raw": {"map": 0.5}}}
+    rows = {r["metric"].split(" (")[0]: r for r in demo.metrics_table(results, p)}
+    assert rows["view accuracy"]["baseline"] == 0.6                      # 6 of 10 test loops are class 0
+    assert rows["text→study recall@1"]["baseline"] == 0.05 and rows["text→study recall@1"]["beats_baseline"]
+    assert rows["text→study recall@5"]["beats_baseline"] is False        # 0.2 < chance 0.25: shown as NO
+    assert rows["EF MAE, % points"]["beats_baseline"] is False           # lower is better, 9 > 8
+    assert rows["tricuspid regurgitation AUROC"]["beats_baseline"] is None
+    # majority phase 0 over both videos' labelled seconds: video 1 all but one right, video 2 one of three
+    assert rows["zero-shot phase accuracy"]["baseline"] == pytest.approx((3 / 4 + 1 / 3) / 2, abs=1e-3)
+    assert rows["zero-shot tool mAP"]["baseline"] == pytest.approx(0.3)  # tools present: mean prevalence
+    text = demo.render({"out": str(tmp_path), "quick": True, "metrics": list(rows.values()),
+                        "total": {"wall_s": 1, "cpu_s": 1, "peak_rss_mb": 1}, "outputs": demo.outputs(p),
+                        "app": "medvid app --data X"})
+    assert "NO (chance)" in text and "n/a" in text and text.rstrip().endswith("medvid app --data X")
+
+
+def test_unknown_stage_override_is_refused_before_any_work(tmp_path):
+    from medvid.config import load_config
+    from medvid.errors import MedvidError
+    from medvid.pipelines import demo
+
+    cfg = load_config(demo.Config, "demo", None, [f"out={tmp_path / 'o'}", "stage_overrides={pretrain: [x=1]}"])
+    with pytest.raises(MedvidError, match="unknown stages"):
+        demo.run(cfg)
+    assert not (tmp_path / "o").exists()
