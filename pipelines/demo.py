@@ -6,8 +6,9 @@ Surgery: synth lectures → lecture pairs → clip/speech pretraining → synth 
 → zero-shot phase and tool recognition with the pretrained model.
 
 Each stage is the same job the CLI runs, with its shipped config plus the overrides below; a finished
-stage leaves ``OUT/stages/<stage>.json`` (its summary, wall and CPU seconds, peak memory) and is skipped
-on a re-run (resume). The demo ends with one table of headline metrics, each beside its chance or
+stage leaves ``OUT/stages/<stage>.json`` (its summary, settings, wall and CPU seconds, peak memory) and is
+skipped on a re-run (resume); a re-run with other settings (e.g. ``--quick`` into a full run's folder) is
+refused. The demo ends with one table of headline metrics, each beside its chance or
 trivial baseline (``OUT/summary.txt``; ``OUT/summary.json`` adds each stage's cost).
 """
 from __future__ import annotations
@@ -176,12 +177,16 @@ def run(cfg: Config) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for i, stage in enumerate(plan, 1):
         done = p.out / "stages" / f"{stage.name}.json"
+        settings = stage.overrides + overrides.get(stage.name, [])
         if done.exists():
-            log.info("demo [%d/%d] %s: already done (delete %s to redo)", i, len(plan), stage.name, done)
             results[stage.name] = json.loads(done.read_text())
+            if results[stage.name].get("settings") != settings:
+                raise MedvidError(f"{p.out} holds a demo run with other settings (stage {stage.name}); "
+                                  "give another --out, or delete that folder to start afresh")
+            log.info("demo [%d/%d] %s: already done (delete %s to redo)", i, len(plan), stage.name, done)
             continue
         log.info("demo [%d/%d] %s", i, len(plan), stage.name)
-        results[stage.name] = _run_stage(stage, overrides.get(stage.name, []))
+        results[stage.name] = {**_run_stage(stage, overrides.get(stage.name, [])), "settings": settings}
         atomic_write_text(done, json.dumps(results[stage.name], indent=2, default=str))
         c = results[stage.name]["cost"]
         log.info("demo [%d/%d] %s done: %.0f s wall, %.0f s CPU, peak %d MB", i, len(plan), stage.name,

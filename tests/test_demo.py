@@ -122,3 +122,16 @@ def test_unknown_stage_override_is_refused_before_any_work(tmp_path):
     with pytest.raises(MedvidError, match="unknown stages"):
         demo.run(cfg)
     assert not (tmp_path / "o").exists()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    from medvid.config import load_config
+    from medvid.errors import MedvidError
+    from medvid.pipelines import demo
+
+    out = tmp_path / "o"
+    (out / "stages").mkdir(parents=True)
+    (out / "stages" / "synth_echo.json").write_text(json.dumps({"settings": ["studies=120"], "cost": {}}))
+    with pytest.raises(MedvidError, match="other settings"):
+        demo.run(load_config(demo.Config, "demo", None, [f"out={out}", "quick=true"]))
+    assert sorted(p.name for p in out.rglob("*")) == ["stages", "synth_echo.json"]  # nothing else was run
