@@ -247,3 +247,15 @@ def test_linear_heads_are_deterministic():
     assert a[1] == b[1]
     with pytest.raises(ValueError):
         fit_linear(x, np.ones(50), "binary", 0.1)
+
+
+def test_auto_precision_uses_bf16_only_for_large_batched_scans(monkeypatch):
+    import medvid.report.retrieval as r
+
+    monkeypatch.setattr(r, "native_bf16", lambda: True)
+    auto = SearchOptions()
+    assert r._use_bf16(auto, r.MIN_BF16_ROWS, r.MIN_BF16_QUERIES)
+    assert not r._use_bf16(auto, r.MIN_BF16_ROWS - 1, 64) and not r._use_bf16(auto, 10**6, 1)
+    assert r._use_bf16(SearchOptions(precision="bf16"), 10, 1) and not r._use_bf16(SearchOptions(precision="fp32"), 10**6, 64)
+    monkeypatch.setattr(r, "native_bf16", lambda: False)  # emulated bfloat16 would be slower than float32
+    assert not r._use_bf16(auto, 10**6, 64)

@@ -7,7 +7,8 @@ studies per batch amortises the scan.
 
 Three ways to score, chosen by :class:`SearchOptions`:
 
-* ``precision="bf16"`` (the default ``auto`` on CPUs with AVX-512 BF16 or AMX): the section is scored in bfloat16 (oneDNN's AVX-512 BF16 kernels
+* ``precision="bf16"`` (what the default ``auto`` picks on CPUs with AVX-512 BF16 or AMX for sections of
+  at least 32,768 rows and batches of at least 8 studies): the section is scored in bfloat16 (oneDNN's AVX-512 BF16 kernels
   run 4-5x faster than the float32 product on the CPUs measured; see ``docs/BENCHMARKS.md``) to keep
   a shortlist of ``shortlist * k`` rows per query, which is then rescored exactly in float32 from the
   float16 rows. bfloat16 scores differ from float32 by < 1e-3 on unit vectors, so the shortlist holds
@@ -38,7 +39,8 @@ DEFAULT_CHUNK = 32768
 PRECISIONS = ("auto", "bf16", "fp32")
 INDEXES = ("exact", "ann")
 ANN_KINDS = ("ivf", "hnsw")
-MIN_BF16_QUERIES = 8  # fewer queries per section: the float32 scan (bfloat16 pays off for matrix products)
+MIN_BF16_QUERIES = 8      # precision=auto: fewer queries per section (a matrix-vector product) stay float32
+MIN_BF16_ROWS = 32768     # precision=auto: smaller sections stay float32 (the rescoring costs more than it saves)
 ANN_HINT = "install the optional faiss dependency: pip install 'medvid[ann]' (faiss-cpu)"
 
 
@@ -47,7 +49,8 @@ class SearchOptions:
     """How :func:`search` scores a bank (see the module docstring)."""
 
     precision: str = "auto"   # bf16: bfloat16 shortlist rescored in float32 | fp32: exact float32 scan |
-                              # auto: bf16 where the CPU has native bfloat16 products, else fp32
+                              # auto: bf16 for large sections and batches where the CPU has native bfloat16
+                              # products, else fp32
     shortlist: int = 2        # bf16: rows kept per query before rescoring, as a multiple of k
     cache: bool = True        # bf16: keep each section's bfloat16 copy in RAM after its first scan
     index: str = "exact"      # exact | ann (the bank's faiss index)
@@ -73,10 +76,13 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _precision(opt: SearchOptions) -> str:
+def _use_bf16(opt: SearchOptions, rows: int, queries: int) -> bool:
+    """``bf16``/``fp32`` as asked; ``auto``: bfloat16 on a CPU with native bfloat16 products, for a section of
+    at least ``MIN_BF16_ROWS`` rows scored for at least ``MIN_BF16_QUERIES`` queries (smaller scans gain
+    nothing over float32: measured in ``docs/BENCHMARKS.md``)."""
     if opt.precision != "auto":
-        return opt.precision
-    return "bf16" if native_bf16() else "fp32"
+        return opt.precision == "bf16"
+    return rows >= MIN_BF16_ROWS and queries >= MIN_BF16_QUERIES and native_bf16()
 
 
 def _tensor(block: np.ndarray) -> Tensor:
@@ -168,10 +174,10 @@ def search(bank: "Bank", queries: Mapping[str, Tensor], k: int, chunk: int = DEF
             short = (i < 0).any(dim=1)
             if short.any():  # the probed lists held too few rows: those queries get the exact scan
                 s[short], i[short] = topk_rows(matrix, q[short], k, chunk)
-        elif _precision(opt) == "fp32" or len(q) < MIN_BF16_QUERIES:  # a matrix-vector product gains nothing
-            s, i = topk_rows(matrix, q, k, chunk)
-        else:
+        elif _use_bf16(opt, stop - start, len(q)):
             s, i = topk_rows_bf16(matrix, q, k, opt.shortlist, chunk, _bf16_section(bank, section, matrix, opt.cache))
+        else:
+            s, i = topk_rows(matrix, q, k, chunk)
         out[section] = (s, i + start)
     return out
 
