@@ -177,12 +177,15 @@ def test_ann_without_faiss_is_a_clear_error(tmp_path, monkeypatch):
     bank = _random_bank(tmp_path, "ivf", {"kind": "ivf", "nlist": 4})
     monkeypatch.setitem(__import__("sys").modules, "faiss", None)  # as if the ann extra were not installed
     for call in (lambda: check_ann("ivf"), lambda: search(Bank(bank), {"IVC": torch.ones(1, 16)}, k=3),
+                 lambda: Bank.open(bank),  # as `medvid draft` opens it: refused before any encoding
                  lambda: _random_bank(tmp_path, "again", {"kind": "ivf"})):
         with pytest.raises(MedvidError, match=r"pip install 'medvid\[ann\]'"):
             call()
     assert search(Bank(bank, SearchOptions(index="exact")), {"IVC": torch.ones(1, 16)}, k=3)["IVC"][1].shape == (1, 3)
     with pytest.raises(MedvidError, match="ann.kind"):
         check_ann("lsh")
+    with pytest.raises(MedvidError, match="no approximate index"):
+        Bank.open(_random_bank(tmp_path, "plain", None), search=SearchOptions(index="ann"))
 
 
 def _linear_bank(tmp_path, n: int = 80, dim: int = 8):

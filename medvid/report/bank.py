@@ -196,8 +196,16 @@ class Bank:
     @classmethod
     def open(cls, directory: str | os.PathLike, model_fingerprint: str | None = None,
              search: "SearchOptions | None" = None) -> "Bank":
-        """Open a bank; with ``model_fingerprint``, refuse one embedded by another model."""
+        """Open a bank for searching; with ``model_fingerprint``, refuse one embedded by another model. A bank
+        searched through its approximate index needs faiss: refused here, before any work, when missing."""
         bank = cls(directory, search)
+        if bank.search_options.index == "ann":
+            from medvid.report.retrieval import check_ann
+
+            if not bank.manifest.get("ann"):
+                raise MedvidError(f"{bank.dir}: the bank has no approximate index; rebuild it with "
+                                  "`medvid bank build ... ann.kind=ivf` (or search it exactly)")
+            check_ann(bank.manifest["ann"]["kind"])
         built = bank.manifest.get("model", {}).get("fingerprint")
         if model_fingerprint is not None and built != model_fingerprint:
             raise MedvidError(f"{bank.dir}: bank was built with model {built} "
