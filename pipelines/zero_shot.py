@@ -1,8 +1,10 @@
 """``medvid zero-shot phase|tools DATA_ROOT --model DIR --out DIR``: zero-shot surgical phase / tool
 recognition on a Cholec80-layout root (or a folder of videos: predictions only).
 
-Per video: frames every ``1/fps`` s → embeddings (frame or centred clip) → scores against prompt
-embeddings computed once → ``OUT/predictions/<video>.csv`` (atomic; videos already there are
+Per video: frames every ``1/fps`` s → embeddings (by default the clip the model was trained on, read
+from its ``pretrained_cfg``) → scores against prompt embeddings computed once (optionally widened with
+the pretraining narration's nearest sentences) → label-free calibration over the video's own samples
+→ ``OUT/predictions/<video>.csv`` (atomic; videos already there are
 skipped, so a killed run resumes). Then ``OUT/metrics.json`` (strict and relaxed, labelled),
 ``OUT/plots/*.png`` and ``OUT/report.md`` from the CSVs of the selected videos.
 """
@@ -31,8 +33,10 @@ from medvid.models.checkpoint import load_video_text_model
 from medvid.runs import claim_run
 from medvid.transforms.clip import CROPS
 from medvid.utils import atomic_path, atomic_write_text, check_device, jsonable, relative_message, write_jsonl
-from medvid.zeroshot.classifier import PhaseClassifier, ToolClassifier
-from medvid.zeroshot.embed import embed_video
+from medvid.zeroshot.calibration import METHODS as CALIBRATION_METHODS, calibrate_logits
+from medvid.zeroshot.classifier import TOOL_REFERENCES, PhaseClassifier, ToolClassifier
+from medvid.zeroshot.embed import embed_video, sampling_from_contract
+from medvid.zeroshot.expansion import corpus_sentences, expand_classes
 from medvid.zeroshot.plots import confusion_matrix_plot, phase_ribbon
 from medvid.zeroshot.prompts import load_prompt_set, model_text_encoder
 from medvid.zeroshot.smoothing import METHODS as SMOOTHING_METHODS, smooth
@@ -44,8 +48,9 @@ DEFAULT_PROMPTS = {("cholec80", "phase"): "cholec80_phases.yaml", ("autolaparo",
                    ("cholec80", "tools"): "cholec80_tools.yaml"}
 # Settings that change predictions: a resumed run must match them.
 _FINGERPRINT_KEYS = ("task", "model_sha256", "dataset", "fps", "clip_frames", "clip_fps", "crop", "scale",
-                     "tool_bias", "tool_threshold", "smoothing", "smoothing_window", "hmm_stay", "hmm_backward",
-                     "prompt_sha256")
+                     "tool_bias", "tool_threshold", "tool_reference", "tool_scale", "smoothing", "smoothing_window", "hmm_stay",
+                     "hmm_backward", "calibration", "calibration_strength", "expand_k", "expand_weight",
+                     "expand_margin", "corpus_sha256", "prompt_sha256")
 
 
 @dataclass
@@ -59,14 +64,22 @@ class Config:
     split: Optional[str] = None          # e.g. "cholec80_40_8_32:test"; None = every video in the root
     max_videos: int = 0                  # 0 = all
     fps: float = 1.0                     # evaluation rate
-    clip_frames: int = 1                 # 1 = frame-level; >1 = clip of this many frames centred on each time
-    clip_fps: Optional[float] = None     # frame rate inside a clip (integer multiple of fps); None = fps
+    clip_frames: Optional[int] = None    # frames per embedding centred on each time; None = the model's pretrained_cfg
+    clip_fps: Optional[float] = None     # frame rate inside a clip (integer multiple of fps); None = the model's
     crop: Optional[str] = None           # center_square | none; None = the model's pretrained_cfg
     batch_size: int = 32
-    scale: float = 100.0                 # softmax / sigmoid scale on cosine similarity
+    scale: float = 100.0                 # phases: softmax scale on cosine similarity
+    tool_scale: float = 10.0             # tools: sigmoid scale (100 saturates to ties at 1.0, which AP cannot rank)
     tool_threshold: float = 0.5          # per-tool default; the prompt file's thresholds win
-    tool_bias: float = 0.0               # sigmoid centre for tools without an "absent" prompt
-    smoothing: str = "none"              # none | moving_average | median | hmm (reported separately)
+    tool_bias: float = 0.0               # sigmoid centre for tools without an "absent" prompt (tool_reference=absent)
+    tool_reference: str = "tools"        # tools: score vs the mean over all tool prompts | absent: vs "absent" sentences
+    calibration: str = "prior"           # phases: none | prior | centre (label-free, over each video's samples)
+    calibration_strength: float = 0.5    # in [0, 1)
+    expand_corpus: Optional[str] = "auto"  # pairs.jsonl (or folder) of narration; auto = the model's training corpus
+    expand_k: int = 16                   # corpus sentences added per class (0 = no expansion)
+    expand_weight: float = 0.5           # share of the neighbours in the class embedding
+    expand_margin: float = 0.02          # a sentence joins a class only when nearer to it than to others by this
+    smoothing: str = "hmm"               # none | moving_average | median | hmm (raw reported alongside)
     smoothing_window: int = 15           # samples (moving_average / median)
     hmm_stay: float = 0.99
     hmm_backward: float = 0.05
@@ -98,11 +111,14 @@ def _check(cfg: Any) -> None:
         raise MedvidError(f"data_root does not exist or is not a folder: {cfg.data_root}")
     if not (Path(cfg.model) / "config.json").is_file():
         raise MedvidError(f"{cfg.model}: not a medvid model folder (no config.json from save_pretrained)")
-    for key, allowed in (("smoothing", SMOOTHING_METHODS), ("dataset", tuple(DATASETS)), ("crop", (None, *CROPS))):
+    for key, allowed in (("smoothing", SMOOTHING_METHODS), ("dataset", tuple(DATASETS)), ("crop", (None, *CROPS)),
+                         ("calibration", CALIBRATION_METHODS), ("tool_reference", TOOL_REFERENCES)):
         if cfg[key] not in allowed:
             raise MedvidError(f"{key} must be one of {[a for a in allowed if a is not None]}, got {cfg[key]!r}")
-    if cfg.task == "tools" and cfg.smoothing != "none":
-        raise MedvidError("smoothing applies to phases only")
+    if not 0.0 <= cfg.calibration_strength < 1.0:
+        raise MedvidError(f"calibration_strength must be in [0, 1), got {cfg.calibration_strength}")
+    if cfg.expand_k < 0 or not 0.0 <= cfg.expand_weight <= 1.0:
+        raise MedvidError(f"need expand_k >= 0 and 0 <= expand_weight <= 1, got {cfg.expand_k}, {cfg.expand_weight}")
     check_device(cfg.device)
 
 
@@ -116,10 +132,30 @@ def _sha256(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _fingerprint(cfg: Any, prompt_path: Path) -> dict[str, Any]:
-    values = OmegaConf.to_container(cfg, resolve=True)
+def _corpus_path(cfg: Any) -> Path | None:
+    """The narration corpus for prompt expansion: ``expand_corpus``, or with ``auto`` the ``lectures.pairs``
+    the model was pretrained on (its ``train_config.yaml``) when that file is still there."""
+    if not cfg.expand_corpus or cfg.expand_k == 0:
+        return None
+    if cfg.expand_corpus != "auto":
+        if not Path(cfg.expand_corpus).exists():
+            raise MedvidError(f"expand_corpus does not exist: {cfg.expand_corpus}")
+        return Path(cfg.expand_corpus)
+    train_cfg = Path(cfg.model) / "train_config.yaml"
+    pairs = (OmegaConf.load(train_cfg).get("lectures") or {}).get("pairs") if train_cfg.is_file() else None
+    if pairs and Path(pairs).is_file():
+        return Path(pairs)
+    log.warning("expand_corpus=auto: the model's pretraining corpus is not available here; class prompts are "
+                "used as written (pass expand_corpus=PAIRS.jsonl to widen them)")
+    return None
+
+
+def _fingerprint(cfg: Any, prompt_path: Path, corpus: Path | None, sampling: dict[str, Any]) -> dict[str, Any]:
+    values = {**OmegaConf.to_container(cfg, resolve=True), **sampling}
     values["model_sha256"] = _sha256(sorted(p for p in Path(cfg.model).rglob("*") if p.is_file()))
     values["prompt_sha256"] = _sha256([prompt_path])
+    values["corpus_sha256"] = None if corpus is None else _sha256(
+        sorted(corpus.glob("*.jsonl")) if corpus.is_dir() else [corpus])
     return {k: values[k] for k in _FINGERPRINT_KEYS}
 
 
@@ -173,15 +209,19 @@ def _tool_rows(times, frames, probs: np.ndarray, present: np.ndarray, classes: l
     return header, [list(r) for r in zip(*cols)]
 
 
-def _process_video(cfg, ds, name, model, head, classes, pred_dir: Path, emb_dir: Path | None) -> None:
+def _process_video(cfg, ds, name, model, head, classes, sampling: dict[str, Any], pred_dir: Path,
+                   emb_dir: Path | None) -> None:
     with Video(ds.video_path(name)) as video:
-        e = embed_video(model, video, fps=cfg.fps, clip_frames=cfg.clip_frames, clip_fps=cfg.clip_fps,
+        e = embed_video(model, video, fps=cfg.fps, clip_frames=sampling["clip_frames"], clip_fps=sampling["clip_fps"],
                         preprocess=preprocess_for({**model.pretrained_cfg, **({"crop": cfg.crop} if cfg.crop else {})}),
                         batch_size=cfg.batch_size)
     if len(e.times) == 0:
         raise MedvidError("video shorter than one sampling interval")
     gt = _gt(ds, cfg.task, name, e.times)
-    probs = head.probs(e.emb).numpy()
+    if cfg.task == "phase":
+        probs = calibrate_logits(e.emb, head.logits, cfg.calibration, cfg.calibration_strength).softmax(-1).numpy()
+    else:
+        probs = head.probs(e.emb).numpy()
     if cfg.task == "phase":
         smoothed = None if cfg.smoothing == "none" else smooth(
             probs, cfg.smoothing, cfg.smoothing_window, cfg.hmm_stay, cfg.hmm_backward)
@@ -288,8 +328,14 @@ def _report(cfg, prompt_path: Path, classes: list[str], metrics: dict, summary: 
              f"- prompts: `{prompt_path.name}` ({len(classes)} classes)",
              f"- dataset: {cfg.dataset}, split: {cfg.split or 'all videos'}; videos predicted: "
              f"{summary['videos_done']}, failed: {summary['videos_failed']}",
-             f"- sampling: {cfg.fps:g} fps, clip of {cfg.clip_frames} frame(s) at "
-             f"{(cfg.clip_fps or cfg.fps):g} fps, crop {cfg.crop or 'as the model'}, scale {cfg.scale:g}",
+             f"- sampling: {cfg.fps:g} fps, clip of {summary['sampling']['clip_frames']} frame(s) at "
+             f"{summary['sampling']['clip_fps']:g} fps ({summary['sampling']['source']}), crop "
+             f"{cfg.crop or 'as the model'}, scale {cfg.scale:g}",
+             f"- prompts widened with {summary['expansion']}" if summary.get("expansion") else
+             "- prompts as written (no corpus expansion)",
+             f"- calibration: {cfg.calibration}" + ("" if cfg.calibration == "none" else
+                                                   f" (strength {cfg.calibration_strength:g})")
+             if cfg.task == "phase" else f"- tool scores relative to: {cfg.tool_reference}",
              f"- smoothing: {cfg.smoothing}" + ("" if cfg.smoothing == "none" else
                                                 f" (window {cfg.smoothing_window}); reported separately below"),
              ""]
@@ -332,22 +378,34 @@ def run(cfg: Any) -> dict:
         raise MedvidError(f"{root}: no videos found" + (f" in split {cfg.split}" if cfg.split else ""))
     expected = ds.phases if cfg.task == "phase" else ds.tools
     prompts = load_prompt_set(prompt_path, expected)
-    _claim_out(out, _fingerprint(cfg, prompt_path), cfg.overwrite)
+    corpus = _corpus_path(cfg)
+    model = load_video_text_model(cfg.model, map_location=cfg.device)  # any kind that embeds video and text
+    sampling = sampling_from_contract(model.pretrained_cfg, cfg.fps, cfg.clip_frames, cfg.clip_fps)
+    _claim_out(out, _fingerprint(cfg, prompt_path, corpus, sampling), cfg.overwrite)
 
     pred_dir = out / "predictions"
     todo = [n for n in names if not (pred_dir / f"{n}.csv").exists()]
     errors: list[dict] = []
     t0 = time.perf_counter()
+    expansion = None
     if todo:
-        model = load_video_text_model(cfg.model, map_location=cfg.device)  # any kind that embeds video and text
         encode = model_text_encoder(model)
         head = (PhaseClassifier.from_prompts(prompts, encode, cfg.scale) if cfg.task == "phase" else
-                ToolClassifier.from_prompts(prompts, encode, cfg.scale, cfg.tool_threshold, cfg.tool_bias))
+                ToolClassifier.from_prompts(prompts, encode, cfg.tool_scale, cfg.tool_threshold, cfg.tool_bias,
+                                            cfg.tool_reference))
+        if corpus is not None:
+            sentences = corpus_sentences(corpus)
+            grown = expand_classes(head.class_emb, prompts.classes, sentences, encode, cfg.expand_k,
+                                   cfg.expand_weight, cfg.expand_margin)
+            head.class_emb = grown.class_emb
+            expansion = (f"up to {cfg.expand_k} nearest of {len(sentences)} corpus sentences per class "
+                         f"(weight {cfg.expand_weight:g}; {sum(map(len, grown.neighbours.values()))} taken)")
+            atomic_write_text(out / "expanded_prompts.json", json.dumps(grown.neighbours, indent=1))
         emb_dir = out / "embeddings" if cfg.save_embeddings else None
         log.info("zero-shot %s: %d videos to do, %d already done", cfg.task, len(todo), len(names) - len(todo))
         for i, name in enumerate(todo, 1):
             try:
-                _process_video(cfg, ds, name, model, head, prompts.classes, pred_dir, emb_dir)
+                _process_video(cfg, ds, name, model, head, prompts.classes, sampling, pred_dir, emb_dir)
                 log.info("[%d/%d] %s done", i, len(todo), name)
             except (MedvidError, ValueError, RuntimeError) as exc:
                 log.error("%s: skipped (%s)", name, relative_message(exc, root))
@@ -368,12 +426,15 @@ def run(cfg: Any) -> dict:
     results, pairs = (_phase_eval(cfg, tables, prompts.classes) if cfg.task == "phase"
                       else (_tool_eval(tables, prompts.classes), {}))
     summary = {"task": cfg.task, "videos": len(names), "videos_done": len(tables), "videos_failed": len(errors),
-               "videos_annotated": len(annotated), "seconds": round(elapsed, 2)}
+               "videos_annotated": len(annotated), "seconds": round(elapsed, 2), "sampling": sampling}
+    if expansion:
+        summary["expansion"] = expansion
     if errors:
         summary["errors"] = str(out / "errors.jsonl")
     metrics = {"task": cfg.task, "model": Path(cfg.model).resolve().name, "prompts": prompt_path.name,
                "settings": {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
-                            if k not in ("data_root", "model", "out")},
+                            if k not in ("data_root", "model", "out", "expand_corpus")},
+               "sampling": sampling,
                "classes": prompts.classes, "chance_accuracy": 1.0 / len(prompts.classes) if cfg.task == "phase" else None,
                "results": results}
     atomic_write_text(out / "metrics.json", json.dumps(jsonable(metrics), indent=2))

@@ -12,8 +12,10 @@ from PIL import Image
 from medvid.config import config_dir
 from medvid.errors import MedvidError
 from medvid.vocab import AUTOLAPARO_PHASES, CHOLEC80_PHASES, CHOLEC80_TOOLS
+from medvid.zeroshot.calibration import calibrate_logits, prior_adjust
 from medvid.zeroshot.classifier import FindingsClassifier, PhaseClassifier, ToolClassifier
-from medvid.zeroshot.embed import clip_windows, prefetch
+from medvid.zeroshot.embed import clip_windows, prefetch, sampling_from_contract
+from medvid.zeroshot.expansion import corpus_sentences, expand_classes
 from medvid.zeroshot.plots import confusion_matrix_plot, phase_ribbon
 from medvid.zeroshot.prompts import (
     ensemble,
@@ -176,3 +178,95 @@ def test_clip_windows_and_prefetch():
     assert w.tolist() == [[0, 0, 1], [1, 2, 3], [3, 4, 5], [5, 6, 6]]
     assert clip_windows(3, 1, 1).tolist() == [[0], [1], [2]]
     assert list(prefetch(iter([1, 2, 3]))) == [1, 2, 3]
+
+
+def _logits_fn(class_emb, scale=100.0):
+    return PhaseClassifier(class_emb, [str(i) for i in range(len(class_emb))], scale).logits
+
+
+def test_calibration_keeps_a_one_phase_video_when_the_model_is_right():
+    """A video that is phase 2 throughout, scored right with a margin on every frame, stays phase 2."""
+    torch.manual_seed(0)
+    classes = F.normalize(torch.randn(7, 32), dim=-1)
+    emb = classes[2] + 0.15 * torch.randn(300, 32)  # frames near class 2, with noise
+    logits = _logits_fn(classes)(emb)
+    assert (logits.argmax(1) == 2).all()  # the model is right on every frame
+    for strength in (0.25, 0.5):
+        out = calibrate_logits(emb, _logits_fn(classes), "prior", strength)
+        assert (out.argmax(1) == 2).all(), strength
+    # the documented guarantee at any strength: frames right by more than strength/(1-strength)·log T keep it
+    top2 = logits.topk(2, dim=1).values
+    margin = top2[:, 0] - top2[:, 1]
+    for strength in (0.75, 0.9):
+        safe = margin > strength / (1 - strength) * np.log(len(emb))
+        out = calibrate_logits(emb, _logits_fn(classes), "prior", strength).argmax(1)
+        assert safe.any() and (out[safe] == 2).all()
+    assert (calibrate_logits(emb, _logits_fn(classes), "none").argmax(1) == 2).all()
+    with pytest.raises(ValueError):
+        prior_adjust(logits, 1.0)  # full strength would erase a one-phase video's label
+
+
+def test_prior_calibration_stops_one_class_swallowing_the_others():
+    """Frames of phases 0 and 1, all leaning towards class 2's prompt: raw argmax is 2 everywhere;
+    the video's own marginal damps class 2 and the frames return to their phases (no labels used)."""
+    torch.manual_seed(1)
+    classes = torch.eye(3, 16)
+    truth = torch.tensor([0] * 50 + [1] * 50)
+    emb = 0.4 * classes[truth] + 0.5 * classes[2] + 0.002 * torch.randn(100, 16)
+    raw = _logits_fn(classes, scale=20.0)(emb)
+    assert (raw.argmax(1) == 2).float().mean() > 0.9
+    fixed = calibrate_logits(emb, _logits_fn(classes, scale=20.0), "prior", 0.9).argmax(1)
+    assert (fixed == truth).float().mean() > 0.9
+
+
+def test_prompt_expansion_is_deterministic_order_free_and_label_free():
+    table = {"clip it": [1, 0, 0, 0], "cut it": [0, 1, 0, 0],
+             "the clip goes on": [0.9, 0.1, 0.2, 0], "a clip applier fires": [0.8, 0, 0.3, 0.1],
+             "scissors divide": [0.1, 0.9, 0, 0.2], "halfway thing": [0.5, 0.5, 0, 0], "slides now": [0, 0, 0, 1]}
+    enc = TableEncoder(table)
+    base = enc(["clip it", "cut it"])
+    corpus = ["the clip goes on", "a clip applier fires", "scissors divide", "halfway thing", "slides now"]
+    one = expand_classes(base, ["Clip", "Cut"], corpus, enc, k=2, weight=0.5, margin=0.05)
+    two = expand_classes(base, ["Clip", "Cut"], list(reversed(corpus)) + corpus[:2], enc, k=2, weight=0.5, margin=0.05)
+    assert torch.equal(one.class_emb, two.class_emb) and one.neighbours == two.neighbours
+    assert one.neighbours == {"Clip": ["the clip goes on", "a clip applier fires"], "Cut": ["scissors divide"]}
+    # an ambiguous sentence (equally near both) joins neither; only corpus sentences are used
+    assert "halfway thing" not in sum(one.neighbours.values(), [])
+    assert torch.allclose(one.class_emb.norm(dim=1), torch.ones(2))
+    # label-free: the function takes no labels, only class embeddings, names, sentences and a text encoder
+    import inspect
+
+    assert not {"labels", "y", "gt", "targets"} & set(inspect.signature(expand_classes).parameters)
+
+
+def test_corpus_sentences_reads_pairs_and_says_what_is_wrong(tmp_path):
+    p = tmp_path / "pairs.jsonl"
+    p.write_text('{"text": "b second", "extra_texts": ["a first", "b second"]}\n\n{"text": "c third"}\n')
+    assert corpus_sentences(p) == ["a first", "b second", "c third"]
+    assert corpus_sentences(tmp_path) == ["a first", "b second", "c third"]
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(MedvidError, match="bad.jsonl: line 1"):
+        corpus_sentences(tmp_path / "bad.jsonl")
+    with pytest.raises(MedvidError, match="no pairs.jsonl"):
+        corpus_sentences(tmp_path / "missing.jsonl")
+
+
+def test_tool_scores_relative_to_all_tools():
+    enc = TableEncoder({"a": [1, 0, 0], "b": [0, 1, 0], "no a": [0, 0, 1], "no b": [0, 0, 1]})
+    from medvid.zeroshot.prompts import PromptSet
+
+    ps = PromptSet(["A", "B"], {"A": ["a"], "B": ["b"]}, {"A": ["no a"], "B": ["no b"]})
+    head = ToolClassifier.from_prompts(ps, enc, scale=10.0, reference="tools")
+    emb = torch.tensor([[1.0, 0.2, 0.0], [0.2, 1.0, 0.0]])
+    p = head.probs(emb)
+    assert p[0, 0] > 0.5 > p[0, 1] and p[1, 1] > 0.5 > p[1, 0]
+    with pytest.raises(ValueError, match="reference"):
+        ToolClassifier.from_prompts(ps, enc, reference="other")
+
+
+def test_sampling_follows_the_model_contract():
+    trained = {"num_frames": 4, "fps": 2.0, "input_size": 112}
+    assert sampling_from_contract(trained, 1.0) == {"clip_frames": 4, "clip_fps": 2.0, "source": "model pretrained_cfg"}
+    assert sampling_from_contract({**trained, "fps": 2.6}, 1.0)["clip_fps"] == 3.0  # nearest multiple of the rate
+    assert sampling_from_contract({"num_frames": 4}, 1.0)["clip_frames"] == 1  # no recorded rate: frame-level
+    assert sampling_from_contract(trained, 1.0, clip_frames=1) == {"clip_frames": 1, "clip_fps": 1.0, "source": "settings"}

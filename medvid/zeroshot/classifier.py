@@ -1,7 +1,8 @@
 """Zero-shot heads over normalised embeddings and prompt embeddings computed once.
 
 * phases: softmax over ``scale`` × cosine (SurgVLP protocol: scale 100), argmax = prediction;
-* tools: multi-label, a sigmoid over cosine per tool with per-tool thresholds;
+* tools: multi-label, a sigmoid per tool over its cosine relative to a reference (the mean over all
+  tool prompts, or the tool's "absent" sentence) with per-tool thresholds;
 * echo findings (EchoCLIP style): binary scores from phrase similarity, numeric values read
   from the best-ranked candidates of a ``<#>``-expanded phrase.
 """
@@ -15,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from medvid.zeroshot.prompts import Finding, PromptSet, TextEncoder, embed_classes, ensemble, expand_numeric
+
+TOOL_REFERENCES = ("tools", "absent")
 
 
 def _cos(emb: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -42,9 +45,11 @@ class PhaseClassifier:
 
 @dataclass
 class ToolClassifier:
-    """Multi-label head: per tool ``p = sigmoid(scale · (cos(emb, tool) − cos(emb, absent)))`` when
-    the prompt set has an "absent" sentence for the tool, else ``sigmoid(scale · (cos − bias))``.
-    A tool is predicted present when ``p ≥ threshold`` (per tool, default 0.5)."""
+    """Multi-label head: per tool ``p = sigmoid(scale · (cos(emb, tool) − ref))``. With ``reference="tools"``
+    ``ref`` is the frame's mean cosine over all tool prompts (how much the frame looks like *this* tool
+    rather than like instruments in general); with ``"absent"`` it is ``cos(emb, absent)`` when the
+    prompt set has an "absent" sentence for the tool, else ``bias``. A tool is predicted present
+    when ``p ≥ threshold`` (per tool, default 0.5)."""
 
     pos_emb: torch.Tensor  # [C, D]
     neg_emb: torch.Tensor | None  # [C, D]; rows of zeros where a tool has no negative
@@ -52,10 +57,21 @@ class ToolClassifier:
     thresholds: torch.Tensor  # [C]
     scale: float = 100.0
     bias: float = 0.0
+    reference: str = "absent"
+
+    @property
+    def class_emb(self) -> torch.Tensor:
+        return self.pos_emb
+
+    @class_emb.setter
+    def class_emb(self, value: torch.Tensor) -> None:
+        self.pos_emb = value
 
     @classmethod
     def from_prompts(cls, prompts: PromptSet, encode: TextEncoder, scale: float = 100.0,
-                     default_threshold: float = 0.5, bias: float = 0.0) -> "ToolClassifier":
+                     default_threshold: float = 0.5, bias: float = 0.0, reference: str = "absent") -> "ToolClassifier":
+        if reference not in TOOL_REFERENCES:
+            raise ValueError(f"reference must be one of {TOOL_REFERENCES}, got {reference!r}")
         pos = embed_classes(encode, prompts.prompts, prompts.classes)
         neg = None
         with_neg = [c for c in prompts.classes if c in prompts.negatives]
@@ -65,11 +81,13 @@ class ToolClassifier:
             for row, c in zip(emb, with_neg):
                 neg[prompts.classes.index(c)] = row
         thr = torch.tensor([prompts.thresholds.get(c, default_threshold) for c in prompts.classes])
-        return cls(pos, neg, list(prompts.classes), thr, scale, bias)
+        return cls(pos, neg, list(prompts.classes), thr, scale, bias, reference)
 
     def probs(self, emb: torch.Tensor) -> torch.Tensor:
         cos = _cos(emb, self.pos_emb)
-        if self.neg_emb is not None:
+        if self.reference == "tools":
+            ref = cos.mean(dim=1, keepdim=True).expand_as(cos)
+        elif self.neg_emb is not None:
             has_neg = self.neg_emb.abs().sum(dim=1) > 0
             ref = torch.where(has_neg, _cos(emb, self.neg_emb), torch.full_like(cos, self.bias))
         else:

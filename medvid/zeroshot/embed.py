@@ -67,6 +67,27 @@ def frame_features(model: Any, video: Video, fps: float, preprocess: ClipPreproc
     return np.concatenate(times), torch.cat(feats)
 
 
+def sampling_from_contract(pretrained_cfg: dict[str, Any], fps: float, clip_frames: int | None = None,
+                           clip_fps: float | None = None) -> dict[str, Any]:
+    """``clip_frames`` and ``clip_fps`` for scoring at ``fps``: the given values, else the clip the model
+    was trained on as its ``pretrained_cfg`` records it (``num_frames`` at ``fps`` — written by
+    ``medvid pretrain``), else single frames (a contract without a frame rate, e.g. an imported
+    SurgVLP-family model, whose reference protocol scores frames). A recorded rate that is not an
+    integer multiple of ``fps`` is rounded to the nearest one (at least ``fps``)."""
+    c = pretrained_cfg or {}
+    source = "settings"
+    if clip_frames is None:
+        recorded = c.get("fps")
+        if recorded and c.get("num_frames"):
+            clip_frames, source = int(c["num_frames"]), "model pretrained_cfg"
+            if clip_fps is None:
+                clip_fps = fps * max(1, round(float(recorded) / fps))
+        else:
+            clip_frames, source = 1, "frame-level (no clip rate recorded in the model)"
+    clip_fps = fps if clip_fps is None else float(clip_fps)
+    return {"clip_frames": int(clip_frames), "clip_fps": clip_fps, "source": source}
+
+
 @torch.inference_mode()
 def embed_video(model: Any, video: Video, fps: float = 1.0, clip_frames: int = 1, clip_fps: float | None = None,
                 preprocess: ClipPreprocess | None = None, batch_size: int = 32,
