@@ -156,8 +156,7 @@ def _run_stage(stage: Stage, extra: list[str]) -> dict[str, Any]:
     wall, cpu = time.perf_counter(), _cpu_seconds()
     result = module.run(stage_cfg) or {}
     cost = {"wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(_cpu_seconds() - cpu, 1),
-            "peak_rss_mb": round(_peak_rss_mb()),
-            "children_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+            "peak_rss_mb": round(_peak_rss_mb())}
     return {**result, "cost": cost}
 
 
@@ -203,7 +202,8 @@ def _total(results: dict[str, Any]) -> dict[str, float]:
     costs = [r["cost"] for r in results.values()]
     return {"wall_s": round(sum(c["wall_s"] for c in costs), 1), "cpu_s": round(sum(c["cpu_s"] for c in costs), 1),
             "peak_rss_mb": max(c["peak_rss_mb"] for c in costs),
-            "children_peak_rss_mb": max(c["children_peak_rss_mb"] for c in costs)}
+            # the largest finished child process of this run (decoder, encoder or worker), not per stage
+            "largest_child_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
 
 
 # --------------------------------------------------------------------------- the summary
