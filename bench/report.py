@@ -83,7 +83,8 @@ def _eager(path: Path) -> dict:
 
 def _queries(n: int, dim: int, seed: int = 1, clusters: int = 0) -> list[dict[str, torch.Tensor]]:
     rng = np.random.default_rng(seed)
-    return [{s: torch.from_numpy(_unit_vectors(rng, n, dim, _centers(j, clusters, dim))) for j, s in enumerate(SECTIONS)}]
+    return [{s: torch.from_numpy(_unit_vectors(rng, n, dim, _centers(j, clusters, dim)))
+             for j, s in enumerate(SECTIONS)}]
 
 
 CPU_S: dict[int, float] = {}  # CPU seconds (all threads) of the best run, by id of the returned hits
@@ -115,7 +116,8 @@ def _recall(hits: dict, exact: dict, at: int) -> float:
     return found / max(total, 1)
 
 
-def bench_bank(work: Path, sizes: list[int], dim: int, batch: int, k: int, ann: list[str], clusters: int = 0) -> list[dict]:
+def bench_bank(work: Path, sizes: list[int], dim: int, batch: int, k: int, ann: list[str],
+               clusters: int = 0) -> list[dict]:
     fp32, bf16 = SearchOptions(precision="fp32"), SearchOptions(precision="bf16")
     results = []
     for rows in sizes:
@@ -142,7 +144,8 @@ def bench_bank(work: Path, sizes: list[int], dim: int, batch: int, k: int, ann: 
             new_batch, hits = _time_search(bank, many, k, bf16)
             new_one, _ = _time_search(bank, one, k, bf16)
             nocache_batch, _ = _time_search(Bank(path), many, k, SearchOptions(precision="bf16", cache=False), repeat=1)
-            r = {"rows": bank.rows, "dim": dim, "clusters_per_section": clusters, "bytes": int(bank.embeddings.nbytes), "build_s": round(build, 2),
+            r = {"rows": bank.rows, "dim": dim, "clusters_per_section": clusters, "bytes": int(bank.embeddings.nbytes),
+                 "build_s": round(build, 2),
                  "open_lazy_s": round(open_lazy, 4), "open_eager_s": round(open_eager, 3),
                  "open_ratio_eager_over_lazy": round(open_eager / max(open_lazy, 1e-9), 1),
                  "batch": batch, "k": k,
@@ -168,7 +171,8 @@ def bench_bank(work: Path, sizes: list[int], dim: int, batch: int, k: int, ann: 
                 ann_open = time.perf_counter() - t0
                 ann_batch, ahits = _time_search(abank, many, k, SearchOptions(index="ann"))
                 r[kind] = {"build_s": round(ann_build, 1), "open_s": round(ann_open, 4),
-                           "per_study_s": round(ann_batch / batch, 4), "cpu_per_study_s": round(CPU_S[id(ahits)] / batch, 4),
+                           "per_study_s": round(ann_batch / batch, 4),
+                           "cpu_per_study_s": round(CPU_S[id(ahits)] / batch, 4),
                            "speedup_over_fp32": round(old_batch / max(ann_batch, 1e-9), 2),
                            "speedup_over_bf16": round(new_batch / max(ann_batch, 1e-9), 2),
                            "recall@10_vs_exact": round(_recall(ahits, exact, 10), 4),
@@ -244,7 +248,8 @@ def main() -> None:
     ap.add_argument("--skip-draft", action="store_true")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    out = {"bank": bench_bank(args.work, args.sizes, args.dim, args.batch, args.k, args.ann, args.clusters) if args.sizes else []}
+    out = {"bank": (bench_bank(args.work, args.sizes, args.dim, args.batch, args.k, args.ann, args.clusters)
+                    if args.sizes else [])}
     if not args.skip_draft:
         out["draft"] = bench_draft(args.work, args.draft_studies, args.loops, args.workers)
     print(json.dumps(out, indent=1))

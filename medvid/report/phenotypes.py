@@ -167,7 +167,8 @@ def select_models(kind: str, y_val: np.ndarray, knn_val: Mapping[int, np.ndarray
 
 
 def draft_phenotypes(bank, hits: Mapping[str, tuple[Any, Any]], b: int, queries: Mapping[str, np.ndarray],
-                     pheno_section: Mapping[str, str], knn_k: int, temperature: float | None) -> dict[str, dict[str, Any]]:
+                     pheno_section: Mapping[str, str], knn_k: int,
+                     temperature: float | None) -> dict[str, dict[str, Any]]:
     """Phenotype block of study ``b`` of a retrieval batch: per phenotype the model ``bank calibrate``
     chose (a linear head on the query of its section, or the kNN vote with its k), else the kNN vote
     with the drafting ``knn_k``. ``hits``: :func:`medvid.report.retrieval.search` output; ``queries``:

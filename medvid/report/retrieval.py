@@ -7,20 +7,22 @@ studies per batch amortises the scan.
 
 Three ways to score, chosen by :class:`SearchOptions`:
 
-* ``precision="bf16"`` (what the default ``auto`` picks on CPUs with AVX-512 BF16 or AMX for sections of
-  at least 32,768 rows and batches of at least 8 studies): the section is scored in bfloat16 (oneDNN's AVX-512 BF16 kernels
-  run 4-5x faster than the float32 product on the CPUs measured; see ``docs/BENCHMARKS.md``) to keep
-  a shortlist of ``shortlist * k`` rows per query, which is then rescored exactly in float32 from the
-  float16 rows. bfloat16 scores differ from float32 by < 1e-3 on unit vectors, so the shortlist holds
-  the exact top-k unless > ``(shortlist - 1) * k`` rows lie within that margin of the k-th (recall against the
-  float32 scan is measured by ``bench/report.py``). With ``cache=True`` the bfloat16 copy of each
-  section is kept in RAM after its first scan (as many bytes as the bank's float16 file).
+* ``precision="bf16"`` (what the default ``auto`` picks on CPUs with AVX-512 BF16 or AMX, for sections
+  of at least 32,768 rows and batches of at least 8 studies): the section is scored in bfloat16
+  (oneDNN's kernels run 4-5x faster than MKL's float32 product on the CPU measured; see
+  ``docs/BENCHMARKS.md``) to keep a shortlist of ``shortlist * k`` rows per query, which is then
+  rescored exactly in float32 from the float16 rows. bfloat16 scores differ from float32 by < 1e-3 on
+  unit vectors, so the shortlist holds the exact top-k unless more than ``(shortlist - 1) * k`` rows
+  lie within that margin of the k-th (recall against the float32 scan is measured by
+  ``bench/report.py``). With ``cache=True`` the bfloat16 copy of each section is kept in RAM after its
+  first scan (as many bytes as the bank's float16 file).
 * ``precision="fp32"``: the plain exact float32 scan.
 * ``index="ann"``: the bank's approximate faiss index (built by ``medvid bank build ann.kind=...``;
   needs the optional ``ann`` extra: ``pip install 'medvid[ann]'``).
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
@@ -66,6 +68,7 @@ class SearchOptions:
             raise MedvidError("retrieval shortlist, nprobe and ef_search must be >= 1")
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX; Linux ``/proc/cpuinfo``)."""
     try:
