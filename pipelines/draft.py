@@ -232,7 +232,10 @@ def run(cfg: Config) -> dict[str, Any]:
                   "bank": {"fingerprint": bank.fingerprint, "rows": bank.rows}, "medvid_version": __version__}
     settings = {"input": str(Path(cfg.input).resolve()), "split": cfg.split, "model": model_fp,
                 "view_model": provenance["view_model"]["fingerprint"], "bank": bank.fingerprint,
-                "thresholds": bank.thresholds, "findings": cfg.findings or "", "keep_identifiers": cfg.keep_identifiers,
+                "thresholds": bank.thresholds, "phenotype_heads": bank.manifest.get("heads") or "",
+                "phenotype_models": {p: {k_: v for k_, v in m.items() if k_ != "validation"}
+                                     for p, m in bank.phenotype_models.items()},
+                "findings": cfg.findings or "", "keep_identifiers": cfg.keep_identifiers,
                 "write_sr": cfg.write_sr, **{f"encoding.{k_}": v for k_, v in _plain(cfg.encoding).items()
                                              if k_ in ("n_frames", "frame_stride", "target_fps", "mask", "max_videos")},
                 **{f"drafting.{k_}": v for k_, v in _plain(cfg.drafting).items()}}
