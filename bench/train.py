@@ -1,26 +1,42 @@
-"""Training throughput and peak memory: frozen backbone on cached features vs end-to-end, one process.
+"""Training benchmarks, one process per measurement (JSON summary on stdout).
 
-Runs the real Trainer on the clip–speech MIL-NCE objective (``LectureContrastive``) with the
-default model (EfficientNet-Lite0 frames + all-MiniLM-L6-v2 text, locked text tower):
+``throughput`` (default): frozen backbone on cached features vs end-to-end, the real Trainer on the
+clip–speech MIL-NCE objective (``LectureContrastive``) with the default model (EfficientNet-Lite0
+frames + all-MiniLM-L6-v2 text, locked text tower):
 
 * ``frozen-cached``: frame features as the feature cache serves them ``[B, T, 1280]``; trains the
   temporal module, projections and temperature (what ``frozen_backbone: true`` runs);
 * ``end-to-end`` (baseline): raw clips ``[B, 3, T, 224, 224]`` through a trainable backbone.
 
-On a GPU each mode runs in fp32 and bf16 autocast. Prints a JSON summary with samples/s, the
-ratio to the end-to-end fp32 baseline and peak memory (CUDA: max allocated; CPU: process peak RSS,
-which only grows, so modes run smallest first).
+On a GPU each mode runs in fp32 and bf16 autocast. Peak memory: CUDA max allocated; CPU: process
+peak RSS, which only grows, so modes run smallest first.
 
-    .venv/bin/python bench/train.py --steps 12 --batch 8 --frames 4
+    .venv/bin/python bench/train.py throughput --steps 12 --batch 8 --frames 4
+
+``cache``: building the lecture frame-feature cache, in one process: the per-item path (each clip
+read by random access, ``dataset[i]``, a DataLoader batch at a time; the old default) against
+decoding video by video (``LecturePairDataset.iter_clips``), on the same pairs, alternating; reports
+clips/s, the ratio, decode-only and backbone-only costs per clip, and the largest feature difference.
+
+    .venv/bin/python bench/train.py cache --pairs IDX/pairs.jsonl --root LECTURES --clips 96
+
+``scale``: peak RSS and wall time of the whole ``medvid pretrain`` surgical job (cache build,
+training, evaluation) on the first 8, 24, ... lectures of one synthetic corpus, each in a fresh
+process (``os.wait4`` gives that process's own peak RSS), indexed once.
+
+    .venv/bin/python bench/train.py scale --lectures LECTURES --sizes 8 24 48 --work /tmp/scale
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import os
 import resource
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -81,15 +97,7 @@ def run_mode(mode: str, amp: str, args: argparse.Namespace, device: torch.device
     return {"mode": mode, "amp": amp, "samples_per_s": sum(rates) / len(rates), "peak_mb": peak_mb(device)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="medvid-effnetlite0-minilm")
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--warmup", type=int, default=2, help="first steps left out of the average")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--frames", type=int, default=4)
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    args = ap.parse_args()
+def throughput(args: argparse.Namespace) -> dict:
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     amps = ["off", "bf16"] if device.type == "cuda" else ["off"]
@@ -97,10 +105,141 @@ def main() -> None:
     base = next(r for r in results if r["mode"] == "end-to-end" and r["amp"] == "off")["samples_per_s"]
     for r in results:
         r["speedup_vs_end_to_end_fp32"] = r["samples_per_s"] / base
-    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
             "model": args.model, "batch": args.batch, "frames": args.frames, "steps": args.steps,
             "results": results}
-    print(json.dumps(info, indent=1))
+
+
+def cache_speed(args: argparse.Namespace) -> dict:
+    """Per-item random access vs video-by-video decoding for the lecture feature cache, same process."""
+    import numpy as np
+
+    from medvid.datasets.lectures import LecturePairDataset
+    from medvid.training.feature_cache import build_feature_cache, dataset_clips, ordered_clips
+
+    from omegaconf import OmegaConf
+
+    from medvid.models.factory import model_config
+
+    overrides = {"input_size": args.input_size} if args.input_size else {}
+    model = create_model(OmegaConf.merge(model_config(args.model, True), overrides))
+    backbone = model.video.backbone.eval()
+    ds = LecturePairDataset(args.pairs, args.root, n_frames=args.frames, sample_fps=2.0,
+                            preprocess=model.preprocess(), random_start=False)
+    ds.pairs = ds.pairs[: args.clips]  # a prefix: clips as dense in their lectures as in a whole corpus
+    keys = [p["pair_id"] for p in ds.pairs]
+    kw = dict(n_frames=args.frames, feature_dim=model.video.feature_dim, batch_size=args.batch, progress=False)
+    paths = {"per-item": lambda: dataset_clips(ds, lambda item: (item["video"], None), batch_size=args.batch),
+             "video-by-video": lambda: ordered_clips(ds)}
+    rows = list(range(len(keys)))
+    timing: dict[str, list[float]] = {name: [] for name in paths}
+    decode: dict[str, list[float]] = {name: [] for name in paths}
+    feats = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeats):
+            for name in (paths if rep % 2 == 0 else reversed(list(paths))):
+                t0 = time.perf_counter()
+                for _ in paths[name]()(rows):
+                    pass
+                decode[name].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                cache = build_feature_cache(backbone, keys, paths[name](), Path(tmp) / f"{name}{rep}", {"r": rep}, **kw)
+                timing[name].append(time.perf_counter() - t0)
+                feats[name] = np.asarray(cache.features, dtype=np.float32)
+        frames = torch.randn(args.batch * args.frames, 3, model.pretrained_cfg["input_size"],
+                             model.pretrained_cfg["input_size"])
+        with torch.inference_mode():
+            backbone(frames)
+            t0 = time.perf_counter()
+            for _ in range(args.repeats):
+                backbone(frames)
+            encode_per_clip = (time.perf_counter() - t0) / args.repeats / args.batch
+    n = len(keys)
+    best = {name: min(t) for name, t in timing.items()}
+    return {"clips": n, "videos": len({p["video"] for p in ds.pairs}), "batch": args.batch, "frames": args.frames,
+            "input_size": model.pretrained_cfg["input_size"], "torch_threads": torch.get_num_threads(),
+            "clips_per_s": {k: n / v for k, v in best.items()},
+            "speedup_video_by_video": best["per-item"] / best["video-by-video"],
+            "decode_s_per_clip": {k: min(v) / n for k, v in decode.items()},
+            "backbone_s_per_clip": encode_per_clip,
+            "max_abs_feature_diff": float(np.abs(feats["per-item"] - feats["video-by-video"]).max()),
+            "all_runs_s": timing}
+
+
+def _job_rss(cmd: list[str], log_path: Path) -> tuple[int, float, float]:
+    """Run ``cmd``; its exit code, wall seconds and own peak RSS in MB (``os.wait4``)."""
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss / 1024
+
+
+def scale(args: argparse.Namespace) -> dict:
+    """Peak RSS of ``medvid pretrain`` (surgical) on growing prefixes of one lecture corpus."""
+    from medvid.utils import read_jsonl, write_jsonl
+
+    medvid = [sys.executable, "-m", "medvid.cli"]
+    work = Path(args.work)
+    index = work / "index"
+    if not (index / "pairs.jsonl").is_file():  # frame types are not used by pretraining: not computed
+        rc, _, _ = _job_rss([*medvid, "lectures", "index", str(args.lectures), "--out", str(index),
+                             "frame_type_samples=0"], work / "index.log")
+        if rc:
+            raise SystemExit(f"lectures index failed, see {work / 'index.log'}")
+    rows = read_jsonl(index / "pairs.jsonl")
+    videos = sorted({r["video"] for r in rows})
+    results = []
+    for n in args.sizes:
+        if n > len(videos):
+            raise SystemExit(f"{args.lectures} has {len(videos)} lectures, fewer than {n}")
+        keep = set(videos[:n])
+        pairs = work / f"pairs_{n}.jsonl"
+        write_jsonl(pairs, [r for r in rows if r["video"] in keep])
+        out = work / f"run_{n}"
+        cmd = [*medvid, "pretrain", "configs/surgical_pretrain.yaml", f"out={out}", f"lectures.pairs={pairs}",
+               f"lectures.root={args.lectures}", f"train.max_steps={args.steps}", "train.progress=false",
+               "resume=false", *args.overrides]
+        rc, wall, peak = _job_rss(cmd, work / f"run_{n}.log")
+        if rc:
+            raise SystemExit(f"pretrain on {n} lectures failed, see {work / f'run_{n}.log'}")
+        metrics = json.loads((out / "metrics.json").read_text())
+        cache = out / "cache" / "lectures" / "features.npy"
+        results.append({"lectures": n, "pairs": sum(1 for r in rows if r["video"] in keep), "peak_rss_mb": round(peak),
+                        "wall_s": round(wall, 1), "items": metrics["items"], "cache_mb": cache.stat().st_size / 2**20,
+                        "test_video_to_text_recall@5": metrics["test"].get("video_to_text_recall@5")})
+    peaks = [r["peak_rss_mb"] for r in results]
+    return {"steps": args.steps, "overrides": args.overrides, "results": results,
+            "peak_ratio_largest_to_smallest": peaks[-1] / peaks[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd")
+    tp = sub.add_parser("throughput", help="frozen-cached vs end-to-end training steps")
+    cp = sub.add_parser("cache", help="lecture feature cache: per-item vs video-by-video decoding")
+    sp = sub.add_parser("scale", help="peak RSS of medvid pretrain over corpus sizes")
+    for p in (tp, cp):
+        p.add_argument("--model", default="medvid-effnetlite0-minilm")
+        p.add_argument("--batch", type=int, default=8)
+        p.add_argument("--frames", type=int, default=4)
+    tp.add_argument("--steps", type=int, default=12)
+    tp.add_argument("--warmup", type=int, default=2, help="first steps left out of the average")
+    tp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    cp.add_argument("--pairs", required=True, help="pairs.jsonl from `medvid lectures index`")
+    cp.add_argument("--root", required=True, help="the lecture videos")
+    cp.add_argument("--clips", type=int, default=96, help="the first N pairs")
+    cp.add_argument("--repeats", type=int, default=2)
+    cp.add_argument("--input-size", type=int, default=0, help="backbone input side (0 = the model's)")
+    sp.add_argument("--lectures", required=True, help="a `medvid synth lectures` folder")
+    sp.add_argument("--sizes", type=int, nargs="+", default=[8, 24, 96])
+    sp.add_argument("--work", required=True)
+    sp.add_argument("--steps", type=int, default=60)
+    sp.add_argument("overrides", nargs="*", help="extra key=value settings for medvid pretrain")
+    args = ap.parse_args(sys.argv[1:] if len(sys.argv) > 1 and sys.argv[1] in sub.choices else
+                         ["throughput", *sys.argv[1:]])
+    print(json.dumps({"throughput": throughput, "cache": cache_speed, "scale": scale}[args.cmd](args), indent=1))
 
 
 if __name__ == "__main__":

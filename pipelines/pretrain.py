@@ -10,6 +10,7 @@ section × view attention), ``OUT/config.yaml``, ``OUT/metrics.json``, logs and 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -292,7 +293,7 @@ def run(cfg: Config) -> dict[str, Any]:
         if dist.is_main:
             save_config(cfg, out / "config.yaml")
         untrained = _eval(objective, evaluate, splits["test"]) if dist.is_main else {}
-        trainer = Trainer(objective, splits["train"], cfg.train, out, dist_info=dist,
+        trainer = Trainer(objective, splits["train"], _loop_config(cfg, dist), out, dist_info=dist,
                           evaluate=(lambda m: _eval(m, evaluate, splits["val"])) if len(splits["val"]) > 1 else None,
                           settings=run_settings(cfg, TRAINING_BOOKKEEPING))
         summary = trainer.fit(resume=cfg.resume)
@@ -309,6 +310,15 @@ def run(cfg: Config) -> dict[str, Any]:
         return result if dist.is_main else {}  # one summary per job, not per rank
     finally:
         cleanup()
+
+
+def _loop_config(cfg: Config, dist: DistInfo) -> TrainConfig:
+    """``cfg.train`` with ``num_threads: 0`` resolved: on a CPU, one thread when training on cached features
+    (the trainable head's small matrix products gain less from a second thread than its synchronisation
+    costs: docs/BENCHMARKS.md, training), torch's default otherwise."""
+    if cfg.train.num_threads or dist.device.type != "cpu" or not cfg.frozen_backbone:
+        return cfg.train
+    return dataclasses.replace(cfg.train, num_threads=1)
 
 
 def _save(cfg: Config, objective: torch.nn.Module, out: Path, result: Optional[dict[str, Any]] = None) -> None:

@@ -198,12 +198,13 @@ def _encode(frames: torch.Tensor) -> torch.Tensor:  # [N,3,H,W] -> [N,5], a fixe
 
 def test_feature_cache_build_read_resume_and_reuse(tmp_path):
     from medvid.errors import MedvidError
-    from medvid.training.feature_cache import FeatureCache, build_feature_cache
+    from medvid.training.feature_cache import FeatureCache, build_feature_cache, dataset_clips
 
     data = ClipData()
-    clip_fn = lambda item: (item["key"], item["video"], None)  # noqa: E731
+    keys = [f"v{i}" for i in range(len(data))]
+    clip_fn = lambda item: (item["video"], None)  # noqa: E731
     kw = dict(n_frames=4, feature_dim=5, batch_size=3, progress=False)
-    cache = build_feature_cache(_encode, data, clip_fn, tmp_path / "full", {"v": 1}, **kw)
+    cache = build_feature_cache(_encode, keys, dataset_clips(data, clip_fn), tmp_path / "full", {"v": 1}, **kw)
     assert len(cache) == 10 and cache.feature_dim == 5
     for i in (0, 3, 9):
         feats, mask = cache[f"v{i}"]
@@ -213,6 +214,8 @@ def test_feature_cache_build_read_resume_and_reuse(tmp_path):
         torch.testing.assert_close(feats[:n], want, atol=2e-3, rtol=2e-3)  # stored as float16
         assert feats[n:].abs().sum() == 0
     assert isinstance(cache.features, np.memmap)
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["features.npy", "keys.json", "mask.npy",
+                                                                      "meta.json"]
 
     calls = []
 
@@ -223,24 +226,114 @@ def test_feature_cache_build_read_resume_and_reuse(tmp_path):
         return clip_fn(item)
 
     with pytest.raises(RuntimeError):
-        build_feature_cache(_encode, data, crashing, tmp_path / "part", {"v": 1}, **kw)
+        build_feature_cache(_encode, keys, dataset_clips(data, crashing), tmp_path / "part", {"v": 1}, **kw)
     assert not (tmp_path / "part" / "meta.json").exists()
+    progress = (tmp_path / "part" / "progress.json").read_text()
+    assert len(progress) < 300  # written once, never the per-row state
     calls.clear()
-    resumed = build_feature_cache(_encode, data, crashing, tmp_path / "part", {"v": 1}, **kw)
+    resumed = build_feature_cache(_encode, keys, dataset_clips(data, crashing), tmp_path / "part", {"v": 1}, **kw)
     assert calls[0] == "v6"  # the two flushed chunks (6 clips) were not recomputed
     assert resumed.keys == cache.keys
-    assert (resumed.features == cache.features).all()
+    assert (resumed.features == cache.features).all() and (resumed.mask == cache.mask).all()
     calls.clear()
-    build_feature_cache(_encode, data, crashing, tmp_path / "part", {"v": 1}, **kw)
+    build_feature_cache(_encode, keys, dataset_clips(data, crashing), tmp_path / "part", {"v": 1}, **kw)
     assert calls == []  # same fingerprint: reused
-    build_feature_cache(_encode, data, clip_fn, tmp_path / "part", {"v": 2}, **kw)
+    build_feature_cache(_encode, keys, dataset_clips(data, clip_fn), tmp_path / "part", {"v": 2}, **kw)
     assert FeatureCache(tmp_path / "part").meta["fingerprint"] == {"v": 2}
+    # rows streamed out of order land in their own rows
+    shuffled = lambda rows: ((r, *clip_fn(data[r])) for r in reversed(list(rows)))  # noqa: E731
+    again = build_feature_cache(_encode, keys, shuffled, tmp_path / "rev", {"v": 1}, **kw)
+    assert (again.features == cache.features).all() and (again.mask == cache.mask).all()
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "meta.json").write_text('{"owner": "someone else"}')
     with pytest.raises(MedvidError, match="not a medvid feature cache"):
-        build_feature_cache(_encode, data, clip_fn, mine, {"v": 1}, **kw)
+        build_feature_cache(_encode, keys, dataset_clips(data, clip_fn), mine, {"v": 1}, **kw)
     assert (mine / "meta.json").read_text() == '{"owner": "someone else"}'  # a folder that is not ours: untouched
+
+
+@pytest.fixture(scope="module")
+def lecture_pairs(tmp_path_factory):
+    """One 8 s lecture (10 fps, every frame a different colour) and overlapping clip pairs."""
+    from medvid.io.video import write_video
+    from medvid.utils import write_jsonl
+
+    root = tmp_path_factory.mktemp("lecture")
+    frames = [np.full((48, 64, 3), (3 * i, 255 - 3 * i, (7 * i) % 256), np.uint8) for i in range(80)]
+    write_video(root / "talk.mp4", frames, fps=10, gop=10)
+    write_video(root / "other.mp4", frames[::-1], fps=10, gop=10)
+    rows = [{"pair_id": f"p{k}", "video": "talk.mp4" if k % 3 else "other.mp4", "start": s, "end": s + 2.0,
+             "text": f"sentence {k}", "extra_texts": []}
+            for k, s in enumerate([0.0, 5.5, 1.0, 0.5, 3.0, 6.1, 2.2, 4.0, 1.6])]
+    write_jsonl(root / "pairs.jsonl", rows)
+    return root
+
+
+@pytest.mark.parametrize("read_frames", [2, 64])
+def test_lecture_clips_decoded_video_by_video_equal_random_access(lecture_pairs, read_frames):
+    from medvid.datasets.lectures import LecturePairDataset
+
+    ds = LecturePairDataset(lecture_pairs / "pairs.jsonl", lecture_pairs, n_frames=3, sample_fps=2.0,
+                            preprocess="imagenet", random_start=False)
+    got = dict(ds.iter_clips(read_frames=read_frames))
+    assert sorted(got) == list(range(len(ds)))
+    for i, clip in got.items():
+        torch.testing.assert_close(clip, ds[i]["video"], atol=0, rtol=0)
+    subset = [7, 2, 4]
+    assert sorted(i for i, _ in ds.iter_clips(subset)) == sorted(subset)
+    shards = [[i for i, _ in ds.iter_clips(shard=(k, 2))] for k in range(2)]
+    assert sorted(shards[0] + shards[1]) == list(range(len(ds))) and not set(shards[0]) & set(shards[1])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_cache_clips_ordered_decoding_gives_the_per_item_features(lecture_pairs, tmp_path, workers):
+    from medvid.datasets.lectures import LecturePairDataset
+    from medvid.training.feature_cache import build_feature_cache, cache_clips, dataset_clips
+
+    ds = LecturePairDataset(lecture_pairs / "pairs.jsonl", lecture_pairs, n_frames=3, sample_fps=2.0,
+                            preprocess="imagenet", random_start=False)
+    keys = [p["pair_id"] for p in ds.pairs]
+    backbone = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    fast = cache_clips(backbone, 4, ds, keys, tmp_path / "fast", {"t": 1}, n_frames=3, batch_size=4,
+                       num_workers=workers, progress=False)
+    slow = build_feature_cache(backbone, keys, dataset_clips(ds, lambda item: (item["video"], None)),
+                               tmp_path / "slow", {"t": 1}, n_frames=3, feature_dim=4, batch_size=4, progress=False)
+    assert fast.keys == slow.keys == keys
+    np.testing.assert_allclose(np.asarray(fast.features, np.float32), np.asarray(slow.features, np.float32),
+                               atol=1e-3)
+    assert fast.mask.all()
+
+
+def test_chunked_retrieval_metrics_equal_the_full_matrix():
+    from medvid.metrics import recall_at_k
+    from medvid.training.evaluate import retrieval_metrics
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(301, 16, generator=g)
+    t = v + torch.randn(301, 16, generator=g)
+    t[5] = t[9]  # a tie: counted in the query's favour both ways
+    sim = F.normalize(v, dim=-1) @ F.normalize(t, dim=-1).T
+    chunked = retrieval_metrics(v, t, chunk=7)
+    assert chunked == pytest.approx(retrieval_metrics(None, None, sim=sim), abs=1e-6)
+    assert chunked["text_to_video_recall@5"] == pytest.approx(recall_at_k(sim.T, torch.arange(301), (5,))["recall@5"])
+
+
+def test_num_threads_holds_for_the_loop_only(tmp_path):
+    from medvid.training.trainer import Trainer, TrainConfig
+
+    seen, before = [], torch.get_num_threads()
+    torch.set_num_threads(2)
+
+    class Probe(TinyDual):
+        def forward(self, batch):
+            seen.append(torch.get_num_threads())
+            return super().forward(batch)
+
+    cfg = TrainConfig(max_steps=2, batch_size=16, warmup_steps=1, checkpoint_every=10, eval_every=0, progress=False,
+                      device="cpu", num_threads=1)
+    Trainer(Probe(), PairData(), cfg, tmp_path).fit()
+    assert seen == [1, 1] and torch.get_num_threads() == 2
+    torch.set_num_threads(before)
 
 
 def test_resolve_amp():

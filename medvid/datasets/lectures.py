@@ -142,14 +142,53 @@ class LecturePairDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         video = self._video(p["video"])
         times = np.minimum(self.frame_times(index, rng), video.duration - 1e-6)
-        clip = to_clip_tensor(video.frames_at(times))
-        if self.augment is not None:
-            clip = self.augment(clip, rng)
-        if self.preprocess is not None:
-            clip = self.preprocess(clip)
+        clip = self._clip(video.frames_at(times), rng)
         text = p["text"]
         return {"video": clip, "text": self.tokenizer(text) if self.tokenizer else text,
                 "extra_texts": list(p.get("extra_texts", [])), "pair_id": p["pair_id"]}
+
+    def _clip(self, frames: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        clip = to_clip_tensor(frames)
+        if self.augment is not None:
+            clip = self.augment(clip, rng)
+        return clip if self.preprocess is None else self.preprocess(clip)
+
+    def iter_clips(self, indices: Sequence[int] | None = None, shard: tuple[int, int] = (0, 1),
+                   read_frames: int = 64) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(index, item["video"])`` for ``indices`` (default: all), the same clips as ``self[index]``, decoded
+        lecture by lecture: each video is opened once, read front to back with the sequential decoder (no
+        random-access reader, no seeks back for overlapping clips) ``read_frames`` sampled frames at a time,
+        and closed. Only the frames of clips still waiting are held, so memory does not grow with the corpus.
+        Items come out grouped by video (videos in order of first appearance), by clip end inside a video.
+        ``shard=(k, n)`` keeps every ``n``-th of those videos from the ``k``-th (one share per loader worker).
+        """
+        by_video: dict[str, list[int]] = {}
+        for i in range(len(self)) if indices is None else indices:
+            by_video.setdefault(self.pairs[i]["video"], []).append(int(i))
+        for rel, items in list(by_video.items())[shard[0]::shard[1]]:
+            with Video(resolve_under(self.root, rel), backend="pyav") as video:
+                yield from self._video_clips(video, items, read_frames)
+
+    def _video_clips(self, video: Video, items: list[int], read_frames: int) -> Iterator[tuple[int, torch.Tensor]]:
+        plan = []  # (last frame, index, frame indices, rng), emitted once its last frame is decoded
+        for i in items:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            idx = video.indices_at(np.minimum(self.frame_times(i, rng), video.duration - 1e-6))
+            plan.append((int(idx.max()), i, idx, rng))
+        plan.sort(key=lambda p: p[:2])
+        wanted = np.unique(np.concatenate([p[2] for p in plan]))
+        first_needed = np.minimum.accumulate([int(p[2].min()) for p in plan][::-1])[::-1]  # over clips not yet out
+        held: dict[int, np.ndarray] = {}
+        k = 0
+        for start in range(0, len(wanted), read_frames):
+            chunk = wanted[start:start + read_frames]
+            held.update(zip(chunk.tolist(), video.frames_by_index(chunk)))
+            while k < len(plan) and plan[k][0] <= chunk[-1]:
+                _, i, idx, rng = plan[k]
+                yield i, self._clip(np.stack([held[j] for j in idx.tolist()]), rng)
+                k += 1
+            if k < len(plan):
+                held = {j: f for j, f in held.items() if j >= first_needed[k]}
 
     def __getstate__(self) -> dict:  # open decoders do not cross process boundaries (DataLoader workers)
         state = self.__dict__.copy()

@@ -11,8 +11,12 @@ Layout of a cache folder::
     keys.json      ["<video_key or clip id>", ...]   row order
     meta.json      {"fingerprint": {...}, "n": N, "t": T, "f": F}   written last: marks a complete cache
 
-A build that is killed resumes from its last flushed chunk (``features.partial.npy`` +
-``progress.json``); a cache whose fingerprint (backbone, preprocessing, data) differs is rebuilt.
+While building, ``features.partial.npy``, ``mask.partial.npy`` and ``done.partial.npy`` (one flag per
+row) are memory-mapped and flushed after every backbone call, and ``progress.json`` (fingerprint, size,
+keys digest) is written once: a killed build resumes with the rows not yet done, and the bookkeeping
+does not grow with the corpus. A cache whose fingerprint (backbone, preprocessing, data) differs is
+rebuilt. Datasets that can decode video by video (``iter_clips``, e.g. lecture pairs) are read that
+way: each video opened once and decoded front to back.
 The text tower's features are cached in memory by :class:`TextFeatureCache` (locked text, LiT).
 """
 from __future__ import annotations
@@ -21,20 +25,19 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, get_worker_info
 
 from medvid.errors import MedvidError
-from medvid.utils import atomic_path, atomic_write_text
+from medvid.utils import atomic_write_text
 
 log = logging.getLogger("medvid")
 
-ClipFn = Callable[[Any], tuple[str, Tensor, Tensor | None]]  # item -> (key, clip [3,T,H,W], frame_mask [T])
-
+_PARTIAL = ("features.partial.npy", "mask.partial.npy", "done.partial.npy")  # a build under way
 
 class FeatureCache:
     """Read side: ``cache[key] -> (features [T, F] float32 tensor, mask [T] bool tensor)``."""
@@ -78,30 +81,81 @@ def _is_cache(directory: Path) -> bool:
             return True
     except (OSError, ValueError):
         pass
-    return (directory / "progress.json").is_file() or (directory / "features.partial.npy").is_file()
+    return any((directory / name).is_file() for name in ("progress.json", *_PARTIAL))
+
+
+ClipStream = Callable[[Sequence[int]], Iterable[tuple[int, Tensor, Tensor | None]]]
+"""Rows still to encode -> ``(row, clip [3,T,H,W], frame_mask [T] or None)`` for each, in any order."""
+
+
+def dataset_clips(dataset: Dataset, clip_fn: Callable[[Any], tuple[Tensor, Tensor | None]], *,
+                  num_workers: int = 0, batch_size: int = 8) -> ClipStream:
+    """A :data:`ClipStream` over a map-style dataset: item ``row`` through ``clip_fn`` (-> clip, frame mask),
+    loaded by a ``DataLoader`` (``num_workers`` processes)."""
+
+    def stream(rows: Sequence[int]) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+        loader = DataLoader(Subset(dataset, list(rows)), batch_size=batch_size, num_workers=num_workers,
+                            collate_fn=_collate)
+        items = (item for batch in loader for item in batch)
+        for row, item in zip(rows, items):
+            yield (row, *clip_fn(item))
+
+    return stream
+
+
+class _Sharded(IterableDataset):
+    """``dataset.iter_clips(rows, shard=(worker, workers))`` as an iterable each loader worker takes a share of."""
+
+    def __init__(self, dataset: Any, rows: Sequence[int]):
+        self.dataset, self.rows = dataset, list(rows)
+
+    def __iter__(self) -> Iterator[tuple[int, Tensor]]:
+        info = get_worker_info()
+        shard = (0, 1) if info is None else (info.id, info.num_workers)
+        return self.dataset.iter_clips(self.rows, shard=shard)
+
+
+def ordered_clips(dataset: Any, *, num_workers: int = 0) -> ClipStream:
+    """A :data:`ClipStream` over a dataset with ``iter_clips(rows, shard)`` (each video decoded once, in order,
+    e.g. :meth:`~medvid.datasets.lectures.LecturePairDataset.iter_clips`); workers take whole videos."""
+
+    def stream(rows: Sequence[int]) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+        if num_workers == 0:
+            items: Iterable = dataset.iter_clips(rows)
+        else:
+            items = DataLoader(_Sharded(dataset, rows), batch_size=None, num_workers=num_workers)
+        for row, clip in items:
+            yield int(row), clip, None
+
+    return stream
 
 
 def _collate(items: list) -> list:
     return items
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def build_feature_cache(
     encode_frames: Callable[[Tensor], Tensor],
-    dataset: Dataset,
-    clip_fn: ClipFn,
+    keys: Sequence[str],
+    clips: ClipStream,
     directory: str | Path,
     fingerprint: dict[str, Any],
     *,
     n_frames: int,
     feature_dim: int,
     batch_size: int = 8,
-    num_workers: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> FeatureCache:
-    """Encode every item of ``dataset`` once (``clip_fn`` extracts key, clip and frame mask) and
-    write the cache; returns it. Reuses a complete cache with the same ``fingerprint``."""
+    """Encode the clip of every row (``keys[row]`` names it; ``clips`` streams them) once and write the
+    cache; returns it. Reuses a complete cache with the same ``fingerprint``.
+
+    ``batch_size`` clips go through ``encode_frames`` per call. Progress lives in memory-mapped files
+    (features, frame masks, a done flag per row) flushed after every call, and ``progress.json``
+    (fingerprint, size, keys digest) is written once, so bookkeeping stays O(batch) however large the
+    corpus; a killed build resumes with the rows not yet flagged done.
+    """
     out = Path(directory)
     fingerprint = json.loads(json.dumps(fingerprint, default=str))
     if _matches(out, fingerprint):
@@ -109,61 +163,75 @@ def build_feature_cache(
     if out.is_dir() and any(out.iterdir()) and not _is_cache(out):
         raise MedvidError(f"refusing to write a feature cache into {out}: it holds files that are not a medvid "
                           "feature cache; choose another cache_dir")
+    keys = list(keys)
+    if len(set(keys)) != len(keys):
+        raise ValueError("feature cache keys are not unique")
     out.mkdir(parents=True, exist_ok=True)
     (out / "meta.json").unlink(missing_ok=True)  # ours (checked above): stale until this build completes
-    n = len(dataset)
-    partial, progress_path = out / "features.partial.npy", out / "progress.json"
-    done, keys, masks = 0, [], np.zeros((n, n_frames), dtype=bool)
-    state = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
-    if partial.is_file() and state.get("fingerprint") == fingerprint and state.get("n") == n:
-        done, keys = int(state["done"]), list(state["keys"])
-        masks[:done] = np.asarray(state["mask"], dtype=bool).reshape(-1, n_frames)[:done]
-        feats = np.lib.format.open_memmap(partial, mode="r+")
-        log.info("resuming feature cache at %d/%d clips", done, n)
-    else:
-        feats = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(n, n_frames, feature_dim))
-    loader = DataLoader(Subset(dataset, range(done, n)), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_collate)
+    n = len(keys)
+    state = {"fingerprint": fingerprint, "n": n, "t": n_frames, "f": feature_dim,
+             "keys": hashlib.sha1("\n".join(keys).encode()).hexdigest()}
+    progress_path = out / "progress.json"
+    paths = [out / name for name in _PARTIAL]
+    resume = (progress_path.is_file() and all(p.is_file() for p in paths)
+              and json.loads(progress_path.read_text()) == state)
+    mode = "r+" if resume else "w+"
+    feats, masks, done = (np.lib.format.open_memmap(p, mode=mode, dtype=dt, shape=shape) for p, dt, shape in zip(
+        paths, (np.float16, np.bool_, np.bool_), ((n, n_frames, feature_dim), (n, n_frames), (n,))))
+    if not resume:
+        atomic_write_text(progress_path, json.dumps(state))
+    todo = np.flatnonzero(~done).tolist()
+    if resume:
+        log.info("resuming feature cache at %d/%d clips", n - len(todo), n)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, initial=done, unit="clip", desc="frame features")
-    for items in loader:
-        rows = [clip_fn(item) for item in items]
+        bar = tqdm(total=n, initial=n - len(todo), unit="clip", desc="frame features")
+
+    def flush(batch: list[tuple[int, Tensor, Tensor | None]]) -> None:
         frames, owners, slots = [], [], []
-        for j, (key, clip, fmask) in enumerate(rows):
+        rows = [row for row, _, _ in batch]
+        block_mask = np.zeros((len(batch), n_frames), dtype=bool)
+        for j, (row, clip, fmask) in enumerate(batch):
             t = clip.shape[1]
             if t > n_frames:
-                raise ValueError(f"clip '{key}' has {t} frames, more than the cache's n_frames={n_frames}")
+                raise ValueError(f"clip '{keys[row]}' has {t} frames, more than the cache's n_frames={n_frames}")
             m = torch.ones(t, dtype=torch.bool) if fmask is None else fmask.to(torch.bool)
             valid = torch.nonzero(m).flatten()
             frames.append(clip[:, valid].permute(1, 0, 2, 3))
             owners += [j] * len(valid)
             slots += valid.tolist()
-            masks[done + j, valid.numpy()] = True
-            keys.append(key)
+            block_mask[j, valid.numpy()] = True
         enc = encode_frames(torch.cat(frames).to(device)).float().cpu().numpy().astype(np.float16)
-        block = np.zeros((len(rows), n_frames, feature_dim), dtype=np.float16)
+        block = np.zeros((len(batch), n_frames, feature_dim), dtype=np.float16)
         block[owners, slots] = enc
-        feats[done:done + len(rows)] = block
+        feats[rows], masks[rows] = block, block_mask
         feats.flush()
-        done += len(rows)
-        atomic_write_text(progress_path, json.dumps(
-            {"fingerprint": fingerprint, "n": n, "done": done, "keys": keys, "mask": masks[:done].ravel().tolist()}))
+        masks.flush()
+        done[rows] = True  # flagged only once the rows' features are on disk
+        done.flush()
         if bar is not None:
-            bar.update(len(rows))
+            bar.update(len(batch))
+
+    batch: list[tuple[int, Tensor, Tensor | None]] = []
+    for item in clips(todo):
+        batch.append(item)
+        if len(batch) == batch_size:
+            flush(batch)
+            batch = []
+    if batch:
+        flush(batch)
     if bar is not None:
         bar.close()
-    if len(set(keys)) != len(keys):
-        raise ValueError("feature cache keys are not unique")
-    del feats
-    with atomic_path(out / "mask.npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, masks)
+    if not done.all():
+        raise RuntimeError(f"the clip stream left {int((~done).sum())} of {n} rows unencoded")
+    del feats, masks, done
     atomic_write_text(out / "keys.json", json.dumps(keys))
-    partial.replace(out / "features.npy")
-    progress_path.unlink(missing_ok=True)
+    for p, name in zip(paths, ("features.npy", "mask.npy")):
+        p.replace(out / name)
+    paths[2].unlink()
+    progress_path.unlink()
     atomic_write_text(out / "meta.json", json.dumps(
         {"fingerprint": fingerprint, "n": n, "t": n_frames, "f": feature_dim}, indent=1))
     return FeatureCache(out)
@@ -188,21 +256,6 @@ class TextFeatureCache:
         return text in self.index
 
 
-class KeyedClips(Dataset):
-    """``{"key", "video"}`` items from a clip dataset and its row keys (the input :func:`cache_clips` encodes)."""
-
-    def __init__(self, dataset: Dataset, keys: Sequence[str]):
-        if len(keys) != len(dataset):
-            raise ValueError(f"{len(keys)} keys for {len(dataset)} items")
-        self.dataset, self.keys = dataset, list(keys)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"key": self.keys[i], "video": self.dataset[i]["video"]}
-
-
 def module_digest(module: torch.nn.Module) -> str:
     """Short hash of a module's weights (a cache built with other weights is stale)."""
     h = hashlib.sha1()
@@ -224,8 +277,18 @@ def cache_clips(backbone: torch.nn.Module, feature_dim: int, dataset: Dataset, k
                    "keys": hashlib.sha1("\n".join(keys).encode()).hexdigest()}
     if rank() == 0:
         backbone.to(device).eval()
-        build_feature_cache(backbone, KeyedClips(dataset, keys), lambda item: (item["key"], item["video"], None),
-                            directory, fingerprint, n_frames=n_frames, feature_dim=feature_dim,
-                            batch_size=batch_size, num_workers=num_workers, device=device, progress=progress)
+        if hasattr(dataset, "iter_clips"):
+            clips = ordered_clips(dataset, num_workers=num_workers)
+        else:
+            clips = dataset_clips(dataset, lambda item: (item["video"], None), num_workers=num_workers,
+                                  batch_size=batch_size)
+        # channels-last convolutions are ~1.3x faster on CPU (oneDNN); the weights go back afterwards
+        backbone.to(memory_format=torch.channels_last)
+        try:
+            build_feature_cache(lambda x: backbone(x.contiguous(memory_format=torch.channels_last)), keys, clips,
+                                directory, fingerprint, n_frames=n_frames, feature_dim=feature_dim,
+                                batch_size=batch_size, device=device, progress=progress)
+        finally:
+            backbone.to(memory_format=torch.contiguous_format)
     barrier()
     return FeatureCache(directory)

@@ -55,6 +55,7 @@ class TrainConfig:
     eval_every: int = 200           # 0 = evaluate only at the end
     log_every: int = 10             # TensorBoard / progress refresh period (CSV gets every step)
     num_workers: int = 0
+    num_threads: int = 0            # torch CPU threads in the loop (0 = the job's default, torch's unless it says)
     device: str = "auto"            # auto | cpu | cuda
     progress: bool = True
 
@@ -259,7 +260,17 @@ class Trainer:
             self._batch_in_epoch = 0
 
     def fit(self, resume: bool = True) -> dict[str, Any]:
-        """Train until ``max_steps`` (resuming from the last checkpoint if asked); returns a summary."""
+        """Train until ``max_steps`` (resuming from the last checkpoint if asked); returns a summary.
+        With ``num_threads`` > 0 torch uses that many CPU threads until it returns."""
+        threads = torch.get_num_threads()
+        if self.cfg.num_threads > 0:
+            torch.set_num_threads(self.cfg.num_threads)
+        try:
+            return self._fit(resume)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         cfg = self.cfg
         seed_everything(cfg.seed + self.dist.rank)
         self._batch_in_epoch = 0
