@@ -3,7 +3,8 @@ in one process, on the same decoded loops.
 
 * ``old``: what ``StudyEncoder.encode_loops`` did before (frames in NCHW float32 through the frame backbone
   under ``torch.no_grad``, then the temporal module) — written out here as the baseline.
-* ``fp32``: ``StudyEncoder(precision="fp32")``: channels-last frame backbone under ``inference_mode``.
+* ``fp32``: ``StudyEncoder(precision="fp32")``: frame backbone with its batch norms folded into the
+  convolutions (``fold_batchnorm``), channels-last, under ``inference_mode``.
 * ``bf16``: ``StudyEncoder(precision="bf16")``: the same under bf16 autocast (only where the CPU has
   native bf16; the temporal module and projection stay float32).
 

@@ -137,7 +137,7 @@ def loop_clips(encoder, ingest_dir: str | Path, dicom_root: str | Path, studies:
     if enc.feature_cache:
         if encoder.path != "frames":
             raise MedvidError("encoding.feature_cache holds frame features; this model embeds whole clips: drop it")
-        cache = open_feature_cache(enc.feature_cache, encoder.model, s["n_frames"], s["frame_stride"],
+        cache = open_feature_cache(enc.feature_cache, encoder, s["n_frames"], s["frame_stride"],
                                    s["target_fps"], s["mask"])
     loops = LoopClips(ingest_dir, dicom_root, studies, encoder.model, s,
                       encoder.view_model if encoder.needs_view_clips else None, enc.max_videos,

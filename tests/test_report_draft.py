@@ -219,3 +219,61 @@ def test_bf16_frames_keep_the_embedding():
     assert torch.nn.functional.cosine_similarity(bf16, want).min() > 0.99
     with pytest.raises(Exception, match="precision must be one of"):
         StudyEncoder(model, att, precision="fp8")
+
+
+def _random_stats(model: torch.nn.Module) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+def test_batchnorm_folding_keeps_frame_features():
+    """timm's EfficientNet (BatchNormAct2d, TF 'same' padding) and torchvision's ResNet compute the same with
+    their batch norms folded into the convolutions."""
+    import copy
+
+    import timm
+    from torchvision.models import resnet18
+
+    from medvid.report.draft import fold_batchnorm
+
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for net in (timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0), resnet18()):
+        net = _random_stats(net)
+        folded = copy.deepcopy(net)
+        assert fold_batchnorm(folded) > 10
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
+
+
+class _Misordered(torch.nn.Module):
+    """A conv registered right before a batch norm that does not normalise its output."""
+
+    embed_dim = 4
+    pretrained_cfg = {"input_size": 16}
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+
+    def encode_frames(self, frames):
+        return self.conv(frames).mean((2, 3)) + self.bn(frames[:, :1].repeat(1, 4, 1, 1)).mean((2, 3))
+
+    def encode_video_from_features(self, feats, frame_mask=None):
+        return torch.nn.functional.normalize(feats.mean(1), dim=-1)
+
+
+def test_folding_that_would_change_the_features_is_not_kept():
+    from medvid.models.aggregate import ViewInformedAttention
+    from medvid.report.draft import StudyEncoder
+
+    model = _random_stats(_Misordered())
+    enc = StudyEncoder(model, ViewInformedAttention.from_prior_file(learnable=False), precision="fp32")
+    assert isinstance(enc.model.bn, torch.nn.BatchNorm2d)  # the probe caught it: unfolded

@@ -93,6 +93,32 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
+def fold_batchnorm(module: torch.nn.Module) -> int:
+    """Fold each BatchNorm2d (running statistics, eval use only) into the Conv2d registered just before it in
+    the same parent — the order timm's and torchvision's CNNs run them — in place: the convolution takes the
+    norm's scale and shift, the norm becomes its activation (timm's ``BatchNormAct2d``) or nothing. Returns
+    how many were folded. Registration order does not prove data flow: callers check the output."""
+    n = 0
+    with torch.no_grad():
+        for parent in list(module.modules()):
+            children = list(parent.named_children())
+            for (_, conv), (name, bn) in zip(children, children[1:]):
+                if not (isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d)
+                        and bn.running_var is not None and conv.out_channels == bn.num_features):
+                    continue
+                scale = bn.running_var.add(bn.eps).rsqrt()
+                shift = -bn.running_mean * scale
+                if bn.affine:
+                    scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
+                bias = shift if conv.bias is None else conv.bias * scale + shift
+                conv.weight = torch.nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
+                conv.bias = torch.nn.Parameter(bias, requires_grad=False)
+                rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+                setattr(parent, name, torch.nn.Sequential(*rest))
+                n += 1
+    return n
+
+
 @dataclass
 class EncodedStudy:
     """A study ready for retrieval: per-section embeddings and what each video contributed."""
@@ -113,9 +139,10 @@ class StudyEncoder:
 
     ``model`` is any registered kind with a clip embedding (``embedding_path``); ``view_model`` anything
     with ``labels`` that maps clips ``[N,3,T,H,W]`` to logits (``ViewClassifier``, an imported EchoPrime view
-    classifier). Frame backbones run in channels-last layout (same numbers, faster convolutions on
-    CPUs) and, with ``precision="bf16"``, under bf16 autocast; the temporal module, projection and view
-    head stay float32.
+    classifier). Frame backbones run with their batch norms folded into the convolutions (kept only when
+    the frame features come out the same, ``fold_batchnorm``), in channels-last layout (same numbers,
+    faster convolutions on CPUs) and, with ``precision="bf16"``, under bf16 autocast; the temporal
+    module, projection and view head stay float32.
     """
 
     def __init__(self, model, attention, view_model=None, device: torch.device | str = "cpu",
@@ -136,8 +163,30 @@ class StudyEncoder:
                        and all(model.pretrained_cfg.get(k) == view_model.pretrained_cfg.get(k) for k in _PREPROCESS_KEYS))
         if view_model is not None and not self.shared:
             log.info("view model backbone differs from the video backbone: frames are encoded twice")
+        self.backbone_digest = None  # of the weights as saved (a feature cache names them), before folding
         if self.path == "frames":
+            if hasattr(self.model, "video"):
+                from medvid.training.feature_cache import module_digest
+
+                self.backbone_digest = module_digest(self.model.video.backbone)
+            self.model = self._folded(self.model)
             self.model.to(memory_format=torch.channels_last)  # 4-D conv weights only; numbers unchanged
+
+    def _folded(self, model):
+        """``model`` with its frame backbone's batch norms folded, when its frame features stay the same."""
+        import copy
+
+        folded = copy.deepcopy(model)
+        if not fold_batchnorm(folded):
+            return model
+        size = int(model.pretrained_cfg.get("input_size") or 224)
+        probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
+        with torch.inference_mode():
+            want, got = model.encode_frames(probe).float(), folded.encode_frames(probe).float()
+        if torch.allclose(got, want, rtol=1e-3, atol=1e-4 * float(want.abs().max())):
+            return folded
+        log.info("batch norms not folded: the frame features would change")
+        return model
 
     @property
     def embed_dim(self) -> int:
@@ -247,21 +296,21 @@ class LoopClips(Dataset):
         return item
 
 
-def open_feature_cache(directory: str | Path, model, n_frames: int, frame_stride: int | None,
+def open_feature_cache(directory: str | Path, encoder: StudyEncoder, n_frames: int, frame_stride: int | None,
                        target_fps: float | None, mask: str):
     """A frozen-backbone frame-feature cache (e.g. ``medvid pretrain``'s ``OUT/cache/echo``) to reuse instead of
     decoding; refused unless it was built with this backbone and the same sampling and preprocessing."""
-    from medvid.training.feature_cache import FeatureCache, module_digest
+    from medvid.training.feature_cache import FeatureCache
 
     try:
         cache = FeatureCache(directory)
     except FileNotFoundError as exc:
         raise MedvidError(str(exc)) from exc
     fp = cache.meta.get("fingerprint", {})
-    want = {"backbone": module_digest(model.video.backbone), "n_frames": n_frames, "frame_stride": frame_stride,
+    want = {"backbone": encoder.backbone_digest, "n_frames": n_frames, "frame_stride": frame_stride,
             "target_fps": target_fps, "mask": mask}
     differ = sorted(k for k, v in want.items() if fp.get(k) != v)
-    cached_pre, pre = fp.get("preprocess") or {}, json_safe(model.pretrained_cfg)
+    cached_pre, pre = fp.get("preprocess") or {}, json_safe(encoder.model.pretrained_cfg)
     differ += [f"preprocess.{k}" for k in _PREPROCESS_KEYS if cached_pre.get(k) != pre.get(k)]
     if differ:
         raise MedvidError(f"{directory}: feature cache built with other settings ({', '.join(differ)}); "
