@@ -12,11 +12,13 @@ On a GPU each mode runs in fp32 and bf16 autocast. Peak memory: CUDA max allocat
 peak RSS, which only grows, so modes run smallest first.
 
     .venv/bin/python bench/train.py throughput --steps 12 --batch 8 --frames 4
+    .venv/bin/python bench/train.py throughput --frozen-only --threads 0 1 --batch 32 --steps 40
 
-``cache``: building the lecture frame-feature cache, in one process: the per-item path (each clip
-read by random access, ``dataset[i]``, a DataLoader batch at a time; the old default) against
-decoding video by video (``LecturePairDataset.iter_clips``), on the same pairs, alternating; reports
-clips/s, the ratio, decode-only and backbone-only costs per clip, and the largest feature difference.
+``cache``: building the lecture frame-feature cache, in one process: the old path (each clip read by
+random access, ``dataset[i]``, a DataLoader batch at a time, plain backbone) against ``cache_clips``
+now (decoding video by video with ``LecturePairDataset.iter_clips``, channels-last backbone), on the
+same pairs, alternating; reports clips/s, the ratio, decode-only and backbone-only costs per clip
+and the largest feature difference.
 
     .venv/bin/python bench/train.py cache --pairs IDX/pairs.jsonl --root LECTURES --clips 96
 
@@ -77,7 +79,7 @@ def peak_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_mode(mode: str, amp: str, args: argparse.Namespace, device: torch.device) -> dict:
+def run_mode(mode: str, amp: str, args: argparse.Namespace, device: torch.device, threads: int = 0) -> dict:
     torch.manual_seed(0)
     model = create_model(args.model, pretrained=True)
     model.freeze_text()
@@ -89,37 +91,40 @@ def run_mode(mode: str, amp: str, args: argparse.Namespace, device: torch.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch, lr=1e-4, warmup_steps=1, amp=amp,
-                      checkpoint_every=10**9, eval_every=0, progress=False, device=device.type, deterministic=False)
+                      checkpoint_every=10**9, eval_every=0, progress=False, device=device.type, deterministic=False,
+                      num_threads=threads)
     with tempfile.TemporaryDirectory() as out:
         Trainer(LectureContrastive(model), data, cfg, out).fit(resume=False)
         with open(Path(out) / "train_log.csv") as f:
             rates = [float(r["samples_per_s"]) for r in csv.DictReader(f)][args.warmup:]
-    return {"mode": mode, "amp": amp, "samples_per_s": sum(rates) / len(rates), "peak_mb": peak_mb(device)}
+    return {"mode": mode, "amp": amp, "threads": threads or torch.get_num_threads(),
+            "samples_per_s": sum(rates) / len(rates), "peak_mb": peak_mb(device)}
 
 
 def throughput(args: argparse.Namespace) -> dict:
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     amps = ["off", "bf16"] if device.type == "cuda" else ["off"]
-    results = [run_mode(mode, amp, args, device) for mode in ("frozen-cached", "end-to-end") for amp in amps]
-    base = next(r for r in results if r["mode"] == "end-to-end" and r["amp"] == "off")["samples_per_s"]
+    results = [run_mode("frozen-cached", amp, args, device, threads) for amp in amps for threads in args.threads]
+    if not args.frozen_only:
+        results += [run_mode("end-to-end", amp, args, device) for amp in amps]
+    base = next(r for r in results if r["mode"] == ("frozen-cached" if args.frozen_only else "end-to-end")
+                and r["amp"] == "off")["samples_per_s"]
     for r in results:
-        r["speedup_vs_end_to_end_fp32"] = r["samples_per_s"] / base
+        r["speedup_vs_" + ("first" if args.frozen_only else "end_to_end_fp32")] = r["samples_per_s"] / base
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
             "model": args.model, "batch": args.batch, "frames": args.frames, "steps": args.steps,
             "results": results}
 
 
 def cache_speed(args: argparse.Namespace) -> dict:
-    """Per-item random access vs video-by-video decoding for the lecture feature cache, same process."""
+    """The old per-item lecture feature cache build vs ``cache_clips`` now, same process."""
     import numpy as np
-
-    from medvid.datasets.lectures import LecturePairDataset
-    from medvid.training.feature_cache import build_feature_cache, dataset_clips, ordered_clips
-
     from omegaconf import OmegaConf
 
+    from medvid.datasets.lectures import LecturePairDataset
     from medvid.models.factory import model_config
+    from medvid.training.feature_cache import build_feature_cache, cache_clips, dataset_clips, ordered_clips
 
     overrides = {"input_size": args.input_size} if args.input_size else {}
     model = create_model(OmegaConf.merge(model_config(args.model, True), overrides))
@@ -128,22 +133,26 @@ def cache_speed(args: argparse.Namespace) -> dict:
                             preprocess=model.preprocess(), random_start=False)
     ds.pairs = ds.pairs[: args.clips]  # a prefix: clips as dense in their lectures as in a whole corpus
     keys = [p["pair_id"] for p in ds.pairs]
-    kw = dict(n_frames=args.frames, feature_dim=model.video.feature_dim, batch_size=args.batch, progress=False)
-    paths = {"per-item": lambda: dataset_clips(ds, lambda item: (item["video"], None), batch_size=args.batch),
-             "video-by-video": lambda: ordered_clips(ds)}
+    kw = dict(n_frames=args.frames, batch_size=args.batch, progress=False)
+    streams = {"per-item": lambda: dataset_clips(ds, lambda item: (item["video"], None), batch_size=args.batch),
+               "video-by-video": lambda: ordered_clips(ds)}
+    builds = {  # the old default (per item, plain layout) and what cache_clips does now
+        "per-item": lambda out: build_feature_cache(backbone, keys, streams["per-item"](), out, {}, **kw,
+                                                    feature_dim=model.video.feature_dim),
+        "video-by-video": lambda out: cache_clips(backbone, model.video.feature_dim, ds, keys, out, {}, **kw)}
     rows = list(range(len(keys)))
-    timing: dict[str, list[float]] = {name: [] for name in paths}
-    decode: dict[str, list[float]] = {name: [] for name in paths}
+    timing: dict[str, list[float]] = {name: [] for name in builds}
+    decode: dict[str, list[float]] = {name: [] for name in builds}
     feats = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
-            for name in (paths if rep % 2 == 0 else reversed(list(paths))):
+            for name in (builds if rep % 2 == 0 else reversed(list(builds))):
                 t0 = time.perf_counter()
-                for _ in paths[name]()(rows):
+                for _ in streams[name]()(rows):
                     pass
                 decode[name].append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                cache = build_feature_cache(backbone, keys, paths[name](), Path(tmp) / f"{name}{rep}", {"r": rep}, **kw)
+                cache = builds[name](Path(tmp) / f"{name}{rep}")
                 timing[name].append(time.perf_counter() - t0)
                 feats[name] = np.asarray(cache.features, dtype=np.float32)
         frames = torch.randn(args.batch * args.frames, 3, model.pretrained_cfg["input_size"],
@@ -209,6 +218,7 @@ def scale(args: argparse.Namespace) -> dict:
         results.append({"lectures": n, "pairs": sum(1 for r in rows if r["video"] in keep), "peak_rss_mb": round(peak),
                         "wall_s": round(wall, 1), "items": metrics["items"], "cache_mb": cache.stat().st_size / 2**20,
                         "test_video_to_text_recall@5": metrics["test"].get("video_to_text_recall@5")})
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # each size as soon as it is measured
     peaks = [r["peak_rss_mb"] for r in results]
     return {"steps": args.steps, "overrides": args.overrides, "results": results,
             "peak_ratio_largest_to_smallest": peaks[-1] / peaks[0]}
@@ -227,6 +237,9 @@ def main() -> None:
     tp.add_argument("--steps", type=int, default=12)
     tp.add_argument("--warmup", type=int, default=2, help="first steps left out of the average")
     tp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    tp.add_argument("--threads", type=int, nargs="+", default=[0],
+                    help="torch CPU threads for the frozen-cached runs (0 = torch's default)")
+    tp.add_argument("--frozen-only", action="store_true", help="skip the end-to-end baseline")
     cp.add_argument("--pairs", required=True, help="pairs.jsonl from `medvid lectures index`")
     cp.add_argument("--root", required=True, help="the lecture videos")
     cp.add_argument("--clips", type=int, default=96, help="the first N pairs")

@@ -10,7 +10,6 @@ section × view attention), ``OUT/config.yaml``, ``OUT/metrics.json``, logs and 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -318,7 +317,7 @@ def _loop_config(cfg: Config, dist: DistInfo) -> TrainConfig:
     costs: docs/BENCHMARKS.md, training), torch's default otherwise."""
     if cfg.train.num_threads or dist.device.type != "cpu" or not cfg.frozen_backbone:
         return cfg.train
-    return dataclasses.replace(cfg.train, num_threads=1)
+    return OmegaConf.merge(cfg.train, {"num_threads": 1})
 
 
 def _save(cfg: Config, objective: torch.nn.Module, out: Path, result: Optional[dict[str, Any]] = None) -> None:
