@@ -143,8 +143,8 @@ def _corpus_path(cfg: Any) -> Path | None:
         return Path(cfg.expand_corpus)
     train_cfg = Path(cfg.model) / "train_config.yaml"
     pairs = (OmegaConf.load(train_cfg).get("lectures") or {}).get("pairs") if train_cfg.is_file() else None
-    if pairs and Path(pairs).is_file():
-        return Path(pairs)
+    if pairs and (train_cfg.parent / pairs).is_file():  # recorded relative to the config's folder (save_config)
+        return train_cfg.parent / pairs
     log.warning("expand_corpus=auto: the model's pretraining corpus is not available here; class prompts are "
                 "used as written (pass expand_corpus=PAIRS.jsonl to widen them)")
     return None

@@ -169,3 +169,24 @@ def test_lectures_pretrain_then_zero_shot(surgery_root, tmp_path):
     m = json.loads((out / "metrics.json").read_text())["results"]["raw"]
     assert 0.0 <= m["strict"]["accuracy"] <= 1.0 and 0.0 <= m["relaxed"]["jaccard"] <= 1.0
     assert (out / "plots" / "confusion_raw.png").exists() and (out / "plots" / "video01_ribbon.png").exists()
+
+
+def test_expansion_corpus_auto_is_the_models_pretraining_pairs(tmp_path):
+    from omegaconf import OmegaConf
+
+    from medvid.config import save_config
+    from medvid.pipelines.zero_shot import Config, _corpus_path
+
+    pairs = tmp_path / "index" / "pairs.jsonl"
+    pairs.parent.mkdir()
+    pairs.write_text('{"text": "a sentence"}\n')
+    model = tmp_path / "run" / "model"
+    model.mkdir(parents=True)
+    save_config(OmegaConf.create({"lectures": {"pairs": str(pairs)}}), model / "train_config.yaml")
+    assert "index" in (model / "train_config.yaml").read_text() and str(tmp_path) not in (model / "train_config.yaml").read_text()
+    cfg = OmegaConf.structured(Config(model=str(model)))
+    assert _corpus_path(cfg).resolve() == pairs.resolve()
+    pairs.unlink()
+    assert _corpus_path(cfg) is None  # gone from this machine: prompts as written, with a warning
+    cfg.expand_k = 0
+    assert _corpus_path(cfg) is None
