@@ -130,9 +130,23 @@ def relative_message(message: object, root: str | os.PathLike) -> str:
     return text
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank line of a JSON-lines file; a line that is not JSON is a
+    MedvidError naming the file and line."""
+    from medvid.errors import MedvidError
+
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MedvidError(f"{path}:{number}: not a JSON line ({exc.msg})") from exc
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    return [row for _, row in iter_jsonl(path)]
 
 
 def jsonable(o: Any) -> Any:

@@ -245,7 +245,7 @@ def test_corpus_sentences_reads_pairs_and_says_what_is_wrong(tmp_path):
     assert corpus_sentences(p) == ["a first", "b second", "c third"]
     assert corpus_sentences(tmp_path) == ["a first", "b second", "c third"]
     (tmp_path / "bad.jsonl").write_text("{not json\n")
-    with pytest.raises(MedvidError, match="bad.jsonl: line 1"):
+    with pytest.raises(MedvidError, match="bad.jsonl:1: not a JSON line"):
         corpus_sentences(tmp_path / "bad.jsonl")
     with pytest.raises(MedvidError, match="no pairs.jsonl"):
         corpus_sentences(tmp_path / "missing.jsonl")

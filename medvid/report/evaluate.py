@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -26,6 +25,7 @@ from sklearn.metrics import r2_score
 from medvid.errors import MedvidError
 from medvid.io.reports import parse_sections, read_labels, read_reports
 from medvid.metrics import auroc, mean_absolute_error
+from medvid.utils import iter_jsonl
 
 _TOKEN = re.compile(r"\[[a-z]+\]|[a-z]+|\d+(?:\.\d+)?")
 _SEVERITY = (("severe", r"severe(?:ly)?|large|critical"), ("moderate", r"moderate(?:ly)?"),
@@ -137,20 +137,13 @@ def read_drafts(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         raise MedvidError(f"{path}: drafts file not found (run `medvid draft` first)")
     rows, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MedvidError(f"{path}:{number}: not a JSON line ({exc.msg})") from exc
-            if not isinstance(row, dict) or not row.get("study_key") or not isinstance(row.get("sections", {}), dict):
-                raise MedvidError(f"{path}:{number}: a draft needs a study_key and a sections object")
-            if row["study_key"] in seen:
-                raise MedvidError(f"{path}:{number}: study {row['study_key']} drafted twice")
-            seen.add(row["study_key"])
-            rows.append(row)
+    for number, row in iter_jsonl(path):
+        if not isinstance(row, dict) or not row.get("study_key") or not isinstance(row.get("sections", {}), dict):
+            raise MedvidError(f"{path}:{number}: a draft needs a study_key and a sections object")
+        if row["study_key"] in seen:
+            raise MedvidError(f"{path}:{number}: study {row['study_key']} drafted twice")
+        seen.add(row["study_key"])
+        rows.append(row)
     if not rows:
         raise MedvidError(f"{path}: no drafts")
     return rows

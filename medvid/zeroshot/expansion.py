@@ -10,7 +10,6 @@ does not depend on the corpus's order.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 
 from medvid.errors import MedvidError
 from medvid.zeroshot.prompts import TextEncoder
+from medvid.utils import iter_jsonl
 
 
 def corpus_sentences(path: str | os.PathLike) -> list[str]:
@@ -33,13 +33,7 @@ def corpus_sentences(path: str | os.PathLike) -> list[str]:
         raise MedvidError(f"{path}: no pairs.jsonl corpus found")
     out: set[str] = set()
     for f in files:
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MedvidError(f"{f}: line {i} is not JSON ({exc.msg})") from exc
+        for _, row in iter_jsonl(f):
             texts = [row.get("text", ""), *(row.get("extra_texts") or [])]
             out.update(t.strip() for t in texts if isinstance(t, str) and t.strip())
     if not out:
