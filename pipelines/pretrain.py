@@ -28,7 +28,7 @@ from medvid.training.evaluate import chance_recall, retrieval_metrics
 from medvid.training.feature_cache import FeatureCache, TextFeatureCache, cache_clips
 from medvid.training.data import group_splits
 from medvid.training.trainer import Trainer, TrainConfig
-from medvid.utils import atomic_write_text, check_device, read_jsonl, seed_everything
+from medvid.utils import atomic_write_text, check_device, seed_everything
 
 log = logging.getLogger("medvid")
 
@@ -209,12 +209,12 @@ def _surgical(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict
     from medvid.training.objectives import LectureContrastive
 
     lc = cfg.lectures
-    rows = read_jsonl(lc.pairs)
-    if not rows:
-        raise MedvidError(f"{lc.pairs}: no pairs")
     clips = LecturePairDataset(lc.pairs, lc.root, n_frames=lc.n_frames, sample_fps=lc.sample_fps,
                                preprocess=model.preprocess(), seed=cfg.train.seed,
                                random_start=not cfg.frozen_backbone)
+    rows = clips.pairs  # one copy of the pair table (about 4.6 kB a pair in Python objects)
+    if not rows:
+        raise MedvidError(f"{lc.pairs}: no pairs")
     keys = [r["pair_id"] for r in rows]
     if cfg.frozen_backbone:
         fp = {"task": "surgical", "sample_fps": lc.sample_fps}
