@@ -32,6 +32,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    """Wait until the streamlit server at ``url`` answers its health check; its log if it never does."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("streamlit did not start: " + log.read_text())
+            time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     out = build_outputs(tmp_path_factory.mktemp("browser"))
@@ -41,16 +55,7 @@ def server(tmp_path_factory):
                              "--dicom-root", str(out["dicom"]), "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("streamlit did not start: " + (out["data"].parent / "server.log").read_text())
-                time.sleep(0.5)
+        wait_healthy(f"http://127.0.0.1:{port}", proc, out["data"].parent / "server.log")
         yield {**out, "url": f"http://127.0.0.1:{port}"}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -13,27 +13,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.test_app_browser import Browser, _free_port, _keep  # noqa: E402
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise SystemExit("streamlit did not start")
-            time.sleep(0.5)
+from tests.test_app_browser import Browser, _free_port, _keep, wait_healthy  # noqa: E402
 
 
 def main() -> None:
@@ -46,16 +31,17 @@ def main() -> None:
     n_loops = len(next(r for r in drafts if r["study_key"] == study)["videos"])
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    log = Path(tempfile.mkdtemp()) / "server.log"
     proc = subprocess.Popen([sys.executable, "-m", "medvid.cli", "app", "--data", str(out), "--dicom-root",
                              str(out / "echo" / "synth" / "dicom"), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     os.environ["MEDVID_APP_SCREENSHOTS"] = str(REPO / "docs" / "img")
     pages = {"home": ("/", "document.querySelector('h1')"),
              "studies": ("/Echo_studies", "document.querySelector('table a[href^=\"Study?study=\"]')"),
              "study": (f"/Study?study={study}", f"document.querySelectorAll('video').length >= {n_loops}"),
              "surgical": ("/Surgical_video", "document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length >= 3")}
     try:
-        _wait(url, proc)
+        wait_healthy(url, proc, log)
         with tempfile.TemporaryDirectory() as tmp:
             browser = Browser(Path(tmp) / "profile")
             try:
