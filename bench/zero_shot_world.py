@@ -1,14 +1,23 @@
-"""Zero-shot phase recognition on the synthetic world, against chance and a linear probe.
+"""Zero-shot phase and tool recognition on a synthetic world, against chance, an untrained model and a
+linear probe, with a learning curve over the number of pretraining lectures.
 
-Chain, every step through the real jobs: ``synth lectures`` → ``lectures index`` → ``pretrain``
-(surgical, ``configs/surgical_pretrain.yaml``) → ``synth surgery`` (train videos 1..N and test
-videos 41.., the ``cholec80_40_40`` split) → ``zero-shot phase`` on both splits with the
-embeddings saved → a linear probe (scikit-learn ``LogisticRegression``) trained on the train
-split's per-second embeddings and ground truth, scored on the test split with the same strict
-and relaxed metrics. The probe uses the very features the zero-shot head scores, so it is the
-supervised ceiling of that representation.
+Chain per style (``--style a``: the world medvid was developed on; ``--style b``: the shifted world
+nobody tunes on), every step through the real jobs: ``synth lectures`` (the largest size) →
+``lectures index`` → per size N: the pairs of lectures talk01..talkN → ``pretrain``
+(``configs/surgical_pretrain.yaml``) → ``synth surgery`` (train videos 1..M, test videos 41..: the
+``cholec80_40_40`` split) → ``zero-shot phase`` with the shipped defaults on both splits (embeddings
+saved), and on the test split once more with the previous defaults (frame-level, no calibration, no
+prompt expansion, no smoothing, tools against "absent" sentences).
 
-Usage: ``python bench/zero_shot_world.py --work /tmp/zs_world`` (each step resumes). Prints JSON.
+From the saved embeddings (the very features the job scored) the script then measures, with the job's
+own functions: the method variants one by one (calibration, prompt expansion, HMM), tool AP per tool
+with its prevalence (= AP of a random scorer), and a linear probe (scikit-learn ``LogisticRegression``,
+standardised) trained on the train split's per-second embeddings — the supervised ceiling of that
+representation — for phases and for each tool. An untrained model (same architecture, random
+projection) goes through the same zero-shot job.
+
+Usage: ``python bench/zero_shot_world.py --work /tmp/zsw --style b --sizes 4 8 16`` (each step resumes).
+Prints JSON; ``--out FILE`` also writes it.
 """
 from __future__ import annotations
 
@@ -16,16 +25,28 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from medvid.config import config_dir, load_config
 from medvid.datasets.cholec80 import Cholec80
-from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics
+from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
+from medvid.models.checkpoint import load_video_text_model, record_training_input
 from medvid.pipelines import lectures_index, pretrain, synth_lectures, synth_surgery, zero_shot
+from medvid.utils import atomic_write_text, jsonable, read_jsonl, write_jsonl
+from medvid.zeroshot.calibration import calibrate_logits
+from medvid.zeroshot.classifier import PhaseClassifier, ToolClassifier
+from medvid.zeroshot.expansion import corpus_sentences, expand_classes
+from medvid.zeroshot.prompts import load_prompt_set, model_text_encoder
+from medvid.zeroshot.smoothing import smooth
+
+SPLIT = "cholec80_40_40"
+PREVIOUS_DEFAULTS = ["clip_frames=1", "calibration=none", "expand_k=0", "smoothing=none", "tool_reference=absent"]
 
 
 def _job(module, name: str | None, config_file: Path | None, overrides: list[str]) -> dict:
@@ -34,68 +55,202 @@ def _job(module, name: str | None, config_file: Path | None, overrides: list[str
     return {"seconds": round(time.perf_counter() - t0, 1), "summary": summary}
 
 
-def _split_arrays(root: Path, out: Path, split: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(video, embeddings [N, D], gt [N]) for each video of a split that zero-shot processed."""
+def _pretrain_overrides(w: Path, pairs: Path, args) -> list[str]:
+    return [f"out={w / 'pretrain'}", f"lectures.pairs={pairs}", f"lectures.root={args.work / 'lectures'}",
+            f"train.max_steps={args.steps}", "train.progress=false", f"model_overrides.input_size={args.input_size}"]
+
+
+def _untrained(w: Path, args) -> Path:
+    """The architecture pretraining starts from, saved as it is (random projection and temporal module)."""
+    model_dir = w / "model"
+    if not (model_dir / "config.json").exists():
+        cfg = load_config(pretrain.Config, None, config_dir() / "surgical_pretrain.yaml",
+                          _pretrain_overrides(w, Path("unused"), args))
+        torch.manual_seed(cfg.train.seed)
+        model = pretrain.build_model(cfg)
+        record_training_input(model, cfg.lectures.n_frames, cfg.lectures.sample_fps, None, "none")
+        model.save_pretrained(model_dir)
+    return model_dir
+
+
+def _videos(root: Path, zs: Path, split: str) -> list[dict[str, Any]]:
     ds, rows = Cholec80(root), []
-    for name in ds.videos(split):
-        times = np.loadtxt(out / "predictions" / f"{name}.csv", delimiter=",", skiprows=1, usecols=0, ndmin=1)
-        rows.append((name, np.load(out / "embeddings" / f"{name}.npy"), ds.phases_at(name, times)))
+    for name in ds.videos(f"{SPLIT}:{split}"):
+        times = np.loadtxt(zs / "predictions" / f"{name}.csv", delimiter=",", skiprows=1, usecols=0, ndmin=1)
+        rows.append({"name": name, "emb": torch.from_numpy(np.load(zs / "embeddings" / f"{name}.npy")),
+                     "phase": ds.phases_at(name, times), "tools": ds.tools_at(name, times)})
     return rows
 
 
-def _scores(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+def _phase_scores(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     s, r = strict_phase_metrics(pairs), relaxed_phase_metrics(pairs)
     return {"strict_accuracy": s["accuracy"], "strict_macro_f1": s["macro_f1"],
             "relaxed_accuracy": r["accuracy"], "relaxed_jaccard": r["jaccard"]}
 
 
+def _phase_eval(videos, predict: Callable[[torch.Tensor], np.ndarray]) -> dict[str, float]:
+    pairs = [(v["phase"][v["phase"] >= 0], predict(v["emb"])[v["phase"] >= 0]) for v in videos]
+    return _phase_scores(pairs)
+
+
+def _tool_eval(videos, score: Callable[[torch.Tensor], np.ndarray], classes: list[str]) -> dict[str, Any]:
+    y = np.concatenate([v["tools"] for v in videos])
+    s = np.concatenate([score(v["emb"]) for v in videos])
+    keep = (y >= 0).all(1)
+    r = tool_average_precision(y[keep], s[keep])
+    prev = y[keep].mean(0)
+    ap = dict(zip(classes, r["ap"]))
+    return {"map": r["map"], "ap": ap, "prevalence": dict(zip(classes, prev)), "prevalence_map": float(prev.mean()),
+            "tools_above_prevalence": int(sum(a > p for a, p in zip(r["ap"], prev)))}
+
+
+def _zero_shot_variants(model_dir: Path, corpus: Path | None, test, defaults) -> dict[str, Any]:
+    """Each method on its own and together, from the default job's embeddings (same functions as the job)."""
+    model = load_video_text_model(model_dir)
+    encode = model_text_encoder(model)
+    phases = load_prompt_set(config_dir() / "prompts" / "cholec80_phases.yaml")
+    tools = load_prompt_set(config_dir() / "prompts" / "cholec80_tools.yaml")
+    head = PhaseClassifier.from_prompts(phases, encode, defaults.scale)
+    sentences = corpus_sentences(corpus) if corpus else []
+    grow = (lambda emb, classes: expand_classes(emb, classes, sentences, encode, defaults.expand_k,
+                                                defaults.expand_weight, defaults.expand_margin).class_emb)
+    expanded = grow(head.class_emb, phases.classes) if sentences else head.class_emb
+
+    def phase_predict(class_emb, calibration, strength, hmm):
+        def predict(emb):
+            logits = calibrate_logits(emb, lambda e: PhaseClassifier(class_emb, phases.classes, defaults.scale).logits(e),
+                                      calibration, strength)
+            p = logits.softmax(-1).numpy()
+            return (smooth(p, "hmm", stay=defaults.hmm_stay, backward=defaults.hmm_backward) if hmm else p).argmax(1)
+        return predict
+
+    rows = {}
+    for label, cemb, cal, st in (("prompts as written", head.class_emb, "none", 0.0),
+                                 ("+ calibration prior 0.5", head.class_emb, "prior", 0.5),
+                                 ("+ calibration centre 0.8", head.class_emb, "centre", 0.8),
+                                 ("+ expansion", expanded, "none", 0.0),
+                                 ("+ expansion + prior 0.5", expanded, "prior", 0.5),
+                                 ("+ expansion + centre 0.8", expanded, "centre", 0.8),
+                                 ("defaults (job settings)", expanded if sentences else head.class_emb,
+                                  defaults.calibration, defaults.calibration_strength)):
+        rows[label] = _phase_eval(test, phase_predict(cemb, cal, st, False))
+        rows[label + " + hmm"] = _phase_eval(test, phase_predict(cemb, cal, st, True))
+    tool_rows = {}
+    for ref in ("absent", "tools"):
+        th = ToolClassifier.from_prompts(tools, encode, defaults.tool_scale, reference=ref)
+        tool_rows[f"{ref} reference"] = _tool_eval(test, lambda e: th.probs(e).numpy().round(5), tools.classes)
+        if ref == "absent":  # the previous default scale, as the job wrote it (5 decimals)
+            old = ToolClassifier.from_prompts(tools, encode, defaults.scale, reference=ref)
+            tool_rows["absent reference, scale 100"] = _tool_eval(test, lambda e: old.probs(e).numpy().round(5),
+                                                                  tools.classes)
+        if sentences:
+            th.class_emb = grow(th.class_emb, tools.classes)
+            tool_rows[f"{ref} reference + expansion"] = _tool_eval(test, lambda e: th.probs(e).numpy().round(5),
+                                                                   tools.classes)
+    return {"phase": rows, "tools": tool_rows}
+
+
+def _probe(train, test, tool_classes: list[str]) -> dict[str, Any]:
+    x = np.concatenate([v["emb"].numpy()[v["phase"] >= 0] for v in train])
+    y = np.concatenate([v["phase"][v["phase"] >= 0] for v in train])
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0)).fit(x, y)
+    phase = _phase_eval(test, lambda e: clf.predict(e.numpy()))
+    majority = int(np.bincount(y).argmax())
+    xt = np.concatenate([v["emb"].numpy() for v in train])
+    yt = np.concatenate([v["tools"] for v in train])
+    keep = (yt >= 0).all(1)
+    models = {}
+    for j, c in enumerate(tool_classes):
+        if 0 < yt[keep, j].sum() < keep.sum():
+            models[c] = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0)).fit(xt[keep], yt[keep, j])
+
+    def tool_scores(e):
+        return np.stack([models[c].predict_proba(e.numpy())[:, 1] if c in models else np.zeros(len(e))
+                         for c in tool_classes], 1)
+
+    return {"phase": phase, "tools": _tool_eval(test, tool_scores, tool_classes),
+            "majority_class": _phase_eval(test, lambda e: np.full(len(e), majority)), "train_samples": int(len(y))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/medvid_zs_world"))
-    ap.add_argument("--lectures", type=int, default=12)
+    ap.add_argument("--style", default="a", choices=("a", "b"))
+    ap.add_argument("--sizes", type=int, nargs="+", default=[8], help="numbers of pretraining lectures (curve)")
     ap.add_argument("--train-videos", type=int, default=6)
     ap.add_argument("--test-videos", type=int, default=8)
     ap.add_argument("--steps", type=int, default=300, help="pretraining steps")
     ap.add_argument("--input-size", type=int, default=112, help="frame size of the model (pretrain and zero-shot)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--audio", action="store_true", help="narration audio in the lectures (slower)")
+    ap.add_argument("--skip-previous", action="store_true", help="no run with the previous defaults (saves time)")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--lectures", type=int, default=None, help="one size: the same as --sizes N (older commands)")
     args = ap.parse_args()
-    w = args.work
-    steps = {}
+    if args.lectures:
+        args.sizes = [args.lectures]
+    args.work = args.work / args.style
+    w, steps = args.work, {}
     steps["synth_lectures"] = _job(synth_lectures, "synth_lectures", None, [
-        f"out={w / 'lectures'}", f"lectures={args.lectures}", f"seed={args.seed}"])
-    steps["lectures_index"] = _job(lectures_index, "lectures_index", None, [
-        f"root={w / 'lectures'}", f"out={w / 'index'}"])
-    steps["pretrain"] = _job(pretrain, None, config_dir() / "surgical_pretrain.yaml", [
-        f"out={w / 'pretrain'}", f"lectures.pairs={w / 'index' / 'pairs.jsonl'}", f"lectures.root={w / 'lectures'}",
-        f"train.max_steps={args.steps}", "train.progress=false", f"model_overrides.input_size={args.input_size}"])
+        f"out={w / 'lectures'}", f"lectures={max(args.sizes)}", f"seed={args.seed}", f"style={args.style}",
+        f"audio={str(args.audio).lower()}"])
+    if not (w / "index" / "pairs.jsonl").exists():  # indexed earlier: the same lectures give the same pairs
+        steps["lectures_index"] = _job(lectures_index, "lectures_index", None,
+                                       [f"root={w / 'lectures'}", f"out={w / 'index'}"])
     ids = list(range(1, args.train_videos + 1)) + list(range(41, 41 + args.test_videos))
     steps["synth_surgery"] = _job(synth_surgery, "synth_surgery", None, [
-        f"out={w / 'surgery'}", f"ids={json.dumps(ids)}", f"seed={args.seed + 100}"])
-    model = w / "pretrain" / "model"
-    results = {}
-    for split in ("train", "test"):
-        steps[f"zero_shot_{split}"] = _job(zero_shot, "zero_shot", None, [
-            f"data_root={w / 'surgery'}", f"model={model}", f"out={w / f'zs_{split}'}",
-            f"split=cholec80_40_40:{split}", "save_embeddings=true"])
-    metrics = json.loads((w / "zs_test" / "metrics.json").read_text())["results"]["raw"]
-    results["zero_shot"] = {"strict_accuracy": metrics["strict"]["accuracy"],
-                            "strict_macro_f1": metrics["strict"]["macro_f1"],
-                            "relaxed_accuracy": metrics["relaxed"]["accuracy"],
-                            "relaxed_jaccard": metrics["relaxed"]["jaccard"]}
+        f"out={w / 'surgery'}", f"ids={json.dumps(ids)}", f"seed={args.seed + 100}", f"style={args.style}"])
+    defaults = load_config(zero_shot.Config, "zero_shot")
+    all_pairs = read_jsonl(w / "index" / "pairs.jsonl")
 
-    train = _split_arrays(w / "surgery", w / "zs_train", "cholec80_40_40:train")
-    test = _split_arrays(w / "surgery", w / "zs_test", "cholec80_40_40:test")
-    x = np.concatenate([e for _, e, g in train])[np.concatenate([g >= 0 for _, _, g in train])]
-    y = np.concatenate([g[g >= 0] for _, _, g in train])
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0)).fit(x, y)
-    results["linear_probe"] = _scores([(g[g >= 0], probe.predict(e[g >= 0])) for _, e, g in test])
-    majority = np.bincount(y).argmax()
-    results["majority_class"] = _scores([(g[g >= 0], np.full((g >= 0).sum(), majority)) for _, _, g in test])
-    results["chance_accuracy"] = 1 / 7
-    out = {"results": results, "train_samples": int(len(y)), "test_videos": len(test),
-           "pretrain_metrics": steps["pretrain"]["summary"],
-           "seconds": {k: v["seconds"] for k, v in steps.items()}}
-    print(json.dumps(out, indent=2, default=str))
+    def zs(model: Path, out: Path, split: str, extra: list[str] = ()) -> dict:
+        return _job(zero_shot, "zero_shot", None, [f"data_root={w / 'surgery'}", f"model={model}", f"out={out}",
+                                                   f"split={SPLIT}:{split}", "save_embeddings=true", "plots=false",
+                                                   *extra])
+
+    result: dict[str, Any] = {"style": args.style, "chance_accuracy": 1 / 7, "sizes": {}}
+    u = w / "untrained"
+    steps["untrained_zero_shot"] = zs(_untrained(u, args), u / "zs_test", "test", ["expand_k=0"])
+    untrained_test = _videos(w / "surgery", u / "zs_test", "test")
+    result["untrained"] = _zero_shot_variants(u / "model", None, untrained_test, defaults)
+    for n in sorted(args.sizes):
+        d = w / f"n{n:02d}"
+        keep = {f"talk{i:02d}.mp4" for i in range(1, n + 1)}
+        pairs = d / "pairs.jsonl"
+        if not pairs.exists():
+            write_jsonl(pairs, [r for r in all_pairs if r["video"] in keep])
+        model = d / "pretrain" / "model"
+        if (model / "config.json").exists() and (d / "pretrain" / "metrics.json").exists():  # finished earlier
+            s = {"pretrain": {"seconds": 0.0, "summary": json.loads((d / "pretrain" / "metrics.json").read_text())}}
+        else:
+            s = {"pretrain": _job(pretrain, None, config_dir() / "surgical_pretrain.yaml", _pretrain_overrides(d, pairs, args))}
+        for split in ("train", "test"):
+            s[f"zero_shot_{split}"] = zs(model, d / f"zs_{split}", split)
+        if not args.skip_previous:
+            s["zero_shot_previous_defaults"] = zs(model, d / "zs_test_previous", "test", PREVIOUS_DEFAULTS)
+        train, test = _videos(w / "surgery", d / "zs_train", "train"), _videos(w / "surgery", d / "zs_test", "test")
+        tools = load_prompt_set(config_dir() / "prompts" / "cholec80_tools.yaml").classes
+        job = s["zero_shot_test"]["summary"]
+        result["sizes"][n] = {
+            "pairs": len(read_jsonl(pairs)),
+            "job_default": {k: job[k] for k in job if k == "raw" or k.startswith("smoothed_")},
+            "variants": _zero_shot_variants(model, pairs, test, defaults),
+            "probe": _probe(train, test, tools),
+            "retrieval": {k: job_k for k, job_k in (s["pretrain"]["summary"].get("test") or {}).items()
+                          if "recall@5" in k or k.startswith("chance")},
+            "seconds": {k: v["seconds"] for k, v in s.items()},
+        }
+        if not args.skip_previous:
+            previous = _videos(w / "surgery", d / "zs_test_previous", "test")
+            result["sizes"][n]["job_previous_defaults"] = s["zero_shot_previous_defaults"]["summary"]["raw"]
+            result["sizes"][n]["previous_defaults_tools"] = _zero_shot_variants(
+                model, None, previous, defaults)["tools"]["absent reference, scale 100"]
+        print(json.dumps(jsonable({"size": n, **result["sizes"][n]["job_default"]}), default=str), flush=True)
+    result["seconds"] = {k: v["seconds"] for k, v in steps.items()}
+    text = json.dumps(jsonable(result), indent=2, default=str)
+    if args.out:
+        atomic_write_text(args.out, text)
+    print(text)
 
 
 if __name__ == "__main__":
