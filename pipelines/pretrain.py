@@ -336,7 +336,7 @@ def _save(cfg: Config, objective: torch.nn.Module, out: Path, result: Optional[d
             else "surgical lecture clips paired with transcript sentences")
     extra = ("echo.n_frames", "echo.frame_stride", "echo.target_fps", "echo.mask", "echo.max_videos") \
         if cfg.task == "echo" else ("lectures.n_frames", "lectures.sample_fps", "lectures.max_texts")
-    record = TrainingRecord(command=f"medvid pretrain {model_dir / 'train_config.yaml'}", data=data,
+    record = TrainingRecord(command="medvid pretrain train_config.yaml  # in this folder", data=data,
                             counts=(result or {}).get("items", {}), recipe=recipe_from(cfg, *extra),
                             evaluation=retrieval_rows((result or {}).get("test", {})))
     objective.model.save_pretrained(model_dir, record)

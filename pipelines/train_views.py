@@ -104,7 +104,7 @@ def scores(objective, data: Dataset, n_classes: int, batch: int, device: torch.d
             "confusion": cm.tolist()}
 
 
-def _record(cfg: Config, out: Path, result: dict[str, Any]):
+def _record(cfg: Config, result: dict[str, Any]):
     """What the saved classifier's card says: loops per split, recipe, held-out accuracy beside the majority view."""
     from medvid.models.card import EvalRow, TrainingRecord, recipe_from
 
@@ -116,7 +116,7 @@ def _record(cfg: Config, out: Path, result: dict[str, Any]):
                              sp, result[sp]["n"]),
                      EvalRow("balanced accuracy", result[sp]["balanced_accuracy"], 1 / max(1, int((support > 0).sum())),
                              "chance", sp, result[sp]["n"])]
-    return TrainingRecord(command=f"medvid train-views --config {out / 'model' / 'train_config.yaml'}",
+    return TrainingRecord(command="medvid train-views --config train_config.yaml  # in this folder",
                           data="labelled loops (views.csv) of an ingest folder", counts=result["items"],
                           recipe=recipe_from(cfg, "n_frames", "frame_stride", "target_fps", "mask", "balanced"),
                           evaluation=rows)
@@ -213,7 +213,7 @@ def run(cfg: Config) -> dict[str, Any]:
                         result[sp] = scores(objective, splits[sp], n, cfg.eval_batch, dist.device)
                         _write_confusion(out / f"confusion_{sp}.csv", result[sp]["confusion"], clf.labels)
             record_training_input(clf, cfg.n_frames, cfg.target_fps, cfg.frame_stride, cfg.mask)  # as trained
-            clf.save_pretrained(out / "model", _record(cfg, out, result))
+            clf.save_pretrained(out / "model", _record(cfg, result))
             save_config(cfg, out / "model" / "train_config.yaml")
             save_config(cfg, out / "config.yaml")
             atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))

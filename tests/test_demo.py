@@ -75,6 +75,7 @@ def test_saved_models_carry_complete_cards(demo):
         assert "fill in" not in card.lower() and "## Evaluation" in card and "baseline" in card
         assert "medvid " in card.split("Command:")[1].split("\n")[0]  # the command that reproduces it
         assert "| train |" in card  # data counts per split
+        assert str(out) not in card and str(out.resolve()) not in card  # no folder names ride along
 
 
 def test_baselines_and_table_from_stage_outputs(tmp_path):

@@ -106,6 +106,8 @@ def test_train_views_continuing_a_saved_classifier_feeds_its_recorded_contract(t
     back = ViewClassifier.from_pretrained(tmp_path / "run" / "model")
     assert (back.pretrained_cfg["num_frames"], back.pretrained_cfg["frame_stride"], back.pretrained_cfg["mask"],
             back.pretrained_cfg["input_size"]) == (8, 2, "box", 48)
+    card = (tmp_path / "run" / "model" / "README.md").read_text()  # a card travels: no data or output folder in it
+    assert "Command:" in card and str(tmp_path) not in card and str(tmp_path.resolve()) not in card
     s = job.sampling(cfg("n_frames=3", "target_fps=10"), back)
     assert (s["n_frames"], s["target_fps"], s["frame_stride"], s["mask"]) == (3, 10.0, None, "box")
     fresh = job.sampling(load_config(job.Config, "view_classifier", None, []), back)

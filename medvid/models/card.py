@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import OmegaConf
@@ -129,7 +130,9 @@ def _fmt(x: Optional[float]) -> str:
 def recipe_from(cfg: Any, *extra: str) -> dict[str, Any]:
     """The training recipe a job config holds (start weights, frozen parts, optimisation), plus ``extra`` fields."""
     train = cfg.train
-    out: dict[str, Any] = {"init": getattr(cfg, "init_from", None) or ("packaged pretrained weights" if cfg.pretrained else "random"),
+    init_from = getattr(cfg, "init_from", None)  # its folder name only: a card travels, a full path can identify
+    out: dict[str, Any] = {"init": Path(init_from).name if init_from else
+                           ("packaged pretrained weights" if cfg.pretrained else "random"),
                            "model": cfg.model}
     for key in ("model_overrides", "frozen_backbone", "locked_text", *extra):
         value = _dotted(cfg, key)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -333,5 +334,6 @@ class Bank:
                     np.savez(f, **arrays)
         atomic_write_text(self.dir / MANIFEST, json.dumps(self.manifest, indent=1))
         self.__dict__.pop("heads", None)
-        if old_heads and old_heads != self.manifest.get("heads") and old_heads.startswith("heads-"):
+        ours = old_heads and re.fullmatch(r"heads-[0-9a-f]{12}\.npz", old_heads)  # only a name this method writes
+        if ours and old_heads != self.manifest.get("heads"):
             (self.dir / old_heads).unlink(missing_ok=True)
