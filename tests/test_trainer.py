@@ -75,6 +75,7 @@ def recall_eval(data: PairData):
 
 def main(argv: list[str] | None = None) -> dict:
     """Worker: train TinyDual with the real Trainer (one process or under torchrun)."""
+    from medvid.training.distributed import cleanup
     from medvid.training.trainer import Trainer, TrainConfig
 
     ap = argparse.ArgumentParser()
@@ -93,7 +94,10 @@ def main(argv: list[str] | None = None) -> dict:
                       checkpoint_every=args.ckpt_every, eval_every=args.eval_every, log_every=1, progress=False,
                       device="cpu")
     trainer = Trainer(module, PairData(), cfg, args.out, evaluate=recall_eval(PairData(n=64, seed=1)))
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    finally:  # as the jobs do: leave the process group before exit (torchrun workers abort otherwise, at times)
+        cleanup()
 
 
 def read_losses(out: Path) -> dict[int, str]:
