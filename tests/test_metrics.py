@@ -135,4 +135,12 @@ def test_tool_average_precision_hand_worked():
 def test_auroc_and_mae():
     assert auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
     assert math.isnan(auroc([1, 1, float("nan")], [0.2, 0.3, 0.4]))
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # the rank formula equals scikit-learn's, ties included
+        y = rng.integers(0, 2, 40)
+        sc = rng.integers(0, 6, 40) / 5.0
+        if 0 < y.sum() < len(y):
+            assert auroc(y, sc) == pytest.approx(roc_auc_score(y, sc))
     assert mean_absolute_error([50, 60, float("nan")], [55, 50, 10]) == pytest.approx(7.5)
