@@ -5,7 +5,8 @@ Per video: frames every ``1/fps`` s → embeddings (by default the clip the mode
 from its ``pretrained_cfg``) → scores against prompt embeddings computed once (optionally widened with
 the pretraining narration's nearest sentences) → label-free calibration over the video's own samples
 → ``OUT/predictions/<video>.csv`` (atomic; videos already there are
-skipped, so a killed run resumes). Then ``OUT/metrics.json`` (strict and relaxed, labelled),
+skipped, so a killed run resumes). Phases are then adapted over all the run's videos by label-free
+self-training (``medvid.zeroshot.adaptation``; the prompt-only scores stay in the CSVs). Then ``OUT/metrics.json`` (strict and relaxed, labelled),
 ``OUT/plots/*.png`` and ``OUT/report.md`` from the CSVs of the selected videos.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from medvid.models.checkpoint import load_video_text_model
 from medvid.runs import claim_run
 from medvid.transforms.clip import CROPS
 from medvid.utils import atomic_path, atomic_write_text, check_device, jsonable, relative_message, write_jsonl
+from medvid.zeroshot.adaptation import METHODS as ADAPTATION_METHODS, self_train
 from medvid.zeroshot.calibration import METHODS as CALIBRATION_METHODS, calibrate_logits
 from medvid.zeroshot.classifier import TOOL_REFERENCES, PhaseClassifier, ToolClassifier
 from medvid.zeroshot.embed import embed_video, sampling_from_contract
@@ -50,7 +52,8 @@ DEFAULT_PROMPTS = {("cholec80", "phase"): "cholec80_phases.yaml", ("autolaparo",
 _FINGERPRINT_KEYS = ("task", "model_sha256", "dataset", "fps", "clip_frames", "clip_fps", "crop", "scale",
                      "tool_bias", "tool_threshold", "tool_reference", "tool_scale", "smoothing", "smoothing_window", "hmm_stay",
                      "hmm_backward", "calibration", "calibration_strength", "expand_k", "expand_weight",
-                     "expand_margin", "corpus_sha256", "prompt_sha256")
+                     "expand_margin", "corpus_sha256", "prompt_sha256", "adaptation", "adaptation_fraction",
+                     "adaptation_c", "adaptation_mix")
 
 
 @dataclass
@@ -79,6 +82,10 @@ class Config:
     expand_k: int = 16                   # corpus sentences added per class (0 = no expansion)
     expand_weight: float = 0.5           # share of the neighbours in the class embedding
     expand_margin: float = 0.02          # a sentence joins a class only when nearer to it than to others by this
+    adaptation: str = "self_train"       # phases: none | self_train (label-free, over all videos of the run)
+    adaptation_fraction: float = 0.2     # most confident share of each predicted phase taken as pseudo-labels
+    adaptation_c: float = 0.1            # L2 strength (C) of the self-trained logistic regression
+    adaptation_mix: float = 0.5          # its share in the blend with the prompt probabilities
     smoothing: str = "hmm"               # none | moving_average | median | hmm (raw reported alongside)
     smoothing_window: int = 15           # samples (moving_average / median)
     hmm_stay: float = 0.99
@@ -112,11 +119,15 @@ def _check(cfg: Any) -> None:
     if not (Path(cfg.model) / "config.json").is_file():
         raise MedvidError(f"{cfg.model}: not a medvid model folder (no config.json from save_pretrained)")
     for key, allowed in (("smoothing", SMOOTHING_METHODS), ("dataset", tuple(DATASETS)), ("crop", (None, *CROPS)),
-                         ("calibration", CALIBRATION_METHODS), ("tool_reference", TOOL_REFERENCES)):
+                         ("calibration", CALIBRATION_METHODS), ("tool_reference", TOOL_REFERENCES),
+                         ("adaptation", ADAPTATION_METHODS)):
         if cfg[key] not in allowed:
             raise MedvidError(f"{key} must be one of {[a for a in allowed if a is not None]}, got {cfg[key]!r}")
     if not 0.0 <= cfg.calibration_strength < 1.0:
         raise MedvidError(f"calibration_strength must be in [0, 1), got {cfg.calibration_strength}")
+    if not (0.0 < cfg.adaptation_fraction <= 1.0 and cfg.adaptation_c > 0.0 and 0.0 <= cfg.adaptation_mix <= 1.0):
+        raise MedvidError("need 0 < adaptation_fraction <= 1, adaptation_c > 0 and 0 <= adaptation_mix <= 1, got "
+                          f"{cfg.adaptation_fraction}, {cfg.adaptation_c}, {cfg.adaptation_mix}")
     if cfg.expand_k < 0 or not 0.0 <= cfg.expand_weight <= 1.0:
         raise MedvidError(f"need expand_k >= 0 and 0 <= expand_weight <= 1, got {cfg.expand_k}, {cfg.expand_weight}")
     check_device(cfg.device)
@@ -187,13 +198,22 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         w.writerows(rows)
 
 
-def _phase_rows(times, frames, probs: np.ndarray, classes: list[str], gt, smoothed: np.ndarray | None):
+def _adapting(cfg: Any) -> bool:
+    return cfg.task == "phase" and cfg.adaptation != "none"
+
+
+def _phase_rows(cfg, times, frames, probs: np.ndarray, classes: list[str], gt, prompt_probs: np.ndarray):
+    """CSV of one video: the predictions (``probs``), smoothed when on, and with adaptation on the
+    prompt-only probabilities it started from (``prompt_p_*``, ``prompt_index``)."""
     header = ["time_s", "frame", "pred", "pred_index", *[f"p_{c}" for c in classes]]
     pred = probs.argmax(1)
     cols = [times.round(3), frames, [classes[i] for i in pred], pred, *probs.T.round(5)]
-    if smoothed is not None:
+    if cfg.smoothing != "none":
         header += ["pred_smoothed_index"]
-        cols.append(smoothed.argmax(1))
+        cols.append(smooth(probs, cfg.smoothing, cfg.smoothing_window, cfg.hmm_stay, cfg.hmm_backward).argmax(1))
+    if _adapting(cfg):
+        header += ["prompt_index", *[f"prompt_p_{c}" for c in classes]]
+        cols += [prompt_probs.argmax(1), *prompt_probs.T.round(5)]
     if gt is not None:
         header += ["gt_index"]
         cols.append(gt)
@@ -220,18 +240,35 @@ def _process_video(cfg, ds, name, model, head, classes, sampling: dict[str, Any]
     gt = _gt(ds, cfg.task, name, e.times)
     if cfg.task == "phase":
         probs = calibrate_logits(e.emb, head.logits, cfg.calibration, cfg.calibration_strength).softmax(-1).numpy()
+        header, rows = _phase_rows(cfg, e.times, e.frames, probs, classes, gt, probs)
     else:
         probs = head.probs(e.emb).numpy()
-    if cfg.task == "phase":
-        smoothed = None if cfg.smoothing == "none" else smooth(
-            probs, cfg.smoothing, cfg.smoothing_window, cfg.hmm_stay, cfg.hmm_backward)
-        header, rows = _phase_rows(e.times, e.frames, probs, classes, gt, smoothed)
-    else:
         header, rows = _tool_rows(e.times, e.frames, probs, probs >= head.thresholds.numpy(), classes, gt)
     if emb_dir is not None:
         with atomic_path(emb_dir / f"{name}.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, e.emb.numpy().astype(np.float32))
     _write_csv(pred_dir / f"{name}.csv", header, rows)
+
+
+def _adapt(cfg, names: list[str], pred_dir: Path, emb_dir: Path, classes: list[str]) -> int:
+    """Self-train over every predicted video of the run from its prompt-only probabilities (read back
+    from the CSVs, so a resumed run adapts exactly as a fresh one) and rewrite the CSVs. Returns the
+    number of videos adapted."""
+    done = [n for n in names if (pred_dir / f"{n}.csv").exists()]
+    missing = [n for n in done if not (emb_dir / f"{n}.npy").exists()]
+    if missing:
+        raise MedvidError(f"adaptation needs the embeddings of every predicted video; missing in {emb_dir}: "
+                          f"{missing[:5]} (rerun with overwrite=true)")
+    tables = {n: _read_csv(pred_dir / f"{n}.csv") for n in done}
+    prompt = [np.stack([tables[n][f"prompt_p_{c}"].astype(float) for c in classes], 1) for n in done]
+    adapted = self_train([np.load(emb_dir / f"{n}.npy") for n in done], prompt, cfg.adaptation_fraction,
+                         cfg.adaptation_c, cfg.adaptation_mix)
+    for n, p0, p in zip(done, prompt, adapted):
+        t = tables[n]
+        gt = t["gt_index"].astype(int) if "gt_index" in t else None
+        header, rows = _phase_rows(cfg, t["time_s"].astype(float), t["frame"].astype(int), p, classes, gt, p0)
+        _write_csv(pred_dir / f"{n}.csv", header, rows)
+    return len(done)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -250,6 +287,8 @@ def _phase_eval(cfg, tables: dict[str, dict], classes: list[str]) -> tuple[dict[
     variants = {"raw": "pred_index"}
     if cfg.smoothing != "none":
         variants[f"smoothed_{cfg.smoothing}"] = "pred_smoothed_index"
+    if _adapting(cfg):
+        variants["prompts_only"] = "prompt_index"  # before self-training, unsmoothed
     out: dict[str, Any] = {}
     used: dict[str, list] = {}
     for variant, col in variants.items():
@@ -336,6 +375,10 @@ def _report(cfg, prompt_path: Path, classes: list[str], metrics: dict, summary: 
              f"- calibration: {cfg.calibration}" + ("" if cfg.calibration == "none" else
                                                    f" (strength {cfg.calibration_strength:g})")
              if cfg.task == "phase" else f"- tool scores relative to: {cfg.tool_reference}",
+             *([f"- adaptation: label-free self-training over the run's {summary['videos_done']} videos "
+                f"(pseudo-labels: the {cfg.adaptation_fraction:g} most confident of each phase; logistic "
+                f"regression C {cfg.adaptation_c:g}, share {cfg.adaptation_mix:g}); `prompts_only` = before it"]
+               if _adapting(cfg) else []),
              f"- smoothing: {cfg.smoothing}" + ("" if cfg.smoothing == "none" else
                                                 f" (window {cfg.smoothing_window}); reported separately below"),
              ""]
@@ -401,7 +444,7 @@ def run(cfg: Any) -> dict:
             expansion = (f"up to {cfg.expand_k} nearest of {len(sentences)} corpus sentences per class "
                          f"(weight {cfg.expand_weight:g}; {sum(map(len, grown.neighbours.values()))} taken)")
             atomic_write_text(out / "expanded_prompts.json", json.dumps(grown.neighbours, indent=1))
-        emb_dir = out / "embeddings" if cfg.save_embeddings else None
+        emb_dir = out / "embeddings" if cfg.save_embeddings or _adapting(cfg) else None
         log.info("zero-shot %s: %d videos to do, %d already done", cfg.task, len(todo), len(names) - len(todo))
         for i, name in enumerate(todo, 1):
             try:
@@ -412,6 +455,9 @@ def run(cfg: Any) -> dict:
                 errors.append({"video": name, "error": relative_message(exc, root)})
     if errors:
         write_jsonl(out / "errors.jsonl", errors)
+    if _adapting(cfg):
+        log.info("zero-shot phase: self-training over %d videos", _adapt(cfg, names, pred_dir, out / "embeddings",
+                                                                         prompts.classes))
     elapsed = time.perf_counter() - t0
 
     tables = {n: _read_csv(pred_dir / f"{n}.csv") for n in names if (pred_dir / f"{n}.csv").exists()}

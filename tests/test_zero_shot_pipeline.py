@@ -80,7 +80,18 @@ def test_phase_job_writes_predictions_metrics_plots_report(phase_run, surgery_ro
     assert raw["strict"]["accuracy"] == pytest.approx(strict_phase_metrics(pairs)["accuracy"])
     assert raw["strict"]["macro_f1"] == pytest.approx(strict_phase_metrics(pairs)["macro_f1"])
     assert raw["relaxed"]["jaccard"] == pytest.approx(relaxed_phase_metrics(pairs)["jaccard"])
-    assert set(metrics["results"]) == {"raw", "smoothed_hmm"}  # smoothing reported separately
+    # smoothing reported separately, and the prompt-only scores before self-training
+    assert set(metrics["results"]) == {"raw", "smoothed_hmm", "prompts_only"}
+    prompt_pairs = []
+    for name, (gt, _) in zip(ds.videos(), pairs):
+        rows = _rows(out / "predictions" / f"{name}.csv")
+        p0 = np.array([[float(r[f"prompt_p_{c}"]) for c in CHOLEC80_PHASES] for r in rows])
+        assert [int(r["prompt_index"]) for r in rows] == p0.argmax(1).tolist()
+        keep = np.array([int(r["gt_index"]) for r in rows]) >= 0
+        prompt_pairs.append((gt, p0.argmax(1)[keep]))
+        assert (out / "embeddings" / f"{name}.npy").exists()  # adaptation keeps what it fitted on
+    assert metrics["results"]["prompts_only"]["strict"]["accuracy"] == pytest.approx(
+        strict_phase_metrics(prompt_pairs)["accuracy"])
     assert metrics["chance_accuracy"] == pytest.approx(1 / 7)
 
     for png in ["confusion_raw.png", "confusion_smoothed_hmm.png", "video01_ribbon.png", "video02_ribbon.png"]:
@@ -95,12 +106,13 @@ def test_phase_job_resumes_and_refuses_other_settings(phase_run, surgery_root, t
     out, _ = phase_run
     kept = out / "predictions" / "video01.csv"
     redo = out / "predictions" / "video02.csv"
-    before_kept, before_redo = kept.stat().st_mtime_ns, redo.read_text()
+    kept_emb = out / "embeddings" / "video01.npy"
+    before_kept, before_emb, before_redo = kept.read_text(), kept_emb.stat().st_mtime_ns, redo.read_text()
     redo.unlink()
     summary = zero_shot.run(_cfg(surgery_root, tiny_model, out, "smoothing=hmm"))
     assert summary["videos_done"] == 2
-    assert kept.stat().st_mtime_ns == before_kept  # not recomputed
-    assert redo.read_text() == before_redo  # recomputed identically
+    assert kept_emb.stat().st_mtime_ns == before_emb  # not embedded again
+    assert kept.read_text() == before_kept and redo.read_text() == before_redo  # adapted identically
     with pytest.raises(MedvidError, match="other settings"):
         zero_shot.run(_cfg(surgery_root, tiny_model, out, "smoothing=hmm", "fps=0.5"))
 

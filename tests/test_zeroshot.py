@@ -12,6 +12,7 @@ from PIL import Image
 from medvid.config import config_dir
 from medvid.errors import MedvidError
 from medvid.vocab import AUTOLAPARO_PHASES, CHOLEC80_PHASES, CHOLEC80_TOOLS
+from medvid.zeroshot.adaptation import pseudo_labels, self_train
 from medvid.zeroshot.calibration import calibrate_logits, prior_adjust
 from medvid.zeroshot.classifier import FindingsClassifier, PhaseClassifier, ToolClassifier
 from medvid.zeroshot.embed import clip_windows, prefetch, sampling_from_contract
@@ -217,6 +218,48 @@ def test_prior_calibration_stops_one_class_swallowing_the_others():
     assert (raw.argmax(1) == 2).float().mean() > 0.9
     fixed = calibrate_logits(emb, _logits_fn(classes, scale=20.0), "prior", 0.9).argmax(1)
     assert (fixed == truth).float().mean() > 0.9
+
+
+def _clustered_videos(seed: int):
+    """Three phases as well-separated clusters; prompts that put the 0|1 boundary in the wrong place
+    (prompt 0 leans towards phase 1's frames), as prompts far from the video space do."""
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(3, 24, generator=g), dim=-1)
+    truth = [torch.tensor([0] * 40 + [1] * 40 + [2] * 40), torch.tensor([0] * 30 + [1] * 60 + [2] * 30)]
+    emb = [centres[t] + 0.25 * torch.randn(len(t), 24, generator=g) for t in truth]
+    prompts = centres.clone()
+    prompts[0] = F.normalize(centres[0] + 3.0 * centres[1], dim=-1)
+    probs = [(20.0 * F.normalize(e, dim=-1) @ prompts.T).softmax(-1).numpy() for e in emb]
+    return [e.numpy() for e in emb], probs, [t.numpy() for t in truth], prompts
+
+
+def test_self_training_moves_boundaries_to_the_data_without_labels():
+    emb, probs, truth, _ = _clustered_videos(0)
+    before = np.mean(np.concatenate([p.argmax(1) == t for p, t in zip(probs, truth)]))
+    adapted = self_train(emb, probs)
+    after = np.mean(np.concatenate([p.argmax(1) == t for p, t in zip(adapted, truth)]))
+    assert before < 0.88 and after > before + 0.05  # 0.83 -> 0.92 when written
+    assert [a.shape for a in adapted] == [p.shape for p in probs]
+    np.testing.assert_allclose(np.concatenate(adapted).sum(1), 1.0, atol=1e-9)
+    for a, b in zip(adapted, self_train(emb, probs)):  # deterministic
+        np.testing.assert_array_equal(a, b)
+    idx, y = pseudo_labels(np.concatenate(probs), 0.2)  # every predicted class contributes its most confident
+    assert set(y) == set(np.concatenate(probs).argmax(1)) and len(idx) <= 0.2 * 240 + 3
+    with pytest.raises(ValueError):
+        self_train(emb, probs, fraction=0.0)
+
+
+def test_self_training_keeps_a_one_phase_video_when_the_model_is_right():
+    """Alone, a one-phase video is returned unchanged (its pseudo-labels hold one class); among other
+    videos, a one-phase video scored right keeps its phase."""
+    emb, probs, truth, prompts = _clustered_videos(1)
+    one = F.normalize(torch.from_numpy(emb[0][truth[0] == 2]), dim=-1)
+    one_probs = (20.0 * one @ prompts.T).softmax(-1).numpy()
+    assert (one_probs.argmax(1) == 2).all()  # the model is right on every frame
+    alone = self_train([one.numpy()], [one_probs])
+    np.testing.assert_array_equal(alone[0], one_probs)
+    among = self_train([*emb, one.numpy()], [*probs, one_probs])
+    assert (among[-1].argmax(1) == 2).all()
 
 
 def test_prompt_expansion_is_deterministic_order_free_and_label_free():
