@@ -7,7 +7,7 @@ nobody tunes on), every step through the real jobs: ``synth lectures`` (the larg
 (``configs/surgical_pretrain.yaml``) → ``synth surgery`` (train videos 1..M, test videos 41..: the
 ``cholec80_40_40`` split) → ``zero-shot phase`` with the shipped defaults on both splits (embeddings
 saved), and on the test split once more with the previous defaults (frame-level, no calibration, no
-prompt expansion, no smoothing, tools against "absent" sentences).
+prompt expansion, no self-training, no smoothing, tools against "absent" sentences).
 
 From the saved embeddings (the very features the job scored) the script then measures, with the job's
 own functions: the method variants one by one (calibration, prompt expansion, HMM), tool AP per tool
@@ -39,6 +39,8 @@ from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_ave
 from medvid.models.checkpoint import load_video_text_model, record_training_input
 from medvid.pipelines import lectures_index, pretrain, synth_lectures, synth_surgery, zero_shot
 from medvid.utils import atomic_write_text, jsonable, read_jsonl, write_jsonl
+from medvid.vocab import CHOLEC80_PHASES
+from medvid.zeroshot.adaptation import self_train
 from medvid.zeroshot.calibration import calibrate_logits
 from medvid.zeroshot.classifier import PhaseClassifier, ToolClassifier
 from medvid.zeroshot.expansion import corpus_sentences, expand_classes
@@ -46,7 +48,8 @@ from medvid.zeroshot.prompts import load_prompt_set, model_text_encoder
 from medvid.zeroshot.smoothing import smooth
 
 SPLIT = "cholec80_40_40"
-PREVIOUS_DEFAULTS = ["clip_frames=1", "calibration=none", "expand_k=0", "smoothing=none", "tool_reference=absent"]
+PREVIOUS_DEFAULTS = ["clip_frames=1", "calibration=none", "expand_k=0", "smoothing=none", "tool_reference=absent",
+                     "adaptation=none"]
 
 
 def _job(module, name: str | None, config_file: Path | None, overrides: list[str]) -> dict:
@@ -93,6 +96,13 @@ def _phase_eval(videos, predict: Callable[[torch.Tensor], np.ndarray]) -> dict[s
     return _phase_scores(pairs)
 
 
+def _phase_eval_probs(videos, probs: list[np.ndarray], defaults, hmm: bool) -> dict[str, float]:
+    """Scores of per-video probabilities ``[T, C]``, HMM-smoothed with the job's settings when ``hmm``."""
+    preds = [(smooth(p, "hmm", stay=defaults.hmm_stay, backward=defaults.hmm_backward) if hmm else p).argmax(1)
+             for p in probs]
+    return _phase_scores([(v["phase"][v["phase"] >= 0], q[v["phase"] >= 0]) for v, q in zip(videos, preds)])
+
+
 def _tool_eval(videos, score: Callable[[torch.Tensor], np.ndarray], classes: list[str]) -> dict[str, Any]:
     y = np.concatenate([v["tools"] for v in videos])
     s = np.concatenate([score(v["emb"]) for v in videos])
@@ -116,25 +126,29 @@ def _zero_shot_variants(model_dir: Path, corpus: Path | None, test, defaults) ->
                                                 defaults.expand_weight, defaults.expand_margin).class_emb)
     expanded = grow(head.class_emb, phases.classes) if sentences else head.class_emb
 
-    def phase_predict(class_emb, calibration, strength, hmm):
-        def predict(emb):
-            logits = calibrate_logits(emb, lambda e: PhaseClassifier(class_emb, phases.classes, defaults.scale).logits(e),
-                                      calibration, strength)
-            p = logits.softmax(-1).numpy()
-            return (smooth(p, "hmm", stay=defaults.hmm_stay, backward=defaults.hmm_backward) if hmm else p).argmax(1)
-        return predict
+    def phase_probs(class_emb, calibration, strength, adapt):
+        probs = [calibrate_logits(v["emb"], PhaseClassifier(class_emb, phases.classes, defaults.scale).logits,
+                                  calibration, strength).softmax(-1).numpy() for v in test]
+        if adapt:  # over all test videos, as the job adapts over its run
+            probs = self_train([v["emb"].numpy() for v in test], probs, defaults.adaptation_fraction,
+                               defaults.adaptation_c, defaults.adaptation_mix)
+        return probs
 
     rows = {}
-    for label, cemb, cal, st in (("prompts as written", head.class_emb, "none", 0.0),
-                                 ("+ calibration prior 0.5", head.class_emb, "prior", 0.5),
-                                 ("+ calibration centre 0.8", head.class_emb, "centre", 0.8),
-                                 ("+ expansion", expanded, "none", 0.0),
-                                 ("+ expansion + prior 0.5", expanded, "prior", 0.5),
-                                 ("+ expansion + centre 0.8", expanded, "centre", 0.8),
-                                 ("defaults (job settings)", expanded if sentences else head.class_emb,
-                                  defaults.calibration, defaults.calibration_strength)):
-        rows[label] = _phase_eval(test, phase_predict(cemb, cal, st, False))
-        rows[label + " + hmm"] = _phase_eval(test, phase_predict(cemb, cal, st, True))
+    adapt = defaults.adaptation != "none"
+    for label, cemb, cal, st, ad in (("prompts as written", head.class_emb, "none", 0.0, False),
+                                     ("+ calibration prior 0.5", head.class_emb, "prior", 0.5, False),
+                                     ("+ calibration centre 0.8", head.class_emb, "centre", 0.8, False),
+                                     ("+ expansion", expanded, "none", 0.0, False),
+                                     ("+ expansion + prior 0.5", expanded, "prior", 0.5, False),
+                                     ("+ expansion + centre 0.8", expanded, "centre", 0.8, False),
+                                     ("+ expansion + prior 0.5 + self-training", expanded, "prior", 0.5, True),
+                                     ("+ self-training (prompts as written)", head.class_emb, "none", 0.0, True),
+                                     ("defaults (job settings)", expanded if sentences else head.class_emb,
+                                      defaults.calibration, defaults.calibration_strength, adapt)):
+        probs = phase_probs(cemb, cal, st, ad)
+        rows[label] = _phase_eval_probs(test, probs, defaults, False)
+        rows[label + " + hmm"] = _phase_eval_probs(test, probs, defaults, True)
     tool_rows = {}
     for ref in ("absent", "tools"):
         th = ToolClassifier.from_prompts(tools, encode, defaults.tool_scale, reference=ref)
@@ -150,11 +164,18 @@ def _zero_shot_variants(model_dir: Path, corpus: Path | None, test, defaults) ->
     return {"phase": rows, "tools": tool_rows}
 
 
-def _probe(train, test, tool_classes: list[str]) -> dict[str, Any]:
+def _probe(train, test, tool_classes: list[str], defaults) -> dict[str, Any]:
     x = np.concatenate([v["emb"].numpy()[v["phase"] >= 0] for v in train])
     y = np.concatenate([v["phase"][v["phase"] >= 0] for v in train])
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0)).fit(x, y)
     phase = _phase_eval(test, lambda e: clf.predict(e.numpy()))
+
+    def probe_probs(e):  # [T, phases] even if a phase is missing from the train split
+        p = np.zeros((len(e), len(CHOLEC80_PHASES)))
+        p[:, clf.classes_] = clf.predict_proba(e.numpy())
+        return p
+
+    phase_hmm = _phase_eval_probs(test, [probe_probs(v["emb"]) for v in test], defaults, True)
     majority = int(np.bincount(y).argmax())
     xt = np.concatenate([v["emb"].numpy() for v in train])
     yt = np.concatenate([v["tools"] for v in train])
@@ -168,7 +189,7 @@ def _probe(train, test, tool_classes: list[str]) -> dict[str, Any]:
         return np.stack([models[c].predict_proba(e.numpy())[:, 1] if c in models else np.zeros(len(e))
                          for c in tool_classes], 1)
 
-    return {"phase": phase, "tools": _tool_eval(test, tool_scores, tool_classes),
+    return {"phase": phase, "phase_hmm": phase_hmm, "tools": _tool_eval(test, tool_scores, tool_classes),
             "majority_class": _phase_eval(test, lambda e: np.full(len(e), majority)), "train_samples": int(len(y))}
 
 
@@ -235,7 +256,7 @@ def main() -> None:
             "pairs": len(read_jsonl(pairs)),
             "job_default": {k: job[k] for k in job if k == "raw" or k.startswith("smoothed_")},
             "variants": _zero_shot_variants(model, pairs, test, defaults),
-            "probe": _probe(train, test, tools),
+            "probe": _probe(train, test, tools, defaults),
             "retrieval": {k: job_k for k, job_k in (s["pretrain"]["summary"].get("test") or {}).items()
                           if "recall@5" in k or k.startswith("chance")},
             "seconds": {k: v["seconds"] for k, v in s.items()},
