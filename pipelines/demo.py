@@ -3,7 +3,8 @@
 Echo: synth echo → ingest → view classifier → study/report pretraining → report bank (training studies)
 → threshold calibration (validation) → drafts of the test studies (text + DICOM SR) → draft evaluation.
 Surgery: synth lectures → lecture pairs → clip/speech pretraining → synth Cholec80-layout videos
-→ zero-shot phase and tool recognition with the pretrained model.
+→ zero-shot phase and tool recognition with the pretrained model, in the surgical world style
+``surgical_style`` (default ``b``: the shifted world no zero-shot default was tuned on, ``docs/zero_shot.md``).
 
 Each stage is the same job the CLI runs, with its shipped config plus the overrides below; a finished
 stage leaves ``OUT/stages/<stage>.json`` (its summary, settings, wall and CPU seconds, peak memory) and is
@@ -47,6 +48,7 @@ class Config:
     out: str = "demo_out"
     seed: int = 0
     quick: bool = False                # smoke run: ``quick_sizes`` and ``quick_overrides`` instead
+    surgical_style: str = "b"          # synthetic surgical world: a (zero-shot tuned on it) | b (never tuned on)
     sizes: Sizes = field(default_factory=Sizes)
     quick_sizes: Sizes = field(default_factory=Sizes)
     # Extra key=value overrides per stage, e.g. {pretrain_echo: ["train.lr=0.001"]}; quick_overrides add to them.
@@ -105,14 +107,16 @@ def stages(cfg: Config, p: Paths) -> list[Stage]:
         Stage("draft", "draft", "draft", [
             f"input={p.ingest}", f"bank={p.bank}", f"out={p.drafts}", "split=test", *encode]),
         Stage("evaluate_drafts", "evaluate", "evaluate", [f"drafts={p.drafts}", f"ingest={p.ingest}"]),
-        Stage("synth_lectures", "synth_lectures", "synth_lectures", [f"out={p.lectures}", f"lectures={s.lectures}", seed]),
+        Stage("synth_lectures", "synth_lectures", "synth_lectures", [
+            f"out={p.lectures}", f"lectures={s.lectures}", seed, f"style={cfg.surgical_style}"]),
         Stage("lectures_index", "lectures_index", "lectures_index", [f"root={p.lectures}", f"out={p.pairs}", seed]),
         Stage("pretrain_surgical", "pretrain", "surgical_pretrain", [
             f"lectures.pairs={p.pairs / 'pairs.jsonl'}", f"lectures.root={p.lectures}", f"out={p.surgical}",
             f"train.max_steps={s.surgical_steps}", f"train.seed={cfg.seed}"]),
         # Held-out surgery videos numbered as the Cholec80 test split (49-80), so the named split applies.
         Stage("synth_surgery", "synth_surgery", "synth_surgery", [
-            f"out={p.cholec}", f"videos={s.surgery_videos}", "first_id=49", f"seed={cfg.seed + 1}"]),
+            f"out={p.cholec}", f"videos={s.surgery_videos}", "first_id=49", f"seed={cfg.seed + 1}",
+            f"style={cfg.surgical_style}"]),
         Stage("zero_shot_phase", "zero_shot", "zero_shot", [
             "task=phase", f"data_root={p.cholec}", f"model={p.surgical / 'model'}", f"out={p.zs_phase}"]),
         Stage("zero_shot_tools", "zero_shot", "zero_shot", [
@@ -190,7 +194,7 @@ def run(cfg: Config) -> dict[str, Any]:
         c = results[stage.name]["cost"]
         log.info("demo [%d/%d] %s done: %.0f s wall, %.0f s CPU, peak %d MB", i, len(plan), stage.name,
                  c["wall_s"], c["cpu_s"], c["peak_rss_mb"])
-    summary = {"out": str(p.out), "quick": cfg.quick, "metrics": metrics_table(results, p), "total": _total(results),
+    summary = {"out": str(p.out), "quick": cfg.quick, "metrics": metrics_table(results, p, cfg.surgical_style), "total": _total(results),
                "outputs": outputs(p), "app": f"medvid app --data {p.out} --dicom-root {p.dicom}"}
     stage_costs = {k: v["cost"] for k, v in results.items()}
     atomic_write_text(p.out / "summary.json", json.dumps({**summary, "stages": stage_costs}, indent=2, default=str))
@@ -222,8 +226,10 @@ def _r(x: Any) -> Optional[float]:
     return None if x is None else round(float(x), 3)
 
 
-def metrics_table(results: dict[str, Any], p: Paths) -> list[dict[str, Any]]:
-    """Headline metrics of the stages' summaries, each beside its chance or trivial baseline."""
+def metrics_table(results: dict[str, Any], p: Paths, style: Optional[str] = None) -> list[dict[str, Any]]:
+    """Headline metrics of the stages' summaries, each beside its chance or trivial baseline; zero-shot rows
+    name the surgical world ``style`` when given."""
+    world = f" (world {style.upper()})" if style else ""
     rows: list[dict[str, Any]] = []
     views = results.get("train_views", {}).get("test", {})
     if views:
@@ -245,13 +251,13 @@ def metrics_table(results: dict[str, Any], p: Paths) -> list[dict[str, Any]]:
     phase = results.get("zero_shot_phase", {}).get("raw")
     if phase:
         base = majority_phase_baseline(p.zs_phase / "predictions")
-        rows.append(_metric("zero-shot phase accuracy", phase["strict_accuracy"], base.get("accuracy"),
+        rows.append(_metric(f"zero-shot phase accuracy{world}", phase["strict_accuracy"], base.get("accuracy"),
                             "majority phase"))
-        rows.append(_metric("zero-shot phase macro F1", phase["strict_macro_f1"], base.get("macro_f1"),
+        rows.append(_metric(f"zero-shot phase macro F1{world}", phase["strict_macro_f1"], base.get("macro_f1"),
                             "majority phase"))
     tools = results.get("zero_shot_tools", {}).get("raw")
     if tools:
-        rows.append(_metric("zero-shot tool mAP", tools["map"], tool_prevalence_baseline(p.zs_tools / "metrics.json"),
+        rows.append(_metric(f"zero-shot tool mAP{world}", tools["map"], tool_prevalence_baseline(p.zs_tools / "metrics.json"),
                             "random scorer = prevalence"))
     return rows
 
