@@ -374,3 +374,39 @@ def test_fan_mask_blanks_text_inside_the_region_box_and_unlocated_loops_are_flag
     assert boxed[:, :, 2:9, 2:22].abs().sum() > 0  # the rectangle alone would have let it through
     assert len(EchoVideoDataset(out, root, preprocess=None, keep_unmasked=True)) == 2
     assert len(EchoVideoDataset(out, root, preprocess=None, mask="none")) == 2
+
+
+def _loinc_check_digit(number: str) -> int:
+    """LOINC's mod-10 check digit: from the right, every other digit doubled (digit sums), then 10 - sum mod 10."""
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d // 10 + d % 10
+    return (10 - total % 10) % 10
+
+
+def test_shipped_measurement_codes_are_valid():
+    """Every LOINC code in configs/sr_measurements.yaml has a valid check digit (a typo in the code would
+    silently match nothing), and every DICOM method code means what its comment says (pydicom's PS3.16)."""
+    import yaml
+    from pydicom.sr.codedict import codes
+
+    from medvid.config import config_dir
+
+    rules = yaml.safe_load((config_dir() / "sr_measurements.yaml").read_text())["phenotypes"]
+    seen = set()
+    for rule in (r for rs in rules.values() for r in rs):
+        for key in ("code", "method"):
+            if key in rule:
+                scheme, value = rule[key].split(":")
+                seen.add((scheme, value))
+    assert ("LN", "18152-9") in seen  # LV posterior wall, diastole (once mistyped as 18152-8)
+    for scheme, value in seen:
+        assert scheme in ("LN", "DCM"), scheme
+        if scheme == "LN":
+            number, check = value.split("-")
+            assert _loinc_check_digit(number) == int(check), value
+    meanings = {"125207": "Method of Disks, Biplane", "125208": "Method of Disks, Single Plane", "125209": "Teichholz"}
+    dcm = {c.value: c.meaning for c in (codes.DCM.MethodOfDisksBiplane, codes.DCM.MethodOfDisksSinglePlane,
+                                        codes.DCM.Teichholz)}
+    assert {v for s, v in seen if s == "DCM"} <= set(dcm) and dcm == meanings
