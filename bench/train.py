@@ -191,6 +191,7 @@ def scale(args: argparse.Namespace) -> dict:
 
     medvid = [sys.executable, "-m", "medvid.cli"]
     work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
     index = work / "index"
     if not (index / "pairs.jsonl").is_file():  # frame types are not used by pretraining: not computed
         rc, _, _ = _job_rss([*medvid, "lectures", "index", str(args.lectures), "--out", str(index),
