@@ -255,6 +255,8 @@ def _adapt(cfg, names: list[str], pred_dir: Path, emb_dir: Path, classes: list[s
     from the CSVs, so a resumed run adapts exactly as a fresh one) and rewrite the CSVs. Returns the
     number of videos adapted."""
     done = [n for n in names if (pred_dir / f"{n}.csv").exists()]
+    if not done:
+        return 0
     missing = [n for n in done if not (emb_dir / f"{n}.npy").exists()]
     if missing:
         raise MedvidError(f"adaptation needs the embeddings of every predicted video; missing in {emb_dir}: "

@@ -247,6 +247,7 @@ def test_self_training_moves_boundaries_to_the_data_without_labels():
     assert set(y) == set(np.concatenate(probs).argmax(1)) and len(idx) <= 0.2 * 240 + 3
     with pytest.raises(ValueError):
         self_train(emb, probs, fraction=0.0)
+    assert self_train([], []) == []  # a run where no video could be read
 
 
 def test_self_training_keeps_a_one_phase_video_when_the_model_is_right():

@@ -42,6 +42,8 @@ def self_train(embeddings: Sequence[np.ndarray], probs: Sequence[np.ndarray], fr
 
     if not 0.0 < fraction <= 1.0 or c <= 0.0 or not 0.0 <= mix <= 1.0:
         raise ValueError(f"self-training needs 0 < fraction <= 1, c > 0, 0 <= mix <= 1; got {fraction}, {c}, {mix}")
+    if not len(probs):
+        return []
     p = np.concatenate([np.asarray(q, dtype=np.float64) for q in probs])
     x = np.concatenate([np.asarray(e, dtype=np.float64) for e in embeddings])
     if len(x) != len(p):
