@@ -136,3 +136,17 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     with pytest.raises(MedvidError, match="other settings"):
         demo.run(load_config(demo.Config, "demo", None, [f"out={out}", "quick=true"]))
     assert sorted(p.name for p in out.rglob("*")) == ["stages", "synth_echo.json"]  # nothing else was run
+
+
+def test_surgical_world_is_the_untuned_style_by_default(tmp_path):
+    """The demo's surgical stages run in world B (no zero-shot default was tuned on it) unless asked."""
+    from medvid.config import load_config
+    from medvid.pipelines import demo
+
+    p = demo.Paths(tmp_path)
+    for overrides, style in (([], "b"), (["surgical_style=a"], "a")):
+        cfg = load_config(demo.Config, "demo", None, [f"out={tmp_path}", *overrides])
+        plan = {s.name: s.overrides for s in demo.stages(cfg, p)}
+        assert f"style={style}" in plan["synth_lectures"] and f"style={style}" in plan["synth_surgery"]
+    rows = demo.metrics_table({"zero_shot_tools": {"raw": {"map": 0.5}}}, p, "b")
+    assert rows[0]["metric"] == "zero-shot tool mAP (world B)"
