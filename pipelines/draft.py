@@ -138,7 +138,7 @@ def loop_clips(encoder, ingest_dir: str | Path, dicom_root: str | Path, studies:
         if encoder.path != "frames":
             raise MedvidError("encoding.feature_cache holds frame features; this model embeds whole clips: drop it")
         cache = open_feature_cache(enc.feature_cache, encoder, s["n_frames"], s["frame_stride"],
-                                   s["target_fps"], s["mask"])
+                                   s["target_fps"], s["mask"], s["motion"])
     loops = LoopClips(ingest_dir, dicom_root, studies, encoder.model, s,
                       encoder.view_model if encoder.needs_view_clips else None, enc.max_videos,
                       cached=cache.index if cache else ())

@@ -33,6 +33,7 @@ from medvid.utils import atomic_write_text, check_device, seed_everything
 log = logging.getLogger("medvid")
 
 SPLITS = ("train", "val", "test")
+NEW_SAMPLING = {"motion": "std"}  # a new echo model: EchoPrime's sampling plus a motion image
 
 
 @dataclass
@@ -43,6 +44,7 @@ class EchoData:
     target_fps: Optional[float] = None
     frame_stride: Optional[int] = None  # with target_fps null: null = init_from's recorded, else every 2nd frame (EchoPrime)
     mask: Optional[str] = None        # sector masking fan | box | pixels | none; null = init_from's recorded, else fan
+    motion: Optional[str] = None      # motion image as an extra last frame: std | none; null = init_from's recorded, else std
     max_videos: int = 8               # videos per study (a fixed seeded subset when a study has more)
     view_source: str = "known"        # known (views.csv; uniform when unknown) | classifier
     view_classifier: Optional[str] = None  # saved ViewClassifier folder (view_source: classifier)
@@ -135,15 +137,19 @@ def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str
     studies = load_echo_studies(e.ingest_dir, e.val_fraction, e.test_fraction, cfg.train.seed)
     if not studies:
         raise MedvidError(f"{e.ingest_dir}: no study with a report (reports.csv joined at ingest)")
-    # sampling: the settings given, else what init_from recorded, else EchoPrime's; written back as used
-    s = recorded_sampling(model.pretrained_cfg if cfg.init_from else {}, e.n_frames, e.target_fps, e.frame_stride, e.mask)
-    e.n_frames, e.target_fps, e.frame_stride, e.mask = s["n_frames"], s["target_fps"], s["frame_stride"], s["mask"]
+    # sampling: the settings given, else what init_from recorded, else EchoPrime's with a motion image (which
+    # carries wall-motion amplitude past a frozen backbone: docs/BENCHMARKS.md); written back as used
+    s = recorded_sampling(model.pretrained_cfg if cfg.init_from else NEW_SAMPLING, e.n_frames, e.target_fps,
+                          e.frame_stride, e.mask, motion=e.motion)
+    e.n_frames, e.target_fps, e.frame_stride, e.mask, e.motion = (s["n_frames"], s["target_fps"], s["frame_stride"],
+                                                                  s["mask"], s["motion"])
     videos = EchoVideoDataset.for_model(e.ingest_dir, e.dicom_root, model, **s,
                                         start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
     keys = videos.videos["video_key"].tolist()
     if cfg.frozen_backbone:
-        fp = {"task": "echo", "target_fps": e.target_fps, "frame_stride": e.frame_stride, "mask": e.mask}
-        source: Any = _cache(cfg, dist, model, videos, keys, "echo", fp, e.n_frames)
+        fp = {"task": "echo", "target_fps": e.target_fps, "frame_stride": e.frame_stride, "mask": e.mask,
+              "motion": e.motion}
+        source: Any = _cache(cfg, dist, model, videos, keys, "echo", fp, e.n_frames + (e.motion != "none"))
     else:
         source = ClipSource(videos, keys)
     view_probs = _view_probs(cfg, model, source)
@@ -193,8 +199,9 @@ def _view_probs(cfg: Config, model, source) -> Callable[[str, Optional[str]], to
     def lookup(key: str, view: Optional[str]) -> torch.Tensor:
         if key not in probs:
             feats, mask = source[key]
+            n = cfg.echo.n_frames  # the classifier never saw the motion image
             with torch.no_grad():
-                probs[key] = clf.classify_features(feats[None], mask[None]).softmax(-1)[0]
+                probs[key] = clf.classify_features(feats[None, :n], mask[None, :n]).softmax(-1)[0]
         return probs[key]
 
     return lookup
@@ -329,12 +336,12 @@ def _save(cfg: Config, objective: torch.nn.Module, out: Path, result: Optional[d
     model_dir = out / "model"
     if cfg.task == "echo":  # the input contract as trained, not the model YAML's defaults
         record_training_input(objective.model, cfg.echo.n_frames, cfg.echo.target_fps, cfg.echo.frame_stride,
-                              cfg.echo.mask)
+                              cfg.echo.mask, motion=cfg.echo.motion)
     else:
         record_training_input(objective.model, cfg.lectures.n_frames, cfg.lectures.sample_fps, None, "none")
     data = ("echo studies (videos + report sections) of an ingest folder" if cfg.task == "echo"
             else "surgical lecture clips paired with transcript sentences")
-    extra = ("echo.n_frames", "echo.frame_stride", "echo.target_fps", "echo.mask", "echo.max_videos") \
+    extra = ("echo.n_frames", "echo.frame_stride", "echo.target_fps", "echo.mask", "echo.motion", "echo.max_videos") \
         if cfg.task == "echo" else ("lectures.n_frames", "lectures.sample_fps", "lectures.max_texts")
     record = TrainingRecord(command="medvid pretrain train_config.yaml  # in this folder", data=data,
                             counts=(result or {}).get("items", {}), recipe=recipe_from(cfg, *extra),

@@ -216,7 +216,28 @@ def test_a_saved_model_is_fed_its_recorded_contract(echo_data, tmp_path):
     job = EchoVideoDataset.for_model(out, root, back, n_frames=4, target_fps=10.0)
     assert job[0]["video"].shape == (3, 4, 48, 48) and (job.frame_stride, job.target_fps) == (None, 10.0)
     assert recorded_sampling({}) == {"n_frames": 16, "target_fps": None, "frame_stride": 2, "mask": "fan",
-                                     "short_clip": "wrap"}  # nothing recorded: EchoPrime's sampling
+                                     "short_clip": "wrap", "motion": "none"}  # nothing recorded: EchoPrime's sampling
+
+
+def test_a_model_recorded_with_a_motion_image_gets_it_as_its_last_frame(echo_data, tmp_path):
+    """``motion: std`` recorded at training: every clip gains one last frame, each pixel's standard deviation
+    over the real frames (zero padding of a short loop excluded), bright where the walls move."""
+    from medvid.models.checkpoint import load_pretrained, record_training_input
+    from medvid.models.factory import create_view_classifier
+
+    out, root = echo_data
+    clf = create_view_classifier({"pretrained": False, "input_size": 48})
+    record_training_input(clf, 40, None, 1, "box", motion="std")
+    back = load_pretrained(clf.save_pretrained(tmp_path / "m"))
+    plain = EchoVideoDataset.for_model(out, root, back, short_clip="zero_pad_after_norm", motion="none")[0]["video"]
+    ds = EchoVideoDataset.for_model(out, root, back, short_clip="zero_pad_after_norm")
+    clip, n = ds[0]["video"], int(ds.videos["frames"].iloc[0])
+    assert ds.motion == "std" and clip.shape == (3, 41, 48, 48) and n < 40
+    assert torch.equal(clip[:, :40], plain) and not plain[:, n:].any()  # the loop is shorter than 40: zeros
+    assert torch.allclose(clip[:, 40], plain[:, :n].std(1, correction=0), atol=1e-6)
+    assert clip[:, 40].amax() > 10 * clip[:, 40].median()  # motion is where the walls are, not everywhere
+    with pytest.raises(ValueError, match="motion"):
+        EchoVideoDataset.for_model(out, root, back, motion="flow")
 
 
 def test_echoprime_contract_zero_pads_short_loops_after_normalisation(echo_data):

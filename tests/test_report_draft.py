@@ -221,6 +221,28 @@ def test_bf16_frames_keep_the_embedding():
         StudyEncoder(model, att, precision="fp8")
 
 
+def test_a_view_classifier_sharing_the_backbone_never_sees_the_motion_image():
+    """A model fed a motion image as its last frame embeds all T + 1 frames; the view classifier sharing its
+    backbone classifies the T real frames only, as it was trained."""
+    from medvid.models.aggregate import ViewInformedAttention
+    from medvid.models.factory import create_model, create_view_classifier
+    from medvid.report.draft import StageTimer, StudyEncoder
+
+    torch.manual_seed(0)
+    model = create_model({"pretrained": False, "input_size": 64, "num_frames": 4, "temporal": "mean",
+                          "embed_dim": 32}).eval()
+    model.pretrained_cfg = {**model.pretrained_cfg, "motion": "std"}
+    clf = create_view_classifier({"pretrained": False, "input_size": 64}).eval()
+    clf.backbone.load_state_dict(model.video.backbone.state_dict())
+    enc = StudyEncoder(model, ViewInformedAttention.from_prior_file(learnable=False), clf, precision="fp32")
+    assert enc.shared and enc.motion_frames == 1
+    clips = torch.randn(2, 3, 5, 64, 64)
+    emb, probs = enc.encode_loops(clips, None, StageTimer())
+    with torch.no_grad():
+        torch.testing.assert_close(emb, model.encode_video(clips), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(probs, clf(clips[:, :, :4]).softmax(-1), rtol=1e-4, atol=1e-5)
+
+
 def _random_stats(model: torch.nn.Module) -> torch.nn.Module:
     g = torch.Generator().manual_seed(0)
     for m in model.modules():

@@ -6,8 +6,9 @@ Loops are DICOM files or video files (``medvid.io.echo_videos.open_loop``; ``dic
 the video folder's root). Each item decodes only the frames of its clip (``frames(indices)``), chosen
 by time through ``medvid.transforms.sampling`` so 30 and 60 fps loops give clips of equal duration.
 Loops shorter than the clip wrap around (cine loops are cyclic), or are zero-padded after
-normalisation when the model's contract says so (EchoPrime's reference). ``EchoVideoDataset.for_model``
-feeds a model what its ``pretrained_cfg`` records (frames, fps or stride, mask, size, mean/std).
+normalisation when the model's contract says so (EchoPrime's reference). A model may also take a motion
+image as one extra last frame (``medvid.transforms.clip.with_motion_image``). ``EchoVideoDataset.for_model``
+feeds a model what its ``pretrained_cfg`` records (frames, fps or stride, mask, motion, size, mean/std).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from medvid.io.dicom import DicomCine, video_paths
 from medvid.io.echo_videos import VideoLoop, open_loop
 from medvid.io.regions import LAYOUTS, blank_outside_box, clip_box, estimate_sector_mask, fan_mask
 from medvid.io.reports import parse_sections
-from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor
+from medvid.transforms.clip import MOTIONS, PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor, with_motion_image
 from medvid.transforms.sampling import clip_times, cycle_span, frame_timestamps, span_times, times_to_indices
 from medvid.utils import resolve_under
 
@@ -37,17 +38,18 @@ SHORT_CLIPS = ("wrap", "zero_pad_after_norm")  # a loop shorter than the clip: r
 
 def recorded_sampling(pretrained_cfg: Mapping[str, Any] | None, n_frames: int | None = None,
                       target_fps: float | None = None, frame_stride: int | None = None, mask: str | None = None,
-                      short_clip: str | None = None) -> dict[str, Any]:
-    """``n_frames, target_fps, frame_stride, mask, short_clip`` of the clips a model is fed: a setting given
-    here wins, else what the model recorded (``pretrained_cfg``: ``num_frames``, ``fps`` or ``frame_stride``,
-    ``mask``, ``short_clip``), else EchoPrime's sampling (16 frames, every 2nd native frame, fan mask, wrap)."""
+                      short_clip: str | None = None, motion: str | None = None) -> dict[str, Any]:
+    """``n_frames, target_fps, frame_stride, mask, short_clip, motion`` of the clips a model is fed: a setting
+    given here wins, else what the model recorded (``pretrained_cfg``: ``num_frames``, ``fps`` or
+    ``frame_stride``, ``mask``, ``short_clip``, ``motion``), else EchoPrime's sampling (16 frames, every 2nd
+    native frame, fan mask, wrap, no motion image)."""
     c = dict(pretrained_cfg or {})
     if target_fps is None and frame_stride is None:
         target_fps, frame_stride = c.get("fps"), c.get("frame_stride")
         frame_stride = None if target_fps else int(frame_stride or 2)
     return {"n_frames": int(n_frames or c.get("num_frames") or 16), "target_fps": target_fps,
             "frame_stride": frame_stride, "mask": mask or c.get("mask") or "fan",
-            "short_clip": short_clip or c.get("short_clip") or "wrap"}
+            "short_clip": short_clip or c.get("short_clip") or "wrap", "motion": motion or c.get("motion") or "none"}
 
 
 def clip_indices(cine: DicomCine | VideoLoop, n_frames: int, target_fps: float | None = None,
@@ -119,7 +121,8 @@ class EchoVideoDataset(Dataset):
     With a preset name, ``n_frames`` / ``target_fps`` / ``frame_stride`` default to the preset's
     sampling (EchoPrime: 16 frames, every 2nd native frame, from the start). ``layouts`` keeps only loops
     of those layouts (``medvid.io.regions.LAYOUTS``, e.g. ``["2d", "color_doppler"]``). ``start="r_wave"``
-    samples ``cycles`` whole cardiac cycles (see ``clip_indices``). Loops the ingest flagged ``no_sector``
+    samples ``cycles`` whole cardiac cycles (see ``clip_indices``). ``motion="std"`` appends a motion image
+    as frame ``n_frames`` (so clips have ``n_frames + 1`` frames). Loops the ingest flagged ``no_sector``
     (nothing locates the image, so burned-in text cannot be blanked) are left out unless ``mask="none"``
     or ``keep_unmasked=True``.
     """
@@ -129,13 +132,15 @@ class EchoVideoDataset(Dataset):
                  preprocess: ClipPreprocess | str | None = "echoprime", mask: str = "fan", start: str = "begin",
                  split: str | Sequence[str] | None = None, views: Sequence[str] | None = None,
                  default_fps: float = 30.0, seed: int | None = None, layouts: Sequence[str] | None = None,
-                 cycles: int = 1, keep_unmasked: bool = False, short_clip: str = "wrap") -> None:
+                 cycles: int = 1, keep_unmasked: bool = False, short_clip: str = "wrap", motion: str = "none") -> None:
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
         if short_clip not in SHORT_CLIPS:
             raise ValueError(f"short_clip must be one of {SHORT_CLIPS}, got {short_clip!r}")
         if start not in STARTS:
             raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+        if motion not in MOTIONS:
+            raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
         preset = PRESETS.get(preprocess, {}) if isinstance(preprocess, str) else {}
         self.n_frames = int(n_frames or preset.get("n_frames") or 16)
         if target_fps is None and frame_stride is None:
@@ -143,7 +148,7 @@ class EchoVideoDataset(Dataset):
         self.target_fps, self.frame_stride = target_fps, frame_stride
         self.preprocess = resolve_preprocess(preprocess)
         self.mask, self.start, self.default_fps, self.cycles = mask, start, default_fps, int(cycles)
-        self.short_clip = short_clip
+        self.short_clip, self.motion = short_clip, motion
         self.ingest_dir, self.dicom_root = Path(ingest_dir), Path(dicom_root)
         videos = _filter(read_videos(self.ingest_dir), split, views, layouts)
         if mask != "none" and not keep_unmasked and "no_sector" in videos:
@@ -156,11 +161,12 @@ class EchoVideoDataset(Dataset):
     @classmethod
     def for_model(cls, ingest_dir: str | os.PathLike, dicom_root: str | os.PathLike, model: Any, *,
                   n_frames: int | None = None, target_fps: float | None = None, frame_stride: int | None = None,
-                  mask: str | None = None, short_clip: str | None = None, **kwargs: Any) -> "EchoVideoDataset":
-        """Loops as ``model`` was trained to see them: sampling, mask and short-loop rule from its
+                  mask: str | None = None, short_clip: str | None = None, motion: str | None = None,
+                  **kwargs: Any) -> "EchoVideoDataset":
+        """Loops as ``model`` was trained to see them: sampling, mask, short-loop rule and motion image from its
         ``pretrained_cfg`` (``recorded_sampling``; settings given here win), size/crop/mean/std/channel
         order through ``model.preprocess()``. Other arguments as the constructor."""
-        s = recorded_sampling(model.pretrained_cfg, n_frames, target_fps, frame_stride, mask, short_clip)
+        s = recorded_sampling(model.pretrained_cfg, n_frames, target_fps, frame_stride, mask, short_clip, motion)
         return cls(ingest_dir, dicom_root, preprocess=model.preprocess(), **s, **kwargs)
 
     def __len__(self) -> int:
@@ -180,9 +186,10 @@ class EchoVideoDataset(Dataset):
         box, regions = row.get("sector_box"), row.get("regions")
         clip = load_clip(cine, idx[idx >= 0], self.mask, None if box is None else list(box), self.preprocess,
                          json.loads(regions) if isinstance(regions, str) else None)
+        real = clip.shape[1]
         if (idx < 0).any():  # zeros after normalisation past the end of a short loop (positions are at the end)
             clip = torch.cat([clip, clip.new_zeros(clip.shape[0], int((idx < 0).sum()), *clip.shape[2:])], 1)
-        return clip
+        return with_motion_image(clip, self.motion, real)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.videos.iloc[i]

@@ -185,12 +185,12 @@ def load_video_text_model(directory: str | Path, map_location: str | torch.devic
 
 
 def record_training_input(model: nn.Module, num_frames: int, fps: float | None, frame_stride: int | None,
-                          mask: str, channel_order: str = "RGB") -> dict[str, Any]:
+                          mask: str, channel_order: str = "RGB", motion: str = "none") -> dict[str, Any]:
     """Write into ``model.pretrained_cfg`` the sampling a training job actually used (frames per clip,
-    frame rate or native stride, sector mask, channel order), next to the crop/size/normalisation the
-    job's preprocessing already took from it; returns the updated contract."""
+    frame rate or native stride, sector mask, channel order, motion image), next to the crop/size/normalisation
+    the job's preprocessing already took from it; returns the updated contract."""
     model.pretrained_cfg = {**model.pretrained_cfg, "num_frames": int(num_frames),
                             "fps": None if fps is None else float(fps),
                             "frame_stride": None if fps is not None or frame_stride is None else int(frame_stride),
-                            "mask": mask, "channel_order": channel_order}
+                            "mask": mask, "channel_order": channel_order, "motion": motion}
     return model.pretrained_cfg

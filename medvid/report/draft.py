@@ -163,6 +163,7 @@ class StudyEncoder:
                        and all(model.pretrained_cfg.get(k) == view_model.pretrained_cfg.get(k) for k in _PREPROCESS_KEYS))
         if view_model is not None and not self.shared:
             log.info("view model backbone differs from the video backbone: frames are encoded twice")
+        self.motion_frames = int(model.pretrained_cfg.get("motion", "none") != "none")  # clips end with a motion image
         self.backbone_digest = None  # of the weights as saved (a feature cache names them), before folding
         if self.path == "frames":
             if hasattr(self.model, "video"):
@@ -221,8 +222,9 @@ class StudyEncoder:
         t0 = timer.add("encode", t0)
         probs = None
         if self.view_model is not None:
-            if self.shared:
-                logits = self.view_model.classify_features(feats, frame_mask)
+            if self.shared:  # the view model never saw the motion image
+                t = feats.shape[1] - self.motion_frames
+                logits = self.view_model.classify_features(feats[:, :t], None if frame_mask is None else frame_mask[:, :t])
             else:
                 with self._autocast():
                     logits = self.view_model(view_clips.to(self.device))
@@ -297,7 +299,7 @@ class LoopClips(Dataset):
 
 
 def open_feature_cache(directory: str | Path, encoder: StudyEncoder, n_frames: int, frame_stride: int | None,
-                       target_fps: float | None, mask: str):
+                       target_fps: float | None, mask: str, motion: str = "none"):
     """A frozen-backbone frame-feature cache (e.g. ``medvid pretrain``'s ``OUT/cache/echo``) to reuse instead of
     decoding; refused unless it was built with this backbone and the same sampling and preprocessing."""
     from medvid.training.feature_cache import FeatureCache
@@ -307,8 +309,8 @@ def open_feature_cache(directory: str | Path, encoder: StudyEncoder, n_frames: i
     except FileNotFoundError as exc:
         raise MedvidError(str(exc)) from exc
     fp = cache.meta.get("fingerprint", {})
-    want = {"backbone": encoder.backbone_digest, "n_frames": n_frames, "frame_stride": frame_stride,
-            "target_fps": target_fps, "mask": mask}
+    want = {"backbone": encoder.backbone_digest, "n_frames": n_frames + (motion != "none"), "frame_stride": frame_stride,
+            "target_fps": target_fps, "mask": mask, "motion": motion}
     differ = sorted(k for k, v in want.items() if fp.get(k) != v)
     cached_pre, pre = fp.get("preprocess") or {}, json_safe(encoder.model.pretrained_cfg)
     differ += [f"preprocess.{k}" for k in _PREPROCESS_KEYS if cached_pre.get(k) != pre.get(k)]

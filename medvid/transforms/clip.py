@@ -144,3 +144,22 @@ def resolve_preprocess(preprocess: "ClipPreprocess | str | None") -> "ClipPrepro
     if isinstance(preprocess, str):
         return ClipPreprocess.from_preset(preprocess)
     raise TypeError(f"preprocess must be a ClipPreprocess, a preset name or None, got {type(preprocess).__name__}")
+
+
+MOTIONS = ("none", "std")  # a motion image appended to a clip: none, or each pixel's standard deviation over time
+
+
+def with_motion_image(clip: torch.Tensor, motion: str, n_real: int | None = None) -> torch.Tensor:
+    """``(C, T, H, W)`` → ``(C, T + 1, H, W)``: the clip with a motion image as its last frame (``motion="std"``:
+    each pixel's standard deviation over the first ``n_real`` frames, default all), or unchanged (``"none"``).
+
+    Why: a frozen image backbone sees each frame alone, so it reads chamber size well but the amplitude of
+    wall motion (ejection fraction) poorly; one still image of where and how far the walls move puts that
+    amplitude in front of it (the idea of TSN's RGB-difference input). Computed after normalisation.
+    """
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
+    if motion == "none":
+        return clip
+    real = clip[:, :n_real] if n_real is not None else clip
+    return torch.cat([clip, real.std(dim=1, correction=0, keepdim=True)], dim=1)
