@@ -8,7 +8,8 @@
   (with its recall of the float32 top-k), and with ``--ann ivf hnsw`` the approximate faiss indexes
   (build time, per-study time, recall@10 and @k against exact).
 * ``draft``: ``medvid draft`` on synthetic studies (``--draft-studies`` x ``--loops`` loops, 256x320, 32-48
-  frames) with the default frozen-backbone model and a view classifier sharing its backbone (views left
+  frames) with the default frozen-backbone model (fed a motion image, as ``medvid pretrain`` records for new
+  echo models) and a view classifier sharing its backbone (views left
   to the classifier); studies/min, per-stage time shares, and the extrapolation per loop to a
   200-study x 60-loop night on this machine.
 
@@ -201,9 +202,12 @@ def bench_draft(work: Path, studies: int, loops: int, workers: int) -> dict:
     if not (root / "ingest" / "videos.parquet").is_file():
         ingest.run(load_config(ingest.Config, "ingest", None, [f"dicom_root={synth / 'dicom'}", f"out={root / 'ingest'}",
                                                                f"views={synth / 'views.csv'}", "progress=false"]))
-    model_dir, views_dir = root / "model", root / "views"
+    model_dir, views_dir = root / "model_motion", root / "views"
     if not (model_dir / "config.json").is_file():
-        create_model("medvid-effnetlite0-minilm", pretrained=True).save_pretrained(model_dir)
+        model = create_model("medvid-effnetlite0-minilm", pretrained=True)
+        model.pretrained_cfg = {**model.pretrained_cfg, "motion": "std"}  # as `medvid pretrain` records it
+        model.save_pretrained(model_dir)
+    if not (views_dir / "config.json").is_file():
         create_view_classifier("view-effnetlite0-echo", pretrained=True).save_pretrained(views_dir)
     bank = _random_bank(root / "bank", 15 * 2000, 512, fingerprint=folder_fingerprint(str(model_dir)))
     out = root / f"out_{time.time_ns()}"
