@@ -142,6 +142,10 @@ def test_pretrain_echo_end_to_end(tmp_path):
                           m["test"]["chance_recall@5"])
     assert r5 >= 1.5 * chance and r5 > before, m
     assert (tmp_path / "run" / "model" / "view_attention.safetensors").is_file()
+    # a new echo model takes a motion image as a 9th frame: recorded in its contract and in the cache
+    contract = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["pretrained_cfg"]
+    cached = json.loads((tmp_path / "run" / "cache" / "echo" / "meta.json").read_text())["fingerprint"]
+    assert (contract["num_frames"], contract["motion"]) == (8, "std") and (cached["n_frames"], cached["motion"]) == (9, "std")
 
 
 @pytest.mark.slow
