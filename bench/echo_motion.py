@@ -24,6 +24,7 @@ import torch
 def features(world: Path, frames: int, stride: int) -> dict[str, dict[str, np.ndarray]]:
     from medvid.datasets.echo import EchoVideoDataset
     from medvid.models.checkpoint import load_video_text_model
+    from medvid.transforms.clip import with_motion_image
 
     model = load_video_text_model(world / "pretrain" / "model").eval()
     ds = EchoVideoDataset.for_model(world / "ingest", world / "synth" / "dicom", model, start="begin",
@@ -36,7 +37,7 @@ def features(world: Path, frames: int, stride: int) -> dict[str, dict[str, np.nd
             if key in out["frames"]:
                 continue
             f = model.video.frame_features(clip[None])[0][0].numpy()
-            images = torch.stack([clip.std(1, correction=0), clip.amax(1) - clip.amin(1)], 1)  # [3, 2, H, W]
+            images = torch.stack([with_motion_image(clip, "std")[:, -1], clip.amax(1) - clip.amin(1)], 1)  # [3, 2, H, W]
             g = model.video.frame_features(images[None])[0][0].numpy()
             out["frames"][key] = np.concatenate([f.mean(0), f.std(0)])
             out["std image"][key], out["range image"][key] = g[0], g[1]

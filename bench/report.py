@@ -8,8 +8,9 @@
   (with its recall of the float32 top-k), and with ``--ann ivf hnsw`` the approximate faiss indexes
   (build time, per-study time, recall@10 and @k against exact).
 * ``draft``: ``medvid draft`` on synthetic studies (``--draft-studies`` x ``--loops`` loops, 256x320, 32-48
-  frames) with the default frozen-backbone model (fed a motion image, as ``medvid pretrain`` records for new
-  echo models) and a view classifier sharing its backbone (views left
+  frames) with the default frozen-backbone model, without and with the motion image that ``medvid pretrain``
+  records for new echo models (``motion_cost_ratio``: wall per loop, with / without), and a view classifier
+  sharing its backbone (views left
   to the classifier); studies/min, per-stage time shares, and the extrapolation per loop to a
   200-study x 60-loop night on this machine.
 
@@ -187,7 +188,7 @@ def bench_bank(work: Path, sizes: list[int], dim: int, batch: int, k: int, ann: 
     return results
 
 
-def bench_draft(work: Path, studies: int, loops: int, workers: int) -> dict:
+def bench_draft(work: Path, studies: int, loops: int, workers: int, motion: str = "none") -> dict:
     from medvid.config import load_config
     from medvid.models.factory import create_model, create_view_classifier
     from medvid.synth.echo import synthesize
@@ -202,10 +203,10 @@ def bench_draft(work: Path, studies: int, loops: int, workers: int) -> dict:
     if not (root / "ingest" / "videos.parquet").is_file():
         ingest.run(load_config(ingest.Config, "ingest", None, [f"dicom_root={synth / 'dicom'}", f"out={root / 'ingest'}",
                                                                f"views={synth / 'views.csv'}", "progress=false"]))
-    model_dir, views_dir = root / "model_motion", root / "views"
+    model_dir, views_dir = root / f"model_motion_{motion}", root / "views"
     if not (model_dir / "config.json").is_file():
         model = create_model("medvid-effnetlite0-minilm", pretrained=True)
-        model.pretrained_cfg = {**model.pretrained_cfg, "motion": "std"}  # as `medvid pretrain` records it
+        model.pretrained_cfg = {**model.pretrained_cfg, "motion": motion}  # as `medvid pretrain` records it
         model.save_pretrained(model_dir)
     if not (views_dir / "config.json").is_file():
         create_view_classifier("view-effnetlite0-echo", pretrained=True).save_pretrained(views_dir)
@@ -255,7 +256,9 @@ def main() -> None:
     out = {"bank": (bench_bank(args.work, args.sizes, args.dim, args.batch, args.k, args.ann, args.clusters)
                     if args.sizes else [])}
     if not args.skip_draft:
-        out["draft"] = bench_draft(args.work, args.draft_studies, args.loops, args.workers)
+        runs = {m: bench_draft(args.work, args.draft_studies, args.loops, args.workers, m) for m in ("none", "std")}
+        out["draft"] = {**runs, "motion_cost_ratio": round(runs["std"]["seconds_per_loop"]
+                                                           / runs["none"]["seconds_per_loop"], 3)}
     print(json.dumps(out, indent=1))
 
 

@@ -129,6 +129,7 @@ def _text_source(cfg: Config, model, texts: list[str]):
 def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str, Dataset], Callable]:
     from medvid.datasets.echo import EchoVideoDataset, recorded_sampling
     from medvid.models.aggregate import ViewInformedAttention, load_section_view_prior
+    from medvid.transforms.clip import motion_frames
     from medvid.training.data import ClipSource, EchoStudyFeatures, load_echo_studies
     from medvid.training.objectives import EchoContrastive, section_scores
     from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
@@ -149,7 +150,7 @@ def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str
     if cfg.frozen_backbone:
         fp = {"task": "echo", "target_fps": e.target_fps, "frame_stride": e.frame_stride, "mask": e.mask,
               "motion": e.motion}
-        source: Any = _cache(cfg, dist, model, videos, keys, "echo", fp, e.n_frames + (e.motion != "none"))
+        source: Any = _cache(cfg, dist, model, videos, keys, "echo", fp, e.n_frames + motion_frames(e.motion))
     else:
         source = ClipSource(videos, keys)
     view_probs = _view_probs(cfg, model, source)

@@ -29,6 +29,7 @@ from medvid.report.bank import Bank
 from medvid.report.phenotypes import draft_phenotypes
 from medvid.report.retrieval import search
 from medvid.training.data import known_view_probs
+from medvid.transforms.clip import motion_frames
 
 log = logging.getLogger("medvid")
 
@@ -163,7 +164,7 @@ class StudyEncoder:
                        and all(model.pretrained_cfg.get(k) == view_model.pretrained_cfg.get(k) for k in _PREPROCESS_KEYS))
         if view_model is not None and not self.shared:
             log.info("view model backbone differs from the video backbone: frames are encoded twice")
-        self.motion_frames = int(model.pretrained_cfg.get("motion", "none") != "none")  # clips end with a motion image
+        self.motion_frames = motion_frames(model.pretrained_cfg.get("motion") or "none")  # clips end with a motion image
         self.backbone_digest = None  # of the weights as saved (a feature cache names them), before folding
         if self.path == "frames":
             if hasattr(self.model, "video"):
@@ -309,7 +310,7 @@ def open_feature_cache(directory: str | Path, encoder: StudyEncoder, n_frames: i
     except FileNotFoundError as exc:
         raise MedvidError(str(exc)) from exc
     fp = cache.meta.get("fingerprint", {})
-    want = {"backbone": encoder.backbone_digest, "n_frames": n_frames + (motion != "none"), "frame_stride": frame_stride,
+    want = {"backbone": encoder.backbone_digest, "n_frames": n_frames + motion_frames(motion), "frame_stride": frame_stride,
             "target_fps": target_fps, "mask": mask, "motion": motion}
     differ = sorted(k for k, v in want.items() if fp.get(k) != v)
     cached_pre, pre = fp.get("preprocess") or {}, json_safe(encoder.model.pretrained_cfg)

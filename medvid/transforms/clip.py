@@ -149,6 +149,13 @@ def resolve_preprocess(preprocess: "ClipPreprocess | str | None") -> "ClipPrepro
 MOTIONS = ("none", "std")  # a motion image appended to a clip: none, or each pixel's standard deviation over time
 
 
+def motion_frames(motion: str) -> int:
+    """Frames a ``motion`` setting appends to every clip: 0 (``"none"``) or 1."""
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
+    return int(motion != "none")
+
+
 def with_motion_image(clip: torch.Tensor, motion: str, n_real: int | None = None) -> torch.Tensor:
     """``(C, T, H, W)`` → ``(C, T + 1, H, W)``: the clip with a motion image as its last frame (``motion="std"``:
     each pixel's standard deviation over the first ``n_real`` frames, default all), or unchanged (``"none"``).
@@ -157,9 +164,7 @@ def with_motion_image(clip: torch.Tensor, motion: str, n_real: int | None = None
     wall motion (ejection fraction) poorly; one still image of where and how far the walls move puts that
     amplitude in front of it (the idea of TSN's RGB-difference input). Computed after normalisation.
     """
-    if motion not in MOTIONS:
-        raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
-    if motion == "none":
+    if not motion_frames(motion):
         return clip
     real = clip[:, :n_real] if n_real is not None else clip
     return torch.cat([clip, real.std(dim=1, correction=0, keepdim=True)], dim=1)
