@@ -179,22 +179,6 @@ def pseudonym(value: str, salt: str, prefix: str = "", length: int = 16) -> str:
     return f"{prefix}{digest}"
 
 
-def check_device(device: str) -> None:
-    """Refuse an unusable ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``) before any heavy work."""
-    import torch
-
-    from medvid.errors import MedvidError
-
-    if device in ("auto", "cpu"):
-        return
-    if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise MedvidError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if not torch.cuda.is_available():
-        raise MedvidError(f"device={device} was asked for but no CUDA GPU is visible here; use device=cpu or auto")
-    if ":" in device and int(device[5:]) >= torch.cuda.device_count():
-        raise MedvidError(f"device={device}: only {torch.cuda.device_count()} GPU(s) visible")
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (if imported) for reproducible runs."""
     random.seed(seed)

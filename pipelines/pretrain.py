@@ -28,7 +28,8 @@ from medvid.training.evaluate import chance_recall, retrieval_metrics
 from medvid.training.feature_cache import FeatureCache, TextFeatureCache, cache_clips
 from medvid.training.data import group_splits
 from medvid.training.trainer import Trainer, TrainConfig
-from medvid.utils import atomic_write_text, check_device, seed_everything
+from medvid.device import check_device
+from medvid.utils import atomic_write_text, seed_everything
 
 log = logging.getLogger("medvid")
 

@@ -47,8 +47,9 @@ from medvid.transfer.finetune import finetune_regression, predict_videos
 from medvid.transfer.plots import learning_curve
 from medvid.transfer.probe import fit_logistic, fit_multilabel, fit_ridge, split_validation
 from medvid.transfer.temporal import predict_tcn, train_tcn
-from medvid.utils import atomic_path, atomic_write_text, check_device, jsonable
+from medvid.utils import atomic_path, atomic_write_text, jsonable
 from medvid.zeroshot.classifier import FindingsClassifier, PhaseClassifier, ToolClassifier
+from medvid.device import check_device
 from medvid.zeroshot.prompts import load_findings, load_prompt_set, model_text_encoder
 
 log = logging.getLogger("medvid")

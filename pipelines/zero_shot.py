@@ -33,7 +33,7 @@ from medvid.models.backbones import preprocess_for
 from medvid.models.checkpoint import load_video_text_model
 from medvid.runs import claim_run
 from medvid.transforms.clip import CROPS
-from medvid.utils import atomic_path, atomic_write_text, check_device, jsonable, relative_message, write_jsonl
+from medvid.utils import atomic_path, atomic_write_text, jsonable, relative_message, write_jsonl
 from medvid.zeroshot.adaptation import METHODS as ADAPTATION_METHODS, self_train
 from medvid.zeroshot.calibration import METHODS as CALIBRATION_METHODS, calibrate_logits
 from medvid.zeroshot.classifier import TOOL_REFERENCES, PhaseClassifier, ToolClassifier
@@ -41,6 +41,7 @@ from medvid.zeroshot.embed import embed_video, sampling_from_contract
 from medvid.zeroshot.expansion import corpus_sentences, expand_classes
 from medvid.zeroshot.plots import confusion_matrix_plot, phase_ribbon
 from medvid.zeroshot.prompts import load_prompt_set, model_text_encoder
+from medvid.device import check_device
 from medvid.zeroshot.smoothing import METHODS as SMOOTHING_METHODS, smooth
 
 log = logging.getLogger("medvid")

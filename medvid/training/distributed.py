@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from medvid.utils import check_device
+from medvid.device import check_device
 
 
 @dataclass(frozen=True)
