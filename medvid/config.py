@@ -9,7 +9,7 @@ import inspect
 import os
 import re
 import typing
-from dataclasses import fields, is_dataclass
+from dataclasses import MISSING, field, fields, is_dataclass
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,6 +18,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
 
 from medvid.errors import MedvidError
+
+
+def setting(default: Any = MISSING, help: str = "", *, factory: Any = MISSING) -> Any:
+    """A job setting: its default (or ``factory`` for a list, dict or nested settings) and its one-line meaning,
+    which ``medvid JOB --help`` prints. The meaning lives here, once, next to the type."""
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 def config_dir() -> Path:
