@@ -331,7 +331,9 @@ class _PyAVReader(_Reader):
                 frame = self._next_at_or_after(target)
                 self._skipping = True
             self._wanted.discard(target)
-            out[k] = frame.to_ndarray(format="rgb24")
+            # one scaling thread: PyAV 18 otherwise starts swscale slice threads, which deadlock in a forked
+            # DataLoader worker whose parent had started them
+            out[k] = frame.to_ndarray(format="rgb24", threads=1)
         return out
 
     def close(self) -> None:
