@@ -60,7 +60,8 @@ STAGES = ("decode", "view", "encode", "retrieve", "write")
 
 
 class StageTimer:
-    """Seconds spent per stage (decode = waiting for loader workers)."""
+    """Seconds spent per stage of a bank or draft run (``STAGES``; decode = waiting for loader workers,
+    retrieve and write are drafting's), for the run summary and ``bench/``."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
