@@ -33,7 +33,7 @@ def _loops(work: Path, n: int):
     from medvid.datasets.echo import recorded_sampling
     from medvid.models.factory import create_model
     from medvid.pipelines import ingest
-    from medvid.report.draft import LoopClips
+    from medvid.report.encode import LoopClips
     from medvid.synth.echo import synthesize
 
     synth = work / "synth"
@@ -81,7 +81,8 @@ def main() -> None:
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     from medvid.models.aggregate import ViewInformedAttention
-    from medvid.report.draft import StageTimer, StudyEncoder, resolve_precision
+    from medvid.device import resolve_precision
+    from medvid.report.encode import StageTimer, StudyEncoder
 
     model, clips = _loops(args.work, args.loops)
     att = ViewInformedAttention.from_prior_file(learnable=False)

@@ -193,7 +193,7 @@ def bench_draft(work: Path, studies: int, loops: int, workers: int, motion: str 
     from medvid.models.factory import create_model, create_view_classifier
     from medvid.synth.echo import synthesize
     from medvid.pipelines import draft, ingest
-    from medvid.pipelines.draft import folder_fingerprint
+    from medvid.report.provenance import folder_fingerprint
 
     root = work / "draft"
     synth = root / "synth"

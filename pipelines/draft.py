@@ -5,10 +5,10 @@ fly into ``OUT/ingest``. Outputs follow ``docs/drafting_contract.md``: ``OUT/dra
 ``OUT/drafts/<study_key>.txt`` and ``.sr.dcm``, ``OUT/errors.jsonl``.
 
 Batch behaviour: ``shard=K/N`` (1-based; under ``torchrun`` RANK/WORLD_SIZE) drafts every N-th study;
-a finished study leaves ``OUT/.draft_state/done/<study_key>.json`` (written last, atomically) and is
-skipped on a re-run, so a killed run resumes without duplicates; ``drafts.jsonl`` and ``errors.jsonl``
-are assembled from those records at the end. A re-run with different settings is refused, naming
-the settings that differ. One unreadable study becomes an ``errors.jsonl`` line; the batch goes on.
+a finished study is skipped on a re-run, so a killed run resumes without duplicates, and a re-run with
+different settings is refused (:class:`medvid.report.drafts_folder.DraftsFolder`). One unreadable study
+becomes an ``errors.jsonl`` line; the batch goes on. Encoding: :mod:`medvid.report.encode`; drafting:
+:mod:`medvid.report.draft`; this job only wires them.
 """
 from __future__ import annotations
 
@@ -16,66 +16,41 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, is_dataclass
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-
+from medvid.config import setting
 from medvid.errors import MedvidError
-from medvid.report.draft import DraftSettings, StageTimer, render_text
-from medvid.utils import atomic_write_text, resolve_under, write_jsonl
+from medvid.report.draft import DraftSettings
+from medvid.report.encode import Encoding, StageTimer
 
 log = logging.getLogger("medvid")
-
-STATE = ".draft_state"
-
-
-@dataclass
-class Encoding:
-    """How loops are read and encoded (shared by ``medvid bank build`` and ``medvid draft``)."""
-
-    n_frames: Optional[int] = None      # null = the model's recorded num_frames
-    frame_stride: Optional[int] = None  # native-frame stride; with target_fps null both = the model's recorded
-    target_fps: Optional[float] = None  # sampling (fps or frame_stride), else every 2nd frame (EchoPrime)
-    mask: Optional[str] = None          # sector masking fan | box | pixels | none; null = the model's recorded mask, else fan
-    short_clip: Optional[str] = None    # loop shorter than the clip: wrap | zero_pad_after_norm; null = the model's (EchoPrime: zero pad)
-    max_videos: Optional[int] = None    # loops per study (null = all)
-    loop_batch: int = 16                # loops per backbone call
-    num_workers: int = 1                # DataLoader workers decoding ahead of the model
-    device: str = "auto"                # auto | cpu | cuda
-    precision: str = "auto"             # frame backbone: auto (bf16 where the CPU/GPU has native bf16) | fp32 | bf16
-    feature_cache: Optional[str] = None  # frozen-backbone frame-feature cache to reuse (e.g. pretrain OUT/cache/echo)
-
-
-@dataclass
-class Drafting:
-    neighbours: int = 5
-    consensus: int = 1
-    knn_k: int = 50
-    knn_temperature: Optional[float] = 0.1
-    phenotype_sections: dict[str, str] = field(default_factory=dict)
-    default_section: str = "Left Ventricle"
 
 
 @dataclass
 class Config:
-    input: str = ""                     # ingest folder or DICOM folder
-    model: str = ""                     # saved video model folder: medvid pretrain OUT/model, or medvid import echoprime
-    views: str = ""                     # saved view classifier folder (train-views, import echoprime-view); "" = known views only
-    bank: str = ""                      # report bank folder (medvid bank build)
-    out: str = "drafts_out"
-    dicom_root: str = ""                # DICOM root of an ingest-folder INPUT
-    split: str = ""                     # draft only this split of an ingest folder ("" = all studies)
-    shard: str = ""                     # K/N (1-based); "" = torchrun RANK/WORLD_SIZE, else 1/1
-    batch_studies: int = 16             # studies per bank scan
-    findings: Optional[str] = None      # prompt YAML for zero-shot findings (null = off)
-    keep_identifiers: bool = False      # SR references the real StudyInstanceUID (else a pseudonymous UID)
-    write_sr: bool = True
-    progress: bool = True
-    encoding: Encoding = field(default_factory=Encoding)
-    drafting: Drafting = field(default_factory=Drafting)
+    input: str = setting("", "ingest folder (videos.parquet) or a DICOM folder (ingested into OUT/ingest)")
+    model: str = setting("", "saved video model: medvid pretrain OUT/model (+ view_attention.safetensors) or "
+                             "medvid import echoprime")
+    views: str = setting("", "saved view classifier (medvid train-views OUT/model, medvid import echoprime-view); "
+                             "\"\" = views.csv only, else uniform")
+    bank: str = setting("", "report bank (medvid bank build); must be built with the same model")
+    out: str = setting("drafts_out", "output folder (drafts.jsonl, drafts/, errors.jsonl)")
+    dicom_root: str = setting("", "DICOM folder an ingest-folder INPUT came from")
+    split: str = setting("", "draft only this split of an ingest folder (train | val | test); \"\" = all studies")
+    shard: str = setting("", "K/N: every N-th study from the K-th (1-based); \"\" = torchrun RANK/WORLD_SIZE, "
+                             "else 1/1")
+    batch_studies: int = setting(16, "studies per bank scan (retrieval is amortised over the batch)")
+    findings: Optional[str] = setting(None, "prompt YAML for zero-shot findings beside the kNN phenotypes (e.g. "
+                                            "configs/prompts/echo_findings.yaml); null = off")
+    keep_identifiers: bool = setting(False, "true: the SR references the real StudyInstanceUID (read from the "
+                                            "DICOM files), else a pseudonymous UID")
+    write_sr: bool = setting(True, "write drafts/<study_key>.sr.dcm (DICOM Comprehensive SR)")
+    progress: bool = setting(True, "progress bar with studies/min on stderr")
+    encoding: Encoding = setting(help="how loops are read and encoded", factory=Encoding)
+    drafting: DraftSettings = setting(help="how sections and phenotypes are drawn from the bank",
+                                      factory=DraftSettings)
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -94,67 +69,6 @@ def parse_shard(shard: str) -> tuple[int, int]:
 def shard_of(keys: list[str], k: int, n: int) -> list[str]:
     """Every N-th of the sorted keys, starting at the K-th: N shards partition the keys."""
     return [key for i, key in enumerate(sorted(keys)) if i % n == k - 1]
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto``: this process's GPU (``LOCAL_RANK`` under torchrun) when there is one, else the CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device(device)
-
-
-def load_encoder(model_dir: str, views_dir: str, device: torch.device, precision: str = "auto"):
-    """``StudyEncoder`` from saved folders: a video model of any kind with a clip embedding (``medvid pretrain``'s,
-    an imported EchoPrime) + its section x view attention (the shipped prior when the folder has none, as
-    EchoPrime's static table) + an optional view classifier."""
-    from medvid.models.aggregate import ViewInformedAttention
-    from medvid.models.checkpoint import load_pretrained
-    from medvid.report.draft import StudyEncoder, embedding_path
-
-    model = load_pretrained(model_dir)
-    try:
-        embedding_path(model)
-    except MedvidError as exc:
-        raise MedvidError(f"{model_dir}: {exc}") from exc
-    view_model = load_pretrained(views_dir) if views_dir else None
-    if view_model is not None and not hasattr(view_model, "labels"):
-        raise MedvidError(f"{views_dir}: a '{type(view_model).checkpoint_kind}' model is not a view classifier "
-                          "(train one with medvid train-views, or import echoprime-view)")
-    return StudyEncoder(model, ViewInformedAttention.from_pretrained(model_dir), view_model, device, precision)
-
-
-def loop_clips(encoder, ingest_dir: str | Path, dicom_root: str | Path, studies: list[str], enc: Encoding):
-    """``(LoopClips, feature cache or None)`` of ``studies`` for ``encoder`` (a second clip per loop only when
-    the view classifier cannot share the video backbone; loops in the feature cache are not decoded)."""
-    from medvid.datasets.echo import recorded_sampling
-    from medvid.report.draft import LoopClips, open_feature_cache
-
-    s = recorded_sampling(encoder.model.pretrained_cfg, enc.n_frames, enc.target_fps, enc.frame_stride, enc.mask,
-                          enc.short_clip)
-    cache = None
-    if enc.feature_cache:
-        if encoder.path != "frames":
-            raise MedvidError("encoding.feature_cache holds frame features; this model embeds whole clips: drop it")
-        cache = open_feature_cache(enc.feature_cache, encoder, s["n_frames"], s["frame_stride"],
-                                   s["target_fps"], s["mask"], s["motion"])
-    loops = LoopClips(ingest_dir, dicom_root, studies, encoder.model, s,
-                      encoder.view_model if encoder.needs_view_clips else None, enc.max_videos,
-                      cached=cache.index if cache else ())
-    return loops, cache
-
-
-def folder_fingerprint(path: str) -> str:
-    from medvid.report.bank import model_fingerprint
-
-    return model_fingerprint(path) if path else ""
-
-
-def _model_name(path: str) -> str:
-    from medvid.models.hub import read_config
-
-    return str(read_config(path)["config"].get("name") or Path(path).name) if path else ""
 
 
 def _plain(section: Any) -> dict[str, Any]:
@@ -191,35 +105,15 @@ def _ingest_input(cfg: Config, out: Path) -> tuple[Path, Path]:
     return out / "ingest", src
 
 
-def _check_settings(state: Path, settings: dict[str, Any]) -> None:
-    path = state / "settings.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if diff:
-            raise MedvidError(f"{state.parent} holds drafts made with other settings ({', '.join(diff)}); "
-                              "use a new output folder, or the same settings to resume")
-    else:
-        atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True))
-
-
-def _study_uid(ingest_dir: Path, dicom_root: Path, video_key: str) -> str | None:
-    """The real StudyInstanceUID, read from one of the study's files (keep_identifiers only)."""
-    import pydicom
-
-    from medvid.io.dicom import video_paths
-
-    rel = video_paths(ingest_dir).get(video_key)
-    if rel is None:
-        return None
-    ds = pydicom.dcmread(resolve_under(dicom_root, rel), stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-    return str(ds.get("StudyInstanceUID") or "") or None
-
-
 def run(cfg: Config) -> dict[str, Any]:
     from medvid import __version__
+    from medvid.datasets.echo import read_videos
+    from medvid.device import resolve_device
     from medvid.report.bank import Bank
-    from medvid.report.draft import Drafter, encode_studies
+    from medvid.report.draft import Drafter
+    from medvid.report.drafts_folder import DraftsFolder
+    from medvid.report.encode import encode_studies, load_encoder, loop_clips
+    from medvid.report.provenance import folder_fingerprint, model_name, study_instance_uid
 
     _validate(cfg)
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module per SR
@@ -227,8 +121,8 @@ def run(cfg: Config) -> dict[str, Any]:
     k, n = parse_shard(cfg.shard)
     model_fp = folder_fingerprint(cfg.model)
     bank = Bank.open(cfg.bank, model_fingerprint=model_fp)
-    provenance = {"model": {"name": _model_name(cfg.model), "fingerprint": model_fp},
-                  "view_model": {"name": _model_name(cfg.views), "fingerprint": folder_fingerprint(cfg.views)},
+    provenance = {"model": {"name": model_name(cfg.model), "fingerprint": model_fp},
+                  "view_model": {"name": model_name(cfg.views), "fingerprint": folder_fingerprint(cfg.views)},
                   "bank": {"fingerprint": bank.fingerprint, "rows": bank.rows}, "medvid_version": __version__}
     settings = {"input": str(Path(cfg.input).resolve()), "split": cfg.split, "model": model_fp,
                 "view_model": provenance["view_model"]["fingerprint"], "bank": bank.fingerprint,
@@ -239,19 +133,15 @@ def run(cfg: Config) -> dict[str, Any]:
                 "write_sr": cfg.write_sr, **{f"encoding.{k_}": v for k_, v in _plain(cfg.encoding).items()
                                              if k_ in ("n_frames", "frame_stride", "target_fps", "mask", "max_videos")},
                 **{f"drafting.{k_}": v for k_, v in _plain(cfg.drafting).items()}}
-    state = out / STATE
-    (state / "done").mkdir(parents=True, exist_ok=True)
-    (state / "errors").mkdir(parents=True, exist_ok=True)
-    _check_settings(state, json.loads(json.dumps(settings)))
+    folder = DraftsFolder(out)
+    folder.prepare(json.loads(json.dumps(settings)))
 
     ingest_dir, dicom_root = _ingest_input(cfg, out)
-    from medvid.datasets.echo import read_videos
-
     videos = read_videos(ingest_dir)
     if cfg.split:
         videos = videos[videos["split"] == cfg.split]
     keys = shard_of(sorted(set(videos["study_key"])), k, n)
-    todo = [key for key in keys if not (state / "done" / f"{key}.json").is_file()]
+    todo = [key for key in keys if not folder.is_done(key)]
     log.info("draft: shard %d/%d, %d studies, %d already drafted, %d to do", k, n, len(keys), len(keys) - len(todo),
              len(todo))
 
@@ -259,11 +149,8 @@ def run(cfg: Config) -> dict[str, Any]:
     drafted = failed = 0
     started = time.perf_counter()
     if todo:
-        device = resolve_device(cfg.encoding.device)
-        encoder = load_encoder(cfg.model, cfg.views, device, cfg.encoding.precision)
-        d = cfg.drafting
-        drafter = Drafter(bank, DraftSettings(d.neighbours, d.consensus, d.knn_k, d.knn_temperature,
-                                              dict(d.phenotype_sections), d.default_section))
+        encoder = load_encoder(cfg.model, cfg.views, resolve_device(cfg.encoding.device), cfg.encoding.precision)
+        drafter = Drafter(bank, cfg.drafting)
         findings = _findings(cfg.findings, encoder.model) if cfg.findings else None
         loops, cache = loop_clips(encoder, ingest_dir, dicom_root, todo, cfg.encoding)
         from tqdm.auto import tqdm
@@ -279,7 +166,9 @@ def run(cfg: Config) -> dict[str, Any]:
                     clf, kinds = findings
                     row["findings"] = {name: _finding(v[0], kinds[name])
                                        for name, v in clf(study.video_mean[None]).items()}
-                _write_study(out, row, provenance, ingest_dir, dicom_root, cfg)
+                uid = (study_instance_uid(ingest_dir, dicom_root, row["videos"][0]["video_key"])
+                       if cfg.write_sr and cfg.keep_identifiers else None)
+                folder.write_study(row, provenance, write_sr=cfg.write_sr, study_instance_uid=uid)
             timer.add("write", t0)
             bar.update(len(rows))
             bar.set_postfix(per_min=f"{bar.n / max(time.perf_counter() - started, 1e-9) * 60:.1f}")
@@ -289,7 +178,7 @@ def run(cfg: Config) -> dict[str, Any]:
         for item in encode_studies(encoder, loops, loop_batch=cfg.encoding.loop_batch,
                                    num_workers=cfg.encoding.num_workers, timer=timer, feature_cache=cache):
             if isinstance(item, dict):
-                atomic_write_text(state / "errors" / f"{item['study_key']}.json", json.dumps(item["errors"]))
+                folder.write_errors(item["study_key"], item["errors"])
                 failed += 1
                 bar.update(1)
                 continue
@@ -300,7 +189,7 @@ def run(cfg: Config) -> dict[str, Any]:
             drafted += flush()
         bar.close()
     elapsed = time.perf_counter() - started
-    total, errors = _assemble(out)
+    total, errors = folder.assemble()
     summary = {"out": str(out), "shard": f"{k}/{n}", "studies": len(keys), "drafted_now": drafted,
                "errors_now": failed, "drafts_total": total, "errors_total": errors,
                "seconds": round(elapsed, 1),
@@ -326,44 +215,3 @@ def _findings(path: str, model):
                           "findings; drop findings (the drafts' kNN phenotypes do not need it)")
     items = load_findings(path)
     return FindingsClassifier(items, model_text_encoder(model)), {f.name: f.kind for f in items}
-
-
-def _write_study(out: Path, row: dict[str, Any], provenance: dict[str, Any], ingest_dir: Path, dicom_root: Path,
-                 cfg: Config) -> None:
-    """Text, SR, then the done record (last: it marks the study finished)."""
-    key = row["study_key"]
-    record = {"study_key": key, "status": "draft", "sections": row["sections"], "phenotypes": row["phenotypes"],
-              "findings": row.get("findings", {}), "videos": row["videos"],
-              "provenance": {**provenance, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-              "text_path": f"drafts/{key}.txt", "sr_path": f"drafts/{key}.sr.dcm" if cfg.write_sr else None}
-    atomic_write_text(out / record["text_path"], render_text(record))
-    if cfg.write_sr:
-        from medvid.report.sr import write_report_sr
-
-        uid = _study_uid(ingest_dir, dicom_root, row["videos"][0]["video_key"]) if cfg.keep_identifiers else None
-        measurements = {name: p["value"] for name, p in row["phenotypes"].items() if p["kind"] == "numeric"}
-        write_report_sr(out / record["sr_path"], {s: v["text"] for s, v in row["sections"].items()}, measurements,
-                        study_key=key, study_instance_uid=uid, final=False)
-    atomic_write_text(out / STATE / "done" / f"{key}.json", json.dumps(record))
-    (out / STATE / "errors" / f"{key}.json").unlink(missing_ok=True)
-
-
-def _assemble(out: Path) -> tuple[int, int]:
-    """``drafts.jsonl`` / ``errors.jsonl`` from the per-study records (sorted by study key, atomic). Shards
-    assemble one at a time (a lock), so the last to finish writes the complete set."""
-    import fcntl
-
-    with open(out / STATE / "assemble.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return _assemble_locked(out)
-
-
-def _assemble_locked(out: Path) -> tuple[int, int]:
-    done = sorted((out / STATE / "done").glob("*.json"))
-    n = write_jsonl(out / "drafts.jsonl", (json.loads(p.read_text()) for p in done))
-    finished = {p.stem for p in done}
-    errors = [e for p in sorted((out / STATE / "errors").glob("*.json")) if p.stem not in finished
-              for e in json.loads(p.read_text())]
-    write_jsonl(out / "errors.jsonl", errors)
-    return n, len(errors)
-

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.report.evaluate import evaluate_drafts, headline, markdown_report
 from medvid.utils import atomic_write_text
@@ -22,11 +23,12 @@ log = logging.getLogger("medvid")
 
 @dataclass
 class Config:
-    drafts: str = ""                # output folder of `medvid draft` (holds drafts.jsonl)
-    ingest: str = ""                # ingest folder with labels.csv / reports.csv (keyed by study_key)
-    out: str = ""                   # blank: <drafts>/evaluation
-    baseline_split: str = "train"   # studies the baselines draw on (mean, prevalence, random neighbour)
-    seed: int = 0                   # random-neighbour baseline
+    drafts: str = setting("", "output folder of `medvid draft` (holds drafts.jsonl)")
+    ingest: str = setting("", "ingest folder with labels.csv / reports.csv (keyed by study_key)")
+    out: str = setting("", "blank: <drafts>/evaluation (metrics.json, report.md)")
+    baseline_split: str = setting("train", "studies the baselines draw on: training mean / prevalence / random "
+                                           "neighbour")
+    seed: int = setting(0, "random-neighbour baseline")
 
 
 def run(cfg: Config) -> dict:

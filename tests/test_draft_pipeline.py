@@ -232,7 +232,7 @@ def test_imported_echoprime_builds_a_bank_and_drafts(tmp_path):
     from echo_testdata import ingest
     from medvid.cli import app
     from medvid.pipelines import bank as bank_job, draft as job
-    from medvid.pipelines.draft import Encoding, load_encoder, loop_clips
+    from medvid.report.encode import Encoding, load_encoder, loop_clips
     from medvid.synth.echo import synthesize
     from tests.test_importers_fidelity import _build, _echoprime_reference
 
@@ -282,15 +282,16 @@ def test_imported_echoprime_builds_a_bank_and_drafts(tmp_path):
 def _worker(root: str, out: str) -> None:
     """Draft slowly (one study per bank batch, a pause per write) so the test can kill it mid-batch."""
     import medvid.pipelines.draft as job
+    from medvid.report.drafts_folder import DraftsFolder
 
     slow = float(os.environ.get("DRAFT_SLOW", "0"))
-    write = job._write_study
+    write = DraftsFolder.write_study
 
     def slow_write(*a, **k):
         write(*a, **k)
         time.sleep(slow)
 
-    job._write_study = slow_write
+    DraftsFolder.write_study = slow_write
     r = Path(root)
     w = {"model": r / "model", "views": r / "views", "bank": r / "bank", "dicom": r / "synth" / "dicom",
          "ingest": r / "ingest"}

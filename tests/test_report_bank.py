@@ -13,7 +13,8 @@ from medvid.errors import MedvidError
 from medvid.report.bank import Bank, SectionRows, write_bank
 from medvid.report.phenotypes import (draft_phenotypes, fit_linear, knn_phenotypes, knn_weights, section_training_set,
                                       youden_threshold)
-from medvid.report.retrieval import SearchOptions, check_ann, search, topk_rows, topk_rows_bf16
+from medvid.report.ann import check_ann
+from medvid.report.retrieval import SearchOptions, search, topk_rows, topk_rows_bf16
 
 
 def _bank(path, sections: dict[str, list[tuple[int, list[float], str]]], studies: pd.DataFrame, dim: int = 4,
@@ -206,7 +207,8 @@ class _Study:
 
 
 def test_calibration_chooses_a_linear_head_fitted_on_bank_rows_only(tmp_path):
-    from medvid.pipelines.bank import Drafting, _calibrate_phenotypes
+    from medvid.report.calibrate import calibrate_phenotypes
+    from medvid.report.draft import DraftSettings
 
     bank = _linear_bank(tmp_path)
     val = _unit(30, 8, 6).astype(np.float64)
@@ -215,7 +217,7 @@ def test_calibration_chooses_a_linear_head_fitted_on_bank_rows_only(tmp_path):
     sec = {"ef": "Left Ventricle", "reduced_ef": "Left Ventricle"}
 
     def run(targets):
-        return _calibrate_phenotypes(bank, sec, studies, targets, Drafting(), select=True)
+        return calibrate_phenotypes(bank, sec, studies, targets, DraftSettings(), select=True)
 
     thresholds, info, models, heads = run({"ef": ef, "reduced_ef": (ef < 45).astype(float)})
     assert models["ef"]["method"] == "linear" and info["ef"]["mae"] < 2.0  # the kNN vote cannot match a linear truth

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from medvid.report.bank import Bank, SectionRows, write_bank
-from medvid.report.draft import DraftSettings, Drafter, EncodedStudy, render_text
+from medvid.report.draft import DraftSettings, Drafter, render_text
+from medvid.report.encode import EncodedStudy
 
 SECTIONS = ["Left Ventricle", "Pericardium", "Aorta"]
 
@@ -77,12 +78,12 @@ def test_render_text_has_banner_sections_and_calls(bank):
 
 
 def test_bank_sections_come_from_the_scrubbed_report_only():
-    from medvid.pipelines.bank import _scrub_sections
+    from medvid.report.build import scrub_sections
 
     counts: Counter = Counter()
     report = ("Left Ventricle: Normal size. Signed by Dr. Jane Doe on 03/04/2019.\n"
               "Pericardium: No effusion. MRN 12345678.\nAorta: ")
-    got = _scrub_sections(report, ["Doe"], SECTIONS, counts)
+    got = scrub_sections(report, ["Doe"], SECTIONS, counts)
     assert set(got) == {"Left Ventricle", "Pericardium"}  # empty Aorta is not a bank row
     assert "Jane" not in got["Left Ventricle"] and "2019" not in got["Left Ventricle"]
     assert "12345678" not in got["Pericardium"] and sum(counts.values()) >= 3
@@ -101,9 +102,26 @@ def test_shards_partition_and_parse():
             parse_shard(bad)
 
 
+def test_bank_and_draft_jobs_share_one_settings_source():
+    """``drafting:`` and ``encoding:`` come from one library dataclass each: both jobs load the same values
+    (calibration scores phenotypes exactly as drafting does), phenotype_sections included."""
+    from medvid.config import load_config
+    from medvid.pipelines import bank, draft
+
+    b, d = load_config(bank.Config, "bank"), load_config(draft.Config, "draft")
+    assert b.drafting == d.drafting and b.encoding == d.encoding
+    assert dict(d.drafting.phenotype_sections) == {
+        "ef": "Left Ventricle", "reduced_ef": "Left Ventricle", "lv_dilation": "Left Ventricle",
+        "la_dilation": "Left Atrium", "pericardial_effusion": "Pericardium", "mitral_regurgitation": "Mitral Valve",
+        "tricuspid_regurgitation": "Tricuspid Valve"}
+    assert d.encoding.precision == "auto" and d.drafting.knn_temperature == 0.1
+    over = load_config(draft.Config, "draft", None, ["drafting.phenotype_sections.ef=Left Atrium"])
+    assert over.drafting.phenotype_sections.ef == "Left Atrium" and over.drafting.phenotype_sections.reduced_ef
+
+
 def test_known_view_wins_and_weights_sum_to_one():
     from medvid.models.aggregate import ViewInformedAttention
-    from medvid.report.draft import StudyEncoder
+    from medvid.report.encode import StudyEncoder
 
     enc = StudyEncoder.__new__(StudyEncoder)  # only the attention part is exercised
     enc.device, enc.attention = torch.device("cpu"), ViewInformedAttention.from_prior_file(learnable=False)
@@ -118,17 +136,19 @@ def test_known_view_wins_and_weights_sum_to_one():
 
 
 def test_study_outputs_sr_and_assembly_once_per_study(bank, tmp_path):
+    from medvid.report.drafts_folder import DraftsFolder
     from medvid.report.sr import read_report_sr
-    from medvid.pipelines.draft import STATE, Config, _assemble, _write_study
 
     [row] = Drafter(bank, DraftSettings()).draft([_study([1.0, 0, 0, 0], [0, 0, 1.0, 0])])
-    out = tmp_path / "out"
-    (out / STATE / "errors").mkdir(parents=True)
-    (out / STATE / "errors" / "st_new.json").write_text('[{"study_key": "st_new", "reason": "decode_error"}]')
-    (out / STATE / "errors" / "st_bad.json").write_text('[{"study_key": "st_bad", "reason": "truncated"}]')
+    folder = DraftsFolder(tmp_path / "out")
+    folder.prepare({"bank": bank.fingerprint})
+    folder.write_errors("st_new", [{"study_key": "st_new", "reason": "decode_error"}])
+    folder.write_errors("st_bad", [{"study_key": "st_bad", "reason": "truncated"}])
     for _ in range(2):  # a study finished twice (a resumed run) still appears once
-        _write_study(out, row, {"bank": {"fingerprint": bank.fingerprint}}, tmp_path, tmp_path, Config())
-    assert _assemble(out) == (1, 1)  # st_new's old error is gone, st_bad's stays
+        folder.write_study(row, {"bank": {"fingerprint": bank.fingerprint}})
+    assert folder.is_done("st_new") and not folder.is_done("st_bad")
+    assert folder.assemble() == (1, 1)  # st_new's old error is gone, st_bad's stays
+    out = folder.out
     line = json.loads((out / "drafts.jsonl").read_text())
     assert line["status"] == "draft" and line["sr_path"] == "drafts/st_new.sr.dcm"
     sections, measurements = read_report_sr(out / line["sr_path"])
@@ -137,12 +157,23 @@ def test_study_outputs_sr_and_assembly_once_per_study(bank, tmp_path):
     assert json.loads((out / "errors.jsonl").read_text())["study_key"] == "st_bad"
 
 
+def test_drafts_folder_refuses_other_settings_naming_them(tmp_path):
+    from medvid.errors import MedvidError
+    from medvid.report.drafts_folder import DraftsFolder
+
+    folder = DraftsFolder(tmp_path / "out")
+    folder.prepare({"drafting.knn_k": 50, "split": "test"})
+    folder.prepare({"split": "test", "drafting.knn_k": 50})  # the same settings resume
+    with pytest.raises(MedvidError, match=r"other settings \(drafting.knn_k\)"):
+        folder.prepare({"drafting.knn_k": 3, "split": "test"})
+
+
 def test_measurement_models_are_refused_naming_the_kind():
     """EchoNet-Dynamic (EF regressor) and PanEcho (task heads) give no clip embedding: a clear error."""
     from medvid.errors import MedvidError
     from medvid.models import importers as imp
     from medvid.models.aggregate import ViewInformedAttention
-    from medvid.report.draft import StudyEncoder, embedding_path
+    from medvid.report.encode import StudyEncoder, embedding_path
 
     att = ViewInformedAttention.from_prior_file(learnable=False)
     for model, kind in ((imp.build_empty(imp.EchoNetDynamic), "echonet_dynamic"),
@@ -157,7 +188,7 @@ def test_draft_jobs_refuse_an_imported_ef_regressor(tmp_path):
     a non-classifier as ``--views`` too."""
     from medvid.errors import MedvidError
     from medvid.models import importers as imp
-    from medvid.pipelines.draft import load_encoder
+    from medvid.report.encode import load_encoder
     from tests.test_importers_fidelity import _build
 
     echonet = _build(lambda: imp.EchoNetDynamic({"input_size": 112, "mean": [0, 0, 0], "std": [1, 1, 1]}), 1)
@@ -187,7 +218,7 @@ class _ClipModel(torch.nn.Module):
 
 def test_clip_models_draft_through_the_attention():
     from medvid.models.aggregate import ViewInformedAttention
-    from medvid.report.draft import StageTimer, StudyEncoder
+    from medvid.report.encode import StageTimer, StudyEncoder
 
     torch.manual_seed(0)
     enc = StudyEncoder(_ClipModel(), ViewInformedAttention.from_prior_file(learnable=False), precision="fp32")
@@ -204,7 +235,7 @@ def test_bf16_frames_keep_the_embedding():
     """bf16 autocast on the frame backbone (channels-last) leaves video embeddings where fp32 puts them."""
     from medvid.models.aggregate import ViewInformedAttention
     from medvid.models.factory import create_model
-    from medvid.report.draft import StageTimer, StudyEncoder
+    from medvid.report.encode import StageTimer, StudyEncoder
 
     torch.manual_seed(0)
     model = create_model({"pretrained": False, "input_size": 64, "num_frames": 4, "temporal": "mean",
@@ -226,7 +257,7 @@ def test_a_view_classifier_sharing_the_backbone_never_sees_the_motion_image():
     backbone classifies the T real frames only, as it was trained."""
     from medvid.models.aggregate import ViewInformedAttention
     from medvid.models.factory import create_model, create_view_classifier
-    from medvid.report.draft import StageTimer, StudyEncoder
+    from medvid.report.encode import StageTimer, StudyEncoder
 
     torch.manual_seed(0)
     model = create_model({"pretrained": False, "input_size": 64, "num_frames": 4, "temporal": "mean",
@@ -262,7 +293,7 @@ def test_batchnorm_folding_keeps_frame_features():
     import timm
     from torchvision.models import resnet18
 
-    from medvid.report.draft import fold_batchnorm
+    from medvid.report.encode import fold_batchnorm
 
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     for net in (timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0), resnet18()):
@@ -294,7 +325,7 @@ class _Misordered(torch.nn.Module):
 
 def test_folding_that_would_change_the_features_is_not_kept():
     from medvid.models.aggregate import ViewInformedAttention
-    from medvid.report.draft import StudyEncoder
+    from medvid.report.encode import StudyEncoder
 
     model = _random_stats(_Misordered())
     enc = StudyEncoder(model, ViewInformedAttention.from_prior_file(learnable=False), precision="fp32")

@@ -12,7 +12,7 @@ Layout of a bank folder (written atomically as a whole, by :func:`write_bank`)::
     study_keys.npy    the study keys as fixed-width strings (memory-mapped)
     labels.npy        float32 [n_studies, P] phenotype values (NaN = unknown), for kNN
     ann/NNN.faiss     optional approximate index per section (faiss; manifest ``ann``), only when built
-                      with ``ann=`` (see :mod:`medvid.report.retrieval`)
+                      with ``ann=`` (see :mod:`medvid.report.ann`)
 
 Opening reads the manifest and memory-maps the arrays: start-up does not depend on the bank size,
 and a row's text is read only when a draft uses it. A bank remembers the model that embedded it;
@@ -30,16 +30,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from medvid.errors import MedvidError
+from medvid.report.ann import AnnIndex, build_ann, check_ann, save_ann
+from medvid.report.retrieval import SearchOptions
 from medvid.utils import atomic_dir, atomic_path, atomic_write_text
-
-if TYPE_CHECKING:
-    from medvid.report.retrieval import SearchOptions
 
 BANK_FORMAT = "medvid-bank"
 BANK_VERSION = 1
@@ -146,8 +145,6 @@ def write_bank(directory: str | os.PathLike, sections: Mapping[str, SectionRows]
 
 
 def _write_ann(tmp: Path, emb: np.ndarray, slices: Mapping[str, list[int]], ann: Mapping[str, Any]) -> dict[str, Any]:
-    from medvid.report.retrieval import build_ann, save_ann
-
     params = {k: v for k, v in ann.items() if k != "kind" and v is not None}
     (tmp / "ann").mkdir()
     files = {}
@@ -170,9 +167,7 @@ class Bank:
     :func:`medvid.report.retrieval.search` scores it (default: the approximate index when the bank was
     built with one, else the exact scan)."""
 
-    def __init__(self, directory: str | os.PathLike, search: "SearchOptions | None" = None):
-        from medvid.report.retrieval import SearchOptions
-
+    def __init__(self, directory: str | os.PathLike, search: SearchOptions | None = None):
         self.dir = Path(directory)
         if not _is_bank(self.dir):
             raise MedvidError(f"{self.dir}: not a medvid report bank (no valid {MANIFEST}); "
@@ -196,13 +191,11 @@ class Bank:
 
     @classmethod
     def open(cls, directory: str | os.PathLike, model_fingerprint: str | None = None,
-             search: "SearchOptions | None" = None) -> "Bank":
+             search: SearchOptions | None = None) -> Bank:
         """Open a bank for searching; with ``model_fingerprint``, refuse one embedded by another model. A bank
         searched through its approximate index needs faiss: refused here, before any work, when missing."""
         bank = cls(directory, search)
         if bank.search_options.index == "ann":
-            from medvid.report.retrieval import check_ann
-
             if not bank.manifest.get("ann"):
                 raise MedvidError(f"{bank.dir}: the bank has no approximate index; rebuild it with "
                                   "`medvid bank build ... ann.kind=ivf` (or search it exactly)")
@@ -246,10 +239,8 @@ class Bank:
         start, stop = self.manifest["slices"].get(section, (0, 0))
         return int(start), int(stop)
 
-    def ann_index(self, section: str):
-        """The approximate index of ``section`` (:class:`medvid.report.retrieval.AnnIndex`, opened once)."""
-        from medvid.report.retrieval import AnnIndex
-
+    def ann_index(self, section: str) -> AnnIndex:
+        """The approximate index of ``section`` (:class:`medvid.report.ann.AnnIndex`, opened once)."""
         ann = self.manifest.get("ann") or {}
         if section not in ann.get("files", {}):
             raise MedvidError(f"{self.dir}: the bank has no approximate index for {section!r}; rebuild it with "

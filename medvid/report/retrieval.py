@@ -17,33 +17,31 @@ Three ways to score, chosen by :class:`SearchOptions`:
   ``bench/report.py``). With ``cache=True`` the bfloat16 copy of each section is kept in RAM after its
   first scan (as many bytes as the bank's float16 file).
 * ``precision="fp32"``: the plain exact float32 scan.
-* ``index="ann"``: the bank's approximate faiss index (built by ``medvid bank build ann.kind=...``;
-  needs the optional ``ann`` extra: ``pip install 'medvid[ann]'``).
+* ``index="ann"``: the bank's approximate faiss index (:mod:`medvid.report.ann`, built by
+  ``medvid bank build ann.kind=...``; needs the optional ``ann`` extra: ``pip install 'medvid[ann]'``).
+
+``search`` takes an open :class:`medvid.report.bank.Bank` (which imports this module for its
+:class:`SearchOptions`; this module imports no bank code).
 """
 from __future__ import annotations
 
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from medvid.device import PRECISIONS
 from medvid.errors import MedvidError
 
-if TYPE_CHECKING:
-    from medvid.report.bank import Bank
-
 DEFAULT_CHUNK = 32768
-PRECISIONS = ("auto", "bf16", "fp32")
 INDEXES = ("exact", "ann")
-ANN_KINDS = ("ivf", "hnsw")
 MIN_BF16_QUERIES = 8      # precision=auto: fewer queries per section (a matrix-vector product) stay float32
 MIN_BF16_ROWS = 32768     # precision=auto: smaller sections stay float32 (the rescoring costs more than it saves)
-ANN_HINT = "install the optional faiss dependency: pip install 'medvid[ann]' (faiss-cpu)"
 
 
 @dataclass(frozen=True)
@@ -150,7 +148,7 @@ def topk_rows_bf16(matrix: np.ndarray, queries: Tensor, k: int, shortlist: int =
     return _rescore(matrix, q, rows, k)
 
 
-def _bf16_section(bank: "Bank", section: str, matrix: np.ndarray, cache: bool) -> Tensor | None:
+def _bf16_section(bank: Any, section: str, matrix: np.ndarray, cache: bool) -> Tensor | None:
     if not cache:
         return None
     store = bank.search_cache
@@ -159,7 +157,7 @@ def _bf16_section(bank: "Bank", section: str, matrix: np.ndarray, cache: bool) -
     return store[section]
 
 
-def search(bank: "Bank", queries: Mapping[str, Tensor], k: int, chunk: int = DEFAULT_CHUNK,
+def search(bank: Any, queries: Mapping[str, Tensor], k: int, chunk: int = DEFAULT_CHUNK,
            options: SearchOptions | None = None) -> dict[str, tuple[Tensor, Tensor]]:
     """Per section name, the ``k`` nearest bank rows *of that section* (cosine; queries are normalised)
     for each query row: ``{section: (similarities [Q, k'], global bank rows [Q, k'])}``. A section the
@@ -183,70 +181,3 @@ def search(bank: "Bank", queries: Mapping[str, Tensor], k: int, chunk: int = DEF
             s, i = topk_rows(matrix, q, k, chunk)
         out[section] = (s, i + start)
     return out
-
-
-# --------------------------------------------------------------------------- approximate index (faiss)
-
-
-def _faiss():
-    try:
-        import faiss
-    except ImportError as exc:
-        raise MedvidError(f"an approximate bank index needs faiss, which is not installed; {ANN_HINT}") from exc
-    faiss.omp_set_num_threads(torch.get_num_threads())
-    return faiss
-
-
-def check_ann(kind: str) -> None:
-    """Refuse an unknown index kind, or any when faiss is missing (before heavy work)."""
-    if kind not in ANN_KINDS:
-        raise MedvidError(f"ann.kind must be one of {ANN_KINDS} (or none), got {kind!r}")
-    _faiss()
-
-
-def build_ann(matrix: np.ndarray, kind: str, nlist: int | None = None, hnsw_m: int = 32, seed: int = 0):
-    """An inner-product faiss index over ``matrix`` rows: ``ivf`` (IVF lists of float16 vectors,
-    ``nlist`` = 4 sqrt(n) by default, k-means on at most 64 vectors per list) or ``hnsw`` (graph of
-    float32 vectors, ``hnsw_m`` links per node)."""
-    faiss = _faiss()
-    x = np.ascontiguousarray(matrix, dtype=np.float32)
-    n, d = x.shape
-    if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
-    elif kind == "ivf":
-        nlist = max(1, min(nlist or int(4 * np.sqrt(n)), n // 8 or 1))
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16,
-                                              faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        sample = x if n <= 64 * nlist else x[np.random.default_rng(seed).choice(n, 64 * nlist, replace=False)]
-        index.train(sample)
-    else:
-        check_ann(kind)
-    index.add(x)
-    return index
-
-
-class AnnIndex:
-    """A saved faiss index of one bank section, searched for batches of queries."""
-
-    def __init__(self, path: str, kind: str):
-        faiss = _faiss()
-        self.kind = kind
-        self.index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if kind == "ivf" else 0)
-
-    @torch.no_grad()
-    def search(self, queries: Tensor, k: int, nprobe: int = 32, ef_search: int = 128) -> tuple[Tensor, Tensor]:
-        """``(similarities [Q, k'], section rows [Q, k'])``, best first; a row of -1 where the probed lists
-        held fewer than ``k'`` vectors."""
-        if self.kind == "ivf":
-            self.index.nprobe = nprobe
-        else:
-            self.index.hnsw.efSearch = max(ef_search, k)
-        sims, rows = self.index.search(np.ascontiguousarray(queries.float().numpy()), min(k, self.index.ntotal))
-        return torch.from_numpy(sims), torch.from_numpy(rows.astype(np.int64))
-
-
-def save_ann(index, path) -> None:
-    _faiss().write_index(index, str(path))

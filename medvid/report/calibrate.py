@@ -1,0 +1,63 @@
+"""Calibrating a report bank's phenotypes (``medvid bank calibrate``): on a labelled split, choose per phenotype
+between the drafting kNN vote and a linear head fitted on the bank's rows, and a Youden threshold per binary
+phenotype, scored exactly as drafting scores them (same :class:`medvid.report.draft.DraftSettings`).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from medvid.metrics import auroc
+from medvid.report.bank import Bank
+from medvid.report.draft import DraftSettings
+from medvid.report.phenotypes import (KNN_KS, knn_phenotypes, predict_linear, section_training_set, select_models,
+                                      youden_threshold)
+from medvid.report.retrieval import search
+
+
+def calibrate_phenotypes(bank: Bank, pheno_section: Mapping[str, str], studies: Sequence,
+                         targets: Mapping[str, np.ndarray], settings: DraftSettings, select: bool) -> tuple[dict, dict, dict, dict]:
+    """Per phenotype, on the calibration ``studies`` (:class:`medvid.report.encode.EncodedStudy`, ``targets``
+    their labels): the model (kNN k or linear head fitted on the bank's rows,
+    :func:`medvid.report.phenotypes.select_models`; with ``select`` false the drafting kNN) and, for binary
+    phenotypes with both classes, the Youden threshold of its scores. Returns ``(thresholds, per-phenotype
+    info, models, linear heads)``, as :meth:`medvid.report.bank.Bank.set_thresholds` stores them."""
+    names = list(bank.phenotypes)
+    sections = sorted(set(pheno_section.values()))
+    queries = {s: torch.stack([st.embeddings[st.sections.index(s)] for st in studies]).float() for s in sections}
+    ks = sorted({int(settings.knn_k)} | (set(KNN_KS) if select else set()))
+    hits = search(bank, queries, max(ks))
+    thresholds, info, models, heads = {}, {}, {}, {}
+    for p, s in pheno_section.items():
+        kind, y = bank.phenotypes[p], targets[p]
+        knn_val = {}
+        labels = np.asarray(bank.labels[np.asarray(bank.row_study[hits[s][1].numpy()])])[..., names.index(p)]
+        for k in ks:
+            blocks = [knn_phenotypes(hits[s][0][b].numpy(), labels[b][:, None], [p], bank.phenotypes, {}, k,
+                                     settings.knn_temperature)[p] for b in range(len(studies))]
+            knn_val[k] = np.array([np.nan if (v := bl.get("score", bl.get("value"))) is None else v for bl in blocks])
+        if select:
+            train = section_training_set(bank.embeddings, bank.row_study, bank.labels, names.index(p),
+                                         bank.section_slice(s))
+            spec, head, scores = select_models(kind, y, knn_val, train, queries[s].numpy())
+        else:
+            spec, head, scores = {"method": "knn", "k": int(settings.knn_k)}, None, {}
+        pred = (predict_linear(head["w"], head["b"], queries[s].numpy(), kind) if head is not None
+                else knn_val[spec.get("k", int(settings.knn_k))])
+        models[p] = {**spec, "section": s, "validation": scores}
+        if head is not None:
+            heads[p] = head
+        keep = ~(np.isnan(y) | np.isnan(pred))
+        entry: dict[str, Any] = {"n": int(keep.sum()), "model": {k: v for k, v in spec.items() if k != "n"}}
+        if kind == "binary":
+            yk, sk = y[keep], pred[keep]
+            entry["positives"] = int(yk.sum())
+            if len(set(yk.tolist())) == 2:
+                thresholds[p] = youden_threshold(yk, sk)
+                entry.update(auroc=round(auroc(yk, sk), 4), threshold=round(thresholds[p], 4))
+        else:
+            entry["mae"] = round(float(np.mean(np.abs(y[keep] - pred[keep]))), 4) if keep.any() else None
+        info[p] = entry
+    return thresholds, info, models, heads
