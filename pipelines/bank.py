@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from medvid.errors import MedvidError
+from medvid.io.ingest_folder import IngestFolder
 from medvid.pipelines.draft import Drafting, Encoding, folder_fingerprint, load_encoder, loop_clips, resolve_device
 
 log = logging.getLogger("medvid")
@@ -86,7 +87,7 @@ def build(cfg: Config) -> dict[str, Any]:
     src = Path(cfg.input)
     if src.is_file():
         return _build_text(cfg, src)
-    if not (src / "videos.parquet").is_file():
+    if not IngestFolder(src).exists():
         raise MedvidError(f"{src}: neither an ingest folder (videos.parquet) nor a reports CSV")
     if not cfg.dicom_root or not Path(cfg.dicom_root).is_dir():
         raise MedvidError(f"{src} is an ingest folder: give dicom_root=<the DICOM folder it was ingested from>")
@@ -106,11 +107,10 @@ def _deny_terms(ingest_dir: Path, dicom_root: Path, video_key: str) -> list[str]
     """The study's own DICOM identifiers (from one of its files) as an exact-match deny list."""
     import pydicom
 
-    from medvid.io.dicom import video_paths
     from medvid.report.scrub import deny_terms
     from medvid.utils import resolve_under
 
-    rel = video_paths(ingest_dir).get(video_key)
+    rel = IngestFolder(ingest_dir).video_paths().get(video_key)
     if rel is None:
         return []
     try:
@@ -176,15 +176,14 @@ def _write(cfg: Config, per_section, sections, studies: pd.DataFrame, dim: int, 
 
 
 def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, Any]:
-    from medvid.datasets.echo import read_reports_table, read_videos
     from medvid.report.draft import StageTimer, encode_studies
 
     sections = _sections(cfg)
     split = "train" if cfg.split is None else cfg.split
-    reports = read_reports_table(ingest_dir)
+    reports = IngestFolder(ingest_dir).read_reports()
     if split:
         reports = reports[reports["split"] == split]
-    videos = read_videos(ingest_dir)
+    videos = IngestFolder(ingest_dir).read_videos()
     first_video = videos.groupby("study_key")["video_key"].first().to_dict()
     counts: Counter = Counter()
     texts = {}
@@ -218,7 +217,7 @@ def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, A
                 per_section.setdefault(s, []).append(
                     (index[item.study_key], item.embeddings[item.sections.index(s)].numpy(), text))
     # study indices follow ``keys``; studies that failed keep their row (no section rows point at them)
-    studies = _labels_table(ingest_dir / "labels.csv", "study_key", keys)
+    studies = _labels_table(IngestFolder(ingest_dir).labels, "study_key", keys)
     manifest = _manifest(cfg, "video", sections, counts, source={"split": split, "studies_skipped": errors})
     summary = _write(cfg, per_section, sections, studies, int(encoder.model.embed_dim), manifest)
     return {**summary, "studies_embedded": len(used), "studies_skipped": errors}
@@ -266,7 +265,6 @@ def _build_text(cfg: Config, path: Path) -> dict[str, Any]:
 
 
 def calibrate(cfg: Config) -> dict[str, Any]:
-    from medvid.datasets.echo import read_videos
     from medvid.io.reports import read_labels
     from medvid.report.bank import Bank
     from medvid.report.draft import DraftSettings, Drafter, encode_studies
@@ -282,13 +280,13 @@ def calibrate(cfg: Config) -> dict[str, Any]:
     if not bank.phenotypes:
         raise MedvidError(f"{cfg.bank}: the bank has no phenotype to calibrate")
     ingest_dir = Path(cfg.input)
-    if not (ingest_dir / "labels.csv").is_file():
+    if not IngestFolder(ingest_dir).labels.is_file():
         raise MedvidError(f"{ingest_dir}: no labels.csv (ingest with labels=...)")
     if not cfg.dicom_root or not Path(cfg.dicom_root).is_dir():
         raise MedvidError("bank calibrate needs dicom_root=<the DICOM folder the ingest came from>")
     split = "val" if cfg.split is None else cfg.split
-    videos = read_videos(ingest_dir)
-    labels = read_labels(ingest_dir / "labels.csv", key="study_key").set_index("study_key")
+    videos = IngestFolder(ingest_dir).read_videos()
+    labels = read_labels(IngestFolder(ingest_dir).labels, key="study_key").set_index("study_key")
     keys = sorted(set(videos.loc[videos["split"] == split, "study_key"] if split else videos["study_key"])
                   & set(labels.index))
     if not keys:

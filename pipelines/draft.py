@@ -24,6 +24,7 @@ from typing import Any, Optional
 import torch
 
 from medvid.errors import MedvidError
+from medvid.io.ingest_folder import IngestFolder
 from medvid.report.draft import DraftSettings, StageTimer, render_text
 from medvid.utils import atomic_write_text, resolve_under, write_jsonl
 
@@ -179,7 +180,7 @@ def _validate(cfg: Config) -> None:
 def _ingest_input(cfg: Config, out: Path) -> tuple[Path, Path]:
     """(ingest folder, DICOM root) of the input; a DICOM folder is ingested into OUT/ingest."""
     src = Path(cfg.input)
-    if (src / "videos.parquet").is_file():
+    if IngestFolder(src).exists():
         if not cfg.dicom_root or not Path(cfg.dicom_root).is_dir():
             raise MedvidError(f"{src} is an ingest folder: give dicom_root=<the DICOM folder it was ingested from>")
         return src, Path(cfg.dicom_root)
@@ -207,9 +208,8 @@ def _study_uid(ingest_dir: Path, dicom_root: Path, video_key: str) -> str | None
     """The real StudyInstanceUID, read from one of the study's files (keep_identifiers only)."""
     import pydicom
 
-    from medvid.io.dicom import video_paths
 
-    rel = video_paths(ingest_dir).get(video_key)
+    rel = IngestFolder(ingest_dir).video_paths().get(video_key)
     if rel is None:
         return None
     ds = pydicom.dcmread(resolve_under(dicom_root, rel), stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
@@ -245,9 +245,8 @@ def run(cfg: Config) -> dict[str, Any]:
     _check_settings(state, json.loads(json.dumps(settings)))
 
     ingest_dir, dicom_root = _ingest_input(cfg, out)
-    from medvid.datasets.echo import read_videos
 
-    videos = read_videos(ingest_dir)
+    videos = IngestFolder(ingest_dir).read_videos()
     if cfg.split:
         videos = videos[videos["split"] == cfg.split]
     keys = shard_of(sorted(set(videos["study_key"])), k, n)

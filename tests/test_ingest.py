@@ -11,7 +11,8 @@ import pytest
 from pydicom import dcmread
 
 from echo_testdata import ingest, ingest_synth, make_synth
-from medvid.io.dicom import KEY_DIR, find_files, video_paths
+from medvid.io.dicom import find_files
+from medvid.io.ingest_folder import KEY_DIR, IngestFolder
 from medvid.utils import pseudonym
 
 
@@ -104,7 +105,7 @@ def test_local_key_folder_maps_pseudonyms_back_to_files(synth, ingested):
     out, _ = ingested
     keys = out / KEY_DIR
     assert (keys / "README.txt").exists() and (keys / "paths.jsonl").exists()
-    paths = video_paths(out)
+    paths = IngestFolder(out).video_paths()
     videos = pd.read_parquet(out / "videos.parquet")
     assert set(paths) == set(videos["video_key"])
     for key, rel in paths.items():
