@@ -5,8 +5,9 @@ wrote: ingest folders (``videos.parquet``), draft folders (``drafts.jsonl`` / ``
 see ``docs/drafting_contract.md``), zero-shot folders (``predictions/*.csv``) and Cholec80-layout
 video roots (``videos/``). Every file the app opens goes through ``medvid.utils.resolve_under``: resolved, and
 refused unless it lies under a data root (``..``, absolute paths and symlinks out are refused).
-The ingest's key file (``LOCAL_KEYS_DO_NOT_SHARE/paths.jsonl``, or ``keys_dir``) is read only to open
-the DICOM file of a loop, and only when the app was given a DICOM root; its content is never shown.
+The ingest folder's layout is ``medvid.io.ingest_folder.IngestFolder``; its key file (``paths.jsonl`` in
+``LOCAL_KEYS_DO_NOT_SHARE/`` or ``keys_dir``) is read only to open the DICOM file of a loop, and only when the
+app was given a DICOM root; its content is never shown.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from medvid.errors import MedvidError, PathRefused
-from medvid.io.dicom import KEY_DIR, key_dir
+from medvid.io.ingest_folder import KEY_DIR, VIDEOS, IngestFolder
 from medvid.io.video import VIDEO_EXTS
 from medvid.utils import atomic_write_text, resolve_under
 
@@ -106,7 +107,7 @@ def discover(data: Iterable[Path], max_depth: int = 3) -> Sources:
         for dirpath, dirnames, filenames in os.walk(root.resolve(), followlinks=False):
             here = Path(dirpath)
             files = set(filenames)
-            if "videos.parquet" in files:
+            if VIDEOS in files:
                 found.ingests.append(here)
             if "drafts.jsonl" in files or ("errors.jsonl" in files and (here / "drafts").is_dir()):
                 found.drafts.append(here)
@@ -129,7 +130,7 @@ def read_videos(ingests: Sequence[Path]) -> pd.DataFrame:
     """The loops of every ingest folder, with an ``ingest`` column (index into ``ingests``)."""
     frames = []
     for i, folder in enumerate(ingests):
-        df = pd.read_parquet(folder / "videos.parquet")
+        df = IngestFolder(folder).read_videos()
         df = df.drop(columns=[c for c in ("path",) if c in df])  # keep_paths ingests: paths are never shown
         df["ingest"] = i
         frames.append(df)
@@ -146,7 +147,7 @@ def dicom_file(cfg: AppConfig, ingest: Path, video_key: str) -> Path:
     """
     if not cfg.dicom_roots:
         raise MedvidError("no DICOM root given (start the app with --dicom-root DIR to see the loops)")
-    rel = _key_paths(key_dir(ingest, cfg.keys_dir)).get(video_key)
+    rel = _key_paths(IngestFolder(ingest, cfg.keys_dir)).get(video_key)
     if rel is None:
         raise MedvidError("loop not in the ingest's key file")
     for root in cfg.dicom_roots:
@@ -162,23 +163,18 @@ def dicom_file(cfg: AppConfig, ingest: Path, video_key: str) -> Path:
 _PATHS_CACHE: dict[Path, tuple[int, dict[str, str]]] = {}
 
 
-def _key_paths(keys: Path) -> dict[str, str]:
-    """``video_key → relative path`` from an ingest's key file (cached per file modification time)."""
-    path = keys / "paths.jsonl"
+def _key_paths(folder: IngestFolder) -> dict[str, str]:
+    """``IngestFolder.video_paths``, cached per key file modification time; errors name no path (shown in the app)."""
+    path = folder.paths_file
     if not path.is_file():
         raise MedvidError("the ingest's local key file is missing: loops cannot be located")
     stamp = path.stat().st_mtime_ns
     hit = _PATHS_CACHE.get(path)
     if hit is None or hit[0] != stamp:
-        rows = {}
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if r.get("video_key"):
-                    rows[r["video_key"]] = r["path"]
+        try:
+            rows = folder.video_paths()
+        except (MedvidError, KeyError, AttributeError) as exc:
+            raise MedvidError("the ingest's local key file is unreadable: loops cannot be located") from exc
         hit = _PATHS_CACHE[path] = (stamp, rows)
     return hit[1]
 

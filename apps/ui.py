@@ -11,6 +11,7 @@ from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlExcepti
 
 from medvid.apps import store
 from medvid.errors import MedvidError
+from medvid.io.ingest_folder import IngestFolder
 
 log = logging.getLogger("medvid.app")
 
@@ -63,7 +64,7 @@ def _videos(ingests: tuple[str, ...], stamp: tuple) -> pd.DataFrame:
 
 
 def videos(src: store.Sources) -> pd.DataFrame:
-    return _videos(tuple(map(str, src.ingests)), _stamp([p / "videos.parquet" for p in src.ingests]))
+    return _videos(tuple(map(str, src.ingests)), _stamp([IngestFolder(p).videos for p in src.ingests]))
 
 
 @st.cache_data(show_spinner=False)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 def _loops(work: Path, n: int):
     from medvid.config import load_config
     from medvid.datasets.echo import recorded_sampling
+    from medvid.io.ingest_folder import IngestFolder
     from medvid.models.factory import create_model
     from medvid.pipelines import ingest
     from medvid.report.encode import LoopClips
@@ -40,13 +41,11 @@ def _loops(work: Path, n: int):
     if not (synth / "reports.csv").is_file():
         synthesize(synth, studies=max(1, -(-n // 11)), seed=5, loops_per_study=11, rows=256, cols=320,
                    frames_range=(32, 48), still_fraction=0.0)
-    if not (work / "ingest" / "videos.parquet").is_file():
+    if not IngestFolder(work / "ingest").exists():
         ingest.run(load_config(ingest.Config, "ingest", None, [f"dicom_root={synth / 'dicom'}", f"out={work / 'ingest'}",
                                                                f"views={synth / 'views.csv'}", "progress=false"]))
     model = create_model("medvid-effnetlite0-minilm", pretrained=True).eval()
-    import pandas as pd
-
-    studies = sorted(set(pd.read_parquet(work / "ingest" / "videos.parquet")["study_key"]))
+    studies = sorted(set(IngestFolder(work / "ingest").read_videos()["study_key"]))
     loops = LoopClips(work / "ingest", synth / "dicom", studies, model, recorded_sampling(model.pretrained_cfg))
     clips = torch.stack([loops[i]["clip"] for i in range(min(n, len(loops)))])
     return model, clips

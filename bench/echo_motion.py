@@ -50,6 +50,8 @@ def main() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from medvid.io.ingest_folder import IngestFolder
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", type=Path, required=True)
     ap.add_argument("--frames", type=int, default=8)
@@ -57,8 +59,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     feats = features(args.world, args.frames, args.stride)
-    ef = pd.read_csv(args.world / "ingest" / "labels.csv").set_index("study_key")["ef"]
-    split = pd.read_parquet(args.world / "ingest" / "videos.parquet").drop_duplicates("study_key").set_index("study_key")["split"]
+    ingest = IngestFolder(args.world / "ingest")
+    ef = pd.read_csv(ingest.labels).set_index("study_key")["ef"]
+    split = ingest.read_videos().drop_duplicates("study_key").set_index("study_key")["split"]
     keys = {s: [k for k in feats["frames"] if split[k] == s] for s in ("train", "val", "test")}
     mean_mae = float(np.mean(np.abs(ef[keys["test"]] - ef[keys["train"]].mean())))
     for name, x in feats.items():

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medvid.config import load_config  # noqa: E402
 from medvid.datasets.echo import EchoVideoDataset, clip_indices  # noqa: E402
-from medvid.io.dicom import DicomCine, find_files, quiet_pydicom, to_rgb_uint8, video_paths  # noqa: E402
+from medvid.io.dicom import DicomCine, find_files, quiet_pydicom, to_rgb_uint8  # noqa: E402
+from medvid.io.ingest_folder import IngestFolder  # noqa: E402
 from medvid.io.regions import apply_mask, box_from_regions, box_mask  # noqa: E402
 from medvid.synth.echo import synthesize  # noqa: E402
 from medvid.transforms.clip import ClipPreprocess  # noqa: E402
@@ -80,7 +81,7 @@ def main() -> None:
     ingest_job.run(cfg)
     t_ingest = time.perf_counter() - t0
     ds = EchoVideoDataset(out, root, preprocess="echoprime")
-    rel = video_paths(out)
+    rel = IngestFolder(out).video_paths()
     order = [i for i, k in enumerate(ds.videos["video_key"]) if rel[k] in keep]
     paths = [root / rel[ds.videos["video_key"][i]] for i in order]
     pre = ClipPreprocess.from_preset("echoprime")

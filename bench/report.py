@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medvid.io.ingest_folder import IngestFolder
 from medvid.report.bank import Bank, SectionRows, write_bank
 from medvid.report.retrieval import SearchOptions, search
 from medvid.vocab import ECHO_SECTIONS
@@ -200,7 +201,7 @@ def bench_draft(work: Path, studies: int, loops: int, workers: int, motion: str 
     if not (synth / "reports.csv").is_file():
         synthesize(synth, studies=studies, seed=5, loops_per_study=loops, rows=256, cols=320, frames_range=(32, 48),
                    still_fraction=0.0)
-    if not (root / "ingest" / "videos.parquet").is_file():
+    if not IngestFolder(root / "ingest").exists():
         ingest.run(load_config(ingest.Config, "ingest", None, [f"dicom_root={synth / 'dicom'}", f"out={root / 'ingest'}",
                                                                f"views={synth / 'views.csv'}", "progress=false"]))
     model_dir, views_dir = root / f"model_motion_{motion}", root / "views"
@@ -213,9 +214,9 @@ def bench_draft(work: Path, studies: int, loops: int, workers: int, motion: str 
     bank = _random_bank(root / "bank", 15 * 2000, 512, fingerprint=folder_fingerprint(str(model_dir)))
     out = root / f"out_{time.time_ns()}"
     # views.csv known for every loop would skip nothing (the head is tiny); blank them so the classifier runs
-    videos = pd.read_parquet(root / "ingest" / "videos.parquet")
+    videos = pd.read_parquet(IngestFolder(root / "ingest").videos)
     videos["view"] = ""
-    videos.to_parquet(root / "ingest" / "videos.parquet", index=False)
+    videos.to_parquet(IngestFolder(root / "ingest").videos, index=False)
     t0, c0 = time.perf_counter(), time.process_time()
     summary = draft.run(load_config(draft.Config, "draft", None, [
         f"input={root / 'ingest'}", f"dicom_root={synth / 'dicom'}", f"model={model_dir}", f"views={views_dir}",

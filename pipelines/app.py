@@ -10,11 +10,12 @@ import ipaddress
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import medvid.apps
 from medvid.apps.store import ENV, AppConfig
+from medvid.config import setting
 from medvid.errors import MedvidError
 
 APP = Path(medvid.apps.__file__).resolve().parent / "review_app.py"  # installed as medvid/apps, kept in apps/
@@ -22,13 +23,16 @@ APP = Path(medvid.apps.__file__).resolve().parent / "review_app.py"  # installed
 
 @dataclass
 class Config:
-    data: list[str] = field(default_factory=list)         # output folders (ingest, draft, zero-shot, Cholec80 root)
-    dicom_root: list[str] = field(default_factory=list)   # DICOM folder(s) given to `medvid ingest` (to show loops)
-    cache_dir: str = ""                                   # rendered loops; blank = <first data root>/app_cache
-    keys_dir: str = ""                                    # ingest's key folder if kept outside it (ingest keys_dir=)
-    address: str = "127.0.0.1"
-    port: int = 8501
-    allow_remote: bool = False                            # required for any non-loopback address
+    data: list[str] = setting(help="output folders: ingest, draft, zero-shot outputs, Cholec80 roots (or folders "
+                                   "above them)", factory=list)
+    dicom_root: list[str] = setting(help="DICOM folder(s) given to `medvid ingest`: needed to show the cine loops",
+                                    factory=list)
+    cache_dir: str = setting("", "rendered loops (small H.264 MP4s); blank = <first data root>/app_cache")
+    keys_dir: str = setting("", "the ingest's key folder when it was kept outside the ingest (ingest keys_dir=); "
+                                "blank = inside")
+    address: str = setting("127.0.0.1", "a non-local address needs allow_remote=true (and prints a warning)")
+    port: int = setting(8501, "port the app listens on")
+    allow_remote: bool = setting(False, "required for any non-loopback address")
 
 
 def _is_loopback(address: str) -> bool:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from medvid.config import setting
 from medvid.errors import MedvidError
+from medvid.io.ingest_folder import IngestFolder
 from medvid.report.draft import DraftSettings
 from medvid.report.encode import Encoding
 
@@ -87,7 +88,7 @@ def build(cfg: Config) -> dict[str, Any]:
     src = Path(cfg.input)
     if src.is_file():
         return _build_text(cfg, src)
-    if not (src / "videos.parquet").is_file():
+    if not IngestFolder(src).exists():
         raise MedvidError(f"{src}: neither an ingest folder (videos.parquet) nor a reports CSV")
     if not cfg.dicom_root or not Path(cfg.dicom_root).is_dir():
         raise MedvidError(f"{src} is an ingest folder: give dicom_root=<the DICOM folder it was ingested from>")
@@ -101,7 +102,6 @@ def _ann(cfg: Config) -> dict[str, Any] | None:
 def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from medvid.datasets.echo import read_reports_table, read_videos
     from medvid.device import resolve_device
     from medvid.report.build import (add_study_rows, bank_manifest, check_sections, labels_table,
                                      scrubbed_study_sections, write_section_bank)
@@ -109,10 +109,10 @@ def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, A
 
     sections = check_sections(cfg.sections)
     split = "train" if cfg.split is None else cfg.split
-    reports = read_reports_table(ingest_dir)
+    reports = IngestFolder(ingest_dir).read_reports()
     if split:
         reports = reports[reports["split"] == split]
-    videos = read_videos(ingest_dir)
+    videos = IngestFolder(ingest_dir).read_videos()
     first_video = videos.groupby("study_key")["video_key"].first().to_dict()
     counts: Counter = Counter()
     texts = scrubbed_study_sections(reports, first_video, ingest_dir, dicom_root, sections, counts)
@@ -134,7 +134,7 @@ def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, A
         used.append(item.study_key)
         add_study_rows(per_section, index[item.study_key], texts[item.study_key], item)
     # study indices follow ``keys``; studies that failed keep their row (no section rows point at them)
-    studies = labels_table(ingest_dir / "labels.csv", "study_key", keys)
+    studies = labels_table(IngestFolder(ingest_dir).labels, "study_key", keys)
     manifest = bank_manifest("video", cfg.model, cfg.views, sections, counts,
                              source={"split": split, "studies_skipped": errors})
     summary = write_section_bank(cfg.bank, per_section, sections, studies, int(encoder.model.embed_dim), manifest,
@@ -179,7 +179,6 @@ def _build_text(cfg: Config, path: Path) -> dict[str, Any]:
 
 
 def calibrate(cfg: Config) -> dict[str, Any]:
-    from medvid.datasets.echo import read_videos
     from medvid.device import resolve_device
     from medvid.io.reports import read_labels
     from medvid.report.bank import Bank
@@ -199,13 +198,13 @@ def calibrate(cfg: Config) -> dict[str, Any]:
     if not bank.phenotypes:
         raise MedvidError(f"{cfg.bank}: the bank has no phenotype to calibrate")
     ingest_dir = Path(cfg.input)
-    if not (ingest_dir / "labels.csv").is_file():
+    if not IngestFolder(ingest_dir).labels.is_file():
         raise MedvidError(f"{ingest_dir}: no labels.csv (ingest with labels=...)")
     if not cfg.dicom_root or not Path(cfg.dicom_root).is_dir():
         raise MedvidError("bank calibrate needs dicom_root=<the DICOM folder the ingest came from>")
     split = "val" if cfg.split is None else cfg.split
-    videos = read_videos(ingest_dir)
-    labels = read_labels(ingest_dir / "labels.csv", key="study_key").set_index("study_key")
+    videos = IngestFolder(ingest_dir).read_videos()
+    labels = read_labels(IngestFolder(ingest_dir).labels, key="study_key").set_index("study_key")
     keys = sorted(set(videos.loc[videos["split"] == split, "study_key"] if split else videos["study_key"])
                   & set(labels.index))
     if not keys:

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 from medvid.config import setting
 from medvid.errors import MedvidError
+from medvid.io.ingest_folder import IngestFolder
 from medvid.report.draft import DraftSettings
 from medvid.report.encode import Encoding, StageTimer
 
@@ -93,21 +94,20 @@ def _validate(cfg: Config) -> None:
 def _ingest_input(cfg: Config, out: Path) -> tuple[Path, Path]:
     """(ingest folder, DICOM root) of the input; a DICOM folder is ingested into OUT/ingest."""
     src = Path(cfg.input)
-    if (src / "videos.parquet").is_file():
+    if IngestFolder(src).exists():
         if not cfg.dicom_root or not Path(cfg.dicom_root).is_dir():
             raise MedvidError(f"{src} is an ingest folder: give dicom_root=<the DICOM folder it was ingested from>")
         return src, Path(cfg.dicom_root)
     from medvid.config import load_config
-    from medvid.pipelines import ingest
+    from medvid.ingest import IngestSettings, ingest
 
-    ingest.run(load_config(ingest.Config, "ingest", None,
-                           [f"dicom_root={src}", f"out={out / 'ingest'}", f"progress={cfg.progress}"]))
+    ingest(load_config(IngestSettings, "ingest", None,
+                       [f"dicom_root={src}", f"out={out / 'ingest'}", f"progress={cfg.progress}"]))
     return out / "ingest", src
 
 
 def run(cfg: Config) -> dict[str, Any]:
     from medvid import __version__
-    from medvid.datasets.echo import read_videos
     from medvid.device import resolve_device
     from medvid.report.bank import Bank
     from medvid.report.draft import Drafter
@@ -137,7 +137,7 @@ def run(cfg: Config) -> dict[str, Any]:
     folder.prepare(json.loads(json.dumps(settings)))
 
     ingest_dir, dicom_root = _ingest_input(cfg, out)
-    videos = read_videos(ingest_dir)
+    videos = IngestFolder(ingest_dir).read_videos()
     if cfg.split:
         videos = videos[videos["split"] == cfg.split]
     keys = shard_of(sorted(set(videos["study_key"])), k, n)

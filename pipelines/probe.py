@@ -34,7 +34,7 @@ from sklearn.metrics import mean_squared_error, r2_score
 
 from medvid.config import config_dir, load_config, require_dirs
 from medvid.datasets.cholec80 import Cholec80
-from medvid.datasets.echo import read_videos
+from medvid.io.ingest_folder import IngestFolder
 from medvid.errors import MedvidError
 from medvid.io.echo_videos import is_echonet_root
 from medvid.metrics import (auroc, mean_absolute_error, relaxed_phase_metrics, strict_phase_metrics,
@@ -173,7 +173,7 @@ def _write_csv(path: Path, df: pd.DataFrame) -> None:
 def _echo_source(cfg: Any, out: Path) -> tuple[Path, Path]:
     """(ingest folder, root of its files); an EchoNet-Dynamic root is ingested into OUT/ingest first."""
     data = Path(cfg.data)
-    if (data / "videos.parquet").is_file():
+    if IngestFolder(data).exists():
         if not cfg.video_root or not Path(cfg.video_root).is_dir():
             raise MedvidError("data is an ingest folder: give video_root=<the root that was ingested>")
         return data, Path(cfg.video_root)
@@ -189,7 +189,7 @@ def _echo_source(cfg: Any, out: Path) -> tuple[Path, Path]:
 
 def _echo_targets(cfg: Any, ingest_dir: Path) -> pd.DataFrame:
     """Labels ``study_key, <targets>``: ``ef`` (echo-ef), or the chosen / every 0/1 phenotype column."""
-    path = ingest_dir / "labels.csv"
+    path = IngestFolder(ingest_dir).labels
     if not path.is_file():
         raise MedvidError(f"{path}: missing; ingest with labels (EchoNet FileList, or labels=)")
     labels = pd.read_csv(path)
@@ -225,7 +225,7 @@ def _run_echo(cfg: Any, model: Any, out: Path) -> dict:
     ingest_dir, video_root = _echo_source(cfg, out)
     table = _echo_targets(cfg, ingest_dir)
     targets = list(table.columns[1:])
-    videos = read_videos(ingest_dir)
+    videos = IngestFolder(ingest_dir).read_videos()
     videos = videos[videos["split"].isin(["train", "val", "test"]) & videos["study_key"].isin(table["study_key"])]
     studies = sorted(set(videos["study_key"]))
     if not studies:

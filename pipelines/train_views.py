@@ -61,11 +61,11 @@ class Config:
 
 def read_view_labels(cfg: Config) -> pd.DataFrame:
     """``video_key, view, split`` for every ingested loop with a known view."""
-    from medvid.datasets.echo import read_videos
+    from medvid.io.ingest_folder import IngestFolder
     from medvid.io.reports import read_views
 
-    videos = read_videos(cfg.ingest_dir)
-    path = Path(cfg.views) if cfg.views else Path(cfg.ingest_dir) / "views.csv"
+    videos = IngestFolder(cfg.ingest_dir).read_videos()
+    path = Path(cfg.views) if cfg.views else IngestFolder(cfg.ingest_dir).views
     if cfg.views or path.is_file():
         labels = read_views(path, key="video_key")
         videos = videos.drop(columns="view").merge(labels, on="video_key", how="inner")

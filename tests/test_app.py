@@ -16,7 +16,7 @@ import pytest
 
 from medvid.apps import store
 from medvid.config import load_config
-from medvid.errors import PathRefused
+from medvid.errors import MedvidError, PathRefused
 from medvid.utils import resolve_under
 from tests.echo_testdata import ingest_synth, make_synth
 
@@ -356,6 +356,19 @@ def test_key_folder_kept_outside_the_ingest(outputs, monkeypatch, tmp_path):
     no_exception(at)
     assert not at.warning and len(at.get("video")) == 4
 
+
+def test_unreadable_key_file_is_reported_without_its_path(outputs, tmp_path):
+    """The app finds loops through IngestFolder's path map; a damaged key file is a clear error naming no path."""
+    keys = tmp_path / "keys"
+    shutil.copytree(outputs["data"] / "ingest" / "LOCAL_KEYS_DO_NOT_SHARE", keys)
+    cfg = store.AppConfig(data=(outputs["data"],), dicom_roots=(outputs["dicom"],), keys_dir=keys)
+    videos = store.read_videos([outputs["data"] / "ingest"])
+    key = videos["video_key"].iloc[0]
+    assert store.dicom_file(cfg, outputs["data"] / "ingest", key).is_file()
+    (keys / "paths.jsonl").write_text('{"file_key": "f_x", "pa\n')
+    with pytest.raises(MedvidError, match="key file is unreadable") as err:
+        store.dicom_file(cfg, outputs["data"] / "ingest", key)
+    assert str(keys) not in str(err.value) and "paths.jsonl" not in str(err.value)
 
 def test_surgical_page(outputs, monkeypatch):
     app_env(monkeypatch, outputs["data"])

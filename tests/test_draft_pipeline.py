@@ -159,7 +159,7 @@ def test_resume_with_other_settings_is_refused(world, tmp_path):
 def test_corrupt_study_among_good_ones(world, tmp_path):
     import shutil
 
-    from medvid.io.dicom import video_paths
+    from medvid.io.ingest_folder import IngestFolder
 
     dicom = tmp_path / "dicom"
     shutil.copytree(world["dicom"], dicom)
@@ -167,7 +167,7 @@ def test_corrupt_study_among_good_ones(world, tmp_path):
 
     videos = pd.read_parquet(world["ingest"] / "videos.parquet")
     victim = sorted(videos["study_key"])[0]
-    rel = video_paths(world["ingest"])[videos.loc[videos["study_key"] == victim, "video_key"].iloc[0]]
+    rel = IngestFolder(world["ingest"]).video_paths()[videos.loc[videos["study_key"] == victim, "video_key"].iloc[0]]
     (dicom / rel).write_bytes((dicom / rel).read_bytes()[:2000])  # truncated after ingest
     summary = _draft({**world, "dicom": dicom}, tmp_path / "out", "split=''")
     assert summary["drafts_total"] == 7 and summary["errors_total"] >= 1

@@ -244,7 +244,7 @@ def test_echoprime_contract_zero_pads_short_loops_after_normalisation(echo_data)
     """An imported EchoPrime's recorded contract (bicubic crop, zero padding after normalisation) fed through
     the dataset equals the reference clip of the same decoded frames (loops of 16-24 frames < 32)."""
     from medvid.io.echo_videos import open_loop
-    from medvid.io.dicom import video_paths
+    from medvid.io.ingest_folder import IngestFolder
     from medvid.models import importers as imp
 
     out, root = echo_data
@@ -252,7 +252,7 @@ def test_echoprime_contract_zero_pads_short_loops_after_normalisation(echo_data)
     ds = EchoVideoDataset.for_model(out, root, model, mask="none")
     assert ds.short_clip == "zero_pad_after_norm" and isinstance(ds.preprocess, imp.EchoPrimePreprocess)
     row = ds.videos.iloc[0]
-    cine = open_loop(root / video_paths(out)[row["video_key"]])
+    cine = open_loop(root / IngestFolder(out).video_paths()[row["video_key"]])
     assert cine.n_frames < 32
     got = ds[0]["video"]
     want = imp.echoprime_clip(cine.frames(np.arange(min(cine.n_frames, 32))))

@@ -12,7 +12,7 @@ import pytest
 from medvid.config import load_config
 from medvid.datasets.echo import EchoVideoDataset
 from medvid.errors import MedvidError
-from medvid.io.dicom import KEY_DIR
+from medvid.io.ingest_folder import KEY_DIR
 from medvid.io.echo_videos import VideoLoop, disk_volume, read_filelist, read_volume_tracings
 from medvid.io.video import write_video
 from medvid.synth.echonet import write_avi

@@ -11,7 +11,8 @@ import pytest
 from pydicom import dcmread
 
 from echo_testdata import ingest, ingest_synth, make_synth
-from medvid.io.dicom import KEY_DIR, find_files, video_paths
+from medvid.io.dicom import find_files
+from medvid.io.ingest_folder import KEY_DIR, IngestFolder
 from medvid.utils import pseudonym
 
 
@@ -104,7 +105,7 @@ def test_local_key_folder_maps_pseudonyms_back_to_files(synth, ingested):
     out, _ = ingested
     keys = out / KEY_DIR
     assert (keys / "README.txt").exists() and (keys / "paths.jsonl").exists()
-    paths = video_paths(out)
+    paths = IngestFolder(out).video_paths()
     videos = pd.read_parquet(out / "videos.parquet")
     assert set(paths) == set(videos["video_key"])
     for key, rel in paths.items():
@@ -225,3 +226,66 @@ def test_companion_csv_validation(tmp_path):
     labels = read_labels(ok)
     assert labels["study_uid"].tolist() == ["1.2.840.1", "1.2.840.2"]  # UIDs stay strings
     assert labels["ef"].tolist() == [55.0, 30.5] and pd.isna(labels["effusion"][0])
+
+
+def test_ingest_folder_layout_is_the_on_disk_contract(tmp_path, monkeypatch):
+    """File names and the key folder are what ingests wrote before IngestFolder existed; keys_dir wins over
+    $MEDVID_KEYS_DIR, which wins over OUT/LOCAL_KEYS_DO_NOT_SHARE."""
+    monkeypatch.delenv("MEDVID_KEYS_DIR", raising=False)
+    folder = IngestFolder(tmp_path / "out")
+    assert [p.name for p in (folder.videos, folder.errors, folder.reports, folder.labels, folder.views,
+                             folder.measurements)] == ["videos.parquet", "errors.jsonl", "reports.csv", "labels.csv",
+                                                       "views.csv", "measurements.csv"]
+    assert folder.keys == tmp_path / "out" / "LOCAL_KEYS_DO_NOT_SHARE" and KEY_DIR == "LOCAL_KEYS_DO_NOT_SHARE"
+    assert (folder.paths_file.name, folder.scan_cache.name) == ("paths.jsonl", "scan_cache.jsonl")
+    monkeypatch.setenv("MEDVID_KEYS_DIR", str(tmp_path / "env_keys"))
+    assert folder.keys == tmp_path / "env_keys"
+    assert IngestFolder(tmp_path / "out", tmp_path / "given").keys == tmp_path / "given"
+
+
+def test_ingest_folder_readers_and_salt(tmp_path, monkeypatch):
+    from medvid.errors import MedvidError
+
+    monkeypatch.delenv("MEDVID_KEYS_DIR", raising=False)
+    folder = IngestFolder(tmp_path)
+    with pytest.raises(MedvidError, match="run `medvid ingest"):
+        folder.read_videos()
+    with pytest.raises(MedvidError, match="local key file"):
+        folder.video_paths()
+    assert list(folder.read_reports().columns) == ["study_key", "report", "split"] and folder.read_reports().empty
+    folder.write_videos([{"study_key": "st_a", "video_key": "vi_a", "frames": 3, "zeta": 1, "alpha": None}])
+    videos = folder.read_videos()
+    assert list(videos.columns)[:10] == ["study_key", "video_key", "instance_key", "series_key", "patient_key",
+                                         "file_key", "view", "split", "frames", "fps"]
+    assert list(videos.columns)[10:] == ["alpha", "zeta"] and videos.loc[0, "view"] == "" == videos.loc[0, "split"]
+    (tmp_path / "reports.csv").write_text("study_key,report\nst_a,Left Ventricle: normal.\n")
+    assert folder.read_reports()["split"].tolist() == [""]
+    folder.open_keys()
+    salt = folder.salt()
+    assert len(salt) == 32 and folder.salt() == salt and folder.salt("given") == "given"
+    folder.write_paths([{"file_key": "f_a", "path": "a/b.dcm", "video_key": "vi_a"},
+                        {"file_key": "f_b", "path": "a/c.dcm", "video_key": None}])
+    assert folder.video_paths() == {"vi_a": "a/b.dcm"}
+
+
+def test_scan_cache_reuses_only_unchanged_files_of_the_same_settings(tmp_path):
+    from medvid.io.ingest_folder import ScanCache
+
+    src, cache_path = tmp_path / "a.dcm", tmp_path / "scan_cache.jsonl"
+    src.write_bytes(b"x")
+    with ScanCache(cache_path, "s1") as cache:
+        assert cache.get("a.dcm", src) is None
+        cache.put("a.dcm", src, {"video": 1})
+    with open(cache_path, "a") as f:
+        f.write('{"rel": "b.dcm", "sta')  # a line cut by a kill
+    with ScanCache(cache_path, "s1") as cache:
+        assert cache.get("a.dcm", src) == {"video": 1} and cache.reused == 1
+    with ScanCache(cache_path, "s2") as cache:  # other settings: nothing reused
+        assert cache.get("a.dcm", src) is None
+    src.write_bytes(b"xy")  # changed since: not reused
+    with ScanCache(cache_path, "s1") as cache:
+        assert cache.get("a.dcm", src) is None
+    with ScanCache(cache_path, "s1", resume=False) as cache:  # resume=false starts the cache afresh
+        assert cache.hits == {}
+    assert cache_path.read_text() == ""
+    assert ScanCache.fingerprint("salt", 1) == ScanCache.fingerprint("salt", 1) != ScanCache.fingerprint("salt", 2)

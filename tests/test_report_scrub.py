@@ -12,7 +12,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from echo_testdata import ingest_synth
-from medvid.io.dicom import KEY_DIR, find_files
+from medvid.io.dicom import find_files
+from medvid.io.ingest_folder import KEY_DIR
 from medvid.io.reports import parse_sections
 from medvid.report.scrub import SCRUBBER_VERSION, date_spellings, deny_terms, scrub_text
 

@@ -10,7 +10,7 @@ import pytest
 
 from echo_testdata import ingest_synth, make_synth
 from medvid.errors import MedvidError
-from medvid.io.dicom import KEY_DIR, video_paths
+from medvid.io.ingest_folder import KEY_DIR, IngestFolder
 from medvid.utils import open_private, private_dir, resolve_under, write_jsonl
 
 
@@ -48,10 +48,10 @@ def test_ingest_keys_are_private_and_can_live_outside_out(synth, tmp_path):
     ingest_synth(synth, shared, f"keys_dir={outside}")
     assert not (shared / KEY_DIR).exists() and _mode(outside) == 0o700
     assert {p.name for p in outside.iterdir()} >= {"salt.txt", "paths.jsonl", "scan_cache.jsonl"}
-    paths = video_paths(shared, keys_dir=outside)
+    paths = IngestFolder(shared, keys_dir=outside).video_paths()
     assert paths and all(not Path(p).is_absolute() for p in paths.values())
     with pytest.raises(MedvidError, match="missing"):
-        video_paths(shared)
+        IngestFolder(shared).video_paths()
 
 
 def test_resolve_under_refuses_escapes(tmp_path):
@@ -95,14 +95,13 @@ def test_echo_pretraining_splits_without_an_ingest_split(synth, tmp_path):
     """One split policy: studies without a split are held out by whole patient (else study), seeded."""
     import pandas as pd
 
-    from medvid.datasets.echo import read_videos
     from medvid.training.data import load_echo_studies
 
     out = tmp_path / "ingest"
     ingest_synth(synth, out)
     reports = pd.read_csv(out / "reports.csv")
     reports.drop(columns=["split"], errors="ignore").to_csv(out / "reports.csv", index=False)
-    videos = read_videos(out)
+    videos = IngestFolder(out).read_videos()
     if "split" in videos:
         videos.assign(split="").to_parquet(out / "videos.parquet")
     studies = load_echo_studies(out, 0.25, 0.25, seed=1)

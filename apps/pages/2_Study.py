@@ -8,6 +8,7 @@ import streamlit as st
 from medvid.apps import store, ui
 from medvid.errors import MedvidError
 from medvid.io.render import RenderError, render_cached
+from medvid.report.sr import write_report_sr
 from medvid.utils import atomic_write_text, resolve_under
 
 
@@ -167,11 +168,6 @@ def _export(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict) ->
                if isinstance(p, dict) and p.get("kind") == "numeric" and (v := store.phenotype_value(p)) is not None}
     text_path = resolve_under(draft.folder, f"reviewed/{key}.txt", cfg.roots)
     atomic_write_text(text_path, store.reviewed_text(key, sections, numeric, str(review.get("status"))))
-    try:
-        from medvid.report.sr import write_report_sr
-    except ImportError:
-        st.warning("Reviewed text exported. DICOM SR export needs `medvid.report.sr`, not available in this install.")
-        return
     write_report_sr(resolve_under(draft.folder, f"reviewed/{key}.sr.dcm", cfg.roots), sections, numeric,
                     study_key=key, final=review.get("status") == "signed_off",
                     observer=str(review.get("reviewer") or "medvid"))  # atomic

@@ -23,8 +23,9 @@ import torch
 from torch.utils.data import Dataset
 
 from medvid.errors import MedvidError
-from medvid.io.dicom import DicomCine, video_paths
+from medvid.io.dicom import DicomCine
 from medvid.io.echo_videos import VideoLoop, open_loop
+from medvid.io.ingest_folder import IngestFolder
 from medvid.io.regions import LAYOUTS, blank_outside_box, clip_box, estimate_sector_mask, fan_mask
 from medvid.io.reports import parse_sections
 from medvid.transforms.clip import MOTIONS, PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor, with_motion_image
@@ -150,12 +151,12 @@ class EchoVideoDataset(Dataset):
         self.mask, self.start, self.default_fps, self.cycles = mask, start, default_fps, int(cycles)
         self.short_clip, self.motion = short_clip, motion
         self.ingest_dir, self.dicom_root = Path(ingest_dir), Path(dicom_root)
-        videos = _filter(read_videos(self.ingest_dir), split, views, layouts)
+        videos = _filter(IngestFolder(self.ingest_dir).read_videos(), split, views, layouts)
         if mask != "none" and not keep_unmasked and "no_sector" in videos:
             videos = videos[~videos["no_sector"].fillna(False).astype(bool)]
         self.videos = videos.reset_index(drop=True)
         self._paths = (dict(zip(self.videos["video_key"], self.videos["path"])) if "path" in self.videos
-                       else video_paths(self.ingest_dir))
+                       else IngestFolder(self.ingest_dir).video_paths())
         self._rng = np.random.default_rng(seed)
 
     @classmethod
@@ -208,7 +209,7 @@ class EchoStudyDataset(Dataset):
         self.loops = EchoVideoDataset(ingest_dir, dicom_root, split=None, **video_kwargs)
         if self.loops.preprocess is None:
             raise ValueError("EchoStudyDataset stacks loops of different sizes: give a preprocess (size)")
-        reports = read_reports_table(ingest_dir)
+        reports = IngestFolder(ingest_dir).read_reports()
         videos = self.loops.videos
         studies = videos.groupby("study_key", sort=True).indices
         self.reports = dict(zip(reports["study_key"], reports["report"]))
@@ -251,29 +252,6 @@ def collate_studies(batch: list[dict[str, Any]]) -> dict[str, Any]:
         if key != "videos":
             out[key] = [item[key] for item in batch]
     return out
-
-
-def read_videos(ingest_dir: str | os.PathLike) -> pd.DataFrame:
-    path = Path(ingest_dir) / "videos.parquet"
-    if not path.exists():
-        raise MedvidError(f"{path}: missing; run `medvid ingest DICOM_ROOT --out {ingest_dir}` first")
-    df = pd.read_parquet(path)
-    for col in ("view", "split"):
-        if col not in df:
-            df[col] = ""
-        df[col] = df[col].fillna("").astype(str)
-    return df
-
-
-def read_reports_table(ingest_dir: str | os.PathLike) -> pd.DataFrame:
-    """The ingest's pseudonymised ``reports.csv`` (``study_key,report,split``); empty when absent."""
-    path = Path(ingest_dir) / "reports.csv"
-    if not path.exists():
-        return pd.DataFrame({"study_key": [], "report": [], "split": []})
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "split" not in df:
-        df["split"] = ""
-    return df
 
 
 def _filter(df: pd.DataFrame, split: str | Sequence[str] | None, views: Sequence[str] | None,

@@ -51,9 +51,6 @@ REASONS: tuple[str, ...] = (
     "single_frame", "unsupported_transfer_syntax", "decode_error", "duplicate",
 )
 
-# Folder (inside an ingest output) that alone holds what links pseudonyms back to source files.
-KEY_DIR = "LOCAL_KEYS_DO_NOT_SHARE"
-
 US_MULTIFRAME = UID("1.2.840.10008.5.1.4.1.1.3.1")
 _DICOMDIR_SOP = UID("1.2.840.10008.1.3.10")
 # Object kinds by SOP class: US Multi-frame and US Image (also their retired classes) carry cines.
@@ -515,19 +512,3 @@ def accession_key(accession: Any, salt: str) -> str:
     value = str(accession or "").strip()
     return pseudonym(value, salt, prefix="ac_") if value else ""
 
-
-def key_dir(ingest_dir: str | os.PathLike, keys_dir: str | os.PathLike | None = None) -> Path:
-    """An ingest's key folder (salt, paths, resume cache): ``keys_dir`` when given (or ``$MEDVID_KEYS_DIR``),
-    kept outside the ingest so that the ingest folder alone is shareable; else ``INGEST/LOCAL_KEYS_DO_NOT_SHARE``."""
-    keys = keys_dir or os.environ.get("MEDVID_KEYS_DIR")
-    return Path(keys) if keys else Path(ingest_dir) / KEY_DIR
-
-
-def video_paths(ingest_dir: str | os.PathLike, keys_dir: str | os.PathLike | None = None) -> dict[str, str]:
-    """``video_key → path relative to the DICOM root``, from an ingest's key folder (see ``key_dir``)."""
-    from medvid.utils import read_jsonl
-
-    path = key_dir(ingest_dir, keys_dir) / "paths.jsonl"
-    if not path.exists():
-        raise MedvidError(f"{path}: missing (the local key file written by `medvid ingest`)")
-    return {r["video_key"]: r["path"] for r in read_jsonl(path) if r.get("video_key")}

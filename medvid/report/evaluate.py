@@ -23,6 +23,7 @@ import pandas as pd
 from sklearn.metrics import r2_score
 
 from medvid.errors import MedvidError
+from medvid.io.ingest_folder import IngestFolder
 from medvid.io.reports import parse_sections, read_labels, read_reports
 from medvid.metrics import auroc, mean_absolute_error
 from medvid.utils import iter_jsonl
@@ -163,8 +164,8 @@ def evaluate_drafts(drafts_path: str | os.PathLike, ingest_dir: str | os.PathLik
     undrafted studies when that split is empty)."""
     rows = read_drafts(drafts_path)
     ingest_dir = Path(ingest_dir)
-    reports = _optional(ingest_dir / "reports.csv", read_reports)
-    labels = _optional(ingest_dir / "labels.csv", read_labels)
+    reports = _optional(IngestFolder(ingest_dir).reports, read_reports)
+    labels = _optional(IngestFolder(ingest_dir).labels, read_labels)
     if reports is None and labels is None:
         raise MedvidError(f"{ingest_dir}: neither reports.csv nor labels.csv (the ingest's companion tables)")
     keys = [r["study_key"] for r in rows]

@@ -36,10 +36,10 @@ def study_header(ingest_dir: str | Path, dicom_root: str | Path, video_key: str,
     when the ingest does not know the loop. ``read``: further ``pydicom.dcmread`` arguments."""
     import pydicom
 
-    from medvid.io.dicom import video_paths
+    from medvid.io.ingest_folder import IngestFolder
     from medvid.utils import resolve_under
 
-    rel = video_paths(ingest_dir).get(video_key)
+    rel = IngestFolder(ingest_dir).video_paths().get(video_key)
     if rel is None:
         return None
     return pydicom.dcmread(resolve_under(dicom_root, rel), stop_before_pixels=True, **read)

@@ -65,11 +65,11 @@ def load_echo_studies(ingest_dir: str | Path, val_fraction: float = 0.15, test_f
     """Studies of an ingest folder (``videos.parquet`` + ``reports.csv``) that have a report,
     with their videos in file order and the known view of each (``views.csv`` joined by ingest).
     Studies without an ingest split are held out by whole patient (else study), seeded, as train-views does."""
-    from medvid.datasets.echo import read_reports_table, read_videos
+    from medvid.io.ingest_folder import IngestFolder
     from medvid.io.reports import parse_sections
 
-    videos = read_videos(ingest_dir)
-    reports = read_reports_table(ingest_dir)
+    videos = IngestFolder(ingest_dir).read_videos()
+    reports = IngestFolder(ingest_dir).read_reports()
     out, group = [], {}
     for key, report, split in zip(reports["study_key"], reports["report"], reports["split"]):
         rows = videos[videos["study_key"] == key]

@@ -24,8 +24,8 @@ from torch.utils.data import Dataset
 
 from medvid.datasets.cholec80 import Cholec80
 from medvid.datasets.echo import load_clip
-from medvid.io.dicom import video_paths
 from medvid.io.echo_videos import open_loop
+from medvid.io.ingest_folder import IngestFolder
 from medvid.io.video import Video
 from medvid.training.feature_cache import FeatureCache, cache_clips, module_digest
 from medvid.transforms.clip import ClipPreprocess
@@ -44,7 +44,7 @@ class EchoLoopFrames(Dataset):
         self.root, self.videos = Path(video_root), videos.reset_index(drop=True)
         self.period, self.max_frames, self.preprocess = period, max_frames, preprocess
         self.paths = (dict(zip(videos["video_key"], videos["path"])) if "path" in videos
-                      else video_paths(ingest_dir))
+                      else IngestFolder(ingest_dir).video_paths())
 
     def __len__(self) -> int:
         return len(self.videos)

@@ -1,7 +1,8 @@
-"""`medvid ingest ROOT --out DIR` on a folder of echo videos with its table (the EchoNet-Dynamic layout).
+"""A folder of echo videos with its table (the EchoNet-Dynamic layout) → an ingest folder.
 
-Called by ``medvid.pipelines.ingest.run`` when ``ROOT/FileList.csv`` exists; writes the same contract as a
-DICOM ingest so datasets, pretraining and drafting work unchanged:
+``medvid.ingest.ingest`` calls it when ``ROOT/FileList.csv`` exists; it writes the same contract as a
+DICOM ingest (through ``medvid.io.ingest_folder.IngestFolder``) so datasets, pretraining and drafting work
+unchanged:
 
 - ``DIR/videos.parquet``: one row per readable video listed in ``FileList.csv``, keyed by pseudonyms
   of its ``FileName`` (``study_key``, ``video_key``; each video is its own study), with frames, fps,
@@ -16,7 +17,6 @@ DICOM ingest so datasets, pretraining and drafting work unchanged:
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -27,36 +27,33 @@ import pandas as pd
 from tqdm import tqdm
 
 from medvid.errors import MedvidError
+from medvid.ingest.settings import IngestSettings, scan_fingerprint
 from medvid.io.dicom import scrub
 from medvid.io.echo_videos import (FILELIST, PHENOTYPES, TRACINGS, VIDEO_DIR, file_stem, find_video,
                                    inspect_video, read_filelist, read_volume_tracings, table_mismatches)
+from medvid.io.ingest_folder import LABELS, REPORTS, IngestFolder, ScanCache
 from medvid.io.reports import read_labels, read_reports
-from medvid.report.scrub import scrub_reports
 from medvid.io.video import VIDEO_EXTS
-from medvid.utils import atomic_path, open_private, pseudonym, write_jsonl
-from medvid.pipelines.ingest import _columns, _load_cache, _open_keys, _salt, _settings_id, _stamp, _write_csv
+from medvid.report.scrub import scrub_reports
+from medvid.utils import pseudonym
 
 log = logging.getLogger("medvid")
 
 
-def run_videos(cfg: Any) -> dict:
-    """Ingest ``cfg.dicom_root`` in the EchoNet-Dynamic layout (see the module docstring)."""
-    root, out = Path(cfg.dicom_root), Path(cfg.out)
+def ingest_echonet(cfg: IngestSettings) -> dict:
+    """Ingest ``cfg.dicom_root`` in the EchoNet-Dynamic layout into ``cfg.out`` (see the module docstring)."""
+    root, folder = Path(cfg.dicom_root), IngestFolder(cfg.out, cfg.keys_dir or None)
     if cfg.views:
         raise MedvidError("views= applies to DICOM exports (keyed by SOPInstanceUID), not to a video folder")
     table = read_filelist(root / FILELIST)  # validated before any file is opened
     tracings, tracing_problems = ({}, {}) if not (root / TRACINGS).is_file() else read_volume_tracings(root / TRACINGS)
-    keys = _open_keys(cfg, out)
-    salt = _salt(cfg, keys)
+    folder.open_keys()
+    salt = folder.salt(cfg.salt)
     video_dir = root / VIDEO_DIR
-    cache_path = keys / "scan_cache.jsonl"
-    settings = _settings_id(cfg, salt)
-    cache = _load_cache(cache_path, settings) if cfg.resume else {}
     videos: list[dict] = []
     errors: list[dict] = []
     paths: list[dict] = []
-    reused = 0
-    with open_private(cache_path, "a" if cfg.resume else "w") as cache_file:
+    with ScanCache(folder.scan_cache, scan_fingerprint(cfg, salt), cfg.resume) as cache:
         for row in tqdm(table.itertuples(index=False), total=len(table), desc="ingest videos", unit="video",
                         disable=not cfg.progress):
             path = find_video(video_dir, row.name)
@@ -68,17 +65,13 @@ def run_videos(cfg: Any) -> dict:
                                "detail": f"listed in {FILELIST} (row {len(paths) + 1}) but no file in {VIDEO_DIR}/"})
                 paths.append({"file_key": file_key, "path": rel, "video_key": None})
                 continue
-            stamp = _stamp(path)
-            hit = cache.get(rel)
-            if hit is not None and hit["stamp"] == stamp:
-                meta, reused = hit["result"], reused + 1
-            else:
+            meta = cache.get(rel, path)
+            if meta is None:
                 try:
                     meta = inspect_video(path, cfg.sector_frames)
                 except MedvidError as exc:
                     meta = {"error": scrub(exc, path)}  # no file name: errors.jsonl is shareable
-                cache_file.write(json.dumps({"rel": rel, "stamp": stamp, "settings": settings, "result": meta}) + "\n")
-                cache_file.flush()
+                cache.put(rel, path, meta)
             if "error" in meta:
                 errors.append({"file_key": file_key, "reason": "decode_error", "kept": False, "detail": meta["error"]})
                 paths.append({"file_key": file_key, "path": rel, "video_key": None})
@@ -115,23 +108,23 @@ def run_videos(cfg: Any) -> dict:
         rel_of = {p["file_key"]: p["path"] for p in paths}
         for e in errors:
             e["path"] = rel_of[e["file_key"]]
-    write_jsonl(keys / "paths.jsonl", paths, private=True)
-    summary = _write_tables(out, cfg, salt, table, videos)
-    with atomic_path(out / "videos.parquet") as tmp:
-        pd.DataFrame(videos, columns=_columns(videos)).to_parquet(tmp, index=False)
-    write_jsonl(out / "errors.jsonl", errors)
-    summary.update({"out": str(out), "layout": "echonet", "files": len(table), "videos": len(videos),
+    folder.write_paths(paths)
+    summary = _write_tables(folder, cfg, salt, table, videos)
+    folder.write_videos(videos)
+    folder.write_errors(errors)
+    summary.update({"out": str(folder.root), "layout": "echonet", "files": len(table), "videos": len(videos),
                     "studies": len(videos), "frames": int(sum(v["frames"] for v in videos)), "errors": len(errors),
-                    "errors_by_reason": dict(Counter(e["reason"] for e in errors)), "reused_from_cache": reused,
+                    "errors_by_reason": dict(Counter(e["reason"] for e in errors)), "reused_from_cache": cache.reused,
                     "traced": int(sum(v["ed_frame"] is not None for v in videos))})
     log.info("ingest (video folder): %d listed → %d videos, %d errors %s", len(table), len(videos), len(errors),
              summary["errors_by_reason"])
     if not videos:
-        raise MedvidError(f"no usable video among {len(table)} listed in {root / FILELIST}; see {out / 'errors.jsonl'}")
+        raise MedvidError(f"no usable video among {len(table)} listed in {root / FILELIST}; see {folder.errors}")
     return summary
 
 
-def _write_tables(out: Path, cfg: Any, salt: str, table: pd.DataFrame, videos: list[dict]) -> dict[str, Any]:
+def _write_tables(folder: IngestFolder, cfg: IngestSettings, salt: str, table: pd.DataFrame,
+                  videos: list[dict]) -> dict[str, Any]:
     """labels.csv from FileList (+ ``cfg.labels``), reports.csv from ``cfg.reports``; keyed by study pseudonyms."""
     labels = table[["name", *PHENOTYPES]].copy()
     summary: dict[str, Any] = {}
@@ -141,7 +134,7 @@ def _write_tables(out: Path, cfg: Any, salt: str, table: pd.DataFrame, videos: l
         labels = labels.merge(extra.drop(columns=[c for c in PHENOTYPES if c in extra]), on="name", how="outer")
     labels.insert(0, "study_key", [pseudonym(n, salt, prefix="st_") for n in labels.pop("name")])
     labels = labels.dropna(axis=1, how="all")
-    _write_csv(out / "labels.csv", labels)
+    folder.write_table(LABELS, labels)
     keys = {v["study_key"] for v in videos}
     summary["labels_matched"] = int(sum(k in keys for k in labels["study_key"]))
     if cfg.reports:
@@ -149,7 +142,7 @@ def _write_tables(out: Path, cfg: Any, salt: str, table: pd.DataFrame, videos: l
         df.insert(0, "study_key", [pseudonym(file_stem(u), salt, prefix="st_")
                                    for u in df.pop("study_uid")])
         summary["reports_scrubbed"] = scrub_reports(df)  # pattern rules: video files carry no header to deny
-        _write_csv(out / "reports.csv", df)
+        folder.write_table(REPORTS, df)
         summary["reports_matched"] = int(df["study_key"].isin(keys).sum())
     summary["splits"] = dict(Counter(v["split"] or "none" for v in videos))
     summary["ef_mean"] = float(np.nanmean(table["ef"])) if table["ef"].notna().any() else None

@@ -1,0 +1,246 @@
+"""A DICOM export → an ingest folder (``medvid ingest DICOM_ROOT --out DIR``).
+
+Writes (all atomically, through ``medvid.io.ingest_folder.IngestFolder``):
+- ``DIR/videos.parquet``: one row per cine loop, keyed by pseudonyms (no identifiers, no paths);
+- ``DIR/errors.jsonl``: one row per file that is not a usable cine loop (``file_key``, typed ``reason``,
+  PHI-free ``detail``);
+- ``DIR/reports.csv`` / ``labels.csv`` / ``views.csv`` when given: the companion tables re-keyed
+  from real UIDs to pseudonyms, report text scrubbed of PHI (``medvid.report.scrub``: pattern rules plus each
+  study's own DICOM identifiers; ``reports_scrubbed`` in the summary counts placeholders per type);
+- ``DIR/measurements.csv``: the numeric measurements of vendor SRs (TID 5200 / 5300) in the export;
+  ``labels.csv`` is derived from them through ``configs/sr_measurements.yaml`` (a given labels CSV wins
+  per column);
+- ``DIR/LOCAL_KEYS_DO_NOT_SHARE/`` (or ``keys_dir``, outside ``DIR``): ``paths.jsonl`` (file key →
+  relative path, to reopen files and find bad ones), the generated salt, the resume cache. The only
+  place a path is kept; folder 0700, files 0600. With ``keys_dir`` set, ``DIR`` alone is shareable
+  (readers find the keys through ``keys_dir`` / ``$MEDVID_KEYS_DIR``).
+
+Files are inspected from their headers and one decoded frame; a re-run reuses results for files
+whose size and modification time did not change (resume after a kill).
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from medvid.errors import MedvidError
+from medvid.ingest.settings import IngestSettings, scan_fingerprint
+from medvid.io.dicom import (DicomFileError, accession_key, cine_metadata, find_files, inspect_file,
+                             quiet_pydicom)
+from medvid.io.echo_sr import MEASUREMENT_COLUMNS, derive_labels, load_rules, read_measurements
+from medvid.io.ingest_folder import LABELS, MEASUREMENTS, REPORTS, VIEWS, IngestFolder, ScanCache
+from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
+from medvid.io.reports import read_labels, read_reports, read_views
+from medvid.report.scrub import deny_terms, scrub_reports
+from medvid.utils import pseudonym
+
+log = logging.getLogger("medvid")
+
+
+def ingest_dicom(cfg: IngestSettings) -> dict:
+    """Ingest the DICOM export ``cfg.dicom_root`` into ``cfg.out`` (see the module docstring); the summary."""
+    root, folder = Path(cfg.dicom_root), IngestFolder(cfg.out, cfg.keys_dir or None)
+    folder.open_keys()
+    salt = folder.salt(cfg.salt)
+    files = find_files(root)
+    results: list[dict[str, Any]] = []
+    with ScanCache(folder.scan_cache, scan_fingerprint(cfg, salt), cfg.resume) as cache, \
+            tqdm(files, desc="ingest", unit="file", disable=not cfg.progress) as bar:
+        for path in bar:
+            rel = path.relative_to(root).as_posix()
+            result = cache.get(rel, path)
+            if result is None:
+                result = _process(path, rel, cfg, salt)
+                cache.put(rel, path, result)
+            results.append(result)
+    videos, errors = _assemble(results)
+    summary = _write_outputs(folder, cfg, salt, videos, errors, results)
+    summary.update({"files": len(files), "reused_from_cache": cache.reused})
+    log.info("ingest: %d files → %d cine loops in %d studies, %d errors %s", len(files), summary["videos"],
+             summary["studies"], len(errors), dict(summary["errors_by_reason"]))
+    if not videos:
+        raise MedvidError(f"no usable cine loop among {len(files)} file(s); see {folder.errors}")
+    return summary
+
+
+def _process(path: Path, rel: str, cfg: IngestSettings, salt: str) -> dict[str, Any]:
+    """One file → ``{"rel", "file_key", "video": row}`` or ``{"rel", "file_key", "error": {reason, detail}}``."""
+    file_key = pseudonym(rel, salt, prefix="f_")
+    base = {"rel": rel, "file_key": file_key}
+    try:
+        cine = inspect_file(path, modalities=cfg.modalities, min_frames=cfg.min_frames, validate=cfg.validate_decode)
+        row = cine_metadata(cine, salt)
+        with quiet_pydicom():
+            box = box_from_regions(cine.ds, cine.rows, cine.cols)
+        source = "regions" if box else "none"
+        if box is None and cfg.estimate_sector:
+            idx = np.unique(np.linspace(0, cine.n_frames - 1, min(cfg.sector_frames, cine.n_frames)).astype(int))
+            box = box_from_mask(m) if (m := estimate_sector_mask(cine.frames(idx))) is not None else None
+            source = "pixels" if box else "none"
+        # no_sector: nothing locates the image, so datasets cannot blank burned-in text (they skip the loop).
+        row.update({"file_key": file_key, "sector_box": list(box) if box else None, "sector_source": source,
+                    "no_sector": source == "none"})
+        # The study's own identifiers, to scrub its report; cached here, in the private key folder only.
+        return {**base, "video": row, "deny": deny_terms(cine.ds)}
+    except DicomFileError as exc:
+        if exc.reason == "structured_report" and (measurements := _sr_measurements(path, salt)):
+            return {**base, "measurements": measurements}
+        log.debug("file %s: %s", file_key, exc.reason)
+        return {**base, "error": {"reason": exc.reason, "detail": exc.detail}}
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
+        log.debug("file %s: decode_error (%s)", file_key, type(exc).__name__)
+        return {**base, "error": {"reason": "decode_error", "detail": f"{type(exc).__name__} while reading"}}
+
+
+def _sr_measurements(path: Path, salt: str) -> list[dict[str, Any]]:
+    """Numeric measurements of a structured report; none when highdicom cannot read it."""
+    try:
+        with quiet_pydicom():
+            return read_measurements(path, salt)
+    except Exception as exc:  # noqa: BLE001 - a damaged SR stays a typed structured_report error
+        log.debug("structured report unreadable (%s)", type(exc).__name__)
+        return []
+
+
+def _assemble(results: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Split results into video rows and error rows.
+
+    A file repeating a seen SOPInstanceUID with the same frames, size and transfer syntax is a
+    ``duplicate`` copy. One that re-encodes it differently (another codec or geometry, as in
+    pydicom's test files) stays a row: ``instance_key`` is shared, ``video_key`` gets a suffix.
+    """
+    videos, errors = [], []
+    seen: dict[str, list[tuple]] = {}
+    for r in results:
+        if "error" in r:
+            errors.append({"file_key": r["file_key"], **r["error"]})
+            continue
+        if "measurements" in r:  # a measurement SR: its rows go to measurements.csv
+            continue
+        row = dict(r["video"])
+        base = row["video_key"]
+        signature = (row["frames"], row["rows"], row["cols"], row["transfer_syntax"])
+        variants = seen.setdefault(base, [])
+        if signature in variants:
+            errors.append({"file_key": r["file_key"], "reason": "duplicate",
+                           "detail": "same SOPInstanceUID, frames, size and transfer syntax as another file"})
+            continue
+        row["instance_key"] = base
+        if variants:
+            row["video_key"] = f"{base}-{len(variants) + 1}"
+        variants.append(signature)
+        videos.append(row)
+    return videos, errors
+
+
+def _write_outputs(folder: IngestFolder, cfg: IngestSettings, salt: str, videos: list[dict], errors: list[dict],
+                   results: list[dict]) -> dict[str, Any]:
+    rel_of = {r["file_key"]: r["rel"] for r in results}
+    video_of = {v["file_key"]: v["video_key"] for v in videos}
+    folder.write_paths({"file_key": k, "path": rel, "video_key": video_of.get(k)} for k, rel in rel_of.items())
+    summary: dict[str, Any] = {"out": str(folder.root)}
+    views = splits = None
+    if cfg.views:
+        df = read_views(cfg.views)
+        views = {pseudonym(u, salt, prefix="vi_"): v for u, v in zip(df["sop_instance_uid"], df["view"])}
+        rows = [(v["video_key"], views[v["instance_key"]]) for v in videos if v["instance_key"] in views]
+        matched = {v["instance_key"] for v in videos}
+        rows += [(k, view) for k, view in views.items() if k not in matched]  # kept: a later ingest may hold them
+        folder.write_table(VIEWS, pd.DataFrame(rows, columns=["video_key", "view"]))
+        summary["views_matched"] = sum(v["instance_key"] in views for v in videos)
+        unmatched = [i + 1 for i, k in enumerate(views) if k not in matched]
+        summary["views_unmatched"] = {"rows": len(unmatched), "row_numbers": unmatched[:50]}
+    if cfg.reports:
+        df = _to_study_keys(read_reports(cfg.reports, key=_join_key(cfg.reports)), salt, videos, "reports", summary)
+        summary["reports_scrubbed"] = _scrub_reports(df, results)
+        folder.write_table(REPORTS, df)
+        splits = dict(zip(df["study_key"], df["split"]))
+    measurements = pd.DataFrame([m for r in results for m in r.get("measurements", ())], columns=MEASUREMENT_COLUMNS)
+    labels = None
+    if len(measurements):
+        folder.write_table(MEASUREMENTS, measurements)
+        derived = derive_labels(measurements, load_rules(cfg.sr_measurements or None))
+        summary["measurement_files"] = sum("measurements" in r for r in results)
+        summary["measurements_per_study"] = {k: int(n) for k, n in measurements.groupby("study_key").size().items()}
+        summary["labels_from_measurements"] = [c for c in derived.columns if c != "study_key"]
+        labels = derived if summary["labels_from_measurements"] else None
+    if cfg.labels:
+        df = _to_study_keys(read_labels(cfg.labels, key=_join_key(cfg.labels)), salt, videos, "labels", summary)
+        if labels is not None:  # a given labels CSV wins per column; measured phenotypes fill the others
+            df = df.merge(labels[["study_key", *[c for c in labels.columns if c not in df.columns]]],
+                          on="study_key", how="outer")
+        labels = df
+    if labels is not None:
+        folder.write_table(LABELS, labels)
+        if not cfg.labels:
+            summary["labels_matched"] = len(set(labels["study_key"]) & {v["study_key"] for v in videos})
+    for v in videos:
+        v["view"] = (views or {}).get(v["instance_key"], "")
+        v["split"] = (splits or {}).get(v["study_key"], "")
+        if cfg.keep_paths:
+            v["path"] = rel_of[v["file_key"]]
+    if cfg.keep_paths:
+        for e in errors:
+            e["path"] = rel_of[e["file_key"]]
+    folder.write_videos(videos)
+    folder.write_errors(errors)
+    folder.retire_stale_tables([name for name, made in ((VIEWS, cfg.views), (REPORTS, cfg.reports),
+                                                        (MEASUREMENTS, len(measurements)),
+                                                        (LABELS, labels is not None)) if made])
+    summary.update({"videos": len(videos), "studies": len({v["study_key"] for v in videos}),
+                    "frames": int(sum(v["frames"] for v in videos)), "errors": len(errors),
+                    "errors_by_reason": dict(Counter(e["reason"] for e in errors))})
+    return summary
+
+
+def _join_key(path: str) -> str:
+    """``study_uid`` or, in tables keyed the way hospitals key them, ``accession``."""
+    try:
+        columns = set(pd.read_csv(path, nrows=0).columns)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return "study_uid"  # the reader reports what is wrong with the file
+    return "accession" if "accession" in columns and "study_uid" not in columns else "study_uid"
+
+
+def _to_study_keys(df: pd.DataFrame, salt: str, videos: list[dict], table: str,
+                   summary: dict[str, Any]) -> pd.DataFrame:
+    """Re-key a companion table to ``study_key`` and record ``<table>_matched`` / ``<table>_unmatched``.
+
+    ``study_uid`` rows are kept even when no loop matches (a later ingest may hold the study). An
+    ``accession`` row is repeated for every study of that accession in the export (one accession can
+    hold several studies); one that matches no study cannot be keyed and is left out. Unmatched rows
+    are reported by 1-based data row number (never by value).
+    """
+    studies = {v["study_key"] for v in videos}
+    if "study_uid" in df.columns:
+        keys = [[pseudonym(u, salt, prefix="st_")] for u in df.pop("study_uid")]
+        matched = [k[0] in studies for k in keys]
+    else:
+        by_accession: dict[str, set[str]] = {}
+        for v in videos:
+            if v.get("accession_key"):
+                by_accession.setdefault(v["accession_key"], set()).add(v["study_key"])
+        keys = [sorted(by_accession.get(accession_key(a, salt), ())) for a in df.pop("accession")]
+        matched = [bool(k) for k in keys]
+    df.insert(0, "study_key", [k or [None] for k in keys])
+    df = df.explode("study_key").dropna(subset=["study_key"]).reset_index(drop=True)
+    unmatched = [i + 1 for i, ok in enumerate(matched) if not ok]
+    summary[f"{table}_matched"] = len(set(df["study_key"]) & studies)
+    summary[f"{table}_unmatched"] = {"rows": len(unmatched), "row_numbers": unmatched[:50]}
+    return df
+
+
+def _scrub_reports(df: pd.DataFrame, results: list[dict]) -> dict[str, int]:
+    """Scrub ``df["report"]`` in place with each study's own DICOM identifiers (from its files' headers) as a
+    deny list on top of the pattern rules."""
+    deny: dict[str, set[str]] = {}
+    for r in results:
+        if "video" in r:
+            deny.setdefault(r["video"]["study_key"], set()).update(r.get("deny", ()))
+    return scrub_reports(df, deny)
