@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from medvid.config import load_config, require_dirs, setting
-from medvid.device import resolve_device
+from medvid.device import check_device, resolve_device
 from medvid.errors import MedvidError
 from medvid.io.echo_videos import is_echonet_root
 from medvid.models.clip import VideoTextModel
@@ -60,7 +60,7 @@ def _check(cfg: Any) -> None:
     if not cfg.out:
         raise MedvidError("out is required")
     require_dirs(model=cfg.model, data=cfg.data)
-    resolve_device(cfg.device)
+    check_device(cfg.device)
     check_protocol(cfg)
     check_echo(cfg.echo)
     check_surgery(cfg.surgery)

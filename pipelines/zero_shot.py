@@ -1,13 +1,11 @@
 """``medvid zero-shot phase|tools DATA_ROOT --model DIR --out DIR``: zero-shot surgical phase / tool
 recognition on a Cholec80-layout root (or a folder of videos: predictions only).
 
-Per video: frames every ``1/fps`` s → embeddings (by default the clip the model was trained on, read
-from its ``pretrained_cfg``) → scores against prompt embeddings computed once (optionally widened with
-the pretraining narration's nearest sentences) → label-free calibration over the video's own samples
-→ ``OUT/predictions/<video>.csv`` (atomic; videos already there are
-skipped, so a killed run resumes). Phases are then adapted over all the run's videos by label-free
-self-training (``medvid.zeroshot.adaptation``; the prompt-only scores stay in the CSVs). Then ``OUT/metrics.json`` (strict and relaxed, labelled),
-``OUT/plots/*.png`` and ``OUT/report.md`` from the CSVs of the selected videos.
+The recogniser (``medvid.zeroshot.recognise``, the settings it defines come first in ``Config``) scores each
+video: embeddings every ``1/fps`` s → prompt scores, calibrated → ``OUT/predictions/<video>.csv`` (atomic;
+videos already there are skipped, so a killed run resumes). Phases are then self-trained over all the run's
+videos from the prompt-only scores kept in the CSVs. Then ``OUT/metrics.json`` (strict and relaxed,
+labelled), ``OUT/plots/*.png`` and ``OUT/report.md`` from the CSVs of the selected videos.
 """
 from __future__ import annotations
 
@@ -26,22 +24,19 @@ from omegaconf import OmegaConf
 
 from medvid.config import setting
 from medvid.datasets.cholec80 import DATASETS, Cholec80
-from medvid.device import resolve_device
+from medvid.device import check_device, resolve_device
 from medvid.errors import MedvidError
 from medvid.io.video import Video
-from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
 from medvid.models.checkpoint import load_video_text_model
 from medvid.runs import claim_run
 from medvid.utils import atomic_path, atomic_write_text, jsonable, relative_message, write_jsonl
+from medvid.zeroshot.evaluate import TOLERANCE_S, phase_results, tool_results
 from medvid.zeroshot.plots import confusion_matrix_plot, phase_ribbon
 from medvid.zeroshot.prompts import load_prompt_set
 from medvid.zeroshot.recognise import TASKS, Recogniser, Recognition, check_recognition, corpus_path, prompt_file
 
 log = logging.getLogger("medvid")
 
-TASKS = ("phase", "tools")
-DEFAULT_PROMPTS = {("cholec80", "phase"): "cholec80_phases.yaml", ("autolaparo", "phase"): "autolaparo_phases.yaml",
-                   ("cholec80", "tools"): "cholec80_tools.yaml"}
 # Settings that change predictions: a resumed run must match them.
 _FINGERPRINT_KEYS = ("task", "model_sha256", "dataset", "fps", "clip_frames", "clip_fps", "crop", "scale",
                      "tool_bias", "tool_threshold", "tool_reference", "tool_scale", "smoothing", "smoothing_window", "hmm_stay",
@@ -65,7 +60,7 @@ class Config(Recognition):
                                          "null = every video in the root")
     max_videos: int = setting(0, "0 = all")
     fps: float = setting(1.0, "evaluation rate")
-    tolerance_s: float = setting(10.0, "relaxed metrics: boundary tolerance (M2CAI 2016)")
+    tolerance_s: float = setting(TOLERANCE_S, "relaxed metrics: boundary tolerance (M2CAI 2016)")
     cholec80_exceptions: bool = setting(True, "relaxed metrics: Cholec80 transition exceptions (dataset cholec80 "
                                               "only)")
     plots: bool = setting(True, "phase ribbons per video + confusion matrix (PNG)")
@@ -89,6 +84,7 @@ def _check(cfg: Any) -> None:
     if cfg.dataset not in DATASETS:
         raise MedvidError(f"dataset must be one of {list(DATASETS)}, got {cfg.dataset!r}")
     check_recognition(cfg)
+    check_device(cfg.device)
 
 
 def _sha256(paths: list[Path]) -> str:
@@ -235,21 +231,7 @@ def _phase_eval(cfg, tables: dict[str, dict], classes: list[str]) -> tuple[dict[
                 names.append(name)
         if not pairs:
             return {}, {}
-        strict = strict_phase_metrics(pairs)
-        strict["per_video"] = dict(zip(names, strict["per_video"]))
-        relaxed = relaxed_phase_metrics(pairs, len(classes), cfg.fps, cfg.tolerance_s, exceptions)
-        relaxed["per_video_accuracy"] = dict(zip(names, relaxed["per_video_accuracy"]))
-        out[variant] = {
-            "strict": {"protocol": "strict (unrelaxed): accuracy and macro-F1 per video, averaged over videos "
-                                   "(SurgVLP family); macro-F1 over the phases present in the video's ground "
-                                   "truth or prediction (sklearn f1_score average='macro')", **strict},
-            "relaxed": {"protocol": f"relaxed (M2CAI 2016): {cfg.tolerance_s:g} s boundary tolerance at "
-                                    f"{cfg.fps:g} fps" + (" with the Cholec80 transition exceptions" if exceptions
-                                                            else "") +
-                                    "; per-phase Jaccard/precision/recall averaged over videos containing the "
-                                    "phase (NaN when absent), then over phases", **relaxed},
-            "n_videos": len(pairs), "n_samples": int(sum(len(g) for g, _ in pairs)),
-        }
+        out[variant] = phase_results(pairs, names, len(classes), cfg.fps, cfg.tolerance_s, exceptions)
         used[variant] = pairs
     return out, used
 
@@ -266,12 +248,7 @@ def _tool_eval(tables: dict[str, dict], classes: list[str]) -> dict[str, Any]:
         ss.append(s[keep])
     if not ys:
         return {}
-    y = np.concatenate(ys)
-    r = tool_average_precision(y, np.concatenate(ss))
-    return {"raw": {"protocol": "per-tool average precision over all evaluated frames of all videos; mAP = mean "
-                                "over tools present; a random scorer's AP is the tool's prevalence",
-                    "ap": dict(zip(classes, r["ap"])), "map": r["map"], "prevalence": dict(zip(classes, y.mean(0))),
-                    "n_videos": len(ys), "n_samples": int(sum(len(y) for y in ys))}}
+    return {"raw": tool_results(ys, ss, classes)}
 
 
 def _plots(cfg, out: Path, tables, classes, pairs_by_variant) -> list[str]:

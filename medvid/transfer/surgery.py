@@ -19,19 +19,19 @@ import pandas as pd
 from medvid.config import setting
 from medvid.datasets.cholec80 import Cholec80
 from medvid.errors import MedvidError
-from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
+from medvid.metrics import tool_average_precision
 from medvid.transfer.features import surgery_embeddings, surgery_frame_features
 from medvid.transfer.fewshot import k_shot, mean_sd
 from medvid.transfer.probe import fit_logistic, fit_multilabel, split_validation
 from medvid.transfer.protocol import ProbeResult, curves
 from medvid.transfer.temporal import predict_tcn, train_tcn
+from medvid.zeroshot.evaluate import TOLERANCE_S, phase_results, tool_results
 from medvid.zeroshot.prompts import load_prompt_set
 from medvid.zeroshot.recognise import Recogniser, Recognised, Recognition, corpus_path, prompt_file
 
 log = logging.getLogger("medvid")
 
 TASKS = ("phase", "tools")
-TOLERANCE_S = 10.0  # relaxed metrics: boundary tolerance (M2CAI 2016), the zero-shot job's default
 
 
 @dataclass
@@ -107,12 +107,11 @@ def probe_surgery(task: str, model: Any, model_dir: str | Path, data: str | Path
 
     def score_pairs(gts: list[np.ndarray], probs: list[np.ndarray]) -> dict[str, float]:
         if phase:
-            pairs = [(g, q.argmax(1)) for g, q in zip(gts, probs)]
-            st = strict_phase_metrics(pairs)
-            rl = relaxed_phase_metrics(pairs, len(classes), s.fps, TOLERANCE_S, exceptions)
-            return {"strict_accuracy": st["accuracy"], "strict_macro_f1": st["macro_f1"],
-                    "relaxed_accuracy": rl["accuracy"], "relaxed_jaccard": rl["jaccard"]}
-        return {"map": tool_average_precision(np.concatenate(gts), np.concatenate(probs))["map"]}
+            r = phase_results([(g, q.argmax(1)) for g, q in zip(gts, probs)], test, len(classes), s.fps,
+                              TOLERANCE_S, exceptions)
+            return {"strict_accuracy": r["strict"]["accuracy"], "strict_macro_f1": r["strict"]["macro_f1"],
+                    "relaxed_accuracy": r["relaxed"]["accuracy"], "relaxed_jaccard": r["relaxed"]["jaccard"]}
+        return {"map": tool_results(gts, probs, classes)["map"]}
 
     def score(probs: list[np.ndarray]) -> dict[str, float]:
         return score_pairs([per_video[v][2] for v in test], probs)
