@@ -18,7 +18,8 @@ log = logging.getLogger("medvid")
 
 @dataclass
 class Protocol:
-    """How much labelled data the probes see and how they are regularised."""
+    """The settings every probe task shares: label fractions, k-shot and seeds, the regularisation grid,
+    zero-shot on / off and its prompt file, batch size and progress."""
 
     fractions: list[float] = setting(factory=lambda: [0.01, 0.1, 1.0],
                                      help="label fractions of the training set (learning curve)")
