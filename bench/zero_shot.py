@@ -21,7 +21,7 @@ import av
 import numpy as np
 import torch
 
-from medvid.config import config_dir, load_config
+from medvid.config import load_config
 from medvid.io.video import Video
 from medvid.models.clip import VideoTextModel
 from medvid.models.factory import create_model
@@ -29,6 +29,7 @@ from medvid.transforms.clip import to_clip_tensor
 from medvid.transforms.sampling import regular_times
 from medvid.vocab import CHOLEC80_PHASES
 from medvid.zeroshot.prompts import load_prompt_set, model_text_encoder
+from medvid.zeroshot.recognise import prompt_file
 from medvid.pipelines import zero_shot
 
 
@@ -117,7 +118,7 @@ def main() -> None:
     model_dir = args.work / "model"
     if not (model_dir / "config.json").exists():
         create_model(args.model).save_pretrained(model_dir)
-    prompts = load_prompt_set(config_dir() / "prompts" / "cholec80_phases.yaml", CHOLEC80_PHASES)
+    prompts = load_prompt_set(prompt_file("cholec80", "phase"), CHOLEC80_PHASES)
     with Timer() as setup:  # what the job does once: load the model, embed the prompts
         model = VideoTextModel.from_pretrained(model_dir).eval()
         model_text_encoder(model)(prompts.all_prompts())

@@ -45,6 +45,7 @@ from medvid.zeroshot.calibration import calibrate_logits
 from medvid.zeroshot.classifier import PhaseClassifier, ToolClassifier
 from medvid.zeroshot.expansion import corpus_sentences, expand_classes
 from medvid.zeroshot.prompts import load_prompt_set, model_text_encoder
+from medvid.zeroshot.recognise import prompt_file
 from medvid.zeroshot.smoothing import smooth
 
 SPLIT = "cholec80_40_40"
@@ -118,8 +119,8 @@ def _zero_shot_variants(model_dir: Path, corpus: Path | None, test, defaults) ->
     """Each method on its own and together, from the default job's embeddings (same functions as the job)."""
     model = load_video_text_model(model_dir)
     encode = model_text_encoder(model)
-    phases = load_prompt_set(config_dir() / "prompts" / "cholec80_phases.yaml")
-    tools = load_prompt_set(config_dir() / "prompts" / "cholec80_tools.yaml")
+    phases = load_prompt_set(prompt_file("cholec80", "phase"))
+    tools = load_prompt_set(prompt_file("cholec80", "tools"))
     head = PhaseClassifier.from_prompts(phases, encode, defaults.scale)
     sentences = corpus_sentences(corpus) if corpus else []
     grow = (lambda emb, classes: expand_classes(emb, classes, sentences, encode, defaults.expand_k,
@@ -250,7 +251,7 @@ def main() -> None:
         if not args.skip_previous:
             s["zero_shot_previous_defaults"] = zs(model, d / "zs_test_previous", "test", PREVIOUS_DEFAULTS)
         train, test = _videos(w / "surgery", d / "zs_train", "train"), _videos(w / "surgery", d / "zs_test", "test")
-        tools = load_prompt_set(config_dir() / "prompts" / "cholec80_tools.yaml").classes
+        tools = load_prompt_set(prompt_file("cholec80", "tools")).classes
         job = s["zero_shot_test"]["summary"]
         result["sizes"][n] = {
             "pairs": len(read_jsonl(pairs)),

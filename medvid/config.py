@@ -164,12 +164,12 @@ def describe_settings(schema: Any, name: str | None = None) -> list[tuple[str, s
             kind = re.sub(r"typing\.|<class '([^']+)'>", r"\1", str(hints[f.name]))
             value = OmegaConf.select(cfg, key)
             value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
-            rows.append((key, kind, _format_value(value), ""))
+            rows.append((key, kind, _format_value(value), f.metadata.get("help", "")))
 
     if shipped is not None and shipped.is_file():
         meanings.update(_comments(shipped.read_text(encoding="utf-8").splitlines()))
     walk(schema if isinstance(schema, type) else type(schema), "")
-    return [(k, t, d, meanings.get(k, "")) for k, t, d, _ in rows]
+    return [(k, t, d, h or meanings.get(k, "")) for k, t, d, h in rows]
 
 
 def _format_value(value: Any) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 from medvid.config import setting
 from medvid.errors import MedvidError
+from medvid.ingest import ingested
 from medvid.io.ingest_folder import IngestFolder
 from medvid.report.draft import DraftSettings
 from medvid.report.encode import Encoding, StageTimer
@@ -93,17 +94,7 @@ def _validate(cfg: Config) -> None:
 
 def _ingest_input(cfg: Config, out: Path) -> tuple[Path, Path]:
     """(ingest folder, DICOM root) of the input; a DICOM folder is ingested into OUT/ingest."""
-    src = Path(cfg.input)
-    if IngestFolder(src).exists():
-        if not cfg.dicom_root or not Path(cfg.dicom_root).is_dir():
-            raise MedvidError(f"{src} is an ingest folder: give dicom_root=<the DICOM folder it was ingested from>")
-        return src, Path(cfg.dicom_root)
-    from medvid.config import load_config
-    from medvid.ingest import IngestSettings, ingest
-
-    ingest(load_config(IngestSettings, "ingest", None,
-                       [f"dicom_root={src}", f"out={out / 'ingest'}", f"progress={cfg.progress}"]))
-    return out / "ingest", src
+    return ingested(cfg.input, cfg.dicom_root, out / "ingest", progress=cfg.progress)
 
 
 def run(cfg: Config) -> dict[str, Any]:

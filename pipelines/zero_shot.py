@@ -1,13 +1,11 @@
 """``medvid zero-shot phase|tools DATA_ROOT --model DIR --out DIR``: zero-shot surgical phase / tool
 recognition on a Cholec80-layout root (or a folder of videos: predictions only).
 
-Per video: frames every ``1/fps`` s → embeddings (by default the clip the model was trained on, read
-from its ``pretrained_cfg``) → scores against prompt embeddings computed once (optionally widened with
-the pretraining narration's nearest sentences) → label-free calibration over the video's own samples
-→ ``OUT/predictions/<video>.csv`` (atomic; videos already there are
-skipped, so a killed run resumes). Phases are then adapted over all the run's videos by label-free
-self-training (``medvid.zeroshot.adaptation``; the prompt-only scores stay in the CSVs). Then ``OUT/metrics.json`` (strict and relaxed, labelled),
-``OUT/plots/*.png`` and ``OUT/report.md`` from the CSVs of the selected videos.
+The recogniser (``medvid.zeroshot.recognise``, the settings it defines come first in ``Config``) scores each
+video: embeddings every ``1/fps`` s → prompt scores, calibrated → ``OUT/predictions/<video>.csv`` (atomic;
+videos already there are skipped, so a killed run resumes). Phases are then self-trained over all the run's
+videos from the prompt-only scores kept in the CSVs. Then ``OUT/metrics.json`` (strict and relaxed,
+labelled), ``OUT/plots/*.png`` and ``OUT/report.md`` from the CSVs of the selected videos.
 """
 from __future__ import annotations
 
@@ -24,31 +22,21 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from medvid.config import config_dir
+from medvid.config import setting
 from medvid.datasets.cholec80 import DATASETS, Cholec80
+from medvid.device import check_device, resolve_device
 from medvid.errors import MedvidError
 from medvid.io.video import Video
-from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
-from medvid.models.backbones import preprocess_for
 from medvid.models.checkpoint import load_video_text_model
 from medvid.runs import claim_run
-from medvid.transforms.clip import CROPS
 from medvid.utils import atomic_path, atomic_write_text, jsonable, relative_message, write_jsonl
-from medvid.zeroshot.adaptation import METHODS as ADAPTATION_METHODS, self_train
-from medvid.zeroshot.calibration import METHODS as CALIBRATION_METHODS, calibrate_logits
-from medvid.zeroshot.classifier import TOOL_REFERENCES, PhaseClassifier, ToolClassifier
-from medvid.zeroshot.embed import embed_video, sampling_from_contract
-from medvid.zeroshot.expansion import corpus_sentences, expand_classes
+from medvid.zeroshot.evaluate import TOLERANCE_S, phase_results, tool_results
 from medvid.zeroshot.plots import confusion_matrix_plot, phase_ribbon
-from medvid.zeroshot.prompts import load_prompt_set, model_text_encoder
-from medvid.device import check_device
-from medvid.zeroshot.smoothing import METHODS as SMOOTHING_METHODS, smooth
+from medvid.zeroshot.prompts import load_prompt_set
+from medvid.zeroshot.recognise import TASKS, Recogniser, Recognition, check_recognition, corpus_path, prompt_file
 
 log = logging.getLogger("medvid")
 
-TASKS = ("phase", "tools")
-DEFAULT_PROMPTS = {("cholec80", "phase"): "cholec80_phases.yaml", ("autolaparo", "phase"): "autolaparo_phases.yaml",
-                   ("cholec80", "tools"): "cholec80_tools.yaml"}
 # Settings that change predictions: a resumed run must match them.
 _FINGERPRINT_KEYS = ("task", "model_sha256", "dataset", "fps", "clip_frames", "clip_fps", "crop", "scale",
                      "tool_bias", "tool_threshold", "tool_reference", "tool_scale", "smoothing", "smoothing_window", "hmm_stay",
@@ -58,55 +46,29 @@ _FINGERPRINT_KEYS = ("task", "model_sha256", "dataset", "fps", "clip_frames", "c
 
 
 @dataclass
-class Config:
-    task: str = "phase"                  # phase | tools
-    data_root: str = ""                  # Cholec80-layout root, or a folder of videos
-    model: str = ""                      # folder written by save_pretrained
-    out: str = ""
-    prompts: Optional[str] = None        # YAML/JSON prompt file; None = configs/prompts/<dataset>_<task>.yaml
-    dataset: str = "cholec80"            # cholec80 | autolaparo (phase names, relaxed-metric exceptions)
-    split: Optional[str] = None          # e.g. "cholec80_40_8_32:test"; None = every video in the root
-    max_videos: int = 0                  # 0 = all
-    fps: float = 1.0                     # evaluation rate
-    clip_frames: Optional[int] = None    # frames per embedding centred on each time; None = the model's pretrained_cfg
-    clip_fps: Optional[float] = None     # frame rate inside a clip (integer multiple of fps); None = the model's
-    crop: Optional[str] = None           # center_square | none; None = the model's pretrained_cfg
-    batch_size: int = 32
-    scale: float = 100.0                 # phases: softmax scale on cosine similarity
-    tool_scale: float = 10.0             # tools: sigmoid scale (100 saturates to ties at 1.0, which AP cannot rank)
-    tool_threshold: float = 0.5          # per-tool default; the prompt file's thresholds win
-    tool_bias: float = 0.0               # sigmoid centre for tools without an "absent" prompt (tool_reference=absent)
-    tool_reference: str = "tools"        # tools: score vs the mean over all tool prompts | absent: vs "absent" sentences
-    calibration: str = "prior"           # phases: none | prior | centre (label-free, over each video's samples)
-    calibration_strength: float = 0.5    # in [0, 1)
-    expand_corpus: Optional[str] = "auto"  # pairs.jsonl (or folder) of narration; auto = the model's training corpus
-    expand_k: int = 16                   # corpus sentences added per class (0 = no expansion)
-    expand_weight: float = 0.5           # share of the neighbours in the class embedding
-    expand_margin: float = 0.02          # a sentence joins a class only when nearer to it than to others by this
-    adaptation: str = "self_train"       # phases: none | self_train (label-free, over all videos of the run)
-    adaptation_fraction: float = 0.2     # most confident share of each predicted phase taken as pseudo-labels
-    adaptation_c: float = 0.1            # L2 strength (C) of the self-trained logistic regression
-    adaptation_mix: float = 0.5          # its share in the blend with the prompt probabilities
-    smoothing: str = "hmm"               # none | moving_average | median | hmm (raw reported alongside)
-    smoothing_window: int = 15           # samples (moving_average / median)
-    hmm_stay: float = 0.99
-    hmm_backward: float = 0.05
-    tolerance_s: float = 10.0            # relaxed metrics: boundary tolerance
-    cholec80_exceptions: bool = True     # relaxed metrics: Cholec80 transition exceptions (dataset cholec80 only)
-    plots: bool = True
-    save_embeddings: bool = False        # OUT/embeddings/<video>.npy (e.g. for a linear probe)
-    device: str = "cpu"
-    threads: int = 0                     # torch intra-op threads; 0 = torch's default
-    overwrite: bool = False              # false: keep finished videos (resume); settings must match
+class Config(Recognition):
+    """The job's settings; the recogniser's (``Recognition``: clip, scales, calibration, expansion, adaptation,
+    smoothing) come first, with their meanings."""
 
-
-def _prompt_path(cfg: Any) -> Path:
-    if cfg.prompts:
-        return Path(cfg.prompts)
-    name = DEFAULT_PROMPTS.get((cfg.dataset, cfg.task))
-    if name is None:
-        raise MedvidError(f"no shipped prompts for dataset {cfg.dataset!r} and task {cfg.task!r}; pass --prompts FILE")
-    return config_dir() / "prompts" / name
+    task: str = setting("phase", "phase | tools (set by the subcommand)")
+    data_root: str = setting("", "Cholec80-layout root, or a folder of videos")
+    model: str = setting("", "folder written by save_pretrained")
+    out: str = setting("", "output folder")
+    prompts: Optional[str] = setting(None, "YAML/JSON prompt file; null = the shipped one for the dataset and task")
+    dataset: str = setting("cholec80", "cholec80 | autolaparo: phase names and relaxed-metric exceptions")
+    split: Optional[str] = setting(None, "e.g. cholec80_40_8_32:test (SurgVLP family) or cholec80_40_40:test; "
+                                         "null = every video in the root")
+    max_videos: int = setting(0, "0 = all")
+    fps: float = setting(1.0, "evaluation rate")
+    tolerance_s: float = setting(TOLERANCE_S, "relaxed metrics: boundary tolerance (M2CAI 2016)")
+    cholec80_exceptions: bool = setting(True, "relaxed metrics: Cholec80 transition exceptions (dataset cholec80 "
+                                              "only)")
+    plots: bool = setting(True, "phase ribbons per video + confusion matrix (PNG)")
+    save_embeddings: bool = setting(False, "OUT/embeddings/<video>.npy (always written for phases when adaptation "
+                                           "is on)")
+    device: str = setting("cpu", "auto | cpu | cuda | cuda:N")
+    threads: int = setting(0, "torch intra-op threads; 0 = torch's default")
+    overwrite: bool = setting(False, "false: resume (skip videos with predictions); settings must match")
 
 
 def _check(cfg: Any) -> None:
@@ -119,18 +81,9 @@ def _check(cfg: Any) -> None:
         raise MedvidError(f"data_root does not exist or is not a folder: {cfg.data_root}")
     if not (Path(cfg.model) / "config.json").is_file():
         raise MedvidError(f"{cfg.model}: not a medvid model folder (no config.json from save_pretrained)")
-    for key, allowed in (("smoothing", SMOOTHING_METHODS), ("dataset", tuple(DATASETS)), ("crop", (None, *CROPS)),
-                         ("calibration", CALIBRATION_METHODS), ("tool_reference", TOOL_REFERENCES),
-                         ("adaptation", ADAPTATION_METHODS)):
-        if cfg[key] not in allowed:
-            raise MedvidError(f"{key} must be one of {[a for a in allowed if a is not None]}, got {cfg[key]!r}")
-    if not 0.0 <= cfg.calibration_strength < 1.0:
-        raise MedvidError(f"calibration_strength must be in [0, 1), got {cfg.calibration_strength}")
-    if not (0.0 < cfg.adaptation_fraction <= 1.0 and cfg.adaptation_c > 0.0 and 0.0 <= cfg.adaptation_mix <= 1.0):
-        raise MedvidError("need 0 < adaptation_fraction <= 1, adaptation_c > 0 and 0 <= adaptation_mix <= 1, got "
-                          f"{cfg.adaptation_fraction}, {cfg.adaptation_c}, {cfg.adaptation_mix}")
-    if cfg.expand_k < 0 or not 0.0 <= cfg.expand_weight <= 1.0:
-        raise MedvidError(f"need expand_k >= 0 and 0 <= expand_weight <= 1, got {cfg.expand_k}, {cfg.expand_weight}")
+    if cfg.dataset not in DATASETS:
+        raise MedvidError(f"dataset must be one of {list(DATASETS)}, got {cfg.dataset!r}")
+    check_recognition(cfg)
     check_device(cfg.device)
 
 
@@ -142,24 +95,6 @@ def _sha256(paths: list[Path]) -> str:
             while chunk := f.read(1 << 22):
                 h.update(chunk)
     return h.hexdigest()
-
-
-def _corpus_path(cfg: Any) -> Path | None:
-    """The narration corpus for prompt expansion: ``expand_corpus``, or with ``auto`` the ``lectures.pairs``
-    the model was pretrained on (its ``train_config.yaml``) when that file is still there."""
-    if not cfg.expand_corpus or cfg.expand_k == 0:
-        return None
-    if cfg.expand_corpus != "auto":
-        if not Path(cfg.expand_corpus).exists():
-            raise MedvidError(f"expand_corpus does not exist: {cfg.expand_corpus}")
-        return Path(cfg.expand_corpus)
-    train_cfg = Path(cfg.model) / "train_config.yaml"
-    pairs = (OmegaConf.load(train_cfg).get("lectures") or {}).get("pairs") if train_cfg.is_file() else None
-    if pairs and (train_cfg.parent / pairs).is_file():  # recorded relative to the config's folder (save_config)
-        return train_cfg.parent / pairs
-    log.warning("expand_corpus=auto: the model's pretraining corpus is not available here; class prompts are "
-                "used as written (pass expand_corpus=PAIRS.jsonl to widen them)")
-    return None
 
 
 def _fingerprint(cfg: Any, prompt_path: Path, corpus: Path | None, sampling: dict[str, Any]) -> dict[str, Any]:
@@ -199,20 +134,17 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         w.writerows(rows)
 
 
-def _adapting(cfg: Any) -> bool:
-    return cfg.task == "phase" and cfg.adaptation != "none"
-
-
-def _phase_rows(cfg, times, frames, probs: np.ndarray, classes: list[str], gt, prompt_probs: np.ndarray):
+def _phase_rows(rec: Recogniser, times, frames, probs: np.ndarray, gt, prompt_probs: np.ndarray):
     """CSV of one video: the predictions (``probs``), smoothed when on, and with adaptation on the
     prompt-only probabilities it started from (``prompt_p_*``, ``prompt_index``)."""
+    classes = rec.classes
     header = ["time_s", "frame", "pred", "pred_index", *[f"p_{c}" for c in classes]]
     pred = probs.argmax(1)
     cols = [times.round(3), frames, [classes[i] for i in pred], pred, *probs.T.round(5)]
-    if cfg.smoothing != "none":
+    if rec.settings.smoothing != "none":
         header += ["pred_smoothed_index"]
-        cols.append(smooth(probs, cfg.smoothing, cfg.smoothing_window, cfg.hmm_stay, cfg.hmm_backward).argmax(1))
-    if _adapting(cfg):
+        cols.append(rec.smooth(probs).argmax(1))
+    if rec.adapting:
         header += ["prompt_index", *[f"prompt_p_{c}" for c in classes]]
         cols += [prompt_probs.argmax(1), *prompt_probs.T.round(5)]
     if gt is not None:
@@ -230,28 +162,22 @@ def _tool_rows(times, frames, probs: np.ndarray, present: np.ndarray, classes: l
     return header, [list(r) for r in zip(*cols)]
 
 
-def _process_video(cfg, ds, name, model, head, classes, sampling: dict[str, Any], pred_dir: Path,
-                   emb_dir: Path | None) -> None:
+def _process_video(cfg, ds, name, rec: Recogniser, pred_dir: Path, emb_dir: Path | None) -> None:
     with Video(ds.video_path(name)) as video:
-        e = embed_video(model, video, fps=cfg.fps, clip_frames=sampling["clip_frames"], clip_fps=sampling["clip_fps"],
-                        preprocess=preprocess_for({**model.pretrained_cfg, **({"crop": cfg.crop} if cfg.crop else {})}),
-                        batch_size=cfg.batch_size)
-    if len(e.times) == 0:
-        raise MedvidError("video shorter than one sampling interval")
+        e = rec.embed(video)
     gt = _gt(ds, cfg.task, name, e.times)
+    probs = rec.score(e.emb)
     if cfg.task == "phase":
-        probs = calibrate_logits(e.emb, head.logits, cfg.calibration, cfg.calibration_strength).softmax(-1).numpy()
-        header, rows = _phase_rows(cfg, e.times, e.frames, probs, classes, gt, probs)
+        header, rows = _phase_rows(rec, e.times, e.frames, probs, gt, probs)
     else:
-        probs = head.probs(e.emb).numpy()
-        header, rows = _tool_rows(e.times, e.frames, probs, probs >= head.thresholds.numpy(), classes, gt)
+        header, rows = _tool_rows(e.times, e.frames, probs, rec.present(probs), rec.classes, gt)
     if emb_dir is not None:
         with atomic_path(emb_dir / f"{name}.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, e.emb.numpy().astype(np.float32))
     _write_csv(pred_dir / f"{name}.csv", header, rows)
 
 
-def _adapt(cfg, names: list[str], pred_dir: Path, emb_dir: Path, classes: list[str]) -> int:
+def _adapt(rec: Recogniser, names: list[str], pred_dir: Path, emb_dir: Path) -> int:
     """Self-train over every predicted video of the run from its prompt-only probabilities (read back
     from the CSVs, so a resumed run adapts exactly as a fresh one) and rewrite the CSVs. Returns the
     number of videos adapted."""
@@ -263,13 +189,12 @@ def _adapt(cfg, names: list[str], pred_dir: Path, emb_dir: Path, classes: list[s
         raise MedvidError(f"adaptation needs the embeddings of every predicted video; missing in {emb_dir}: "
                           f"{missing[:5]} (rerun with overwrite=true)")
     tables = {n: _read_csv(pred_dir / f"{n}.csv") for n in done}
-    prompt = [np.stack([tables[n][f"prompt_p_{c}"].astype(float) for c in classes], 1) for n in done]
-    adapted = self_train([np.load(emb_dir / f"{n}.npy") for n in done], prompt, cfg.adaptation_fraction,
-                         cfg.adaptation_c, cfg.adaptation_mix)
+    prompt = [np.stack([tables[n][f"prompt_p_{c}"].astype(float) for c in rec.classes], 1) for n in done]
+    adapted = rec.adapt([np.load(emb_dir / f"{n}.npy") for n in done], prompt)
     for n, p0, p in zip(done, prompt, adapted):
         t = tables[n]
         gt = t["gt_index"].astype(int) if "gt_index" in t else None
-        header, rows = _phase_rows(cfg, t["time_s"].astype(float), t["frame"].astype(int), p, classes, gt, p0)
+        header, rows = _phase_rows(rec, t["time_s"].astype(float), t["frame"].astype(int), p, gt, p0)
         _write_csv(pred_dir / f"{n}.csv", header, rows)
     return len(done)
 
@@ -290,7 +215,7 @@ def _phase_eval(cfg, tables: dict[str, dict], classes: list[str]) -> tuple[dict[
     variants = {"raw": "pred_index"}
     if cfg.smoothing != "none":
         variants[f"smoothed_{cfg.smoothing}"] = "pred_smoothed_index"
-    if _adapting(cfg):
+    if cfg.task == "phase" and cfg.adaptation != "none":
         variants["prompts_only"] = "prompt_index"  # before self-training, unsmoothed
     out: dict[str, Any] = {}
     used: dict[str, list] = {}
@@ -306,21 +231,7 @@ def _phase_eval(cfg, tables: dict[str, dict], classes: list[str]) -> tuple[dict[
                 names.append(name)
         if not pairs:
             return {}, {}
-        strict = strict_phase_metrics(pairs)
-        strict["per_video"] = dict(zip(names, strict["per_video"]))
-        relaxed = relaxed_phase_metrics(pairs, len(classes), cfg.fps, cfg.tolerance_s, exceptions)
-        relaxed["per_video_accuracy"] = dict(zip(names, relaxed["per_video_accuracy"]))
-        out[variant] = {
-            "strict": {"protocol": "strict (unrelaxed): accuracy and macro-F1 per video, averaged over videos "
-                                   "(SurgVLP family); macro-F1 over the phases present in the video's ground "
-                                   "truth or prediction (sklearn f1_score average='macro')", **strict},
-            "relaxed": {"protocol": f"relaxed (M2CAI 2016): {cfg.tolerance_s:g} s boundary tolerance at "
-                                    f"{cfg.fps:g} fps" + (" with the Cholec80 transition exceptions" if exceptions
-                                                            else "") +
-                                    "; per-phase Jaccard/precision/recall averaged over videos containing the "
-                                    "phase (NaN when absent), then over phases", **relaxed},
-            "n_videos": len(pairs), "n_samples": int(sum(len(g) for g, _ in pairs)),
-        }
+        out[variant] = phase_results(pairs, names, len(classes), cfg.fps, cfg.tolerance_s, exceptions)
         used[variant] = pairs
     return out, used
 
@@ -337,12 +248,7 @@ def _tool_eval(tables: dict[str, dict], classes: list[str]) -> dict[str, Any]:
         ss.append(s[keep])
     if not ys:
         return {}
-    y = np.concatenate(ys)
-    r = tool_average_precision(y, np.concatenate(ss))
-    return {"raw": {"protocol": "per-tool average precision over all evaluated frames of all videos; mAP = mean "
-                                "over tools present; a random scorer's AP is the tool's prevalence",
-                    "ap": dict(zip(classes, r["ap"])), "map": r["map"], "prevalence": dict(zip(classes, y.mean(0))),
-                    "n_videos": len(ys), "n_samples": int(sum(len(y) for y in ys))}}
+    return {"raw": tool_results(ys, ss, classes)}
 
 
 def _plots(cfg, out: Path, tables, classes, pairs_by_variant) -> list[str]:
@@ -381,7 +287,7 @@ def _report(cfg, prompt_path: Path, classes: list[str], metrics: dict, summary: 
              *([f"- adaptation: label-free self-training over the run's {summary['videos_done']} videos "
                 f"(pseudo-labels: the {cfg.adaptation_fraction:g} most confident of each phase; logistic "
                 f"regression C {cfg.adaptation_c:g}, share {cfg.adaptation_mix:g}); `prompts_only` = before it"]
-               if _adapting(cfg) else []),
+               if cfg.task == "phase" and cfg.adaptation != "none" else []),
              f"- smoothing: {cfg.smoothing}" + ("" if cfg.smoothing == "none" else
                                                 f" (window {cfg.smoothing_window}); reported separately below"),
              ""]
@@ -415,52 +321,42 @@ def run(cfg: Any) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out, root = Path(cfg.out), Path(cfg.data_root)
-    prompt_path = _prompt_path(cfg)
+    prompt_path = prompt_file(cfg.dataset, cfg.task, cfg.prompts)
     ds = Cholec80(root, dataset=cfg.dataset)
     names = ds.videos(cfg.split)
     if cfg.max_videos:
         names = names[:cfg.max_videos]
     if not names:
         raise MedvidError(f"{root}: no videos found" + (f" in split {cfg.split}" if cfg.split else ""))
-    expected = ds.phases if cfg.task == "phase" else ds.tools
-    prompts = load_prompt_set(prompt_path, expected)
-    corpus = _corpus_path(cfg)
-    model = load_video_text_model(cfg.model, map_location=cfg.device)  # any kind that embeds video and text
-    sampling = sampling_from_contract(model.pretrained_cfg, cfg.fps, cfg.clip_frames, cfg.clip_fps)
+    prompts = load_prompt_set(prompt_path, ds.phases if cfg.task == "phase" else ds.tools)
+    corpus = corpus_path(cfg, cfg.model)
+    model = load_video_text_model(cfg.model, map_location=resolve_device(cfg.device))  # any video-text kind
+    rec = Recogniser(model, cfg.task, prompts, cfg, cfg.fps, corpus)
+    sampling = rec.sampling
     _claim_out(out, _fingerprint(cfg, prompt_path, corpus, sampling), cfg.overwrite)
 
     pred_dir = out / "predictions"
     todo = [n for n in names if not (pred_dir / f"{n}.csv").exists()]
     errors: list[dict] = []
     t0 = time.perf_counter()
-    expansion = None
     if todo:
-        encode = model_text_encoder(model)
-        head = (PhaseClassifier.from_prompts(prompts, encode, cfg.scale) if cfg.task == "phase" else
-                ToolClassifier.from_prompts(prompts, encode, cfg.tool_scale, cfg.tool_threshold, cfg.tool_bias,
-                                            cfg.tool_reference))
-        if corpus is not None:
-            sentences = corpus_sentences(corpus)
-            grown = expand_classes(head.class_emb, prompts.classes, sentences, encode, cfg.expand_k,
-                                   cfg.expand_weight, cfg.expand_margin)
-            head.class_emb = grown.class_emb
-            expansion = (f"up to {cfg.expand_k} nearest of {len(sentences)} corpus sentences per class "
-                         f"(weight {cfg.expand_weight:g}; {sum(map(len, grown.neighbours.values()))} taken)")
-            atomic_write_text(out / "expanded_prompts.json", json.dumps(grown.neighbours, indent=1))
-        emb_dir = out / "embeddings" if cfg.save_embeddings or _adapting(cfg) else None
-        log.info("zero-shot %s: %d videos to do, %d already done", cfg.task, len(todo), len(names) - len(todo))
+        head = rec.head  # the prompt embeddings, once for the run
+        if rec.expansion is not None:
+            atomic_write_text(out / "expanded_prompts.json", json.dumps(rec.expansion.neighbours, indent=1))
+        emb_dir = out / "embeddings" if cfg.save_embeddings or rec.adapting else None
+        log.info("zero-shot %s: %d videos to do, %d already done (%d classes)", cfg.task, len(todo),
+                 len(names) - len(todo), len(head.classes))
         for i, name in enumerate(todo, 1):
             try:
-                _process_video(cfg, ds, name, model, head, prompts.classes, sampling, pred_dir, emb_dir)
+                _process_video(cfg, ds, name, rec, pred_dir, emb_dir)
                 log.info("[%d/%d] %s done", i, len(todo), name)
             except (MedvidError, ValueError, RuntimeError) as exc:
                 log.error("%s: skipped (%s)", name, relative_message(exc, root))
                 errors.append({"video": name, "error": relative_message(exc, root)})
     if errors:
         write_jsonl(out / "errors.jsonl", errors)
-    if _adapting(cfg):
-        log.info("zero-shot phase: self-training over %d videos", _adapt(cfg, names, pred_dir, out / "embeddings",
-                                                                         prompts.classes))
+    if rec.adapting:
+        log.info("zero-shot phase: self-training over %d videos", _adapt(rec, names, pred_dir, out / "embeddings"))
     elapsed = time.perf_counter() - t0
 
     tables = {n: _read_csv(pred_dir / f"{n}.csv") for n in names if (pred_dir / f"{n}.csv").exists()}
@@ -476,8 +372,8 @@ def run(cfg: Any) -> dict:
                       else (_tool_eval(tables, prompts.classes), {}))
     summary = {"task": cfg.task, "videos": len(names), "videos_done": len(tables), "videos_failed": len(errors),
                "videos_annotated": len(annotated), "seconds": round(elapsed, 2), "sampling": sampling}
-    if expansion:
-        summary["expansion"] = expansion
+    if rec.expansion_note:
+        summary["expansion"] = rec.expansion_note
     if errors:
         summary["errors"] = str(out / "errors.jsonl")
     metrics = {"task": cfg.task, "model": Path(cfg.model).resolve().name, "prompts": prompt_path.name,

@@ -10,8 +10,8 @@ from medvid.transfer.features import clip_starts, echo_clip_features
 from medvid.transfer.fewshot import k_shot, label_fraction, mean_sd, strata
 from medvid.transfer.finetune import predict_videos
 from medvid.transfer.probe import fit_logistic, fit_multilabel, fit_ridge, split_validation
+from medvid.transfer.protocol import study_mean
 from medvid.transfer.temporal import DilatedTCN, predict_tcn, train_tcn
-from medvid.pipelines.probe import _study_mean
 
 
 def test_label_fraction_is_stratified_and_seeded():
@@ -89,7 +89,7 @@ def test_clip_windows_and_per_study_averaging():
     short = echo_clip_features(None, feats, mask, clip_frames=16, kind="backbone_stats")
     assert short.shape == (1, 6) and short[0, 0] == pytest.approx(3.5)  # one clip over the 8 real frames
     owner = np.array([0, 0, 0, 2, 2])
-    means = _study_mean(np.array([1.0, 2.0, 6.0, 4.0, 8.0]), owner, 3)
+    means = study_mean(np.array([1.0, 2.0, 6.0, 4.0, 8.0]), owner, 3)
     assert means[0] == 3.0 and np.isnan(means[1]) and means[2] == 6.0
 
 

@@ -187,7 +187,8 @@ def test_expansion_corpus_auto_is_the_models_pretraining_pairs(tmp_path):
     from omegaconf import OmegaConf
 
     from medvid.config import save_config
-    from medvid.pipelines.zero_shot import Config, _corpus_path
+    from medvid.pipelines.zero_shot import Config
+    from medvid.zeroshot.recognise import corpus_path
 
     pairs = tmp_path / "index" / "pairs.jsonl"
     pairs.parent.mkdir()
@@ -197,8 +198,8 @@ def test_expansion_corpus_auto_is_the_models_pretraining_pairs(tmp_path):
     save_config(OmegaConf.create({"lectures": {"pairs": str(pairs)}}), model / "train_config.yaml")
     assert "index" in (model / "train_config.yaml").read_text() and str(tmp_path) not in (model / "train_config.yaml").read_text()
     cfg = OmegaConf.structured(Config(model=str(model)))
-    assert _corpus_path(cfg).resolve() == pairs.resolve()
+    assert corpus_path(cfg, cfg.model).resolve() == pairs.resolve()
     pairs.unlink()
-    assert _corpus_path(cfg) is None  # gone from this machine: prompts as written, with a warning
+    assert corpus_path(cfg, cfg.model) is None  # gone from this machine: prompts as written, with a warning
     cfg.expand_k = 0
-    assert _corpus_path(cfg) is None
+    assert corpus_path(cfg, cfg.model) is None

@@ -13,7 +13,7 @@ from medvid.errors import MedvidError
 from medvid.ingest.settings import IngestSettings
 from medvid.io.echo_videos import is_echonet_root
 
-__all__ = ["IngestSettings", "ingest"]
+__all__ = ["IngestSettings", "ingest", "ingested"]
 
 
 def ingest(settings: IngestSettings) -> dict:
@@ -28,3 +28,20 @@ def ingest(settings: IngestSettings) -> dict:
     from medvid.ingest.dicom_export import ingest_dicom
 
     return ingest_dicom(settings)
+
+
+def ingested(source: str | Path, files_root: str, out: Path, *, progress: bool = True,
+             root_setting: str = "dicom_root") -> tuple[Path, Path]:
+    """``(ingest folder, root of its files)`` for a job's input: an ingest folder as it is (its files lie under
+    ``files_root``, named to the user as ``root_setting``), any other folder ingested into ``out`` first."""
+    from medvid.config import load_config
+    from medvid.io.ingest_folder import IngestFolder
+
+    src = Path(source)
+    if IngestFolder(src).exists():
+        if not files_root or not Path(files_root).is_dir():
+            raise MedvidError(f"{src} is an ingest folder: give {root_setting}=<the folder it was ingested from>")
+        return src, Path(files_root)
+    ingest(load_config(IngestSettings, "ingest", None,
+                       [f"dicom_root={src}", f"out={out}", f"progress={str(progress).lower()}"]))
+    return out, src

@@ -325,7 +325,7 @@ def open_feature_cache(directory: str | Path, encoder: StudyEncoder, n_frames: i
     want = {"backbone": encoder.backbone_digest, "n_frames": n_frames + motion_frames(motion), "frame_stride": frame_stride,
             "target_fps": target_fps, "mask": mask, "motion": motion}
     differ = sorted(k for k, v in want.items() if fp.get(k) != v)
-    cached_pre, pre = fp.get("preprocess") or {}, json_safe(encoder.model.pretrained_cfg)
+    cached_pre, pre = fp.get("preprocess") or {}, _json_safe(encoder.model.pretrained_cfg)
     differ += [f"preprocess.{k}" for k in _PREPROCESS_KEYS if cached_pre.get(k) != pre.get(k)]
     if differ:
         raise MedvidError(f"{directory}: feature cache built with other settings ({', '.join(differ)}); "
