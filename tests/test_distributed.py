@@ -25,7 +25,7 @@ TORCHRUN = [str(Path(sys.executable).with_name("torchrun"))] if shutil.which(
 
 def loss_cases(n: int = 8) -> dict[str, tuple]:
     """Global-batch inputs and a loss closure for each loss (same seed everywhere)."""
-    from medvid.losses import info_nce, mil_nce, section_info_nce, siglip
+    from medvid.training.losses import info_nce, mil_nce, section_info_nce, siglip
 
     g = torch.Generator().manual_seed(0)
     a = F.normalize(torch.randn(n, 6, generator=g), dim=-1)

@@ -55,7 +55,7 @@ class TinyDual(nn.Module):
         return F.normalize(self.fx(x), dim=-1), F.normalize(self.fy(y), dim=-1)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        from medvid.losses import info_nce
+        from medvid.training.losses import info_nce
 
         if self.sleep:
             time.sleep(self.sleep)
