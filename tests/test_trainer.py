@@ -356,14 +356,19 @@ def test_pretrain_trains_cached_features_on_one_cpu_thread():
     assert cfg.train.num_threads == 0  # the recorded settings keep what the user wrote
 
 
-def test_resolve_amp():
-    from medvid.training.trainer import resolve_amp
+def test_amp_speaks_the_one_precision_vocabulary(tmp_path):
+    """``train.amp`` is a ``medvid.device`` precision: auto stays fp32 on a CPU, ``off`` is read as fp32."""
+    from medvid.errors import MedvidError
+    from medvid.training.trainer import Trainer, TrainConfig
 
-    assert resolve_amp("off", torch.device("cpu")) is None
-    assert resolve_amp("auto", torch.device("cpu")) is None
-    assert resolve_amp("bf16", torch.device("cpu")) is torch.bfloat16
-    with pytest.raises(ValueError):
-        resolve_amp("fp8", torch.device("cpu"))
+    def dtype(amp: str):
+        cfg = TrainConfig(max_steps=1, batch_size=16, device="cpu", amp=amp, progress=False)
+        return Trainer(TinyDual(), PairData(), cfg, tmp_path / amp).amp_dtype
+
+    assert dtype("off") is None and dtype("fp32") is None and dtype("auto") is None
+    assert dtype("bf16") is torch.bfloat16
+    with pytest.raises(MedvidError, match="precision must be one of auto, fp32, bf16"):
+        dtype("fp8")
 
 
 if __name__ == "__main__":
