@@ -143,7 +143,7 @@ def _manifest(cfg: Config, kind: str, sections: list[str], counts: Counter, **ex
 
 
 def _text_encoder(model_dir: str) -> str:
-    from medvid.models.hub import read_config
+    from medvid.models.checkpoint import read_config
 
     saved = read_config(model_dir)
     if saved.get("kind") != "video_text":  # an imported model: whatever text tower it carries, if any

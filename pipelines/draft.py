@@ -152,7 +152,7 @@ def folder_fingerprint(path: str) -> str:
 
 
 def _model_name(path: str) -> str:
-    from medvid.models.hub import read_config
+    from medvid.models.checkpoint import read_config
 
     return str(read_config(path)["config"].get("name") or Path(path).name) if path else ""
 

@@ -138,7 +138,9 @@ def _test_sources() -> list[Path]:
 
 def hygiene_violations() -> list[str]:
     """Tests that touch ``sys.path``, import another test module, or import a private job helper. Shared code
-    lives in ``tests/conftest.py`` (fixtures) and the ``tests.support`` package (plain helpers, worker scripts)."""
+    lives in ``tests/conftest.py`` (fixtures) and in helper modules beside the tests that are not test modules
+    (``echo_testdata``, ``model_testdata``, ``tiny_training``), imported by their name: pytest puts ``tests/`` on
+    the path, as Python does for a worker script run from there. One spelling, so ``tests.x`` is refused."""
     test_modules = {p.stem for p in _test_sources() if p.stem.startswith("test_")}
     out = []
     for path in _test_sources():
@@ -156,10 +158,10 @@ def hygiene_violations() -> list[str]:
             else:
                 continue
             for module, names in targets:
-                helper = module == "tests.support" or module.startswith("tests.support.") or (
-                    module == "tests" and names == ["support"])
-                if not helper and (module == "." or module.split(".")[0] == "tests" or module in test_modules):
+                if module.rsplit(".", 1)[-1] in test_modules:
                     out.append(f"{name}:{node.lineno} imports test module {module} {names or ''}".rstrip())
+                elif module == "." or module.split(".")[0] == "tests":
+                    out.append(f"{name}:{node.lineno} imports {module} through the tests folder {names or ''}".rstrip())
                 if module.startswith("medvid.pipelines."):
                     out += [f"{name}:{node.lineno} imports private job helper {module}.{n}"
                             for n in names if n.startswith("_")]
@@ -195,8 +197,10 @@ def test_the_checks_can_fail(tmp_path, monkeypatch):
     (tmp_path / "pipelines" / "one.py").write_text("from medvid.pipelines.two import _helper, run\n")
     (tmp_path / "pipelines" / "two.py").write_text("from medvid.pipelines import one\nx = one.thing\n")
     (tmp_path / "tests" / "test_x.py").write_text("import sys\nsys.path.insert(0, '.')\nfrom test_y import f\n"
-                                                  "from medvid.pipelines.one import _private\n")
+                                                  "from medvid.pipelines.one import _private\n"
+                                                  "from tests.helper import g\nfrom helper import h\n")
     (tmp_path / "tests" / "test_y.py").write_text("")
+    (tmp_path / "tests" / "helper.py").write_text("g = h = 1\n")
     monkeypatch.setitem(globals(), "ROOT", tmp_path)
     monkeypatch.setitem(PACKAGES, "medvid", tmp_path / "medvid")
     monkeypatch.setitem(PACKAGES, "medvid.pipelines", tmp_path / "pipelines")
@@ -209,7 +213,8 @@ def test_the_checks_can_fail(tmp_path, monkeypatch):
                                                "medvid.pipelines.two:2 uses medvid.pipelines.one.thing"]
         assert sorted(hygiene_violations()) == ["tests/test_x.py:2 touches sys.path",
                                         "tests/test_x.py:3 imports test module test_y ['f']",
-                                        "tests/test_x.py:4 imports private job helper medvid.pipelines.one._private"]
+                                        "tests/test_x.py:4 imports private job helper medvid.pipelines.one._private",
+                                        "tests/test_x.py:5 imports tests.helper through the tests folder ['g']"]
     finally:
         modules.cache_clear()
 
