@@ -16,8 +16,8 @@ from typer.core import TyperGroup
 
 
 class _Group(TyperGroup):
-    """Settings are ``key=value`` words, not options: a job's ``--help`` lists them (from its typed config and
-    shipped YAML), and an unknown ``--fps 2`` gets a hint to write ``fps=2``."""
+    """Settings are ``key=value`` words, not options: a job's ``--help`` lists them (types and meanings from its
+    typed config, defaults after the shipped YAML), and an unknown ``--fps 2`` gets a hint to write ``fps=2``."""
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         name, cmd, rest = super().resolve_command(ctx, args)

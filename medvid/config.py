@@ -5,7 +5,6 @@ OmegaConf validates types against the schema, so a typo in a key or a wrong type
 """
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import typing
@@ -67,7 +66,7 @@ def load_config(
         layers.append(OmegaConf.load(path))
     bad = [o for o in overrides if "=" not in o]
     if bad:
-        raise ValueError(f"overrides must look like key=value, got: {bad}")
+        raise MedvidError(f"settings are key=value words, got: {' '.join(bad)}")
     layers.append(OmegaConf.from_dotlist(list(overrides)))
     try:
         return OmegaConf.merge(cfg, *layers)
@@ -120,41 +119,13 @@ def require_dirs(**paths: str) -> None:
             raise MedvidError(f"{key} does not exist or is not a folder: {value}")
 
 
-_COMMENTED = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_]\w*)\s*:[^#]*?(?:#\s*(?P<help>.*))?$")
-
-
-def _comments(lines: Sequence[str], base_indent: int = 0) -> dict[str, str]:
-    """``{dotted.key: trailing comment}`` from ``key: value  # comment`` lines (YAML or dataclass source)."""
-    out: dict[str, str] = {}
-    stack: list[tuple[int, str]] = []
-    for line in lines:
-        m = _COMMENTED.match(line)
-        if not m or line.lstrip().startswith("#"):
-            continue
-        indent = len(m["indent"]) - base_indent
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        key = ".".join([k for _, k in stack] + [m["key"]])
-        if m["help"]:
-            out[key] = m["help"].strip()
-        stack.append((indent, m["key"]))
-    return out
-
-
 def describe_settings(schema: Any, name: str | None = None) -> list[tuple[str, str, str, str]]:
     """``(key, type, default, meaning)`` of every setting of a job: types from the dataclass, defaults after
-    the shipped YAML, meanings from the trailing comments of the YAML (else of the dataclass source)."""
+    the shipped YAML, meanings from each field's ``setting(..., help)`` metadata (nested settings included)."""
     cfg = load_config(schema, name)
-    shipped = config_dir() / f"{name}.yaml" if name else None
-    meanings: dict[str, str] = {}
     rows: list[tuple[str, str, str, str]] = []
 
     def walk(cls: type, prefix: str) -> None:
-        try:
-            meanings.update({f"{prefix}{k}": v for k, v in _comments(inspect.getsource(cls).splitlines()[1:], 4).items()
-                             if f"{prefix}{k}" not in meanings})
-        except (OSError, TypeError):
-            pass
         hints = typing.get_type_hints(cls)
         for f in fields(cls):
             key = f"{prefix}{f.name}"
@@ -166,10 +137,8 @@ def describe_settings(schema: Any, name: str | None = None) -> list[tuple[str, s
             value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
             rows.append((key, kind, _format_value(value), f.metadata.get("help", "")))
 
-    if shipped is not None and shipped.is_file():
-        meanings.update(_comments(shipped.read_text(encoding="utf-8").splitlines()))
     walk(schema if isinstance(schema, type) else type(schema), "")
-    return [(k, t, d, h or meanings.get(k, "")) for k, t, d, h in rows]
+    return rows
 
 
 def _format_value(value: Any) -> str:

@@ -65,6 +65,11 @@ def recall_at_k(sim: ArrayLike, positives: ArrayLike, ks: Sequence[int] = (1, 5,
     return out
 
 
+def chance_recall(n_candidates: int, k: int) -> float:
+    """Recall@k of random ranking with one positive among ``n_candidates`` (the baseline beside ``recall_at_k``)."""
+    return min(1.0, k / n_candidates)
+
+
 # --------------------------------------------------------------------------- phases: strict
 
 

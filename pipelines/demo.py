@@ -19,11 +19,11 @@ import json
 import logging
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from medvid.config import load_config
+from medvid.config import load_config, setting
 from medvid.errors import MedvidError
 from medvid.utils import atomic_write_text
 
@@ -34,26 +34,29 @@ log = logging.getLogger("medvid")
 class Sizes:
     """How much data and training each part gets."""
 
-    echo_studies: int = 120
-    echo_split: list[float] = field(default_factory=lambda: [0.45, 0.15, 0.4])  # train / val / test, by study
-    lectures: int = 12
-    surgery_videos: int = 4
-    echo_steps: int = 150
-    surgical_steps: int = 200
-    view_steps: int = 200
+    echo_studies: int = setting(120, "synthetic echo studies")
+    echo_split: list[float] = setting(help="train / val / test shares, by study", factory=lambda: [0.45, 0.15, 0.4])
+    lectures: int = setting(12, "synthetic surgical lectures (pretraining data)")
+    surgery_videos: int = setting(4, "synthetic surgical videos for zero-shot and probe (numbered from 49: the "
+                                     "Cholec80 test split)")
+    echo_steps: int = setting(150, "optimizer steps of echo video-report pretraining")
+    surgical_steps: int = setting(200, "optimizer steps of surgical clip-speech pretraining")
+    view_steps: int = setting(200, "optimizer steps of the view classifier")
 
 
 @dataclass
 class Config:
-    out: str = "demo_out"
-    seed: int = 0
-    quick: bool = False                # smoke run: ``quick_sizes`` and ``quick_overrides`` instead
-    surgical_style: str = "b"          # synthetic surgical world: a (zero-shot tuned on it) | b (never tuned on)
-    sizes: Sizes = field(default_factory=Sizes)
-    quick_sizes: Sizes = field(default_factory=Sizes)
-    # Extra key=value overrides per stage, e.g. {pretrain_echo: ["train.lr=0.001"]}; quick_overrides add to them.
-    stage_overrides: dict[str, list[str]] = field(default_factory=dict)
-    quick_overrides: dict[str, list[str]] = field(default_factory=dict)
+    out: str = setting("demo_out", "output folder (a re-run resumes: finished stages are skipped)")
+    seed: int = setting(0, "random seed of every stage")
+    quick: bool = setting(False, "smoke run: quick_sizes and quick_overrides instead")
+    surgical_style: str = setting("b", "synthetic surgical world: b = the shifted style no zero-shot default was "
+                                       "tuned on; a = the tuned one")
+    sizes: Sizes = setting(factory=Sizes)
+    quick_sizes: Sizes = setting(factory=Sizes)
+    stage_overrides: dict[str, list[str]] = setting(
+        help="extra key=value overrides per stage, e.g. {pretrain_echo: [train.lr=0.001]}", factory=dict)
+    quick_overrides: dict[str, list[str]] = setting(help="with quick=true: overrides added to stage_overrides",
+                                                    factory=dict)
 
 
 @dataclass(frozen=True)

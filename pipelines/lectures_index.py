@@ -6,7 +6,7 @@ transcript) are listed in DIR/errors.jsonl with the reason; the others are index
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from medvid.datasets.frame_type import classify_frames
 from medvid.datasets.lectures import PairingRule, find_lectures, load_transcripts, pairs_for_lecture
+from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.io.video import Video
 from medvid.transforms.sampling import span_times
@@ -24,21 +25,24 @@ log = logging.getLogger("medvid")
 
 @dataclass
 class Config:
-    root: str = ""
-    out: str = "lectures_index"
-    min_span_s: float = 4.0
-    clip_min_s: float = 3.0
-    clip_max_s: float = 5.0
-    max_extra: int = 2
-    min_words: int = 3
-    anchor_sources: list[str] = field(default_factory=list)
-    transcript_tolerance_s: float = 2.0
-    drop_slides: bool = False
-    frame_type_samples: int = 3
-    slide_min_flat: float = 0.4
-    operative_min_tissue: float = 0.3
-    recursive: bool = True
-    seed: int = 0
+    root: str = setting("", "folder of lecture videos with their transcripts")
+    out: str = setting("lectures_index", "output folder (pairs.jsonl)")
+    min_span_s: float = setting(4.0, "anchor sentence widened to at least this span (s)")
+    clip_min_s: float = setting(3.0, "clip length drawn in [clip_min_s, clip_max_s] inside the span (s)")
+    clip_max_s: float = setting(5.0, "longest clip (s)")
+    max_extra: int = setting(2, "overlapping sentences of the other ASR sources kept as extra positives")
+    min_words: int = setting(3, "shorter anchor sentences are skipped")
+    anchor_sources: list[str] = setting(help="sources used as anchors; empty = every source in turn", factory=list)
+    transcript_tolerance_s: float = setting(2.0, "a transcript may overrun the video by this much (clipped); more is "
+                                                 "an error")
+    drop_slides: bool = setting(False, "drop clips whose sampled frames are all slides")
+    frame_type_samples: int = setting(3, "frames per clip classified slide/operative/other (0 = skip unless "
+                                         "drop_slides)")
+    slide_min_flat: float = setting(0.4, "frame-type threshold: share of flat area for a slide "
+                                         "(medvid.datasets.frame_type)")
+    operative_min_tissue: float = setting(0.3, "frame-type threshold: share of tissue colour for an operative frame")
+    recursive: bool = setting(True, "also look in sub-folders")
+    seed: int = setting(0, "random seed (clip placement)")
 
 
 def run(cfg: Config) -> dict:

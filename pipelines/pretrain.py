@@ -24,7 +24,8 @@ from medvid.config import require_dirs, save_config
 from medvid.errors import MedvidError
 from medvid.runs import TRAINING_BOOKKEEPING, run_settings
 from medvid.training.distributed import DistInfo, barrier, cleanup, init_distributed
-from medvid.training.evaluate import chance_recall, retrieval_metrics
+from medvid.metrics import chance_recall
+from medvid.training.evaluate import retrieval_metrics
 from medvid.training.feature_cache import FeatureCache, TextFeatureCache, cache_clips
 from medvid.training.data import group_splits
 from medvid.training.trainer import Trainer, TrainConfig

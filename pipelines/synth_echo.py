@@ -2,11 +2,12 @@
 with ``layout=echonet``, A4C videos in the EchoNet-Dynamic layout instead (``medvid.synth.echonet``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.synth.echo import synthesize
 from medvid.synth.echonet import synthesize_echonet
@@ -16,25 +17,28 @@ LAYOUTS = ("dicom", "echonet")
 
 @dataclass
 class Config:
-    out: str = "synth_echo"
-    layout: str = "dicom"  # dicom | echonet (Videos/*.avi, FileList.csv, VolumeTracings.csv; one video per study)
-    studies: int = 24
-    seed: int = 0
-    loops_per_study: int = 6
-    # views every study holds (the rest drawn at random from the other EchoPrime views)
-    required_views: list[str] = field(default_factory=lambda: ["A4C", "Parasternal_Long"])
-    rows: int = 128
-    cols: int = 160
-    frames_min: int = 32
-    frames_max: int = 64
-    fps_choices: list[float] = field(default_factory=lambda: [30.0, 50.0, 60.0])
-    # Share of loops per file format (jpeg_ybr, rgb, rle, jpegls, mono); normalised.
-    format_weights: dict[str, float] = field(default_factory=lambda: {
-        "jpeg_ybr": 0.7, "rgb": 0.08, "rle": 0.08, "jpegls": 0.04, "mono": 0.1})
-    still_fraction: float = 0.5  # studies that also hold a single-frame screenshot
-    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
-    jpeg_quality: int = 90
-    progress: bool = True
+    out: str = setting("synth_echo", "output folder")
+    layout: str = setting("dicom", "dicom | echonet: OUT/Videos/*.avi (112x112 A4C), FileList.csv, VolumeTracings.csv; "
+                                   "studies = videos; rows/cols/loops/formats/stills then do not apply")
+    studies: int = setting(24, "number of studies")
+    seed: int = setting(0, "random seed")
+    loops_per_study: int = setting(6, "cine loops per study: required_views always, the rest drawn from the other "
+                                      "EchoPrime views")
+    required_views: list[str] = setting(help="views every study holds, e.g. add Apical_Doppler, "
+                                             "Doppler_Parasternal_Long/Short for the Doppler jets",
+                                        factory=lambda: ["A4C", "Parasternal_Long"])
+    rows: int = setting(128, "frame height in pixels")
+    cols: int = setting(160, "frame width in pixels")
+    frames_min: int = setting(32, "fewest frames per loop")
+    frames_max: int = setting(64, "most frames per loop")
+    fps_choices: list[float] = setting(help="frame rates drawn per loop", factory=lambda: [30.0, 50.0, 60.0])
+    format_weights: dict[str, float] = setting(
+        help="share of loops per file format (jpeg_ybr, rgb, rle, jpegls, mono); normalised",
+        factory=lambda: {"jpeg_ybr": 0.7, "rgb": 0.08, "rle": 0.08, "jpegls": 0.04, "mono": 0.1})
+    still_fraction: float = setting(0.5, "share of studies that also hold a single-frame screenshot (not a cine loop)")
+    split_fractions: list[float] = setting(help="train / val / test shares, by study", factory=lambda: [0.7, 0.15, 0.15])
+    jpeg_quality: int = setting(90, "JPEG quality of the compressed loops")
+    progress: bool = setting(True, "show a progress bar")
 
 
 def run(cfg: Config) -> dict:

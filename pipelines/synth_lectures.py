@@ -7,24 +7,26 @@ from pathlib import Path
 from tqdm import tqdm
 
 from medvid.runs import claim_run, run_settings
+from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.synth.lectures import NARRATION, espeak_available, synthesize_lecture
 
 
 @dataclass
 class Config:
-    out: str = "synth_lectures"
-    lectures: int = 12
-    seed: int = 0
-    first_index: int = 1  # lectures are talk01, talk02, ...
-    height: int = 224
-    width: int = 224
-    audio: bool = True  # narration audio via espeak-ng when it is installed
-    min_phases: int = 4  # phases shown per lecture, drawn in [min_phases, max_phases]
-    max_phases: int = 7
-    crf: int = 23
-    style: str = "a"  # a = the development world; b = the shifted world (look and narration) for zero-shot evaluation
-    overwrite: bool = False
+    out: str = setting("synth_lectures", "output folder")
+    lectures: int = setting(12, "number of lectures (talk01 ... talkNN, each about 1.5-3 minutes)")
+    seed: int = setting(0, "random seed")
+    first_index: int = setting(1, "lectures are numbered talkNN from this number")
+    height: int = setting(224, "frame height in pixels")
+    width: int = setting(224, "frame width in pixels")
+    audio: bool = setting(True, "narration audio via espeak-ng when it is installed (skipped otherwise)")
+    min_phases: int = setting(4, "fewest phases shown per lecture")
+    max_phases: int = setting(7, "most phases shown per lecture")
+    crf: int = setting(23, "libx264 quality")
+    style: str = setting("a", "a = the development world; b = a shifted world (look and narration) for zero-shot "
+                              "evaluation")
+    overwrite: bool = setting(False, "false: keep lectures already written (resume)")
 
 
 def run(cfg: Config) -> dict:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from medvid.runs import claim_run, run_settings
+from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.synth.surgery import STYLES, synthesize_video
 
@@ -16,17 +17,18 @@ log = logging.getLogger("medvid")
 
 @dataclass
 class Config:
-    out: str = "synth_surgery"
-    videos: int = 4
-    seed: int = 0
-    first_id: int = 1  # videos are numbered first_id, first_id+1, ... so named splits still apply
-    ids: list[int] = field(default_factory=list)  # explicit ids (overrides videos/first_id)
-    height: int = 224
-    width: int = 224
-    duration_scale: float = 1.0  # 1.0 gives ~60-100 s videos
-    crf: int = 23
-    style: str = "a"  # a = the development world; b = the shifted world for zero-shot evaluation (never tune on it)
-    overwrite: bool = False
+    out: str = setting("synth_surgery", "output folder (Cholec80 layout)")
+    videos: int = setting(4, "how many videos")
+    seed: int = setting(0, "random seed")
+    first_id: int = setting(1, "numbering: video01, video02, ... from this number (named splits use these numbers)")
+    ids: list[int] = setting(help="explicit video numbers, e.g. [41, 42]; overrides videos/first_id", factory=list)
+    height: int = setting(224, "frame height in pixels")
+    width: int = setting(224, "frame width in pixels")
+    duration_scale: float = setting(1.0, "phase lengths x this; 1.0 gives videos of about 60-100 s at 25 fps")
+    crf: int = setting(23, "libx264 quality")
+    style: str = setting("a", "a = the development world; b = a shifted world (other colours, tool shapes, camera) "
+                              "for zero-shot evaluation (never tune on it)")
+    overwrite: bool = setting(False, "false: keep videos already written (resume)")
 
 
 def run(cfg: Config) -> dict:

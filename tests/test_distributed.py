@@ -18,6 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tiny_training import SCRIPT, read_losses
+
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = [str(Path(sys.executable).with_name("torchrun"))] if shutil.which(
     "torchrun", path=str(Path(sys.executable).parent)) else [sys.executable, "-m", "torch.distributed.run"]
@@ -25,7 +27,7 @@ TORCHRUN = [str(Path(sys.executable).with_name("torchrun"))] if shutil.which(
 
 def loss_cases(n: int = 8) -> dict[str, tuple]:
     """Global-batch inputs and a loss closure for each loss (same seed everywhere)."""
-    from medvid.losses import info_nce, mil_nce, section_info_nce, siglip
+    from medvid.training.losses import info_nce, mil_nce, section_info_nce, siglip
 
     g = torch.Generator().manual_seed(0)
     a = F.normalize(torch.randn(n, 6, generator=g), dim=-1)
@@ -87,9 +89,7 @@ def test_losses_under_torchrun_match_single_process(tmp_path):
 
 def test_trainer_two_processes_equal_one(tmp_path):
     """Same global batch (32) on 1 and 2 processes: identical losses over 12 optimizer steps."""
-    from test_trainer import read_losses
-
-    script = str(REPO / "tests" / "test_trainer.py")
+    script = str(SCRIPT)
     args = ["--steps", "12", "--batch", "32", "--accum", "2", "--ckpt-every", "100"]
     _run([sys.executable, script, str(tmp_path / "one"), *args])
     _run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", script, str(tmp_path / "two"), *args])
@@ -110,5 +110,4 @@ def test_single_process_collectives_are_identity():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     worker(sys.argv[1])

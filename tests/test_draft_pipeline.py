@@ -23,7 +23,6 @@ from medvid.errors import MedvidError
 from medvid.utils import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def _tiny_models(root: Path) -> tuple[Path, Path]:
@@ -234,7 +233,7 @@ def test_imported_echoprime_builds_a_bank_and_drafts(tmp_path):
     from medvid.pipelines import bank as bank_job, draft as job
     from medvid.report.encode import Encoding, load_encoder, loop_clips
     from medvid.synth.echo import synthesize
-    from tests.test_importers_fidelity import _build, _echoprime_reference
+    from model_testdata import echoprime_reference, random_weights
 
     def view_reference():
         from torchvision.models import convnext_base
@@ -248,9 +247,9 @@ def test_imported_echoprime_builds_a_bank_and_drafts(tmp_path):
                still_fraction=0.0)
     ingest(synth / "dicom", tmp_path / "ingest", f"reports={synth / 'reports.csv'}", f"labels={synth / 'labels.csv'}")
     runner = CliRunner()
-    for family, factory, name in (("echoprime", _echoprime_reference, "echo_prime_encoder.pt"),
+    for family, factory, name in (("echoprime", echoprime_reference, "echo_prime_encoder.pt"),
                                   ("echoprime-view", view_reference, "view_classifier.pt")):
-        torch.save(_build(factory, 4).state_dict(), tmp_path / name)
+        torch.save(random_weights(factory, 4).state_dict(), tmp_path / name)
         r = runner.invoke(app, ["import", family, str(tmp_path / name), "--out", str(tmp_path / family)])
         assert r.exit_code == 0, r.output
     model, views = tmp_path / "echoprime", tmp_path / "echoprime-view"

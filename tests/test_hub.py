@@ -9,14 +9,15 @@ import torch
 from torch import nn
 
 from medvid.errors import MedvidError, MissingWeightsError
-from tests.test_importers_fidelity import _build
 from medvid.models import importers as imp
 from medvid.models.clip import VideoTextModel
 from medvid.models.factory import create_model, create_view_classifier
 from medvid.models.checkpoint import Pretrained, model_kinds, register_kind, save_pretrained
-from medvid.models.hub import CheckpointMismatchError, load_pretrained, read_config
+from medvid.models.checkpoint import load_pretrained, read_config
+from medvid.models.importers import CheckpointMismatchError
 from medvid.models.view import ViewClassifier
 from medvid.utils import seed_everything
+from model_testdata import random_weights
 
 
 # --- medvid format ----------------------------------------------------------------------------
@@ -100,7 +101,7 @@ def test_surgvlp_accepts_base_size_bert_layout():
 
 
 def test_mismatch_errors_name_the_keys(tmp_path):
-    good = _build(imp.echonet_dynamic_ef, 5).state_dict()
+    good = random_weights(imp.echonet_dynamic_ef, 5).state_dict()
     missing = {k: v for k, v in good.items() if k != "fc.bias"}
     with pytest.raises(CheckpointMismatchError, match=r"missing 1 \(fc.bias\)"):
         imp.load_strict(imp.build_empty(imp.echonet_dynamic_ef), missing, "x")
@@ -128,7 +129,7 @@ def test_pickled_code_is_refused(tmp_path):
 
 def test_save_refuses_folders_that_are_not_medvid_checkpoints(tmp_path):
     """Data loss guard: only an empty folder or a medvid checkpoint is ever replaced."""
-    model = _build(imp.EchoNetDynamic, 6)
+    model = random_weights(imp.EchoNetDynamic, 6)
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "notes.txt").write_text("keep me")
@@ -189,14 +190,14 @@ def test_registry_dispatches_on_the_saved_kind(tmp_path):
         load_pretrained(out)
 
 
-def test_saved_input_contract_is_what_training_used(tmp_path):
+def test_saved_input_contract_is_what_training_used(tmp_path, tiny_model):
     """A model trained on 8 frames at stride 2 says so in its folder (not the model YAML's 16)."""
     from types import SimpleNamespace
 
     from medvid.config import load_config
     from medvid.pipelines import pretrain
 
-    model = create_model({"temporal": "mean", "input_size": 64}, pretrained=False)
+    model = load_pretrained(tiny_model())
     assert model.pretrained_cfg["num_frames"] == 16
     cfg = load_config(pretrain.Config, None, overrides=["echo.n_frames=8", "echo.frame_stride=2", "echo.mask=box",
                                                         f"out={tmp_path}"])
@@ -214,15 +215,11 @@ def test_saved_input_contract_is_what_training_used(tmp_path):
 def test_pretrain_continuing_a_saved_model_feeds_its_recorded_frames(tmp_path):
     """``medvid pretrain init_from=`` a model saved with 8 frames at stride 3 and the box mask: the echo loops
     are cached as 8 frames with that sampling (the job sets none), and the settings record what was used."""
-    import sys
-    from pathlib import Path
-
     from medvid.config import load_config
     from medvid.models.checkpoint import record_training_input
     from medvid.pipelines import pretrain
     from medvid.training.distributed import DistInfo
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from echo_testdata import ingest_synth
     from medvid.synth.echo import synthesize
 

@@ -21,28 +21,9 @@ from medvid.errors import MedvidError
 from medvid.models import importers as imp
 from medvid.models.backbones import preprocess_for
 from medvid.models.checkpoint import load_pretrained, read_config
+from model_testdata import echoprime_reference, random_weights
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-
-
-def _fill(model: nn.Module, seed: int) -> nn.Module:
-    """Random values in every tensor (norm statistics included) without the slow default init."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif t.is_floating_point():
-                t.copy_(torch.randn(t.shape, generator=g) * 0.02)
-            else:
-                t.zero_()
-    return model.eval()
-
-
-def _build(factory, seed: int) -> nn.Module:
-    with torch.device("meta"):
-        model = factory()
-    return _fill(model.to_empty(device="cpu"), seed)
 
 
 def _round_trip(model: nn.Module, tmp_path) -> nn.Module:
@@ -63,7 +44,7 @@ def _echonet_reference():
 
 
 def test_echonet_dynamic_released_layout(tmp_path):
-    ref = _build(_echonet_reference, 0)
+    ref = random_weights(_echonet_reference, 0)
     wrapped = nn.DataParallel(ref)
     optim = torch.optim.SGD(wrapped.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
     wrapped(torch.randn(1, 3, 8, 16, 16)).sum().backward()
@@ -183,8 +164,8 @@ class _RefPanEcho(nn.Module):
 
 
 def test_panecho_forward_and_activations(tmp_path):
-    ref = _build(_RefPanEcho, 1)
-    with torch.no_grad():  # the saved pe is the sinusoid (to_empty/_fill overwrote it)
+    ref = random_weights(_RefPanEcho, 1)
+    with torch.no_grad():  # the saved pe is the sinusoid (to_empty/fill_random overwrote it)
         ref.encoder.time_encoder.pe.copy_(_sinusoid(16))
     path = tmp_path / "panecho.pt"
     torch.save({"weights": ref.state_dict()}, path)
@@ -265,7 +246,7 @@ def _surgvlp_file(tmp_path, seed: int = 2):
 
     cfg = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=2, num_attention_heads=12,
                      intermediate_size=256, max_position_embeddings=128)
-    image = _build(_RefImage, seed)
+    image = random_weights(_RefImage, seed)
     torch.manual_seed(seed)
     bert = BertModel(cfg).eval()  # the reference's AutoModel keeps its pooler
     state = {f"backbone_img.{k}": v for k, v in image.state_dict().items()}
@@ -331,17 +312,9 @@ def test_import_command_then_zero_shot_phase(tmp_path):
 
 
 # --- EchoPrime (echo_prime/model.py, utils/utils.py) -----------------------------------------
-def _echoprime_reference():
-    from torchvision.models.video import mvit_v2_s
-
-    model = mvit_v2_s(weights=None)
-    model.head[-1] = nn.Linear(768, 512)
-    return model
-
-
 @pytest.mark.slow
 def test_echoprime_video_encoder(tmp_path):
-    ref = _build(_echoprime_reference, 4)
+    ref = random_weights(echoprime_reference, 4)
     path = tmp_path / "echo_prime_encoder.pt"
     torch.save(ref.state_dict(), path)
     got = imp.import_echoprime_video_encoder(path)
@@ -360,7 +333,7 @@ def test_echoprime_view_classifier(tmp_path):
         model.classifier[-1] = nn.Linear(1024, 11)
         return model
 
-    ref = _build(reference, 5)
+    ref = random_weights(reference, 5)
     path = tmp_path / "view_classifier.pt"
     torch.save(ref.state_dict(), path)
     got = imp.import_echoprime_view_classifier(path)

@@ -68,7 +68,8 @@ def echo_world(tmp_path_factory):
 def test_echo_objective_learns_text_to_study_retrieval(echo_world, tmp_path):
     from medvid.models.aggregate import ViewInformedAttention
     from medvid.training.data import EchoStudyFeatures, known_view_probs
-    from medvid.training.evaluate import chance_recall, retrieval_metrics
+    from medvid.metrics import chance_recall
+    from medvid.training.evaluate import retrieval_metrics
     from medvid.training.objectives import EchoContrastive, section_scores
     from medvid.training.trainer import Trainer, TrainConfig
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medvid.losses import info_nce, mil_nce, section_info_nce, siglip
+from medvid.training.losses import info_nce, mil_nce, section_info_nce, siglip
 
 
 def softplus(x: float) -> float:

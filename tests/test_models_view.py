@@ -76,14 +76,11 @@ def test_train_views_continuing_a_saved_classifier_feeds_its_recorded_contract(t
     the loops are sampled, masked and sized that way (not the job's 4 frames every 4th), the feature cache
     holds 8 frames, and the saved model records 8; a setting given to the job wins."""
     import json
-    import sys
-    from pathlib import Path
 
     from medvid.config import load_config
     from medvid.models.checkpoint import record_training_input
     from medvid.pipelines import train_views as job
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from echo_testdata import ingest_synth
     from medvid.synth.echo import synthesize
 

@@ -189,9 +189,9 @@ def test_draft_jobs_refuse_an_imported_ef_regressor(tmp_path):
     from medvid.errors import MedvidError
     from medvid.models import importers as imp
     from medvid.report.encode import load_encoder
-    from tests.test_importers_fidelity import _build
+    from model_testdata import random_weights
 
-    echonet = _build(lambda: imp.EchoNetDynamic({"input_size": 112, "mean": [0, 0, 0], "std": [1, 1, 1]}), 1)
+    echonet = random_weights(lambda: imp.EchoNetDynamic({"input_size": 112, "mean": [0, 0, 0], "std": [1, 1, 1]}), 1)
     folder = echonet.save_pretrained(tmp_path / "echonet")
     with pytest.raises(MedvidError, match=f"{folder}: a 'echonet_dynamic' model"):
         load_encoder(str(folder), "", torch.device("cpu"))

@@ -9,7 +9,7 @@ import torch
 from medvid.errors import MedvidError
 from medvid.runs import claim_run, run_settings
 from medvid.training.trainer import Trainer, TrainConfig
-from tests.test_trainer import PairData, TinyDual
+from tiny_training import PairData, TinyDual
 
 
 def test_changed_settings_are_refused_with_the_keys_named(tmp_path):

@@ -1,18 +1,14 @@
 """Trainer: learning on a tiny dual encoder, exact resume after SIGKILL, sampler and schedule.
 
-This file doubles as the worker script (``python tests/test_trainer.py OUT ...`` or under
-``torchrun``) that the kill/resume and multi-process tests launch.
+The worker script that the kill/resume and multi-process tests launch is ``tests/tiny_training.py``.
 """
 from __future__ import annotations
 
-import argparse
 import csv
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,92 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-REPO = Path(__file__).resolve().parents[1]
+from tiny_training import SCRIPT, PairData, TinyDual, main, read_losses, worker_env
+
 PY = sys.executable
-
-
-class PairData(Dataset):
-    """Paired vectors: ``y`` is a fixed linear map of ``x`` plus noise (a learnable matching)."""
-
-    def __init__(self, n: int = 256, dim: int = 8, seed: int = 0):
-        w = torch.randn(dim, dim, generator=torch.Generator().manual_seed(1234))  # same map for every split
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, dim, generator=g)
-        self.y = self.x @ w + 0.1 * torch.randn(n, dim, generator=g)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"x": self.x[i], "y": self.y[i]}
-
-
-class TinyDual(nn.Module):
-    """Two small encoders + learnable temperature; ``forward(batch)`` is the InfoNCE loss."""
-
-    def __init__(self, dim: int = 8, dropout: float = 0.0, sleep: float = 0.0):
-        super().__init__()
-        self.fx = nn.Sequential(nn.Linear(dim, 16), nn.Dropout(dropout), nn.GELU(), nn.Linear(16, 8))
-        self.fy = nn.Sequential(nn.Linear(dim, 16), nn.GELU(), nn.Linear(16, 8))
-        self.logit_scale = nn.Parameter(torch.tensor(2.0))
-        self.sleep = sleep
-
-    def embed(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return F.normalize(self.fx(x), dim=-1), F.normalize(self.fy(y), dim=-1)
-
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        from medvid.losses import info_nce
-
-        if self.sleep:
-            time.sleep(self.sleep)
-        a, b = self.embed(batch["x"], batch["y"])
-        return info_nce(a, b, self.logit_scale.exp()), {"temperature": float(1 / self.logit_scale.detach().exp())}
-
-
-def recall_eval(data: PairData):
-    from medvid.training.evaluate import retrieval_metrics
-
-    def evaluate(module: TinyDual) -> dict:
-        a, b = module.embed(data.x, data.y)
-        return retrieval_metrics(a, b)
-
-    return evaluate
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """Worker: train TinyDual with the real Trainer (one process or under torchrun)."""
-    from medvid.training.distributed import cleanup
-    from medvid.training.trainer import Trainer, TrainConfig
-
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out")
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--accum", type=int, default=1)
-    ap.add_argument("--ckpt-every", type=int, default=5)
-    ap.add_argument("--dropout", type=float, default=0.0)
-    ap.add_argument("--sleep", type=float, default=0.0)
-    ap.add_argument("--eval-every", type=int, default=0)
-    args = ap.parse_args(argv)
-    torch.manual_seed(0)
-    module = TinyDual(dropout=args.dropout, sleep=args.sleep)
-    cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch, grad_accum=args.accum, lr=3e-3, warmup_steps=3,
-                      checkpoint_every=args.ckpt_every, eval_every=args.eval_every, log_every=1, progress=False,
-                      device="cpu")
-    trainer = Trainer(module, PairData(), cfg, args.out, evaluate=recall_eval(PairData(n=64, seed=1)))
-    try:
-        return trainer.fit()
-    finally:  # as the jobs do: leave the process group before exit (torchrun workers abort otherwise, at times)
-        cleanup()
-
-
-def read_losses(out: Path) -> dict[int, str]:
-    with open(out / "train_log.csv", newline="") as f:
-        return {int(r["step"]): r["loss"] for r in csv.DictReader(f)}
-
-
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
 def test_tiny_model_learns_and_logs(tmp_path):
@@ -131,8 +44,8 @@ def test_kill_and_resume_gives_identical_losses(tmp_path):
     checkpoint and every later loss equals the uninterrupted run's, to the last bit."""
     args = ["--steps", "40", "--ckpt-every", "5", "--dropout", "0.2", "--accum", "2", "--batch", "16"]
     ref, run = tmp_path / "ref", tmp_path / "run"
-    subprocess.run([PY, __file__, str(ref), *args], check=True, env=_env(), timeout=300)
-    proc = subprocess.Popen([PY, __file__, str(run), *args, "--sleep", "0.1"], env=_env())
+    subprocess.run([PY, str(SCRIPT), str(ref), *args], check=True, env=worker_env(), timeout=300)
+    proc = subprocess.Popen([PY, str(SCRIPT), str(run), *args, "--sleep", "0.1"], env=worker_env())
     deadline = time.time() + 240
     while time.time() < deadline:
         if (run / "train_log.csv").exists() and len(read_losses(run)) >= 13:
@@ -143,7 +56,7 @@ def test_kill_and_resume_gives_identical_losses(tmp_path):
     proc.wait()
     killed_at = max(read_losses(run))
     assert 13 <= killed_at < 40
-    subprocess.run([PY, __file__, str(run), *args], check=True, env=_env(), timeout=300)
+    subprocess.run([PY, str(SCRIPT), str(run), *args], check=True, env=worker_env(), timeout=300)
     got, want = read_losses(run), read_losses(ref)
     assert sorted(got) == list(range(1, 41))
     assert got == want
@@ -356,16 +269,16 @@ def test_pretrain_trains_cached_features_on_one_cpu_thread():
     assert cfg.train.num_threads == 0  # the recorded settings keep what the user wrote
 
 
-def test_resolve_amp():
-    from medvid.training.trainer import resolve_amp
+def test_amp_speaks_the_one_precision_vocabulary(tmp_path):
+    """``train.amp`` is a ``medvid.device`` precision: auto stays fp32 on a CPU, ``off`` is read as fp32."""
+    from medvid.errors import MedvidError
+    from medvid.training.trainer import Trainer, TrainConfig
 
-    assert resolve_amp("off", torch.device("cpu")) is None
-    assert resolve_amp("auto", torch.device("cpu")) is None
-    assert resolve_amp("bf16", torch.device("cpu")) is torch.bfloat16
-    with pytest.raises(ValueError):
-        resolve_amp("fp8", torch.device("cpu"))
+    def dtype(amp: str):
+        cfg = TrainConfig(max_steps=1, batch_size=16, device="cpu", amp=amp, progress=False)
+        return Trainer(TinyDual(), PairData(), cfg, tmp_path / amp).amp_dtype
 
-
-if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
-    main()
+    assert dtype("off") is None and dtype("fp32") is None and dtype("auto") is None
+    assert dtype("bf16") is torch.bfloat16
+    with pytest.raises(MedvidError, match="precision must be one of auto, fp32, bf16"):
+        dtype("fp8")

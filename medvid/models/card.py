@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from medvid.metrics import chance_recall
+
 
 @dataclass
 class EvalRow:
@@ -156,8 +158,6 @@ def _dotted(cfg: Any, key: str) -> Any:
 
 def retrieval_rows(metrics: dict[str, Any], split: str = "test") -> list[EvalRow]:
     """Recall@1/5 rows (text→video, video→text) of ``retrieval_metrics`` output, beside chance (k / n)."""
-    from medvid.training.evaluate import chance_recall
-
     n = metrics.get("n")
     rows = []
     for direction in ("text_to_video", "video_to_text"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from medvid.device import check_device
+from medvid.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,13 @@ class DistInfo:
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group described by ``torchrun``'s env vars (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
 
-    ``device``: ``auto`` (the local GPU if there is one, else CPU), ``cpu`` or ``cuda``.
+    ``device`` as :func:`medvid.device.resolve_device` reads it (``auto`` and ``cuda``: this process's local GPU).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    check_device(device)
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    dev = resolve_device(device)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

@@ -40,7 +40,3 @@ def _ranks(sim: torch.Tensor, first: int) -> torch.Tensor:
     positive = sim[rows, first + rows].unsqueeze(1)
     return ((sim > positive).sum(1) + 1).cpu()
 
-
-def chance_recall(n_candidates: int, k: int) -> float:
-    """Recall@k of random ranking with one positive among ``n_candidates``."""
-    return min(1.0, k / n_candidates)

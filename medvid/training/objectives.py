@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medvid.losses import mil_nce, section_info_nce
+from medvid.training.losses import mil_nce, section_info_nce
 from medvid.models.aggregate import ViewInformedAttention
 from medvid.models.clip import VideoTextModel
 
@@ -97,7 +97,7 @@ class EchoContrastive(_Contrastive):
 
 def section_scores(study: Tensor, sections: Tensor, section_mask: Tensor) -> Tensor:
     """Study × report similarity ``[N, N]``: mean over report ``j``'s sections of ``study_i[s] · text_j[s]``
-    (the score :func:`~medvid.losses.section_info_nce` trains)."""
+    (the score :func:`~medvid.training.losses.section_info_nce` trains)."""
     w = section_mask.float() / section_mask.float().sum(1, keepdim=True).clamp_min(1.0)
     return torch.einsum("isd,jsd,js->ij", study.float(), sections.float(), w)
 

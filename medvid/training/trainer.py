@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from medvid.config import setting
+from medvid.device import PRECISIONS, autocast_dtype
 from medvid.runs import claim_run
 from medvid.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from medvid.utils import atomic_path, seed_everything
@@ -40,24 +42,25 @@ _CKPT = re.compile(r"step_(\d+)\.pt$")
 class TrainConfig:
     """Optimisation and bookkeeping settings shared by every training job."""
 
-    max_steps: int = 1000
-    batch_size: int = 32            # global batch of one micro-step (split over ranks)
-    grad_accum: int = 1             # micro-steps per optimizer step
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    warmup_steps: int = 100
-    clip_grad_norm: float = 1.0     # 0 disables clipping
-    amp: str = "auto"               # auto (bf16 on a GPU that supports it) | bf16 | off
-    seed: int = 0
-    deterministic: bool = True
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
-    eval_every: int = 200           # 0 = evaluate only at the end
-    log_every: int = 10             # TensorBoard / progress refresh period (CSV gets every step)
-    num_workers: int = 0
-    num_threads: int = 0            # torch CPU threads in the loop (0 = the job's default, torch's unless it says)
-    device: str = "auto"            # auto | cpu | cuda
-    progress: bool = True
+    max_steps: int = setting(1000, "optimizer steps")
+    batch_size: int = setting(32, "global batch of one micro-step (split over ranks)")
+    grad_accum: int = setting(1, "micro-steps per optimizer step")
+    lr: float = setting(1e-4, "peak learning rate (AdamW)")
+    weight_decay: float = setting(0.05, "AdamW weight decay (not on biases, norms, temperatures)")
+    warmup_steps: int = setting(100, "linear warmup steps before the cosine decay")
+    clip_grad_norm: float = setting(1.0, "gradient norm clip; 0 disables clipping")
+    amp: str = setting("auto", f"autocast precision: {' | '.join(PRECISIONS)} (auto = bf16 on a GPU that has it, "
+                               "fp32 on a CPU; off = fp32)")
+    seed: int = setting(0, "random seed (init, shuffling, dropout)")
+    deterministic: bool = setting(True, "deterministic torch algorithms (exact resume)")
+    checkpoint_every: int = setting(200, "steps between checkpoints")
+    keep_checkpoints: int = setting(2, "checkpoints kept (the oldest are deleted)")
+    eval_every: int = setting(200, "steps between evaluations; 0 = evaluate only at the end")
+    log_every: int = setting(10, "TensorBoard / progress refresh period in steps (the CSV gets every step)")
+    num_workers: int = setting(0, "DataLoader worker processes")
+    num_threads: int = setting(0, "torch CPU threads in the loop (0 = the job's default, torch's unless it says)")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N")
+    progress: bool = setting(True, "show a progress bar")
 
 
 class EpochSampler(Sampler[int]):
@@ -95,17 +98,6 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.batches_per_epoch - self.start_batch) * (self.global_batch // self.world)
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None = full precision)."""
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    raise ValueError(f"amp must be auto, bf16 or off, got {amp!r}")
 
 
 def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
@@ -179,7 +171,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         self.module = module.to(self.dist.device)
         self.train_data, self.collate_fn, self.evaluate_fn = train_data, collate_fn, evaluate
-        self.amp_dtype = resolve_amp(cfg.amp, self.dist.device)
+        self.amp_dtype = autocast_dtype(cfg.amp, self.dist.device, auto_on_cpu=False)
         params = [p for p in self.module.parameters() if p.requires_grad]
         if not params:
             raise ValueError("nothing to train: every parameter is frozen")
