@@ -128,17 +128,17 @@ def load_encoder(model_dir: str, views_dir: str, device: torch.device, precision
 def loop_clips(encoder, ingest_dir: str | Path, dicom_root: str | Path, studies: list[str], enc: Encoding):
     """``(LoopClips, feature cache or None)`` of ``studies`` for ``encoder`` (a second clip per loop only when
     the view classifier cannot share the video backbone; loops in the feature cache are not decoded)."""
-    from medvid.datasets.echo import recorded_sampling
     from medvid.report.draft import LoopClips, open_feature_cache
+    from medvid.transforms.contract import Sampling
 
-    s = recorded_sampling(encoder.model.pretrained_cfg, enc.n_frames, enc.target_fps, enc.frame_stride, enc.mask,
+    s = Sampling.recorded(encoder.model.pretrained_cfg, enc.n_frames, enc.target_fps, enc.frame_stride, enc.mask,
                           enc.short_clip)
     cache = None
     if enc.feature_cache:
         if encoder.path != "frames":
             raise MedvidError("encoding.feature_cache holds frame features; this model embeds whole clips: drop it")
-        cache = open_feature_cache(enc.feature_cache, encoder, s["n_frames"], s["frame_stride"],
-                                   s["target_fps"], s["mask"], s["motion"])
+        cache = open_feature_cache(enc.feature_cache, encoder, s.num_frames, s.frame_stride,
+                                   s.fps, s.mask, s.motion)
     loops = LoopClips(ingest_dir, dicom_root, studies, encoder.model, s,
                       encoder.view_model if encoder.needs_view_clips else None, enc.max_videos,
                       cached=cache.index if cache else ())

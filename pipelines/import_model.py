@@ -43,4 +43,4 @@ def run(cfg: Any) -> dict:
     model = IMPORTERS[cfg.family](cfg.src, **options)
     out = model.save_pretrained(Path(cfg.out))
     return {"family": cfg.family, "kind": kind_of(model).name, "out": str(out),
-            "parameters": sum(p.numel() for p in model.parameters()), "pretrained_cfg": model.pretrained_cfg}
+            "parameters": sum(p.numel() for p in model.parameters()), "pretrained_cfg": model.pretrained_cfg.to_dict()}

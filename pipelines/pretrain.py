@@ -28,13 +28,14 @@ from medvid.training.evaluate import chance_recall, retrieval_metrics
 from medvid.training.feature_cache import FeatureCache, TextFeatureCache, cache_clips
 from medvid.training.data import group_splits
 from medvid.training.trainer import Trainer, TrainConfig
+from medvid.transforms.contract import PretrainedCfg, Sampling
 from medvid.device import check_device
 from medvid.utils import atomic_write_text, seed_everything
 
 log = logging.getLogger("medvid")
 
 SPLITS = ("train", "val", "test")
-NEW_SAMPLING = {"motion": "std"}  # a new echo model: EchoPrime's sampling plus a motion image
+NEW_MODEL_SAMPLING = PretrainedCfg(motion="std")  # a new echo model: EchoPrime's sampling plus a motion image
 
 
 @dataclass
@@ -111,7 +112,7 @@ def _cache(cfg: Config, dist: DistInfo, model, dataset: Dataset, keys: list[str]
     """Build (rank 0) or open the frame-feature cache of ``dataset`` under ``cache_dir/name``."""
     directory = Path(cfg.cache_dir or Path(cfg.out) / "cache") / name
     return cache_clips(model.video.backbone, model.video.feature_dim, dataset, keys, directory,
-                       {**fingerprint, "preprocess": model.pretrained_cfg}, n_frames=n_frames,
+                       {**fingerprint, "preprocess": model.pretrained_cfg.to_dict()}, n_frames=n_frames,
                        batch_size=cfg.cache_batch, num_workers=cfg.train.num_workers, device=dist.device,
                        progress=cfg.train.progress)
 
@@ -128,9 +129,8 @@ def _text_source(cfg: Config, model, texts: list[str]):
 
 
 def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str, Dataset], Callable]:
-    from medvid.datasets.echo import EchoVideoDataset, recorded_sampling
+    from medvid.datasets.echo import EchoVideoDataset
     from medvid.models.aggregate import ViewInformedAttention, load_section_view_prior
-    from medvid.transforms.clip import motion_frames
     from medvid.training.data import ClipSource, EchoStudyFeatures, load_echo_studies
     from medvid.training.objectives import EchoContrastive, section_scores
     from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
@@ -141,17 +141,15 @@ def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str
         raise MedvidError(f"{e.ingest_dir}: no study with a report (reports.csv joined at ingest)")
     # sampling: the settings given, else what init_from recorded, else EchoPrime's with a motion image (which
     # carries wall-motion amplitude past a frozen backbone: docs/BENCHMARKS.md); written back as used
-    s = recorded_sampling(model.pretrained_cfg if cfg.init_from else NEW_SAMPLING, e.n_frames, e.target_fps,
+    s = Sampling.recorded(model.pretrained_cfg if cfg.init_from else NEW_MODEL_SAMPLING, e.n_frames, e.target_fps,
                           e.frame_stride, e.mask, motion=e.motion)
-    e.n_frames, e.target_fps, e.frame_stride, e.mask, e.motion = (s["n_frames"], s["target_fps"], s["frame_stride"],
-                                                                  s["mask"], s["motion"])
-    videos = EchoVideoDataset.for_model(e.ingest_dir, e.dicom_root, model, **s,
+    e.n_frames, e.target_fps, e.frame_stride, e.mask, e.motion = s.num_frames, s.fps, s.frame_stride, s.mask, s.motion
+    videos = EchoVideoDataset.for_model(e.ingest_dir, e.dicom_root, model, s,
                                         start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
     keys = videos.videos["video_key"].tolist()
     if cfg.frozen_backbone:
-        fp = {"task": "echo", "target_fps": e.target_fps, "frame_stride": e.frame_stride, "mask": e.mask,
-              "motion": e.motion}
-        source: Any = _cache(cfg, dist, model, videos, keys, "echo", fp, e.n_frames + motion_frames(e.motion))
+        fp = {"task": "echo", "target_fps": s.fps, "frame_stride": s.frame_stride, "mask": s.mask, "motion": s.motion}
+        source: Any = _cache(cfg, dist, model, videos, keys, "echo", fp, s.clip_frames)
     else:
         source = ClipSource(videos, keys)
     view_probs = _view_probs(cfg, model, source)
@@ -330,17 +328,17 @@ def _loop_config(cfg: Config, dist: DistInfo) -> TrainConfig:
 
 
 def _save(cfg: Config, objective: torch.nn.Module, out: Path, result: Optional[dict[str, Any]] = None) -> None:
-    from safetensors.torch import save_file
-
+    from medvid.models.aggregate import view_attention_dir
     from medvid.models.card import TrainingRecord, recipe_from, retrieval_rows
     from medvid.models.checkpoint import record_training_input
 
     model_dir = out / "model"
+    e = cfg.echo
     if cfg.task == "echo":  # the input contract as trained, not the model YAML's defaults
-        record_training_input(objective.model, cfg.echo.n_frames, cfg.echo.target_fps, cfg.echo.frame_stride,
-                              cfg.echo.mask, motion=cfg.echo.motion)
+        record_training_input(objective.model, Sampling.recorded(objective.model.pretrained_cfg, e.n_frames,
+                                                                 e.target_fps, e.frame_stride, e.mask, motion=e.motion))
     else:
-        record_training_input(objective.model, cfg.lectures.n_frames, cfg.lectures.sample_fps, None, "none")
+        record_training_input(objective.model, Sampling(cfg.lectures.n_frames, cfg.lectures.sample_fps, mask="none"))
     data = ("echo studies (videos + report sections) of an ingest folder" if cfg.task == "echo"
             else "surgical lecture clips paired with transcript sentences")
     extra = ("echo.n_frames", "echo.frame_stride", "echo.target_fps", "echo.mask", "echo.motion", "echo.max_videos") \
@@ -352,7 +350,4 @@ def _save(cfg: Config, objective: torch.nn.Module, out: Path, result: Optional[d
     save_config(cfg, model_dir / "train_config.yaml")
     attention = getattr(objective, "attention", None)
     if attention is not None:  # the learned section × view table, for study-level embedding downstream
-        save_file({"log_table": attention.log_table.detach().cpu().contiguous()},
-                  str(model_dir / "view_attention.safetensors"))
-        atomic_write_text(model_dir / "view_attention.json", json.dumps(
-            {"sections": attention.section_names, "views": attention.view_names}, indent=1))
+        attention.save_pretrained(view_attention_dir(model_dir))

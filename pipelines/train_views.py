@@ -29,6 +29,7 @@ from medvid.training.data import group_splits
 from medvid.training.distributed import cleanup, init_distributed
 from medvid.training.feature_cache import cache_clips
 from medvid.training.trainer import Trainer, TrainConfig
+from medvid.transforms.contract import PretrainedCfg, Sampling
 from medvid.utils import atomic_path, atomic_write_text, seed_everything
 
 SPLITS = ("train", "val", "test")
@@ -122,16 +123,14 @@ def _record(cfg: Config, result: dict[str, Any]):
                           evaluation=rows)
 
 
-NEW_SAMPLING = {"num_frames": 4, "frame_stride": 4, "mask": "fan"}  # a new classifier: 4 frames, every 4th, fan mask
+NEW_MODEL_SAMPLING = PretrainedCfg(num_frames=4, frame_stride=4, mask="fan")  # a new classifier: 4 frames, every 4th
 
 
-def sampling(cfg: Config, clf) -> dict[str, Any]:
+def sampling(cfg: Config, clf) -> Sampling:
     """The loops' sampling: the job's settings where given, else what ``init_from`` recorded (``pretrained_cfg``),
-    else ``NEW_SAMPLING``."""
-    from medvid.datasets.echo import recorded_sampling
-
-    return recorded_sampling(clf.pretrained_cfg if cfg.init_from else NEW_SAMPLING, cfg.n_frames, cfg.target_fps,
-                             cfg.frame_stride, cfg.mask)
+    else ``NEW_MODEL_SAMPLING``."""
+    return Sampling.recorded(clf.pretrained_cfg if cfg.init_from else NEW_MODEL_SAMPLING, cfg.n_frames,
+                             cfg.target_fps, cfg.frame_stride, cfg.mask)
 
 
 def _classifier(cfg: Config):
@@ -160,8 +159,7 @@ def run(cfg: Config) -> dict[str, Any]:
         seed_everything(cfg.train.seed)
         clf = _classifier(cfg)
         s = sampling(cfg, clf)
-        cfg.n_frames, cfg.target_fps, cfg.frame_stride, cfg.mask = (s["n_frames"], s["target_fps"], s["frame_stride"],
-                                                                    s["mask"])  # as used: saved configs, card, resume
+        cfg.n_frames, cfg.target_fps, cfg.frame_stride, cfg.mask = s.num_frames, s.fps, s.frame_stride, s.mask  # as used
         if cfg.frozen_backbone:
             clf.freeze_backbone()
         labels_df = read_view_labels(cfg)
@@ -170,7 +168,7 @@ def run(cfg: Config) -> dict[str, Any]:
             raise MedvidError(f"views {unknown} are not among the classifier's labels {clf.labels}")
         if labels_df.empty:
             raise MedvidError(f"{cfg.ingest_dir}: no loop has a view label")
-        videos = EchoVideoDataset.for_model(cfg.ingest_dir, cfg.dicom_root, clf, **s,
+        videos = EchoVideoDataset.for_model(cfg.ingest_dir, cfg.dicom_root, clf, s,
                                             start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
         wanted = set(labels_df["video_key"])
         rows = [i for i, k in enumerate(videos.videos["video_key"]) if k in wanted]
@@ -179,8 +177,8 @@ def run(cfg: Config) -> dict[str, Any]:
         if cfg.frozen_backbone:
             source: Any = cache_clips(
                 clf.backbone, clf.feature_dim, labelled, keys, Path(cfg.cache_dir or out / "cache") / "views",
-                {"task": "views", "target_fps": cfg.target_fps, "frame_stride": cfg.frame_stride, "mask": cfg.mask,
-                 "preprocess": clf.pretrained_cfg}, n_frames=cfg.n_frames, batch_size=cfg.cache_batch,
+                {"task": "views", "target_fps": s.fps, "frame_stride": s.frame_stride, "mask": s.mask,
+                 "preprocess": clf.pretrained_cfg.to_dict()}, n_frames=s.clip_frames, batch_size=cfg.cache_batch,
                 num_workers=cfg.train.num_workers, device=dist.device, progress=cfg.train.progress)
         else:
             source = ClipSource(labelled, keys)
@@ -212,7 +210,7 @@ def run(cfg: Config) -> dict[str, Any]:
                     if len(splits[sp]):
                         result[sp] = scores(objective, splits[sp], n, cfg.eval_batch, dist.device)
                         _write_confusion(out / f"confusion_{sp}.csv", result[sp]["confusion"], clf.labels)
-            record_training_input(clf, cfg.n_frames, cfg.target_fps, cfg.frame_stride, cfg.mask)  # as trained
+            record_training_input(clf, s)  # as trained
             clf.save_pretrained(out / "model", _record(cfg, result))
             save_config(cfg, out / "model" / "train_config.yaml")
             save_config(cfg, out / "config.yaml")

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -234,7 +234,7 @@ def _process_video(cfg, ds, name, model, head, classes, sampling: dict[str, Any]
                    emb_dir: Path | None) -> None:
     with Video(ds.video_path(name)) as video:
         e = embed_video(model, video, fps=cfg.fps, clip_frames=sampling["clip_frames"], clip_fps=sampling["clip_fps"],
-                        preprocess=preprocess_for({**model.pretrained_cfg, **({"crop": cfg.crop} if cfg.crop else {})}),
+                        preprocess=preprocess_for(replace(model.pretrained_cfg, crop=cfg.crop) if cfg.crop else model.pretrained_cfg),
                         batch_size=cfg.batch_size)
     if len(e.times) == 0:
         raise MedvidError("video shorter than one sampling interval")
@@ -426,7 +426,7 @@ def run(cfg: Any) -> dict:
     prompts = load_prompt_set(prompt_path, expected)
     corpus = _corpus_path(cfg)
     model = load_video_text_model(cfg.model, map_location=cfg.device)  # any kind that embeds video and text
-    sampling = sampling_from_contract(model.pretrained_cfg, cfg.fps, cfg.clip_frames, cfg.clip_fps)
+    sampling = sampling_from_contract(model.pretrained_cfg.to_dict(), cfg.fps, cfg.clip_frames, cfg.clip_fps)
     _claim_out(out, _fingerprint(cfg, prompt_path, corpus, sampling), cfg.overwrite)
 
     pred_dir = out / "predictions"

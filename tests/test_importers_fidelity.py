@@ -89,8 +89,8 @@ def test_echonet_dynamic_released_layout(tmp_path):
         torch.testing.assert_close(got(x), want, **TOL)
         torch.testing.assert_close(_round_trip(got, tmp_path)(x), want, **TOL)
     c = got.pretrained_cfg
-    assert (c["num_frames"], c["frame_stride"], c["input_size"], c["channel_order"]) == (32, 2, 112, "RGB")
-    assert c["mean"] == mean and c["std"] == std
+    assert (c.num_frames, c.frame_stride, c.input_size, c.channel_order) == (32, 2, 112, "RGB")
+    assert list(c.mean) == mean and list(c.std) == std
     from medvid.cli import app
 
     r = CliRunner().invoke(app, ["import", "echonet", str(path), "--out", str(tmp_path / "cli"),
@@ -367,7 +367,7 @@ def test_echoprime_view_classifier(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(got(x), ref(x), **TOL)
-    assert got.pretrained_cfg["num_frames"] == 1
+    assert got.pretrained_cfg.num_frames == 1
 
 
 def _ref_crop_and_scale(img: np.ndarray, zoom: float = 0.1) -> np.ndarray:

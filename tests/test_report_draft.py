@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import torch
 
 from medvid.report.bank import Bank, SectionRows, write_bank
 from medvid.report.draft import DraftSettings, Drafter, EncodedStudy, render_text
+from medvid.transforms.contract import PretrainedCfg
 
 SECTIONS = ["Left Ventricle", "Pericardium", "Aorta"]
 
@@ -175,7 +177,7 @@ class _ClipModel(torch.nn.Module):
     """A whole-clip embedder (the interface an imported EchoPrime has), tiny."""
 
     embed_dim = 6
-    pretrained_cfg: dict = {}
+    pretrained_cfg = PretrainedCfg()
 
     def __init__(self):
         super().__init__()
@@ -231,7 +233,7 @@ def test_a_view_classifier_sharing_the_backbone_never_sees_the_motion_image():
     torch.manual_seed(0)
     model = create_model({"pretrained": False, "input_size": 64, "num_frames": 4, "temporal": "mean",
                           "embed_dim": 32}).eval()
-    model.pretrained_cfg = {**model.pretrained_cfg, "motion": "std"}
+    model.pretrained_cfg = replace(model.pretrained_cfg, motion="std")
     clf = create_view_classifier({"pretrained": False, "input_size": 64}).eval()
     clf.backbone.load_state_dict(model.video.backbone.state_dict())
     enc = StudyEncoder(model, ViewInformedAttention.from_prior_file(learnable=False), clf, precision="fp32")
@@ -278,7 +280,7 @@ class _Misordered(torch.nn.Module):
     """A conv registered right before a batch norm that does not normalise its output."""
 
     embed_dim = 4
-    pretrained_cfg = {"input_size": 16}
+    pretrained_cfg = PretrainedCfg(input_size=16)
 
     def __init__(self):
         super().__init__()

@@ -20,6 +20,7 @@ from medvid.models.clip import TEXT_DIR, VideoTextModel
 from medvid.models.text import TextEncoder, load_text_model, load_tokenizer
 from medvid.models.video import VideoEncoder, create_temporal
 from medvid.models.view import ViewClassifier
+from medvid.transforms.contract import PretrainedCfg
 
 DEFAULT_MODEL = "medvid-effnetlite0-minilm"
 
@@ -101,18 +102,11 @@ def _resolve(cfg: dict | DictConfig | str | None, schema: type) -> DictConfig:
         raise MedvidError(f"invalid model config: {e}") from e
 
 
-def _pretrained_cfg(c: DictConfig, backbone) -> dict[str, Any]:
+def _pretrained_cfg(c: DictConfig, backbone) -> PretrainedCfg:
     mean, std = backbone_norm_255(backbone, c.backbone)
-    return {
-        "input_size": int(c.input_size),
-        "num_frames": int(c.num_frames),
-        "crop": str(c.crop),
-        "zoom": float(c.zoom),
-        "mean": [float(m) for m in (c.mean or mean)],
-        "std": [float(s) for s in (c.std or std)],
-        "scale": "0-255",
-        "layout": "B,3,T,H,W RGB float32",
-    }
+    return PretrainedCfg(input_size=int(c.input_size), num_frames=int(c.num_frames), crop=str(c.crop),
+                         zoom=float(c.zoom), mean=c.mean or mean, std=c.std or std, scale="0-255",
+                         layout="B,3,T,H,W RGB float32")
 
 
 def model_config(cfg: dict | DictConfig | str | None = None, pretrained: bool | None = None) -> DictConfig:

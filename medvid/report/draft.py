@@ -30,6 +30,7 @@ from medvid.report.phenotypes import draft_phenotypes
 from medvid.report.retrieval import search
 from medvid.training.data import known_view_probs
 from medvid.transforms.clip import motion_frames
+from medvid.transforms.contract import Sampling
 
 log = logging.getLogger("medvid")
 
@@ -161,10 +162,10 @@ class StudyEncoder:
         self.shared = (view_model is not None and self.path == "frames" and hasattr(model, "video")
                        and callable(getattr(view_model, "classify_features", None))
                        and same_backbone(model.video.backbone, view_model.backbone)
-                       and all(model.pretrained_cfg.get(k) == view_model.pretrained_cfg.get(k) for k in _PREPROCESS_KEYS))
+                       and all(getattr(model.pretrained_cfg, k) == getattr(view_model.pretrained_cfg, k) for k in _PREPROCESS_KEYS))
         if view_model is not None and not self.shared:
             log.info("view model backbone differs from the video backbone: frames are encoded twice")
-        self.motion_frames = motion_frames(model.pretrained_cfg.get("motion") or "none")  # clips end with a motion image
+        self.motion_frames = motion_frames(model.pretrained_cfg.motion or "none")  # clips end with a motion image
         self.backbone_digest = None  # of the weights as saved (a feature cache names them), before folding
         if self.path == "frames":
             if hasattr(self.model, "video"):
@@ -181,7 +182,7 @@ class StudyEncoder:
         folded = copy.deepcopy(model)
         if not fold_batchnorm(folded):
             return model
-        size = int(model.pretrained_cfg.get("input_size") or 224)
+        size = int(model.pretrained_cfg.input_size or 224)
         probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
         with torch.inference_mode():
             want, got = model.encode_frames(probe).float(), folded.encode_frames(probe).float()
@@ -263,12 +264,12 @@ class LoopClips(Dataset):
     (only for a ``view_model`` that cannot share the video backbone) follow the view model's."""
 
     def __init__(self, ingest_dir: str | Path, dicom_root: str | Path, studies: Sequence[str], model,
-                 sampling: Mapping[str, Any], view_model=None, max_videos: int | None = None, cached: Any = ()):
+                 sampling: Sampling, view_model=None, max_videos: int | None = None, cached: Any = ()):
         from medvid.datasets.echo import EchoVideoDataset
 
-        self.clips = EchoVideoDataset.for_model(ingest_dir, dicom_root, model, start="begin", **sampling)
-        self.view_clips = (EchoVideoDataset.for_model(ingest_dir, dicom_root, view_model, mask=sampling["mask"],
-                                                      start="begin") if view_model is not None else None)
+        self.clips = EchoVideoDataset.for_model(ingest_dir, dicom_root, model, sampling, start="begin")
+        self.view_clips = (EchoVideoDataset.for_model(ingest_dir, dicom_root, view_model, Sampling.recorded(
+            view_model.pretrained_cfg, mask=sampling.mask), start="begin") if view_model is not None else None)
         videos = self.clips.videos
         by_study = videos.groupby("study_key", sort=False).indices
         self.rows: list[int] = []
@@ -313,7 +314,7 @@ def open_feature_cache(directory: str | Path, encoder: StudyEncoder, n_frames: i
     want = {"backbone": encoder.backbone_digest, "n_frames": n_frames + motion_frames(motion), "frame_stride": frame_stride,
             "target_fps": target_fps, "mask": mask, "motion": motion}
     differ = sorted(k for k, v in want.items() if fp.get(k) != v)
-    cached_pre, pre = fp.get("preprocess") or {}, json_safe(encoder.model.pretrained_cfg)
+    cached_pre, pre = fp.get("preprocess") or {}, json_safe(encoder.model.pretrained_cfg.to_dict())
     differ += [f"preprocess.{k}" for k in _PREPROCESS_KEYS if cached_pre.get(k) != pre.get(k)]
     if differ:
         raise MedvidError(f"{directory}: feature cache built with other settings ({', '.join(differ)}); "
