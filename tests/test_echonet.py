@@ -14,7 +14,7 @@ from medvid.datasets.echo import EchoVideoDataset
 from medvid.transforms.contract import Sampling
 from medvid.errors import MedvidError
 from medvid.io.dicom import KEY_DIR
-from medvid.io.echo_videos import VideoLoop, disk_volume, read_filelist, read_volume_tracings
+from medvid.io.echo_videos import disk_volume, open_loop, read_filelist, read_volume_tracings
 from medvid.io.video import write_video
 from medvid.synth.echonet import write_avi
 from medvid.utils import read_jsonl
@@ -146,7 +146,7 @@ def test_ingest_contract_and_round_trip_into_echo_dataset(layout, ingested):
 
 
 def test_video_loop_matches_dicomcine_surface(layout):
-    loop = VideoLoop(layout / "Videos" / "0X1A2B3C4D5E6F7081.avi")
+    loop = open_loop(layout / "Videos" / "0X1A2B3C4D5E6F7081.avi")
     assert (loop.n_frames, loop.rows, loop.cols, loop.fps) == (40, 112, 112, 50.0)
     assert loop.timestamps[1] == pytest.approx(0.02)
     frames = loop.frames([3, 1, 3])

@@ -24,8 +24,9 @@ import torch
 from torch.utils.data import Dataset
 
 from medvid.errors import MedvidError
-from medvid.io.dicom import DicomCine, video_paths
-from medvid.io.echo_videos import VideoLoop, open_loop
+from medvid.io.dicom import video_paths
+from medvid.io.echo_videos import open_loop
+from medvid.io.reader import VideoReader
 from medvid.io.regions import LAYOUTS, blank_outside_box, clip_box, estimate_sector_mask, fan_mask
 from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor, with_motion_image
 from medvid.transforms.contract import Sampling
@@ -35,7 +36,7 @@ from medvid.utils import resolve_under
 STARTS = ("begin", "center", "random", "r_wave")
 
 
-def clip_indices(cine: DicomCine | VideoLoop, num_frames: int, fps: float | None = None,
+def clip_indices(cine: VideoReader, num_frames: int, fps: float | None = None,
                  frame_stride: int | None = None, start: str = "begin", rng: np.random.Generator | None = None,
                  default_fps: float = 30.0, cycles: int = 1, wrap: bool = True) -> np.ndarray:
     """Frame indices of a ``num_frames`` clip at ``fps`` (or every ``frame_stride``-th native frame).
@@ -72,7 +73,7 @@ def clip_indices(cine: DicomCine | VideoLoop, num_frames: int, fps: float | None
     return np.where(inside, times_to_indices(np.where(inside, times, 0.0), timestamps), -1)
 
 
-def load_clip(cine: DicomCine | VideoLoop, indices: np.ndarray, mask: str = "box",
+def load_clip(cine: VideoReader, indices: np.ndarray, mask: str = "box",
               sector_box: Sequence[int] | None = None, preprocess: ClipPreprocess | None = None,
               regions: Sequence[dict] | None = None) -> torch.Tensor:
     """Decode ``indices`` only, blank everything outside the sector, preprocess → ``(3, T, H, W)`` float.
@@ -155,11 +156,12 @@ class EchoVideoDataset(Dataset):
         except (OSError, MedvidError) as exc:
             raise MedvidError(f"video {row['video_key']}: cannot open its file ({type(exc).__name__})") from exc
         s = self.sampling
-        idx = clip_indices(cine, s.num_frames, s.fps, s.frame_stride, self.start, self._rng,
-                           self.default_fps, self.cycles, wrap=s.short_clip == "wrap")
         box, regions = row.get("sector_box"), row.get("regions")
-        clip = load_clip(cine, idx[idx >= 0], s.mask, None if box is None else list(box), self.preprocess,
-                         json.loads(regions) if isinstance(regions, str) else None)
+        with cine:
+            idx = clip_indices(cine, s.num_frames, s.fps, s.frame_stride, self.start, self._rng,
+                               self.default_fps, self.cycles, wrap=s.short_clip == "wrap")
+            clip = load_clip(cine, idx[idx >= 0], s.mask, None if box is None else list(box), self.preprocess,
+                             json.loads(regions) if isinstance(regions, str) else None)
         real = clip.shape[1]
         if (idx < 0).any():  # zeros after normalisation past the end of a short loop (positions are at the end)
             clip = torch.cat([clip, clip.new_zeros(clip.shape[0], int((idx < 0).sum()), *clip.shape[2:])], 1)

@@ -182,7 +182,7 @@ class LecturePairDataset(Dataset):
         k = 0
         for start in range(0, len(wanted), read_frames):
             chunk = wanted[start:start + read_frames]
-            held.update(zip(chunk.tolist(), video.frames_by_index(chunk)))
+            held.update(zip(chunk.tolist(), video.frames(chunk)))
             while k < len(plan) and plan[k][0] <= chunk[-1]:
                 _, i, idx, rng = plan[k]
                 yield i, self._clip(np.stack([held[j] for j in idx.tolist()]), rng)
