@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from medvid.config import require_dirs, save_config
+from medvid.config import require_dirs, save_config, setting
 from medvid.errors import MedvidError
 from medvid.runs import TRAINING_BOOKKEEPING, run_settings
 from medvid.training.distributed import DistInfo, barrier, cleanup, init_distributed
@@ -40,52 +40,54 @@ NEW_MODEL_SAMPLING = PretrainedCfg(motion="std")  # a new echo model: EchoPrime'
 
 @dataclass
 class EchoData:
-    ingest_dir: str = ""              # output of `medvid ingest` (videos.parquet, reports.csv, views.csv)
-    dicom_root: str = ""              # the DICOM tree that was ingested
-    n_frames: Optional[int] = None    # null = init_from's recorded, else 16
-    target_fps: Optional[float] = None
-    frame_stride: Optional[int] = None  # with target_fps null: null = init_from's recorded, else every 2nd frame (EchoPrime)
-    mask: Optional[str] = None        # sector masking fan | box | pixels | none; null = init_from's recorded, else fan
-    motion: Optional[str] = None      # motion image as an extra last frame: std | none; null = init_from's recorded, else std
-    max_videos: int = 8               # videos per study (a fixed seeded subset when a study has more)
-    view_source: str = "known"        # known (views.csv; uniform when unknown) | classifier
-    view_classifier: Optional[str] = None  # saved ViewClassifier folder (view_source: classifier)
-    video_weight: float = 0.5         # weight of the video–report MIL-NCE term
-    learn_view_table: bool = True     # learn the section × view table (starts from the shipped prior)
-    prior: Optional[str] = None       # section × view prior YAML (null = configs/section_view_prior.yaml)
-    val_fraction: float = 0.15        # studies without an ingest split: whole patients held out (seeded)
-    test_fraction: float = 0.15
+    ingest_dir: str = setting("", "output of `medvid ingest` (videos.parquet, reports.csv, views.csv)")
+    dicom_root: str = setting("", "the DICOM tree that was ingested")
+    n_frames: Optional[int] = setting(None, "frames per loop clip; null = init_from's recorded, else 16")
+    target_fps: Optional[float] = setting(None, "clip frame rate; null = init_from's recorded, else frame_stride")
+    frame_stride: Optional[int] = setting(
+        None, "with target_fps null: every Nth native frame; null = init_from's recorded, else 2 (EchoPrime)")
+    mask: Optional[str] = setting(
+        None, "sector masking fan | box | pixels | none; null = init_from's recorded, else fan")
+    motion: Optional[str] = setting(
+        None, "motion image as an extra last frame: std | none; null = init_from's recorded, else std")
+    max_videos: int = setting(8, "videos per study (a fixed seeded subset when a study has more)")
+    view_source: str = setting("known", "known (views.csv; uniform when unknown) | classifier")
+    view_classifier: Optional[str] = setting(None, "saved ViewClassifier folder (view_source: classifier)")
+    video_weight: float = setting(0.5, "weight of the video–report MIL-NCE term")
+    learn_view_table: bool = setting(True, "learn the section × view table (starts from the shipped prior)")
+    prior: Optional[str] = setting(None, "section × view prior YAML (null = configs/section_view_prior.yaml)")
+    val_fraction: float = setting(0.15, "studies without an ingest split: whole patients held out (seeded)")
+    test_fraction: float = setting(0.15, "studies without an ingest split: whole patients held out for test")
 
 
 @dataclass
 class LectureData:
-    pairs: str = ""                   # pairs.jsonl from `medvid lectures index`
-    root: str = ""                    # lecture videos root the pairs refer to
-    n_frames: int = 4
-    sample_fps: float = 2.0
-    max_texts: int = 3                # anchor + extra positives kept per clip (MIL-NCE)
-    val_fraction: float = 0.15        # whole lectures held out (seeded shuffle of the names)
-    test_fraction: float = 0.15
+    pairs: str = setting("", "pairs.jsonl from `medvid lectures index`")
+    root: str = setting("", "lecture videos root the pairs refer to")
+    n_frames: int = setting(4, "frames per lecture clip")
+    sample_fps: float = setting(2.0, "frame rate inside a clip")
+    max_texts: int = setting(3, "anchor + extra positives kept per clip (MIL-NCE)")
+    val_fraction: float = setting(0.15, "whole lectures held out (seeded shuffle of the names)")
+    test_fraction: float = setting(0.15, "whole lectures held out for test")
 
 
 @dataclass
 class Config:
-    task: str = "echo"                # echo | surgical
-    out: str = "runs/pretrain"
-    model: str = "medvid-effnetlite0-minilm"   # registry name (configs/models) or a model YAML
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    pretrained: bool = True           # start from the packaged ImageNet / MiniLM weights
-    init_from: Optional[str] = None   # continue from a saved model folder instead
-    frozen_backbone: bool = True
-    locked_text: bool = True
-    cache_dir: Optional[str] = None   # frame-feature cache (null = OUT/cache)
-    cache_batch: int = 8              # clips per backbone call while caching
-    eval_batch: int = 64
-    resume: bool = True
-    log_level: str = "INFO"
-    echo: EchoData = field(default_factory=EchoData)
-    lectures: LectureData = field(default_factory=LectureData)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    task: str = setting("echo", "echo | surgical")
+    out: str = setting("runs/pretrain", "output folder (model/, metrics.json, logs, checkpoints)")
+    model: str = setting("medvid-effnetlite0-minilm", "registry name (configs/models) or a model YAML")
+    model_overrides: dict[str, Any] = setting(help="any VideoTextConfig field, e.g. {input_size: 112}", factory=dict)
+    pretrained: bool = setting(True, "start from the packaged ImageNet / MiniLM weights")
+    init_from: Optional[str] = setting(None, "continue from a saved model folder instead")
+    frozen_backbone: bool = setting(True, "train on cached frame features (false: fine-tune end to end on clips)")
+    locked_text: bool = setting(True, "freeze the text transformer (its features cached); its projection trains")
+    cache_dir: Optional[str] = setting(None, "frame-feature cache (null = OUT/cache)")
+    cache_batch: int = setting(8, "clips per backbone call while caching")
+    eval_batch: int = setting(64, "studies or clips per evaluation batch")
+    resume: bool = setting(True, "continue from OUT's last checkpoint when there is one")
+    echo: EchoData = setting(help="echo data (task: echo)", factory=EchoData)
+    lectures: LectureData = setting(help="lecture data (task: surgical)", factory=LectureData)
+    train: TrainConfig = setting(help="training loop", factory=TrainConfig)
 
 
 # --------------------------------------------------------------------------- model

@@ -12,7 +12,7 @@ balanced accuracy, confusion matrix per held-out split), ``OUT/confusion_<split>
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from medvid.config import require_dirs, save_config
+from medvid.config import require_dirs, save_config, setting
 from medvid.errors import MedvidError
 from medvid.models.checkpoint import record_training_input
 from medvid.runs import TRAINING_BOOKKEEPING, run_settings
@@ -37,27 +37,31 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Config:
-    ingest_dir: str = ""              # `medvid ingest ROOT --out DIR views=views.csv` output
-    dicom_root: str = ""              # ROOT given to ingest
-    views: Optional[str] = None       # views CSV keyed by video_key (null = DIR/views.csv, else videos.parquet)
-    out: str = "runs/view_classifier"
-    model: str = "view-effnetlite0-echo"  # configs/models/<name>.yaml or a YAML path
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # any ViewClassifierConfig field, e.g. {input_size: 112}
-    pretrained: bool = True
-    frozen_backbone: bool = True
-    init_from: Optional[str] = None   # continue from a saved view classifier folder (its architecture and input contract)
-    n_frames: Optional[int] = None    # frames per loop (logits averaged); null = init_from's recorded, else 4
-    target_fps: Optional[float] = None
-    frame_stride: Optional[int] = None  # with target_fps null: null = init_from's recorded sampling, else every 4th frame
-    mask: Optional[str] = None        # sector masking fan | box | pixels | none; null = init_from's recorded, else fan
-    balanced: bool = True             # class-balanced sampling
-    val_fraction: float = 0.15        # loops without an ingest split: whole patients held out (seeded)
-    test_fraction: float = 0.15
-    cache_dir: Optional[str] = None   # null = OUT/cache
-    cache_batch: int = 8
-    eval_batch: int = 128
-    resume: bool = True
-    train: TrainConfig = field(default_factory=TrainConfig)
+    ingest_dir: str = setting("", "`medvid ingest ROOT --out DIR views=views.csv` output")
+    dicom_root: str = setting("", "ROOT given to ingest")
+    views: Optional[str] = setting(None, "views CSV keyed by video_key (null = DIR/views.csv, else videos.parquet)")
+    out: str = setting("runs/view_classifier", "output folder (model/, metrics.json, confusion tables, logs)")
+    model: str = setting("view-effnetlite0-echo", "configs/models/<name>.yaml or a YAML path")
+    model_overrides: dict[str, Any] = setting(help="any ViewClassifierConfig field, e.g. {input_size: 112}",
+                                              factory=dict)
+    pretrained: bool = setting(True, "start from the packaged ImageNet backbone weights (false: random init)")
+    frozen_backbone: bool = setting(True, "train the head on cached frame features (false: fine-tune end to end)")
+    init_from: Optional[str] = setting(
+        None, "continue from a saved view classifier folder (its architecture and input contract)")
+    n_frames: Optional[int] = setting(None, "frames per loop (logits averaged); null = init_from's recorded, else 4")
+    target_fps: Optional[float] = setting(None, "clip frame rate; null = init_from's recorded, else frame_stride")
+    frame_stride: Optional[int] = setting(
+        None, "with target_fps null: every Nth native frame; null = init_from's recorded, else 4")
+    mask: Optional[str] = setting(
+        None, "sector masking fan | box | pixels | none; null = init_from's recorded, else fan")
+    balanced: bool = setting(True, "class-balanced sampling")
+    val_fraction: float = setting(0.15, "loops without an ingest split: whole patients held out (seeded)")
+    test_fraction: float = setting(0.15, "loops without an ingest split: whole patients held out for test")
+    cache_dir: Optional[str] = setting(None, "frame-feature cache (null = OUT/cache)")
+    cache_batch: int = setting(8, "clips per backbone call while caching")
+    eval_batch: int = setting(128, "loops per evaluation batch")
+    resume: bool = setting(True, "continue from OUT's last checkpoint when there is one")
+    train: TrainConfig = setting(help="training loop", factory=TrainConfig)
 
 
 def read_view_labels(cfg: Config) -> pd.DataFrame:

@@ -209,7 +209,7 @@ def test_panecho_forward_and_activations(tmp_path):
 def test_panecho_input_contract_is_bgr_imagenet():
     """An RGB clip through the recorded contract equals PanEcho's: BGR, /255, ImageNet mean/std in that order."""
     c = imp.PANECHO_PRETRAINED_CFG
-    assert (c["num_frames"], c["frame_stride"], c["input_size"], c["channel_order"]) == (16, 1, 224, "BGR")
+    assert (c.num_frames, c.frame_stride, c.input_size, c.channel_order) == (16, 1, 224, "BGR")
     rgb = torch.randint(0, 256, (3, 2, 224, 224)).float()
     bgr01 = rgb.flip(0) / 255
     want = (bgr01 - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)) / torch.tensor(
@@ -400,4 +400,4 @@ def test_echoprime_exact_preset_pads_after_normalisation():
     assert torch.count_nonzero(got[:, 5:]) == 0  # frames 10..31 are zeros after normalisation
     wrapped = imp.echoprime_clip(frames, exact=False)  # medvid's default: the loop wraps around
     assert wrapped.shape == (3, 16, 224, 224) and torch.count_nonzero(wrapped[:, 5:]) > 0
-    assert imp.ECHOPRIME_PRETRAINED_CFG["short_clip"] == "zero_pad_after_norm"
+    assert imp.ECHOPRIME_PRETRAINED_CFG.short_clip == "zero_pad_after_norm"

@@ -162,7 +162,7 @@ def test_draft_jobs_refuse_an_imported_ef_regressor(tmp_path):
     from medvid.pipelines.draft import load_encoder
     from tests.test_importers_fidelity import _build
 
-    echonet = _build(lambda: imp.EchoNetDynamic({"input_size": 112, "mean": [0, 0, 0], "std": [1, 1, 1]}), 1)
+    echonet = _build(lambda: imp.EchoNetDynamic(PretrainedCfg(input_size=112, mean=[0, 0, 0], std=[1, 1, 1])), 1)
     folder = echonet.save_pretrained(tmp_path / "echonet")
     with pytest.raises(MedvidError, match=f"{folder}: a 'echonet_dynamic' model"):
         load_encoder(str(folder), "", torch.device("cpu"))
