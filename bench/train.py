@@ -129,7 +129,7 @@ def cache_speed(args: argparse.Namespace) -> dict:
     overrides = {"input_size": args.input_size} if args.input_size else {}
     model = create_model(OmegaConf.merge(model_config(args.model, True), overrides))
     backbone = model.video.backbone.eval()
-    ds = LecturePairDataset(args.pairs, args.root, n_frames=args.frames, sample_fps=2.0,
+    ds = LecturePairDataset(args.pairs, args.root, num_frames=args.frames, fps=2.0,
                             preprocess=model.preprocess(), random_start=False)
     ds.pairs = ds.pairs[: args.clips]  # a prefix: clips as dense in their lectures as in a whole corpus
     keys = [p["pair_id"] for p in ds.pairs]

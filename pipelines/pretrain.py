@@ -218,7 +218,7 @@ def _surgical(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict
     from medvid.training.objectives import LectureContrastive
 
     lc = cfg.lectures
-    clips = LecturePairDataset(lc.pairs, lc.root, n_frames=lc.n_frames, sample_fps=lc.sample_fps,
+    clips = LecturePairDataset(lc.pairs, lc.root, num_frames=lc.n_frames, fps=lc.sample_fps,
                                preprocess=model.preprocess(), seed=cfg.train.seed,
                                random_start=not cfg.frozen_backbone)
     rows = clips.pairs  # one copy of the pair table (about 4.6 kB a pair in Python objects)
