@@ -30,12 +30,12 @@ import torch.nn.functional as F
 
 def _loops(work: Path, n: int):
     from medvid.config import load_config
-    from medvid.datasets.echo import recorded_sampling
     from medvid.io.ingest_folder import IngestFolder
     from medvid.models.factory import create_model
     from medvid.pipelines import ingest
     from medvid.report.encode import LoopClips
     from medvid.synth.echo import synthesize
+    from medvid.transforms.contract import Sampling
 
     synth = work / "synth"
     if not (synth / "reports.csv").is_file():
@@ -46,7 +46,7 @@ def _loops(work: Path, n: int):
                                                                f"views={synth / 'views.csv'}", "progress=false"]))
     model = create_model("medvid-effnetlite0-minilm", pretrained=True).eval()
     studies = sorted(set(IngestFolder(work / "ingest").read_videos()["study_key"]))
-    loops = LoopClips(work / "ingest", synth / "dicom", studies, model, recorded_sampling(model.pretrained_cfg))
+    loops = LoopClips(work / "ingest", synth / "dicom", studies, model, Sampling.recorded(model.pretrained_cfg))
     clips = torch.stack([loops[i]["clip"] for i in range(min(n, len(loops)))])
     return model, clips
 

@@ -25,10 +25,12 @@ def features(world: Path, frames: int, stride: int) -> dict[str, dict[str, np.nd
     from medvid.datasets.echo import EchoVideoDataset
     from medvid.models.checkpoint import load_video_text_model
     from medvid.transforms.clip import with_motion_image
+    from medvid.transforms.contract import Sampling
 
     model = load_video_text_model(world / "pretrain" / "model").eval()
-    ds = EchoVideoDataset.for_model(world / "ingest", world / "synth" / "dicom", model, start="begin",
-                                    views=["A4C"], n_frames=frames, frame_stride=stride, motion="none")
+    sampling = Sampling.recorded(model.pretrained_cfg, frames, frame_stride=stride, motion="none")
+    ds = EchoVideoDataset.for_model(world / "ingest", world / "synth" / "dicom", model, sampling, start="begin",
+                                    views=["A4C"])
     out: dict[str, dict[str, np.ndarray]] = {"frames": {}, "std image": {}, "range image": {}, "frames + range image": {}}
     with torch.inference_mode():
         for i in range(len(ds)):

@@ -25,6 +25,7 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +208,7 @@ def bench_draft(work: Path, studies: int, loops: int, workers: int, motion: str 
     model_dir, views_dir = root / f"model_motion_{motion}", root / "views"
     if not (model_dir / "config.json").is_file():
         model = create_model("medvid-effnetlite0-minilm", pretrained=True)
-        model.pretrained_cfg = {**model.pretrained_cfg, "motion": motion}  # as `medvid pretrain` records it
+        model.pretrained_cfg = replace(model.pretrained_cfg, motion=motion)  # as `medvid pretrain` records it
         model.save_pretrained(model_dir)
     if not (views_dir / "config.json").is_file():
         create_view_classifier("view-effnetlite0-echo", pretrained=True).save_pretrained(views_dir)

@@ -87,7 +87,7 @@ def run_mode(mode: str, amp: str, args: argparse.Namespace, device: torch.device
     if cached:
         model.freeze_backbone()
     data = Synthetic(args.batch * (args.steps + 1), args.frames, cached, model.video.feature_dim,
-                     model.text.out_dim, model.pretrained_cfg["input_size"])
+                     model.text.out_dim, model.pretrained_cfg.input_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch, lr=1e-4, warmup_steps=1, amp=amp,
@@ -129,7 +129,7 @@ def cache_speed(args: argparse.Namespace) -> dict:
     overrides = {"input_size": args.input_size} if args.input_size else {}
     model = create_model(OmegaConf.merge(model_config(args.model, True), overrides))
     backbone = model.video.backbone.eval()
-    ds = LecturePairDataset(args.pairs, args.root, n_frames=args.frames, sample_fps=2.0,
+    ds = LecturePairDataset(args.pairs, args.root, num_frames=args.frames, fps=2.0,
                             preprocess=model.preprocess(), random_start=False)
     ds.pairs = ds.pairs[: args.clips]  # a prefix: clips as dense in their lectures as in a whole corpus
     keys = [p["pair_id"] for p in ds.pairs]
@@ -155,8 +155,8 @@ def cache_speed(args: argparse.Namespace) -> dict:
                 cache = builds[name](Path(tmp) / f"{name}{rep}")
                 timing[name].append(time.perf_counter() - t0)
                 feats[name] = np.asarray(cache.features, dtype=np.float32)
-        frames = torch.randn(args.batch * args.frames, 3, model.pretrained_cfg["input_size"],
-                             model.pretrained_cfg["input_size"])
+        frames = torch.randn(args.batch * args.frames, 3, model.pretrained_cfg.input_size,
+                             model.pretrained_cfg.input_size)
         with torch.inference_mode():
             backbone(frames)
             t0 = time.perf_counter()
@@ -166,7 +166,7 @@ def cache_speed(args: argparse.Namespace) -> dict:
     n = len(keys)
     best = {name: min(t) for name, t in timing.items()}
     return {"clips": n, "videos": len({p["video"] for p in ds.pairs}), "batch": args.batch, "frames": args.frames,
-            "input_size": model.pretrained_cfg["input_size"], "torch_threads": torch.get_num_threads(),
+            "input_size": model.pretrained_cfg.input_size, "torch_threads": torch.get_num_threads(),
             "clips_per_s": {k: n / v for k, v in best.items()},
             "speedup_video_by_video": best["per-item"] / best["video-by-video"],
             "decode_s_per_clip": {k: min(v) / n for k, v in decode.items()},

@@ -124,7 +124,7 @@ def main() -> None:
         model_text_encoder(model)(prompts.all_prompts())
 
     with Video(video_path) as v:
-        duration, n_native = v.duration, v.num_frames
+        duration, n_native = v.duration, v.n_frames
         n = len(regular_times(duration, 1.0))
         with Timer() as dec:  # decode alone, first 2 minutes (cost is linear in duration)
             batches = [f for _, f in v.iter_batches(fps=1.0, batch_size=args.batch_size, end_s=120.0)]

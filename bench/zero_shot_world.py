@@ -38,6 +38,7 @@ from medvid.datasets.cholec80 import Cholec80
 from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
 from medvid.models.checkpoint import load_video_text_model, record_training_input
 from medvid.pipelines import lectures_index, pretrain, synth_lectures, synth_surgery, zero_shot
+from medvid.transforms.contract import Sampling
 from medvid.utils import atomic_write_text, jsonable, read_jsonl, write_jsonl
 from medvid.vocab import CHOLEC80_PHASES
 from medvid.zeroshot.adaptation import self_train
@@ -72,7 +73,7 @@ def _untrained(w: Path, args) -> Path:
                           _pretrain_overrides(w, Path("unused"), args))
         torch.manual_seed(cfg.train.seed)
         model = pretrain.build_model(cfg)
-        record_training_input(model, cfg.lectures.n_frames, cfg.lectures.sample_fps, None, "none")
+        record_training_input(model, Sampling(cfg.lectures.n_frames, cfg.lectures.sample_fps, mask="none"))
         model.save_pretrained(model_dir)
     return model_dir
 

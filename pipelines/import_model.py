@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.models.checkpoint import kind_of
 from medvid.models.importers import IMPORTERS
@@ -20,12 +21,12 @@ from medvid.models.importers import IMPORTERS
 
 @dataclass
 class Config:
-    family: str = ""                      # one of medvid.models.importers.IMPORTERS
-    src: str = ""                         # the publisher's checkpoint file
-    out: str = ""                         # medvid model folder to write (an existing one is replaced)
-    tokenizer_path: Optional[str] = None  # SurgVLP family: local folder of the matching tokenizer
-    mean: Optional[list[float]] = None    # EchoNet-Dynamic: training-split mean per RGB channel (0-255)
-    std: Optional[list[float]] = None     # EchoNet-Dynamic: training-split std per RGB channel (0-255)
+    family: str = setting("", "one of medvid.models.importers.IMPORTERS")
+    src: str = setting("", "the publisher's checkpoint file")
+    out: str = setting("", "medvid model folder to write (an existing one is replaced)")
+    tokenizer_path: Optional[str] = setting(None, "SurgVLP family: local folder of the matching tokenizer")
+    mean: Optional[list[float]] = setting(None, "EchoNet-Dynamic: training-split mean per RGB channel (0-255)")
+    std: Optional[list[float]] = setting(None, "EchoNet-Dynamic: training-split std per RGB channel (0-255)")
 
 
 _OPTIONS = {"surgvlp": ("tokenizer_path",), "hecvl": ("tokenizer_path",), "peskavlp": ("tokenizer_path",),
@@ -43,4 +44,4 @@ def run(cfg: Any) -> dict:
     model = IMPORTERS[cfg.family](cfg.src, **options)
     out = model.save_pretrained(Path(cfg.out))
     return {"family": cfg.family, "kind": kind_of(model).name, "out": str(out),
-            "parameters": sum(p.numel() for p in model.parameters()), "pretrained_cfg": model.pretrained_cfg}
+            "parameters": sum(p.numel() for p in model.parameters()), "pretrained_cfg": model.pretrained_cfg.to_dict()}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from medvid.config import require_dirs, save_config
+from medvid.config import require_dirs, save_config, setting
 from medvid.errors import MedvidError
 from medvid.runs import TRAINING_BOOKKEEPING, run_settings
 from medvid.training.distributed import DistInfo, barrier, cleanup, init_distributed
@@ -29,63 +29,66 @@ from medvid.training.evaluate import retrieval_metrics
 from medvid.training.feature_cache import FeatureCache, TextFeatureCache, cache_clips
 from medvid.training.data import group_splits
 from medvid.training.trainer import Trainer, TrainConfig
+from medvid.transforms.contract import PretrainedCfg, Sampling
 from medvid.device import check_device
 from medvid.utils import atomic_write_text, seed_everything
 
 log = logging.getLogger("medvid")
 
 SPLITS = ("train", "val", "test")
-NEW_SAMPLING = {"motion": "std"}  # a new echo model: EchoPrime's sampling plus a motion image
+NEW_MODEL_SAMPLING = PretrainedCfg(motion="std")  # a new echo model: EchoPrime's sampling plus a motion image
 
 
 @dataclass
 class EchoData:
-    ingest_dir: str = ""              # output of `medvid ingest` (videos.parquet, reports.csv, views.csv)
-    dicom_root: str = ""              # the DICOM tree that was ingested
-    n_frames: Optional[int] = None    # null = init_from's recorded, else 16
-    target_fps: Optional[float] = None
-    frame_stride: Optional[int] = None  # with target_fps null: null = init_from's recorded, else every 2nd frame (EchoPrime)
-    mask: Optional[str] = None        # sector masking fan | box | pixels | none; null = init_from's recorded, else fan
-    motion: Optional[str] = None      # motion image as an extra last frame: std | none; null = init_from's recorded, else std
-    max_videos: int = 8               # videos per study (a fixed seeded subset when a study has more)
-    view_source: str = "known"        # known (views.csv; uniform when unknown) | classifier
-    view_classifier: Optional[str] = None  # saved ViewClassifier folder (view_source: classifier)
-    video_weight: float = 0.5         # weight of the video–report MIL-NCE term
-    learn_view_table: bool = True     # learn the section × view table (starts from the shipped prior)
-    prior: Optional[str] = None       # section × view prior YAML (null = configs/section_view_prior.yaml)
-    val_fraction: float = 0.15        # studies without an ingest split: whole patients held out (seeded)
-    test_fraction: float = 0.15
+    ingest_dir: str = setting("", "output of `medvid ingest` (videos.parquet, reports.csv, views.csv)")
+    dicom_root: str = setting("", "the DICOM tree that was ingested")
+    n_frames: Optional[int] = setting(None, "frames per loop clip; null = init_from's recorded, else 16")
+    target_fps: Optional[float] = setting(None, "clip frame rate; null = init_from's recorded, else frame_stride")
+    frame_stride: Optional[int] = setting(
+        None, "with target_fps null: every Nth native frame; null = init_from's recorded, else 2 (EchoPrime)")
+    mask: Optional[str] = setting(
+        None, "sector masking fan | box | pixels | none; null = init_from's recorded, else fan")
+    motion: Optional[str] = setting(
+        None, "motion image as an extra last frame: std | none; null = init_from's recorded, else std")
+    max_videos: int = setting(8, "videos per study (a fixed seeded subset when a study has more)")
+    view_source: str = setting("known", "known (views.csv; uniform when unknown) | classifier")
+    view_classifier: Optional[str] = setting(None, "saved ViewClassifier folder (view_source: classifier)")
+    video_weight: float = setting(0.5, "weight of the video–report MIL-NCE term")
+    learn_view_table: bool = setting(True, "learn the section × view table (starts from the shipped prior)")
+    prior: Optional[str] = setting(None, "section × view prior YAML (null = configs/section_view_prior.yaml)")
+    val_fraction: float = setting(0.15, "studies without an ingest split: whole patients held out (seeded)")
+    test_fraction: float = setting(0.15, "studies without an ingest split: whole patients held out for test")
 
 
 @dataclass
 class LectureData:
-    pairs: str = ""                   # pairs.jsonl from `medvid lectures index`
-    root: str = ""                    # lecture videos root the pairs refer to
-    n_frames: int = 4
-    sample_fps: float = 2.0
-    max_texts: int = 3                # anchor + extra positives kept per clip (MIL-NCE)
-    val_fraction: float = 0.15        # whole lectures held out (seeded shuffle of the names)
-    test_fraction: float = 0.15
+    pairs: str = setting("", "pairs.jsonl from `medvid lectures index`")
+    root: str = setting("", "lecture videos root the pairs refer to")
+    n_frames: int = setting(4, "frames per lecture clip")
+    sample_fps: float = setting(2.0, "frame rate inside a clip")
+    max_texts: int = setting(3, "anchor + extra positives kept per clip (MIL-NCE)")
+    val_fraction: float = setting(0.15, "whole lectures held out (seeded shuffle of the names)")
+    test_fraction: float = setting(0.15, "whole lectures held out for test")
 
 
 @dataclass
 class Config:
-    task: str = "echo"                # echo | surgical
-    out: str = "runs/pretrain"
-    model: str = "medvid-effnetlite0-minilm"   # registry name (configs/models) or a model YAML
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    pretrained: bool = True           # start from the packaged ImageNet / MiniLM weights
-    init_from: Optional[str] = None   # continue from a saved model folder instead
-    frozen_backbone: bool = True
-    locked_text: bool = True
-    cache_dir: Optional[str] = None   # frame-feature cache (null = OUT/cache)
-    cache_batch: int = 8              # clips per backbone call while caching
-    eval_batch: int = 64
-    resume: bool = True
-    log_level: str = "INFO"
-    echo: EchoData = field(default_factory=EchoData)
-    lectures: LectureData = field(default_factory=LectureData)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    task: str = setting("echo", "echo | surgical")
+    out: str = setting("runs/pretrain", "output folder (model/, metrics.json, logs, checkpoints)")
+    model: str = setting("medvid-effnetlite0-minilm", "registry name (configs/models) or a model YAML")
+    model_overrides: dict[str, Any] = setting(help="any VideoTextConfig field, e.g. {input_size: 112}", factory=dict)
+    pretrained: bool = setting(True, "start from the packaged ImageNet / MiniLM weights")
+    init_from: Optional[str] = setting(None, "continue from a saved model folder instead")
+    frozen_backbone: bool = setting(True, "train on cached frame features (false: fine-tune end to end on clips)")
+    locked_text: bool = setting(True, "freeze the text transformer (its features cached); its projection trains")
+    cache_dir: Optional[str] = setting(None, "frame-feature cache (null = OUT/cache)")
+    cache_batch: int = setting(8, "clips per backbone call while caching")
+    eval_batch: int = setting(64, "studies or clips per evaluation batch")
+    resume: bool = setting(True, "continue from OUT's last checkpoint when there is one")
+    echo: EchoData = setting(help="echo data (task: echo)", factory=EchoData)
+    lectures: LectureData = setting(help="lecture data (task: surgical)", factory=LectureData)
+    train: TrainConfig = setting(help="training loop", factory=TrainConfig)
 
 
 # --------------------------------------------------------------------------- model
@@ -112,7 +115,7 @@ def _cache(cfg: Config, dist: DistInfo, model, dataset: Dataset, keys: list[str]
     """Build (rank 0) or open the frame-feature cache of ``dataset`` under ``cache_dir/name``."""
     directory = Path(cfg.cache_dir or Path(cfg.out) / "cache") / name
     return cache_clips(model.video.backbone, model.video.feature_dim, dataset, keys, directory,
-                       {**fingerprint, "preprocess": model.pretrained_cfg}, n_frames=n_frames,
+                       {**fingerprint, "preprocess": model.pretrained_cfg.to_dict()}, n_frames=n_frames,
                        batch_size=cfg.cache_batch, num_workers=cfg.train.num_workers, device=dist.device,
                        progress=cfg.train.progress)
 
@@ -129,9 +132,8 @@ def _text_source(cfg: Config, model, texts: list[str]):
 
 
 def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str, Dataset], Callable]:
-    from medvid.datasets.echo import EchoVideoDataset, recorded_sampling
+    from medvid.datasets.echo import EchoVideoDataset
     from medvid.models.aggregate import ViewInformedAttention, load_section_view_prior
-    from medvid.transforms.clip import motion_frames
     from medvid.training.data import ClipSource, EchoStudyFeatures, load_echo_studies
     from medvid.training.objectives import EchoContrastive, section_scores
     from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
@@ -142,17 +144,15 @@ def _echo(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict[str
         raise MedvidError(f"{e.ingest_dir}: no study with a report (reports.csv joined at ingest)")
     # sampling: the settings given, else what init_from recorded, else EchoPrime's with a motion image (which
     # carries wall-motion amplitude past a frozen backbone: docs/BENCHMARKS.md); written back as used
-    s = recorded_sampling(model.pretrained_cfg if cfg.init_from else NEW_SAMPLING, e.n_frames, e.target_fps,
+    s = Sampling.recorded(model.pretrained_cfg if cfg.init_from else NEW_MODEL_SAMPLING, e.n_frames, e.target_fps,
                           e.frame_stride, e.mask, motion=e.motion)
-    e.n_frames, e.target_fps, e.frame_stride, e.mask, e.motion = (s["n_frames"], s["target_fps"], s["frame_stride"],
-                                                                  s["mask"], s["motion"])
-    videos = EchoVideoDataset.for_model(e.ingest_dir, e.dicom_root, model, **s,
+    e.n_frames, e.target_fps, e.frame_stride, e.mask, e.motion = s.num_frames, s.fps, s.frame_stride, s.mask, s.motion
+    videos = EchoVideoDataset.for_model(e.ingest_dir, e.dicom_root, model, s,
                                         start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
     keys = videos.videos["video_key"].tolist()
     if cfg.frozen_backbone:
-        fp = {"task": "echo", "target_fps": e.target_fps, "frame_stride": e.frame_stride, "mask": e.mask,
-              "motion": e.motion}
-        source: Any = _cache(cfg, dist, model, videos, keys, "echo", fp, e.n_frames + motion_frames(e.motion))
+        fp = {"task": "echo", "target_fps": s.fps, "frame_stride": s.frame_stride, "mask": s.mask, "motion": s.motion}
+        source: Any = _cache(cfg, dist, model, videos, keys, "echo", fp, s.clip_frames)
     else:
         source = ClipSource(videos, keys)
     view_probs = _view_probs(cfg, model, source)
@@ -219,7 +219,7 @@ def _surgical(cfg: Config, dist: DistInfo, model) -> tuple[torch.nn.Module, dict
     from medvid.training.objectives import LectureContrastive
 
     lc = cfg.lectures
-    clips = LecturePairDataset(lc.pairs, lc.root, n_frames=lc.n_frames, sample_fps=lc.sample_fps,
+    clips = LecturePairDataset(lc.pairs, lc.root, num_frames=lc.n_frames, fps=lc.sample_fps,
                                preprocess=model.preprocess(), seed=cfg.train.seed,
                                random_start=not cfg.frozen_backbone)
     rows = clips.pairs  # one copy of the pair table (about 4.6 kB a pair in Python objects)
@@ -331,17 +331,17 @@ def _loop_config(cfg: Config, dist: DistInfo) -> TrainConfig:
 
 
 def _save(cfg: Config, objective: torch.nn.Module, out: Path, result: Optional[dict[str, Any]] = None) -> None:
-    from safetensors.torch import save_file
-
+    from medvid.models.aggregate import view_attention_dir
     from medvid.models.card import TrainingRecord, recipe_from, retrieval_rows
     from medvid.models.checkpoint import record_training_input
 
     model_dir = out / "model"
+    e = cfg.echo
     if cfg.task == "echo":  # the input contract as trained, not the model YAML's defaults
-        record_training_input(objective.model, cfg.echo.n_frames, cfg.echo.target_fps, cfg.echo.frame_stride,
-                              cfg.echo.mask, motion=cfg.echo.motion)
+        record_training_input(objective.model, Sampling.recorded(objective.model.pretrained_cfg, e.n_frames,
+                                                                 e.target_fps, e.frame_stride, e.mask, motion=e.motion))
     else:
-        record_training_input(objective.model, cfg.lectures.n_frames, cfg.lectures.sample_fps, None, "none")
+        record_training_input(objective.model, Sampling(cfg.lectures.n_frames, cfg.lectures.sample_fps, mask="none"))
     data = ("echo studies (videos + report sections) of an ingest folder" if cfg.task == "echo"
             else "surgical lecture clips paired with transcript sentences")
     extra = ("echo.n_frames", "echo.frame_stride", "echo.target_fps", "echo.mask", "echo.motion", "echo.max_videos") \
@@ -353,7 +353,4 @@ def _save(cfg: Config, objective: torch.nn.Module, out: Path, result: Optional[d
     save_config(cfg, model_dir / "train_config.yaml")
     attention = getattr(objective, "attention", None)
     if attention is not None:  # the learned section × view table, for study-level embedding downstream
-        save_file({"log_table": attention.log_table.detach().cpu().contiguous()},
-                  str(model_dir / "view_attention.safetensors"))
-        atomic_write_text(model_dir / "view_attention.json", json.dumps(
-            {"sections": attention.section_names, "views": attention.view_names}, indent=1))
+        attention.save_pretrained(view_attention_dir(model_dir))

@@ -12,7 +12,7 @@ balanced accuracy, confusion matrix per held-out split), ``OUT/confusion_<split>
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from medvid.config import require_dirs, save_config
+from medvid.config import require_dirs, save_config, setting
 from medvid.errors import MedvidError
 from medvid.models.checkpoint import record_training_input
 from medvid.runs import TRAINING_BOOKKEEPING, run_settings
@@ -29,6 +29,7 @@ from medvid.training.data import group_splits
 from medvid.training.distributed import cleanup, init_distributed
 from medvid.training.feature_cache import cache_clips
 from medvid.training.trainer import Trainer, TrainConfig
+from medvid.transforms.contract import PretrainedCfg, Sampling
 from medvid.utils import atomic_path, atomic_write_text, seed_everything
 
 SPLITS = ("train", "val", "test")
@@ -36,27 +37,31 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Config:
-    ingest_dir: str = ""              # `medvid ingest ROOT --out DIR views=views.csv` output
-    dicom_root: str = ""              # ROOT given to ingest
-    views: Optional[str] = None       # views CSV keyed by video_key (null = DIR/views.csv, else videos.parquet)
-    out: str = "runs/view_classifier"
-    model: str = "view-effnetlite0-echo"  # configs/models/<name>.yaml or a YAML path
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # any ViewClassifierConfig field, e.g. {input_size: 112}
-    pretrained: bool = True
-    frozen_backbone: bool = True
-    init_from: Optional[str] = None   # continue from a saved view classifier folder (its architecture and input contract)
-    n_frames: Optional[int] = None    # frames per loop (logits averaged); null = init_from's recorded, else 4
-    target_fps: Optional[float] = None
-    frame_stride: Optional[int] = None  # with target_fps null: null = init_from's recorded sampling, else every 4th frame
-    mask: Optional[str] = None        # sector masking fan | box | pixels | none; null = init_from's recorded, else fan
-    balanced: bool = True             # class-balanced sampling
-    val_fraction: float = 0.15        # loops without an ingest split: whole patients held out (seeded)
-    test_fraction: float = 0.15
-    cache_dir: Optional[str] = None   # null = OUT/cache
-    cache_batch: int = 8
-    eval_batch: int = 128
-    resume: bool = True
-    train: TrainConfig = field(default_factory=TrainConfig)
+    ingest_dir: str = setting("", "`medvid ingest ROOT --out DIR views=views.csv` output")
+    dicom_root: str = setting("", "ROOT given to ingest")
+    views: Optional[str] = setting(None, "views CSV keyed by video_key (null = DIR/views.csv, else videos.parquet)")
+    out: str = setting("runs/view_classifier", "output folder (model/, metrics.json, confusion tables, logs)")
+    model: str = setting("view-effnetlite0-echo", "configs/models/<name>.yaml or a YAML path")
+    model_overrides: dict[str, Any] = setting(help="any ViewClassifierConfig field, e.g. {input_size: 112}",
+                                              factory=dict)
+    pretrained: bool = setting(True, "start from the packaged ImageNet backbone weights (false: random init)")
+    frozen_backbone: bool = setting(True, "train the head on cached frame features (false: fine-tune end to end)")
+    init_from: Optional[str] = setting(
+        None, "continue from a saved view classifier folder (its architecture and input contract)")
+    n_frames: Optional[int] = setting(None, "frames per loop (logits averaged); null = init_from's recorded, else 4")
+    target_fps: Optional[float] = setting(None, "clip frame rate; null = init_from's recorded, else frame_stride")
+    frame_stride: Optional[int] = setting(
+        None, "with target_fps null: every Nth native frame; null = init_from's recorded, else 4")
+    mask: Optional[str] = setting(
+        None, "sector masking fan | box | pixels | none; null = init_from's recorded, else fan")
+    balanced: bool = setting(True, "class-balanced sampling")
+    val_fraction: float = setting(0.15, "loops without an ingest split: whole patients held out (seeded)")
+    test_fraction: float = setting(0.15, "loops without an ingest split: whole patients held out for test")
+    cache_dir: Optional[str] = setting(None, "frame-feature cache (null = OUT/cache)")
+    cache_batch: int = setting(8, "clips per backbone call while caching")
+    eval_batch: int = setting(128, "loops per evaluation batch")
+    resume: bool = setting(True, "continue from OUT's last checkpoint when there is one")
+    train: TrainConfig = setting(help="training loop", factory=TrainConfig)
 
 
 def read_view_labels(cfg: Config) -> pd.DataFrame:
@@ -122,16 +127,14 @@ def _record(cfg: Config, result: dict[str, Any]):
                           evaluation=rows)
 
 
-NEW_SAMPLING = {"num_frames": 4, "frame_stride": 4, "mask": "fan"}  # a new classifier: 4 frames, every 4th, fan mask
+NEW_MODEL_SAMPLING = PretrainedCfg(num_frames=4, frame_stride=4, mask="fan")  # a new classifier: 4 frames, every 4th
 
 
-def sampling(cfg: Config, clf) -> dict[str, Any]:
+def sampling(cfg: Config, clf) -> Sampling:
     """The loops' sampling: the job's settings where given, else what ``init_from`` recorded (``pretrained_cfg``),
-    else ``NEW_SAMPLING``."""
-    from medvid.datasets.echo import recorded_sampling
-
-    return recorded_sampling(clf.pretrained_cfg if cfg.init_from else NEW_SAMPLING, cfg.n_frames, cfg.target_fps,
-                             cfg.frame_stride, cfg.mask)
+    else ``NEW_MODEL_SAMPLING``."""
+    return Sampling.recorded(clf.pretrained_cfg if cfg.init_from else NEW_MODEL_SAMPLING, cfg.n_frames,
+                             cfg.target_fps, cfg.frame_stride, cfg.mask)
 
 
 def _classifier(cfg: Config):
@@ -160,8 +163,7 @@ def run(cfg: Config) -> dict[str, Any]:
         seed_everything(cfg.train.seed)
         clf = _classifier(cfg)
         s = sampling(cfg, clf)
-        cfg.n_frames, cfg.target_fps, cfg.frame_stride, cfg.mask = (s["n_frames"], s["target_fps"], s["frame_stride"],
-                                                                    s["mask"])  # as used: saved configs, card, resume
+        cfg.n_frames, cfg.target_fps, cfg.frame_stride, cfg.mask = s.num_frames, s.fps, s.frame_stride, s.mask  # as used
         if cfg.frozen_backbone:
             clf.freeze_backbone()
         labels_df = read_view_labels(cfg)
@@ -170,7 +172,7 @@ def run(cfg: Config) -> dict[str, Any]:
             raise MedvidError(f"views {unknown} are not among the classifier's labels {clf.labels}")
         if labels_df.empty:
             raise MedvidError(f"{cfg.ingest_dir}: no loop has a view label")
-        videos = EchoVideoDataset.for_model(cfg.ingest_dir, cfg.dicom_root, clf, **s,
+        videos = EchoVideoDataset.for_model(cfg.ingest_dir, cfg.dicom_root, clf, s,
                                             start="begin" if cfg.frozen_backbone else "random", seed=cfg.train.seed)
         wanted = set(labels_df["video_key"])
         rows = [i for i, k in enumerate(videos.videos["video_key"]) if k in wanted]
@@ -179,8 +181,8 @@ def run(cfg: Config) -> dict[str, Any]:
         if cfg.frozen_backbone:
             source: Any = cache_clips(
                 clf.backbone, clf.feature_dim, labelled, keys, Path(cfg.cache_dir or out / "cache") / "views",
-                {"task": "views", "target_fps": cfg.target_fps, "frame_stride": cfg.frame_stride, "mask": cfg.mask,
-                 "preprocess": clf.pretrained_cfg}, n_frames=cfg.n_frames, batch_size=cfg.cache_batch,
+                {"task": "views", "target_fps": s.fps, "frame_stride": s.frame_stride, "mask": s.mask,
+                 "preprocess": clf.pretrained_cfg.to_dict()}, n_frames=s.clip_frames, batch_size=cfg.cache_batch,
                 num_workers=cfg.train.num_workers, device=dist.device, progress=cfg.train.progress)
         else:
             source = ClipSource(labelled, keys)
@@ -212,7 +214,7 @@ def run(cfg: Config) -> dict[str, Any]:
                     if len(splits[sp]):
                         result[sp] = scores(objective, splits[sp], n, cfg.eval_batch, dist.device)
                         _write_confusion(out / f"confusion_{sp}.csv", result[sp]["confusion"], clf.labels)
-            record_training_input(clf, cfg.n_frames, cfg.target_fps, cfg.frame_stride, cfg.mask)  # as trained
+            record_training_input(clf, s)  # as trained
             clf.save_pretrained(out / "model", _record(cfg, result))
             save_config(cfg, out / "model" / "train_config.yaml")
             save_config(cfg, out / "config.yaml")

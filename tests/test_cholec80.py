@@ -105,7 +105,7 @@ def test_folder_of_videos_without_annotations(tmp_path):
     assert ds.videos() == ["case_a"]
     assert not ds.has_annotations("case_a")
     with ds.open("case_a") as v:
-        assert v.num_frames == 30
+        assert v.n_frames == 30
     with pytest.raises(MedvidError, match="annotation file not found"):
         ds.phases_at("case_a", [0.0])
 

@@ -257,8 +257,9 @@ def test_imported_echoprime_builds_a_bank_and_drafts(tmp_path):
     encoder = load_encoder(str(model), str(views), torch.device("cpu"))
     assert encoder.path == "clips" and encoder.needs_view_clips and encoder.embed_dim == 512
     loops, _ = loop_clips(encoder, tmp_path / "ingest", synth / "dicom", ["none"], Encoding())
-    assert (loops.clips.n_frames, loops.clips.frame_stride, loops.clips.short_clip) == (16, 2, "zero_pad_after_norm")
-    assert loops.view_clips.n_frames == 1
+    s = loops.clips.sampling
+    assert (s.num_frames, s.frame_stride, s.short_clip) == (16, 2, "zero_pad_after_norm")
+    assert loops.view_clips.sampling.num_frames == 1
 
     common = [f"model={model}", f"views={views}", f"dicom_root={synth / 'dicom'}", "progress=false",
               "encoding.num_workers=0", "split=''"]

@@ -1,4 +1,4 @@
-"""Clip transforms and the echo datasets (lazy decoding, time-based sampling, study batching)."""
+"""Clip transforms, the sampling contract and the echo loop dataset (lazy decoding, time-based sampling)."""
 from __future__ import annotations
 
 import shutil
@@ -12,8 +12,9 @@ import torch
 
 import medvid.io.dicom as dicom
 from echo_testdata import ingest, ingest_synth, make_synth
-from medvid.datasets.echo import EchoStudyDataset, EchoVideoDataset, clip_indices, collate_studies
+from medvid.datasets.echo import EchoVideoDataset, clip_indices
 from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor
+from medvid.transforms.contract import Sampling
 from medvid.transforms.sampling import frame_timestamps
 
 
@@ -28,7 +29,7 @@ def test_to_clip_tensor_layout_and_scale():
 
 def test_echoprime_preset_crop_zoom_and_normalisation():
     pre = ClipPreprocess.from_preset("echoprime")
-    assert PRESETS["echoprime"]["n_frames"] == 16 and PRESETS["echoprime"]["frame_stride"] == 2
+    assert Sampling.of_preset("echoprime") == Sampling(num_frames=16, fps=None, frame_stride=2)
     assert pre.crop_box(480, 640) == (384, 384)  # centre 480² square, 10 % off each side
     clip = torch.empty(3, 2, 48, 64)
     for c, v in enumerate((29.110628, 100.0, 0.0)):
@@ -100,12 +101,12 @@ def _fake_cine(n_frames: int, fps: float | None):
 
 
 def test_clip_sampling_is_by_time():
-    at30 = clip_indices(_fake_cine(90, 30.0), 8, target_fps=15.0)
-    at60 = clip_indices(_fake_cine(180, 60.0), 8, target_fps=15.0)
+    at30 = clip_indices(_fake_cine(90, 30.0), 8, fps=15.0)
+    at60 = clip_indices(_fake_cine(180, 60.0), 8, fps=15.0)
     assert list(at30) == list(range(0, 16, 2)) and list(at60) == list(range(0, 32, 4))  # same 0.53 s of heart
     assert list(clip_indices(_fake_cine(120, 30.0), 16, frame_stride=2)) == list(range(0, 32, 2))  # EchoPrime
     assert list(clip_indices(_fake_cine(10, 30.0), 8, frame_stride=2)) == [0, 2, 4, 6, 8, 0, 2, 4]  # loops wrap
-    assert list(clip_indices(_fake_cine(20, None), 4, target_fps=10.0, default_fps=20.0)) == [0, 2, 4, 6]
+    assert list(clip_indices(_fake_cine(20, None), 4, fps=10.0, default_fps=20.0)) == [0, 2, 4, 6]
     mid = clip_indices(_fake_cine(100, 30.0), 10, frame_stride=1, start="center")
     assert list(mid) == list(range(45, 55))
     rng = np.random.default_rng(0)
@@ -121,7 +122,7 @@ def test_video_items(echo_data):
     item = ds[0]
     assert item["video"].shape == (3, 16, 224, 224) and item["video"].dtype == torch.float32
     assert item["video_key"] == videos["video_key"][0] and item["view"] in set(videos["view"])
-    raw = EchoVideoDataset(out, root, n_frames=8, target_fps=20.0, preprocess=None)[0]["video"]
+    raw = EchoVideoDataset(out, root, Sampling(8, fps=20.0), preprocess=None)[0]["video"]
     assert raw.shape == (3, 8, 96, 128) and raw.max() <= 255 and raw.min() >= 0
     a4c = EchoVideoDataset(out, root, views=["A4C"], split="train")
     assert len(a4c) > 0 and set(a4c.videos["view"]) == {"A4C"} and set(a4c.videos["split"]) == {"train"}
@@ -133,7 +134,7 @@ def test_only_the_clip_frames_are_decoded(echo_data, monkeypatch):
     real = dicom.DicomCine.frames
     monkeypatch.setattr(dicom.DicomCine, "frames", lambda self, idx=None: asked.append(
         (self.n_frames, None if idx is None else len(np.unique(idx)))) or real(self, idx))
-    ds = EchoVideoDataset(out, root, n_frames=6, target_fps=10.0)
+    ds = EchoVideoDataset(out, root, Sampling(6, fps=10.0))
     for i in range(len(ds)):
         ds[i]
     assert len(asked) == len(ds)
@@ -144,32 +145,14 @@ def test_sector_mask_blanks_text_and_ecg(echo_data):
     out, root = echo_data
     for i, row in pd.read_parquet(out / "videos.parquet").iterrows():
         x0, y0, x1, y1 = row["sector_box"]
-        masked = EchoVideoDataset(out, root, preprocess=None, mask="box")[i]["video"]
+        masked = EchoVideoDataset(out, root, Sampling(mask="box"), preprocess=None)[i]["video"]
         assert masked[:, :, :y0].abs().sum() == 0 and masked[:, :, y1:].abs().sum() == 0
         assert masked[:, :, :, :x0].abs().sum() == 0 and masked[:, :, :, x1:].abs().sum() == 0
-        unmasked = EchoVideoDataset(out, root, preprocess=None, mask="none")[i]["video"]
+        unmasked = EchoVideoDataset(out, root, Sampling(mask="none"), preprocess=None)[i]["video"]
         assert unmasked[:, :, :y0].sum() > 0  # burned-in text lives there
-        by_pixels = EchoVideoDataset(out, root, preprocess=None, mask="pixels")[i]["video"]
+        by_pixels = EchoVideoDataset(out, root, Sampling(mask="pixels"), preprocess=None)[i]["video"]
         assert by_pixels[:, :, :y0].abs().sum() == 0 and by_pixels[:, :, y1 + 2:].abs().sum() == 0
         break
-
-
-def test_study_items_and_collate(echo_data):
-    out, root = echo_data
-    ds = EchoStudyDataset(out, root, preprocess="imagenet", n_frames=4, max_videos=3, require_report=True)
-    reports = pd.read_csv(out / "reports.csv")
-    assert len(ds) == len(reports)
-    item = ds[0]
-    assert item["videos"].shape == (3, 3, 4, 224, 224) and len(item["video_keys"]) == 3
-    assert item["study_key"] in set(reports["study_key"]) and "Left Ventricle" in item["sections"]
-    assert item["split"] == dict(zip(reports["study_key"], reports["split"]))[item["study_key"]]
-    test_only = EchoStudyDataset(out, root, preprocess="imagenet", n_frames=4, split="test")
-    assert {s for _, _, s in test_only.studies} == {"test"}
-    batch = collate_studies([ds[0], EchoStudyDataset(out, root, preprocess="imagenet", n_frames=4, max_videos=1)[0]])
-    assert batch["videos"].shape == (2, 3, 3, 4, 224, 224)
-    assert batch["video_mask"].tolist() == [[True, True, True], [True, False, False]]
-    with pytest.raises(ValueError):
-        EchoStudyDataset(out, root, preprocess=None)
 
 
 def test_echoprime_clip_of_a_real_cine_matches_a_direct_computation(tmp_path):
@@ -182,7 +165,7 @@ def test_echoprime_clip_of_a_real_cine_matches_a_direct_computation(tmp_path):
     (tmp_path / "root").mkdir()
     shutil.copy(src, tmp_path / "root" / "loop.dcm")  # a copy: symlinks out of the data root are refused
     ingest(tmp_path / "root", tmp_path / "out")
-    ours = EchoVideoDataset(tmp_path / "out", tmp_path / "root", mask="box")[0]["video"]
+    ours = EchoVideoDataset(tmp_path / "out", tmp_path / "root", Sampling(frame_stride=2, mask="box"))[0]["video"]
     frames = np.stack(list(iter_pixels(src, indices=range(0, 32, 2))))  # pydicom's own decode + YBR→RGB
     keep = np.zeros(frames.shape[1:3], bool)
     keep[31:415, 84:596] = True
@@ -201,22 +184,21 @@ def test_a_saved_model_is_fed_its_recorded_contract(echo_data, tmp_path):
     """A classifier trained on 8 frames every 3rd native frame with the box mask (recorded by the training
     job over its YAML's 16) is fed exactly that after a save/load, at its size and normalisation; a
     setting given by the job wins."""
-    from medvid.datasets.echo import recorded_sampling
     from medvid.models.checkpoint import load_pretrained, record_training_input
     from medvid.models.factory import create_view_classifier
 
     out, root = echo_data
     clf = create_view_classifier({"pretrained": False, "input_size": 48, "num_frames": 16})
-    record_training_input(clf, 8, None, 3, "box")
+    record_training_input(clf, Sampling(8, None, 3, "box"))
     back = load_pretrained(clf.save_pretrained(tmp_path / "views"))
     ds = EchoVideoDataset.for_model(out, root, back)
-    assert (ds.n_frames, ds.frame_stride, ds.target_fps, ds.mask, ds.short_clip) == (8, 3, None, "box", "wrap")
+    assert ds.sampling == Sampling(num_frames=8, fps=None, frame_stride=3, mask="box", short_clip="wrap")
     assert ds[0]["video"].shape == (3, 8, 48, 48)
-    assert ds.preprocess.mean == tuple(back.pretrained_cfg["mean"]) and ds.preprocess.size == 48
-    job = EchoVideoDataset.for_model(out, root, back, n_frames=4, target_fps=10.0)
-    assert job[0]["video"].shape == (3, 4, 48, 48) and (job.frame_stride, job.target_fps) == (None, 10.0)
-    assert recorded_sampling({}) == {"n_frames": 16, "target_fps": None, "frame_stride": 2, "mask": "fan",
-                                     "short_clip": "wrap", "motion": "none"}  # nothing recorded: EchoPrime's sampling
+    assert ds.preprocess.mean == back.pretrained_cfg.mean and ds.preprocess.size == 48
+    job = EchoVideoDataset.for_model(out, root, back, Sampling.recorded(back.pretrained_cfg, 4, fps=10.0))
+    assert job[0]["video"].shape == (3, 4, 48, 48) and (job.sampling.frame_stride, job.sampling.fps) == (None, 10.0)
+    assert job.sampling.mask == "box"  # what the job does not set stays as recorded
+    assert Sampling.recorded(None) == Sampling(16, None, 2, "fan", "wrap", "none")  # nothing recorded: EchoPrime's
 
 
 def test_a_model_recorded_with_a_motion_image_gets_it_as_its_last_frame(echo_data, tmp_path):
@@ -227,17 +209,19 @@ def test_a_model_recorded_with_a_motion_image_gets_it_as_its_last_frame(echo_dat
 
     out, root = echo_data
     clf = create_view_classifier({"pretrained": False, "input_size": 48})
-    record_training_input(clf, 40, None, 1, "box", motion="std")
+    record_training_input(clf, Sampling(40, None, 1, "box", motion="std"))
     back = load_pretrained(clf.save_pretrained(tmp_path / "m"))
-    plain = EchoVideoDataset.for_model(out, root, back, short_clip="zero_pad_after_norm", motion="none")[0]["video"]
-    ds = EchoVideoDataset.for_model(out, root, back, short_clip="zero_pad_after_norm")
+    c = back.pretrained_cfg
+    plain = EchoVideoDataset.for_model(out, root, back, Sampling.recorded(c, short_clip="zero_pad_after_norm",
+                                                                         motion="none"))[0]["video"]
+    ds = EchoVideoDataset.for_model(out, root, back, Sampling.recorded(c, short_clip="zero_pad_after_norm"))
     clip, n = ds[0]["video"], int(ds.videos["frames"].iloc[0])
-    assert ds.motion == "std" and clip.shape == (3, 41, 48, 48) and n < 40
+    assert ds.sampling.motion == "std" and ds.sampling.clip_frames == 41 and clip.shape == (3, 41, 48, 48) and n < 40
     assert torch.equal(clip[:, :40], plain) and not plain[:, n:].any()  # the loop is shorter than 40: zeros
     assert torch.allclose(clip[:, 40], plain[:, :n].std(1, correction=0), atol=1e-6)
     assert clip[:, 40].amax() > 10 * clip[:, 40].median()  # motion is where the walls are, not everywhere
     with pytest.raises(ValueError, match="motion"):
-        EchoVideoDataset.for_model(out, root, back, motion="flow")
+        Sampling.recorded(c, motion="flow")
 
 
 def test_echoprime_contract_zero_pads_short_loops_after_normalisation(echo_data):
@@ -249,8 +233,8 @@ def test_echoprime_contract_zero_pads_short_loops_after_normalisation(echo_data)
 
     out, root = echo_data
     model = imp._Imported({}, imp.ECHOPRIME_PRETRAINED_CFG)
-    ds = EchoVideoDataset.for_model(out, root, model, mask="none")
-    assert ds.short_clip == "zero_pad_after_norm" and isinstance(ds.preprocess, imp.EchoPrimePreprocess)
+    ds = EchoVideoDataset.for_model(out, root, model, Sampling.recorded(model.pretrained_cfg, mask="none"))
+    assert ds.sampling.short_clip == "zero_pad_after_norm" and isinstance(ds.preprocess, imp.EchoPrimePreprocess)
     row = ds.videos.iloc[0]
     cine = open_loop(root / IngestFolder(out).video_paths()[row["video_key"]])
     assert cine.n_frames < 32

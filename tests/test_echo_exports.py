@@ -18,6 +18,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 
 from echo_testdata import ingest
 from medvid.io.dicom import DicomCine, DicomFileError, inspect_file
+from medvid.transforms.contract import Sampling
 
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
 STUDY, STUDY2 = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
@@ -288,7 +289,7 @@ def test_regions_layouts_and_calibration_are_kept(tmp_path):
     assert list(videos.at["doppler", "sector_box"]) == [0, 6, 80, 95]  # the spectral strip is inside the box
     assert list(videos.at["mmode", "sector_box"]) == [0, 6, 80, 95]
 
-    loops = EchoVideoDataset(out, root, preprocess=None, n_frames=4, frame_stride=1, layouts=["spectral_doppler"])
+    loops = EchoVideoDataset(out, root, Sampling(4, frame_stride=1), preprocess=None, layouts=["spectral_doppler"])
     assert len(loops) == 1
     clip = loops[0]["video"]  # (3, T, H, W) at full size: the trace survives, the text does not
     assert clip[:, :, 48:95].abs().sum() > 0 and clip[:, :, 0:4, 0:40].abs().sum() == 0
@@ -333,7 +334,7 @@ def test_clips_follow_the_cardiac_cycle(tmp_path):
     assert videos["cycle_source"].to_dict() == {"rwave": "RWaveTimeVector", "pointer": "RWavePointer",
                                                 "hr": "HeartRate", "none": "none"}
     assert list(videos.at["rwave", "r_wave_times_s"]) == pytest.approx([0.1, 0.9])
-    loops = EchoVideoDataset(out, root, preprocess=None, n_frames=8, start="r_wave", cycles=1)
+    loops = EchoVideoDataset(out, root, Sampling(8), preprocess=None, start="r_wave", cycles=1)
     assert loops[0]["video"].shape == (3, 8, 64, 80)
 
 
@@ -365,15 +366,15 @@ def test_fan_mask_blanks_text_inside_the_region_box_and_unlocated_loops_are_flag
     assert videos["sector_source"].to_dict() == {"fan": "regions", "still": "none"}
     assert videos["no_sector"].to_dict() == {"fan": False, "still": True}
 
-    loops = EchoVideoDataset(out, root, preprocess=None, n_frames=4, frame_stride=1)  # mask="fan" by default
+    loops = EchoVideoDataset(out, root, Sampling(4, frame_stride=1), preprocess=None)  # mask="fan" by default
     assert len(loops) == 1  # the flagged loop is not passed to a model
     fan = loops[0]["video"]
     assert fan[:, :, 2:9, 2:22].abs().sum() == 0  # text in the region's corner blanked
     assert (fan[:, :, 30:50, 35:45] > 0).float().mean() > 0.9  # the image kept
-    boxed = EchoVideoDataset(out, root, preprocess=None, n_frames=4, frame_stride=1, mask="box")[0]["video"]
+    boxed = EchoVideoDataset(out, root, Sampling(4, frame_stride=1, mask="box"), preprocess=None)[0]["video"]
     assert boxed[:, :, 2:9, 2:22].abs().sum() > 0  # the rectangle alone would have let it through
     assert len(EchoVideoDataset(out, root, preprocess=None, keep_unmasked=True)) == 2
-    assert len(EchoVideoDataset(out, root, preprocess=None, mask="none")) == 2
+    assert len(EchoVideoDataset(out, root, Sampling(mask="none"), preprocess=None)) == 2
 
 
 def _loinc_check_digit(number: str) -> int:

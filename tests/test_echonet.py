@@ -11,9 +11,10 @@ import pytest
 
 from medvid.config import load_config
 from medvid.datasets.echo import EchoVideoDataset
+from medvid.transforms.contract import Sampling
 from medvid.errors import MedvidError
 from medvid.io.ingest_folder import KEY_DIR
-from medvid.io.echo_videos import VideoLoop, disk_volume, read_filelist, read_volume_tracings
+from medvid.io.echo_videos import disk_volume, open_loop, read_filelist, read_volume_tracings
 from medvid.io.video import write_video
 from medvid.synth.echonet import write_avi
 from medvid.utils import read_jsonl
@@ -135,17 +136,17 @@ def test_ingest_contract_and_round_trip_into_echo_dataset(layout, ingested):
     labels = pd.read_csv(out / "labels.csv")
     assert list(labels.columns) == ["study_key", "ef", "esv", "edv"] and len(labels) == 4
     assert set(videos["study_key"]) <= set(labels["study_key"])
-    ds = EchoVideoDataset(out, layout, n_frames=32, frame_stride=2, preprocess="echoprime", split="train")
+    ds = EchoVideoDataset(out, layout, Sampling(32, frame_stride=2), preprocess="echoprime", split="train")
     assert len(ds) == 2
     for item in ds:
         assert item["video"].shape == (3, 32, 224, 224) and item["video"].dtype.is_floating_point
-    raw = EchoVideoDataset(out, layout, n_frames=4, preprocess=None, mask="box")
+    raw = EchoVideoDataset(out, layout, Sampling(4, mask="box"), preprocess=None)
     clip = raw[0]["video"]
     assert clip.shape == (3, 4, 112, 112) and clip[:, :, :, :box[0]].abs().sum() == 0
 
 
 def test_video_loop_matches_dicomcine_surface(layout):
-    loop = VideoLoop(layout / "Videos" / "0X1A2B3C4D5E6F7081.avi")
+    loop = open_loop(layout / "Videos" / "0X1A2B3C4D5E6F7081.avi")
     assert (loop.n_frames, loop.rows, loop.cols, loop.fps) == (40, 112, 112, 50.0)
     assert loop.timestamps[1] == pytest.approx(0.02)
     frames = loop.frames([3, 1, 3])

@@ -16,6 +16,7 @@ from medvid.models.checkpoint import Pretrained, model_kinds, register_kind, sav
 from medvid.models.checkpoint import load_pretrained, read_config
 from medvid.models.importers import CheckpointMismatchError
 from medvid.models.view import ViewClassifier
+from medvid.transforms.contract import PretrainedCfg, Sampling
 from medvid.utils import seed_everything
 from model_testdata import random_weights
 
@@ -163,7 +164,7 @@ class _Tiny(Pretrained, nn.Module):
         super().__init__()
         self.lin = nn.Linear(width, 2)
         self.config = {"width": width}
-        self.pretrained_cfg = {"input_size": width}
+        self.pretrained_cfg = PretrainedCfg(input_size=width)
 
     @classmethod
     def from_checkpoint_config(cls, config, folder):
@@ -198,7 +199,7 @@ def test_saved_input_contract_is_what_training_used(tmp_path, tiny_model):
     from medvid.pipelines import pretrain
 
     model = load_pretrained(tiny_model())
-    assert model.pretrained_cfg["num_frames"] == 16
+    assert model.pretrained_cfg.num_frames == 16
     cfg = load_config(pretrain.Config, None, overrides=["echo.n_frames=8", "echo.frame_stride=2", "echo.mask=box",
                                                         f"out={tmp_path}"])
     pretrain._save(cfg, SimpleNamespace(model=model), tmp_path)
@@ -227,7 +228,7 @@ def test_pretrain_continuing_a_saved_model_feeds_its_recorded_frames(tmp_path):
                still_fraction=0.0)
     ingest_synth(tmp_path / "synth", tmp_path / "ingest")
     model = create_model({"temporal": "mean", "input_size": 48}, pretrained=False)
-    record_training_input(model, 8, None, 3, "box")
+    record_training_input(model, Sampling(8, None, 3, "box"))
     saved = model.save_pretrained(tmp_path / "first")
     cfg = load_config(pretrain.Config, None, overrides=[
         f"init_from={saved}", f"out={tmp_path / 'run'}", f"echo.ingest_dir={tmp_path / 'ingest'}",

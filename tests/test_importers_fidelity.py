@@ -70,8 +70,8 @@ def test_echonet_dynamic_released_layout(tmp_path):
         torch.testing.assert_close(got(x), want, **TOL)
         torch.testing.assert_close(_round_trip(got, tmp_path)(x), want, **TOL)
     c = got.pretrained_cfg
-    assert (c["num_frames"], c["frame_stride"], c["input_size"], c["channel_order"]) == (32, 2, 112, "RGB")
-    assert c["mean"] == mean and c["std"] == std
+    assert (c.num_frames, c.frame_stride, c.input_size, c.channel_order) == (32, 2, 112, "RGB")
+    assert list(c.mean) == mean and list(c.std) == std
     from medvid.cli import app
 
     r = CliRunner().invoke(app, ["import", "echonet", str(path), "--out", str(tmp_path / "cli"),
@@ -190,7 +190,7 @@ def test_panecho_forward_and_activations(tmp_path):
 def test_panecho_input_contract_is_bgr_imagenet():
     """An RGB clip through the recorded contract equals PanEcho's: BGR, /255, ImageNet mean/std in that order."""
     c = imp.PANECHO_PRETRAINED_CFG
-    assert (c["num_frames"], c["frame_stride"], c["input_size"], c["channel_order"]) == (16, 1, 224, "BGR")
+    assert (c.num_frames, c.frame_stride, c.input_size, c.channel_order) == (16, 1, 224, "BGR")
     rgb = torch.randint(0, 256, (3, 2, 224, 224)).float()
     bgr01 = rgb.flip(0) / 255
     want = (bgr01 - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)) / torch.tensor(
@@ -340,7 +340,7 @@ def test_echoprime_view_classifier(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(got(x), ref(x), **TOL)
-    assert got.pretrained_cfg["num_frames"] == 1
+    assert got.pretrained_cfg.num_frames == 1
 
 
 def _ref_crop_and_scale(img: np.ndarray, zoom: float = 0.1) -> np.ndarray:
@@ -373,4 +373,4 @@ def test_echoprime_exact_preset_pads_after_normalisation():
     assert torch.count_nonzero(got[:, 5:]) == 0  # frames 10..31 are zeros after normalisation
     wrapped = imp.echoprime_clip(frames, exact=False)  # medvid's default: the loop wraps around
     assert wrapped.shape == (3, 16, 224, 224) and torch.count_nonzero(wrapped[:, 5:]) > 0
-    assert imp.ECHOPRIME_PRETRAINED_CFG["short_clip"] == "zero_pad_after_norm"
+    assert imp.ECHOPRIME_PRETRAINED_CFG.short_clip == "zero_pad_after_norm"

@@ -83,10 +83,10 @@ def test_random_access_matches_sequential_decode(videos, case, backend):
     idx = np.concatenate([rng.integers(0, N_FRAMES, 40), [N_FRAMES - 1, 0, 0, 5, 4, 250, 249]])
     with Video(path, backend=backend) as v:
         assert v.backend == backend
-        assert v.num_frames == N_FRAMES
+        assert v.n_frames == N_FRAMES
         assert v.fps == pytest.approx(float(rate), rel=1e-6)
-        assert v.size == ref.shape[1:3]
-        got = v.frames_by_index(idx)
+        assert (v.rows, v.cols) == ref.shape[1:3]
+        got = v.frames(idx)
     assert got.dtype == np.uint8 and got.shape == (len(idx),) + ref.shape[1:]
     assert np.array_equal(read_stamp(got), idx)
     assert np.array_equal(got, ref[idx])  # bit-exact against the sequential decode
@@ -129,7 +129,7 @@ def test_pyav_reads_frames_announced_late(videos, case):
     """One frame per call: B-frames skipped as unneeded before they were asked for are decoded again."""
     path, _, ref = videos[case]
     with Video(path, backend="pyav") as v:
-        got = np.concatenate([v.frames_by_index([i]) for i in range(0, 120, 3)])
+        got = np.concatenate([v.frames([i]) for i in range(0, 120, 3)])
     assert np.array_equal(got, ref[0:120:3])
 
 
@@ -150,7 +150,7 @@ def test_pyav_fallback_when_decord_cannot_open(videos, monkeypatch):
     path, _, ref = videos["f25_g50_nob"]
     with Video(path) as v:
         assert v.backend == "pyav"
-        assert np.array_equal(v.frames_by_index([3, 200]), ref[[3, 200]])
+        assert np.array_equal(v.frames([3, 200]), ref[[3, 200]])
 
 
 def test_container_without_frame_count(tmp_path):
@@ -169,7 +169,7 @@ def test_container_without_frame_count(tmp_path):
         assert c.streams.video[0].frames == 0
     for backend in ("pyav", "auto"):
         with Video(path, backend=backend) as v:
-            assert v.num_frames == 90 and v.duration == pytest.approx(3.6)
+            assert v.n_frames == 90 and v.duration == pytest.approx(3.6)
             assert read_stamp(v.frames_at([0.0, 1.0, 3.55])).tolist() == [0, 25, 88]
             assert [read_stamp(f).tolist() for _, f in v.iter_batches(fps=1.0, batch_size=2)] == [[0, 25], [50, 75]]
 
@@ -177,7 +177,7 @@ def test_container_without_frame_count(tmp_path):
 def test_out_of_range_index(videos):
     path, _, _ = videos["f25_g12"]
     with Video(path) as v, pytest.raises(IndexError):
-        v.frames_by_index([N_FRAMES])
+        v.frames([N_FRAMES])
 
 
 # ---- bad input -----------------------------------------------------------------------------
@@ -214,12 +214,12 @@ def test_damaged_data_mid_file_is_skipped_not_fatal(videos, tmp_path, caplog):
     for backend in ("auto", "pyav"):
         with Video(bad, backend=backend) as v:
             frames = np.concatenate([f for _, f in v.iter_batches(fps=5.0, batch_size=8)])
-            some = v.frames_by_index([0, 1, N_FRAMES - 1])
+            some = v.frames([0, 1, N_FRAMES - 1])
         assert len(frames) == 62  # every requested time answered
         assert np.array_equal(frames[:3], ref[[0, 5, 10]]) and np.array_equal(some, ref[[0, 1, N_FRAMES - 1]])
     assert "damaged data near" in caplog.text
     with pytest.raises(MedvidError, match="damaged.mp4: decoding failed"), Video(bad, backend="decord") as v:
-        v.frames_by_index(np.arange(N_FRAMES))
+        v.frames(np.arange(N_FRAMES))
 
 
 def test_video_without_video_stream(tmp_path):
@@ -233,3 +233,42 @@ def test_video_without_video_stream(tmp_path):
             c.mux(pkt)
     with pytest.raises(MedvidError, match="audio_only.mp4: cannot decode video"):
         Video(p)
+
+
+def test_video_and_dicom_cine_share_one_reader_protocol(videos):
+    """``Video`` and ``DicomCine`` answer the same ``VideoReader`` surface: frames by index (any order,
+    repeats, a fresh writable array), frame count, rate, timestamps, size, close as a context manager."""
+    from pathlib import Path
+
+    from pydicom.data import get_testdata_file
+
+    from medvid.io.dicom import DicomCine
+    from medvid.io.reader import VideoReader
+
+    path, rate, ref = videos["f25_g12"]
+    dicom = Path(get_testdata_file("color3d_jpeg_baseline.dcm", download=False))
+    for reader in (Video(path), DicomCine(dicom)):
+        with reader as r:
+            assert isinstance(r, VideoReader)
+            got = r.frames([2, 0, 2])
+            assert got.shape == (3, r.rows, r.cols, 3) and got.dtype == np.uint8 and got.flags.writeable
+            assert np.array_equal(got[0], got[2]) and len(r.timestamps) == r.n_frames and r.fps > 0
+    with Video(path) as v:
+        assert np.array_equal(v.frames(), ref) and (v.rows, v.cols) == ref.shape[1:3]
+
+
+def test_a_video_loop_opens_its_file_once(videos, monkeypatch):
+    """``open_loop`` on a video file: one decoder session serves every ``frames`` call (no reopening per clip)."""
+    from medvid.io import video as video_module
+    from medvid.io.echo_videos import open_loop
+
+    path, _, ref = videos["f25_g12"]
+    opened = []
+    for cls in (video_module._DecordReader, video_module._PyAVReader):
+        real = cls.__init__
+        monkeypatch.setattr(cls, "__init__", lambda self, *a, _real=real, **k: opened.append(1) or _real(self, *a, **k))
+    with open_loop(path) as loop:
+        assert isinstance(loop, Video)
+        for i in range(0, 40, 8):
+            assert np.array_equal(loop.frames([i, i + 1]), ref[[i, i + 1]])
+    assert len(opened) <= 2  # the metadata/streaming decoder and, lazily, the random-access one

@@ -148,7 +148,7 @@ def test_drop_slides_and_bad_lectures_are_reported(lectures, tmp_path):
 def test_pair_dataset_is_deterministic_and_shaped(index, lectures):
     _, out = index
     aug = ClipAugment()
-    ds = LecturePairDataset(out / "pairs.jsonl", lectures, n_frames=4, augment=aug, seed=3)
+    ds = LecturePairDataset(out / "pairs.jsonl", lectures, num_frames=4, augment=aug, seed=3)
     a, b = ds[7], ds[7]
     assert a["video"].shape == (3, 4, 224, 224) and a["video"].dtype == torch.float32
     assert torch.equal(a["video"], b["video"]) and isinstance(a["text"], str) and a["pair_id"]
@@ -164,7 +164,7 @@ def test_pair_dataset_is_deterministic_and_shaped(index, lectures):
 
 def test_pair_dataset_frames_are_at_2fps_inside_the_clip(index, lectures):
     _, out = index
-    ds = LecturePairDataset(out / "pairs.jsonl", lectures, n_frames=4, seed=0)
+    ds = LecturePairDataset(out / "pairs.jsonl", lectures, num_frames=4, seed=0)
     for i in range(0, len(ds), 5):
         t = ds.frame_times(i, np.random.default_rng([0, 0, i]))
         p = ds.pairs[i]

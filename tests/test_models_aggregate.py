@@ -107,3 +107,48 @@ def test_bad_inputs_are_errors(via):
         via(torch.randn(1, 2, 8), torch.rand(1, 2, K), torch.zeros(1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="prior must be"):
         ViewInformedAttention(["a"], ["x", "y"], prior=torch.ones(2, 2))
+
+
+def _learned(seed: int = 0) -> ViewInformedAttention:
+    via = ViewInformedAttention.from_prior_file(learnable=True)
+    with torch.no_grad():
+        via.log_table.add_(torch.randn(S, K, generator=torch.Generator().manual_seed(seed)))
+    return via
+
+
+def test_the_table_is_a_model_kind_of_the_checkpoint_format(tmp_path):
+    """Saved inside a video model folder (``view_attention/``) like any kind, read back frozen and exact;
+    the table's own folder loads too, and ``load_pretrained`` dispatches on its kind."""
+    from medvid.models.aggregate import view_attention_dir
+    from medvid.models.checkpoint import load_pretrained, read_config
+
+    via = _learned()
+    folder = via.save_pretrained(view_attention_dir(tmp_path / "model"))
+    assert read_config(folder)["kind"] == "view_attention"
+    assert read_config(folder)["config"] == {"sections": list(ECHO_SECTIONS), "views": list(ECHO_VIEWS)}
+    for source in (tmp_path / "model", folder):
+        back = ViewInformedAttention.from_pretrained(source)
+        assert torch.equal(back.log_table, via.log_table.detach()) and not any(p.requires_grad for p in back.parameters())
+    assert isinstance(load_pretrained(folder), ViewInformedAttention)
+
+
+def test_a_model_folder_written_before_the_table_was_a_kind_still_loads(tmp_path, caplog):
+    """Older folders hold ``view_attention.safetensors`` + ``view_attention.json`` beside the weights; a folder
+    with neither falls back to the shipped prior, with a warning."""
+    import json
+
+    from safetensors.torch import save_file
+
+    via = _learned(1)
+    old = tmp_path / "old"
+    old.mkdir()
+    save_file({"log_table": via.log_table.detach().contiguous()}, str(old / "view_attention.safetensors"))
+    (old / "view_attention.json").write_text(json.dumps({"sections": list(ECHO_SECTIONS), "views": list(ECHO_VIEWS)}))
+    assert torch.equal(ViewInformedAttention.from_pretrained(old).log_table, via.log_table.detach())
+    (tmp_path / "none").mkdir()
+    prior = ViewInformedAttention.from_pretrained(tmp_path / "none")
+    assert torch.equal(prior.table, ViewInformedAttention.from_prior_file().table.detach())
+    assert "shipped section x view prior" in caplog.text
+    save_file({"log_table": torch.zeros(2, 2)}, str(old / "view_attention.safetensors"))
+    with pytest.raises(MedvidError, match="does not fit"):
+        ViewInformedAttention.from_pretrained(old)

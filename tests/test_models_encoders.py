@@ -52,8 +52,8 @@ def test_shapes_and_norm(model, clips):
     torch.testing.assert_close(v.norm(dim=-1), torch.ones(B))
     torch.testing.assert_close(F.normalize(raw, dim=-1), v)
     assert model.logit_scale.exp().item() == pytest.approx(1 / 0.07, rel=1e-5)
-    assert model.pretrained_cfg["mean"] == [127.5] * 3 and model.pretrained_cfg["scale"] == "0-255"
-    assert model.preprocess_cfg is model.pretrained_cfg
+    assert model.pretrained_cfg.mean == (127.5,) * 3 and model.pretrained_cfg.scale == "0-255"
+    assert model.pretrained_cfg.to_dict()["mean"] == [127.5] * 3  # config.json keeps the JSON list
 
 
 def test_tokenizer_factory_matches_model(model):

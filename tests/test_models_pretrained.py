@@ -32,10 +32,11 @@ def effnet_imagenet():
 def _photo(name: str) -> torch.Tensor:
     """A scikit-image photo as a normalised 224² batch, through the model's own preprocessing."""
     from medvid.models.backbones import preprocess_for
+    from medvid.transforms.contract import PretrainedCfg
 
     img = torch.from_numpy(getattr(skimage_data, name)()).float()  # H,W,3 on 0-255
     clip = img.permute(2, 0, 1).unsqueeze(1)  # (3, 1, H, W)
-    cfg = {"input_size": 224, "crop": "center_square", "zoom": 0.0, "mean": [127.5] * 3, "std": [127.5] * 3}
+    cfg = PretrainedCfg(input_size=224, crop="center_square", zoom=0.0, mean=[127.5] * 3, std=[127.5] * 3)
     return preprocess_for(cfg)(clip)[:, 0].unsqueeze(0)
 
 

@@ -79,6 +79,7 @@ def test_train_views_continuing_a_saved_classifier_feeds_its_recorded_contract(t
 
     from medvid.config import load_config
     from medvid.models.checkpoint import record_training_input
+    from medvid.transforms.contract import Sampling
     from medvid.pipelines import train_views as job
 
     from echo_testdata import ingest_synth
@@ -88,7 +89,7 @@ def test_train_views_continuing_a_saved_classifier_feeds_its_recorded_contract(t
                still_fraction=0.0)
     ingest_synth(tmp_path / "synth", tmp_path / "ingest")
     clf = _clf(input_size=48)
-    record_training_input(clf, 8, None, 2, "box")
+    record_training_input(clf, Sampling(8, None, 2, "box"))
     saved = clf.save_pretrained(tmp_path / "first")
 
     def cfg(*extra):
@@ -101,11 +102,11 @@ def test_train_views_continuing_a_saved_classifier_feeds_its_recorded_contract(t
     meta = json.loads((tmp_path / "run" / "cache" / "views" / "meta.json").read_text())
     assert meta["t"] == 8 and meta["fingerprint"]["frame_stride"] == 2 and meta["fingerprint"]["mask"] == "box"
     back = ViewClassifier.from_pretrained(tmp_path / "run" / "model")
-    assert (back.pretrained_cfg["num_frames"], back.pretrained_cfg["frame_stride"], back.pretrained_cfg["mask"],
-            back.pretrained_cfg["input_size"]) == (8, 2, "box", 48)
+    c = back.pretrained_cfg
+    assert (c.num_frames, c.frame_stride, c.mask, c.input_size) == (8, 2, "box", 48)
     card = (tmp_path / "run" / "model" / "README.md").read_text()  # a card travels: no data or output folder in it
     assert "Command:" in card and str(tmp_path) not in card and str(tmp_path.resolve()) not in card
     s = job.sampling(cfg("n_frames=3", "target_fps=10"), back)
-    assert (s["n_frames"], s["target_fps"], s["frame_stride"], s["mask"]) == (3, 10.0, None, "box")
+    assert (s.num_frames, s.fps, s.frame_stride, s.mask) == (3, 10.0, None, "box")
     fresh = job.sampling(load_config(job.Config, "view_classifier", None, []), back)
-    assert (fresh["n_frames"], fresh["frame_stride"], fresh["mask"]) == (4, 4, "fan")  # a new classifier's defaults
+    assert (fresh.num_frames, fresh.frame_stride, fresh.mask) == (4, 4, "fan")  # a new classifier's defaults

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import torch
 from medvid.report.bank import Bank, SectionRows, write_bank
 from medvid.report.draft import DraftSettings, Drafter, render_text
 from medvid.report.encode import EncodedStudy
+from medvid.transforms.contract import PretrainedCfg
 
 SECTIONS = ["Left Ventricle", "Pericardium", "Aorta"]
 
@@ -191,7 +193,7 @@ def test_draft_jobs_refuse_an_imported_ef_regressor(tmp_path):
     from medvid.report.encode import load_encoder
     from model_testdata import random_weights
 
-    echonet = random_weights(lambda: imp.EchoNetDynamic({"input_size": 112, "mean": [0, 0, 0], "std": [1, 1, 1]}), 1)
+    echonet = random_weights(lambda: imp.EchoNetDynamic(PretrainedCfg(input_size=112, mean=[0, 0, 0], std=[1, 1, 1])), 1)
     folder = echonet.save_pretrained(tmp_path / "echonet")
     with pytest.raises(MedvidError, match=f"{folder}: a 'echonet_dynamic' model"):
         load_encoder(str(folder), "", torch.device("cpu"))
@@ -206,7 +208,7 @@ class _ClipModel(torch.nn.Module):
     """A whole-clip embedder (the interface an imported EchoPrime has), tiny."""
 
     embed_dim = 6
-    pretrained_cfg: dict = {}
+    pretrained_cfg = PretrainedCfg()
 
     def __init__(self):
         super().__init__()
@@ -262,7 +264,7 @@ def test_a_view_classifier_sharing_the_backbone_never_sees_the_motion_image():
     torch.manual_seed(0)
     model = create_model({"pretrained": False, "input_size": 64, "num_frames": 4, "temporal": "mean",
                           "embed_dim": 32}).eval()
-    model.pretrained_cfg = {**model.pretrained_cfg, "motion": "std"}
+    model.pretrained_cfg = replace(model.pretrained_cfg, motion="std")
     clf = create_view_classifier({"pretrained": False, "input_size": 64}).eval()
     clf.backbone.load_state_dict(model.video.backbone.state_dict())
     enc = StudyEncoder(model, ViewInformedAttention.from_prior_file(learnable=False), clf, precision="fp32")
@@ -309,7 +311,7 @@ class _Misordered(torch.nn.Module):
     """A conv registered right before a batch norm that does not normalise its output."""
 
     embed_dim = 4
-    pretrained_cfg = {"input_size": 16}
+    pretrained_cfg = PretrainedCfg(input_size=16)
 
     def __init__(self):
         super().__init__()

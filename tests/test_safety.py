@@ -73,6 +73,7 @@ def test_datasets_refuse_paths_out_of_their_root(tmp_path):
     import pandas as pd
 
     from medvid.datasets.echo import EchoVideoDataset
+    from medvid.transforms.contract import Sampling
     from medvid.datasets.lectures import LecturePairDataset
 
     ingest_dir = tmp_path / "ingest"
@@ -80,7 +81,7 @@ def test_datasets_refuse_paths_out_of_their_root(tmp_path):
     pd.DataFrame({"video_key": ["vi_1"], "study_key": ["st_1"], "path": ["../outside.dcm"], "split": ["train"],
                   "fps": [30.0], "n_frames": [16]}).to_parquet(ingest_dir / "videos.parquet")
     try:
-        ds = EchoVideoDataset(ingest_dir, tmp_path / "dicom", preprocess=None, mask="none")
+        ds = EchoVideoDataset(ingest_dir, tmp_path / "dicom", Sampling(mask="none"), preprocess=None)
     except (MedvidError, KeyError, ValueError) as exc:  # the table is too thin for this reader: test the helper path
         pytest.skip(f"videos.parquet stub not accepted ({exc})")
     with pytest.raises(MedvidError):

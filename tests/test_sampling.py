@@ -22,7 +22,7 @@ def test_ntsc_mapping_matches_exact_rational_arithmetic():
 
 
 def test_30_and_60_fps_loops_give_the_same_times():
-    t30 = clip_times(16, target_fps=15.0)
+    t30 = clip_times(16, fps=15.0)
     idx30 = times_to_indices(t30, frame_timestamps(90, fps=30))
     idx60 = times_to_indices(t30, frame_timestamps(180, fps=60))
     assert np.array_equal(idx30 * 2, idx60)

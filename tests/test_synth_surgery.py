@@ -38,8 +38,8 @@ def test_annotations_match_video_and_splits(synth_root):
     assert ds.videos("cholec80_40_8_32:val") == ["video41"]
     assert ds.videos("cholec80_40_8_32:test") == ["video49"]
     with ds.open("video41") as v:
-        assert v.fps == 25 and v.size == (96, 128)
-        n = v.num_frames
+        assert v.fps == 25 and (v.rows, v.cols) == (96, 128)
+        n = v.n_frames
         times = np.arange(0, v.duration, 1.0)
     assert len(ds.phase_annotation("video41").frames) == n
     phases = ds.phases_at("video41", times)

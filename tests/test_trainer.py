@@ -190,7 +190,7 @@ def lecture_pairs(tmp_path_factory):
 def test_lecture_clips_decoded_video_by_video_equal_random_access(lecture_pairs, read_frames):
     from medvid.datasets.lectures import LecturePairDataset
 
-    ds = LecturePairDataset(lecture_pairs / "pairs.jsonl", lecture_pairs, n_frames=3, sample_fps=2.0,
+    ds = LecturePairDataset(lecture_pairs / "pairs.jsonl", lecture_pairs, num_frames=3, fps=2.0,
                             preprocess="imagenet", random_start=False)
     got = dict(ds.iter_clips(read_frames=read_frames))
     assert sorted(got) == list(range(len(ds)))
@@ -207,7 +207,7 @@ def test_cache_clips_ordered_decoding_gives_the_per_item_features(lecture_pairs,
     from medvid.datasets.lectures import LecturePairDataset
     from medvid.training.feature_cache import build_feature_cache, cache_clips, dataset_clips
 
-    ds = LecturePairDataset(lecture_pairs / "pairs.jsonl", lecture_pairs, n_frames=3, sample_fps=2.0,
+    ds = LecturePairDataset(lecture_pairs / "pairs.jsonl", lecture_pairs, num_frames=3, fps=2.0,
                             preprocess="imagenet", random_start=False)
     keys = [p["pair_id"] for p in ds.pairs]
     backbone = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -15,6 +15,7 @@ from medvid.vocab import AUTOLAPARO_PHASES, CHOLEC80_PHASES, CHOLEC80_TOOLS
 from medvid.zeroshot.adaptation import pseudo_labels, self_train
 from medvid.zeroshot.calibration import calibrate_logits, prior_adjust
 from medvid.zeroshot.classifier import FindingsClassifier, PhaseClassifier, ToolClassifier
+from medvid.transforms.contract import PretrainedCfg
 from medvid.zeroshot.embed import clip_windows, prefetch, sampling_from_contract
 from medvid.zeroshot.expansion import corpus_sentences, expand_classes
 from medvid.zeroshot.plots import confusion_matrix_plot, phase_ribbon
@@ -310,7 +311,7 @@ def test_tool_scores_relative_to_all_tools():
 
 def test_sampling_follows_the_model_contract():
     trained = {"num_frames": 4, "fps": 2.0, "input_size": 112}
-    assert sampling_from_contract(trained, 1.0) == {"clip_frames": 4, "clip_fps": 2.0, "source": "model pretrained_cfg"}
-    assert sampling_from_contract({**trained, "fps": 2.6}, 1.0)["clip_fps"] == 3.0  # nearest multiple of the rate
-    assert sampling_from_contract({"num_frames": 4}, 1.0)["clip_frames"] == 1  # no recorded rate: frame-level
-    assert sampling_from_contract(trained, 1.0, clip_frames=1) == {"clip_frames": 1, "clip_fps": 1.0, "source": "settings"}
+    assert sampling_from_contract(PretrainedCfg.from_dict(trained), 1.0) == {"clip_frames": 4, "clip_fps": 2.0, "source": "model pretrained_cfg"}
+    assert sampling_from_contract(PretrainedCfg.from_dict({**trained, "fps": 2.6}), 1.0)["clip_fps"] == 3.0  # nearest multiple of the rate
+    assert sampling_from_contract(PretrainedCfg(num_frames=4), 1.0)["clip_frames"] == 1  # no recorded rate: frame-level
+    assert sampling_from_contract(PretrainedCfg.from_dict(trained), 1.0, clip_frames=1) == {"clip_frames": 1, "clip_fps": 1.0, "source": "settings"}

@@ -251,7 +251,7 @@ class Cholec80:
         for name in names if names is not None else self.videos():
             try:
                 with self.open(name) as v:
-                    video_s, n_video = v.duration, v.num_frames
+                    video_s, n_video = v.duration, v.n_frames
             except MedvidError as exc:
                 problems.append({"video": name, "kind": "video_unreadable", "error": str(exc)})
                 continue

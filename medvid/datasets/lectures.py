@@ -4,7 +4,7 @@ Pairing rule (formats.md), per lecture and per anchor source: each anchor senten
 widened symmetrically to at least ``min_span_s``; a clip of ``clip_s`` (drawn from a range, seeded)
 is placed at random inside the span; sentences of the *other* sources overlapping the span are
 extra positives (the ``max_extra`` with the most overlap), for MIL-NCE. At load time
-``n_frames`` frames are taken at ``sample_fps`` inside the clip.
+``num_frames`` frames are taken at ``fps`` inside the clip.
 """
 from __future__ import annotations
 
@@ -90,20 +90,20 @@ def pairs_for_lecture(video_rel: str, duration_s: float, transcripts: dict[str, 
 class LecturePairDataset(Dataset):
     """Clip-text pairs from ``pairs.jsonl``; item: ``video`` (3, T, H, W) float, ``text``, ``extra_texts``, ``pair_id``.
 
-    Frames: ``n_frames`` at ``sample_fps`` from a start drawn inside the pair's clip (the clip's
+    Frames: ``num_frames`` at ``fps`` from a start drawn inside the pair's clip (the clip's
     start when ``random_start=False``). ``augment`` is called as ``augment(clip, rng)`` with a
     per-item generator (``ClipAugment``), so items are the same for the same ``seed`` and ``epoch``.
     ``tokenizer(text)`` replaces ``text`` with its output when given.
     """
 
-    def __init__(self, pairs_jsonl: str | os.PathLike, root: str | os.PathLike, n_frames: int = 4,
-                 sample_fps: float = 2.0, preprocess: ClipPreprocess | str | None = "imagenet",
+    def __init__(self, pairs_jsonl: str | os.PathLike, root: str | os.PathLike, num_frames: int = 4,
+                 fps: float = 2.0, preprocess: ClipPreprocess | str | None = "imagenet",
                  augment: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
                  tokenizer: Callable[[str], Any] | None = None, seed: int = 0, random_start: bool = True,
                  open_videos: int = 4):
         self.pairs = read_jsonl(pairs_jsonl)
         self.root = Path(root)
-        self.n_frames, self.sample_fps = n_frames, sample_fps
+        self.num_frames, self.fps = num_frames, fps
         self.preprocess = resolve_preprocess(preprocess)
         self.augment, self.tokenizer = augment, tokenizer
         self.seed, self.epoch, self.random_start = seed, 0, random_start
@@ -132,10 +132,10 @@ class LecturePairDataset(Dataset):
 
     def frame_times(self, index: int, rng: np.random.Generator) -> np.ndarray:
         p = self.pairs[index]
-        span = (self.n_frames - 1) / self.sample_fps
+        span = (self.num_frames - 1) / self.fps
         room = max(0.0, p["end"] - p["start"] - span)
         start = p["start"] + (float(rng.uniform(0, room)) if self.random_start else 0.0)
-        return clip_times(self.n_frames, self.sample_fps, start)
+        return clip_times(self.num_frames, self.fps, start)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         p = self.pairs[index]
@@ -182,7 +182,7 @@ class LecturePairDataset(Dataset):
         k = 0
         for start in range(0, len(wanted), read_frames):
             chunk = wanted[start:start + read_frames]
-            held.update(zip(chunk.tolist(), video.frames_by_index(chunk)))
+            held.update(zip(chunk.tolist(), video.frames(chunk)))
             while k < len(plan) and plan[k][0] <= chunk[-1]:
                 _, i, idx, rng = plan[k]
                 yield i, self._clip(np.stack([held[j] for j in idx.tolist()]), rng)

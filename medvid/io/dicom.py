@@ -270,7 +270,10 @@ def cardiac_timing(ds: Dataset, timestamps: np.ndarray | None) -> tuple[np.ndarr
 
 
 class DicomCine:
-    """One DICOM instance opened lazily: the header is parsed once, frames are decoded on demand."""
+    """One DICOM instance opened lazily: the header is parsed once, frames are decoded on demand.
+
+    A ``medvid.io.reader.VideoReader``; it holds no open file between calls (each decode opens and closes
+    it), so ``close`` has nothing to release."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -309,6 +312,15 @@ class DicomCine:
         unique, inverse = np.unique(idx, return_inverse=True)
         decoded = self._decode_fast(unique) if self.fast_path else self._decode_pydicom(unique)
         return decoded[inverse]
+
+    def close(self) -> None:
+        """Nothing to release: no file stays open between decodes."""
+
+    def __enter__(self) -> "DicomCine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _decode_fast(self, unique: np.ndarray) -> np.ndarray:
         from PIL import Image

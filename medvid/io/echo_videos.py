@@ -10,21 +10,22 @@ Layout (formats.md)::
 
 ``read_filelist`` / ``read_volume_tracings`` parse the tables (one clear ``MedvidError`` per unusable
 table); ``inspect_video`` opens one file through ``medvid.io.video.Video`` and compares it with its
-table row; ``VideoLoop`` gives a video file the frame-access surface of ``medvid.io.dicom.DicomCine``
-so echo datasets read either; ``open_loop`` picks by file name.
+table row; ``open_loop`` opens a loop as a ``DicomCine`` or a ``Video`` by file name: both are
+``medvid.io.reader.VideoReader``, so echo datasets read either.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from medvid.errors import MedvidError
 from medvid.io.dicom import DicomCine
+from medvid.io.reader import VideoReader
 from medvid.io.regions import box_from_mask, estimate_sector_mask
 from medvid.io.reports import SPLITS, read_table
 from medvid.io.video import VIDEO_EXTS, Video
@@ -131,30 +132,11 @@ def read_volume_tracings(path: str | os.PathLike) -> tuple[dict[str, Tracing], d
     return tracings, problems
 
 
-class VideoLoop:
-    """A video-file cine loop with ``DicomCine``'s frame-access surface: ``frames(indices)``,
-    ``n_frames``, ``fps``, ``timestamps``, ``rows``, ``cols`` (decoding through ``Video``)."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        with Video(self.path) as video:
-            self.n_frames, self.fps = video.num_frames, video.fps
-            self.rows, self.cols = video.size
-            self.timestamps = video.timestamps
-
-    def frames(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """Decode the frames at ``indices`` (any order, repeats allowed) → ``uint8 (T, H, W, 3)`` RGB."""
-        idx = np.arange(self.n_frames) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
-        if len(idx) == 0:
-            raise ValueError("no frame indices")
-        with Video(self.path) as video:
-            return np.array(video.frames_by_index(idx))  # a fresh, writable array (callers mask in place)
-
-
-def open_loop(path: str | os.PathLike) -> DicomCine | VideoLoop:
-    """A cine loop from a DICOM file or, by extension (``VIDEO_EXTS``), a video file."""
+def open_loop(path: str | os.PathLike) -> VideoReader:
+    """A cine loop from a DICOM file (``DicomCine``) or, by extension (``VIDEO_EXTS``), a video file (``Video``),
+    opened once; close it (or use it as a context manager) when done."""
     path = Path(path)
-    return VideoLoop(path) if path.suffix.lower() in VIDEO_EXTS else DicomCine(path)
+    return Video(path) if path.suffix.lower() in VIDEO_EXTS else DicomCine(path)
 
 
 def inspect_video(path: str | os.PathLike, sector_frames: int = 8) -> dict[str, Any]:
@@ -163,15 +145,16 @@ def inspect_video(path: str | os.PathLike, sector_frames: int = 8) -> dict[str, 
     Raises ``MedvidError`` (path and reason) when the file cannot be decoded; the last frame is decoded
     to catch truncation.
     """
-    loop = VideoLoop(path)
-    n = loop.n_frames
-    idx = np.unique(np.linspace(0, n - 1, min(sector_frames, n)).astype(int))
-    frames = loop.frames(np.append(idx, n - 1))
+    with Video(path) as loop:
+        n = loop.n_frames
+        idx = np.unique(np.linspace(0, n - 1, min(sector_frames, n)).astype(int))
+        frames = loop.frames(np.append(idx, n - 1))
+        fps, rows, cols = loop.fps, loop.rows, loop.cols
     mask = estimate_sector_mask(frames) if n >= 2 else None
     box = box_from_mask(mask) if mask is not None else None
-    return {"frames": n, "fps": round(loop.fps, 3), "fps_source": "container", "duration_s": n / loop.fps,
-            "rows": loop.rows, "cols": loop.cols, "sector_box": list(box) if box else None,
-            "sector_source": "pixels" if box else "none", "container": loop.path.suffix.lower().lstrip(".")}
+    return {"frames": n, "fps": round(fps, 3), "fps_source": "container", "duration_s": n / fps,
+            "rows": rows, "cols": cols, "sector_box": list(box) if box else None,
+            "sector_source": "pixels" if box else "none", "container": Path(path).suffix.lower().lstrip(".")}
 
 
 def table_mismatches(meta: dict[str, Any], row: pd.Series) -> list[str]:

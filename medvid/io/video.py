@@ -3,7 +3,9 @@
 ``Video(path)`` opens a file lazily: only the frames asked for are decoded, and
 ``iter_batches`` streams a whole video at a target rate (e.g. 1 fps) without holding it in
 memory. Times are seconds; the time -> frame mapping is ``medvid.transforms.sampling``'s.
-Frames come back as ``numpy.uint8`` arrays ``(T, H, W, 3)``, RGB.
+Frames come back as ``numpy.uint8`` arrays ``(T, H, W, 3)``, RGB. ``Video`` is a
+``medvid.io.reader.VideoReader`` (``frames(indices)``, ``n_frames``, ``fps``, ``timestamps``, ``rows``,
+``cols``, ``close``), like ``medvid.io.dicom.DicomCine``.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ class Video:
         if backend != "auto" or self._streamer.name == "decord":
             self._random = self._streamer
         self._meta = self._streamer
-        if self._meta.num_frames <= 0:
+        if self._meta.n_frames <= 0:
             self.close()
             raise MedvidError(f"{self.path}: video has no frames")
         self._timestamps: np.ndarray | None = None
@@ -85,24 +87,29 @@ class Video:
         return float(self._meta.fps)
 
     @property
-    def num_frames(self) -> int:
-        return self._meta.num_frames
+    def n_frames(self) -> int:
+        return self._meta.n_frames
 
     @property
     def duration(self) -> float:
-        """Seconds covered by the frames (``num_frames / fps``)."""
-        return self.num_frames / self.fps
+        """Seconds covered by the frames (``n_frames / fps``)."""
+        return self.n_frames / self.fps
 
     @property
-    def size(self) -> tuple[int, int]:
-        """(height, width) of decoded frames."""
-        return self._meta.size
+    def rows(self) -> int:
+        """Height of decoded frames."""
+        return self._meta.size[0]
+
+    @property
+    def cols(self) -> int:
+        """Width of decoded frames."""
+        return self._meta.size[1]
 
     @property
     def timestamps(self) -> np.ndarray:
         """Start time (s) of every frame (constant frame rate)."""
         if self._timestamps is None:
-            self._timestamps = frame_timestamps(self.num_frames, fps=self.fps)
+            self._timestamps = frame_timestamps(self.n_frames, fps=self.fps)
         return self._timestamps
 
     def indices_at(self, times: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -112,19 +119,18 @@ class Video:
     # ---- frames -------------------------------------------------------------------------
     def frames_at(self, times: Sequence[float] | np.ndarray) -> np.ndarray:
         """Frames on screen at ``times`` (seconds) as uint8 ``(T, H, W, 3)``."""
-        return self.frames_by_index(self.indices_at(times))
+        return self.frames(self.indices_at(times))
 
-    def frames_by_index(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Frames at ``indices`` (any order, repeats allowed) as uint8 ``(T, H, W, 3)``."""
-        return self._read(self._random_reader(), indices)
+    def frames(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Frames at ``indices`` (any order, repeats allowed; None = all) as a fresh uint8 ``(T, H, W, 3)``."""
+        return self._read(self._random_reader(), np.arange(self.n_frames) if indices is None else indices)
 
     def _read(self, reader: "_Reader", indices: Sequence[int] | np.ndarray) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        h, w = self.size
         if len(idx) == 0:
-            return np.zeros((0, h, w, 3), np.uint8)
-        if idx.min() < 0 or idx.max() >= self.num_frames:
-            raise IndexError(f"{self.path.name}: frame index out of range [0, {self.num_frames})")
+            return np.zeros((0, self.rows, self.cols, 3), np.uint8)
+        if idx.min() < 0 or idx.max() >= self.n_frames:
+            raise IndexError(f"{self.path.name}: frame index out of range [0, {self.n_frames})")
         uniq, inverse = np.unique(idx, return_inverse=True)
         try:
             frames = reader.read(uniq)
@@ -141,9 +147,9 @@ class Video:
             return frames  # already in order: no copy
         return frames[inverse]
 
-    def clip(self, start_s: float, end_s: float, n_frames: int) -> np.ndarray:
-        """``n_frames`` frames spread evenly over ``[start_s, end_s)``."""
-        return self.frames_at(span_times(start_s, end_s, n_frames))
+    def clip(self, start_s: float, end_s: float, num_frames: int) -> np.ndarray:
+        """``num_frames`` frames spread evenly over ``[start_s, end_s)``."""
+        return self.frames_at(span_times(start_s, end_s, num_frames))
 
     def iter_batches(
         self, fps: float = 1.0, batch_size: int = 32, start_s: float = 0.0, end_s: float | None = None
@@ -177,7 +183,7 @@ class Video:
 
     def __repr__(self) -> str:
         return (f"Video({self.path.name!r}, fps={self.fps:.3f}, "
-                f"frames={self.num_frames}, size={self.size})")
+                f"frames={self.n_frames}, size={self.rows}x{self.cols})")
 
 
 class _Reader:
@@ -185,7 +191,7 @@ class _Reader:
 
     name: str
     fps: float
-    num_frames: int
+    n_frames: int
     size: tuple[int, int]
 
     def read(self, indices: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
@@ -206,10 +212,10 @@ class _DecordReader(_Reader):
         except Exception as exc:
             raise MedvidError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
         self.fps = float(self._vr.get_avg_fps())
-        self.num_frames = len(self._vr)
+        self.n_frames = len(self._vr)
         if self.fps <= 0:
             raise MedvidError("no frame rate in the stream")
-        if self.num_frames > 0:
+        if self.n_frames > 0:
             h, w = self._vr[0].shape[:2]
             self._vr.seek(0)
             self.size = (int(h), int(w))
@@ -259,7 +265,7 @@ class _PyAVReader(_Reader):
         self._tb = Fraction(s.time_base)
         self._start = s.start_time or 0
         self._pts_to_index = float(self._tb * self._rate)
-        self.num_frames = int(s.frames) or self._count_packets()
+        self.n_frames = int(s.frames) or self._count_packets()
         self.size = (int(s.codec_context.height), int(s.codec_context.width))
         self._frames: Iterator | None = None
         self._pos = -1  # index of the last decoded frame

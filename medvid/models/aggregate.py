@@ -6,6 +6,10 @@ view table (positive; parametrised as exp of a learnable log-table initialised f
 the section embedding is the weighted sum of video embeddings, L2-normalised. The weights are
 returned so the app can show how much each video counted. EchoPrime uses a fixed table; here
 it is learnable when ``learnable=True``.
+
+The table is a registered model kind (``view_attention``) of the one checkpoint format: ``medvid pretrain``
+saves it as the ``view_attention/`` folder inside the video model's folder (``view_attention_dir``), and
+``ViewInformedAttention.from_pretrained(model_dir)`` reads it back.
 """
 from __future__ import annotations
 
@@ -21,12 +25,22 @@ from torch import Tensor, nn
 
 from medvid.config import config_dir
 from medvid.errors import MedvidError
+from medvid.models.checkpoint import Pretrained, is_checkpoint, read_config, register_kind
 from medvid.models.video import resolve_mask
+from medvid.transforms.contract import PretrainedCfg
 from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
 
 log = logging.getLogger("medvid")
 
 PRIOR_FLOOR = 1e-3  # smallest table entry: no view is ever made impossible
+KIND = "view_attention"
+# Before the table was a model kind, ``medvid pretrain`` wrote it as two side files in the model folder.
+SIDE_WEIGHTS, SIDE_NAMES = "view_attention.safetensors", "view_attention.json"
+
+
+def view_attention_dir(model_dir: str | Path) -> Path:
+    """Where a video model folder keeps its section x view table (a ``view_attention`` model folder)."""
+    return Path(model_dir) / KIND
 
 
 def load_section_view_prior(path: str | Path | None = None, sections: Sequence[str] = ECHO_SECTIONS,
@@ -52,14 +66,18 @@ def load_section_view_prior(path: str | Path | None = None, sections: Sequence[s
     return table
 
 
-class ViewInformedAttention(nn.Module):
-    """``forward(video_emb [B,V,D], view_probs [B,V,K], video_mask [B,V]) -> (study_emb [B,S,D], weights [B,S,V])``."""
+class ViewInformedAttention(Pretrained, nn.Module):
+    """``forward(video_emb [B,V,D], view_probs [B,V,K], video_mask [B,V]) -> (study_emb [B,S,D], weights [B,S,V])``.
+
+    ``config`` names the sections and views (what rebuilds the table's shape); it has no input contract."""
 
     def __init__(self, section_names: Sequence[str] = ECHO_SECTIONS, view_names: Sequence[str] = ECHO_VIEWS,
                  prior: Tensor | None = None, learnable: bool = True):
         super().__init__()
         self.section_names = list(section_names)
         self.view_names = list(view_names)
+        self.config = {"sections": self.section_names, "views": self.view_names}
+        self.pretrained_cfg = PretrainedCfg()
         shape = (len(self.section_names), len(self.view_names))
         if prior is None:
             prior = torch.ones(shape)
@@ -78,15 +96,31 @@ class ViewInformedAttention(nn.Module):
         return cls(ECHO_SECTIONS, ECHO_VIEWS, load_section_view_prior(path), learnable)
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path) -> "ViewInformedAttention":
-        """The table learned by ``medvid pretrain`` (``MODEL_DIR/view_attention.safetensors`` + ``.json``),
-        frozen; the shipped prior, with a warning, when the model folder has none."""
+    def from_checkpoint_config(cls, config: dict, folder: Path) -> "ViewInformedAttention":
+        """A frozen table of the saved shape (its values are loaded afterwards)."""
+        return cls(config["sections"], config["views"], learnable=False)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, map_location: str | torch.device = "cpu") -> "ViewInformedAttention":
+        """The table learned by ``medvid pretrain``, frozen: ``model_dir`` is a video model folder (its
+        ``view_attention/``; older folders: ``view_attention.safetensors`` + ``.json``) or the table's own
+        folder. The shipped prior, with a warning, when the model folder has none."""
+        model_dir = Path(model_dir)
+        for folder in (view_attention_dir(model_dir), model_dir):
+            if is_checkpoint(folder) and read_config(folder).get("kind") == KIND:
+                return super().from_pretrained(folder, map_location)
+        if (model_dir / SIDE_WEIGHTS).is_file():
+            return cls._from_side_files(model_dir).to(map_location)
+        log.warning("%s: no section x view table; using the shipped section x view prior", model_dir)
+        return cls.from_prior_file(learnable=False).to(map_location)
+
+    @classmethod
+    def _from_side_files(cls, model_dir: Path) -> "ViewInformedAttention":
+        """A table saved before it was a model kind: ``view_attention.safetensors`` (``log_table``) + ``.json``
+        (``sections``, ``views``)."""
         from safetensors.torch import load_file
 
-        weights, names = Path(model_dir) / "view_attention.safetensors", Path(model_dir) / "view_attention.json"
-        if not weights.is_file():
-            log.warning("%s: no view_attention.safetensors; using the shipped section x view prior", model_dir)
-            return cls.from_prior_file(learnable=False)
+        weights, names = model_dir / SIDE_WEIGHTS, model_dir / SIDE_NAMES
         meta = json.loads(names.read_text()) if names.is_file() else {}
         log_table = load_file(str(weights))["log_table"]
         attention = cls(meta.get("sections", ECHO_SECTIONS), meta.get("views", ECHO_VIEWS), learnable=False)
@@ -113,3 +147,6 @@ class ViewInformedAttention(nn.Module):
         emb = video_emb.masked_fill(~keep, 0.0)
         study = torch.einsum("bsv,bvd->bsd", weights.to(emb.dtype), emb)
         return F.normalize(study, dim=-1), weights
+
+
+register_kind(KIND, ViewInformedAttention)

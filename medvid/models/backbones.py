@@ -19,6 +19,7 @@ from torch import nn
 
 from medvid.errors import MedvidError, MissingWeightsError
 from medvid.transforms.clip import PRESETS, ClipPreprocess
+from medvid.transforms.contract import CHANNEL_ORDERS, PretrainedCfg
 
 EFFNET_LITE0 = "tf_efficientnet_lite0"
 # EfficientNet-Lite was trained on inputs scaled to [-1, 1]: mean = std = 127.5 on the 0-255 scale.
@@ -120,7 +121,7 @@ def backbone_norm_255(model: nn.Module, name: str) -> tuple[tuple[float, ...], t
     if name == EFFNET_LITE0:
         preset = PRESETS[EFFNET_LITE0_PRESET]
         return tuple(preset["mean"]), tuple(preset["std"])
-    cfg = getattr(model, "pretrained_cfg", None) or {}
+    cfg = getattr(model, "pretrained_cfg", None) or {}  # timm's own pretrained_cfg (a dict)
     mean = cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)
     std = cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)
     return tuple(round(255.0 * m, 4) for m in mean), tuple(round(255.0 * s, 4) for s in std)
@@ -138,16 +139,16 @@ class _BGRPreprocess(ClipPreprocess):
         return super().from_frames(frames[..., ::-1])
 
 
-def preprocess_for(pretrained_cfg: dict[str, Any]) -> ClipPreprocess:
+def preprocess_for(cfg: PretrainedCfg) -> ClipPreprocess:
     """The ``ClipPreprocess`` a model's ``pretrained_cfg`` (input_size, crop, zoom, mean, std,
     channel_order) asks for; input clips are RGB, as every medvid decoder returns them."""
-    c = pretrained_cfg
-    order = c.get("channel_order", "RGB")
-    if order not in ("RGB", "BGR"):
+    order = cfg.channel_order or "RGB"
+    if order not in CHANNEL_ORDERS:
         raise MedvidError(f"pretrained_cfg channel_order must be RGB or BGR, got {order!r}")
+    if cfg.input_size is None or cfg.mean is None or cfg.std is None:
+        raise MedvidError("pretrained_cfg records no input_size, mean and std: no preprocessing to match")
     cls = _BGRPreprocess if order == "BGR" else ClipPreprocess
-    return cls(size=c["input_size"], crop=c.get("crop", "center_square"), zoom=c.get("zoom", 0.0),
-               mean=c["mean"], std=c["std"])
+    return cls(size=cfg.input_size, crop=cfg.crop or "center_square", zoom=cfg.zoom or 0.0, mean=cfg.mean, std=cfg.std)
 
 
 class FrozenBackboneMixin:

@@ -24,6 +24,7 @@ from torch import nn
 
 from medvid.errors import MedvidError, MissingWeightsError
 from medvid.models.card import TrainingRecord, render_card
+from medvid.transforms.contract import PretrainedCfg, Sampling
 from medvid.utils import atomic_dir
 
 FORMAT_VERSION = 1
@@ -73,12 +74,12 @@ class Pretrained:
     """Mixin for model kinds: ``save_pretrained`` / ``from_pretrained`` through this module.
 
     ``config`` is what rebuilds the architecture (``checkpoint_config`` may make it portable),
-    ``pretrained_cfg`` the input contract that travels with the weights.
+    ``pretrained_cfg`` the input contract that travels with the weights (``PretrainedCfg``).
     """
 
     checkpoint_kind: str = ""
     config: dict[str, Any]
-    pretrained_cfg: dict[str, Any]
+    pretrained_cfg: PretrainedCfg
 
     def checkpoint_config(self) -> dict[str, Any]:
         """The config written to ``config.json`` (no local paths)."""
@@ -125,7 +126,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, record: TrainingRec
     kind = kind_of(model)
     directory = Path(directory)
     cfg = model.checkpoint_config()
-    pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    pretrained_cfg = model.pretrained_cfg.to_dict()
     with atomic_dir(directory, is_checkpoint, "a medvid model folder") as tmp:
         save_model(model, str(tmp / WEIGHTS))
         meta = {"format": "medvid", "format_version": FORMAT_VERSION, "kind": kind.name, "config": cfg,
@@ -166,7 +167,7 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
         raise MedvidError(f"{weights}: does not match its config: missing {sorted(missing)[:5]}, "
                           f"unexpected {sorted(unexpected)[:5]}")
     model.config = dict(meta["config"])
-    model.pretrained_cfg = dict(meta.get("pretrained_cfg") or {})
+    model.pretrained_cfg = PretrainedCfg.from_dict(meta.get("pretrained_cfg"))
     return model.to(map_location).eval()
 
 
@@ -184,13 +185,9 @@ def load_video_text_model(directory: str | Path, map_location: str | torch.devic
     return model
 
 
-def record_training_input(model: nn.Module, num_frames: int, fps: float | None, frame_stride: int | None,
-                          mask: str, channel_order: str = "RGB", motion: str = "none") -> dict[str, Any]:
+def record_training_input(model: nn.Module, sampling: Sampling, channel_order: str = "RGB") -> PretrainedCfg:
     """Write into ``model.pretrained_cfg`` the sampling a training job actually used (frames per clip,
-    frame rate or native stride, sector mask, channel order, motion image), next to the crop/size/normalisation
-    the job's preprocessing already took from it; returns the updated contract."""
-    model.pretrained_cfg = {**model.pretrained_cfg, "num_frames": int(num_frames),
-                            "fps": None if fps is None else float(fps),
-                            "frame_stride": None if fps is not None or frame_stride is None else int(frame_stride),
-                            "mask": mask, "channel_order": channel_order, "motion": motion}
+    frame rate or native stride, sector mask, motion image) and the channel order it fed, next to the
+    crop/size/normalisation the job's preprocessing already took from it; returns the updated contract."""
+    model.pretrained_cfg = model.pretrained_cfg.with_training_sampling(sampling, channel_order)
     return model.pretrained_cfg

@@ -13,6 +13,7 @@ from medvid.models.checkpoint import Pretrained
 from medvid.models.backbones import preprocess_for
 from medvid.models.text import TextEncoder
 from medvid.transforms.clip import ClipPreprocess
+from medvid.transforms.contract import PretrainedCfg
 from medvid.models.video import VideoEncoder
 
 TEXT_DIR = "text"  # in a saved folder: the Hugging Face config and tokenizer of the text tower
@@ -27,14 +28,14 @@ class VideoTextModel(Pretrained, nn.Module):
 
     ``logit_scale`` is the log of 1/temperature (CLIP convention); losses compute
     ``logit_scale.exp() * v @ t.T`` and may clamp it. ``config`` is the resolved model config
-    (what ``save_pretrained`` writes) and ``pretrained_cfg`` the input contract: frame size,
-    number of frames and per-channel mean/std on the 0-255 scale (as produced by
+    (what ``save_pretrained`` writes) and ``pretrained_cfg`` the input contract (``PretrainedCfg``): frame
+    size, number of frames and per-channel mean/std on the 0-255 scale (as produced by
     ``medvid.transforms.clip.to_clip_tensor``).
     """
 
     def __init__(self, video: VideoEncoder, text: TextEncoder, embed_dim: int = 512,
                  logit_scale_init: float = 1 / 0.07, config: dict[str, Any] | None = None,
-                 pretrained_cfg: dict[str, Any] | None = None):
+                 pretrained_cfg: PretrainedCfg | None = None):
         super().__init__()
         self.video = video
         self.text = text
@@ -43,7 +44,7 @@ class VideoTextModel(Pretrained, nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
         self.embed_dim = embed_dim
         self.config: dict[str, Any] = dict(config or {})
-        self.pretrained_cfg: dict[str, Any] = dict(pretrained_cfg or {})
+        self.pretrained_cfg = pretrained_cfg or PretrainedCfg()
 
     def checkpoint_config(self) -> dict[str, Any]:
         """The model config as saved: weights come from the folder, so no base-weight paths are kept."""
@@ -53,11 +54,6 @@ class VideoTextModel(Pretrained, nn.Module):
         """``text/``: the tokenizer and Hugging Face config, so loading needs nothing outside the folder."""
         self.text.tokenizer.save_pretrained(str(folder / TEXT_DIR))
         self.text.model.config.save_pretrained(str(folder / TEXT_DIR))
-
-    @property
-    def preprocess_cfg(self) -> dict[str, Any]:
-        """Alias of ``pretrained_cfg`` (what a preprocessing pipeline needs)."""
-        return self.pretrained_cfg
 
     def preprocess(self) -> ClipPreprocess:
         """The ``ClipPreprocess`` (crop, resize, normalise) matching ``pretrained_cfg``."""

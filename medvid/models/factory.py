@@ -6,13 +6,13 @@ mean/std (0-255 scale) its backbone weights expect, like timm's ``pretrained_cfg
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from medvid.config import config_dir
+from medvid.config import config_dir, setting
 from medvid.errors import MedvidError
 from medvid.models.backbones import backbone_norm_255, create_backbone
 from medvid.models.checkpoint import register_kind
@@ -20,6 +20,7 @@ from medvid.models.clip import TEXT_DIR, VideoTextModel
 from medvid.models.text import TextEncoder, load_text_model, load_tokenizer
 from medvid.models.video import VideoEncoder, create_temporal
 from medvid.models.view import ViewClassifier
+from medvid.transforms.contract import PretrainedCfg
 
 DEFAULT_MODEL = "medvid-effnetlite0-minilm"
 
@@ -28,53 +29,53 @@ DEFAULT_MODEL = "medvid-effnetlite0-minilm"
 class InputConfig:
     """The input contract recorded in ``pretrained_cfg`` (mean/std null = what the backbone weights expect)."""
 
-    input_size: int = 224
-    num_frames: int = 16
-    crop: str = "center_square"          # ClipPreprocess crop: center_square | none
-    zoom: float = 0.0
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = None
+    input_size: int = setting(224, "frame side in pixels after crop and resize")
+    num_frames: int = setting(16, "frames per clip")
+    crop: str = setting("center_square", "ClipPreprocess crop: center_square | none")
+    zoom: float = setting(0.0, "fraction of the cropped side removed from each edge")
+    mean: Optional[list[float]] = setting(None, "per-channel mean on 0-255; null = the backbone weights'")
+    std: Optional[list[float]] = setting(None, "per-channel std on 0-255; null = the backbone weights'")
 
 
 @dataclass
 class VideoTextConfig(InputConfig):
     """Everything that defines a ``VideoTextModel``; ``configs/models/*.yaml`` fill it in."""
 
-    name: str = DEFAULT_MODEL
-    pretrained: bool = True              # load base weights (backbone + text); false = random init
+    name: str = setting(DEFAULT_MODEL, "registry name")
+    pretrained: bool = setting(True, "load base weights (backbone + text); false = random init")
     # video
-    backbone: str = "tf_efficientnet_lite0"   # any timm architecture
-    backbone_checkpoint: Optional[str] = None  # local weights for a backbone other than the packaged one
-    temporal: str = "transformer"        # mean | attention | transformer | xclip
-    temporal_width: int = 512
-    temporal_layers: int = 2
-    temporal_heads: int = 8
-    temporal_dropout: float = 0.0
-    max_frames: int = 64
-    frame_chunk: int = 64                # frames per backbone call (memory bound)
+    backbone: str = setting("tf_efficientnet_lite0", "any timm architecture")
+    backbone_checkpoint: Optional[str] = setting(None, "local weights for a backbone other than the packaged one")
+    temporal: str = setting("transformer", "mean | attention | transformer | xclip")
+    temporal_width: int = setting(512, "width of the temporal module")
+    temporal_layers: int = setting(2, "layers of the temporal transformer")
+    temporal_heads: int = setting(8, "attention heads of the temporal module")
+    temporal_dropout: float = setting(0.0, "dropout inside the temporal module")
+    max_frames: int = setting(64, "longest clip the temporal module takes (position table size)")
+    frame_chunk: int = setting(64, "frames per backbone call (memory bound)")
     # text
-    text_model_path: Optional[str] = None  # local HF folder; None = packaged all-MiniLM-L6-v2
-    text_pooling: str = "mean"           # cls | mean | last_n_mean
-    text_last_n: int = 4
-    max_text_length: int = 128
+    text_model_path: Optional[str] = setting(None, "local HF folder; None = packaged all-MiniLM-L6-v2")
+    text_pooling: str = setting("mean", "cls | mean | last_n_mean")
+    text_last_n: int = setting(4, "layers averaged by last_n_mean pooling")
+    max_text_length: int = setting(128, "tokens per text (longer texts are truncated)")
     # joint space
-    embed_dim: int = 512
-    logit_scale_init: float = 14.285714285714286  # 1 / 0.07 (CLIP)
+    embed_dim: int = setting(512, "width of the joint video-text space")
+    logit_scale_init: float = setting(14.285714285714286, "1 / 0.07 (CLIP)")
 
 
 @dataclass
 class ViewClassifierConfig(InputConfig):
     """A ``ViewClassifier``; ``labels`` empty = ECHO_VIEWS, or name a set: ``echo_views`` / ``lecture_frame_types``."""
 
-    name: str = "view-effnetlite0-echo"
-    pretrained: bool = True
-    backbone: str = "tf_efficientnet_lite0"
-    backbone_checkpoint: Optional[str] = None
-    label_set: str = "echo_views"
-    labels: list[str] = field(default_factory=list)
-    clip_level: bool = False
-    temporal: str = "mean"
-    dropout: float = 0.2
+    name: str = setting("view-effnetlite0-echo", "registry name")
+    pretrained: bool = setting(True, "load the backbone's base weights; false = random init")
+    backbone: str = setting("tf_efficientnet_lite0", "any timm architecture")
+    backbone_checkpoint: Optional[str] = setting(None, "local weights for a backbone other than the packaged one")
+    label_set: str = setting("echo_views", "echo_views | lecture_frame_types (when labels is empty)")
+    labels: list[str] = setting(help="class names; empty = the label set", factory=list)
+    clip_level: bool = setting(False, "pool frame features over time before the head (else average frame logits)")
+    temporal: str = setting("mean", "temporal module of a clip-level classifier")
+    dropout: float = setting(0.2, "dropout before the head")
 
 
 def list_models() -> list[str]:
@@ -101,18 +102,11 @@ def _resolve(cfg: dict | DictConfig | str | None, schema: type) -> DictConfig:
         raise MedvidError(f"invalid model config: {e}") from e
 
 
-def _pretrained_cfg(c: DictConfig, backbone) -> dict[str, Any]:
+def _pretrained_cfg(c: DictConfig, backbone) -> PretrainedCfg:
     mean, std = backbone_norm_255(backbone, c.backbone)
-    return {
-        "input_size": int(c.input_size),
-        "num_frames": int(c.num_frames),
-        "crop": str(c.crop),
-        "zoom": float(c.zoom),
-        "mean": [float(m) for m in (c.mean or mean)],
-        "std": [float(s) for s in (c.std or std)],
-        "scale": "0-255",
-        "layout": "B,3,T,H,W RGB float32",
-    }
+    return PretrainedCfg(input_size=int(c.input_size), num_frames=int(c.num_frames), crop=str(c.crop),
+                         zoom=float(c.zoom), mean=c.mean or mean, std=c.std or std, scale="0-255",
+                         layout="B,3,T,H,W RGB float32")
 
 
 def model_config(cfg: dict | DictConfig | str | None = None, pretrained: bool | None = None) -> DictConfig:

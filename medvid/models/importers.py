@@ -19,6 +19,7 @@ written from those facts, not copied.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -33,6 +34,7 @@ from medvid.models.checkpoint import Pretrained, register_kind
 from medvid.models.text import TextEncoder, load_tokenizer
 from medvid.models.video import masked_mean, resolve_mask
 from medvid.transforms.clip import PRESETS, ClipPreprocess
+from medvid.transforms.contract import PretrainedCfg
 from medvid.vocab import ECHO_VIEWS
 
 ECHOPRIME_EMBED_DIM = 512
@@ -87,10 +89,6 @@ def strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
-def add_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {prefix + k: v for k, v in state.items()}
-
-
 def build_empty(factory: Callable[[], nn.Module]) -> nn.Module:
     """Build an architecture on the meta device (no weight init: the checkpoint fills every tensor).
 
@@ -131,10 +129,10 @@ class _Imported(Pretrained, nn.Module):
     """Base of the imported kinds: ``config`` rebuilds the architecture, ``pretrained_cfg`` is the
     publisher's input contract."""
 
-    def __init__(self, config: dict[str, Any] | None = None, pretrained_cfg: dict[str, Any] | None = None):
+    def __init__(self, config: dict[str, Any] | None = None, pretrained_cfg: PretrainedCfg | None = None):
         super().__init__()
         self.config: dict[str, Any] = dict(config or {})
-        self.pretrained_cfg: dict[str, Any] = dict(pretrained_cfg or {})
+        self.pretrained_cfg = pretrained_cfg or PretrainedCfg()
 
     @classmethod
     def from_checkpoint_config(cls, config: dict[str, Any], folder: Path):
@@ -143,7 +141,7 @@ class _Imported(Pretrained, nn.Module):
     def preprocess(self) -> ClipPreprocess:
         """The preprocessing ``pretrained_cfg`` records: EchoPrime's exact crop and bicubic resize for
         ``preset: echoprime``, else medvid's ``ClipPreprocess`` (crop, resize, normalise, channel order)."""
-        if self.pretrained_cfg.get("preset") == "echoprime":
+        if self.pretrained_cfg.preset == "echoprime":
             return EchoPrimePreprocess()
         return preprocess_for(self.pretrained_cfg)
 
@@ -153,13 +151,12 @@ class _Imported(Pretrained, nn.Module):
 # the centred square, then 10 % of the side cut from each edge, bicubic resize to 224² (cv2.INTER_CUBIC);
 # normalised with the mean/std below (0-255 scale); a loop shorter than 32 frames is padded with zeros
 # AFTER normalisation. ``short_clip``: how medvid fills a short loop ("zero_pad_after_norm" = reference).
-ECHOPRIME_PRETRAINED_CFG = {
-    "input_size": PRESETS["echoprime"]["size"], "num_frames": PRESETS["echoprime"]["n_frames"],
-    "frame_stride": PRESETS["echoprime"]["frame_stride"], "crop": PRESETS["echoprime"]["crop"],
-    "zoom": PRESETS["echoprime"]["zoom"], "mean": list(PRESETS["echoprime"]["mean"]),
-    "std": list(PRESETS["echoprime"]["std"]), "scale": "0-255", "channel_order": "RGB",
-    "interpolation": "bicubic", "short_clip": "zero_pad_after_norm", "preset": "echoprime",
-}
+ECHOPRIME_PRETRAINED_CFG = PretrainedCfg(
+    input_size=PRESETS["echoprime"]["size"], num_frames=PRESETS["echoprime"]["num_frames"],
+    frame_stride=PRESETS["echoprime"]["frame_stride"], crop=PRESETS["echoprime"]["crop"],
+    zoom=PRESETS["echoprime"]["zoom"], mean=PRESETS["echoprime"]["mean"], std=PRESETS["echoprime"]["std"],
+    scale="0-255", channel_order="RGB", interpolation="bicubic", short_clip="zero_pad_after_norm", preset="echoprime",
+)
 ECHOPRIME_SPAN = 32  # native frames the reference reads per clip (16 kept at stride 2)
 
 
@@ -188,7 +185,7 @@ class EchoPrimePreprocess(ClipPreprocess):
 
     def __init__(self) -> None:
         c = ECHOPRIME_PRETRAINED_CFG
-        super().__init__(c["input_size"], c["crop"], c["zoom"], c["mean"], c["std"])
+        super().__init__(c.input_size, c.crop, c.zoom, c.mean, c.std)
 
     def from_frames(self, frames: np.ndarray) -> Tensor:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -215,12 +212,12 @@ def echoprime_clip(frames: np.ndarray, exact: bool = True) -> Tensor:
         raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
     span = frames[:ECHOPRIME_SPAN]
     if not exact:
-        idx = np.arange(0, ECHOPRIME_SPAN, c["frame_stride"]) % len(frames)
+        idx = np.arange(0, ECHOPRIME_SPAN, c.frame_stride) % len(frames)
         return ClipPreprocess.from_preset("echoprime")(torch.from_numpy(frames[idx]).permute(3, 0, 1, 2).float())
     x = EchoPrimePreprocess().from_frames(span)
     if x.shape[1] < ECHOPRIME_SPAN:
         x = torch.cat([x, x.new_zeros(3, ECHOPRIME_SPAN - x.shape[1], *x.shape[2:])], 1)
-    return x[:, ::c["frame_stride"]]
+    return x[:, ::c.frame_stride]
 
 
 def echoprime_video_encoder() -> nn.Module:
@@ -265,7 +262,7 @@ class EchoPrimeViewClassifier(_Imported):
     frame is taken, as the reference does) -> logits over ``labels`` (``medvid.vocab.ECHO_VIEWS``)."""
 
     def __init__(self):
-        super().__init__({}, {**ECHOPRIME_PRETRAINED_CFG, "num_frames": 1})
+        super().__init__({}, replace(ECHOPRIME_PRETRAINED_CFG, num_frames=1))
         self.model = echoprime_view_classifier()
         self.labels = list(ECHO_VIEWS)
 
@@ -294,8 +291,6 @@ def import_echoprime_view_classifier(path: str | Path) -> EchoPrimeViewClassifie
 
 
 # --- EchoNet-Dynamic ------------------------------------------------------------------------
-ECHONET_ENTRIES = ("state_dict", "epoch", "opt_dict", "scheduler_dict", "period", "frames", "best_loss", "loss", "r2")
-
 
 def echonet_dynamic_ef() -> nn.Module:
     """torchvision R(2+1)D-18 with a 1-output EF regression head; input 32 frames (period 2) at 112²."""
@@ -310,7 +305,7 @@ class EchoNetDynamic(_Imported):
     """EchoNet-Dynamic's EF regressor: clips ``[B,3,32,112,112]`` (RGB, normalised with the training
     split's per-channel mean/std on 0-255) -> EF in % ``[B,1]``."""
 
-    def __init__(self, pretrained_cfg: dict[str, Any] | None = None):
+    def __init__(self, pretrained_cfg: PretrainedCfg | None = None):
         super().__init__({}, pretrained_cfg)  # the contract is saved as pretrained_cfg
         self.model = echonet_dynamic_ef()
 
@@ -338,9 +333,9 @@ def import_echonet_dynamic(path: str | Path, mean: Sequence[float] | None = None
     mean, std = _channel_stats(mean, "mean"), _channel_stats(std, "std")
     obj = load_weights_only(path, numpy_scalars=True)
     state = strip_prefix(state_dict_of(obj, path, "state_dict"), "module.")
-    contract = {"input_size": 112, "num_frames": int(obj.get("frames", 32)), "frame_stride": int(obj.get("period", 2)),
-                "crop": "none", "zoom": 0.0, "mean": mean, "std": std, "scale": "0-255", "channel_order": "RGB",
-                "output": "EF (%)"}
+    contract = PretrainedCfg(input_size=112, num_frames=int(obj.get("frames", 32)),
+                             frame_stride=int(obj.get("period", 2)), crop="none", zoom=0.0, mean=mean, std=std,
+                             scale="0-255", channel_order="RGB", output="EF (%)")
     model = build_empty(lambda: EchoNetDynamic(contract))
     load_strict(model.model, state, "EchoNet-Dynamic EF model")
     return model.eval()
@@ -362,12 +357,11 @@ PANECHO_INVERTED_TASKS = frozenset({
 TASK_TYPES = ("binary", "multiclass", "regression")
 # PanEcho's input: frames as OpenCV reads them (BGR), scaled to 0-1 and normalised with ImageNet's
 # mean/std applied in that channel order, centre crop 224 (no resize), 16 consecutive frames.
-PANECHO_PRETRAINED_CFG = {
-    "input_size": 224, "num_frames": 16, "frame_stride": 1, "crop": "center_square", "zoom": 0.0,
-    "reference_crop": "center crop 224x224 of the native frame (no resize)",
-    "mean": list(PRESETS["imagenet"]["mean"]), "std": list(PRESETS["imagenet"]["std"]), "scale": "0-255",
-    "channel_order": "BGR",
-}
+PANECHO_PRETRAINED_CFG = PretrainedCfg(
+    input_size=224, num_frames=16, frame_stride=1, crop="center_square", zoom=0.0,
+    reference_crop="center crop 224x224 of the native frame (no resize)",
+    mean=PRESETS["imagenet"]["mean"], std=PRESETS["imagenet"]["std"], scale="0-255", channel_order="BGR",
+)
 
 
 def panecho_task_types(head_sizes: dict[str, int]) -> dict[str, str]:
@@ -517,11 +511,11 @@ class _SurgVLPImage(nn.Module):
 
 # SurgVLP's frame preprocessing: resize to 360x640, centre crop 224, ImageNet normalisation, RGB. For
 # 16:9 frames that is the centred square shrunk to 224/360 of its side: zoom (1 - 224/360) / 2.
-SURGVLP_PRETRAINED_CFG = {
-    "input_size": 224, "num_frames": 4, "crop": "center_square", "zoom": round((1 - 224 / 360) / 2, 4),
-    "mean": list(PRESETS["imagenet"]["mean"]), "std": list(PRESETS["imagenet"]["std"]), "scale": "0-255",
-    "channel_order": "RGB", "max_text_length": 77,
-}
+SURGVLP_PRETRAINED_CFG = PretrainedCfg(
+    input_size=224, num_frames=4, crop="center_square", zoom=round((1 - 224 / 360) / 2, 4),
+    mean=PRESETS["imagenet"]["mean"], std=PRESETS["imagenet"]["std"], scale="0-255", channel_order="RGB",
+    max_text_length=77,
+)
 
 
 class SurgVLPModel(_Imported):

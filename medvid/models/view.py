@@ -15,6 +15,7 @@ from medvid.models.checkpoint import Pretrained
 from medvid.models.backbones import FrozenBackboneMixin, create_backbone, preprocess_for
 from medvid.models.video import create_temporal, masked_mean, resolve_mask
 from medvid.transforms.clip import ClipPreprocess
+from medvid.transforms.contract import PretrainedCfg
 from medvid.vocab import ECHO_VIEWS, LECTURE_FRAME_TYPES
 
 LABEL_SETS: dict[str, tuple[str, ...]] = {"echo_views": ECHO_VIEWS, "lecture_frame_types": LECTURE_FRAME_TYPES}
@@ -56,7 +57,7 @@ class ViewClassifier(Pretrained, FrozenBackboneMixin, nn.Module):
         pooled = self.temporal.out_dim if clip_level else self.feature_dim
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(pooled, len(self.labels)))
         self.config: dict[str, Any] = {}
-        self.pretrained_cfg: dict[str, Any] = {}
+        self.pretrained_cfg = PretrainedCfg()
 
     def checkpoint_config(self) -> dict[str, Any]:
         """The config as saved: weights come from the folder, so no base-weight paths are kept."""

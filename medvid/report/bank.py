@@ -50,7 +50,7 @@ def model_fingerprint(model_dir: str | os.PathLike) -> str:
     """Hash of a saved model's weights and its learned section x view table (files, not the loaded model)."""
     model_dir = Path(model_dir)
     h = hashlib.sha256()
-    for name in ("model.safetensors", "view_attention.safetensors"):
+    for name in ("model.safetensors", "view_attention.safetensors", "view_attention/model.safetensors"):
         path = model_dir / name
         if path.is_file():
             h.update(name.encode())

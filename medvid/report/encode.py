@@ -27,6 +27,7 @@ from medvid.device import resolve_precision
 from medvid.errors import MedvidError
 from medvid.training.data import known_view_probs
 from medvid.transforms.clip import motion_frames
+from medvid.transforms.contract import Sampling
 
 log = logging.getLogger("medvid")
 
@@ -173,10 +174,10 @@ class StudyEncoder:
         self.shared = (view_model is not None and self.path == "frames" and hasattr(model, "video")
                        and callable(getattr(view_model, "classify_features", None))
                        and same_backbone(model.video.backbone, view_model.backbone)
-                       and all(model.pretrained_cfg.get(k) == view_model.pretrained_cfg.get(k) for k in _PREPROCESS_KEYS))
+                       and all(getattr(model.pretrained_cfg, k) == getattr(view_model.pretrained_cfg, k) for k in _PREPROCESS_KEYS))
         if view_model is not None and not self.shared:
             log.info("view model backbone differs from the video backbone: frames are encoded twice")
-        self.motion_frames = motion_frames(model.pretrained_cfg.get("motion") or "none")  # clips end with a motion image
+        self.motion_frames = motion_frames(model.pretrained_cfg.motion or "none")  # clips end with a motion image
         self.backbone_digest = None  # of the weights as saved (a feature cache names them), before folding
         if self.path == "frames":
             if hasattr(self.model, "video"):
@@ -193,7 +194,7 @@ class StudyEncoder:
         folded = copy.deepcopy(model)
         if not fold_batchnorm(folded):
             return model
-        size = int(model.pretrained_cfg.get("input_size") or 224)
+        size = int(model.pretrained_cfg.input_size or 224)
         probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
         with torch.inference_mode():
             want, got = model.encode_frames(probe).float(), folded.encode_frames(probe).float()
@@ -271,16 +272,16 @@ class LoopClips(Dataset):
     """One item per loop of ``studies`` (grouped by study, in the given order): ``{"study_key",
     "video_key", "view", "clip", "view_clip"?}``, or ``{"study_key", "video_key", "error", "detail"}``
     when the loop cannot be read (never raises, so one bad file never stops a worker). Clips follow
-    ``model``'s recorded input contract with ``sampling`` (``recorded_sampling``) over it; ``view_clips``
+    ``model``'s recorded input contract with ``sampling`` (``Sampling.recorded``) over it; ``view_clips``
     (only for a ``view_model`` that cannot share the video backbone) follow the view model's."""
 
     def __init__(self, ingest_dir: str | Path, dicom_root: str | Path, studies: Sequence[str], model,
-                 sampling: Mapping[str, Any], view_model=None, max_videos: int | None = None, cached: Any = ()):
+                 sampling: Sampling, view_model=None, max_videos: int | None = None, cached: Any = ()):
         from medvid.datasets.echo import EchoVideoDataset
 
-        self.clips = EchoVideoDataset.for_model(ingest_dir, dicom_root, model, start="begin", **sampling)
-        self.view_clips = (EchoVideoDataset.for_model(ingest_dir, dicom_root, view_model, mask=sampling["mask"],
-                                                      start="begin") if view_model is not None else None)
+        self.clips = EchoVideoDataset.for_model(ingest_dir, dicom_root, model, sampling, start="begin")
+        self.view_clips = (EchoVideoDataset.for_model(ingest_dir, dicom_root, view_model, Sampling.recorded(
+            view_model.pretrained_cfg, mask=sampling.mask), start="begin") if view_model is not None else None)
         videos = self.clips.videos
         by_study = videos.groupby("study_key", sort=False).indices
         self.rows: list[int] = []
@@ -325,7 +326,7 @@ def open_feature_cache(directory: str | Path, encoder: StudyEncoder, n_frames: i
     want = {"backbone": encoder.backbone_digest, "n_frames": n_frames + motion_frames(motion), "frame_stride": frame_stride,
             "target_fps": target_fps, "mask": mask, "motion": motion}
     differ = sorted(k for k, v in want.items() if fp.get(k) != v)
-    cached_pre, pre = fp.get("preprocess") or {}, _json_safe(encoder.model.pretrained_cfg)
+    cached_pre, pre = fp.get("preprocess") or {}, _json_safe(encoder.model.pretrained_cfg.to_dict())
     differ += [f"preprocess.{k}" for k in _PREPROCESS_KEYS if cached_pre.get(k) != pre.get(k)]
     if differ:
         raise MedvidError(f"{directory}: feature cache built with other settings ({', '.join(differ)}); "
@@ -436,16 +437,15 @@ def loop_clips(encoder: StudyEncoder, ingest_dir: str | Path, dicom_root: str | 
                enc: Encoding) -> tuple[LoopClips, Any]:
     """``(LoopClips, feature cache or None)`` of ``studies`` for ``encoder`` (a second clip per loop only when
     the view classifier cannot share the video backbone; loops in the feature cache are not decoded)."""
-    from medvid.datasets.echo import recorded_sampling
 
-    s = recorded_sampling(encoder.model.pretrained_cfg, enc.n_frames, enc.target_fps, enc.frame_stride, enc.mask,
+    s = Sampling.recorded(encoder.model.pretrained_cfg, enc.n_frames, enc.target_fps, enc.frame_stride, enc.mask,
                           enc.short_clip)
     cache = None
     if enc.feature_cache:
         if encoder.path != "frames":
             raise MedvidError("encoding.feature_cache holds frame features; this model embeds whole clips: drop it")
-        cache = open_feature_cache(enc.feature_cache, encoder, s["n_frames"], s["frame_stride"],
-                                   s["target_fps"], s["mask"], s["motion"])
+        cache = open_feature_cache(enc.feature_cache, encoder, s.num_frames, s.frame_stride, s.fps, s.mask,
+                                   s.motion)
     loops = LoopClips(ingest_dir, dicom_root, studies, encoder.model, s,
                       encoder.view_model if encoder.needs_view_clips else None, enc.max_videos,
                       cached=cache.index if cache else ())

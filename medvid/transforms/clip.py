@@ -15,24 +15,25 @@ from monai.transforms import CenterSpatialCrop, EnsureType, Resize
 
 CROPS = ("center_square", "none")
 
-# Input conventions of published models. ``n_frames``/``frame_stride`` (native frames) or
-# ``target_fps`` describe the sampling; the other keys are ``ClipPreprocess`` arguments.
+# Input conventions of published models. ``num_frames``/``frame_stride`` (native frames) or
+# ``fps`` describe the sampling (``medvid.transforms.contract.Sampling.of_preset``); the other keys are
+# ``ClipPreprocess`` arguments.
 PRESETS: dict[str, dict[str, Any]] = {
     # EchoPrime: 16 frames every 2nd native frame from the start, centre square with 10 % zoom, 224².
     "echoprime": {
-        "n_frames": 16, "frame_stride": 2, "target_fps": None,
+        "num_frames": 16, "frame_stride": 2, "fps": None,
         "size": 224, "crop": "center_square", "zoom": 0.1,
         "mean": (29.110628, 28.076836, 29.096405), "std": (47.989223, 46.456997, 47.20083),
     },
     # timm's IMAGENET_DEFAULT_MEAN / _STD (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225) × 255.
     "imagenet": {
-        "n_frames": 16, "frame_stride": None, "target_fps": 15.0,
+        "num_frames": 16, "frame_stride": None, "fps": 15.0,
         "size": 224, "crop": "center_square", "zoom": 0.0,
         "mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375),
     },
     # timm's IMAGENET_INCEPTION_MEAN / _STD (0.5 / 0.5) × 255: what tf_efficientnet_lite0 was trained with.
     "imagenet_inception": {
-        "n_frames": 16, "frame_stride": None, "target_fps": 15.0,
+        "num_frames": 16, "frame_stride": None, "fps": 15.0,
         "size": 224, "crop": "center_square", "zoom": 0.0,
         "mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5),
     },

@@ -42,19 +42,19 @@ def times_to_indices(times: Sequence[float] | np.ndarray, timestamps: np.ndarray
     return np.clip(idx, 0, len(ts) - 1).astype(np.int64)
 
 
-def clip_times(n_frames: int, target_fps: float, start_s: float = 0.0) -> np.ndarray:
-    """Times of ``n_frames`` frames at ``target_fps`` starting at ``start_s``."""
-    if n_frames <= 0 or target_fps <= 0:
-        raise ValueError(f"need n_frames > 0 and target_fps > 0, got {n_frames}, {target_fps}")
-    return start_s + np.arange(n_frames, dtype=np.float64) / float(target_fps)
+def clip_times(num_frames: int, fps: float, start_s: float = 0.0) -> np.ndarray:
+    """Times of ``num_frames`` frames at ``fps`` starting at ``start_s``."""
+    if num_frames <= 0 or fps <= 0:
+        raise ValueError(f"need num_frames > 0 and fps > 0, got {num_frames}, {fps}")
+    return start_s + np.arange(num_frames, dtype=np.float64) / float(fps)
 
 
-def span_times(start_s: float, end_s: float, n_frames: int) -> np.ndarray:
-    """``n_frames`` times spread evenly over ``[start_s, end_s)`` (centres of equal bins)."""
-    if end_s <= start_s or n_frames <= 0:
-        raise ValueError(f"empty span [{start_s}, {end_s}) or n_frames={n_frames}")
-    width = (end_s - start_s) / n_frames
-    return start_s + width * (np.arange(n_frames) + 0.5)
+def span_times(start_s: float, end_s: float, num_frames: int) -> np.ndarray:
+    """``num_frames`` times spread evenly over ``[start_s, end_s)`` (centres of equal bins)."""
+    if end_s <= start_s or num_frames <= 0:
+        raise ValueError(f"empty span [{start_s}, {end_s}) or num_frames={num_frames}")
+    width = (end_s - start_s) / num_frames
+    return start_s + width * (np.arange(num_frames) + 0.5)
 
 
 def regular_times(duration_s: float, fps: float, start_s: float = 0.0) -> np.ndarray:

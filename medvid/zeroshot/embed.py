@@ -18,6 +18,7 @@ import torch
 
 from medvid.io.video import Video
 from medvid.transforms.clip import ClipPreprocess, to_clip_tensor
+from medvid.transforms.contract import PretrainedCfg
 
 T = TypeVar("T")
 
@@ -67,19 +68,19 @@ def frame_features(model: Any, video: Video, fps: float, preprocess: ClipPreproc
     return np.concatenate(times), torch.cat(feats)
 
 
-def sampling_from_contract(pretrained_cfg: dict[str, Any], fps: float, clip_frames: int | None = None,
+def sampling_from_contract(pretrained_cfg: PretrainedCfg, fps: float, clip_frames: int | None = None,
                            clip_fps: float | None = None) -> dict[str, Any]:
     """``clip_frames`` and ``clip_fps`` for scoring at ``fps``: the given values, else the clip the model
     was trained on as its ``pretrained_cfg`` records it (``num_frames`` at ``fps`` — written by
     ``medvid pretrain``), else single frames (a contract without a frame rate, e.g. an imported
     SurgVLP-family model, whose reference protocol scores frames). A recorded rate that is not an
     integer multiple of ``fps`` is rounded to the nearest one (at least ``fps``)."""
-    c = pretrained_cfg or {}
+    c = pretrained_cfg
     source = "settings"
     if clip_frames is None:
-        recorded = c.get("fps")
-        if recorded and c.get("num_frames"):
-            clip_frames, source = int(c["num_frames"]), "model pretrained_cfg"
+        recorded = c.fps
+        if recorded and c.num_frames:
+            clip_frames, source = int(c.num_frames), "model pretrained_cfg"
             if clip_fps is None:
                 clip_fps = fps * max(1, round(float(recorded) / fps))
         else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -186,7 +186,7 @@ class Recogniser:
     def embed(self, video: Video) -> VideoEmbedding:
         """Embeddings every ``1/fps`` s of one open video (the sampling of ``self.sampling``)."""
         s = self.settings
-        preprocess = preprocess_for({**self.model.pretrained_cfg, **({"crop": s.crop} if s.crop else {})})
+        preprocess = preprocess_for(replace(self.model.pretrained_cfg, crop=s.crop) if s.crop else self.model.pretrained_cfg)
         e = embed_video(self.model, video, fps=self.fps, clip_frames=self.sampling["clip_frames"],
                         clip_fps=self.sampling["clip_fps"], preprocess=preprocess, batch_size=s.batch_size)
         if len(e.times) == 0:
