@@ -26,7 +26,7 @@ from medvid.io.video import Video
 from medvid.models.clip import VideoTextModel
 from medvid.models.factory import create_model
 from medvid.transforms.clip import to_clip_tensor
-from medvid.transforms.sampling import regular_times
+from medvid.io.timing import regular_times
 from medvid.vocab import CHOLEC80_PHASES
 from medvid.zeroshot.prompts import load_prompt_set, model_text_encoder
 from medvid.zeroshot.recognise import prompt_file

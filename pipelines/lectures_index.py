@@ -17,7 +17,7 @@ from medvid.datasets.lectures import PairingRule, find_lectures, load_transcript
 from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.io.video import Video
-from medvid.transforms.sampling import span_times
+from medvid.io.timing import span_times
 from medvid.utils import relative_message, write_jsonl
 
 log = logging.getLogger("medvid")

@@ -15,7 +15,7 @@ from echo_testdata import ingest, ingest_synth, make_synth
 from medvid.datasets.echo import EchoVideoDataset, clip_indices
 from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor
 from medvid.transforms.contract import Sampling
-from medvid.transforms.sampling import frame_timestamps
+from medvid.io.timing import frame_timestamps
 
 
 def test_to_clip_tensor_layout_and_scale():

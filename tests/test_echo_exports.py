@@ -307,7 +307,7 @@ def test_regions_layouts_and_calibration_are_kept(tmp_path):
 # ------------------------------------------------------------------------------------ 5. cardiac cycle
 def test_clips_follow_the_cardiac_cycle(tmp_path):
     from medvid.datasets.echo import EchoVideoDataset, clip_indices
-    from medvid.transforms.sampling import cycle_span
+    from medvid.io.timing import cycle_span
 
     root = tmp_path / "export"
     frames = moving_frames(t=30)

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from medvid.transforms.contract import PretrainedCfg
 from medvid.config import config_dir
 from medvid.errors import MedvidError
 from medvid.zeroshot.prompts import PromptSet
@@ -35,13 +36,13 @@ def test_self_training_is_the_same_in_memory_and_from_recorded_probabilities():
     emb = [rng.normal(size=(40, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)]
     emb[0][:20, 0] += 3.0
     probs = [rng.dirichlet(np.ones(3), size=len(e)) for e in emb]
-    rec = Recogniser(SimpleNamespace(pretrained_cfg={}), "phase", PromptSet(["a", "b", "c"], {}), Recognition())
+    rec = Recogniser(SimpleNamespace(pretrained_cfg=PretrainedCfg()), "phase", PromptSet(["a", "b", "c"], {}), Recognition())
     assert rec.adapting and rec.sampling["clip_frames"] == 1
     recorded = [np.array([[float(str(v)) for v in row] for row in p.round(DECIMALS)]) for p in probs]  # CSV text
     in_memory, from_csv = rec.adapt(emb, probs), rec.adapt(emb, recorded)
     for a, b in zip(in_memory, from_csv):
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(in_memory[0], probs[0])  # it did adapt
-    tools = Recogniser(SimpleNamespace(pretrained_cfg={}), "tools", PromptSet(["a"], {}), Recognition())
+    tools = Recogniser(SimpleNamespace(pretrained_cfg=PretrainedCfg()), "tools", PromptSet(["a"], {}), Recognition())
     assert not tools.adapting
     np.testing.assert_array_equal(tools.adapt(emb[:1], probs[:1])[0], probs[0])  # tools stay prompt-only

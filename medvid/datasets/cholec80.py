@@ -24,7 +24,7 @@ import numpy as np
 
 from medvid.errors import MedvidError
 from medvid.io.video import VIDEO_EXTS, Video
-from medvid.transforms.sampling import times_to_indices
+from medvid.io.timing import times_to_indices
 from medvid.vocab import AUTOLAPARO_PHASES, CHOLEC80_PHASES, CHOLEC80_TOOLS
 
 log = logging.getLogger("medvid")

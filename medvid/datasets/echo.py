@@ -4,7 +4,7 @@ Rows come from ``DIR/videos.parquet`` (pseudonymous keys only); files are found 
 key file written by ``medvid ingest`` (or a ``path`` column when ingest ran with ``keep_paths``).
 Loops are DICOM files or video files (``medvid.io.echo_videos.open_loop``; ``dicom_root`` is then
 the video folder's root). Each item decodes only the frames of its clip (``frames(indices)``), chosen
-by time through ``medvid.transforms.sampling`` so 30 and 60 fps loops give clips of equal duration.
+by time through ``medvid.io.timing`` so 30 and 60 fps loops give clips of equal duration.
 Loops shorter than the clip wrap around (cine loops are cyclic), or are zero-padded after
 normalisation when the model's contract says so (EchoPrime's reference). A model may also take a motion
 image as one extra last frame (``medvid.transforms.clip.with_motion_image``). Which frames and which mask is
@@ -30,7 +30,7 @@ from medvid.io.reader import VideoReader
 from medvid.io.regions import LAYOUTS, blank_outside_box, clip_box, estimate_sector_mask, fan_mask
 from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor, with_motion_image
 from medvid.transforms.contract import Sampling
-from medvid.transforms.sampling import clip_times, cycle_span, frame_timestamps, span_times, times_to_indices
+from medvid.io.timing import clip_times, cycle_span, frame_timestamps, span_times, times_to_indices
 from medvid.utils import resolve_under
 
 STARTS = ("begin", "center", "random", "r_wave")
@@ -44,7 +44,7 @@ def clip_indices(cine: VideoReader, num_frames: int, fps: float | None = None,
 
     ``start``: ``begin`` (EchoPrime's convention), ``center``, ``random`` (training), or ``r_wave``:
     ``num_frames`` spread evenly over ``cycles`` whole cardiac cycles from the first R wave (falling back to
-    the heart rate, then to the whole loop: ``medvid.transforms.sampling.cycle_span``); ``fps`` and
+    the heart rate, then to the whole loop: ``medvid.io.timing.cycle_span``); ``fps`` and
     ``frame_stride`` do not apply then.
     """
     timestamps = cine.timestamps if cine.timestamps is not None else frame_timestamps(cine.n_frames, fps=default_fps)

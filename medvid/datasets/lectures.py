@@ -24,7 +24,7 @@ from medvid.errors import MedvidError
 from medvid.io.transcripts import Transcript, find_transcripts, fit_to_duration, read_transcript
 from medvid.io.video import VIDEO_EXTS, Video
 from medvid.transforms.clip import ClipPreprocess, resolve_preprocess, to_clip_tensor
-from medvid.transforms.sampling import clip_times
+from medvid.io.timing import clip_times
 from medvid.utils import read_jsonl, resolve_under
 
 log = logging.getLogger("medvid")

@@ -41,7 +41,7 @@ from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVR
 
 from medvid.errors import MedvidError
 from medvid.io.regions import as_float, describe_regions, layout_from_regions
-from medvid.transforms.sampling import frame_timestamps
+from medvid.io.timing import frame_timestamps
 from medvid.utils import pseudonym
 
 # Typed reasons a file is not a usable cine loop (errors.jsonl ``reason``).

@@ -2,7 +2,7 @@
 
 ``Video(path)`` opens a file lazily: only the frames asked for are decoded, and
 ``iter_batches`` streams a whole video at a target rate (e.g. 1 fps) without holding it in
-memory. Times are seconds; the time -> frame mapping is ``medvid.transforms.sampling``'s.
+memory. Times are seconds; the time -> frame mapping is ``medvid.io.timing``'s.
 Frames come back as ``numpy.uint8`` arrays ``(T, H, W, 3)``, RGB. ``Video`` is a
 ``medvid.io.reader.VideoReader`` (``frames(indices)``, ``n_frames``, ``fps``, ``timestamps``, ``rows``,
 ``cols``, ``close``), like ``medvid.io.dicom.DicomCine``.
@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from medvid.errors import MedvidError
-from medvid.transforms.sampling import frame_timestamps, regular_times, span_times, times_to_indices
+from medvid.io.timing import frame_timestamps, regular_times, span_times, times_to_indices
 from medvid.utils import atomic_path
 
 log = logging.getLogger("medvid")

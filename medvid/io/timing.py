@@ -1,4 +1,5 @@
-"""Time-based frame sampling: the one sampler every loader uses.
+"""Time-based frame sampling: the one sampler every reader and loader uses (it sits in ``io`` because the
+readers map times to frames with it).
 
 Clips are chosen in seconds, not frame indices, so a 30 fps and a 60 fps loop (or a 25 and a
 29.97 fps video) give comparable clips. Samplers return times; ``times_to_indices`` maps them

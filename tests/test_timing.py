@@ -4,7 +4,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from medvid.transforms.sampling import clip_times, frame_timestamps, regular_times, span_times, times_to_indices
+from medvid.io.timing import clip_times, frame_timestamps, regular_times, span_times, times_to_indices
 
 
 @pytest.mark.parametrize("fps", [25.0, 30000 / 1001, 30.0, 60.0])
