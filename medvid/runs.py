@@ -51,7 +51,7 @@ def run_settings(cfg: DictConfig | Mapping[str, Any], ignore: Iterable[str] = ()
 
 
 # Keys of the training jobs' configs that do not change the trained weights (bookkeeping, speed, length).
-TRAINING_BOOKKEEPING = ("out", "resume", "log_level", "cache_dir", "cache_batch", "eval_batch", "train.num_workers",
+TRAINING_BOOKKEEPING = ("out", "resume", "cache_dir", "cache_batch", "eval_batch", "train.num_workers",
                         "train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
                         "train.eval_every", "train.device", "train.max_steps", "train.num_threads")
 
