@@ -1,7 +1,8 @@
 """`medvid bank build` / `bank calibrate` / `medvid draft` end to end on a small synthetic export with tiny
-random models: contract outputs, SR, kill-and-resume, a corrupt study, shards, settings and model checks.
+random models: contract outputs, SR, kill-and-resume, a corrupt study, shards, settings and model checks,
+loops read from a ``medvid pretrain`` feature cache.
 
-About 25 s on an idle 2-core machine (the module's world: a small synthetic export, its ingest, two
+About 30 s on an idle 2-core machine (the module's world: a small synthetic export, its ingest, two
 tiny models and a bank, built once). This file doubles as the worker script of the kill test
 (``python tests/test_draft_pipeline.py ...``).
 """
