@@ -9,7 +9,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pydicom
 import pytest
@@ -18,100 +17,15 @@ from medvid.apps import store
 from medvid.config import load_config
 from medvid.errors import MedvidError, PathRefused
 from medvid.utils import resolve_under
-from echo_testdata import ingest_synth, make_synth
+from app_testdata import SECTIONS, build_outputs, write_drafts
+from echo_testdata import ingest_synth
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
-SECTIONS = ("Left Ventricle", "Mitral Valve", "Aortic Valve")
-
-
-def write_drafts(ingest_dir: Path, out: Path, foreign_study: str = "st_00000000000000ff") -> dict:
-    """drafts.jsonl (two studies + one drafted from other data + one corrupt line), drafts/*.txt,
-    errors.jsonl (one study), per the drafting contract. Returns which study is in which state."""
-    videos = pd.read_parquet(ingest_dir / "videos.parquet")
-    keys = sorted(videos["study_key"].unique())
-    drafted, failed, undrafted = keys[:2], keys[2], keys[3:]
-    lines = []
-    for n, key in enumerate([*drafted, foreign_study]):
-        loops = videos[videos["study_key"] == key]
-        vids = ([{"video_key": v, "view": view or "A4C", "view_confidence": 0.9 - 0.1 * i, "view_source": "classifier"}
-                 for i, (v, view) in enumerate(zip(loops["video_key"], loops["view"]))]
-                or [{"video_key": "vi_00000000000000aa", "view": "A4C", "view_confidence": 0.8,
-                     "view_source": "classifier"}])
-        w = np.linspace(1, 2, len(vids))
-        sections = {}
-        for s, name in enumerate(SECTIONS):
-            ws = np.roll(w, s) / np.roll(w, s).sum()
-            sections[name] = {"text": f"{name} text of draft {n}. LVEF {35 + 20 * n}%.",
-                              "neighbours": [{"study_key": k, "similarity": 0.9 - 0.05 * j}
-                                             for j, k in enumerate(k for k in keys if k != key)][:3],
-                              "videos": [{**v, "weight": float(x)} for v, x in zip(vids, ws)]}
-        ef = 35.0 + 20 * n
-        lines.append(json.dumps({
-            "study_key": key, "status": "draft", "sections": sections,
-            "phenotypes": {"ef": {"kind": "numeric", "value": ef, "method": "knn", "k": 50, "n": 12},
-                           "reduced_ef": {"kind": "binary", "score": 0.8 if ef < 40 else 0.1, "threshold": 0.42,
-                                          "call": int(ef < 40), "method": "knn", "k": 50, "n": 12}},
-            "findings": {"ejection_fraction": {"kind": "numeric", "value": ef + 3, "method": "zero_shot"}},
-            "videos": vids,
-            "provenance": {"model": {"name": "tiny-echo", "fingerprint": "abc123def4567890"},
-                           "created": "2026-11-29T23:10:00+00:00", "medvid_version": "0.1.0"},
-            "text_path": f"drafts/{key}.txt", "sr_path": f"drafts/{key}.sr.dcm"}))
-        (out / "drafts").mkdir(parents=True, exist_ok=True)
-        (out / "drafts" / f"{key}.txt").write_text("DRAFT\n" + "\n".join(f"{k}: {v['text']}" for k, v in
-                                                                           sections.items()) + "\n")
-    lines.insert(1, '{"study_key": "st_broken", "sections": ')  # a line cut by a kill
-    (out / "drafts.jsonl").write_text("\n".join(lines) + "\n")
-    (out / "errors.jsonl").write_text(json.dumps({"study_key": failed, "reason": "no_loops_decoded",
-                                                  "detail": "0 of 4 loops"}) + "\n")
-    return {"drafted": drafted, "failed": failed, "undrafted": undrafted, "foreign": foreign_study,
-            "low_ef": drafted[0], "high_ef": drafted[1]}
-
-
-def zero_shot_outputs(surgery: Path) -> None:
-    """Real `medvid zero-shot phase` and `tools` runs (tiny untrained checkpoint) on one short video."""
-    from medvid.models.factory import create_model
-    from medvid.pipelines import synth_surgery, zero_shot
-
-    synth_surgery.run(load_config(synth_surgery.Config, "synth_surgery", overrides=[
-        f"out={surgery / 'cholec80'}", "videos=1", "seed=3", "duration_scale=0.3", "height=96", "width=128"]))
-    create_model({"pretrained": False, "input_size": 64, "temporal": "mean"}).save_pretrained(surgery / "model")
-    for task in ("phase", "tools"):
-        zero_shot.run(load_config(zero_shot.Config, "zero_shot", overrides=[
-            f"task={task}", f"data_root={surgery / 'cholec80'}", f"model={surgery / 'model'}",
-            f"out={surgery / f'zero_shot_{task}'}", "plots=false"]))
-
-
-def build_outputs(base: Path) -> dict:
-    """Synthetic echo export + ingest + drafts + zero-shot outputs under ``base``; returns paths and states."""
-    synth, data = base / "synth", base / "data"
-    make_synth(synth)
-    ingest_synth(synth, data / "ingest")
-    # Report text carrying the fake patients' names: the app must never show it.
-    phi = _phi(synth / "dicom")
-    rep = pd.read_csv(data / "ingest" / "reports.csv")
-    rep["report"] = rep["report"] + " Reported for " + phi[0] + "."
-    rep.to_csv(data / "ingest" / "reports.csv", index=False)
-    states = write_drafts(data / "ingest", data / "draft_out")
-    zero_shot_outputs(data / "surgery")
-    return {"data": data, "dicom": synth / "dicom", "phi": phi, **states}
-
-
-def _phi(dicom_root: Path) -> list[str]:
-    """Identifying values in the synthetic DICOM tags (names, IDs, institution, physician)."""
-    values = set()
-    for path in dicom_root.rglob("*"):
-        if path.is_file() and path.name != "EXPORT_LOG.TXT":
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            for tag in ("PatientName", "PatientID", "InstitutionName", "ReferringPhysicianName"):
-                if ds.get(tag):
-                    values.add(str(ds.get(tag)))
-            values.update(str(ds.PatientName).split("^"))
-    return sorted(v for v in values if len(v) >= 4)
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    return build_outputs(tmp_path_factory.mktemp("app"))
+def outputs(tmp_path_factory, tiny_model):
+    return build_outputs(tmp_path_factory.mktemp("app"), tiny_model())
 
 
 def app_env(monkeypatch, data, dicom=None, cache=None, keys=None):
@@ -437,20 +351,20 @@ def test_app_job_refuses_non_local_bind_without_flag(tmp_path, monkeypatch, caps
 
 @pytest.mark.slow
 def test_real_medvid_draft_output_reviews(tmp_path, monkeypatch):
-    """A real `medvid draft` output (tiny random models, built with the draft job's test helpers) lists,
+    """A real `medvid draft` output (tiny random models, built with the draft tests' helpers) lists,
     opens with its loops, signs off and exports."""
     from medvid.synth.echo import synthesize
     from medvid.pipelines import draft as job
-    from tests.test_draft_pipeline import _bank, _draft_cfg, _tiny_models
+    from draft_testdata import build_bank, draft_cfg, tiny_models
 
     synthesize(tmp_path / "synth", studies=6, seed=3, loops_per_study=3, rows=64, cols=80, frames_range=(8, 12),
                still_fraction=0.0, split_fractions=(0.5, 0.25, 0.25))
     ingest_synth(tmp_path / "synth", tmp_path / "ingest")
-    model, views = _tiny_models(tmp_path)
-    _bank(tmp_path, model, views, tmp_path / "bank", "split=train")
+    model, views = tiny_models(tmp_path)
+    build_bank(tmp_path, model, views, tmp_path / "bank", "split=train")
     world = {"model": model, "views": views, "bank": tmp_path / "bank", "ingest": tmp_path / "ingest",
              "dicom": tmp_path / "synth" / "dicom"}
-    job.run(_draft_cfg(world, tmp_path / "drafts_out"))
+    job.run(draft_cfg(world, tmp_path / "drafts_out"))
     app_env(monkeypatch, tmp_path, tmp_path / "synth" / "dicom")
     at = run_page("pages/1_Echo_studies.py")
     no_exception(at)

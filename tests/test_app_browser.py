@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.test_app import SECTIONS, build_outputs
+from app_testdata import SECTIONS, build_outputs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
@@ -47,8 +47,8 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 9
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    out = build_outputs(tmp_path_factory.mktemp("browser"))
+def server(tmp_path_factory, tiny_model):
+    out = build_outputs(tmp_path_factory.mktemp("browser"), tiny_model())
     port = _free_port()
     log = open(out["data"].parent / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "medvid.cli", "app", "--data", str(out["data"]),

@@ -1,7 +1,8 @@
 """`medvid bank build` / `bank calibrate` / `medvid draft` end to end on a small synthetic export with tiny
-random models: contract outputs, SR, kill-and-resume, a corrupt study, shards, settings and model checks.
+random models: contract outputs, SR, kill-and-resume, a corrupt study, shards, settings and model checks,
+loops read from a ``medvid pretrain`` feature cache.
 
-About 25 s on an idle 2-core machine (the module's world: a small synthetic export, its ingest, two
+About 30 s on an idle 2-core machine (the module's world: a small synthetic export, its ingest, two
 tiny models and a bank, built once). This file doubles as the worker script of the kill test
 (``python tests/test_draft_pipeline.py ...``).
 """
@@ -21,29 +22,9 @@ import torch
 from medvid.config import load_config
 from medvid.errors import MedvidError
 from medvid.utils import read_jsonl
+from draft_testdata import TINY_VIDEO_TEXT, build_bank, draft_cfg, tiny_models
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _tiny_models(root: Path) -> tuple[Path, Path]:
-    """A tiny video-text model with a learned-looking attention table, and a view classifier sharing its backbone."""
-    from safetensors.torch import save_file
-
-    from medvid.models.aggregate import ViewInformedAttention
-    from medvid.models.factory import create_model, create_view_classifier
-    from medvid.utils import atomic_write_text, seed_everything
-
-    seed_everything(0)
-    model = create_model({"pretrained": False, "input_size": 64, "num_frames": 4, "temporal": "mean",
-                          "embed_dim": 32}).eval()
-    model_dir = model.save_pretrained(root / "model")
-    att = ViewInformedAttention.from_prior_file()
-    save_file({"log_table": att.log_table.detach().contiguous()}, str(model_dir / "view_attention.safetensors"))
-    atomic_write_text(model_dir / "view_attention.json",
-                      json.dumps({"sections": att.section_names, "views": att.view_names}))
-    clf = create_view_classifier({"pretrained": False, "input_size": 64}).eval()
-    clf.backbone.load_state_dict(model.video.backbone.state_dict())
-    return model_dir, clf.save_pretrained(root / "views")
 
 
 @pytest.fixture(scope="module")
@@ -55,33 +36,17 @@ def world(tmp_path_factory):
     synthesize(root / "synth", studies=8, seed=3, loops_per_study=3, rows=64, cols=80, frames_range=(8, 12),
                still_fraction=0.0, split_fractions=(0.5, 0.25, 0.25))
     ingest_synth(root / "synth", root / "ingest")
-    model, views = _tiny_models(root)
+    model, views = tiny_models(root)
     bank = root / "bank"
-    summary = _bank(root, model, views, bank, "split=train")
+    summary = build_bank(root, model, views, bank, "split=train")
     return {"root": root, "model": model, "views": views, "bank": bank, "dicom": root / "synth" / "dicom",
             "ingest": root / "ingest", "bank_summary": summary}
-
-
-def _bank(root: Path, model: Path, views: Path, bank: Path, *extra: str) -> dict:
-    from medvid.pipelines import bank as job
-
-    return job.run(load_config(job.Config, "bank", None, [
-        "action=build", f"input={root / 'ingest'}", f"model={model}", f"views={views}", f"bank={bank}",
-        f"dicom_root={root / 'synth' / 'dicom'}", "progress=false", "encoding.num_workers=0", *extra]))
-
-
-def _draft_cfg(w: dict, out: Path, *extra: str):
-    from medvid.pipelines import draft as job
-
-    return load_config(job.Config, "draft", None, [
-        f"input={w['ingest']}", f"model={w['model']}", f"views={w['views']}", f"bank={w['bank']}", f"out={out}",
-        f"dicom_root={w['dicom']}", "progress=false", "encoding.num_workers=0", "batch_studies=2", *extra])
 
 
 def _draft(w: dict, out: Path, *extra: str) -> dict:
     from medvid.pipelines import draft as job
 
-    return job.run(_draft_cfg(w, out, *extra))
+    return job.run(draft_cfg(w, out, *extra))
 
 
 def test_bank_build_and_contract_outputs(world, tmp_path):
@@ -112,7 +77,7 @@ def test_bank_build_and_contract_outputs(world, tmp_path):
 def test_dicom_folder_input_is_ingested_into_out(world, tmp_path):
     from medvid.pipelines import draft as job
 
-    cfg = _draft_cfg(world, tmp_path / "out", "split=''")
+    cfg = draft_cfg(world, tmp_path / "out", "split=''")
     cfg.input, cfg.dicom_root = str(world["dicom"]), ""
     summary = job.run(cfg)
     assert summary["drafts_total"] == 8 and (tmp_path / "out" / "ingest" / "videos.parquet").is_file()
@@ -143,10 +108,54 @@ def test_classifier_views_and_zero_shot_findings(world, tmp_path):
 def test_bank_of_another_model_is_refused(world, tmp_path):
     from medvid.models.factory import create_model
 
-    other = create_model({"pretrained": False, "input_size": 64, "num_frames": 4, "temporal": "mean",
-                          "embed_dim": 32}).save_pretrained(tmp_path / "other")
+    other = create_model(TINY_VIDEO_TEXT).save_pretrained(tmp_path / "other")  # other random weights
     with pytest.raises(MedvidError, match="built with model"):
         _draft({**world, "model": other}, tmp_path / "out")
+
+
+def test_drafts_from_a_pretrain_feature_cache_equal_decoded_drafts(world, tmp_path):
+    """``encoding.feature_cache=`` the frame-feature cache ``medvid pretrain`` (frozen backbone) built from the
+    model's backbone: loops come from it without decoding (an empty DICOM root), the drafts match those from
+    decoded loops up to the cache's float16 rounding, and a cache of other sampling is refused by name."""
+    from medvid.pipelines import pretrain
+
+    pretrain.run(load_config(pretrain.Config, "echo_pretrain", None, [
+        f"init_from={world['model']}", f"out={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}",
+        f"echo.ingest_dir={world['ingest']}", f"echo.dicom_root={world['dicom']}", "train.max_steps=1",
+        "train.batch_size=2", "train.progress=false", "train.device=cpu"]))
+    cache = tmp_path / "cache" / "echo"
+    (tmp_path / "no_dicom").mkdir()
+    _draft(world, tmp_path / "decoded", "split=''", "encoding.precision=fp32")
+    summary = _draft({**world, "dicom": tmp_path / "no_dicom"}, tmp_path / "cached", "split=''",
+                     "encoding.precision=fp32", f"encoding.feature_cache={cache}")
+    assert summary["drafts_total"] == 8 and summary["errors_total"] == 0
+    decoded, cached = (read_jsonl(tmp_path / out / "drafts.jsonl") for out in ("decoded", "cached"))
+    assert [r["study_key"] for r in cached] == [r["study_key"] for r in decoded]
+    compared = 0
+    for a, b in zip(decoded, cached):
+        assert [(v["video_key"], v["view"], v["view_source"]) for v in a["videos"]] == \
+               [(v["video_key"], v["view"], v["view_source"]) for v in b["videos"]]
+        assert a["sections"].keys() == b["sections"].keys()
+        for name, sec in a["sections"].items():
+            other = b["sections"][name]
+            sims = {n["study_key"]: n["similarity"] for n in sec["neighbours"]}
+            for n in other["neighbours"]:  # float16 features move a similarity by ~1e-4; a study's spread is ~1e-2
+                assert n["similarity"] == pytest.approx(sims.get(n["study_key"], n["similarity"]), abs=5e-4)
+            top = sorted(sims.values(), reverse=True)
+            if len(top) < 2 or top[0] - top[1] > 2e-3:  # no near-tie for the nearest report: the same text
+                assert other["text"] == sec["text"]
+                compared += 1
+        for key, p in a["phenotypes"].items():
+            q = b["phenotypes"][key]
+            if p["kind"] == "numeric":
+                assert q["value"] == pytest.approx(p["value"], abs=0.05)
+            else:
+                assert q["score"] == pytest.approx(p["score"], abs=5e-3)
+                assert q["call"] == p["call"] or abs(p["score"] - p["threshold"]) < 5e-3
+    assert compared >= 8  # the text check was not vacuous
+    with pytest.raises(MedvidError, match=r"feature cache built with other settings \(mask, n_frames\)"):
+        _draft(world, tmp_path / "other", "split=''", "encoding.n_frames=6", "encoding.mask=box",
+               f"encoding.feature_cache={cache}")
 
 
 def test_resume_with_other_settings_is_refused(world, tmp_path):
@@ -295,7 +304,7 @@ def _worker(root: str, out: str) -> None:
     r = Path(root)
     w = {"model": r / "model", "views": r / "views", "bank": r / "bank", "dicom": r / "synth" / "dicom",
          "ingest": r / "ingest"}
-    cfg = _draft_cfg(w, Path(out), "split=''")
+    cfg = draft_cfg(w, Path(out), "split=''")
     cfg.batch_studies = 1
     job.run(cfg)
 

@@ -123,15 +123,14 @@ def test_relative_message():
     assert relative_message("/elsewhere/x.mp4: bad", root) == "/elsewhere/x.mp4: bad"
 
 
-def test_surgical_errors_name_videos_relative_to_the_data_root(tmp_path, caplog):
+def test_surgical_errors_name_videos_relative_to_the_data_root(tmp_path, caplog, tiny_model):
     """A video that cannot be read is reported without the data root's absolute path (errors.jsonl, logs)."""
     import logging
 
     from medvid.config import load_config
-    from medvid.models.factory import create_model
     from medvid.pipelines import zero_shot
 
-    model = create_model({"pretrained": False, "input_size": 32, "temporal": "mean"}).save_pretrained(tmp_path / "m")
+    model = tiny_model(input_size=32)
     data = tmp_path / "private_site_name" / "videos_root"
     data.mkdir(parents=True)
     (data / "broken.mp4").write_bytes(b"this is not a video")

@@ -16,7 +16,6 @@ from medvid.config import config_dir, load_config
 from medvid.datasets.cholec80 import Cholec80
 from medvid.errors import MedvidError
 from medvid.metrics import relaxed_phase_metrics, strict_phase_metrics, tool_average_precision
-from medvid.models.factory import create_model
 from medvid.vocab import CHOLEC80_PHASES, CHOLEC80_TOOLS
 from medvid.pipelines import synth_surgery, zero_shot
 
@@ -27,14 +26,6 @@ def surgery_root(tmp_path_factory):
     synth_surgery.run(load_config(synth_surgery.Config, "synth_surgery", overrides=[
         f"out={out}", "videos=2", "seed=3", "duration_scale=0.6", "height=128", "width=160"]))
     return out
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    """A small untrained checkpoint (random init asked for explicitly) saved the standard way."""
-    d = tmp_path_factory.mktemp("model")
-    create_model({"pretrained": False, "input_size": 64, "temporal": "mean"}).save_pretrained(d)
-    return d
 
 
 def _cfg(root, model, out, *overrides):
@@ -50,7 +41,7 @@ def _rows(path):
 @pytest.fixture(scope="session")
 def phase_run(surgery_root, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("zs_phase")
-    summary = zero_shot.run(_cfg(surgery_root, tiny_model, out, "smoothing=hmm"))
+    summary = zero_shot.run(_cfg(surgery_root, tiny_model(), out, "smoothing=hmm"))
     return out, summary
 
 
@@ -109,16 +100,16 @@ def test_phase_job_resumes_and_refuses_other_settings(phase_run, surgery_root, t
     kept_emb = out / "embeddings" / "video01.npy"
     before_kept, before_emb, before_redo = kept.read_text(), kept_emb.stat().st_mtime_ns, redo.read_text()
     redo.unlink()
-    summary = zero_shot.run(_cfg(surgery_root, tiny_model, out, "smoothing=hmm"))
+    summary = zero_shot.run(_cfg(surgery_root, tiny_model(), out, "smoothing=hmm"))
     assert summary["videos_done"] == 2
     assert kept_emb.stat().st_mtime_ns == before_emb  # not embedded again
     assert kept.read_text() == before_kept and redo.read_text() == before_redo  # adapted identically
     with pytest.raises(MedvidError, match="other settings"):
-        zero_shot.run(_cfg(surgery_root, tiny_model, out, "smoothing=hmm", "fps=0.5"))
+        zero_shot.run(_cfg(surgery_root, tiny_model(), out, "smoothing=hmm", "fps=0.5"))
 
 
 def test_tools_job_reports_ap(surgery_root, tiny_model, tmp_path):
-    summary = zero_shot.run(_cfg(surgery_root, tiny_model, tmp_path, "task=tools", "clip_frames=3"))
+    summary = zero_shot.run(_cfg(surgery_root, tiny_model(), tmp_path, "task=tools", "clip_frames=3"))
     rows = _rows(tmp_path / "predictions" / "video01.csv")
     p = np.array([[float(r[f"p_{c}"]) for c in CHOLEC80_TOOLS] for r in rows])
     assert ((p > 0) & (p < 1)).all()
@@ -140,7 +131,7 @@ def test_folder_without_annotations_predicts_and_isolates_bad_videos(surgery_roo
     folder.mkdir()
     shutil.copy(surgery_root / "videos" / "video01.mp4", folder / "caseA.mp4")
     (folder / "broken.mp4").write_bytes(b"this is not a video")
-    summary = zero_shot.run(_cfg(folder, tiny_model, tmp_path / "out"))
+    summary = zero_shot.run(_cfg(folder, tiny_model(), tmp_path / "out"))
     assert summary["videos_done"] == 1 and summary["videos_failed"] == 1
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert errors[0]["video"] == "broken"
@@ -152,7 +143,7 @@ def test_folder_without_annotations_predicts_and_isolates_bad_videos(surgery_roo
 
 def test_cli_zero_shot_phase_and_clean_errors(surgery_root, tiny_model, tmp_path):
     runner = CliRunner()
-    r = runner.invoke(app, ["zero-shot", "phase", str(surgery_root), "--model", str(tiny_model),
+    r = runner.invoke(app, ["zero-shot", "phase", str(surgery_root), "--model", str(tiny_model()),
                             "--out", str(tmp_path / "o"), "max_videos=1", "plots=false"])
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "o" / "predictions").glob("*.csv"))) == 1

@@ -1,0 +1,100 @@
+"""Shared review-app test data: a small synthetic echo export through the real ingest (its reports carrying the
+fake patients' names), a drafts fixture written to docs/drafting_contract.md, and real zero-shot outputs.
+Not a test module: test files import it by name."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+
+from medvid.config import load_config
+from echo_testdata import ingest_synth, make_synth
+
+SECTIONS = ("Left Ventricle", "Mitral Valve", "Aortic Valve")
+
+
+def write_drafts(ingest_dir: Path, out: Path, foreign_study: str = "st_00000000000000ff") -> dict:
+    """drafts.jsonl (two studies + one drafted from other data + one corrupt line), drafts/*.txt,
+    errors.jsonl (one study), per the drafting contract. Returns which study is in which state."""
+    videos = pd.read_parquet(ingest_dir / "videos.parquet")
+    keys = sorted(videos["study_key"].unique())
+    drafted, failed, undrafted = keys[:2], keys[2], keys[3:]
+    lines = []
+    for n, key in enumerate([*drafted, foreign_study]):
+        loops = videos[videos["study_key"] == key]
+        vids = ([{"video_key": v, "view": view or "A4C", "view_confidence": 0.9 - 0.1 * i, "view_source": "classifier"}
+                 for i, (v, view) in enumerate(zip(loops["video_key"], loops["view"]))]
+                or [{"video_key": "vi_00000000000000aa", "view": "A4C", "view_confidence": 0.8,
+                     "view_source": "classifier"}])
+        w = np.linspace(1, 2, len(vids))
+        sections = {}
+        for s, name in enumerate(SECTIONS):
+            ws = np.roll(w, s) / np.roll(w, s).sum()
+            sections[name] = {"text": f"{name} text of draft {n}. LVEF {35 + 20 * n}%.",
+                              "neighbours": [{"study_key": k, "similarity": 0.9 - 0.05 * j}
+                                             for j, k in enumerate(k for k in keys if k != key)][:3],
+                              "videos": [{**v, "weight": float(x)} for v, x in zip(vids, ws)]}
+        ef = 35.0 + 20 * n
+        lines.append(json.dumps({
+            "study_key": key, "status": "draft", "sections": sections,
+            "phenotypes": {"ef": {"kind": "numeric", "value": ef, "method": "knn", "k": 50, "n": 12},
+                           "reduced_ef": {"kind": "binary", "score": 0.8 if ef < 40 else 0.1, "threshold": 0.42,
+                                          "call": int(ef < 40), "method": "knn", "k": 50, "n": 12}},
+            "findings": {"ejection_fraction": {"kind": "numeric", "value": ef + 3, "method": "zero_shot"}},
+            "videos": vids,
+            "provenance": {"model": {"name": "tiny-echo", "fingerprint": "abc123def4567890"},
+                           "created": "2026-11-29T23:10:00+00:00", "medvid_version": "0.1.0"},
+            "text_path": f"drafts/{key}.txt", "sr_path": f"drafts/{key}.sr.dcm"}))
+        (out / "drafts").mkdir(parents=True, exist_ok=True)
+        (out / "drafts" / f"{key}.txt").write_text("DRAFT\n" + "\n".join(f"{k}: {v['text']}" for k, v in
+                                                                           sections.items()) + "\n")
+    lines.insert(1, '{"study_key": "st_broken", "sections": ')  # a line cut by a kill
+    (out / "drafts.jsonl").write_text("\n".join(lines) + "\n")
+    (out / "errors.jsonl").write_text(json.dumps({"study_key": failed, "reason": "no_loops_decoded",
+                                                  "detail": "0 of 4 loops"}) + "\n")
+    return {"drafted": drafted, "failed": failed, "undrafted": undrafted, "foreign": foreign_study,
+            "low_ef": drafted[0], "high_ef": drafted[1]}
+
+
+def zero_shot_outputs(surgery: Path, model: Path) -> None:
+    """Real `medvid zero-shot phase` and `tools` runs of ``model`` (a tiny untrained checkpoint) on one short video."""
+    from medvid.pipelines import synth_surgery, zero_shot
+
+    synth_surgery.run(load_config(synth_surgery.Config, "synth_surgery", overrides=[
+        f"out={surgery / 'cholec80'}", "videos=1", "seed=3", "duration_scale=0.3", "height=96", "width=128"]))
+    for task in ("phase", "tools"):
+        zero_shot.run(load_config(zero_shot.Config, "zero_shot", overrides=[
+            f"task={task}", f"data_root={surgery / 'cholec80'}", f"model={model}",
+            f"out={surgery / f'zero_shot_{task}'}", "plots=false"]))
+
+
+def build_outputs(base: Path, model: Path) -> dict:
+    """Synthetic echo export + ingest + drafts + zero-shot outputs of ``model`` under ``base``; returns paths
+    and states."""
+    synth, data = base / "synth", base / "data"
+    make_synth(synth)
+    ingest_synth(synth, data / "ingest")
+    # Report text carrying the fake patients' names: the app must never show it.
+    phi = _phi(synth / "dicom")
+    rep = pd.read_csv(data / "ingest" / "reports.csv")
+    rep["report"] = rep["report"] + " Reported for " + phi[0] + "."
+    rep.to_csv(data / "ingest" / "reports.csv", index=False)
+    states = write_drafts(data / "ingest", data / "draft_out")
+    zero_shot_outputs(data / "surgery", model)
+    return {"data": data, "dicom": synth / "dicom", "phi": phi, **states}
+
+
+def _phi(dicom_root: Path) -> list[str]:
+    """Identifying values in the synthetic DICOM tags (names, IDs, institution, physician)."""
+    values = set()
+    for path in dicom_root.rglob("*"):
+        if path.is_file() and path.name != "EXPORT_LOG.TXT":
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            for tag in ("PatientName", "PatientID", "InstitutionName", "ReferringPhysicianName"):
+                if ds.get(tag):
+                    values.add(str(ds.get(tag)))
+            values.update(str(ds.PatientName).split("^"))
+    return sorted(v for v in values if len(v) >= 4)
