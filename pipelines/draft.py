@@ -33,7 +33,7 @@ log = logging.getLogger("medvid")
 @dataclass
 class Config:
     input: str = setting("", "ingest folder (videos.parquet) or a DICOM folder (ingested into OUT/ingest)")
-    model: str = setting("", "saved video model: medvid pretrain OUT/model (+ view_attention.safetensors) or "
+    model: str = setting("", "saved video model: medvid pretrain OUT/model (+ its view_attention/ table) or "
                              "medvid import echoprime")
     views: str = setting("", "saved view classifier (medvid train-views OUT/model, medvid import echoprime-view); "
                              "\"\" = views.csv only, else uniform")

@@ -2,7 +2,6 @@
 settings the draft tests (and the app's real-draft test) run with. Not a test module: test files import it by name."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from medvid.config import load_config
@@ -12,19 +11,14 @@ TINY_VIDEO_TEXT = {"pretrained": False, "input_size": 64, "num_frames": 4, "temp
 
 def tiny_models(root: Path) -> tuple[Path, Path]:
     """A tiny video-text model with a learned-looking attention table, and a view classifier sharing its backbone."""
-    from safetensors.torch import save_file
-
-    from medvid.models.aggregate import ViewInformedAttention
+    from medvid.models.aggregate import ViewInformedAttention, view_attention_dir
     from medvid.models.factory import create_model, create_view_classifier
-    from medvid.utils import atomic_write_text, seed_everything
+    from medvid.utils import seed_everything
 
     seed_everything(0)
     model = create_model(TINY_VIDEO_TEXT).eval()
     model_dir = model.save_pretrained(root / "model")
-    att = ViewInformedAttention.from_prior_file()
-    save_file({"log_table": att.log_table.detach().contiguous()}, str(model_dir / "view_attention.safetensors"))
-    atomic_write_text(model_dir / "view_attention.json",
-                      json.dumps({"sections": att.section_names, "views": att.view_names}))
+    ViewInformedAttention.from_prior_file().save_pretrained(view_attention_dir(model_dir))
     clf = create_view_classifier({"pretrained": False, "input_size": 64}).eval()
     clf.backbone.load_state_dict(model.video.backbone.state_dict())
     return model_dir, clf.save_pretrained(root / "views")
