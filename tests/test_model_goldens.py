@@ -49,6 +49,7 @@ def _kind_model(kind: str) -> tuple[nn.Module, Callable[[nn.Module], dict]]:
     seeded ``_scaled_init`` weights (their default init is slow and not theirs to define: weights come from a
     publisher's file)."""
     from medvid.models import importers as imp
+    from medvid.models.aggregate import ViewInformedAttention
 
     builders = {  # kind: (factory, forward, build on the meta device: big nets whose default init is slow)
         "echoprime_video": (imp.EchoPrimeVideoEncoder, lambda m: {"embedding": m(_input(1, 3, 16, 224, 224))}, True),
@@ -56,6 +57,8 @@ def _kind_model(kind: str) -> tuple[nn.Module, Callable[[nn.Module], dict]]:
         "echonet_dynamic": (imp.EchoNetDynamic, lambda m: {"ef": m(_input(2, 3, 8, 32, 32))}, False),
         "panecho": (lambda: imp.PanEcho({"EF": 1, "LVSystolicFunction": 3, "pericardial-effusion": 1}),
                     lambda m: m(_input(2, 3, 16, 32, 32)), True),
+        "view_attention": (ViewInformedAttention, lambda m: dict(zip(("study", "weights"), m(
+            _input(2, 3, 8), _input(2, 3, len(m.view_names), seed=1).softmax(-1)))), False),
         "surgvlp": (_surgvlp, lambda m: {"video": m.encode_video(_input(2, 3, 2, 64, 64), normalize=False),
                                          "text": m.encode_text(**m.tokenize(TEXTS), normalize=False)}, False),
     }
