@@ -117,7 +117,9 @@ def test_every_job_lists_its_settings_in_help():
     unmarked = [" ".join(p) for p, cmd in leaves.items() if not hasattr(cmd.callback, "medvid_job")]
     assert not unmarked, f"commands without @_job: {unmarked}"
     help_text = runner.invoke(app, ["zero-shot", "phase", "--help"], terminal_width=200).output
-    assert "smoothing=" in help_text and "(str)" in help_text
+    assert "smoothing=hmm (str) none | moving_average | median | hmm" in " ".join(help_text.split())
+    draft = " ".join(runner.invoke(app, ["draft", "--help"], terminal_width=200).output.split())
+    assert "drafting.knn_k=50 (int)" in draft and "encoding.loop_batch=16 (int)" in draft  # library settings, nested
     # Meanings come from the dataclass fields' setting(default, help) metadata, nested settings included.
     demo = " ".join(runner.invoke(app, ["demo", "--help"], terminal_width=200).output.split())
     assert "sizes.echo_steps=300 (int) optimizer steps of echo video-report pretraining" in demo
