@@ -2,7 +2,7 @@
 features of an ingest folder — linear probe with label fractions and k-shot, training mean or chance,
 zero-shot EF from the findings head, optionally a fine-tuned temporal module.
 
-Clips of ``clip_frames`` frames at ``period``, every ``clip_step``-th start position; a study's prediction is
+Clips of ``clip_frames`` frames at ``frame_stride``, every ``clip_step``-th start position; a study's prediction is
 the mean over all clips of all its loops (beat-to-beat averaging).
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class EchoProbe:
     features: str = setting("embedding", "embedding (model's temporal module + projection) | backbone_stats "
                                          "(mean ‖ sd)")
     clip_frames: int = setting(32, "clip length (EchoNet-Dynamic: 32)")
-    period: int = setting(2, "every period-th native frame (EchoNet-Dynamic: 2)")
+    frame_stride: int = setting(2, "every frame_stride-th native frame (EchoNet-Dynamic: 2)")
     clip_step: int = setting(1, "clip start every clip_step sampled frames (1 = all clips)")
     max_frames: int = setting(128, "sampled frames cached per loop")
     phenotypes: list[str] = setting(factory=list, help="echo-phenotypes: 0/1 label columns; [] = every 0/1 column "
@@ -58,8 +58,8 @@ def check_echo(e: Any) -> None:
     """Refuse unusable echo settings before any work."""
     if e.features not in FEATURES:
         raise MedvidError(f"features must be one of {FEATURES}, got {e.features!r}")
-    if min(e.clip_frames, e.period, e.clip_step, e.max_frames) < 1:
-        raise MedvidError("echo.clip_frames, echo.period, echo.clip_step and echo.max_frames must be >= 1")
+    if min(e.clip_frames, e.frame_stride, e.clip_step, e.max_frames) < 1:
+        raise MedvidError("echo.clip_frames, echo.frame_stride, echo.clip_step and echo.max_frames must be >= 1")
 
 
 def echo_targets(task: str, e: Any, ingest_dir: Path) -> pd.DataFrame:
@@ -110,7 +110,7 @@ def probe_echo(task: str, model: Any, ingest_dir: Path, video_root: Path, p: Any
         train, val = train[part[0]], train[part[1]]
     log.info("probe %s: %d loops of %d studies (train %d, val %d, test %d)", task, len(videos), len(studies),
              len(train), len(val), len(test))
-    cache = echo_frame_cache(model, ingest_dir, video_root, videos, cache_dir / "echo_frames", e.period,
+    cache = echo_frame_cache(model, ingest_dir, video_root, videos, cache_dir / "echo_frames", e.frame_stride,
                              e.max_frames, p.batch_size, device, p.progress)
     feats, emb, owner, loops = [], [], [], []
     for key, study in zip(videos["video_key"], videos["study_key"]):
@@ -189,7 +189,7 @@ def probe_echo(task: str, model: Any, ingest_dir: Path, video_root: Path, p: Any
                "k_shot": shots, "targets": targets, "studies": {"train": int(len(train)), "val": int(len(val)),
                                                                 "test": int(len(test))},
                "loops": int(len(videos)), "clips": int(len(x)), "protocol": (
-                   f"clips of {e.clip_frames} frames at period {e.period}, starts every {e.clip_step} sampled "
+                   f"clips of {e.clip_frames} frames at stride {e.frame_stride}, starts every {e.clip_step} sampled "
                    f"frame(s); per-study prediction = mean over all clips of all loops; features: {e.features}; "
                    "regularisation chosen on validation studies")}
     return ProbeResult(metrics, {"predictions.csv": predictions},

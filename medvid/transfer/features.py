@@ -1,8 +1,8 @@
 """Frozen features for transfer, computed once per model and data set.
 
-* Echo: the backbone features of every ``period``-th frame of each loop are cached once
+* Echo: the backbone features of every ``frame_stride``-th frame of each loop are cached once
   (``medvid.training.feature_cache.cache_clips``: memory-mapped ``[videos, T, F]``); clips are then
-  windows of ``clip_frames`` consecutive cached features (EchoNet-Dynamic: 32 frames at period 2,
+  windows of ``clip_frames`` consecutive cached features (EchoNet-Dynamic: 32 frames at stride 2,
   every start position), embedded by the model's temporal module and projection
   (``encode_video_from_features``) or summarised as backbone mean ‖ std (``backbone_stats``).
 * Surgery: backbone features every ``1/fps`` s of each video (``medvid.zeroshot.embed.frame_features``)
@@ -36,13 +36,13 @@ FEATURES = ("embedding", "backbone_stats")
 
 
 class EchoLoopFrames(Dataset):
-    """Every ``period``-th frame of each loop (up to ``max_frames`` of them), sector-masked and
+    """Every ``frame_stride``-th frame of each loop (up to ``max_frames`` of them), sector-masked and
     preprocessed: items ``{"video": (3, t, H, W)}``, in the order of ``videos`` rows."""
 
     def __init__(self, ingest_dir: str | os.PathLike, video_root: str | os.PathLike, videos: pd.DataFrame,
-                 period: int, max_frames: int, preprocess: ClipPreprocess):
+                 frame_stride: int, max_frames: int, preprocess: ClipPreprocess):
         self.root, self.videos = Path(video_root), videos.reset_index(drop=True)
-        self.period, self.max_frames, self.preprocess = period, max_frames, preprocess
+        self.frame_stride, self.max_frames, self.preprocess = frame_stride, max_frames, preprocess
         self.paths = (dict(zip(videos["video_key"], videos["path"])) if "path" in videos
                       else IngestFolder(ingest_dir).video_paths())
 
@@ -52,20 +52,21 @@ class EchoLoopFrames(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.videos.iloc[i]
         loop = open_loop(resolve_under(self.root, self.paths[row["video_key"]]))
-        idx = np.arange(0, loop.n_frames, self.period)[:self.max_frames]
+        idx = np.arange(0, loop.n_frames, self.frame_stride)[:self.max_frames]
         box = row.get("sector_box")
         return {"video": load_clip(loop, idx, "box", None if box is None else list(box), self.preprocess)}
 
 
 def echo_frame_cache(model: Any, ingest_dir: str | os.PathLike, video_root: str | os.PathLike, videos: pd.DataFrame,
-                     cache_dir: str | os.PathLike, period: int = 2, max_frames: int = 128, batch_size: int = 4,
+                     cache_dir: str | os.PathLike, frame_stride: int = 2, max_frames: int = 128, batch_size: int = 4,
                      device: str = "cpu", progress: bool = True) -> FeatureCache:
-    """Backbone features of every ``period``-th frame of each loop, cached under ``cache_dir`` (reused when the
+    """Backbone features of every ``frame_stride``-th frame of each loop, cached under ``cache_dir`` (reused when the
     backbone, preprocessing, sampling and loops are unchanged)."""
     preprocess = model.preprocess()
-    n = int(min(max_frames, np.ceil(videos["frames"].max() / period)))
-    data = EchoLoopFrames(ingest_dir, video_root, videos, period, n, preprocess)
-    fingerprint = {"kind": "echo-loop-frames", "period": period, "preprocess": repr(preprocess)}
+    n = int(min(max_frames, np.ceil(videos["frames"].max() / frame_stride)))
+    data = EchoLoopFrames(ingest_dir, video_root, videos, frame_stride, n, preprocess)
+    # "period" is the key existing caches were fingerprinted with
+    fingerprint = {"kind": "echo-loop-frames", "period": frame_stride, "preprocess": repr(preprocess)}
     return cache_clips(model.video.backbone, model.video.feature_dim, data, list(videos["video_key"]), cache_dir,
                        fingerprint, n_frames=n, batch_size=batch_size, device=device, progress=progress)
 
