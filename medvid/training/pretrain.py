@@ -17,13 +17,12 @@ from torch.utils.data import DataLoader, Dataset
 from medvid.config import save_config, setting
 from medvid.errors import MedvidError
 from medvid.metrics import chance_recall
-from medvid.training.data import group_splits
+from medvid.training.data import SPLITS, group_splits
 from medvid.training.evaluate import retrieval_metrics
 from medvid.training.feature_cache import FeatureCache, TextFeatureCache, cache_clips
 from medvid.training.trainer import TrainConfig
 from medvid.transforms.contract import PretrainedCfg, Sampling
 
-SPLITS = ("train", "val", "test")
 NEW_MODEL_SAMPLING = PretrainedCfg(motion="std")  # a new echo model: EchoPrime's sampling plus a motion image
 
 

@@ -14,13 +14,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from medvid.config import setting
 from medvid.errors import MedvidError
-from medvid.training.data import group_splits
+from medvid.training.data import SPLITS, group_splits
 from medvid.training.feature_cache import cache_clips
 from medvid.training.trainer import TrainConfig
 from medvid.transforms.contract import PretrainedCfg, Sampling
 from medvid.utils import atomic_path
 
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
