@@ -196,19 +196,19 @@ def test_saved_input_contract_is_what_training_used(tmp_path, tiny_model):
     from types import SimpleNamespace
 
     from medvid.config import load_config
-    from medvid.pipelines import pretrain
+    from medvid.training.pretrain import PretrainSettings, save_model
 
     model = load_pretrained(tiny_model())
     assert model.pretrained_cfg.num_frames == 16
-    cfg = load_config(pretrain.Config, None, overrides=["echo.n_frames=8", "echo.frame_stride=2", "echo.mask=box",
+    cfg = load_config(PretrainSettings, None, overrides=["echo.n_frames=8", "echo.frame_stride=2", "echo.mask=box",
                                                         f"out={tmp_path}"])
-    pretrain._save(cfg, SimpleNamespace(model=model), tmp_path)
+    save_model(cfg, SimpleNamespace(model=model), tmp_path)
     saved = read_config(tmp_path / "model")["pretrained_cfg"]
     assert (saved["num_frames"], saved["frame_stride"], saved["fps"], saved["mask"]) == (8, 2, None, "box")
     assert saved["input_size"] == 64 and saved["channel_order"] == "RGB" and "mean" in saved and "crop" in saved
-    cfg = load_config(pretrain.Config, None, overrides=["task=surgical", "lectures.n_frames=4",
+    cfg = load_config(PretrainSettings, None, overrides=["task=surgical", "lectures.n_frames=4",
                                                         "lectures.sample_fps=2.0", f"out={tmp_path}"])
-    pretrain._save(cfg, SimpleNamespace(model=model), tmp_path)
+    save_model(cfg, SimpleNamespace(model=model), tmp_path)
     saved = read_config(tmp_path / "model")["pretrained_cfg"]
     assert (saved["num_frames"], saved["fps"], saved["frame_stride"]) == (4, 2.0, None)
 
@@ -218,8 +218,7 @@ def test_pretrain_continuing_a_saved_model_feeds_its_recorded_frames(tmp_path):
     are cached as 8 frames with that sampling (the job sets none), and the settings record what was used."""
     from medvid.config import load_config
     from medvid.models.checkpoint import record_training_input
-    from medvid.pipelines import pretrain
-    from medvid.training.distributed import DistInfo
+    from medvid.training.pretrain import PretrainSettings, build_model, echo_task
 
     from echo_testdata import ingest_synth
     from medvid.synth.echo import synthesize
@@ -230,10 +229,10 @@ def test_pretrain_continuing_a_saved_model_feeds_its_recorded_frames(tmp_path):
     model = create_model({"temporal": "mean", "input_size": 48}, pretrained=False)
     record_training_input(model, Sampling(8, None, 3, "box"))
     saved = model.save_pretrained(tmp_path / "first")
-    cfg = load_config(pretrain.Config, None, overrides=[
+    cfg = load_config(PretrainSettings, None, overrides=[
         f"init_from={saved}", f"out={tmp_path / 'run'}", f"echo.ingest_dir={tmp_path / 'ingest'}",
         f"echo.dicom_root={tmp_path / 'synth' / 'dicom'}", "train.progress=false"])
-    pretrain._echo(cfg, DistInfo(), pretrain.build_model(cfg))
+    echo_task(cfg, torch.device("cpu"), build_model(cfg))
     meta = json.loads((tmp_path / "run" / "cache" / "echo" / "meta.json").read_text())
     assert meta["t"] == 8 and meta["fingerprint"]["frame_stride"] == 3 and meta["fingerprint"]["mask"] == "box"
     assert (cfg.echo.n_frames, cfg.echo.frame_stride, cfg.echo.mask) == (8, 3, "box")

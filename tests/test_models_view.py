@@ -81,6 +81,7 @@ def test_train_views_continuing_a_saved_classifier_feeds_its_recorded_contract(t
     from medvid.models.checkpoint import record_training_input
     from medvid.transforms.contract import Sampling
     from medvid.pipelines import train_views as job
+    from medvid.training.views import sampling
 
     from echo_testdata import ingest_synth
     from medvid.synth.echo import synthesize
@@ -106,7 +107,7 @@ def test_train_views_continuing_a_saved_classifier_feeds_its_recorded_contract(t
     assert (c.num_frames, c.frame_stride, c.mask, c.input_size) == (8, 2, "box", 48)
     card = (tmp_path / "run" / "model" / "README.md").read_text()  # a card travels: no data or output folder in it
     assert "Command:" in card and str(tmp_path) not in card and str(tmp_path.resolve()) not in card
-    s = job.sampling(cfg("n_frames=3", "target_fps=10"), back)
+    s = sampling(cfg("n_frames=3", "target_fps=10"), back)
     assert (s.num_frames, s.fps, s.frame_stride, s.mask) == (3, 10.0, None, "box")
     fresh = job.sampling(load_config(job.Config, "view_classifier", None, []), back)
     assert (fresh.num_frames, fresh.frame_stride, fresh.mask) == (4, 4, "fan")  # a new classifier's defaults

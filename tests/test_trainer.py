@@ -256,16 +256,16 @@ def test_num_threads_holds_for_the_loop_only(tmp_path):
 def test_pretrain_trains_cached_features_on_one_cpu_thread():
     from medvid.config import load_config
     from medvid.pipelines import pretrain
-    from medvid.training.distributed import DistInfo
+    from medvid.training.pretrain import loop_config
 
-    cpu, gpu = DistInfo(), DistInfo(device=torch.device("cuda", 0))
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     cfg = load_config(pretrain.Config, "surgical_pretrain")
-    assert pretrain._loop_config(cfg, cpu).num_threads == 1
-    assert pretrain._loop_config(cfg, gpu).num_threads == 0
-    assert pretrain._loop_config(load_config(pretrain.Config, "surgical_pretrain", overrides=["train.num_threads=2"]),
-                                 cpu).num_threads == 2
-    assert pretrain._loop_config(load_config(pretrain.Config, "surgical_pretrain",
-                                             overrides=["frozen_backbone=false"]), cpu).num_threads == 0
+    assert loop_config(cfg, cpu).num_threads == 1
+    assert loop_config(cfg, gpu).num_threads == 0
+    assert loop_config(load_config(pretrain.Config, "surgical_pretrain", overrides=["train.num_threads=2"]),
+                       cpu).num_threads == 2
+    assert loop_config(load_config(pretrain.Config, "surgical_pretrain",
+                                   overrides=["frozen_backbone=false"]), cpu).num_threads == 0
     assert cfg.train.num_threads == 0  # the recorded settings keep what the user wrote
 
 
