@@ -5,7 +5,9 @@ The recogniser (``medvid.zeroshot.recognise``, the settings it defines come firs
 video: embeddings every ``1/fps`` s → prompt scores, calibrated → ``OUT/predictions/<video>.csv`` (atomic;
 videos already there are skipped, so a killed run resumes). Phases are then self-trained over all the run's
 videos from the prompt-only scores kept in the CSVs. Then ``OUT/metrics.json`` (strict and relaxed,
-labelled), ``OUT/plots/*.png`` and ``OUT/report.md`` from the CSVs of the selected videos.
+labelled), ``OUT/plots/*.png`` and ``OUT/report.md`` from the CSVs of the selected videos. The output
+folder and its formats are ``medvid.zeroshot.outputs`` (``ResultsFolder``), the metrics, plots and report
+text ``medvid.zeroshot.results``; this job reads the config, checks it and wires them.
 """
 from __future__ import annotations
 
