@@ -34,6 +34,7 @@ from medvid.zeroshot.results import evaluate_phases, evaluate_tools, headline, m
 
 log = logging.getLogger("medvid")
 
+
 @dataclass
 class Config(Recognition):
     """The job's settings; the recogniser's (``Recognition``: clip, scales, calibration, expansion, adaptation,
