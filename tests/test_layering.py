@@ -219,6 +219,16 @@ def test_the_checks_can_fail(tmp_path, monkeypatch):
         modules.cache_clear()
 
 
+def test_every_library_package_is_installed():
+    """A package folder missing from pyproject's package list works in the source tree but not in a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(("medvid", *p.parent.relative_to(ROOT / "medvid").parts))
+             for p in (ROOT / "medvid").rglob("__init__.py")}
+    assert found - listed == set()
+
+
 if __name__ == "__main__":
     for title, found in (("upward imports", upward_imports()), ("import cycles", import_cycles()),
                          ("cross-job imports", cross_job_imports()), ("test hygiene", hygiene_violations())):
