@@ -289,3 +289,24 @@ def test_scan_cache_reuses_only_unchanged_files_of_the_same_settings(tmp_path):
         assert cache.hits == {}
     assert cache_path.read_text() == ""
     assert ScanCache.fingerprint("salt", 1) == ScanCache.fingerprint("salt", 1) != ScanCache.fingerprint("salt", 2)
+
+
+def test_a_tampered_manifest_cannot_make_ingest_delete_files_outside_its_tables(tmp_path):
+    """An ``ingest_manifest.json`` naming ``../victim`` (with the victim's true digest) removes nothing: only the
+    companion tables ingest writes are ever retired."""
+    import hashlib
+    import json
+
+    from medvid.io.ingest_folder import MANIFEST, REPORTS, IngestFolder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a user's file")
+    digest = hashlib.sha256(victim.read_bytes()).hexdigest()
+    (out / REPORTS).write_text("study_key,report\n")
+    own = hashlib.sha256((out / REPORTS).read_bytes()).hexdigest()
+    (out / MANIFEST).write_text(json.dumps({"tables": {"../victim.txt": digest, str(victim): digest, REPORTS: own}}))
+    IngestFolder(out).retire_stale_tables([])
+    assert victim.read_text() == "a user's file"
+    assert not (out / REPORTS).exists()  # its own stale table still goes

@@ -30,6 +30,7 @@ KEYS_ENV = "MEDVID_KEYS_DIR"  # a key folder kept outside OUT, for readers that 
 VIDEOS, ERRORS, MANIFEST = "videos.parquet", "errors.jsonl", "ingest_manifest.json"
 REPORTS, LABELS, VIEWS, MEASUREMENTS = "reports.csv", "labels.csv", "views.csv", "measurements.csv"
 PATHS, SALT, SCAN_CACHE, KEY_README = "paths.jsonl", "salt.txt", "scan_cache.jsonl", "README.txt"
+TABLES = (REPORTS, LABELS, VIEWS, MEASUREMENTS)  # the companion tables: the only names write_table and the manifest use
 
 # videos.parquet: these columns first, the rest sorted by name.
 FIRST_COLUMNS = ["study_key", "video_key", "instance_key", "series_key", "patient_key", "file_key", "view", "split",
@@ -158,6 +159,8 @@ class IngestFolder:
 
     def write_table(self, name: str, df: pd.DataFrame) -> None:
         """A companion table (``reports.csv`` …) in ``root``, atomically."""
+        if name not in TABLES:
+            raise ValueError(f"not an ingest table: {name!r}")
         with atomic_path(self.root / name) as tmp:
             df.to_csv(tmp, index=False)
 
@@ -171,6 +174,9 @@ class IngestFolder:
         except (json.JSONDecodeError, UnicodeDecodeError):
             old = {}
         for name, digest in old.items():
+            if name not in TABLES:  # a manifest naming anything else (``../x``, an absolute path) was not written by us
+                log.warning("ingest: %s names %r, not an ingest table; ignored", MANIFEST, name)
+                continue
             path = self.root / name
             if name in written or not path.is_file():
                 continue
