@@ -55,7 +55,7 @@ def pydicom_ingest(tmp_path_factory):
     for i, f in enumerate(files):
         (root / f"{i:03d}_{Path(f).name}").symlink_to(f)
     out = tmp_path_factory.mktemp("pydicom_ingest")
-    summary = ingest(root, out, "salt=test-salt", "keep_paths=true")
+    summary = ingest(root, out, "salt=test-salt", "keep_paths=true", "follow_symlinks=true")
     return files, root, out, summary
 
 
