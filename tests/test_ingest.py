@@ -342,3 +342,20 @@ def test_a_tampered_manifest_cannot_make_ingest_delete_files_outside_its_tables(
     IngestFolder(out).retire_stale_tables([])
     assert victim.read_text() == "a user's file"
     assert not (out / REPORTS).exists()  # its own stale table still goes
+
+
+def test_missing_companion_files_are_all_named_with_their_settings_before_the_scan(synth, tmp_path, monkeypatch):
+    """Every missing CSV is named with its setting and where a relative path was looked for, before any DICOM file
+    is read (no output, no key folder yet)."""
+    from medvid.errors import MedvidError
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(MedvidError) as err:
+        ingest(synth / "dicom", out, "reports=nowhere/reports.csv", f"labels={tmp_path / 'labels.csv'}",
+               f"views={synth / 'views.csv'}")
+    message = str(err.value)
+    assert f"reports=nowhere/reports.csv (looked for {tmp_path / 'nowhere' / 'reports.csv'})" in message
+    assert f"labels={tmp_path / 'labels.csv'}" in message and "views=" not in message
+    assert f"resolve against the working folder ({tmp_path})" in message
+    assert not out.exists()
