@@ -136,20 +136,49 @@ def test_rerun_without_companion_csvs_retires_only_its_own_stale_tables(synth, t
     assert "vi_mine" in (out / "views.csv").read_text()  # changed since we wrote it: not provably ours, kept
 
 
+def _killed_after(cache: Path, done: int, mid_line: str) -> None:
+    """The cache as a run killed after ``done`` finished files leaves it, then ``mid_line`` (a partial line or the
+    next file's in-progress mark)."""
+    lines = cache.read_text().splitlines(keepends=True)
+    results = [i for i, line in enumerate(lines) if '"in_progress"' not in line]
+    cache.write_text("".join(lines[: results[done - 1] + 1]) + mid_line)
+
+
 def test_resume_after_a_killed_run(synth, tmp_path):
     out = tmp_path / "out"
     full = ingest_synth(synth, out, "salt=s")
     expected = pd.read_parquet(out / "videos.parquet")
     cache = out / KEY_DIR / "scan_cache.jsonl"
-    lines = cache.read_text().splitlines(keepends=True)
-    cache.write_text("".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:40])  # killed mid-line
+    _killed_after(cache, full["files"] // 2, '{"rel": "a/b", "sta')  # killed mid-line
     (out / "videos.parquet").unlink()
     again = ingest_synth(synth, out, "salt=s")
-    assert again["reused_from_cache"] == len(lines) // 2
+    assert again["reused_from_cache"] == full["files"] // 2
     pd.testing.assert_frame_equal(pd.read_parquet(out / "videos.parquet"), expected)
     assert again["videos"] == full["videos"]
     changed = ingest_synth(synth, out, "salt=t")  # another salt: cached results are not reused
     assert changed["reused_from_cache"] == 0
+
+
+def test_a_file_a_killed_run_stopped_in_is_not_read_again(synth, tmp_path):
+    """A kill (or the out-of-memory killer) while a file is read must not make every rerun read it again: it becomes
+    an ``interrupted`` error, whatever the settings, until ``retry_interrupted=true``."""
+    out = tmp_path / "out"
+    full = ingest_synth(synth, out, "salt=s")
+    cache = out / KEY_DIR / "scan_cache.jsonl"
+    lines = cache.read_text().splitlines(keepends=True)
+    victim = json.loads(lines[-2])  # the last file's in-progress mark: the run died while reading it
+    assert victim["in_progress"]
+    cache.write_text("".join(lines[:-1]))
+    for settings in (("salt=s",), ("salt=s", "min_frames=3")):
+        again = ingest_synth(synth, out, *settings)
+        errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+        stopped = [e for e in errors if e["reason"] == "interrupted"]
+        assert len(stopped) == 1 and "retry_interrupted=true" in stopped[0]["detail"]
+        assert stopped[0]["file_key"] == pseudonym(victim["rel"], "s", prefix="f_")
+        assert again["files"] == full["files"]
+    retried = ingest_synth(synth, out, "salt=s", "retry_interrupted=true")
+    assert "interrupted" not in retried["errors_by_reason"] and retried["videos"] == full["videos"]
+    assert "interrupted" not in ingest_synth(synth, out, "salt=s")["errors_by_reason"]  # read: the mark is gone
 
 
 def test_keep_paths_writes_relative_paths(synth, tmp_path):
@@ -273,18 +302,21 @@ def test_scan_cache_reuses_only_unchanged_files_of_the_same_settings(tmp_path):
 
     src, cache_path = tmp_path / "a.dcm", tmp_path / "scan_cache.jsonl"
     src.write_bytes(b"x")
+
+    def result(cache: ScanCache, value: object = None) -> object:
+        return cache.result("a.dcm", src, lambda: value, lambda: "interrupted")
+
     with ScanCache(cache_path, "s1") as cache:
-        assert cache.get("a.dcm", src) is None
-        cache.put("a.dcm", src, {"video": 1})
+        assert result(cache, {"video": 1}) == {"video": 1} and cache.reused == 0
     with open(cache_path, "a") as f:
         f.write('{"rel": "b.dcm", "sta')  # a line cut by a kill
     with ScanCache(cache_path, "s1") as cache:
-        assert cache.get("a.dcm", src) == {"video": 1} and cache.reused == 1
+        assert result(cache) == {"video": 1} and cache.reused == 1
     with ScanCache(cache_path, "s2") as cache:  # other settings: nothing reused
-        assert cache.get("a.dcm", src) is None
+        assert result(cache, "again") == "again" and cache.reused == 0
     src.write_bytes(b"xy")  # changed since: not reused
     with ScanCache(cache_path, "s1") as cache:
-        assert cache.get("a.dcm", src) is None
+        assert result(cache, "changed") == "changed"
     with ScanCache(cache_path, "s1", resume=False) as cache:  # resume=false starts the cache afresh
         assert cache.hits == {}
     assert cache_path.read_text() == ""
@@ -310,3 +342,20 @@ def test_a_tampered_manifest_cannot_make_ingest_delete_files_outside_its_tables(
     IngestFolder(out).retire_stale_tables([])
     assert victim.read_text() == "a user's file"
     assert not (out / REPORTS).exists()  # its own stale table still goes
+
+
+def test_missing_companion_files_are_all_named_with_their_settings_before_the_scan(synth, tmp_path, monkeypatch):
+    """Every missing CSV is named with its setting and where a relative path was looked for, before any DICOM file
+    is read (no output, no key folder yet)."""
+    from medvid.errors import MedvidError
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(MedvidError) as err:
+        ingest(synth / "dicom", out, "reports=nowhere/reports.csv", f"labels={tmp_path / 'labels.csv'}",
+               f"views={synth / 'views.csv'}")
+    message = str(err.value)
+    assert f"reports=nowhere/reports.csv (looked for {tmp_path / 'nowhere' / 'reports.csv'})" in message
+    assert f"labels={tmp_path / 'labels.csv'}" in message and "views=" not in message
+    assert f"resolve against the working folder ({tmp_path})" in message
+    assert not out.exists()

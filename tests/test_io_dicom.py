@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def pydicom_ingest(tmp_path_factory):
     for i, f in enumerate(files):
         (root / f"{i:03d}_{Path(f).name}").symlink_to(f)
     out = tmp_path_factory.mktemp("pydicom_ingest")
-    summary = ingest(root, out, "salt=test-salt", "keep_paths=true")
+    summary = ingest(root, out, "salt=test-salt", "keep_paths=true", "follow_symlinks=true")
     return files, root, out, summary
 
 
@@ -283,3 +284,114 @@ def test_error_details_keep_dicom_words_and_drop_values_and_paths():
                  "/exports/P1234567/US001")
     assert "'DICM' prefix" in text and "'PatientName'" in text
     assert "DOE" not in text and "P1234567" not in text and "US001" not in text
+
+
+# ------------------------------------------------------------------------------------------ hostile headers
+def _hostile(tmp_path: Path, name: str, source: str = "OBXXXX1A_2frame.dcm", **tags) -> Path:
+    """A pydicom test loop (600×800 grey, 2 frames) with header values changed: a small file that lies."""
+    ds = dcmread(_testfile(source))
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    ds.save_as(tmp_path / name)
+    return tmp_path / name
+
+
+def test_a_header_declaring_billions_of_frames_is_refused_before_allocating(tmp_path):
+    """NumberOfFrames = 2³¹−1 in a small file: refused as too_large before frame times are sized by it (on main it
+    allocates ~17 GB; here the address space is capped at 1.5 GiB in a child process, so main fails cleanly)."""
+    import subprocess
+    import sys
+
+    path = _hostile(tmp_path, "frames.dcm", NumberOfFrames=2**31 - 1, FrameTime="33.3")
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))\n"
+            "from medvid.io.dicom import DicomFileError, inspect_file\n"
+            "try:\n    inspect_file(sys.argv[1])\nexcept DicomFileError as e:\n    print(e.reason, '|', e.detail)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-500:]
+    assert run.stdout.startswith("too_large | header declares 2147483647 frame(s) of 600×800×1"), run.stdout
+
+
+def test_declared_size_is_bounded_by_a_setting(tmp_path):
+    path = _hostile(tmp_path, "big.dcm", NumberOfFrames=2)  # 2 × 600 × 800 = 0.9 MiB declared
+    with pytest.raises(DicomFileError, match="too_large: header declares 2 frame"):
+        inspect_file(path, max_bytes=1 << 19)
+    assert inspect_file(path, max_bytes=1 << 20).n_frames == 2
+
+
+def test_a_deflate_bomb_is_inflated_only_up_to_the_bound(tmp_path):
+    """A deflated file of ~0.3 MB that inflates to 96 MB: the bounded streaming inflater stops at the bound (only
+    a few MB are ever allocated) and the file is too_large; under the bound it decodes as before."""
+    import tracemalloc
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+    ds = dcmread(_testfile("OBXXXX1A_2frame.dcm"))
+    ds.NumberOfFrames, ds.PixelData = 200, bytes(200 * 600 * 800)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    path = tmp_path / "bomb.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert path.stat().st_size < 1_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DicomFileError, match="too_large: deflated dataset inflates to more than 4 MiB"):
+            inspect_file(path, max_bytes=4 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+    small, plain = tmp_path / "small.dcm", tmp_path / "plain.dcm"
+    ds.NumberOfFrames, ds.PixelData = 3, bytes(range(256)) * (3 * 600 * 800 // 256)
+    ds.save_as(small, enforce_file_format=True)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(plain, enforce_file_format=True)
+    cine = inspect_file(small, max_bytes=4 << 20)
+    assert cine.transfer_syntax == DeflatedExplicitVRLittleEndian and cine.n_frames == 3
+    assert np.array_equal(cine.frames([1, 2]), DicomCine(plain).frames([1, 2]))
+
+
+def test_frames_the_pixel_data_cannot_hold_are_refused_before_decoding(tmp_path, monkeypatch):
+    """An RLE header claiming 4096×4096 (16384² in the red-team file) over a few KB of data, and native Pixel Data
+    shorter than its frames: truncated, found from sizes alone (no frame is decoded)."""
+    monkeypatch.setattr(DicomCine, "frames", lambda *a, **k: pytest.fail("decoded a frame"))
+    rle = _hostile(tmp_path, "rle.dcm", "OBXXXX1A_rle_2frame.dcm", Rows=4096, Columns=4096)
+    with pytest.raises(DicomFileError, match="truncated: .* bytes of encapsulated pixel data cannot hold 2 frame"):
+        inspect_file(rle)
+    native = _hostile(tmp_path, "native.dcm", NumberOfFrames=3)  # 2 frames of data, 3 declared
+    with pytest.raises(DicomFileError, match="truncated: Pixel Data holds 960000 bytes; 3 frame"):
+        inspect_file(native)
+
+
+def test_hostile_files_are_errors_and_the_batch_goes_on(tmp_path):
+    """Through ingest: each hostile file is an error row with its reason (max_pixel_mb bounds sizes), the good
+    loop next to them is ingested."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(_testfile("OBXXXX1A_2frame.dcm"), root / "good.dcm")
+    _hostile(root, "frames.dcm", NumberOfFrames=2**31 - 1, SOPInstanceUID="1.2.3.4")
+    _hostile(root, "big.dcm", "OBXXXX1A_rle_2frame.dcm", NumberOfFrames=5, SOPInstanceUID="1.2.3.5")
+    summary = ingest(root, tmp_path / "out", "max_pixel_mb=2", "keep_paths=true")
+    errors = {e["path"]: e for e in map(json.loads, (tmp_path / "out" / "errors.jsonl").read_text().splitlines())}
+    assert summary["videos"] == 1 and {p: e["reason"] for p, e in errors.items()} == {
+        "frames.dcm": "too_large", "big.dcm": "too_large"}
+    assert "more than 2 MiB" in errors["big.dcm"]["detail"]
+
+
+def test_links_out_of_the_dicom_root_are_refused_unless_followed(tmp_path):
+    """A file or folder link under the DICOM root that leads outside it is an outside_root error (nothing read);
+    links that stay inside are fine; follow_symlinks=true reads them."""
+    root, outside = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "a").mkdir(parents=True)
+    outside.mkdir()
+    shutil.copy(_testfile("OBXXXX1A_2frame.dcm"), root / "a" / "inside.dcm")
+    _hostile(outside, "secret.dcm", SOPInstanceUID="1.2.3.6")
+    _hostile(outside, "secret2.dcm", SOPInstanceUID="1.2.3.7")
+    (root / "file_link.dcm").symlink_to(outside / "secret.dcm")
+    (root / "dir_link").symlink_to(outside)
+    (root / "inside_link").symlink_to(root / "a")  # stays inside: the same folder, walked once
+    (root / "a" / "loop").symlink_to(root)  # a loop: walked once
+    summary = ingest(root, tmp_path / "out", "keep_paths=true")
+    errors = {e["path"]: e for e in map(json.loads, (tmp_path / "out" / "errors.jsonl").read_text().splitlines())}
+    assert summary["videos"] == 1 and set(errors) == {"file_link.dcm", "dir_link"}
+    assert all(e["reason"] == "outside_root" and "follow_symlinks=true" in e["detail"] for e in errors.values())
+    followed = ingest(root, tmp_path / "out2", "follow_symlinks=true")
+    assert followed["videos"] == 3 and followed["errors"] == 1  # file_link and dir_link/secret.dcm: one instance

@@ -141,3 +141,39 @@ def test_surgical_errors_name_videos_relative_to_the_data_root(tmp_path, caplog,
     errors = (tmp_path / "out" / "errors.jsonl").read_text()
     assert "broken" in errors and "private_site_name" not in errors
     assert "private_site_name" not in caplog.text
+
+
+@pytest.mark.parametrize("tamper, message", [
+    ({"max_frames": 40_000_000}, r"tensor 'video\.temporal\.pos' is \[1, 8, 32\] in the weights, the config builds "
+                                 r"\[1, 40000000, 32\]"),
+    ({"temporal_layers": 3}, r"the config builds [\d,]+ values, the weights hold [\d,]+ \(absent: \['video\.temporal"),
+], ids=["max_frames", "layers"])
+def test_checkpoint_config_is_checked_against_the_weights_before_allocating(tiny_model, tmp_path, monkeypatch,
+                                                                            tamper, message):
+    """A tampered ``config.json`` (``max_frames`` 40,000,000 → 5 GB of position table) is refused with the tensor it
+    mismatches, and the architecture is only ever built on the meta device (nothing allocated) before that."""
+    import json
+    import shutil
+
+    import torch
+
+    from medvid.models import factory
+    from medvid.models.checkpoint import load_pretrained
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model(input_size=32, temporal="transformer", temporal_width=32, temporal_layers=1,
+                               temporal_heads=2, max_frames=8), folder)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["config"].update(tamper)
+    (folder / "config.json").write_text(json.dumps(meta))
+    devices: list[str] = []
+    create_model = factory.create_model
+
+    def spy(*args, **kwargs):  # the builder the checkpoint format calls for a video_text model
+        devices.append(torch.empty(0).device.type)
+        return create_model(*args, **kwargs)
+
+    monkeypatch.setattr(factory, "create_model", spy)
+    with pytest.raises(MedvidError, match=message):
+        load_pretrained(folder)
+    assert devices == ["meta"]

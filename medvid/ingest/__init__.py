@@ -21,6 +21,7 @@ def ingest(settings: IngestSettings) -> dict:
     root = Path(settings.dicom_root)
     if not settings.dicom_root or not root.is_dir():
         raise MedvidError(f"DICOM root is not a folder: {settings.dicom_root!r}")
+    check_input_files(settings)
     if is_echonet_root(root):  # a folder of echo videos with its FileList table
         from medvid.ingest.echonet import ingest_echonet
 
@@ -28,6 +29,19 @@ def ingest(settings: IngestSettings) -> dict:
     from medvid.ingest.dicom_export import ingest_dicom
 
     return ingest_dicom(settings)
+
+
+INPUT_FILES = ("reports", "labels", "views", "sr_measurements")  # settings naming a file ingest reads
+
+
+def check_input_files(settings: IngestSettings) -> None:
+    """Before any file is scanned: every file a setting names exists, or one error naming each missing one with
+    its setting (relative paths resolve against the working folder, which the error names)."""
+    missing = [f"{name}={value} (looked for {Path(value).absolute()})" for name in INPUT_FILES
+               if (value := getattr(settings, name)) and not Path(value).is_file()]
+    if missing:
+        raise MedvidError(f"input file(s) not found: {'; '.join(missing)}. Relative paths resolve against the working "
+                          f"folder ({Path.cwd()}); give absolute paths or run from the folder they are relative to")
 
 
 def ingested(source: str | Path, files_root: str, out: Path, *, progress: bool = True,

@@ -30,11 +30,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from medvid.errors import MedvidError
-from medvid.ingest.settings import IngestSettings, scan_fingerprint
-from medvid.io.dicom import (DicomFileError, accession_key, cine_metadata, find_files, inspect_file,
-                             quiet_pydicom)
+from medvid.ingest.settings import INTERRUPTED, IngestSettings, open_scan_cache
+from medvid.io.dicom import DicomFileError, accession_key, cine_metadata, inspect_file, quiet_pydicom, scan_root
 from medvid.io.echo_sr import MEASUREMENT_COLUMNS, derive_labels, load_rules, read_measurements
-from medvid.io.ingest_folder import LABELS, MEASUREMENTS, REPORTS, VIEWS, IngestFolder, ScanCache
+from medvid.io.ingest_folder import LABELS, MEASUREMENTS, REPORTS, VIEWS, IngestFolder
 from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
 from medvid.io.reports import read_labels, read_reports, read_views
 from medvid.report.scrub import deny_terms, scrub_reports
@@ -42,26 +41,25 @@ from medvid.utils import pseudonym
 
 log = logging.getLogger("medvid")
 
+_LINK_OUT = "symbolic link leading outside the DICOM root: not read (follow_symlinks=true reads it)"
+
 
 def ingest_dicom(cfg: IngestSettings) -> dict:
     """Ingest the DICOM export ``cfg.dicom_root`` into ``cfg.out`` (see the module docstring); the summary."""
     root, folder = Path(cfg.dicom_root), IngestFolder(cfg.out, cfg.keys_dir or None)
     folder.open_keys()
     salt = folder.salt(cfg.salt)
-    files = find_files(root)
-    results: list[dict[str, Any]] = []
-    with ScanCache(folder.scan_cache, scan_fingerprint(cfg, salt), cfg.resume) as cache, \
+    files, links_out = scan_root(root, cfg.follow_symlinks)
+    results = [_error(path.relative_to(root).as_posix(), salt, "outside_root", _LINK_OUT) for path in links_out]
+    with open_scan_cache(folder, cfg, salt) as cache, \
             tqdm(files, desc="ingest", unit="file", disable=not cfg.progress) as bar:
         for path in bar:
             rel = path.relative_to(root).as_posix()
-            result = cache.get(rel, path)
-            if result is None:
-                result = _process(path, rel, cfg, salt)
-                cache.put(rel, path, result)
-            results.append(result)
+            results.append(cache.result(rel, path, lambda: _process(path, rel, cfg, salt),
+                                        lambda: _error(rel, salt, "interrupted", INTERRUPTED)))
     videos, errors = _assemble(results)
     summary = _write_outputs(folder, cfg, salt, videos, errors, results)
-    summary.update({"files": len(files), "reused_from_cache": cache.reused})
+    summary.update({"files": len(results), "reused_from_cache": cache.reused})
     log.info("ingest: %d files → %d cine loops in %d studies, %d errors %s", len(files), summary["videos"],
              summary["studies"], len(errors), dict(summary["errors_by_reason"]))
     if not videos:
@@ -69,12 +67,18 @@ def ingest_dicom(cfg: IngestSettings) -> dict:
     return summary
 
 
+def _error(rel: str, salt: str, reason: str, detail: str) -> dict[str, Any]:
+    """The result of a file that is not read: ``{"rel", "file_key", "error": {reason, detail}}``."""
+    return {"rel": rel, "file_key": pseudonym(rel, salt, prefix="f_"), "error": {"reason": reason, "detail": detail}}
+
+
 def _process(path: Path, rel: str, cfg: IngestSettings, salt: str) -> dict[str, Any]:
     """One file → ``{"rel", "file_key", "video": row}`` or ``{"rel", "file_key", "error": {reason, detail}}``."""
     file_key = pseudonym(rel, salt, prefix="f_")
     base = {"rel": rel, "file_key": file_key}
     try:
-        cine = inspect_file(path, modalities=cfg.modalities, min_frames=cfg.min_frames, validate=cfg.validate_decode)
+        cine = inspect_file(path, modalities=cfg.modalities, min_frames=cfg.min_frames, validate=cfg.validate_decode,
+                            max_bytes=cfg.max_pixel_mb << 20)
         row = cine_metadata(cine, salt)
         with quiet_pydicom():
             box = box_from_regions(cine.ds, cine.rows, cine.cols)

@@ -27,11 +27,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from medvid.errors import MedvidError
-from medvid.ingest.settings import IngestSettings, scan_fingerprint
+from medvid.ingest.settings import INTERRUPTED, IngestSettings, open_scan_cache
 from medvid.io.dicom import scrub
 from medvid.io.echo_videos import (FILELIST, PHENOTYPES, TRACINGS, VIDEO_DIR, file_stem, find_video,
                                    inspect_video, read_filelist, read_volume_tracings, table_mismatches)
-from medvid.io.ingest_folder import LABELS, REPORTS, IngestFolder, ScanCache
+from medvid.io.ingest_folder import LABELS, REPORTS, IngestFolder
 from medvid.io.reports import read_labels, read_reports
 from medvid.io.video import VIDEO_EXTS
 from medvid.report.scrub import scrub_reports
@@ -53,7 +53,7 @@ def ingest_echonet(cfg: IngestSettings) -> dict:
     videos: list[dict] = []
     errors: list[dict] = []
     paths: list[dict] = []
-    with ScanCache(folder.scan_cache, scan_fingerprint(cfg, salt), cfg.resume) as cache:
+    with open_scan_cache(folder, cfg, salt) as cache:
         for row in tqdm(table.itertuples(index=False), total=len(table), desc="ingest videos", unit="video",
                         disable=not cfg.progress):
             path = find_video(video_dir, row.name)
@@ -65,15 +65,11 @@ def ingest_echonet(cfg: IngestSettings) -> dict:
                                "detail": f"listed in {FILELIST} (row {len(paths) + 1}) but no file in {VIDEO_DIR}/"})
                 paths.append({"file_key": file_key, "path": rel, "video_key": None})
                 continue
-            meta = cache.get(rel, path)
-            if meta is None:
-                try:
-                    meta = inspect_video(path, cfg.sector_frames)
-                except MedvidError as exc:
-                    meta = {"error": scrub(exc, path)}  # no file name: errors.jsonl is shareable
-                cache.put(rel, path, meta)
+            meta = cache.result(rel, path, lambda: _inspect(path, cfg.sector_frames),
+                                lambda: {"error": INTERRUPTED, "reason": "interrupted"})
             if "error" in meta:
-                errors.append({"file_key": file_key, "reason": "decode_error", "kept": False, "detail": meta["error"]})
+                errors.append({"file_key": file_key, "reason": meta.get("reason", "decode_error"), "kept": False,
+                               "detail": meta["error"]})
                 paths.append({"file_key": file_key, "path": rel, "video_key": None})
                 continue
             series = pd.Series(row._asdict())
@@ -121,6 +117,14 @@ def ingest_echonet(cfg: IngestSettings) -> dict:
     if not videos:
         raise MedvidError(f"no usable video among {len(table)} listed in {root / FILELIST}; see {folder.errors}")
     return summary
+
+
+def _inspect(path: Path, sector_frames: int) -> dict[str, Any]:
+    """``inspect_video``'s metadata, or ``{"error": detail}`` without the file's name (errors.jsonl is shareable)."""
+    try:
+        return inspect_video(path, sector_frames)
+    except MedvidError as exc:
+        return {"error": scrub(exc, path)}
 
 
 def _write_tables(folder: IngestFolder, cfg: IngestSettings, salt: str, table: pd.DataFrame,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from medvid.config import setting
-from medvid.io.ingest_folder import ScanCache
+from medvid.io.ingest_folder import IngestFolder, ScanCache
 from medvid.report.scrub import SCRUBBER_VERSION
 
 
@@ -32,7 +32,13 @@ class IngestSettings:
     estimate_sector: bool = setting(True, "no SequenceOfUltrasoundRegions: find the sector from pixels that vary "
                                           "over time")
     sector_frames: int = setting(8, "frames decoded for that estimate")
+    max_pixel_mb: int = setting(2048, "largest decoded pixel data (frames × rows × columns × samples × bytes, MiB) "
+                                      "a file may declare or a deflated file inflate to; larger: too_large")
+    follow_symlinks: bool = setting(False, "true: read links under the DICOM root that lead outside it (else each "
+                                           "is an outside_root error)")
     resume: bool = setting(True, "reuse results for unchanged files from the previous run")
+    retry_interrupted: bool = setting(False, "true: read again the files an earlier run stopped in (killed, out of "
+                                             "memory); else each is an interrupted error")
     progress: bool = setting(True, "show a progress bar")
 
 
@@ -40,5 +46,14 @@ def scan_fingerprint(cfg: IngestSettings, salt: str) -> str:
     """Fingerprint of everything a cached per-file result depends on (``ScanCache``); one for both layouts, which
     share the key folder."""
     return ScanCache.fingerprint(salt, SCRUBBER_VERSION, ",".join(cfg.modalities), cfg.min_frames,
-                                 cfg.validate_decode, cfg.estimate_sector, cfg.sector_frames,
+                                 cfg.validate_decode, cfg.estimate_sector, cfg.sector_frames, cfg.max_pixel_mb,
                                  6)  # result format: 2 deny terms, 3 SR, 4 accession, 5 regions, 6 cycle
+
+
+# errors.jsonl ``detail`` of a file an earlier run stopped in (``ScanCache``).
+INTERRUPTED = "an earlier run stopped while reading this file; retry_interrupted=true reads it again"
+
+
+def open_scan_cache(folder: IngestFolder, cfg: IngestSettings, salt: str) -> ScanCache:
+    """The resume cache of an ingest into ``folder`` with these settings."""
+    return ScanCache(folder.scan_cache, scan_fingerprint(cfg, salt), cfg.resume, cfg.retry_interrupted)

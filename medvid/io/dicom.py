@@ -26,18 +26,23 @@ import os
 import re
 import struct
 import warnings
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, BinaryIO, Iterator, Sequence
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset, read_preamble
+from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels import apply_color_lut, apply_voi_lut, get_decoder, iter_pixels
-from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit,
-                         JPEGExtended12Bit, UID)
+from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian, JPEGBaseline8Bit, JPEGExtended12Bit, RLELossless, UID)
 
 from medvid.errors import MedvidError
 from medvid.io.regions import as_float, describe_regions, layout_from_regions
@@ -48,8 +53,12 @@ from medvid.utils import pseudonym
 REASONS: tuple[str, ...] = (
     "not_dicom", "archive", "dicomdir", "unreadable", "truncated", "structured_report", "private_cine",
     "no_pixel_data", "missing_uid", "not_ultrasound", "volume_3d", "secondary_capture", "other_object",
-    "single_frame", "unsupported_transfer_syntax", "decode_error", "duplicate",
+    "single_frame", "unsupported_transfer_syntax", "decode_error", "duplicate", "too_large", "outside_root",
+    "interrupted",
 )
+# Largest decoded pixel data (frames × rows × columns × samples × bytes) a header may declare, and largest size a
+# deflated dataset may inflate to: 2 GiB, about ten times a long 4-D echo. ``max_bytes`` / ``max_pixel_mb`` change it.
+MAX_PIXEL_BYTES = 2 << 30
 
 US_MULTIFRAME = UID("1.2.840.10008.5.1.4.1.1.3.1")
 _DICOMDIR_SOP = UID("1.2.840.10008.1.3.10")
@@ -85,15 +94,44 @@ class DicomFileError(MedvidError):
 
 
 def find_files(root: str | os.PathLike) -> list[Path]:
-    """Every regular file under ``root`` (any name, with or without extension), in a stable order."""
+    """Every regular file under ``root`` that stays inside it (see ``scan_root``)."""
+    return scan_root(root)[0]
+
+
+def scan_root(root: str | os.PathLike, follow_symlinks: bool = False) -> tuple[list[Path], list[Path]]:
+    """``(files, links out)``: every regular file under ``root`` (any name, with or without extension; dot-files
+    skipped), in a stable order, and the symbolic links (to files or folders) that lead outside ``root``.
+
+    Links that stay inside ``root`` are followed, each real folder walked once (no loops, no copies). Links out
+    are listed, not read, unless ``follow_symlinks``: an export is what lies under its root.
+    """
     root = Path(root)
     if not root.is_dir():
         raise MedvidError(f"not a folder: {root}")
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        found.extend(Path(dirpath) / name for name in sorted(filenames) if not name.startswith("."))
-    return [p for p in found if p.is_file()]
+    real_root = root.resolve()
+    files: list[Path] = []
+    links_out: list[Path] = []
+    walked: set[str] = set()
+
+    def leaves(path: Path) -> bool:  # only a link can lead out of a folder already known to be inside
+        return not follow_symlinks and path.is_symlink() and not path.resolve().is_relative_to(real_root)
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in walked:
+            dirnames[:] = []
+            continue
+        walked.add(real)
+        here = Path(dirpath)
+        links_out.extend(here / d for d in sorted(dirnames) if leaves(here / d))
+        dirnames[:] = sorted(d for d in dirnames if not leaves(here / d))
+        for name in sorted(n for n in filenames if not n.startswith(".")):
+            path = here / name
+            if leaves(path):
+                links_out.append(path)
+            elif path.is_file():
+                files.append(path)
+    return files, links_out
 
 
 @contextmanager
@@ -131,11 +169,11 @@ def scrub(message: str, *secrets: str | os.PathLike) -> str:
     return text[:300]
 
 
-def _read_header(f: io.BufferedReader) -> tuple[Dataset, tuple[int, int | None] | None, bool]:
+def _read_header(f: BinaryIO) -> tuple[Dataset, tuple[int, int | None] | None, bool]:
     """Header without pixel data, ``(value offset, length or None if undefined)`` of Pixel Data, and
     whether the header needed ``force=True`` (no preamble / no file meta).
 
-    The offset is -1 where positions cannot be used (deflated or meta-less files): those decode
+    The offset is -1 where positions in the file cannot be used (meta-less files): those decode
     through a full ``dcmread``.
     """
     forced = False
@@ -151,8 +189,6 @@ def _read_header(f: io.BufferedReader) -> tuple[Dataset, tuple[int, int | None] 
             raise
         forced = True
     tsyntax = header_transfer_syntax(ds)
-    if tsyntax.is_deflated:  # f is compressed: positions mean nothing
-        return ds, (-1, None), forced
     head = f.read(8)
     if len(head) < 8:
         return ds, None, forced
@@ -166,6 +202,52 @@ def _read_header(f: io.BufferedReader) -> tuple[Dataset, tuple[int, int | None] 
         (length,) = struct.unpack(f"{endian}L", f.read(4))
     offset = -1 if "TransferSyntaxUID" not in ds.file_meta else f.tell()
     return ds, (offset, None if length == 0xFFFFFFFF else int(length)), forced
+
+
+@contextmanager
+def open_dataset(path: Path, max_bytes: int = MAX_PIXEL_BYTES) -> Iterator[tuple[BinaryIO, bool]]:
+    """``(stream, deflated)``: the file itself, or for a Deflated Explicit VR file an in-memory copy with the
+    dataset inflated (Explicit VR Little Endian). Inflation streams in chunks and stops past ``max_bytes``
+    (``too_large``), so a small deflate bomb never inflates in full."""
+    with open(path, "rb") as f:
+        try:
+            preamble = read_preamble(f, force=False)
+            meta = FileMetaDataset(read_dataset(f, is_implicit_VR=False, is_little_endian=True,
+                                                stop_when=lambda tag, vr, length: tag >> 16 != 2))
+        except Exception:  # noqa: BLE001 - not a conformant file: the header reader decides what it is
+            meta = FileMetaDataset()
+        if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            f.seek(0)
+            yield f, False
+            return
+        out = DicomBytesIO()
+        out.is_little_endian, out.is_implicit_VR = True, False
+        out.write(preamble + b"DICM")
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        if "FileMetaInformationGroupLength" in meta:
+            del meta.FileMetaInformationGroupLength
+        write_file_meta_info(out, meta, enforce_standard=False)
+        _inflate(f, out, max_bytes)
+        out.seek(0)
+        yield out, True
+
+
+def _inflate(src: BinaryIO, dst: BinaryIO, max_bytes: int) -> None:
+    """Inflate the raw deflate stream of ``src`` into ``dst``, at most ``max_bytes`` (else ``too_large``)."""
+    inflater, written = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    while not inflater.eof:
+        chunk = inflater.unconsumed_tail or src.read(1 << 16)
+        if not chunk:
+            break
+        piece = inflater.decompress(chunk, 1 << 20)
+        written += len(piece)
+        if written > max_bytes:
+            raise DicomFileError("too_large", f"deflated dataset inflates to more than {_mib(max_bytes)}")
+        dst.write(piece)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.0f} MiB"
 
 
 def header_transfer_syntax(ds: Dataset) -> UID:
@@ -208,9 +290,9 @@ def archive_kind(path: Path) -> str | None:
     return next((kind for magic, kind in _ARCHIVE_MAGIC if head.startswith(magic)), None)
 
 
-def _ends_mid_element(ds: Dataset, f: io.BufferedReader) -> bool:
+def _ends_mid_element(ds: Dataset, f: BinaryIO) -> bool:
     """True when a header read stopped at end of file inside an element (pydicom stops silently)."""
-    size = os.fstat(f.fileno()).st_size
+    size = f.seek(0, io.SEEK_END)
     meta_length = ds.file_meta.get("FileMetaInformationGroupLength") if hasattr(ds, "file_meta") else None
     preamble = 132 if getattr(ds, "preamble", None) is not None else 0
     if meta_length is not None and size < preamble + 12 + int(meta_length):
@@ -275,20 +357,39 @@ class DicomCine:
     A ``medvid.io.reader.VideoReader``; it holds no open file between calls (each decode opens and closes
     it), so ``close`` has nothing to release."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        with open(self.path, "rb") as f, quiet_pydicom() as caught:
+    def __init__(self, path: str | os.PathLike, max_bytes: int = MAX_PIXEL_BYTES) -> None:
+        self.path, self.max_bytes = Path(path), max_bytes
+        with self._open() as (f, self.deflated), quiet_pydicom() as caught:
             self.ds, self._pixels, self.forced = ds, _, _ = _read_header(f)
             self.header_warnings = [str(w.message) for w in caught]
             self.header_truncated = self._pixels is None and _ends_mid_element(ds, f)
-            self.transfer_syntax = header_transfer_syntax(ds)
-            self.n_frames = _int(ds.get("NumberOfFrames"), 1)
-            self.rows, self.cols = _int(ds.get("Rows"), 0), _int(ds.get("Columns"), 0)
-            self.photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-            self.samples_per_pixel = _int(ds.get("SamplesPerPixel"), 1)
-            self.bits_allocated = _int(ds.get("BitsAllocated"), 8)
+        if self.deflated:  # positions are in the inflated copy, not the file
+            self._pixels = (-1, None) if self._pixels else None
+            ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        self.transfer_syntax = header_transfer_syntax(ds)
+        self.n_frames = _int(ds.get("NumberOfFrames"), 1)
+        self.rows, self.cols = _int(ds.get("Rows"), 0), _int(ds.get("Columns"), 0)
+        self.photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+        self.samples_per_pixel = _int(ds.get("SamplesPerPixel"), 1)
+        self.bits_allocated = _int(ds.get("BitsAllocated"), 8)
+        if self.declared_bytes > max_bytes:  # before anything is sized by the header (frame times, buffers)
+            raise DicomFileError("too_large", f"header declares {self.n_frames} frame(s) of {self.rows}×{self.cols}"
+                                              f"×{self.samples_per_pixel} ({_mib(self.declared_bytes)}), more than "
+                                              f"{_mib(max_bytes)}")
+        with quiet_pydicom():
             self.timestamps, self.fps, self.fps_source = frame_timing(ds, self.n_frames)
             self.r_wave_times, self.heart_rate, self.cycle_source = cardiac_timing(ds, self.timestamps)
+
+    @property
+    def declared_bytes(self) -> int:
+        """Decoded size the header declares: frames × rows × columns × samples × bytes per sample (at least 8
+        bytes a frame, what its time stamp takes)."""
+        frame = self.rows * self.cols * self.samples_per_pixel * max(-(-self.bits_allocated // 8), 1)
+        return max(self.n_frames, 0) * max(frame, 8)
+
+    def _open(self):
+        """The file (or its inflated copy): see ``open_dataset``."""
+        return open_dataset(self.path, self.max_bytes)
 
     @property
     def has_pixel_data(self) -> bool:
@@ -344,8 +445,10 @@ class DicomCine:
         with quiet_pydicom():
             src: Any = self.path
             if self._pixels is not None and self._pixels[0] < 0:  # deflated / meta-less: read whole, then decode
-                src = dcmread(self.path, force=self.forced)
-                src.file_meta.TransferSyntaxUID = self.transfer_syntax
+                with self._open() as (f, _):
+                    src = dcmread(f, force=self.forced)
+                if self.forced:
+                    src.file_meta.TransferSyntaxUID = self.transfer_syntax
             arrays = list(iter_pixels(src, indices=[int(i) for i in unique]))
             return to_rgb_uint8(np.stack(arrays), self.ds)
 
@@ -395,19 +498,22 @@ def _int(value: Any, default: int) -> int:
 
 
 def inspect_file(path: str | os.PathLike, modalities: Sequence[str] = ("US",), min_frames: int = 2,
-                 validate: bool = True) -> DicomCine:
+                 validate: bool = True, max_bytes: int = MAX_PIXEL_BYTES) -> DicomCine:
     """Open ``path`` as a cine loop or raise ``DicomFileError`` with a typed reason.
 
     Header only (no pixel data read); with ``validate`` the last frame is decoded, which catches
-    truncated files, broken codestreams and missing codecs.
+    truncated files, broken codestreams and missing codecs. A header declaring more than ``max_bytes`` of
+    decoded pixels, or frames the pixel data cannot hold, is refused before anything is allocated.
     """
     with quiet_pydicom():
-        return _inspect(Path(path), modalities, min_frames, validate)
+        return _inspect(Path(path), modalities, min_frames, validate, max_bytes)
 
 
-def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: bool) -> DicomCine:
+def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: bool, max_bytes: int) -> DicomCine:
     try:
-        cine = DicomCine(path)
+        cine = DicomCine(path, max_bytes)
+    except DicomFileError:
+        raise
     except InvalidDicomError as exc:
         if kind := archive_kind(path):
             raise DicomFileError("archive", f"{kind} archive: not unpacked; extract it and ingest the folder") from exc
@@ -456,9 +562,8 @@ def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: b
     except NotImplementedError as exc:
         raise DicomFileError("unsupported_transfer_syntax",
                              f"{cine.transfer_syntax.name or cine.transfer_syntax}: no decoder installed") from exc
-    if cine._pixels[0] >= 0 and cine._pixels[1] is not None:  # native: the declared length must fit in the file
-        if cine._pixels[0] + cine._pixels[1] > path.stat().st_size:
-            raise DicomFileError("truncated", "pixel data shorter than declared")
+    if cine._pixels[0] >= 0:
+        _check_pixel_data_present(cine, path.stat().st_size)
     if validate:
         try:
             cine.frames([cine.n_frames - 1])
@@ -468,6 +573,30 @@ def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: b
             raise DicomFileError("truncated" if short else "decode_error",
                                  f"last frame: {type(exc).__name__}: {scrub(exc, path)}") from exc
     return cine
+
+
+def _check_pixel_data_present(cine: DicomCine, file_size: int) -> None:
+    """Cheap checks of the frames a header declares against the bytes the file holds: native Pixel Data must fit
+    in the file and hold every frame; encapsulated data needs an item (8 bytes) per frame, and RLE at least its
+    64-byte header per frame plus 1/64 of the decoded size (a run of 128 bytes takes 2)."""
+    offset, length = cine._pixels
+    if length is not None:
+        if offset + length > file_size:
+            raise DicomFileError("truncated", "pixel data shorter than declared")
+        try:
+            expected = get_expected_length(cine.ds, unit="bytes")
+        except (AttributeError, TypeError, ValueError):
+            return
+        if length < expected:
+            raise DicomFileError("truncated", f"Pixel Data holds {length} bytes; {cine.n_frames} frame(s) of "
+                                              f"{cine.rows}×{cine.cols} need {expected}")
+        return
+    needed = 8 * (cine.n_frames + 1)  # basic offset table item + one item per frame
+    if cine.transfer_syntax == RLELossless:
+        needed += 64 * cine.n_frames + cine.declared_bytes // 64
+    if file_size - offset < needed:
+        raise DicomFileError("truncated", f"{file_size - offset} bytes of encapsulated pixel data cannot hold "
+                                          f"{cine.n_frames} frame(s) of {cine.rows}×{cine.cols} ({needed} needed)")
 
 
 def cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
@@ -196,12 +196,15 @@ class ScanCache:
     """The resume cache of an ingest (``scan_cache.jsonl`` in the key folder): per source file, its size and
     modification time and the result of inspecting it, valid for one ``settings`` fingerprint.
 
-    Lines are appended and flushed one by one, so a killed run resumes where it stopped.
+    Lines are appended and flushed one by one, so a killed run resumes where it stopped. Before a file is read,
+    a line marks it in progress; a file still marked when a run died (killed, out of memory) is not read again
+    by the next runs (whatever their settings) unless ``retry_interrupted``: one hostile file cannot make every
+    rerun die on it.
     """
 
-    def __init__(self, path: Path, settings: str, resume: bool = True) -> None:
-        self.path, self.settings, self.resume = path, settings, resume
-        self.hits: dict[str, dict[str, Any]] = self._load() if resume else {}
+    def __init__(self, path: Path, settings: str, resume: bool = True, retry_interrupted: bool = False) -> None:
+        self.path, self.settings, self.resume, self.retry_interrupted = path, settings, resume, retry_interrupted
+        self.hits, self.in_progress = self._load() if resume else ({}, {})
         self.reused = 0
 
     @staticmethod
@@ -209,19 +212,25 @@ class ScanCache:
         """Fingerprint of everything a cached result depends on (salt, settings, result format version)."""
         return hashlib.sha256(json.dumps(list(parts)).encode()).hexdigest()[:16]
 
-    def _load(self) -> dict[str, dict[str, Any]]:
+    def _load(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[int]]]:
+        """Results of this fingerprint by ``rel``, and the stamps of files left in progress by any run."""
         cache: dict[str, dict[str, Any]] = {}
+        in_progress: dict[str, list[int]] = {}
         if not self.path.exists():
-            return cache
+            return cache, in_progress
         with open(self.path, encoding="utf-8") as f:
             for line in f:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:  # a line cut by a kill
                     continue
+                if row.get("in_progress"):
+                    in_progress[row["rel"]] = row["stamp"]
+                    continue
+                in_progress.pop(row["rel"], None)
                 if row.get("settings") == self.settings:
                     cache[row["rel"]] = row
-        return cache
+        return cache, in_progress
 
     def __enter__(self) -> "ScanCache":
         self._file = open_private(self.path, "a" if self.resume else "w")
@@ -230,17 +239,24 @@ class ScanCache:
     def __exit__(self, *exc: Any) -> None:
         self._file.close()
 
-    def get(self, rel: str, path: Path) -> Any | None:
-        """The cached result for ``rel`` when ``path`` has not changed since (counted in ``reused``), else None."""
+    def result(self, rel: str, path: Path, compute: Callable[[], Any], interrupted: Callable[[], Any]) -> Any:
+        """The result for ``rel``: cached when ``path`` has not changed since (counted in ``reused``);
+        ``interrupted()`` when an earlier run stopped while reading this unchanged file (not cached: the mark
+        stays until a retry); else ``compute()``, marked in progress while it runs, then cached."""
+        stamp = _stamp(path)
         hit = self.hits.get(rel)
-        if hit is not None and hit["stamp"] == _stamp(path):
+        if hit is not None and hit["stamp"] == stamp:
             self.reused += 1
             return hit["result"]
-        return None
+        if not self.retry_interrupted and self.in_progress.get(rel) == stamp:
+            return interrupted()
+        self._write({"rel": rel, "stamp": stamp, "in_progress": True})
+        result = compute()
+        self._write({"rel": rel, "stamp": stamp, "settings": self.settings, "result": result})
+        return result
 
-    def put(self, rel: str, path: Path, result: Any) -> None:
-        self._file.write(json.dumps({"rel": rel, "stamp": _stamp(path), "settings": self.settings,
-                                     "result": result}) + "\n")
+    def _write(self, row: dict[str, Any]) -> None:
+        self._file.write(json.dumps(row) + "\n")
         self._file.flush()
 
 

@@ -14,11 +14,13 @@ the ``Pretrained`` interface (``config``, ``pretrained_cfg``, ``checkpoint_confi
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -161,6 +163,7 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
     kind = _KINDS.get(meta.get("kind", ""))
     if kind is None:
         raise MedvidError(f"{directory}: unknown model kind '{meta.get('kind')}'; known: {', '.join(model_kinds())}")
+    check_config_against_weights(kind, meta["config"], directory)
     model = kind.build(dict(meta["config"]), directory)
     missing, unexpected = load_model(model, str(weights), strict=False, device="cpu")
     if missing or unexpected:
@@ -169,6 +172,32 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
     model.config = dict(meta["config"])
     model.pretrained_cfg = PretrainedCfg.from_dict(meta.get("pretrained_cfg"))
     return model.to(map_location).eval()
+
+
+def check_config_against_weights(kind: ModelKind, config: dict[str, Any], directory: Path) -> None:
+    """Refuse a ``config.json`` whose sizes do not match the weights before anything is allocated: the architecture
+    is built on the ``meta`` device (shapes only) and compared with the shapes in the safetensors header (read
+    without loading a tensor). A tampered ``max_frames`` of 40,000,000 is a clear error naming the tensor, not a
+    40 GB allocation."""
+    weights = directory / WEIGHTS
+    with torch.device("meta"):
+        skeleton = kind.build(dict(config), directory)
+    built = skeleton.state_dict(keep_vars=True)
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            saved = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors reports a damaged header in several ways
+        raise MedvidError(f"{weights}: not a readable safetensors file ({e})") from e
+    for name, tensor in built.items():
+        if name in saved and tuple(tensor.shape) != saved[name]:
+            raise MedvidError(f"{directory / CONFIG} does not match {weights}: tensor '{name}' is {list(saved[name])} "
+                              f"in the weights, the config builds {list(tensor.shape)}")
+    unique = {id(t): t.numel() for t in built.values()}  # tied weights once, as the file stores them
+    needed, held = sum(unique.values()), sum(math.prod(shape) for shape in saved.values())
+    if needed > held:
+        absent = sorted(set(built) - set(saved))[:5]
+        raise MedvidError(f"{directory / CONFIG} does not match {weights}: the config builds {needed:,} values, the "
+                          f"weights hold {held:,} (absent: {absent})")
 
 
 VIDEO_TEXT_METHODS = ("encode_frames", "encode_video_from_features", "tokenize", "encode_text")
