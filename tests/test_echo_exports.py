@@ -191,7 +191,7 @@ def test_tid5200_sr_measurements_become_labels(tmp_path):
     save(loop, root / "P1234567" / "US001")
     sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: the vendor writes E/e′ with a prime
     sr.save_as(root / "P1234567" / "SR001")
-    rows = read_measurements(root / "P1234567" / "SR001", "salt")
+    rows = read_measurements(root / "P1234567" / "SR001", "salt").rows
     assert len(rows) == 7 and {r["section"] for r in rows} == {"Left Ventricle", "Left Atrium", "Mitral Valve"}
     ef = [r for r in rows if r["concept_code"] == "LN:10230-1"]
     assert [(r["value"], r["method_code"]) for r in ef] == [(62.0, "DCM:125209"), (55.0, "DCM:125207"),
@@ -407,7 +407,7 @@ def test_shipped_measurement_codes_are_valid():
         if scheme == "LN":
             number, check = value.split("-")
             assert _loinc_check_digit(number) == int(check), value
-    meanings = {"125207": "Method of Disks, Biplane", "125208": "Method of Disks, Single Plane", "125209": "Teichholz"}
-    dcm = {c.value: c.meaning for c in (codes.DCM.MethodOfDisksBiplane, codes.DCM.MethodOfDisksSinglePlane,
-                                        codes.DCM.Teichholz)}
-    assert {v for s, v in seen if s == "DCM"} <= set(dcm) and dcm == meanings
+    methods = {c.value for c in codes.CID12227.concepts.values()}  # CID 12227 (pydicom)
+    assert {v for s, v in seen if s == "DCM"} <= methods
+    tid5300 = {c.value for c in codes.CID12300.concepts.values()}  # CID 12300 pre-coordinated codes
+    assert {"79991-6", "80007-8", "79969-2", "80032-6", "79996-5", "80001-1", "79984-1"} <= tid5300 & {v for _, v in seen}

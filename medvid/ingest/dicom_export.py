@@ -32,7 +32,7 @@ from tqdm import tqdm
 from medvid.errors import MedvidError
 from medvid.ingest.settings import INTERRUPTED, IngestSettings, open_scan_cache
 from medvid.io.dicom import DicomFileError, accession_key, cine_metadata, inspect_file, quiet_pydicom, scan_root
-from medvid.io.echo_sr import MEASUREMENT_COLUMNS, derive_labels, load_rules, read_measurements
+from medvid.io.echo_sr import SRReading, current_measurements, derive_labels, load_rules, read_measurements
 from medvid.io.ingest_folder import LABELS, MEASUREMENTS, REPORTS, VIEWS, IngestFolder
 from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
 from medvid.io.reports import read_labels, read_reports, read_views
@@ -93,8 +93,8 @@ def _process(path: Path, rel: str, cfg: IngestSettings, salt: str) -> dict[str, 
         # The study's own identifiers, to scrub its report; cached here, in the private key folder only.
         return {**base, "video": row, "deny": deny_terms(cine.ds)}
     except DicomFileError as exc:
-        if exc.reason == "structured_report" and (measurements := _sr_measurements(path, salt)):
-            return {**base, "measurements": measurements}
+        if exc.reason == "structured_report" and (reading := _sr_measurements(path, salt)).rows:
+            return {**base, "measurements": reading.rows, "sr_skipped": reading.skipped}
         log.debug("file %s: %s", file_key, exc.reason)
         return {**base, "error": {"reason": exc.reason, "detail": exc.detail}}
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
@@ -102,14 +102,14 @@ def _process(path: Path, rel: str, cfg: IngestSettings, salt: str) -> dict[str, 
         return {**base, "error": {"reason": "decode_error", "detail": f"{type(exc).__name__} while reading"}}
 
 
-def _sr_measurements(path: Path, salt: str) -> list[dict[str, Any]]:
-    """Numeric measurements of a structured report; none when highdicom cannot read it."""
+def _sr_measurements(path: Path, salt: str) -> SRReading:
+    """Numeric measurements of a structured report, read item by item; none when it has no content tree."""
     try:
         with quiet_pydicom():
             return read_measurements(path, salt)
     except Exception as exc:  # noqa: BLE001 - a damaged SR stays a typed structured_report error
         log.debug("structured report unreadable (%s)", type(exc).__name__)
-        return []
+        return SRReading()
 
 
 def _assemble(results: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -165,13 +165,18 @@ def _write_outputs(folder: IngestFolder, cfg: IngestSettings, salt: str, videos:
         summary["reports_scrubbed"] = _scrub_reports(df, results)
         folder.write_table(REPORTS, df)
         splits = dict(zip(df["study_key"], df["split"]))
-    measurements = pd.DataFrame([m for r in results for m in r.get("measurements", ())], columns=MEASUREMENT_COLUMNS)
+    measurements = current_measurements(m for r in results for m in r.get("measurements", ()))
     labels = None
     if len(measurements):
         folder.write_table(MEASUREMENTS, measurements)
-        derived = derive_labels(measurements, load_rules(cfg.sr_measurements or None))
+        refused: Counter[str] = Counter()
+        derived = derive_labels(measurements, load_rules(cfg.sr_measurements or None), refused)
         summary["measurement_files"] = sum("measurements" in r for r in results)
         summary["measurements_per_study"] = {k: int(n) for k, n in measurements.groupby("study_key").size().items()}
+        summary["measurements_replaced"] = int(measurements["replaced"].sum())
+        summary["measurement_items_skipped"] = dict(sum((Counter(r.get("sr_skipped", {})) for r in results),
+                                                        Counter()))
+        summary["measurement_units_refused"] = dict(refused)
         summary["labels_from_measurements"] = [c for c in derived.columns if c != "study_key"]
         labels = derived if summary["labels_from_measurements"] else None
     if cfg.labels:

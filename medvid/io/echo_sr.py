@@ -1,22 +1,33 @@
 """Vendor measurement SRs as labels: Comprehensive / Enhanced SR objects in the echo templates (TID 5200
-"Echocardiography Procedure Report", TID 5300) → per-study measurements → phenotype columns.
+"Echocardiography Procedure Report", TID 5300 "Simplified Echo Procedure Report") → per-study measurements →
+phenotype columns.
 
-``read_measurements`` walks the content tree read by highdicom (``highdicom.sr.srread``) and returns one
-row per numeric content item: concept code, meaning, value, unit, measurement method and finding site
-(concept modifiers, inherited from enclosing containers), the section it sits in, and pseudonymous keys
-of the SR instance and of the image it was measured on. ``derive_labels`` maps those rows to medvid
-phenotype names through ``configs/sr_measurements.yaml``. Nothing here returns an identifier: UIDs are
-turned into keyed pseudonyms with the ingest's salt.
+``read_measurements`` walks the SR content tree item by item (pydicom datasets, so one item highdicom would
+refuse, such as a "not measured" NUM or a by-reference item, is skipped and counted instead of losing the
+whole SR) and returns one row per numeric content item: concept code, meaning, value, unit, the modifiers a
+sonographer reads it by (measurement method, finding site, image mode, derivation, selection status,
+inherited from enclosing containers), the section it sits in, and pseudonymous keys of the SR instance and
+of the image it was measured on (an IMAGE item, or the IMAGE a caliper SCOORD was drawn on).
+
+``current_measurements`` resolves corrections: when a study has several measurement SRs, a measurement
+that a higher-ranked SR (VERIFIED over UNVERIFIED, then COMPLETE over PARTIAL, then the later content
+date/time, then the higher instance number) also holds is marked ``replaced``. ``derive_labels`` maps the
+current rows to medvid phenotype names through ``configs/sr_measurements.yaml``, converting UCUM units with
+``ucumvert`` (UCUM → pint). Nothing here returns an identifier: UIDs become keyed pseudonyms with the
+ingest's salt, and the content date that ranks versions never leaves memory.
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+import pydicom
 import yaml
 
 from medvid.config import config_dir
@@ -24,70 +35,145 @@ from medvid.errors import MedvidError
 from medvid.utils import pseudonym
 
 # Concept names of the modifiers kept (SNOMED CT and the retired SNOMED RT codes vendors still write).
-_METHOD = {("SCT", "370129005"), ("SRT", "G-C036")}
-_SITE = {("SCT", "363698007"), ("SRT", "G-C0E3")}
-# UCUM unit → factor to the rule's unit (lengths only: the common mm/cm mix of vendor SRs).
-_LENGTH_M = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+_MODIFIERS = {("SCT", "370129005"): "method", ("SRT", "G-C036"): "method", ("DCM", "370129005"): "method",
+              ("SCT", "363698007"): "site", ("SRT", "G-C0E3"): "site",
+              ("SCT", "399264008"): "image_mode", ("SRT", "G-0373"): "image_mode",
+              ("DCM", "121401"): "derivation", ("DCM", "121404"): "selection"}
+_SCOORDS = {"SCOORD", "SCOORD3D"}
 
 MEASUREMENT_COLUMNS = ["study_key", "instance_key", "image_key", "section", "concept_code", "concept_meaning",
-                       "value", "unit", "method_code", "method_meaning", "site_meaning"]
+                       "value", "unit", "method_code", "method_meaning", "site_meaning", "image_mode", "derivation",
+                       "selected", "replaced"]
+_VERSION = "_version"  # a row's SR rank, kept in memory only (it is built from the SR's content date)
+
+
+@dataclass
+class SRReading:
+    """The numeric measurements of one SR (``MEASUREMENT_COLUMNS`` plus the in-memory version rank) and the
+    content items skipped, by reason (``not_measured``, ``by_reference``, ``unreadable``)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def code_str(concept: Any) -> str:
     """``SCHEME:VALUE`` of a coded concept (e.g. ``LN:10230-1``)."""
-    return f"{concept.scheme_designator}:{concept.value}"
+    return f"{concept.CodingSchemeDesignator}:{concept.CodeValue}"
 
 
-def read_measurements(path: str | os.PathLike, salt: str) -> list[dict[str, Any]]:
-    """Numeric measurements of one SR file as rows with ``MEASUREMENT_COLUMNS`` (pseudonymous keys).
+def read_measurements(path: str | os.PathLike, salt: str) -> SRReading:
+    """Numeric measurements of one SR file, item by item (pseudonymous keys).
 
-    Raises ``ValueError`` for an SR IOD highdicom cannot read (e.g. Basic Text SR).
+    Raises ``ValueError`` for a file without an SR content tree (e.g. not an SR).
     """
-    import highdicom as hd
+    from medvid.io.dicom import open_dataset
 
-    try:
-        sr = hd.sr.srread(path)
-    except RuntimeError as exc:  # an IOD highdicom does not model
-        raise ValueError(str(exc)) from exc
-    base = {"study_key": pseudonym(str(sr.StudyInstanceUID), salt, prefix="st_"),
-            "instance_key": pseudonym(str(sr.SOPInstanceUID), salt, prefix="vi_")}
-    rows: list[dict[str, Any]] = []
-    _walk(sr.content, {"section": "", "method": None, "site": None, "image": None}, base, salt, rows)
-    return rows
+    with open_dataset(Path(path)) as (stream, _):  # a deflated SR inflates only up to the bound
+        ds = pydicom.dcmread(stream, stop_before_pixels=True)
+    if "ContentSequence" not in ds or "StudyInstanceUID" not in ds:
+        raise ValueError("no SR content tree")
+    verified = str(ds.get("VerificationFlag", "")).upper() == "VERIFIED"
+    complete = str(ds.get("CompletionFlag", "")).upper() == "COMPLETE"
+    when = f"{ds.get('ContentDate', '') or '':0>8}{str(ds.get('ContentTime', '') or '').split('.')[0]:0<6}"
+    base = {"study_key": pseudonym(str(ds.StudyInstanceUID), salt, prefix="st_"),
+            "instance_key": pseudonym(str(ds.get("SOPInstanceUID", "")), salt, prefix="vi_"),
+            _VERSION: f"{int(verified)}{int(complete)}|{when}|{int(ds.get('InstanceNumber') or 0):010d}"}
+    reading = SRReading()
+    skipped: Counter[str] = Counter()
+    _walk(ds.ContentSequence, {"section": ""}, base, salt, reading.rows, skipped, depth=0)
+    reading.skipped = dict(skipped)
+    return reading
 
 
-def _walk(items: Iterable[Any], context: dict[str, Any], base: dict[str, str], salt: str, rows: list[dict]) -> None:
+def _walk(items: Iterable[Any], context: dict[str, Any], base: dict[str, str], salt: str, rows: list[dict],
+          skipped: Counter, depth: int) -> None:
     items = list(items)
     context = {**context, **_modifiers(items, salt)}
     for item in items:
-        kind = item.value_type.value
-        if kind == "CONTAINER" and "ContentSequence" in item:  # section: the container just below the root
-            section = context["section"] or (str(item.name.meaning) if item.relationship_type else "")
-            _walk(item.ContentSequence, {**context, "section": section}, base, salt, rows)
-        elif kind == "NUM" and "MeasuredValueSequence" in item:
-            own = {**context, **_modifiers(item.get("ContentSequence", []), salt)}
-            rows.append({**base, "image_key": own["image"] or "", "section": own["section"],
-                         "concept_code": code_str(item.name), "concept_meaning": str(item.name.meaning),
-                         "value": float(item.value), "unit": str(item.unit.value),
-                         "method_code": code_str(own["method"]) if own["method"] is not None else "",
-                         "method_meaning": str(own["method"].meaning) if own["method"] is not None else "",
-                         "site_meaning": str(own["site"].meaning) if own["site"] is not None else ""})
+        try:
+            if "ReferencedContentItemIdentifier" in item:  # by reference: the item it points to is read where it is
+                skipped["by_reference"] += 1
+                continue
+            kind = str(item.get("ValueType", ""))
+            if kind == "CONTAINER" and "ContentSequence" in item:
+                section = context["section"] or (_meaning(item) if depth == 0 else "")
+                _walk(item.ContentSequence, {**context, "section": section}, base, salt, rows, skipped, depth + 1)
+            elif kind == "NUM":
+                row = _num_row(item, context, salt)
+                if row is None:
+                    skipped["not_measured"] += 1
+                else:
+                    rows.append({**base, **row})
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            skipped["unreadable"] += 1
+
+
+def _num_row(item: Any, context: dict[str, Any], salt: str) -> dict[str, Any] | None:
+    """One NUM item as a row (None when it holds no value: a "not measured" item with a qualifier)."""
+    measured = item.get("MeasuredValueSequence") or []
+    if not measured:
+        return None
+    value_item = measured[0]
+    value = value_item.get("FloatingPointValue")
+    value = float(value_item.NumericValue if value is None else value)
+    units = value_item.get("MeasurementUnitsCodeSequence") or []
+    own = {**context, **_modifiers(item.get("ContentSequence", []), salt)}
+    name = item.ConceptNameCodeSequence[0]
+    method, site = own.get("method"), own.get("site")
+    return {"image_key": own.get("image", ""), "section": own["section"], "concept_code": code_str(name),
+            "concept_meaning": str(name.CodeMeaning), "value": value,
+            "unit": str(units[0].CodeValue) if units else "",
+            "method_code": code_str(method) if method is not None else "",
+            "method_meaning": str(method.CodeMeaning) if method is not None else "",
+            "site_meaning": str(site.CodeMeaning) if site is not None else "",
+            "image_mode": _meaning_of(own.get("image_mode")), "derivation": _meaning_of(own.get("derivation")),
+            "selected": own.get("selection") is not None, "replaced": False}
 
 
 def _modifiers(items: Iterable[Any], salt: str) -> dict[str, Any]:
-    """Method / finding site (HAS CONCEPT MOD) and source image (INFERRED FROM / SELECTED FROM) among ``items``."""
+    """Concept modifiers (HAS CONCEPT MOD) among ``items`` by kind, and the source image: an IMAGE item, or the
+    IMAGE under a SCOORD (a caliper drawn on an image)."""
     found: dict[str, Any] = {}
     for item in items:
-        relation = item.relationship_type.value if item.relationship_type else ""
-        name = (item.name.scheme_designator, item.name.value)
-        if relation == "HAS CONCEPT MOD" and item.value_type.value == "CODE":
-            if name in _METHOD:
-                found["method"] = item.value
-            elif name in _SITE:
-                found["site"] = item.value
-        elif item.value_type.value == "IMAGE" and "ReferencedSOPSequence" in item:
-            found["image"] = pseudonym(str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID), salt, prefix="vi_")
+        try:
+            kind = str(item.get("ValueType", ""))
+            if kind == "CODE" and str(item.get("RelationshipType", "")) == "HAS CONCEPT MOD":
+                name = item.ConceptNameCodeSequence[0]
+                slot = _MODIFIERS.get((str(name.CodingSchemeDesignator), str(name.CodeValue)))
+                if slot:
+                    found[slot] = item.ConceptCodeSequence[0]
+            elif kind == "IMAGE" and "ReferencedSOPSequence" in item:
+                found["image"] = pseudonym(str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID), salt,
+                                           prefix="vi_")
+            elif kind in _SCOORDS and "image" not in found:
+                if image := _modifiers(item.get("ContentSequence", []), salt).get("image"):
+                    found["image"] = image
+        except (AttributeError, IndexError, KeyError, TypeError):
+            continue  # a malformed modifier leaves the measurement without it
     return found
+
+
+def _meaning(item: Any) -> str:
+    names = item.get("ConceptNameCodeSequence") or []
+    return str(names[0].CodeMeaning) if names else ""
+
+
+def _meaning_of(code: Any) -> str:
+    return str(code.CodeMeaning) if code is not None else ""
+
+
+def current_measurements(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The rows of all SRs as a ``MEASUREMENT_COLUMNS`` table, a row marked ``replaced`` when a higher-ranked
+    SR of the same study (see the module doc) holds the same measurement (concept, method, site, image mode)."""
+    df = pd.DataFrame(list(rows))
+    if df.empty:
+        return pd.DataFrame(columns=MEASUREMENT_COLUMNS)
+    df = df.reindex(columns=[*MEASUREMENT_COLUMNS, _VERSION])
+    df[_VERSION] = df[_VERSION].fillna("")
+    what = ["study_key", "concept_code", "method_code", "site_meaning", "image_mode"]
+    best = df.groupby(what, dropna=False)[_VERSION].transform("max")
+    df["replaced"] = df[_VERSION] < best
+    return df[MEASUREMENT_COLUMNS].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------------ mapping
@@ -102,19 +188,46 @@ class Rule:
     unit: str | None = None
 
     def matches(self, row: dict[str, Any]) -> bool:
-        if self.code is not None and row["concept_code"].lower() != self.code.lower():
+        if self.code is not None and str(row["concept_code"]).lower() != self.code.lower():
             return False
         if self.meaning is not None and _norm(row["concept_meaning"]) != _norm(self.meaning):
             return False
-        return self.method is None or row["method_code"].lower() == self.method.lower()
+        return self.method is None or str(row["method_code"]).lower() == self.method.lower()
 
     def convert(self, row: dict[str, Any]) -> float | None:
-        """The row's value in the rule's unit; None when the units are incompatible."""
-        have, want = _norm_unit(row["unit"]), _norm_unit(self.unit or row["unit"])
-        if have == want:
-            return float(row["value"])
-        if have in _LENGTH_M and want in _LENGTH_M:
-            return float(row["value"]) * _LENGTH_M[have] / _LENGTH_M[want]
+        """The row's value in the rule's unit; None when the units cannot be converted."""
+        return convert_unit(float(row["value"]), str(row["unit"] or ""), self.unit)
+
+
+def convert_unit(value: float, have: str, want: str | None) -> float | None:
+    """``value`` in UCUM unit ``have`` expressed in ``want`` (None: as it is); None when not convertible."""
+    if want is None or _norm_unit(have) == _norm_unit(want):
+        return value
+    if not have.strip():  # no unit: nothing says what the number measures in
+        return None
+    have_q, want_q = _ucum(have), _ucum(want)
+    if have_q is None or want_q is None:
+        return None
+    try:
+        return float((value * have_q).to(want_q).magnitude)
+    except Exception:  # noqa: BLE001 - pint's DimensionalityError and friends: not the same kind of quantity
+        return None
+
+
+@lru_cache(maxsize=None)
+def _registry():
+    from ucumvert import PintUcumRegistry
+
+    return PintUcumRegistry()
+
+
+@lru_cache(maxsize=1024)
+def _ucum(unit: str):
+    """A UCUM unit as a pint quantity (annotations such as ``{ratio}`` are dimensionless); None if invalid."""
+    text = re.sub(r"\{[^}]*\}", "", unit.strip()) or "1"
+    try:
+        return _registry().from_ucum(text)
+    except Exception:  # noqa: BLE001 - an invalid UCUM string cannot be converted
         return None
 
 
@@ -131,29 +244,51 @@ def load_rules(path: str | os.PathLike | None = None) -> list[Rule]:
             if unknown or not (entry.get("code") or entry.get("meaning")):
                 raise MedvidError(f"{path}: phenotype {phenotype!r}: each rule needs code or meaning "
                                   f"(and optionally method, unit); got {sorted(entry)}")
+            if entry.get("unit") is not None and _ucum(str(entry["unit"])) is None:
+                raise MedvidError(f"{path}: phenotype {phenotype!r}: {entry['unit']!r} is not a UCUM unit")
             rules.append(Rule(str(phenotype), **{k: str(v) for k, v in entry.items()}))
     return rules
 
 
-def derive_labels(measurements: pd.DataFrame, rules: list[Rule]) -> pd.DataFrame:
-    """``study_key`` + one column per phenotype: per study, the first rule (file order) that has a value
-    gives it (the mean when it was measured several times)."""
+def derive_labels(measurements: pd.DataFrame, rules: list[Rule],
+                  refused: Counter | None = None) -> pd.DataFrame:
+    """``study_key`` + one column per phenotype from the current (not ``replaced``) rows: per study, the first
+    rule (file order) that has a value gives it; among that rule's rows the one the operator selected, else the
+    vendor's derived value (mean first), else the mean of the repeats. Rows whose unit cannot be converted to
+    the rule's are counted in ``refused`` (``"phenotype: unit → wanted"``)."""
     phenotypes = list(dict.fromkeys(r.phenotype for r in rules))
+    current = measurements[~measurements["replaced"].astype(bool)] if "replaced" in measurements else measurements
     out: dict[str, dict[str, float]] = {}
-    for study, group in measurements.groupby("study_key", sort=True):
+    for study, group in current.groupby("study_key", sort=True):
         rows = group.to_dict("records")
         values: dict[str, float] = {}
         for rule in rules:
             if rule.phenotype in values:
                 continue
-            hits = [v for row in rows if rule.matches(row) and (v := rule.convert(row)) is not None]
+            hits = []
+            for row in (r for r in rows if rule.matches(r)):
+                if (v := rule.convert(row)) is None:
+                    if refused is not None:
+                        refused[f"{rule.phenotype}: {row['unit'] or 'no unit'} → {rule.unit}"] += 1
+                else:
+                    hits.append((row, v))
             if hits:
-                values[rule.phenotype] = sum(hits) / len(hits)
+                values[rule.phenotype] = _pick(hits)
         if values:
             out[str(study)] = values
     df = pd.DataFrame.from_dict(out, orient="index", columns=phenotypes)
     df = df.dropna(axis=1, how="all")
     return df.rename_axis("study_key").reset_index()
+
+
+def _pick(hits: list[tuple[dict[str, Any], float]]) -> float:
+    """Selected > derived (mean first) > the mean of the repeats."""
+    for keep in (lambda r: bool(r.get("selected")), lambda r: _norm(r.get("derivation") or "") == "mean",
+                 lambda r: bool(r.get("derivation"))):
+        chosen = [v for r, v in hits if keep(r)]
+        if chosen:
+            return sum(chosen) / len(chosen)
+    return sum(v for _, v in hits) / len(hits)
 
 
 def _norm(text: str) -> str:
