@@ -57,6 +57,7 @@ class DicomWebPacs:
 
         session = requests.Session()
         session.verify = verify
+        session.headers["Accept-Encoding"] = "identity"  # pixel data is mostly compressed already: gzip only costs CPU
         if credentials.token:
             session.headers["Authorization"] = f"Bearer {credentials.token}"
         elif credentials.username:
