@@ -83,6 +83,8 @@ app.add_typer(synth_app, name="synth")
 app.add_typer(lectures_app, name="lectures")
 app.add_typer(zero_shot_app, name="zero-shot")
 app.add_typer(bank_app, name="bank")
+pacs_app = typer.Typer(help="The hospital's PACS: pull studies (DICOMweb or DIMSE).", no_args_is_help=True, cls=_Group)
+app.add_typer(pacs_app, name="pacs")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file layered over the shipped defaults.")
 OutOpt = typer.Option(None, "--out", "-o", help="Output folder (same as out=).")
@@ -248,6 +250,15 @@ def bank_calibrate(bank: Path = typer.Argument(..., help="Bank folder."),
                    config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
     """Fit binary phenotype thresholds (Youden's J) on a labelled split; stored in the bank manifest."""
     run_job("bank", config, _kv(action="calibrate", bank=bank, input=ingest) + (overrides or []))
+
+
+@pacs_app.command("pull")
+@_job("pacs")
+def pacs_pull(url: str = typer.Argument(..., help="http(s)://host/dicom-web or dimse://AET@host:port"),
+              out: Path = typer.Option(..., "--out", "-o", help="Export folder to write (then: medvid ingest DIR)."),
+              config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
+    """Pull studies from a PACS into an export folder; resumable, identifiers read from files only."""
+    run_job("pacs", config, _kv(action="pull", url=url, out=out) + (overrides or []))
 
 
 @app.command()

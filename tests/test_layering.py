@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"medvid": ROOT / "medvid", "medvid.pipelines": ROOT / "pipelines", "medvid.apps": ROOT / "apps"}
 LEVELS = {"io": 1, "datasets": 2, "transforms": 2, "synth": 2, "models": 3,
-          "training": 4, "zeroshot": 4, "report": 4, "transfer": 4, "ingest": 4, "pipelines": 5, "apps": 5, "cli": 5}
+          "training": 4, "zeroshot": 4, "report": 4, "transfer": 4, "ingest": 4, "pacs": 4, "pipelines": 5, "apps": 5, "cli": 5}
 JOB_API = {"Config", "run"}  # what one job may take from another (the demo runs every job through these)
 
 

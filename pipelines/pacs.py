@@ -1,0 +1,48 @@
+"""`medvid pacs pull URL --out DIR`: studies from a PACS (DICOMweb or DIMSE) into an ordinary export folder,
+which `medvid ingest DIR` then reads. The work is ``medvid.pacs``; this job reads settings and wires it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from medvid.config import setting
+from medvid.errors import MedvidError
+
+
+@dataclass
+class Config:
+    action: str = setting("pull", "pull (set by the command)")
+    url: str = setting("", "PACS: http(s)://host/dicom-web (DICOMweb) or dimse://AET@host:port (DIMSE)")
+    out: str = setting("", "pull: export folder to write (DIR/<study>/<series>/<instance>.dcm)")
+    credentials: str = setting("", "JSON file {username, password} or {token}; blank: MEDVID_PACS_USER + "
+                                   "MEDVID_PACS_PASSWORD or MEDVID_PACS_TOKEN from the environment (never argv)")
+    ae_title: str = setting("MEDVID", "DIMSE: our AE title (the PACS must know it for C-GET)")
+    study_date: str = setting("", "pull: study date YYYYMMDD or range YYYYMMDD-YYYYMMDD; blank = any")
+    modality: str = setting("US", "pull: modality in study; blank = any")
+    accessions: str = setting("", "pull: file with one accession number per line (identifiers never on the "
+                                  "command line)")
+    patients: str = setting("", "pull: file with one patient ID per line")
+    workers: int = setting(4, "instances fetched at once")
+    timeout: float = setting(60.0, "seconds to wait for the PACS per call")
+    verify_tls: bool = setting(True, "https: verify the server's certificate")
+    ca_bundle: str = setting("", "https: CA bundle file for a hospital's own certificate authority")
+    progress: bool = setting(True, "progress bar on stderr")
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    from medvid.pacs.address import check_aet, load_credentials, parse_address
+    from medvid.pacs.clients import connect
+    from medvid.pacs.pull import pull, read_identifiers, study_queries
+
+    if cfg.action != "pull":
+        raise MedvidError(f"action must be pull, got {cfg.action!r}")
+    if not cfg.url or not cfg.out:
+        raise MedvidError("pacs pull needs the PACS URL and --out DIR")
+    if cfg.workers < 1 or cfg.timeout <= 0:
+        raise MedvidError("workers must be >= 1 and timeout > 0")
+    address = parse_address(cfg.url)
+    queries = study_queries(cfg.study_date, cfg.modality, read_identifiers(cfg.accessions),
+                            read_identifiers(cfg.patients))
+    verify = cfg.ca_bundle or cfg.verify_tls
+    pacs = connect(address, load_credentials(cfg.credentials), check_aet(cfg.ae_title), verify, cfg.timeout)
+    return pull(pacs, queries, cfg.out, address.describe(), cfg.workers, cfg.progress)
