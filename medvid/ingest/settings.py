@@ -33,6 +33,8 @@ class IngestSettings:
                                           "over time")
     sector_frames: int = setting(8, "frames decoded for that estimate")
     resume: bool = setting(True, "reuse results for unchanged files from the previous run")
+    overwrite: bool = setting(False, "true: rewrite an earlier ingest in OUT made with other settings (only a folder "
+                                     "medvid ingest wrote); false: such a rerun is refused")
     progress: bool = setting(True, "show a progress bar")
 
 
