@@ -169,6 +169,27 @@ def test_draft_split_typo_is_refused_before_work_and_does_not_block_the_fix(worl
     assert len(list((out / "drafts").glob("*.txt"))) == 1  # the test split's draft went with its run
 
 
+def test_evaluate_claims_its_out_like_every_job(world, tmp_path):
+    from draft_testdata import draft_cfg
+    from medvid.config import load_config
+    from medvid.pipelines import draft as draft_job, evaluate as job
+
+    drafts = tmp_path / "drafts"
+    draft_job.run(draft_cfg(world, drafts, "split=''"))
+
+    def evaluate(*extra):
+        return job.run(load_config(job.Config, "evaluate", None, [f"drafts={drafts}", f"ingest={world['ingest']}",
+                                                                  "baseline_split=''", *extra]))
+
+    with pytest.raises(MedvidError, match=r"medvid evaluate did not write \(my_notes.txt\)"):
+        evaluate(f"out={_user_folder(tmp_path / 'mine')}")
+    evaluate()
+    evaluate()  # the same settings: written again
+    with pytest.raises(MedvidError, match=r"seed: 0 → 1.*overwrite=true"):
+        evaluate("seed=1")
+    assert evaluate("seed=1", "overwrite=true")["out"] == str(drafts / "evaluation")
+
+
 def test_synth_echo_refuses_other_settings_and_overwrite_replaces_its_export(tmp_path):
     out = tmp_path / "synth"
     _synth(out)
