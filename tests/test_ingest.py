@@ -92,7 +92,7 @@ def test_no_phi_in_outputs_or_logs(synth, tmp_path, caplog):
         summary = ingest_synth(synth, out)
     shareable = [p for p in out.rglob("*") if p.is_file() and KEY_DIR not in p.parts]
     assert {p.name for p in shareable} == {"videos.parquet", "errors.jsonl", "reports.csv", "labels.csv", "views.csv",
-                                           "ingest_manifest.json"}
+                                           "ingest_manifest.json", "settings.json"}
     texts = {p.name: (pd.read_parquet(p).to_json() if p.suffix == ".parquet" else p.read_text()) for p in shareable}
     texts["logs"] = caplog.text + "\n".join(str(r.args) for r in caplog.records)
     texts["summary"] = json.dumps(summary)
@@ -131,7 +131,7 @@ def test_rerun_without_companion_csvs_retires_only_its_own_stale_tables(synth, t
     out = tmp_path / "out"
     ingest_synth(synth, out)
     (out / "views.csv").write_text((out / "views.csv").read_text() + "vi_mine,A4C\n")  # the user edited it
-    ingest(synth / "dicom", out)  # no CSVs this time: last run's reports/labels would describe other data
+    ingest(synth / "dicom", out, "overwrite=true")  # no CSVs: last run's reports/labels would describe other data
     assert not (out / "reports.csv").exists() and not (out / "labels.csv").exists()
     assert "vi_mine" in (out / "views.csv").read_text()  # changed since we wrote it: not provably ours, kept
 
