@@ -26,9 +26,11 @@ import pandas as pd
 
 from medvid.config import setting
 from medvid.errors import MedvidError
-from medvid.io.ingest_folder import IngestFolder
+from medvid.io.ingest_folder import IngestFolder, split_rows
+from medvid.report.bank import MANIFEST as BANK_MANIFEST
 from medvid.report.draft import DraftSettings
 from medvid.report.encode import Encoding
+from medvid.runs import claim_out, record_run, run_settings
 
 log = logging.getLogger("medvid")
 
@@ -62,6 +64,8 @@ class Config:
     ann: Ann = setting(help="build: optional approximate index per section", factory=Ann)
     text_batch: int = setting(64, "text bank: sections per text-encoder call")
     progress: bool = setting(True, "progress bar on stderr")
+    overwrite: bool = setting(False, "build: true replaces a bank built with other settings (only a folder that is a "
+                                     "medvid bank); false: such a build is refused")
     encoding: Encoding = setting(help="how loops are read and encoded (as medvid draft)", factory=Encoding)
     drafting: DraftSettings = setting(help="calibrate scores phenotypes exactly as medvid draft does",
                                       factory=DraftSettings)
@@ -78,6 +82,12 @@ def run(cfg: Config) -> dict[str, Any]:
 # --------------------------------------------------------------------------- build
 
 
+# Settings that do not change the bank built (or belong to calibrate).
+BUILD_BOOKKEEPING = ("action", "bank", "progress", "overwrite", "method", "phenotype_models", "drafting",
+                     "encoding.device", "encoding.precision", "encoding.num_workers", "encoding.loop_batch",
+                     "encoding.feature_cache", "text_batch")
+
+
 def build(cfg: Config) -> dict[str, Any]:
     if not cfg.input or not cfg.bank or not cfg.model:
         raise MedvidError("bank build needs input (ingest folder or reports CSV), bank (output folder) and model")
@@ -86,13 +96,17 @@ def build(cfg: Config) -> dict[str, Any]:
 
         check_ann(cfg.ann.kind)  # before any encoding: unknown kind or faiss missing
     src = Path(cfg.input)
-    if src.is_file():
-        return _build_text(cfg, src)
-    if not IngestFolder(src).exists():
+    if not src.is_file() and not IngestFolder(src).exists():
         raise MedvidError(f"{src}: neither an ingest folder (videos.parquet) nor a reports CSV")
-    if not cfg.dicom_root or not Path(cfg.dicom_root).is_dir():
+    if not src.is_file() and (not cfg.dicom_root or not Path(cfg.dicom_root).is_dir()):
         raise MedvidError(f"{src} is an ingest folder: give dicom_root=<the DICOM folder it was ingested from>")
-    return _build_video(cfg, src, Path(cfg.dicom_root))
+    # The bank folder is replaced as a whole: checked now, its record written once the new bank is in place.
+    settings = run_settings(cfg, ignore=BUILD_BOOKKEEPING)
+    claim_out(cfg.bank, "bank build", settings, overwrite=cfg.overwrite,
+              own=lambda out: (out / BANK_MANIFEST).is_file(), write=False)
+    summary = _build_text(cfg, src) if src.is_file() else _build_video(cfg, src, Path(cfg.dicom_root))
+    record_run(cfg.bank, "bank build", settings)
+    return summary
 
 
 def _ann(cfg: Config) -> dict[str, Any] | None:
@@ -109,9 +123,7 @@ def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, A
 
     sections = check_sections(cfg.sections)
     split = "train" if cfg.split is None else cfg.split
-    reports = IngestFolder(ingest_dir).read_reports()
-    if split:
-        reports = reports[reports["split"] == split]
+    reports = split_rows(IngestFolder(ingest_dir).read_reports(), split, ingest_dir)
     videos = IngestFolder(ingest_dir).read_videos()
     first_video = videos.groupby("study_key")["video_key"].first().to_dict()
     counts: Counter = Counter()
@@ -205,8 +217,7 @@ def calibrate(cfg: Config) -> dict[str, Any]:
     split = "val" if cfg.split is None else cfg.split
     videos = IngestFolder(ingest_dir).read_videos()
     labels = read_labels(IngestFolder(ingest_dir).labels, key="study_key").set_index("study_key")
-    keys = sorted(set(videos.loc[videos["split"] == split, "study_key"] if split else videos["study_key"])
-                  & set(labels.index))
+    keys = sorted(set(split_rows(videos, split, ingest_dir)["study_key"]) & set(labels.index))
     if not keys:
         raise MedvidError(f"{ingest_dir}: no labelled study in split {split!r}")
     encoder = load_encoder(model, views, resolve_device(cfg.encoding.device), cfg.encoding.precision)

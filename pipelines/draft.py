@@ -23,7 +23,7 @@ from typing import Any, Optional
 from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.ingest import ingested
-from medvid.io.ingest_folder import IngestFolder
+from medvid.io.ingest_folder import IngestFolder, split_rows
 from medvid.report.draft import DraftSettings
 from medvid.report.encode import Encoding, StageTimer
 
@@ -50,6 +50,8 @@ class Config:
                                             "DICOM files), else a pseudonymous UID")
     write_sr: bool = setting(True, "write drafts/<study_key>.sr.dcm (DICOM Comprehensive SR)")
     progress: bool = setting(True, "progress bar with studies/min on stderr")
+    overwrite: bool = setting(False, "true: discard the drafts an earlier run with other settings left in OUT (only a "
+                                     "folder medvid draft wrote) and draft afresh; false: such a rerun is refused")
     encoding: Encoding = setting(help="how loops are read and encoded", factory=Encoding)
     drafting: DraftSettings = setting(help="how sections and phenotypes are drawn from the bank",
                                       factory=DraftSettings)
@@ -124,13 +126,13 @@ def run(cfg: Config) -> dict[str, Any]:
                 "write_sr": cfg.write_sr, **{f"encoding.{k_}": v for k_, v in _plain(cfg.encoding).items()
                                              if k_ in ("n_frames", "frame_stride", "target_fps", "mask", "max_videos")},
                 **{f"drafting.{k_}": v for k_, v in _plain(cfg.drafting).items()}}
+    if IngestFolder(cfg.input).exists():  # a split typo is refused before any work
+        split_rows(IngestFolder(cfg.input).read_videos(), cfg.split, cfg.input)
     folder = DraftsFolder(out)
-    folder.prepare(json.loads(json.dumps(settings)))
+    folder.prepare(json.loads(json.dumps(settings)), overwrite=cfg.overwrite)
 
     ingest_dir, dicom_root = _ingest_input(cfg, out)
-    videos = IngestFolder(ingest_dir).read_videos()
-    if cfg.split:
-        videos = videos[videos["split"] == cfg.split]
+    videos = split_rows(IngestFolder(ingest_dir).read_videos(), cfg.split, ingest_dir)
     keys = shard_of(sorted(set(videos["study_key"])), k, n)
     todo = [key for key in keys if not folder.is_done(key)]
     log.info("draft: shard %d/%d, %d studies, %d already drafted, %d to do", k, n, len(keys), len(keys) - len(todo),

@@ -16,6 +16,7 @@ from typing import Any
 from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.report.evaluate import evaluate_drafts, headline, markdown_report
+from medvid.runs import claim_out, run_settings
 from medvid.utils import atomic_write_text
 
 log = logging.getLogger("medvid")
@@ -29,6 +30,8 @@ class Config:
     baseline_split: str = setting("train", "studies the baselines draw on: training mean / prevalence / random "
                                            "neighbour")
     seed: int = setting(0, "random-neighbour baseline")
+    overwrite: bool = setting(False, "true: replace an evaluation made with other settings in OUT (only a folder "
+                                     "medvid evaluate wrote); false: such a run is refused")
 
 
 def run(cfg: Config) -> dict:
@@ -40,6 +43,8 @@ def run(cfg: Config) -> dict:
     if cfg.baseline_split not in ("", "train", "val", "test"):
         raise MedvidError(f"baseline_split must be train, val, test or blank, got {cfg.baseline_split!r}")
     out = Path(cfg.out) if cfg.out else drafts / "evaluation"
+    claim_out(out, "evaluate", run_settings(cfg, ignore=("out", "overwrite")), overwrite=cfg.overwrite,
+              own=lambda o: (o / "metrics.json").is_file() and (o / "report.md").is_file())
     metrics = evaluate_drafts(drafts / "drafts.jsonl", ingest, baseline_split=cfg.baseline_split, seed=cfg.seed)
     atomic_write_text(out / "metrics.json", json.dumps(_nan_to_none(metrics), indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.md", markdown_report(metrics))

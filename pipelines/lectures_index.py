@@ -18,6 +18,7 @@ from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.io.video import Video
 from medvid.io.timing import span_times
+from medvid.runs import claim_out, run_settings
 from medvid.utils import relative_message, write_jsonl
 
 log = logging.getLogger("medvid")
@@ -43,6 +44,8 @@ class Config:
     operative_min_tissue: float = setting(0.3, "frame-type threshold: share of tissue colour for an operative frame")
     recursive: bool = setting(True, "also look in sub-folders")
     seed: int = setting(0, "random seed (clip placement)")
+    overwrite: bool = setting(False, "true: replace pairs an earlier run with other settings wrote in OUT (only a "
+                                     "folder medvid lectures index wrote); false: such a run is refused")
 
 
 def run(cfg: Config) -> dict:
@@ -54,6 +57,8 @@ def run(cfg: Config) -> dict:
     videos = find_lectures(root, cfg.recursive)
     if not videos:
         raise MedvidError(f"{root}: no lecture videos found ({'recursive' if cfg.recursive else 'top level only'})")
+    claim_out(out, "lectures index", run_settings(cfg, ignore=("out", "overwrite")), overwrite=cfg.overwrite,
+              own=lambda o: (o / "pairs.jsonl").is_file())
     pairs, errors, dropped = [], [], 0
     for k, path in enumerate(tqdm(videos, desc="lectures", unit="video")):
         rel = path.relative_to(root).as_posix()

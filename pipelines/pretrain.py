@@ -21,7 +21,7 @@ from medvid.errors import MedvidError
 from medvid.runs import TRAINING_BOOKKEEPING, run_settings
 from medvid.training.distributed import barrier, cleanup, init_distributed
 from medvid.training.pretrain import PretrainSettings, build_model, loop_config, pretrain_task, save_model
-from medvid.training.trainer import Trainer
+from medvid.training.trainer import Trainer, claim_training_out
 from medvid.utils import atomic_write_text, seed_everything
 
 
@@ -51,7 +51,9 @@ def run(cfg: Config) -> dict[str, Any]:
     _check_inputs(cfg)
     dist = init_distributed(cfg.train.device)
     out = Path(cfg.out)
+    settings = run_settings(cfg, TRAINING_BOOKKEEPING)
     try:
+        claim_training_out(out, "pretrain", settings, cfg.resume, write=dist.is_main)
         seed_everything(cfg.train.seed)
         task = pretrain_task(cfg, dist.device, build_model(cfg))
         task.objective.to(dist.device)
@@ -64,7 +66,7 @@ def run(cfg: Config) -> dict[str, Any]:
         untrained = task.score(splits["test"]) if dist.is_main else {}
         trainer = Trainer(task.objective, splits["train"], loop_config(cfg, dist.device), out, dist_info=dist,
                           evaluate=(lambda m: task.score(splits["val"])) if len(splits["val"]) > 1 else None,
-                          settings=run_settings(cfg, TRAINING_BOOKKEEPING))
+                          settings=settings, job="pretrain")
         summary = trainer.fit(resume=cfg.resume)
         result: dict[str, Any] = {"task": cfg.task, "out": str(out), "steps": summary["step"],
                                   "final_loss": summary["final_loss"],

@@ -28,6 +28,7 @@ from medvid.ingest import ingested
 from medvid.io.echo_videos import is_echonet_root
 from medvid.io.ingest_folder import IngestFolder
 from medvid.models.clip import VideoTextModel
+from medvid.runs import claim_out, run_settings
 from medvid.transfer.echo import TASKS as ECHO_TASKS, EchoProbe, check_echo, probe_echo
 from medvid.transfer.plots import learning_curve
 from medvid.transfer.protocol import Protocol, ProbeResult, check_protocol
@@ -52,6 +53,8 @@ class Config(Protocol):
     cache: str = setting("", "frozen-feature cache folder (share it between tasks); blank = OUT/cache")
     device: str = setting("cpu", "auto | cpu | cuda | cuda:N")
     threads: int = setting(0, "torch intra-op threads; 0 = torch's default")
+    overwrite: bool = setting(False, "true: replace results an earlier run with other settings wrote in OUT (only a "
+                                     "folder medvid probe wrote); false: such a run is refused")
     echo: EchoProbe = setting(factory=EchoProbe, help="echo tasks (EchoNet-Dynamic protocol)")
     surgery: SurgeryProbe = setting(factory=SurgeryProbe, help="phase and tools tasks")
 
@@ -92,6 +95,8 @@ def run(cfg: Any) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
+    claim_out(out, "probe", run_settings(cfg, ignore=("out", "cache", "device", "threads", "progress", "overwrite")),
+              overwrite=cfg.overwrite, own=lambda o: (o / "metrics.json").is_file())
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     model = VideoTextModel.from_pretrained(cfg.model, map_location=device).eval()

@@ -2,17 +2,20 @@
 with ``layout=echonet``, A4C videos in the EchoNet-Dynamic layout instead (``medvid.synth.echonet``)."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from medvid.config import setting
+from medvid.runs import claim_out, run_settings
 from medvid.errors import MedvidError
 from medvid.synth.echo import synthesize
 from medvid.synth.echonet import synthesize_echonet
 
 LAYOUTS = ("dicom", "echonet")
+OWN_FILES = ("reports.csv", "labels.csv", "views.csv", "FileList.csv", "VolumeTracings.csv")  # both layouts' tables
 
 
 @dataclass
@@ -39,6 +42,8 @@ class Config:
     split_fractions: list[float] = setting(help="train / val / test shares, by study", factory=lambda: [0.7, 0.15, 0.15])
     jpeg_quality: int = setting(90, "JPEG quality of the compressed loops")
     progress: bool = setting(True, "show a progress bar")
+    overwrite: bool = setting(False, "true: replace the export an earlier run with other settings wrote in OUT (only "
+                                     "a folder medvid synth echo wrote); false: such a run is refused")
 
 
 def run(cfg: Config) -> dict:
@@ -49,6 +54,12 @@ def run(cfg: Config) -> dict:
     unknown = sorted(set(cfg.required_views) - set(ECHO_VIEWS))
     if unknown:
         raise MedvidError(f"required_views: unknown views {unknown}; known: {list(ECHO_VIEWS)}")
+    out = Path(cfg.out)
+    # Same settings write the same files again; other settings would mix two exports, so start afresh.
+    same = claim_out(out, "synth echo", run_settings(cfg, ignore=("out", "progress", "overwrite")),
+                     overwrite=cfg.overwrite, own=lambda o: any((o / name).is_file() for name in OWN_FILES))
+    if cfg.overwrite and not same:
+        _remove_export(out)
     if cfg.layout == "echonet":
         with tqdm(total=cfg.studies, desc="synth echonet", unit="video", disable=not cfg.progress) as bar:
             return synthesize_echonet(Path(cfg.out), videos=cfg.studies, seed=cfg.seed,
@@ -61,3 +72,13 @@ def run(cfg: Config) -> dict:
                           still_fraction=cfg.still_fraction, split_fractions=list(cfg.split_fractions),
                           jpeg_quality=cfg.jpeg_quality, progress=bar.update,
                           required_views=list(cfg.required_views))
+
+
+def _remove_export(out: Path) -> None:
+    """Remove the export an earlier run wrote in ``out`` (a folder :func:`claim_out` proved to be this job's):
+    its tables, its DICOM tree and its videos, nothing else."""
+    for name in OWN_FILES:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "dicom", ignore_errors=True)
+    for video in (out / "Videos").glob("*.avi"):
+        video.unlink()

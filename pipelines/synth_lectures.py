@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from medvid.runs import claim_run, run_settings
+from medvid.runs import claim_out, run_settings
 from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.synth.lectures import NARRATION, espeak_available, synthesize_lecture
@@ -34,8 +34,9 @@ def run(cfg: Config) -> dict:
     if cfg.style not in NARRATION:
         raise MedvidError(f"style must be one of {sorted(NARRATION)}, got {cfg.style!r}")
     # Outputs already there are kept (resume) only when made with these settings (recorded beside the truth).
-    claim_run(out / "truth", run_settings(cfg, ignore=("out", "lectures", "first_index", "overwrite")), overwrite=cfg.overwrite,
-              has_results=any((out / "truth").glob("*.json")))
+    claim_out(out, "synth lectures", run_settings(cfg, ignore=("out", "lectures", "first_index", "overwrite")),
+              overwrite=cfg.overwrite, has_results=any((out / "truth").glob("*.json")), record="truth/settings.json",
+              own=lambda o: (o / "truth").is_dir())
     made, skipped, seconds, sentences = [], [], 0.0, 0
     for i in tqdm(range(cfg.first_index, cfg.first_index + cfg.lectures), desc="synth lectures", unit="lecture"):
         name = f"talk{i:02d}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from medvid.runs import claim_run, run_settings
+from medvid.runs import claim_out, run_settings
 from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.synth.surgery import STYLES, synthesize_video
@@ -36,8 +36,9 @@ def run(cfg: Config) -> dict:
     if cfg.style not in STYLES:
         raise MedvidError(f"style must be one of {sorted(STYLES)}, got {cfg.style!r}")
     # Outputs already there are kept (resume) only when they were made with these settings.
-    claim_run(out, run_settings(cfg, ignore=("out", "videos", "first_id", "ids", "overwrite")), overwrite=cfg.overwrite,
-              has_results=any((out / "videos").glob("*.mp4")))
+    claim_out(out, "synth surgery", run_settings(cfg, ignore=("out", "videos", "first_id", "ids", "overwrite")),
+              overwrite=cfg.overwrite, has_results=any((out / "videos").glob("*.mp4")),
+              own=lambda o: (o / "videos").is_dir() and (o / "phase_annotations").is_dir())
     ids = list(cfg.ids) or list(range(cfg.first_id, cfg.first_id + cfg.videos))
     made, skipped, seconds = [], [], 0.0
     for vid in tqdm(ids, desc="synth surgery", unit="video"):

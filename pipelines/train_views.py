@@ -23,7 +23,7 @@ from medvid.errors import MedvidError
 from medvid.models.checkpoint import record_training_input
 from medvid.runs import TRAINING_BOOKKEEPING, run_settings
 from medvid.training.distributed import cleanup, init_distributed
-from medvid.training.trainer import Trainer
+from medvid.training.trainer import Trainer, claim_training_out
 from medvid.training.views import (ViewSettings, build_classifier, sampling, scores, training_record, view_splits,
                                    write_confusion)
 from medvid.utils import atomic_write_text, seed_everything
@@ -48,6 +48,8 @@ def run(cfg: Config) -> dict[str, Any]:
         cfg.n_frames, cfg.target_fps, cfg.frame_stride, cfg.mask = s.num_frames, s.fps, s.frame_stride, s.mask  # as used
         if cfg.frozen_backbone:
             clf.freeze_backbone()
+        settings = run_settings(cfg, TRAINING_BOOKKEEPING)
+        claim_training_out(out, "train-views", settings, cfg.resume, write=dist.is_main)
         splits = view_splits(cfg, clf, s, dist.device)
         train = splits["train"]
         if len(train) == 0:
@@ -63,7 +65,7 @@ def run(cfg: Config) -> dict[str, Any]:
 
         trainer = Trainer(objective, train, cfg.train, out, dist_info=dist,
                           evaluate=evaluate if len(splits["val"]) else None,
-                          settings=run_settings(cfg, TRAINING_BOOKKEEPING))
+                          settings=settings, job="train-views")
         summary = trainer.fit(resume=cfg.resume)
         result: dict[str, Any] = {"out": str(out), "steps": summary["step"], "final_loss": summary["final_loss"],
                                   "labels": clf.labels, "items": {sp: len(d) for sp, d in splits.items()}}

@@ -92,7 +92,7 @@ def test_no_phi_in_outputs_or_logs(synth, tmp_path, caplog):
         summary = ingest_synth(synth, out)
     shareable = [p for p in out.rglob("*") if p.is_file() and KEY_DIR not in p.parts]
     assert {p.name for p in shareable} == {"videos.parquet", "errors.jsonl", "reports.csv", "labels.csv", "views.csv",
-                                           "ingest_manifest.json"}
+                                           "ingest_manifest.json", "settings.json"}
     texts = {p.name: (pd.read_parquet(p).to_json() if p.suffix == ".parquet" else p.read_text()) for p in shareable}
     texts["logs"] = caplog.text + "\n".join(str(r.args) for r in caplog.records)
     texts["summary"] = json.dumps(summary)
@@ -131,7 +131,7 @@ def test_rerun_without_companion_csvs_retires_only_its_own_stale_tables(synth, t
     out = tmp_path / "out"
     ingest_synth(synth, out)
     (out / "views.csv").write_text((out / "views.csv").read_text() + "vi_mine,A4C\n")  # the user edited it
-    ingest(synth / "dicom", out)  # no CSVs this time: last run's reports/labels would describe other data
+    ingest(synth / "dicom", out, "overwrite=true")  # no CSVs: last run's reports/labels would describe other data
     assert not (out / "reports.csv").exists() and not (out / "labels.csv").exists()
     assert "vi_mine" in (out / "views.csv").read_text()  # changed since we wrote it: not provably ours, kept
 
@@ -169,14 +169,14 @@ def test_a_file_a_killed_run_stopped_in_is_not_read_again(synth, tmp_path):
     victim = json.loads(lines[-2])  # the last file's in-progress mark: the run died while reading it
     assert victim["in_progress"]
     cache.write_text("".join(lines[:-1]))
-    for settings in (("salt=s",), ("salt=s", "min_frames=3")):
+    for settings in (("salt=s",), ("salt=s", "min_frames=3", "overwrite=true")):
         again = ingest_synth(synth, out, *settings)
         errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
         stopped = [e for e in errors if e["reason"] == "interrupted"]
         assert len(stopped) == 1 and "retry_interrupted=true" in stopped[0]["detail"]
         assert stopped[0]["file_key"] == pseudonym(victim["rel"], "s", prefix="f_")
         assert again["files"] == full["files"]
-    retried = ingest_synth(synth, out, "salt=s", "retry_interrupted=true")
+    retried = ingest_synth(synth, out, "salt=s", "retry_interrupted=true", "overwrite=true")
     assert "interrupted" not in retried["errors_by_reason"] and retried["videos"] == full["videos"]
     assert "interrupted" not in ingest_synth(synth, out, "salt=s")["errors_by_reason"]  # read: the mark is gone
 

@@ -51,7 +51,7 @@ def test_echo_ef_probe_outputs_and_baselines(echonet, model, tmp_path):
     assert not any(n in (tmp_path / "predictions.csv").read_text() for n in names)  # keyed by pseudonyms
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
     again = _run("task=echo-ef", f"model={model}", f"data={echonet}", f"out={tmp_path}", "echo.clip_frames=8",
-                 "fractions=[1.0]", "kshots=[]", "zero_shot=false")  # cached features reused
+                 "fractions=[1.0]", "kshots=[]", "zero_shot=false", "overwrite=true")  # cached features reused
     assert again["probe_mae"] == pytest.approx(summary["probe_mae"])
     pheno = _run("task=echo-phenotypes", f"model={model}", f"data={tmp_path / 'ingest'}", f"echo.video_root={echonet}",
                  f"out={tmp_path / 'pheno'}", f"cache={tmp_path / 'cache'}", "echo.clip_frames=8", "fractions=[1.0]",

@@ -166,7 +166,8 @@ def test_drafts_folder_refuses_other_settings_naming_them(tmp_path):
     folder = DraftsFolder(tmp_path / "out")
     folder.prepare({"drafting.knn_k": 50, "split": "test"})
     folder.prepare({"split": "test", "drafting.knn_k": 50})  # the same settings resume
-    with pytest.raises(MedvidError, match=r"other settings \(drafting.knn_k\)"):
+    (folder.state / "done" / "st_a.json").write_text("{}")  # a drafted study: a run to protect
+    with pytest.raises(MedvidError, match=r"other settings \(drafting.knn_k: 50 → 3\)"):
         folder.prepare({"drafting.knn_k": 3, "split": "test"})
 
 

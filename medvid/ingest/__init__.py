@@ -22,6 +22,7 @@ def ingest(settings: IngestSettings) -> dict:
     if not settings.dicom_root or not root.is_dir():
         raise MedvidError(f"DICOM root is not a folder: {settings.dicom_root!r}")
     check_input_files(settings)
+    _claim_out(settings)
     if is_echonet_root(root):  # a folder of echo videos with its FileList table
         from medvid.ingest.echonet import ingest_echonet
 
@@ -42,6 +43,19 @@ def check_input_files(settings: IngestSettings) -> None:
     if missing:
         raise MedvidError(f"input file(s) not found: {'; '.join(missing)}. Relative paths resolve against the working "
                           f"folder ({Path.cwd()}); give absolute paths or run from the folder they are relative to")
+
+
+def _claim_out(settings: IngestSettings) -> None:
+    """Claim ``settings.out`` (:func:`medvid.runs.claim_out`): a rerun with the same settings resumes (the scan
+    cache), other settings are refused unless ``overwrite``. Paths are recorded as digests only (a folder name
+    can identify a patient; ``OUT`` is shareable) and the salt only as given or not (it is a secret)."""
+    from medvid.io.ingest_folder import KEY_DIR, IngestFolder
+    from medvid.runs import claim_out, run_settings
+
+    record = run_settings(settings, ignore=("out", "resume", "retry_interrupted", "progress", "overwrite"), names=False)
+    record["salt"] = "given" if settings.salt else ""
+    claim_out(settings.out, "ingest", record, overwrite=settings.overwrite, has_results=IngestFolder(settings.out).exists(),
+              own=lambda out: IngestFolder(out).exists() or (out / KEY_DIR).is_dir())
 
 
 def ingested(source: str | Path, files_root: str, out: Path, *, progress: bool = True,

@@ -39,6 +39,8 @@ class IngestSettings:
     resume: bool = setting(True, "reuse results for unchanged files from the previous run")
     retry_interrupted: bool = setting(False, "true: read again the files an earlier run stopped in (killed, out of "
                                              "memory); else each is an interrupted error")
+    overwrite: bool = setting(False, "true: rewrite an earlier ingest in OUT made with other settings (only a folder "
+                                     "medvid ingest wrote); false: such a rerun is refused")
     progress: bool = setting(True, "show a progress bar")
 
 

@@ -188,6 +188,19 @@ class IngestFolder:
         atomic_write_text(manifest, json.dumps({"tables": {n: _sha256(self.root / n) for n in written}}, indent=1))
 
 
+def split_rows(df: pd.DataFrame, split: str, where: str | os.PathLike) -> pd.DataFrame:
+    """The rows of ``df`` (videos or reports of the ingest ``where``) in ``split``; blank = all. A split the
+    table does not hold is refused, naming the ones it does (a typo must fail before any work, not draw nothing)."""
+    if not split:
+        return df
+    held = sorted(set(df["split"]) - {""})
+    if split not in held:
+        raise MedvidError(f"split={split!r}: {where} has no such split; it holds "
+                          + (", ".join(held) if held else "none (its reports CSV had no split column)")
+                          + " (split='' takes every study)")
+    return df[df["split"] == split]
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -8,7 +8,6 @@ IDs) come from files, never the command line, and no identifier reaches a log or
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from collections import Counter
@@ -18,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 from medvid.errors import MedvidError
 from medvid.pacs.clients import InstanceRef, Pacs, PacsError
-from medvid.utils import atomic_path, atomic_write_text
+from medvid.utils import atomic_path
 
 log = logging.getLogger("medvid")
 
@@ -58,15 +57,12 @@ def instance_path(out: Path, ref: InstanceRef) -> Path:
 
 
 def claim_folder(out: Path, source: str) -> None:
-    """Pull into ``out`` only when it is empty, absent or an earlier pull's folder (``MARKER``)."""
-    marker = out / MARKER
-    if out.exists() and not out.is_dir():
-        raise MedvidError(f"{out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
-        raise MedvidError(f"refusing to pull into {out}: it holds files that no `medvid pacs pull` wrote; "
-                          "choose an empty or new folder")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, json.dumps({"source": hashlib.sha256(source.encode()).hexdigest()[:16]}))
+    """Pull into ``out`` only when it is empty, absent or an earlier pull's folder from the same PACS
+    (:func:`medvid.runs.claim_out`; the record ``MARKER`` is a dot file, which ingest skips)."""
+    from medvid.runs import claim_out
+
+    claim_out(out, "pacs pull", {"source": hashlib.sha256(source.encode()).hexdigest()[:16]}, record=MARKER,
+              restart="a new out= folder")
 
 
 def pull(pacs: Pacs, queries: Iterable[dict[str, str]], out: str | Path, source: str, workers: int = 4,

@@ -4,7 +4,7 @@ A finished study leaves ``OUT/.draft_state/done/<study_key>.json`` (written last
 ``drafts/<study_key>.txt`` and ``.sr.dcm``); a failed one ``OUT/.draft_state/errors/<study_key>.json``.
 ``drafts.jsonl`` and ``errors.jsonl`` are assembled from those records, so a study finished twice (a resumed
 run) appears once. The settings a folder was drafted with are kept in ``.draft_state/settings.json``: a
-re-run with other settings is refused, naming the settings that differ.
+re-run with other settings is refused, naming the settings that differ (``overwrite=true`` starts afresh).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from medvid.errors import MedvidError
 from medvid.report.draft import render_text
+from medvid.runs import claim_out
 from medvid.utils import atomic_write_text, write_jsonl
 
 STATE = ".draft_state"
@@ -27,19 +27,25 @@ class DraftsFolder:
         self.out = Path(out)
         self.state = self.out / STATE
 
-    def prepare(self, settings: Mapping[str, Any]) -> None:
-        """Create the state folders; record ``settings`` (JSON values) or refuse a folder drafted with others."""
-        (self.state / "done").mkdir(parents=True, exist_ok=True)
-        (self.state / "errors").mkdir(parents=True, exist_ok=True)
-        path = self.state / "settings.json"
-        if path.is_file():
-            old = json.loads(path.read_text())
-            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            if diff:
-                raise MedvidError(f"{self.out} holds drafts made with other settings ({', '.join(diff)}); "
-                                  "use a new output folder, or the same settings to resume")
-        else:
-            atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True))
+    def prepare(self, settings: Mapping[str, Any], overwrite: bool = False) -> None:
+        """Claim ``OUT`` (:func:`medvid.runs.claim_out`; ``settings``, JSON values, recorded in
+        ``.draft_state/settings.json``): the same settings resume, others are refused unless ``overwrite``,
+        which first discards this folder's earlier drafts (its own records and the files they name, nothing else)."""
+        done, errors = self.state / "done", self.state / "errors"
+        claim_out(self.out, "draft", settings, overwrite=overwrite,
+                  has_results=any(done.glob("*.json")) or any(errors.glob("*.json")),
+                  own=lambda out: (out / STATE).is_dir(), record=f"{STATE}/settings.json")
+        if overwrite:
+            for record in done.glob("*.json"):
+                for name in (f"{record.stem}.txt", f"{record.stem}.sr.dcm"):
+                    (self.out / "drafts" / name).unlink(missing_ok=True)
+                record.unlink()
+            for record in errors.glob("*.json"):
+                record.unlink()
+            for name in ("drafts.jsonl", "errors.jsonl"):
+                (self.out / name).unlink(missing_ok=True)
+        done.mkdir(parents=True, exist_ok=True)
+        errors.mkdir(parents=True, exist_ok=True)
 
     def is_done(self, study_key: str) -> bool:
         return (self.state / "done" / f"{study_key}.json").is_file()

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medvid.config import setting
 from medvid.device import PRECISIONS, autocast_dtype
-from medvid.runs import claim_run
+from medvid.runs import claim_out
 from medvid.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from medvid.utils import atomic_path, seed_everything
 
@@ -106,6 +106,15 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def claim_training_out(out: str | Path, job: str, settings: Mapping[str, Any], resume: bool,
+                       write: bool = True) -> None:
+    """Claim ``out`` for training job ``job`` (:func:`medvid.runs.claim_out`): a resume needs the same settings,
+    ``resume=False`` starts afresh. Jobs call it before writing anything there (caches, ``config.yaml``)."""
+    claim_out(out, job, settings, overwrite=not resume,
+              has_results=resume and latest_checkpoint(Path(out) / "checkpoints") is not None,
+              own=lambda o: (o / "checkpoints").is_dir(), restart="resume=false", write=write)
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
@@ -162,9 +171,10 @@ class Trainer:
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         dist_info: DistInfo | None = None,
         settings: Mapping[str, Any] | None = None,
+        job: str = "train",
     ):
         self.cfg, self.out = cfg, Path(out_dir)
-        self.settings = settings  # what changes results (medvid.runs): a resume must match it
+        self.settings, self.job = settings, job  # what changes results (medvid.runs): a resume must match it
         self.dist = dist_info or init_distributed(cfg.device)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -269,8 +279,7 @@ class Trainer:
         self._last_loss = float("nan")
         last = latest_checkpoint(self.ckpt_dir) if resume else None
         if self.settings is not None:
-            claim_run(self.out, self.settings, overwrite=not resume, has_results=last is not None,
-                      write=self.dist.is_main)
+            claim_training_out(self.out, self.job, self.settings, resume, write=self.dist.is_main)
         if last is not None:
             self.load_checkpoint(last)
             log.info("resumed from %s (step %d)", last.name, self.step)

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from medvid.datasets.cholec80 import Cholec80
 from medvid.errors import MedvidError
 from medvid.io.video import Video
-from medvid.runs import claim_run
+from medvid.runs import claim_out
 from medvid.utils import atomic_path, atomic_write_text, relative_message, write_jsonl
 from medvid.zeroshot.embed import VideoEmbedding
 from medvid.zeroshot.expansion import Expansion
@@ -140,7 +140,8 @@ class ResultsFolder:
 
     def claim(self, fingerprint: Mapping[str, Any], overwrite: bool) -> None:
         """Record the settings; refuse to resume a run made with other settings (``overwrite`` starts afresh)."""
-        claim_run(self.root, fingerprint, overwrite, has_results=any(self.predictions.glob("*.csv")))
+        claim_out(self.root, "zero-shot", fingerprint, overwrite=overwrite,
+                  has_results=any(self.predictions.glob("*.csv")), own=lambda out: self.predictions.is_dir())
         if overwrite:
             for f in self.predictions.glob("*.csv"):
                 f.unlink()
