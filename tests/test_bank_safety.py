@@ -89,15 +89,49 @@ def test_text_bank_keeps_only_shared_sentences_and_records_it(tmp_path):
     assert "patient_key" not in bank.phenotypes
 
 
+@pytest.mark.slow
+def test_video_bank_rows_hold_only_sentences_of_k_patients(tmp_path):
+    """``bank build`` of a synthetic ingest (~20 s on 2 idle cores): the studies table carries the ingest's
+    patient keys, and every sentence of every row is found in the reports of at least 5 distinct patients."""
+    from draft_testdata import build_bank, tiny_models
+    from echo_testdata import ingest_synth
+    from medvid.io.ingest_folder import IngestFolder
+    from medvid.io.reports import parse_sections
+    from medvid.report.build import study_patients
+    from medvid.report.sentences import sentence_key, split_sentences
+    from medvid.synth.echo import synthesize
+
+    synthesize(tmp_path / "synth", studies=8, seed=5, loops_per_study=2, rows=64, cols=80, frames_range=(8, 10),
+               still_fraction=0.0)
+    ingest_synth(tmp_path / "synth", tmp_path / "ingest")
+    model, views = tiny_models(tmp_path)
+    summary = build_bank(tmp_path, model, views, tmp_path / "bank", "split=''", "min_patients=5")
+    bank, folder = Bank(tmp_path / "bank"), IngestFolder(tmp_path / "ingest")
+    patients = study_patients(folder.read_videos())
+    assert len(set(patients.values()) - {""}) == 8  # one patient per synthetic study
+    studies = bank.studies.set_index("study_key")
+    assert all(studies.at[k, "patient_key"] == patients[k] for k in studies.index)
+    sharers: dict[str, set[str]] = {}
+    for key, report in zip(*folder.read_reports()[["study_key", "report"]].T.values):
+        for sentence in (x for text in parse_sections(report).values() for x in split_sentences(text)):
+            sharers.setdefault(sentence_key(sentence), set()).add(patients[key])
+    kept = [x for t in bank.texts(range(bank.rows)) for x in split_sentences(t)]
+    assert kept and all(len(sharers.get(sentence_key(x), ())) >= 5 for x in kept)
+    assert summary["shared_sentences"]["sentences_dropped"] > 0 and bank.manifest["shared_sentences"]["min_patients"] == 5
+
+
 # --------------------------------------------------------------------------- files the bank loads
+
+
+def _write(directory, studies: pd.DataFrame):
+    part = SectionRows(np.eye(2, 4, dtype=np.float16), np.array([0, 1], np.int32), ["LV normal.", "LV reduced."])
+    return write_bank(directory, [("Left Ventricle", part)], studies, dim=4, rows=2,
+                      manifest={"model": {"fingerprint": "m"}})
 
 
 @pytest.fixture
 def bank_dir(tmp_path):
-    studies = pd.DataFrame({"study_key": ["st_a", "st_b"], "patient_key": ["pt_1", ""], "reduced_ef": [0.0, 1.0]})
-    part = SectionRows(np.eye(2, 4, dtype=np.float16), np.array([0, 1], np.int32), ["LV normal.", "LV reduced."])
-    return write_bank(tmp_path / "bank", [("Left Ventricle", part)], studies, dim=4, rows=2,
-                      manifest={"model": {"fingerprint": "m"}})
+    return _write(tmp_path / "bank", pd.DataFrame({"study_key": ["st_a", "st_b"], "reduced_ef": [0.0, 1.0]}))
 
 
 def _calibrated(directory) -> Bank:
@@ -112,14 +146,14 @@ def _set_manifest(directory, **fields) -> None:
     (directory / "manifest.json").write_text(json.dumps({**manifest, **fields}))
 
 
-def test_patient_key_is_stored_and_not_a_phenotype(bank_dir):
-    bank = Bank(bank_dir)
+def test_patient_key_is_stored_and_not_a_phenotype(tmp_path):
+    bank = Bank(_write(tmp_path / "bank", pd.DataFrame({"study_key": ["st_a", "st_b"], "patient_key": ["pt_1", ""],
+                                                        "reduced_ef": [0.0, 1.0]})))
     assert bank.studies["patient_key"].tolist() == ["pt_1", ""] and bank.phenotypes == {"reduced_ef": "binary"}
     assert bank.labels.shape == (2, 1)
 
 
-def test_a_bank_without_patient_keys_still_loads(bank_dir):
-    pd.DataFrame({"study_key": ["st_a", "st_b"], "reduced_ef": [0.0, 1.0]}).to_parquet(bank_dir / "studies.parquet")
+def test_a_bank_without_patient_keys_still_loads(bank_dir):  # as banks built before patients were recorded
     assert Bank(bank_dir).studies["patient_key"].tolist() == ["", ""]
 
 

@@ -76,7 +76,9 @@ def keep_shared_sentences(texts: Mapping[Hashable, Mapping[str, str]], patients:
         patient = patients.get(study) or ("study", study)
         for sentences in sections.values():
             for sentence in sentences:
-                seen[sentence_key(sentence)].add(patient)
+                sharers = seen[sentence_key(sentence)]
+                if len(sharers) < min_patients:  # k patients are enough: each set stays at most k long
+                    sharers.add(patient)
     kept_texts: dict[Hashable, dict[str, str]] = {}
     kept = dropped = sections_dropped = 0
     for study, sections in split.items():
