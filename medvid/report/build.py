@@ -1,6 +1,7 @@
 """Building a report bank: reports scrubbed and split into sections, each section paired with its study's
 embedding (a video bank: the study's per-section embedding from :mod:`medvid.report.encode`; a text bank:
-the section's own text embedding), then written with :func:`medvid.report.bank.write_bank`.
+the section's own text embedding), then written with :func:`medvid.report.bank.write_bank`. Before encoding, the
+builder keeps only sentences shared by several patients (:func:`medvid.report.sentences.keep_shared_sentences`).
 """
 from __future__ import annotations
 
