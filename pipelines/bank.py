@@ -57,6 +57,9 @@ class Config:
     labels: str = setting("", "text bank only: labels CSV keyed like the reports CSV")
     sections: Optional[list[str]] = setting(None, "report sections kept; null = EchoPrime's 15 + Postoperative "
                                                   "Findings")
+    min_patients: int = setting(5, "build: keep only report sentences (numbers templated) found in the reports of at "
+                                   "least this many distinct patients, so no sentence unique to one patient reaches "
+                                   "another's draft (EchoPrime's phrase vocabulary rule); 1 keeps every sentence")
     method: str = setting("youden", "calibration: Youden's J (sensitivity + specificity - 1) per binary phenotype")
     phenotype_models: bool = setting(
         True, "calibrate: per phenotype choose on the split between the kNN vote (k in 5/10/20/50) and a linear "
@@ -118,8 +121,9 @@ def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, A
 
     from medvid.device import resolve_device
     from medvid.report.build import (add_study_rows, bank_manifest, check_sections, labels_table,
-                                     scrubbed_study_sections, write_section_bank)
+                                     scrubbed_study_sections, study_patients, write_section_bank)
     from medvid.report.encode import StageTimer, encode_studies, load_encoder, loop_clips
+    from medvid.report.sentences import keep_shared_sentences
 
     sections = check_sections(cfg.sections)
     split = "train" if cfg.split is None else cfg.split
@@ -130,6 +134,9 @@ def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, A
     texts = scrubbed_study_sections(reports, first_video, ingest_dir, dicom_root, sections, counts)
     if not texts:
         raise MedvidError(f"{ingest_dir}: no study of split {split!r} has both videos and a report with known sections")
+    patients = study_patients(videos)
+    shared = keep_shared_sentences(texts, patients, cfg.min_patients)
+    texts = shared.texts
     keys = sorted(texts)
     encoder = load_encoder(cfg.model, cfg.views, resolve_device(cfg.encoding.device), cfg.encoding.precision)
     loops, cache = loop_clips(encoder, ingest_dir, dicom_root, keys, cfg.encoding)
@@ -147,7 +154,8 @@ def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, A
         add_study_rows(per_section, index[item.study_key], texts[item.study_key], item)
     # study indices follow ``keys``; studies that failed keep their row (no section rows point at them)
     studies = labels_table(IngestFolder(ingest_dir).labels, "study_key", keys)
-    manifest = bank_manifest("video", cfg.model, cfg.views, sections, counts,
+    studies.insert(1, "patient_key", [patients[k] for k in keys])
+    manifest = bank_manifest("video", cfg.model, cfg.views, sections, counts, shared,
                              source={"split": split, "studies_skipped": errors})
     summary = write_section_bank(cfg.bank, per_section, sections, studies, int(encoder.model.embed_dim), manifest,
                                  _ann(cfg))
@@ -160,6 +168,7 @@ def _build_text(cfg: Config, path: Path) -> dict[str, Any]:
     from medvid.models.clip import VideoTextModel
     from medvid.report.build import (bank_manifest, check_sections, embed_section_texts, labels_table,
                                      scrub_sections, write_section_bank)
+    from medvid.report.sentences import keep_shared_sentences
     from medvid.utils import pseudonym
 
     sections = check_sections(cfg.sections)
@@ -171,19 +180,22 @@ def _build_text(cfg: Config, path: Path) -> dict[str, Any]:
     salt = secrets.token_hex(16)  # real UIDs become unlinkable keys (the salt is not kept)
     rekey = (lambda k: k) if key == "study_key" else (lambda k: pseudonym(k, salt, prefix="st_"))
     counts: Counter = Counter()
-    keys, items = [], []
-    for k, report in zip(reports[key], reports["report"]):
-        parsed = scrub_sections(str(report), [k], sections, counts)
-        if parsed:
-            keys.append(k)
-            items += [(len(keys) - 1, s, t) for s, t in parsed.items()]
-    if not items:
+    report_keys = list(reports[key])
+    texts = {i: scrub_sections(str(report), [k], sections, counts)
+             for i, (k, report) in enumerate(zip(report_keys, reports["report"]))}
+    texts = {i: t for i, t in texts.items() if t}
+    if not texts:
         raise MedvidError(f"{path}: no report with known sections")
+    # each study is its own patient: a reports CSV names no patient
+    shared = keep_shared_sentences(texts, dict(enumerate(report_keys)), cfg.min_patients)
+    keys = [report_keys[i] for i in shared.texts]
+    items = [(j, s, t) for j, parsed in enumerate(shared.texts.values()) for s, t in parsed.items()]
     model = VideoTextModel.from_pretrained(cfg.model).to(resolve_device(cfg.encoding.device))
     per_section = embed_section_texts(model, items, cfg.text_batch)
     studies = labels_table(Path(cfg.labels), key, keys) if cfg.labels else pd.DataFrame({"study_key": keys})
     studies["study_key"] = [rekey(k) for k in keys]
-    manifest = bank_manifest("text", cfg.model, cfg.views, sections, counts, source={"split": cfg.split or ""})
+    studies.insert(1, "patient_key", "")
+    manifest = bank_manifest("text", cfg.model, cfg.views, sections, counts, shared, source={"split": cfg.split or ""})
     return write_section_bank(cfg.bank, per_section, sections, studies, int(model.embed_dim), manifest, _ann(cfg))
 
 

@@ -25,12 +25,14 @@ def tiny_models(root: Path) -> tuple[Path, Path]:
 
 
 def build_bank(root: Path, model: Path, views: Path, bank: Path, *extra: str) -> dict:
-    """``medvid bank build`` of the ingest ``root/ingest`` (DICOM under ``root/synth/dicom``) into ``bank``."""
+    """``medvid bank build`` of the ingest ``root/ingest`` (DICOM under ``root/synth/dicom``) into ``bank``; every
+    sentence kept (``min_patients=1``): these worlds have fewer training patients than the default 5."""
     from medvid.pipelines import bank as job
 
     return job.run(load_config(job.Config, "bank", None, [
         "action=build", f"input={root / 'ingest'}", f"model={model}", f"views={views}", f"bank={bank}",
-        f"dicom_root={root / 'synth' / 'dicom'}", "progress=false", "encoding.num_workers=0", *extra]))
+        f"dicom_root={root / 'synth' / 'dicom'}", "progress=false", "encoding.num_workers=0", "min_patients=1",
+        *extra]))
 
 
 def draft_cfg(w: dict, out: Path, *extra: str):

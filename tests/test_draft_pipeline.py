@@ -273,7 +273,7 @@ def test_imported_echoprime_builds_a_bank_and_drafts(tmp_path):
     common = [f"model={model}", f"views={views}", f"dicom_root={synth / 'dicom'}", "progress=false",
               "encoding.num_workers=0", "split=''"]
     built = bank_job.run(load_config(bank_job.Config, "bank", None, [
-        "action=build", f"input={tmp_path / 'ingest'}", f"bank={tmp_path / 'bank'}", *common]))
+        "action=build", f"input={tmp_path / 'ingest'}", f"bank={tmp_path / 'bank'}", "min_patients=1", *common]))
     assert built["studies_embedded"] == 3 and built["rows"] > 0
     summary = job.run(load_config(job.Config, "draft", None, [
         f"input={tmp_path / 'ingest'}", f"bank={tmp_path / 'bank'}", f"out={tmp_path / 'out'}", *common]))

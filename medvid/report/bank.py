@@ -4,15 +4,22 @@ Layout of a bank folder (written atomically as a whole, by :func:`write_bank`)::
 
     manifest.json     format, kind (video | text), model fingerprint, text encoder, sections with their
                       row slices, row count, dim, phenotypes (name -> numeric | binary), thresholds,
-                      scrubber version, scrub counts, fingerprint of this bank
+                      scrubber version, scrub counts, the shared-sentence rule (``shared_sentences``:
+                      min_patients and counts, see :mod:`medvid.report.sentences`), build fingerprint
     embeddings.npy    float16 [R, D], rows grouped by section: section s is rows slices[s] = [start, stop)
     row_study.npy     int32 [R]      study index of each row
     rows.parquet      section, text  (row order; read lazily, one row group at a time)
-    studies.parquet   study_key + one column per phenotype (row = study index)
+    studies.parquet   study_key, patient_key ("" = the study is its own patient; absent in older banks)
+                      + one column per phenotype (row = study index)
     study_keys.npy    the study keys as fixed-width strings (memory-mapped)
     labels.npy        float32 [n_studies, P] phenotype values (NaN = unknown), for kNN
     ann/NNN.faiss     optional approximate index per section (faiss; manifest ``ann``), only when built
                       with ``ann=`` (see :mod:`medvid.report.ann`)
+    heads-<hash>.npz  linear phenotype heads (manifest ``heads``), written by calibration
+
+Every file a bank loads, a name its manifest gives included, must resolve inside the bank folder (no absolute
+path, ``..`` or symlink out): a bank that names another file is refused when opened. :attr:`Bank.fingerprint`,
+what drafts record, hashes the contents of all of them, so any changed file changes it.
 
 Opening reads the manifest and memory-maps the arrays: start-up does not depend on the bank size,
 and a row's text is read only when a draft uses it. A bank remembers the model that embedded it;
@@ -35,15 +42,25 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from medvid.errors import MedvidError
+from medvid.errors import MedvidError, PathRefused
 from medvid.report.ann import AnnIndex, build_ann, check_ann, save_ann
 from medvid.report.retrieval import SearchOptions
-from medvid.utils import atomic_dir, atomic_path, atomic_write_text
+from medvid.utils import atomic_dir, atomic_path, atomic_write_text, resolve_under
 
 BANK_FORMAT = "medvid-bank"
 BANK_VERSION = 1
 MANIFEST = "manifest.json"
 ROW_GROUP = 8192
+STUDY_COLUMNS = ("study_key", "patient_key")  # the studies table's columns that are not phenotypes
+_FIXED_FILES = (MANIFEST, "embeddings.npy", "row_study.npy", "rows.parquet", "studies.parquet", "study_keys.npy",
+                "labels.npy")
+
+
+def _hash_file(h: Any, path: Path) -> None:
+    """Feed ``path``'s bytes to the hash ``h``, 4 MiB at a time."""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
 
 
 def model_fingerprint(model_dir: str | os.PathLike) -> str:
@@ -54,9 +71,7 @@ def model_fingerprint(model_dir: str | os.PathLike) -> str:
         path = model_dir / name
         if path.is_file():
             h.update(name.encode())
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    h.update(block)
+            _hash_file(h, path)
         elif name == "model.safetensors":
             raise MedvidError(f"{model_dir}: not a saved model folder (no {name})")
     return h.hexdigest()[:16]
@@ -75,8 +90,8 @@ def write_bank(directory: str | os.PathLike, sections: Mapping[str, SectionRows]
                studies: pd.DataFrame, *, dim: int, rows: int, manifest: Mapping[str, Any],
                ann: Mapping[str, Any] | None = None) -> Path:
     """Write a bank folder atomically. ``sections`` yields ``(name, SectionRows)`` in bank order (a
-    generator keeps memory at one section); ``rows`` is their total; ``studies`` has ``study_key`` plus
-    one column per phenotype. ``ann`` (``kind`` ivf | hnsw, optional ``nlist``, ``hnsw_m``) also builds an
+    generator keeps memory at one section); ``rows`` is their total; ``studies`` has ``study_key``, optionally
+    ``patient_key``, plus one column per phenotype. ``ann`` (``kind`` ivf | hnsw, optional ``nlist``, ``hnsw_m``) also builds an
     approximate faiss index per section. Refuses to replace a folder that is not a bank."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -125,7 +140,7 @@ def write_bank(directory: str | os.PathLike, sections: Mapping[str, SectionRows]
         row_study.flush()
         ann_manifest = _write_ann(tmp, emb, slices, ann) if ann else None
         del emb, row_study
-        phen = [c for c in studies.columns if c != "study_key"]
+        phen = [c for c in studies.columns if c not in STUDY_COLUMNS]
         labels = studies[phen].to_numpy(dtype=np.float32) if phen else np.zeros((len(studies), 0), np.float32)
         np.save(tmp / "labels.npy", labels)
         keys = studies["study_key"].astype(str).to_numpy()
@@ -172,13 +187,15 @@ class Bank:
         if not _is_bank(self.dir):
             raise MedvidError(f"{self.dir}: not a medvid report bank (no valid {MANIFEST}); "
                               "build one with `medvid bank build`")
-        self.manifest: dict[str, Any] = json.loads((self.dir / MANIFEST).read_text())
+        self.manifest: dict[str, Any] = json.loads(self.path(MANIFEST).read_text())
         if self.manifest.get("format_version") != BANK_VERSION:
             raise MedvidError(f"{self.dir}: bank format version {self.manifest.get('format_version')}, "
                               f"this medvid reads {BANK_VERSION}; rebuild the bank")
+        for name in self.files():  # every name the manifest gives must stay inside the bank, checked up front
+            self.path(name)
         try:
-            self.embeddings = np.load(self.dir / "embeddings.npy", mmap_mode="r")
-            self.row_study = np.load(self.dir / "row_study.npy", mmap_mode="r")
+            self.embeddings = np.load(self.path("embeddings.npy"), mmap_mode="r")
+            self.row_study = np.load(self.path("row_study.npy"), mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise MedvidError(f"{self.dir}: damaged bank ({type(exc).__name__}: {exc})") from exc
         if self.embeddings.shape != (self.rows, self.dim):
@@ -208,6 +225,34 @@ class Bank:
                               "`medvid bank build ... --model` this model")
         return bank
 
+    # --- files ------------------------------------------------------------------------------
+    def files(self) -> list[str]:
+        """The names (relative to the bank folder) of every file the bank loads, its manifest's ones included."""
+        ann = self.manifest.get("ann") or {}
+        heads = [self.manifest["heads"]] if self.manifest.get("heads") else []
+        return [*_FIXED_FILES, *heads, *(ann.get("files") or {}).values()]
+
+    def path(self, name: str) -> Path:
+        """The bank file ``name``, refused (``MedvidError``) unless it resolves inside the bank folder."""
+        try:
+            return resolve_under(self.dir, str(name))
+        except PathRefused as exc:
+            raise MedvidError(f"{self.dir}: bank file {str(name)!r} refused ({exc}); a bank loads only files "
+                              "inside its own folder") from exc
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """What drafts record to identify the bank: a hash of the contents of every file it loads (:meth:`files`),
+        so a changed manifest, array, text, heads or index file changes it."""
+        h = hashlib.sha256()
+        try:
+            for name in self.files():
+                h.update(name.encode() + b"\0")
+                _hash_file(h, self.path(name))
+        except OSError as exc:
+            raise MedvidError(f"{self.dir}: damaged bank ({type(exc).__name__}: {exc})") from exc
+        return h.hexdigest()[:20]
+
     # --- manifest ---------------------------------------------------------------------------
     @property
     def rows(self) -> int:
@@ -221,10 +266,6 @@ class Bank:
     def sections(self) -> list[str]:
         """Sections that have at least one row, in bank order."""
         return [s for s in self.manifest["sections"] if self.section_slice(s)[1] > self.section_slice(s)[0]]
-
-    @property
-    def fingerprint(self) -> str:
-        return str(self.manifest["fingerprint"])
 
     @property
     def phenotypes(self) -> dict[str, str]:
@@ -246,25 +287,34 @@ class Bank:
             raise MedvidError(f"{self.dir}: the bank has no approximate index for {section!r}; rebuild it with "
                               "`medvid bank build ... ann.kind=ivf` (or search it exactly)")
         if section not in self._ann:
-            self._ann[section] = AnnIndex(self.dir / ann["files"][section], ann["kind"])
+            self._ann[section] = AnnIndex(self.path(ann["files"][section]), ann["kind"])
         return self._ann[section]
 
     # --- lazy tables ------------------------------------------------------------------------
     @cached_property
     def labels(self) -> np.ndarray:
         """``[n_studies, P]`` phenotype values, columns in ``phenotypes`` order (memory-mapped)."""
-        return np.load(self.dir / "labels.npy", mmap_mode="r")
+        return np.load(self.path("labels.npy"), mmap_mode="r")
 
     @cached_property
     def study_keys(self) -> np.ndarray:
         """Study key per study index (memory-mapped fixed-width strings)."""
-        return np.load(self.dir / "study_keys.npy", mmap_mode="r")
+        return np.load(self.path("study_keys.npy"), mmap_mode="r")
+
+    @cached_property
+    def studies(self) -> pd.DataFrame:
+        """The studies table: ``study_key``, ``patient_key`` ("" = the study is its own patient; blank for every
+        study of a bank built before patients were recorded) and the phenotype columns (row = study index)."""
+        studies = pd.read_parquet(self.path("studies.parquet"))
+        if "patient_key" not in studies:
+            studies.insert(1, "patient_key", "")
+        return studies
 
     @cached_property
     def _rows_file(self):
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(self.dir / "rows.parquet")
+        return pq.ParquetFile(self.path("rows.parquet"))
 
     @cached_property
     def _group_starts(self) -> np.ndarray:
@@ -297,7 +347,7 @@ class Bank:
         name = self.manifest.get("heads")
         if not name:
             return {}
-        with np.load(self.dir / name) as z:
+        with np.load(self.path(name)) as z:
             return {p: (z[f"{p}.w"], float(z[f"{p}.b"])) for p in {k.rsplit(".", 1)[0] for k in z.files}}
 
     def set_thresholds(self, thresholds: Mapping[str, float], calibration: Mapping[str, Any],
@@ -325,6 +375,7 @@ class Bank:
                     np.savez(f, **arrays)
         atomic_write_text(self.dir / MANIFEST, json.dumps(self.manifest, indent=1))
         self.__dict__.pop("heads", None)
+        self.__dict__.pop("fingerprint", None)
         ours = old_heads and re.fullmatch(r"heads-[0-9a-f]{12}\.npz", old_heads)  # only a name this method writes
         if ours and old_heads != self.manifest.get("heads"):
             (self.dir / old_heads).unlink(missing_ok=True)

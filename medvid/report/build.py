@@ -1,6 +1,7 @@
 """Building a report bank: reports scrubbed and split into sections, each section paired with its study's
 embedding (a video bank: the study's per-section embedding from :mod:`medvid.report.encode`; a text bank:
-the section's own text embedding), then written with :func:`medvid.report.bank.write_bank`.
+the section's own text embedding), then written with :func:`medvid.report.bank.write_bank`. Before encoding, the
+builder keeps only sentences shared by several patients (:func:`medvid.report.sentences.keep_shared_sentences`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from medvid.errors import MedvidError
-from medvid.report.bank import SectionRows, write_bank
+from medvid.report.bank import STUDY_COLUMNS, SectionRows, write_bank
+from medvid.report.sentences import SharedSentences
 
 # per section: (study index, embedding [D], scrubbed text) in the order the rows were found
 SectionItems = dict[str, list[tuple[int, np.ndarray, str]]]
@@ -67,6 +69,15 @@ def scrubbed_study_sections(reports: pd.DataFrame, first_video: Mapping[str, str
     return texts
 
 
+def study_patients(videos: pd.DataFrame) -> dict[str, str]:
+    """Study key -> patient key of an ingest's videos table (the first non-empty one; "" when none is known:
+    the study is then its own patient)."""
+    known = videos[videos["patient_key"].astype(str) != ""] if "patient_key" in videos else videos.iloc[:0]
+    patients = dict.fromkeys(videos["study_key"], "")
+    patients.update(known.groupby("study_key")["patient_key"].first().astype(str).to_dict())
+    return patients
+
+
 def add_study_rows(per_section: SectionItems, study: int, texts: Mapping[str, str], encoded) -> None:
     """Append one encoded study's rows: each of its report ``texts`` with the study's embedding for that section
     (:class:`medvid.report.encode.EncodedStudy`; a section the encoder does not give is left out)."""
@@ -103,9 +114,9 @@ def labels_table(path: str | Path, key: str, keys: list[str]) -> pd.DataFrame:
 
 
 def bank_manifest(kind: str, model_dir: str, views_dir: str, sections: list[str], counts: Counter,
-                  **extra: Any) -> dict[str, Any]:
+                  shared: SharedSentences, **extra: Any) -> dict[str, Any]:
     """The manifest fields a builder records: models (name, fingerprint, folder), text encoder, sections,
-    scrubber version and counts, medvid version, plus ``extra``."""
+    scrubber version and counts, the shared-sentence rule and its counts, medvid version, plus ``extra``."""
     from medvid import __version__
     from medvid.report.provenance import folder_fingerprint, model_name, text_encoder_name
     from medvid.report.scrub import SCRUBBER_VERSION
@@ -115,7 +126,8 @@ def bank_manifest(kind: str, model_dir: str, views_dir: str, sections: list[str]
             "view_model": {"name": model_name(views_dir), "fingerprint": folder_fingerprint(views_dir),
                            "dir": str(Path(views_dir).resolve()) if views_dir else ""},
             "text_encoder": text_encoder_name(model_dir), "configured_sections": sections,
-            "scrubber_version": SCRUBBER_VERSION, "scrubbed": dict(counts), "medvid_version": __version__, **extra}
+            "scrubber_version": SCRUBBER_VERSION, "scrubbed": dict(counts), "shared_sentences": shared.summary(),
+            "medvid_version": __version__, **extra}
 
 
 def _section_rows(per_section: SectionItems, sections: Iterable[str], dim: int) -> Iterator[tuple[str, SectionRows]]:
@@ -137,4 +149,5 @@ def write_section_bank(directory: str | Path, per_section: SectionItems, section
                ann=ann)
     return {"bank": str(directory), "rows": rows, "studies": len(studies),
             "rows_per_section": {s: len(per_section.get(s, [])) for s in sections},
-            "phenotypes": [c for c in studies.columns if c != "study_key"], "scrubbed": manifest["scrubbed"]}
+            "phenotypes": [c for c in studies.columns if c not in STUDY_COLUMNS], "scrubbed": manifest["scrubbed"],
+            "shared_sentences": manifest["shared_sentences"]}
