@@ -188,8 +188,9 @@ def _build_text(cfg: Config, path: Path) -> dict[str, Any]:
         raise MedvidError(f"{path}: no report with known sections")
     # each study is its own patient: a reports CSV names no patient
     shared = keep_shared_sentences(texts, dict(enumerate(report_keys)), cfg.min_patients)
-    keys = [report_keys[i] for i in shared.texts]
-    items = [(j, s, t) for j, parsed in enumerate(shared.texts.values()) for s, t in parsed.items()]
+    with_text = shared.with_text()
+    keys = [report_keys[i] for i in with_text]
+    items = [(j, s, t) for j, parsed in enumerate(with_text.values()) for s, t in parsed.items()]
     model = VideoTextModel.from_pretrained(cfg.model).to(resolve_device(cfg.encoding.device))
     per_section = embed_section_texts(model, items, cfg.text_batch)
     studies = labels_table(Path(cfg.labels), key, keys) if cfg.labels else pd.DataFrame({"study_key": keys})

@@ -39,22 +39,23 @@ def test_only_sentences_of_k_distinct_patients_are_kept_with_their_own_numbers()
     patients = {"st_0": "pt_a", "st_1": "pt_a", "st_2": "pt_b", "st_3": "pt_c", "st_4": "", "st_5": ""}
     shared = keep_shared_sentences(texts, patients, min_patients=5)
     # "Mild MR." is in 5 studies but only 4 patients (st_0 and st_1 are pt_a); the unique name never survives
-    assert shared.texts["st_0"] == {"Left Ventricle": "Normal LV size. LVEF 50%."}
+    assert shared.texts["st_0"] == {"Left Ventricle": "Normal LV size. LVEF 50%.", "Pericardium": ""}  # withheld
     assert shared.texts["st_5"] == {"Left Ventricle": "Normal LV size. LVEF 55%."}
-    assert (shared.sentences_kept, shared.sentences_dropped, shared.sections_dropped) == (12, 6, 1)
+    assert (shared.sentences_kept, shared.sentences_dropped, shared.sections_withheld) == (12, 6, 1)
     kept4 = keep_shared_sentences(texts, patients, min_patients=4).texts
-    assert kept4["st_1"]["Left Ventricle"] == "Normal LV size. LVEF 51%. Mild MR." and "Pericardium" not in kept4["st_0"]
+    assert kept4["st_1"]["Left Ventricle"] == "Normal LV size. LVEF 51%. Mild MR." and kept4["st_0"]["Pericardium"] == ""
     assert keep_shared_sentences(texts, patients, 1).texts["st_0"]["Pericardium"]  # 1 keeps every sentence
     with pytest.raises(MedvidError, match="shared by 7 distinct patients"):
         keep_shared_sentences(texts, patients, min_patients=7)
 
 
-def test_a_study_left_without_sentences_is_dropped():
+def test_a_study_left_without_sentences_keeps_label_only_rows_in_a_video_bank_only():
     from medvid.report.sentences import keep_shared_sentences
 
     texts = {**_reports(5, {}), "st_x": {"Aorta": "Aortic root 3.1 cm per Dr. Patel."}}
     shared = keep_shared_sentences(texts, {}, min_patients=5)
-    assert "st_x" not in shared.texts and shared.studies_dropped == 1 and len(shared.texts) == 5
+    assert shared.texts["st_x"] == {"Aorta": ""} and shared.studies_withheld == 1 and len(shared.texts) == 6
+    assert "st_x" not in shared.with_text() and len(shared.with_text()) == 5
 
 
 def test_study_patients_from_the_ingest_videos_table():
@@ -82,8 +83,8 @@ def test_text_bank_keeps_only_shared_sentences_and_records_it(tmp_path):
     texts = bank.texts(range(bank.rows))
     assert "Normal LV size. LVEF 52%." in texts and "No effusion." in texts
     assert not any("Garcia" in t or "jkim" in t or "Aortic root" in t for t in texts)
-    expected = {"min_patients": 5, "sentences_kept": 18, "sentences_dropped": 2, "sections_dropped": 1,
-                "studies_dropped": 1}
+    expected = {"min_patients": 5, "sentences_kept": 18, "sentences_dropped": 2, "sections_withheld": 1,
+                "studies_withheld": 1}
     assert bank.manifest["shared_sentences"] == expected and summary["shared_sentences"] == expected
     assert list(bank.studies.columns[:2]) == ["study_key", "patient_key"] and len(bank.studies) == 6
     assert "patient_key" not in bank.phenotypes
@@ -196,3 +197,26 @@ def test_fingerprint_covers_every_file_the_bank_loads(bank_dir):
         arr = np.load(bank_dir / name)
         np.save(bank_dir / name, arr[::-1].copy())
         assert Bank(bank_dir).fingerprint != changed, name
+
+
+def test_a_withheld_row_votes_on_phenotypes_but_the_text_comes_from_the_next_neighbour(tmp_path):
+    import torch
+
+    from medvid.report.bank import SectionRows, write_bank
+    from medvid.report.draft import DraftSettings, Drafter
+
+    emb = np.array([[1, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 1, 0, 0]], np.float16)
+    studies = pd.DataFrame({"study_key": ["st_a", "st_b", "st_c"], "patient_key": "", "tr": [1.0, 0.0, 0.0]})
+    rows = SectionRows(emb, np.arange(3, dtype=np.int32), ["", "Trace tricuspid regurgitation.", "Normal."])
+    bank = Bank(write_bank(tmp_path / "bank", [("Tricuspid Valve", rows)], studies, dim=4, rows=3,
+                           manifest={"model": {"name": "tiny", "fingerprint": "m"}}))
+
+    class Study:
+        study_key, sections = "st_q", ["Tricuspid Valve"]
+        embeddings = torch.tensor([[1.0, 0, 0, 0]])
+        video_keys, views, view_confidence, view_source, weights = [], [], [], [], [[]]
+
+    settings = DraftSettings(knn_k=1, knn_temperature=None, phenotype_sections={"tr": "Tricuspid Valve"})
+    [draft] = Drafter(bank, settings).draft([Study()])
+    assert draft["sections"]["Tricuspid Valve"]["text"] == "Trace tricuspid regurgitation."  # st_a's text withheld
+    assert draft["phenotypes"]["tr"]["score"] == pytest.approx(1.0)  # st_a still votes (k = 1: the nearest row only)

@@ -92,13 +92,21 @@ class Drafter:
         return out
 
     def _text(self, sims: np.ndarray, rows: np.ndarray) -> str:
-        if self.s.consensus <= 1:
-            return self.bank.texts(rows[:1])[0]
+        """The nearest neighbour's text (or the similarity-weighted vote of the ``consensus`` nearest), over the
+        rows that carry text: a row whose text the bank withheld (no sentence shared by enough patients) only
+        votes on phenotypes, and the next neighbour gives the text."""
+        found: list[tuple[str, float]] = []
+        for row, sim in zip(rows, sims):  # nearest first, until enough rows with text
+            if (text := self.bank.texts([row])[0]):
+                found.append((text, float(sim)))
+                if len(found) >= max(1, self.s.consensus):
+                    break
+        if not found:
+            return ""
         votes: dict[str, float] = defaultdict(float)
-        texts = self.bank.texts(rows[:self.s.consensus])
-        for text, sim in zip(texts, sims):
-            votes[text] += float(sim)
-        return max(texts, key=lambda t: votes[t])  # ties: the nearer text (max keeps the first maximum)
+        for text, sim in found:
+            votes[text] += sim
+        return max((t for t, _ in found), key=lambda t: votes[t])  # ties: the nearer text (max keeps the first)
 
     def _phenotypes(self, hits: dict[str, tuple[Tensor, Tensor]], b: int, study: EncodedStudy) -> dict[str, dict[str, Any]]:
         queries = {s: study.embeddings[study.sections.index(s)].float().numpy() for s in set(self.pheno_section.values())}

@@ -45,29 +45,35 @@ def sentence_key(sentence: str) -> str:
 
 @dataclass
 class SharedSentences:
-    """What :func:`keep_shared_sentences` kept: the texts (``{study: {section: text}}``, studies and sections left
-    empty dropped) and the counts a bank records."""
+    """What :func:`keep_shared_sentences` kept: the texts (``{study: {section: text}}``; a section none of whose
+    sentences is shared has the text ``""``: its text is withheld, while a video bank keeps the row so its
+    study's labels still vote) and the counts a bank records."""
 
     texts: dict[Hashable, dict[str, str]]
     min_patients: int
     sentences_kept: int
     sentences_dropped: int
-    sections_dropped: int
-    studies_dropped: int
+    sections_withheld: int
+    studies_withheld: int
 
     def summary(self) -> dict[str, int]:
         """The counts for a bank's manifest and build summary."""
         return {"min_patients": self.min_patients, "sentences_kept": self.sentences_kept,
-                "sentences_dropped": self.sentences_dropped, "sections_dropped": self.sections_dropped,
-                "studies_dropped": self.studies_dropped}
+                "sentences_dropped": self.sentences_dropped, "sections_withheld": self.sections_withheld,
+                "studies_withheld": self.studies_withheld}
+
+    def with_text(self) -> dict[Hashable, dict[str, str]]:
+        """The sections that kept text (a text bank embeds the text itself, so withheld sections have no row)."""
+        out = {study: {s: t for s, t in sections.items() if t} for study, sections in self.texts.items()}
+        return {study: sections for study, sections in out.items() if sections}
 
 
 def keep_shared_sentences(texts: Mapping[Hashable, Mapping[str, str]], patients: Mapping[Hashable, str],
                           min_patients: int) -> SharedSentences:
     """Keep, in each study's ``texts`` (``{study: {section: text}}``), the sentences whose :func:`sentence_key`
     occurs in the texts of at least ``min_patients`` distinct patients (``patients``: study -> patient key; a
-    study missing or with an empty key is its own patient). A kept section is its kept sentences in order.
-    Refused (``MedvidError``) when studies were given and no sentence is kept."""
+    study missing or with an empty key is its own patient). A section is its kept sentences in order (``""``
+    when none is kept). Refused (``MedvidError``) when studies were given and no sentence is kept."""
     if min_patients < 1:
         raise MedvidError(f"min_patients must be at least 1, got {min_patients}")
     split = {study: {s: split_sentences(t) for s, t in sections.items()} for study, sections in texts.items()}
@@ -80,19 +86,16 @@ def keep_shared_sentences(texts: Mapping[Hashable, Mapping[str, str]], patients:
                 if len(sharers) < min_patients:  # k patients are enough: each set stays at most k long
                     sharers.add(patient)
     kept_texts: dict[Hashable, dict[str, str]] = {}
-    kept = dropped = sections_dropped = 0
+    kept = dropped = withheld = 0
     for study, sections in split.items():
         out = {}
         for s, sentences in sections.items():
             keep = [x for x in sentences if len(seen[sentence_key(x)]) >= min_patients]
-            kept, dropped = kept + len(keep), dropped + len(sentences) - len(keep)
-            if keep:
-                out[s] = " ".join(keep)
-            else:
-                sections_dropped += 1
-        if out:
-            kept_texts[study] = out
-    if split and not kept_texts:
+            kept, dropped, withheld = kept + len(keep), dropped + len(sentences) - len(keep), withheld + (not keep)
+            out[s] = " ".join(keep)
+        kept_texts[study] = out
+    if split and not kept:
         raise MedvidError(f"no report sentence is shared by {min_patients} distinct patients among {len(split)} "
                           "studies: nothing to put in the bank (min_patients sets how many must share one)")
-    return SharedSentences(kept_texts, min_patients, kept, dropped, sections_dropped, len(split) - len(kept_texts))
+    studies_withheld = sum(not any(t for t in sections.values()) for sections in kept_texts.values())
+    return SharedSentences(kept_texts, min_patients, kept, dropped, withheld, studies_withheld)
