@@ -220,13 +220,13 @@ def _optional(path: Path, reader) -> pd.DataFrame | None:
     return reader(path, key="study_key") if path.is_file() else None
 
 
-def _baseline_pool(reports: pd.DataFrame | None, labels: pd.DataFrame | None, drafted: set[str], split: str) -> list[str]:
+def _baseline_pool(reports: pd.DataFrame | None, labels: pd.DataFrame | None, scored: set[str], split: str) -> list[str]:
     known = set(reports["study_key"]) if reports is not None else set(labels["study_key"])
     if reports is not None and split:
-        chosen = set(reports.loc[reports["split"] == split, "study_key"]) - drafted
+        chosen = set(reports.loc[reports["split"] == split, "study_key"]) - scored
         if chosen:
             return sorted(chosen)
-    return sorted(known - drafted)
+    return sorted(known - scored)
 
 
 def _phenotypes(rows: list[dict], labels: pd.DataFrame, pool: list[str], rng: np.random.Generator) -> dict[str, Any]:
