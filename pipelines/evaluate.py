@@ -27,8 +27,8 @@ class Config:
     drafts: str = setting("", "output folder of `medvid draft` (holds drafts.jsonl)")
     ingest: str = setting("", "ingest folder with labels.csv / reports.csv (keyed by study_key)")
     out: str = setting("", "blank: <drafts>/evaluation (metrics.json, report.md)")
-    baseline_split: str = setting("train", "studies the baselines draw on: training mean / prevalence / random "
-                                           "neighbour")
+    baseline_split: str = setting("train", "studies the baselines draw on (those not scored): training mean / "
+                                           "prevalence / random neighbour")
     seed: int = setting(0, "random-neighbour baseline")
 
 
