@@ -211,6 +211,7 @@ def calibrate(cfg: Config) -> dict[str, Any]:
     from medvid.report.draft import Drafter
     from medvid.report.encode import encode_studies, load_encoder, loop_clips
     from medvid.report.provenance import folder_fingerprint
+    from medvid.report.retrieval import patients_of
 
     if cfg.method != "youden":
         raise MedvidError(f"calibration method must be youden, got {cfg.method!r}")
@@ -244,10 +245,10 @@ def calibrate(cfg: Config) -> dict[str, Any]:
     targets = {p: np.array([float(labels.at[st.study_key, p]) if p in labels.columns else np.nan for st in studies])
                for p in bank.phenotypes}
     thresholds, info, models, heads = calibrate_phenotypes(bank, drafter.pheno_section, studies, targets,
-                                                           cfg.drafting, cfg.phenotype_models)
-    for p in bank.phenotypes:
-        if bank.phenotypes[p] == "binary" and p not in thresholds:
-            log.warning("calibrate: %s has one class only in split %r; threshold left as is", p, split)
+                                                           cfg.drafting, cfg.phenotype_models, patients_of(videos))
+    for p, entry in info.items():
+        if "threshold_skipped" in entry:
+            log.warning("calibrate: %s in split %r: %s; threshold left as is", p, split, entry["threshold_skipped"])
     bank.set_thresholds(thresholds, {"method": cfg.method, "split": split, "studies": len(studies), "phenotypes": info},
                         models if cfg.phenotype_models else None, heads)
     return {"bank": cfg.bank, "split": split, "studies": len(studies), "thresholds": thresholds, "phenotypes": info}

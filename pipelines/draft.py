@@ -107,6 +107,7 @@ def run(cfg: Config) -> dict[str, Any]:
     from medvid.report.drafts_folder import DraftsFolder
     from medvid.report.encode import encode_studies, load_encoder, loop_clips
     from medvid.report.provenance import folder_fingerprint, model_name, study_instance_uid
+    from medvid.report.retrieval import patients_of
 
     _validate(cfg)
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module per SR
@@ -143,7 +144,7 @@ def run(cfg: Config) -> dict[str, Any]:
     started = time.perf_counter()
     if todo:
         encoder = load_encoder(cfg.model, cfg.views, resolve_device(cfg.encoding.device), cfg.encoding.precision)
-        drafter = Drafter(bank, cfg.drafting)
+        drafter = Drafter(bank, cfg.drafting, patients=patients_of(videos))
         findings = _findings(cfg.findings, encoder.model) if cfg.findings else None
         loops, cache = loop_clips(encoder, ingest_dir, dicom_root, todo, cfg.encoding)
         from tqdm.auto import tqdm

@@ -2,7 +2,8 @@
 
 Reads ``OUT/drafts.jsonl`` (docs/drafting_contract.md) and ``DIR/labels.csv`` / ``DIR/reports.csv``;
 writes ``OUT/evaluation/metrics.json`` and ``OUT/evaluation/report.md`` atomically (``medvid.report.evaluate``
-defines the metrics and baselines). Returns the headline numbers.
+defines the metrics and baselines, and leaves out drafts of studies in the bank). Returns the headline
+numbers; what the numbers need said (drafts left out, undefined baselines) also goes to stderr.
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ class Config:
     drafts: str = setting("", "output folder of `medvid draft` (holds drafts.jsonl)")
     ingest: str = setting("", "ingest folder with labels.csv / reports.csv (keyed by study_key)")
     out: str = setting("", "blank: <drafts>/evaluation (metrics.json, report.md)")
-    baseline_split: str = setting("train", "studies the baselines draw on: training mean / prevalence / random "
-                                           "neighbour")
+    baseline_split: str = setting("train", "studies the baselines draw on (those not scored): training mean / "
+                                           "prevalence / random neighbour")
     seed: int = setting(0, "random-neighbour baseline")
     overwrite: bool = setting(False, "true: replace an evaluation made with other settings in OUT (only a folder "
                                      "medvid evaluate wrote); false: such a run is refused")
@@ -49,6 +50,8 @@ def run(cfg: Config) -> dict:
     atomic_write_text(out / "metrics.json", json.dumps(_nan_to_none(metrics), indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.md", markdown_report(metrics))
     summary = {"out": str(out), **headline(metrics)}
+    for note in metrics["notes"]:
+        log.warning("evaluate: %s", note)
     log.info("evaluate: %d drafted studies scored → %s", metrics["studies"], out)
     return summary
 

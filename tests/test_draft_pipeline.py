@@ -193,7 +193,7 @@ def test_shards_partition_the_studies(world, tmp_path):
     assert len(rows) == 8 and len({r["study_key"] for r in rows}) == 8
 
 
-def test_calibrate_stores_thresholds(world, tmp_path):
+def test_calibrate_stores_thresholds(world, tmp_path, monkeypatch):
     import shutil
 
     from medvid.report.bank import Bank
@@ -201,6 +201,7 @@ def test_calibrate_stores_thresholds(world, tmp_path):
 
     bank = tmp_path / "bank"
     shutil.copytree(world["bank"], bank)
+    monkeypatch.setattr("medvid.report.calibrate.MIN_PER_CLASS", 1)  # 8 studies: below the documented minimum
     summary = job.run(load_config(job.Config, "bank", None, [
         "action=calibrate", f"bank={bank}", f"input={world['ingest']}", f"dicom_root={world['dicom']}", "split=''",
         "progress=false", "encoding.num_workers=0"]))

@@ -48,7 +48,7 @@ def _drafts(ingest_dir: Path, out: Path, mode: str) -> Path:
         sections = parse_sections(test.set_index("study_key").at[source, "report"])
         lab = labels.loc[source]
         rows.append({
-            "study_key": key, "status": "draft",
+            "study_key": key, "status": "draft", "in_bank": False,
             "sections": {name: {"text": text, "neighbours": [{"study_key": source, "similarity": 0.9}], "videos": []}
                          for name, text in sections.items()},
             "phenotypes": {"ef": {"kind": "numeric", "value": float(lab["ef"]), "method": "knn", "k": 50, "n": 50},
@@ -58,6 +58,67 @@ def _drafts(ingest_dir: Path, out: Path, mode: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "drafts.jsonl", rows)
     return out
+
+
+def _with_train_drafts(ingest_dir: Path, out: Path, flag: bool) -> Path:
+    """The perfect test drafts plus perfect drafts of the 30 train studies (the bank's): ``in_bank`` set when
+    ``flag``, else left out as drafts written before that field, whose nearest neighbour was the study itself."""
+    _drafts(ingest_dir, out, "perfect")
+    rows = [json.loads(line) for line in (out / "drafts.jsonl").read_text().splitlines()]
+    reports = pd.read_csv(ingest_dir / "reports.csv")
+    for key in reports.loc[reports["split"] == "train", "study_key"]:
+        row = json.loads(json.dumps(rows[0]))
+        row["study_key"] = key
+        if flag:
+            row["in_bank"] = True
+        else:
+            del row["in_bank"]
+            for section in row["sections"].values():
+                section["neighbours"] = [{"study_key": key, "similarity": 1.0}]
+        rows.append(row)
+    write_jsonl(out / "drafts.jsonl", rows)
+    return out
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_drafts_of_bank_studies_are_not_scored_and_said_so(ingest_dir, tmp_path, flag):
+    """Issue 27 item 3: drafting with split="" drafts the bank's own studies; evaluate scores only the others,
+    says how many it left out (output and stderr) and keeps the bank's studies for the baselines."""
+    out = _with_train_drafts(ingest_dir, tmp_path / "d", flag)
+    m = evaluate_drafts(out / "drafts.jsonl", ingest_dir)
+    assert m["studies"] == 10 and m["studies_in_bank"] == 30 and m["baseline_studies"] == 30
+    assert "30 drafted studies are in the bank" in m["notes"][0]
+    assert m["phenotypes"]["ef"]["baseline_train_mean"]["mae"] > 5
+    result = CliRunner().invoke(app, ["evaluate", "drafts", str(out), "--ingest", str(ingest_dir)])
+    assert result.exit_code == 0, result.output
+    assert "30 drafted studies are in the bank" in result.stderr
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["studies"] == 10 and summary["studies_in_bank"] == 30 and summary["notes"]
+    assert "**Note: 30 drafted studies are in the bank" in (out / "evaluation" / "report.md").read_text()
+
+
+def test_drafts_all_in_the_bank_are_refused(ingest_dir, tmp_path):
+    out = _with_train_drafts(ingest_dir, tmp_path / "d", True)
+    rows = [json.loads(line) for line in (out / "drafts.jsonl").read_text().splitlines()]
+    write_jsonl(out / "drafts.jsonl", [r for r in rows if r["in_bank"]])
+    with pytest.raises(MedvidError, match=r"all 30 drafted studies are in the bank.*split=test"):
+        evaluate_drafts(out / "drafts.jsonl", ingest_dir)
+
+
+def test_baselines_without_studies_to_draw_on_are_undefined_and_explained(ingest_dir, tmp_path):
+    """Every study drafted (none in the bank): no study is left for the baselines, which are undefined (null,
+    "–"), not 0.0, and the report says why."""
+    out = _with_train_drafts(ingest_dir, tmp_path / "d", True)
+    rows = [json.loads(line) for line in (out / "drafts.jsonl").read_text().splitlines()]
+    write_jsonl(out / "drafts.jsonl", [{**r, "in_bank": False} for r in rows])
+    result = CliRunner().invoke(app, ["evaluate", "drafts", str(out), "--ingest", str(ingest_dir)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["baseline_studies"] == 0 and summary["token_f1_random_neighbour"] is None
+    assert summary["ef_mae_train_mean"] is None and "baselines" in summary["notes"][0]
+    assert "every baseline is undefined" in result.stderr
+    report = (out / "evaluation" / "report.md").read_text()
+    assert "every baseline is undefined" in report and "– = undefined" in report
 
 
 def test_perfect_drafts_score_one_and_beat_every_baseline(ingest_dir, tmp_path):

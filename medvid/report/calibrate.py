@@ -1,6 +1,11 @@
 """Calibrating a report bank's phenotypes (``medvid bank calibrate``): on a labelled split, choose per phenotype
 between the drafting kNN vote and a linear head fitted on the bank's rows, and a Youden threshold per binary
-phenotype, scored exactly as drafting scores them (same :class:`medvid.report.draft.DraftSettings`).
+phenotype, scored exactly as drafting scores them (same :class:`medvid.report.draft.DraftSettings`; a study never
+retrieves its own or its patient's bank rows).
+
+A threshold is fitted only with at least ``MIN_PER_CLASS`` positive and negative calibration studies: on fewer, Youden's
+J picks whatever score separates a handful of studies (4 validation studies gave a threshold of 1.0), so the
+threshold is left as it was and the reason recorded (``threshold_skipped``).
 """
 from __future__ import annotations
 
@@ -14,29 +19,37 @@ from medvid.report.bank import Bank
 from medvid.report.draft import DraftSettings
 from medvid.report.phenotypes import (KNN_KS, knn_phenotypes, predict_linear, section_training_set, select_models,
                                       youden_threshold)
-from medvid.report.retrieval import search
+from medvid.report.retrieval import StudyIndex, search
+
+MIN_PER_CLASS = 5  # positive and negative calibration studies a binary phenotype needs for a threshold
 
 
 def calibrate_phenotypes(bank: Bank, pheno_section: Mapping[str, str], studies: Sequence,
-                         targets: Mapping[str, np.ndarray], settings: DraftSettings, select: bool) -> tuple[dict, dict, dict, dict]:
+                         targets: Mapping[str, np.ndarray], settings: DraftSettings, select: bool,
+                         patients: Mapping[str, str] | None = None) -> tuple[dict, dict, dict, dict]:
     """Per phenotype, on the calibration ``studies`` (:class:`medvid.report.encode.EncodedStudy`, ``targets``
     their labels): the model (kNN k or linear head fitted on the bank's rows,
     :func:`medvid.report.phenotypes.select_models`; with ``select`` false the drafting kNN) and, for binary
-    phenotypes with both classes, the Youden threshold of its scores. Returns ``(thresholds, per-phenotype
-    info, models, linear heads)``, as :meth:`medvid.report.bank.Bank.set_thresholds` stores them."""
+    phenotypes with at least ``MIN_PER_CLASS`` studies of each class, the Youden threshold of its scores (else
+    ``threshold_skipped`` says why). ``patients``: study key -> patient key, whose bank rows a study does not
+    retrieve. Returns ``(thresholds, per-phenotype info, models, linear heads)``, as
+    :meth:`medvid.report.bank.Bank.set_thresholds` stores them."""
     names = list(bank.phenotypes)
     sections = sorted(set(pheno_section.values()))
     queries = {s: torch.stack([st.embeddings[st.sections.index(s)] for st in studies]).float() for s in sections}
     ks = sorted({int(settings.knn_k)} | (set(KNN_KS) if select else set()))
-    hits = search(bank, queries, max(ks))
+    index, patients = StudyIndex.of_bank(bank), patients or {}
+    hits = search(bank, queries, max(ks),
+                  exclude=[index.excluded(st.study_key, patients.get(st.study_key, "")) for st in studies])
     thresholds, info, models, heads = {}, {}, {}, {}
     for p, s in pheno_section.items():
         kind, y = bank.phenotypes[p], targets[p]
         knn_val = {}
-        labels = np.asarray(bank.labels[np.asarray(bank.row_study[hits[s][1].numpy()])])[..., names.index(p)]
+        found = [hits[s].of(b) for b in range(len(studies))]
+        labels = [np.asarray(bank.labels[np.asarray(bank.row_study[rows])])[:, [names.index(p)]] for _, rows in found]
         for k in ks:
-            blocks = [knn_phenotypes(hits[s][0][b].numpy(), labels[b][:, None], [p], bank.phenotypes, {}, k,
-                                     settings.knn_temperature)[p] for b in range(len(studies))]
+            blocks = [knn_phenotypes(sims, labels[b], [p], bank.phenotypes, {}, k, settings.knn_temperature)[p]
+                      for b, (sims, _) in enumerate(found)]
             knn_val[k] = np.array([np.nan if (v := bl.get("score", bl.get("value"))) is None else v for bl in blocks])
         if select:
             train = section_training_set(bank.embeddings, bank.row_study, bank.labels, names.index(p),
@@ -55,8 +68,13 @@ def calibrate_phenotypes(bank: Bank, pheno_section: Mapping[str, str], studies: 
             yk, sk = y[keep], pred[keep]
             entry["positives"] = int(yk.sum())
             if len(set(yk.tolist())) == 2:
+                entry["auroc"] = round(auroc(yk, sk), 4)
+            if min(yk.sum(), len(yk) - yk.sum()) >= MIN_PER_CLASS:
                 thresholds[p] = youden_threshold(yk, sk)
-                entry.update(auroc=round(auroc(yk, sk), 4), threshold=round(thresholds[p], 4))
+                entry["threshold"] = round(thresholds[p], 4)
+            else:
+                entry["threshold_skipped"] = (f"{int(yk.sum())} positive and {int(len(yk) - yk.sum())} negative "
+                                              f"studies; a threshold needs {MIN_PER_CLASS} of each")
         else:
             entry["mae"] = round(float(np.mean(np.abs(y[keep] - pred[keep]))), 4) if keep.any() else None
         info[p] = entry

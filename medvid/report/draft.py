@@ -19,7 +19,7 @@ from medvid.errors import MedvidError
 from medvid.report.bank import Bank
 from medvid.report.encode import EncodedStudy, StageTimer
 from medvid.report.phenotypes import draft_phenotypes
-from medvid.report.retrieval import search
+from medvid.report.retrieval import StudyIndex, search
 
 
 PHENOTYPE_SECTIONS = {"ef": "Left Ventricle", "reduced_ef": "Left Ventricle", "lv_dilation": "Left Ventricle",
@@ -46,10 +46,14 @@ class DraftSettings:
 
 
 class Drafter:
-    """Sections, neighbours and kNN phenotypes for batches of encoded studies from one bank."""
+    """Sections, neighbours and kNN phenotypes for batches of encoded studies from one bank. A study never
+    retrieves its own bank rows nor those of its patient's studies (``patients``: study key -> patient key, from
+    the ingest; :class:`medvid.report.retrieval.StudyIndex`)."""
 
-    def __init__(self, bank: Bank, settings: DraftSettings, chunk: int = 32768):
+    def __init__(self, bank: Bank, settings: DraftSettings, chunk: int = 32768,
+                 patients: Mapping[str, str] | None = None):
         self.bank, self.s, self.chunk = bank, settings, chunk
+        self.index, self.patients = StudyIndex.of_bank(bank), dict(patients or {})
         self.pheno_names = list(bank.phenotypes)
         sections = bank.sections
         if not sections:
@@ -60,8 +64,8 @@ class Drafter:
         self.pheno_section = {p: s if s in sections else fallback for p, s in self.pheno_section.items()}
 
     def draft(self, studies: Sequence[EncodedStudy], timer: StageTimer | None = None) -> list[dict[str, Any]]:
-        """One drafts.jsonl block (``sections``, ``phenotypes``, ``videos``) per study; the bank is scanned
-        once for the whole batch."""
+        """One drafts.jsonl block (``sections``, ``phenotypes``, ``videos``, ``in_bank``) per study; the bank is
+        scanned once for the whole batch."""
         timer = timer or StageTimer()
         t0 = time.perf_counter()
         if not studies:
@@ -71,12 +75,15 @@ class Drafter:
         queries = {s: torch.stack([st.embeddings[st.sections.index(s)] for st in studies]) for s in names}
         k = max([self.s.neighbours, self.s.consensus, self.s.knn_k]
                 + [int(m.get("k", 0)) for m in self.bank.phenotype_models.values()])
-        hits = search(self.bank, queries, k, self.chunk)
+        exclude = [self.index.excluded(st.study_key, self.patients.get(st.study_key, "")) for st in studies]
+        hits = search(self.bank, queries, k, self.chunk, exclude=exclude)
         out = []
         for b, st in enumerate(studies):
             sections = {}
             for s in names:
-                sims, rows = hits[s][0][b].numpy(), hits[s][1][b].numpy()
+                sims, rows = hits[s].of(b)
+                if not len(rows):  # the section's only rows are the study's own (or its patient's)
+                    continue
                 keys = self.bank.study_keys[self.bank.row_study[rows[:self.s.neighbours]]]
                 si = st.sections.index(s)
                 sections[s] = {
@@ -85,7 +92,8 @@ class Drafter:
                                    for key, v in zip(keys, sims)],
                     "videos": [{"video_key": vk, "view": v, "view_confidence": c, "weight": round(float(w), 4)}
                                for vk, v, c, w in zip(st.video_keys, st.views, st.view_confidence, st.weights[si])]}
-            out.append({"study_key": st.study_key, "sections": sections, "phenotypes": self._phenotypes(hits, b, st),
+            out.append({"study_key": st.study_key, "in_bank": self.index.own(st.study_key) is not None,
+                        "sections": sections, "phenotypes": self._phenotypes(hits, b, st),
                         "videos": [{"video_key": vk, "view": v, "view_confidence": c, "view_source": src}
                                    for vk, v, c, src in zip(st.video_keys, st.views, st.view_confidence, st.view_source)]})
         timer.add("retrieve", t0)

@@ -58,7 +58,8 @@ class DraftsFolder:
         """Text, SR (referencing ``study_instance_uid``, else a pseudonymous UID), then the done record (last: it
         marks the study finished). ``row``: one :meth:`medvid.report.draft.Drafter.draft` block (+ ``findings``)."""
         key = row["study_key"]
-        record = {"study_key": key, "status": "draft", "sections": row["sections"], "phenotypes": row["phenotypes"],
+        record = {"study_key": key, "status": "draft", "in_bank": bool(row.get("in_bank", False)),
+                  "sections": row["sections"], "phenotypes": row["phenotypes"],
                   "findings": row.get("findings", {}), "videos": row["videos"],
                   "provenance": {**provenance, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
                   "text_path": f"drafts/{key}.txt", "sr_path": f"drafts/{key}.sr.dcm" if write_sr else None}

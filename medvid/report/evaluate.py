@@ -8,6 +8,14 @@
   and finding-level agreement (``extract_finding`` of both must be equal), per section and macro over
   sections; a section the true report has and the draft lacks scores 0 — baseline: a random
   training report's text for that section (chosen among reports that have it; seeded).
+
+Drafts of studies that are in the bank they were drafted from (``in_bank``; in drafts written before that field:
+the study among its own neighbours) are not scored: their neighbours and labels are the evaluation's own answers
+(drafted with the default ``split=""``, 60 of 120 drafts once had the study itself as nearest neighbour and
+scored EF MAE 4.1, token F1 0.88). They are counted (``studies_in_bank``) and named in ``notes``; drafts that
+are all in the bank are refused. Baselines draw on the ``baseline_split`` studies that are not scored, so the
+bank's own training studies stay available to them; with no such study a baseline is undefined (``null``,
+shown as "–") and ``notes`` says so.
 """
 from __future__ import annotations
 
@@ -155,25 +163,40 @@ def draft_sections(row: Mapping[str, Any]) -> dict[str, str]:
             for name, s in row.get("sections", {}).items()}
 
 
+def in_bank(row: Mapping[str, Any]) -> bool:
+    """Whether a draft's study is in the bank it was drafted from: the draft's ``in_bank`` (``medvid draft``), or,
+    in drafts written before that field, the study among its own neighbours."""
+    if "in_bank" in row:
+        return bool(row["in_bank"])
+    sections = [s for s in row.get("sections", {}).values() if isinstance(s, Mapping)]
+    return any(isinstance(n, Mapping) and n.get("study_key") == row["study_key"]
+               for s in sections for n in s.get("neighbours") or [])
+
+
 # --------------------------------------------------------------------------- evaluation
 def evaluate_drafts(drafts_path: str | os.PathLike, ingest_dir: str | os.PathLike, *, baseline_split: str = "train",
                     seed: int = 0) -> dict[str, Any]:
     """Every metric for the drafts in ``drafts_path`` against the ingest's tables, beside its baselines.
 
-    Baselines draw on the ``baseline_split`` studies of ``reports.csv`` that were not drafted (all
-    undrafted studies when that split is empty)."""
-    rows = read_drafts(drafts_path)
+    Drafts of studies in the bank are left out (counted; all of them: refused). Baselines draw on the
+    ``baseline_split`` studies of ``reports.csv`` that are not scored (all such studies when that split is
+    empty)."""
+    drafted = read_drafts(drafts_path)
+    rows = [r for r in drafted if not in_bank(r)]
+    if not rows:
+        raise MedvidError(f"{drafts_path}: all {len(drafted)} drafted studies are in the bank they were drafted from, "
+                          "so their scores would measure the bank, not drafting; draft studies the bank was not built "
+                          "from (e.g. `medvid draft ... split=test`) and evaluate those")
     ingest_dir = Path(ingest_dir)
     reports = _optional(IngestFolder(ingest_dir).reports, read_reports)
     labels = _optional(IngestFolder(ingest_dir).labels, read_labels)
     if reports is None and labels is None:
         raise MedvidError(f"{ingest_dir}: neither reports.csv nor labels.csv (the ingest's companion tables)")
-    keys = [r["study_key"] for r in rows]
-    drafted = set(keys)
-    pool = _baseline_pool(reports, labels, drafted, baseline_split)
+    pool = _baseline_pool(reports, labels, {r["study_key"] for r in rows}, baseline_split)
     rng = np.random.default_rng(seed)
-    result: dict[str, Any] = {"studies": len(rows), "baseline_split": baseline_split, "baseline_studies": len(pool),
-                              "seed": seed}
+    result: dict[str, Any] = {"studies": len(rows), "studies_in_bank": len(drafted) - len(rows),
+                              "baseline_split": baseline_split, "baseline_studies": len(pool), "seed": seed,
+                              "notes": _notes(len(drafted) - len(rows), len(pool), baseline_split)}
     if labels is not None:
         result["phenotypes"] = _phenotypes(rows, labels.set_index("study_key"), pool, rng)
     if reports is not None:
@@ -181,17 +204,29 @@ def evaluate_drafts(drafts_path: str | os.PathLike, ingest_dir: str | os.PathLik
     return result
 
 
+def _notes(in_bank_studies: int, pool: int, split: str) -> list[str]:
+    """What a reader of the numbers must know: drafts left out for being in the bank, undefined baselines."""
+    notes = []
+    if in_bank_studies:
+        notes.append(f"{in_bank_studies} drafted studies are in the bank they were drafted from and are NOT scored "
+                     "(their own labels and text would be the answers); draft a split the bank was not built from")
+    if not pool:
+        notes.append(f"no study outside the scored drafts in split {split!r} (nor in any other) to draw baselines "
+                     "from: every baseline is undefined (–)")
+    return notes
+
+
 def _optional(path: Path, reader) -> pd.DataFrame | None:
     return reader(path, key="study_key") if path.is_file() else None
 
 
-def _baseline_pool(reports: pd.DataFrame | None, labels: pd.DataFrame | None, drafted: set[str], split: str) -> list[str]:
+def _baseline_pool(reports: pd.DataFrame | None, labels: pd.DataFrame | None, scored: set[str], split: str) -> list[str]:
     known = set(reports["study_key"]) if reports is not None else set(labels["study_key"])
     if reports is not None and split:
-        chosen = set(reports.loc[reports["split"] == split, "study_key"]) - drafted
+        chosen = set(reports.loc[reports["split"] == split, "study_key"]) - scored
         if chosen:
             return sorted(chosen)
-    return sorted(known - drafted)
+    return sorted(known - scored)
 
 
 def _phenotypes(rows: list[dict], labels: pd.DataFrame, pool: list[str], rng: np.random.Generator) -> dict[str, Any]:
@@ -248,8 +283,10 @@ def _sections(rows: list[dict], reports: pd.DataFrame, pool: list[str], rng: np.
             having.setdefault(name, []).append(text)
     random_drafts = {key: {name: having[name][int(rng.integers(len(having[name])))]
                            for name in sections if having.get(name)} for key, sections in truth.items()}
+    baseline = (section_agreement(random_drafts, truth) if having  # no report to draw from: undefined, not 0
+                else {"token_f1": float("nan"), "finding_agreement": float("nan"), "sections": {}})
     return {"studies_with_report": len(truth), "draft": section_agreement(drafts, truth),
-            "baseline_random_neighbour": section_agreement(random_drafts, truth)}
+            "baseline_random_neighbour": baseline}
 
 
 def _num(value: Any) -> float:
@@ -261,7 +298,10 @@ def _num(value: Any) -> float:
 
 def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The numbers a summary shows: per phenotype draft vs baseline, section agreement vs random neighbour."""
-    out: dict[str, Any] = {"studies": metrics["studies"]}
+    out: dict[str, Any] = {"studies": metrics["studies"], "studies_in_bank": metrics["studies_in_bank"],
+                           "baseline_studies": metrics["baseline_studies"]}
+    if metrics["notes"]:
+        out["notes"] = list(metrics["notes"])
     for name, m in metrics.get("phenotypes", {}).items():
         if m["kind"] == "numeric":
             out[f"{name}_mae"] = _round(m["draft"]["mae"])
@@ -287,9 +327,12 @@ def _round(x: float) -> float | None:
 
 def markdown_report(metrics: Mapping[str, Any]) -> str:
     """A short Markdown report of ``evaluate_drafts``'s metrics."""
-    lines = ["# Draft evaluation", "",
-             f"{metrics['studies']} drafted studies; baselines from {metrics['baseline_studies']} "
-             f"`{metrics['baseline_split'] or 'undrafted'}` studies (seed {metrics['seed']}).", ""]
+    lines = ["# Draft evaluation", ""]
+    lines += [f"**Note: {note}.**" for note in metrics["notes"]] + ([""] if metrics["notes"] else [])
+    lines += [f"{metrics['studies']} drafted studies scored. Baselines (training mean or prevalence, and a random "
+              f"neighbour: a random study's label or section text) from {metrics['baseline_studies']} "
+              f"`{metrics['baseline_split'] or 'any'}` studies that are not scored (seed {metrics['seed']}); "
+              "– = undefined (no such study, one class only, or no pair).", ""]
     ph = metrics.get("phenotypes", {})
     numeric = {k: v for k, v in ph.items() if v["kind"] == "numeric"}
     binary = {k: v for k, v in ph.items() if v["kind"] == "binary"}
@@ -329,5 +372,5 @@ def _f(x: float | None) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
-__all__ = ["binary_metrics", "draft_sections", "evaluate_drafts", "extract_finding", "headline", "markdown_report",
-           "numeric_metrics", "read_drafts", "section_agreement", "token_f1", "tokens"]
+__all__ = ["binary_metrics", "draft_sections", "evaluate_drafts", "extract_finding", "headline", "in_bank",
+           "markdown_report", "numeric_metrics", "read_drafts", "section_agreement", "token_f1", "tokens"]

@@ -182,7 +182,7 @@ def draft_phenotypes(bank, hits: Mapping[str, tuple[Any, Any]], b: int, queries:
             value = float(predict_linear(w, bias, np.asarray(queries[s], dtype=np.float64), kind))
             out[p] = linear_block(value, kind, float(bank.thresholds.get(p, DEFAULT_THRESHOLD)), int(spec.get("n", 0)))
             continue
-        sims, rows = np.asarray(hits[s][0][b]), np.asarray(hits[s][1][b])
+        sims, rows = hits[s].of(b)
         labels = np.asarray(bank.labels[np.asarray(bank.row_study[rows])])[:, [names.index(p)]]
         out.update(knn_phenotypes(sims, labels, [p], bank.phenotypes, bank.thresholds, int(spec.get("k", knn_k)),
                                   temperature))

@@ -20,6 +20,12 @@ Three ways to score, chosen by :class:`SearchOptions`:
 * ``index="ann"``: the bank's approximate faiss index (:mod:`medvid.report.ann`, built by
   ``medvid bank build ann.kind=...``; needs the optional ``ann`` extra: ``pip install 'medvid[ann]'``).
 
+A query never retrieves its own study or its patient's other studies: ``search(..., exclude=...)`` takes, per
+query, the bank study indices to leave out (:meth:`StudyIndex.excluded`). The section's rows of those studies
+are found from ``row_study`` (4 bytes a row, next to the 2 x dim bytes a row the scan reads); the scan then
+asks for ``k + m`` rows (``m``: the most rows excluded for one query of the batch) and drops the excluded
+ones, so every query still gets its exact ``k`` nearest other rows when the section has them.
+
 ``search`` takes an open :class:`medvid.report.bank.Bank` (which imports this module for its
 :class:`SearchOptions`; this module imports no bank code).
 """
@@ -28,7 +34,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -157,27 +163,136 @@ def _bf16_section(bank: Any, section: str, matrix: np.ndarray, cache: bool) -> T
     return store[section]
 
 
+class Hits(NamedTuple):
+    """One section's search result, best first: ``similarities [Q, w]`` and global bank ``rows [Q, w]``. A query
+    left with fewer than ``w`` rows (its own studies excluded from a small section) is padded with row -1
+    (similarity -inf): read one query through :meth:`of`."""
+
+    similarities: Tensor
+    rows: Tensor
+
+    def of(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(similarities, rows)`` of query ``b``, padding removed."""
+        rows = self.rows[b].numpy()
+        keep = rows >= 0
+        return self.similarities[b].numpy()[keep], rows[keep]
+
+
+class _KeyLookup:
+    """Positions of a key in an array of strings (memory-mapped or not): binary search over its sorted order
+    (the array itself when already sorted, as a video bank's study keys are), no per-key Python objects."""
+
+    def __init__(self, keys: np.ndarray):
+        self.keys = keys
+        self.order = None if len(keys) < 2 or bool(np.all(keys[1:] >= keys[:-1])) else np.argsort(keys, kind="stable")
+
+    def find(self, key: str) -> np.ndarray:
+        lo, hi = (int(np.searchsorted(self.keys, key, side=side, sorter=self.order)) for side in ("left", "right"))
+        return np.arange(lo, hi) if self.order is None else self.order[lo:hi]
+
+
+class StudyIndex:
+    """The bank's study indices by study key and by patient key, so that a query study retrieves neither itself
+    nor another study of its patient. Patient keys come from the bank's studies table (``patient_key``; a bank
+    built without it excludes by study key only) and from the query (the ingest's ``patient_key``)."""
+
+    def __init__(self, study_keys: np.ndarray, patient_keys: np.ndarray | None = None):
+        self.study_keys, self.patient_keys = study_keys, patient_keys
+        self._studies = _KeyLookup(study_keys)
+        self._patients = _KeyLookup(patient_keys) if patient_keys is not None else None
+
+    @classmethod
+    def of_bank(cls, bank: Any) -> StudyIndex:
+        """The index of an open bank (its memory-mapped ``study_keys`` and, when the bank has one, the studies
+        table's ``patient_key`` column)."""
+        import pyarrow.parquet as pq
+
+        path = bank.dir / "studies.parquet"
+        patients = None
+        if "patient_key" in pq.read_schema(path).names:
+            column = pq.read_table(path, columns=["patient_key"]).column(0).fill_null("")
+            patients = np.asarray(column.to_pylist(), dtype=str)
+        return cls(bank.study_keys, patients)
+
+    def own(self, study_key: str) -> int | None:
+        """The bank's index of ``study_key``; None when the bank does not hold it."""
+        found = self._studies.find(str(study_key))
+        return int(found[0]) if len(found) else None
+
+    def excluded(self, study_key: str, patient_key: str = "") -> np.ndarray:
+        """Bank study indices the query ``study_key`` must not retrieve: its own and, with its patient known (from
+        the query, else from the bank's row of the same study), every study of that patient."""
+        own = self.own(study_key)
+        if not patient_key and own is not None and self.patient_keys is not None:
+            patient_key = str(self.patient_keys[own])
+        out = self._patients.find(patient_key) if patient_key and self._patients is not None else np.zeros(0, np.int64)
+        return np.union1d(out, [] if own is None else [own]).astype(np.int64)
+
+
+def patients_of(videos: Any) -> dict[str, str]:
+    """``{study_key: patient_key}`` of an ingest's videos table (empty patient keys left out; none without the
+    column)."""
+    if "patient_key" not in videos:
+        return {}
+    pairs = videos[["study_key", "patient_key"]].drop_duplicates("study_key")
+    return {str(s): str(p) for s, p in zip(pairs["study_key"], pairs["patient_key"]) if isinstance(p, str) and p}
+
+
+def _excluded_rows(row_study: np.ndarray, exclude: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per query, the section-local rows (of ``row_study``, the section's study per row) of its excluded studies."""
+    union = np.unique(np.concatenate([np.asarray(e, dtype=np.int64) for e in exclude]))
+    if not len(union):
+        return [np.zeros(0, np.int64)] * len(exclude)
+    rows = np.flatnonzero(np.isin(row_study, union))
+    studies = row_study[rows]
+    return [rows[np.isin(studies, e)] for e in exclude]
+
+
+def _drop(s: Tensor, i: Tensor, excluded: Sequence[np.ndarray], k: int) -> tuple[Tensor, Tensor]:
+    """Each query's best ``k`` of its candidates ``(s, i)`` (section-local rows) outside its ``excluded`` rows,
+    padded with row -1 / similarity -inf to the longest."""
+    keep = [~np.isin(i[b].numpy(), e) for b, e in enumerate(excluded)]
+    width = max([min(k, int(m.sum())) for m in keep] + [0])
+    sims = torch.full((len(keep), width), float("-inf"))
+    rows = torch.full((len(keep), width), -1, dtype=torch.long)
+    for b, m in enumerate(keep):
+        pick = torch.from_numpy(np.flatnonzero(m)[:width])
+        sims[b, :len(pick)], rows[b, :len(pick)] = s[b, pick], i[b, pick]
+    return sims, rows
+
+
 def search(bank: Any, queries: Mapping[str, Tensor], k: int, chunk: int = DEFAULT_CHUNK,
-           options: SearchOptions | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+           options: SearchOptions | None = None,
+           exclude: Sequence[np.ndarray] | None = None) -> dict[str, Hits]:
     """Per section name, the ``k`` nearest bank rows *of that section* (cosine; queries are normalised)
-    for each query row: ``{section: (similarities [Q, k'], global bank rows [Q, k'])}``. A section the
-    bank does not hold is left out. ``options`` default to the bank's (``Bank.search_options``)."""
+    for each query row: ``{section: Hits(similarities [Q, k'], global bank rows [Q, k'])}``. A section the
+    bank does not hold is left out. ``options`` default to the bank's (``Bank.search_options``). ``exclude``:
+    per query row, bank study indices whose rows it must not retrieve (:meth:`StudyIndex.excluded`); the
+    result is then each query's exact ``k`` nearest among the other rows (see the module docstring)."""
     opt = options or getattr(bank, "search_options", None) or SearchOptions()
     out = {}
+    if exclude is not None and any(len(exclude) != len(q) for q in queries.values()):
+        raise ValueError(f"exclude has {len(exclude)} entries, not one per query row")
     for section, q in queries.items():
         start, stop = bank.section_slice(section)
         if stop <= start or len(q) == 0:
             continue
         q = F.normalize(q.float(), dim=-1)
         matrix = bank.embeddings[start:stop]
+        dropped = _excluded_rows(np.asarray(bank.row_study[start:stop]), exclude) if exclude is not None else []
+        extra = max([len(d) for d in dropped] + [0])
+        wanted = k + extra
         if opt.index == "ann":
-            s, i = bank.ann_index(section).search(q, k, nprobe=opt.nprobe, ef_search=opt.ef_search)
+            s, i = bank.ann_index(section).search(q, wanted, nprobe=opt.nprobe, ef_search=opt.ef_search)
             short = (i < 0).any(dim=1)
             if short.any():  # the probed lists held too few rows: those queries get the exact scan
-                s[short], i[short] = topk_rows(matrix, q[short], k, chunk)
+                s[short], i[short] = topk_rows(matrix, q[short], wanted, chunk)
         elif _use_bf16(opt, stop - start, len(q)):
-            s, i = topk_rows_bf16(matrix, q, k, opt.shortlist, chunk, _bf16_section(bank, section, matrix, opt.cache))
+            s, i = topk_rows_bf16(matrix, q, wanted, opt.shortlist, chunk,
+                                  _bf16_section(bank, section, matrix, opt.cache))
         else:
-            s, i = topk_rows(matrix, q, k, chunk)
-        out[section] = (s, i + start)
+            s, i = topk_rows(matrix, q, wanted, chunk)
+        if extra:
+            s, i = _drop(s, i, dropped, k)
+        out[section] = Hits(s, torch.where(i >= 0, i + start, i))
     return out

@@ -38,6 +38,9 @@ from medvid.utils import atomic_write_text
 log = logging.getLogger("medvid")
 
 _PARTIAL = ("features.partial.npy", "mask.partial.npy", "done.partial.npy")  # a build under way
+# Frames per backbone call in cache_clips: a call's activations grow with its frames (EfficientNet-Lite0 at 224:
+# ~7 MB a frame), so 8 echo clips of 17 frames in one call peaked at 3.3 GB; see docs/training.md.
+FRAME_CHUNK = 32
 
 class FeatureCache:
     """Read side: ``cache[key] -> (features [T, F] float32 tensor, mask [T] bool tensor)``."""
@@ -270,7 +273,8 @@ def cache_clips(backbone: torch.nn.Module, feature_dim: int, dataset: Dataset, k
                 num_workers: int = 0, device: torch.device | str = "cpu", progress: bool = True) -> FeatureCache:
     """Frame features of every clip of ``dataset`` (items with ``"video"``; ``keys[i]`` names item ``i``)
     under a frozen ``backbone`` (``[N,3,H,W] -> [N,F]``). Under ``torchrun`` rank 0 builds, the
-    others wait; the fingerprint covers the backbone's weights and the key list."""
+    others wait; the fingerprint covers the backbone's weights and the key list. The backbone sees at most
+    ``FRAME_CHUNK`` frames per call, however many ``batch_size`` clips hold (memory stays bounded)."""
     from medvid.training.distributed import barrier, rank
 
     fingerprint = {**fingerprint, "backbone": module_digest(backbone), "n_frames": n_frames,
@@ -284,10 +288,14 @@ def cache_clips(backbone: torch.nn.Module, feature_dim: int, dataset: Dataset, k
                                   batch_size=batch_size)
         # channels-last convolutions are ~1.3x faster on CPU (oneDNN); the weights go back afterwards
         backbone.to(memory_format=torch.channels_last)
+
+        def encode(frames: Tensor) -> Tensor:
+            return torch.cat([backbone(c.contiguous(memory_format=torch.channels_last))
+                              for c in frames.split(FRAME_CHUNK)])
+
         try:
-            build_feature_cache(lambda x: backbone(x.contiguous(memory_format=torch.channels_last)), keys, clips,
-                                directory, fingerprint, n_frames=n_frames, feature_dim=feature_dim,
-                                batch_size=batch_size, device=device, progress=progress)
+            build_feature_cache(encode, keys, clips, directory, fingerprint, n_frames=n_frames,
+                                feature_dim=feature_dim, batch_size=batch_size, device=device, progress=progress)
         finally:
             backbone.to(memory_format=torch.contiguous_format)
     barrier()
