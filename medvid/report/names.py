@@ -88,7 +88,8 @@ def _is_name(text: str, run: list[re.Match[str]]) -> bool:
     sure = [w for w in words if is_sure_name(w)]
     if len(words) >= 2:
         return len(sure) >= (2 if all(w.islower() for w in words) else 1)
-    starts_sentence = re.search(r"(?:^|[.:;!?\n])\s*$", text[:run[0].start()]) is not None
+    before = text[:run[0].start()].rstrip(" \t")
+    starts_sentence = not before or before[-1] in ".:;!?\n"
     return bool(sure) and sure[0][0].isupper() and not sure[0].isupper() and not starts_sentence
 
 

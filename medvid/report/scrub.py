@@ -106,7 +106,7 @@ _AFTER_ROLE = re.compile(rf"(?i:\b(?:{_ROLES}))[ \t]*[:\-]?[ \t]*(?:{_TITLE}\.?[
 _ANY_WORD = r"[^\W\d_]+(?:['’-][^\W\d_]+)*"
 _AFTER_LOWER_TITLE = re.compile(rf"\b(?i:dr|doctor|prof)\.?[ \t]+(?P<phi>{_PARTICLE}*[a-zà-ÿ]{_ANY_WORD}"
                                 rf"(?:[ \t]+{_PARTICLE}*{_ANY_WORD})?)")
-_BEFORE_CREDENTIAL = re.compile(rf"(?P<phi>{_NAME_SEQ}|(?:{_ANY_WORD}[ \t]+){{0,3}}[a-zà-ÿ]{_ANY_WORD})"
+_BEFORE_CREDENTIAL = re.compile(rf"(?<![\w'’.-])(?P<phi>(?:(?:[{_UP}]\.|{_ANY_WORD})[ \t]+){{0,3}}{_ANY_WORD})"
                                 rf"(?=,[ \t]*(?:{'|'.join(map(re.escape, CREDENTIALS))})\b)")
 _USER_ID = re.compile(rf"(?i:\b(?:{_ROLES}|by|user(?:name|[ \t]*id)?|login))[ \t]*:?[ \t]*"
                       r"(?P<phi>[a-z][a-z._-]{2,15}\d{0,3})\b")  # "acquired by jkim"
@@ -196,9 +196,7 @@ def scrub_text(text: str, deny: Iterable[str] = ()) -> ScrubResult:
     previous, text = None, text or ""
     while text != previous:  # to a fixed point: a placeholder can expose a new match (idempotence)
         previous = text
-        for kind, pattern in RULES:
-            text = _outside(_KEEP, text, lambda s, k=kind, p=pattern: p.sub(lambda m: _replace(m, k, counts), s))
-        text = _outside(_KEEP, text, lambda s: _names(s, counts))
+        text = _outside(_KEEP, text, lambda s: _rules_and_names(s, counts))
         text = _PLACE_AFTER.sub(lambda m: m.group(1) + _count(counts, "ADDRESS"), text)
         if deny_re is not None:
             text = _outside(_PLACEHOLDER, text,
@@ -260,6 +258,13 @@ def _trimmed(phi: str, leading: bool) -> tuple[int, int]:
         return 0, len(phi)
     start = words[0].start() if leading else 0
     return start, (len(phi) if leading else words[-1].end())
+
+
+def _rules_and_names(text: str, counts: Counter[str]) -> str:
+    """Layers 1-2 on a stretch of text that holds no measurement or eponym (placeholders stay untouched)."""
+    for kind, pattern in RULES:
+        text = _outside(_PLACEHOLDER, text, lambda s, k=kind, p=pattern: p.sub(lambda m: _replace(m, k, counts), s))
+    return _outside(_PLACEHOLDER, text, lambda s: _names(s, counts))
 
 
 def _names(text: str, counts: Counter[str]) -> str:
