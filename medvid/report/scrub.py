@@ -43,8 +43,9 @@ _PLACEHOLDER = re.compile(r"\[[A-Z]+\]")
 _UP = r"A-ZÀ-ÖØ-Þ"  # upper-case letters a name starts with
 # Words that end a name: labels, roles, titles, report-header words and the words of section names
 # (a one-line report puts "Left Ventricle:" right after the patient's name).
-_STOP_WORDS = ("dr doctor prof professor mr mrs ms miss md do phd rn rdcs physician cardiologist sonographer mrn dob id "
-               "date accession age sex gender tel phone fax on at and the of study report time indication comparison "
+_STOP_WORDS = ("dr doctor prof professor mr mrs ms miss md do phd rn rdcs physician cardiologist sonographer mrn dob "
+               "id date accession age sex gender tel phone fax on at and the of study report time indication "
+               "comparison "
                "findings impression conclusion summary history height weight bsa bp hr procedure exam echo name "
                + " ".join(c.lower() for c in CREDENTIALS) + " "
                + " ".join(w.lower() for s in ECHO_SECTIONS for w in s.split())).split()
@@ -52,7 +53,8 @@ _STOP = rf"(?!(?i:{'|'.join(sorted(set(_STOP_WORDS), key=len, reverse=True))})\b
 _WORD = rf"{_STOP}[{_UP}][^\W\d_'’-]*(?:['’-][^\W\d_]+)*"  # one capitalised (or all-caps) name word
 _PARTICLE_WORD = r"(?i:van|von|der|den|de|del|della|di|da|du|des|la|le|dos|das|ter|ten|bin|ibn|al|el|['’][ts])"
 _PARTICLE = rf"(?:{_PARTICLE_WORD}[ \t]+)"
-_PART = rf"(?:{_STOP}[{_UP}]\.(?=[ \t]?(?:[{_UP}]|{_PARTICLE}))|{_PARTICLE}*{_WORD})"  # an initial ("J.") before more, or a word
+# an initial ("J.") before more of the name, or a word after any particles
+_PART = rf"(?:{_STOP}[{_UP}]\.(?=[ \t]?(?:[{_UP}]|{_PARTICLE}))|{_PARTICLE}*{_WORD})"
 _NAME_SEQ = rf"{_PART}(?:,?[ \t]?{_PART}){{0,3}}"  # up to four words / initials, one line
 _MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
           r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
@@ -83,8 +85,9 @@ _STREET = (r"street|st|road|rd|avenue|ave|lane|ln|drive|dr|court|ct|place|pl|bou
            r"|overpass|parks|pike|pines?|plains?|prairie|radial|ramp|ranch|rapids?|rest|river|route|run|shoals?|skyway"
            r"|spur|stream|track|tunnel|underpass|viaduct|village|ways|burg|bluffs?|bottom|branch|bridge|brooks?|bend"
            r"|beach|camp|canyon|cape|causeway|commons?|corners?|expressway|extension|hills|islands|keys?|squares")
-_STREET_FIRST = (r"via|viale|piazza|piazzale|corso|vicolo|rotonda|largo|strada|stretto|canale|incrocio|contrada|borgo|calle|avenida|paseo"
-                 r"|plaza|camino|carrer|callejón|cañada|ronda|travesía|glorieta|cuesta|pasaje|rambla|vía|urbanización"
+_STREET_FIRST = (r"via|viale|piazza|piazzale|corso|vicolo|rotonda|largo|strada|stretto|canale|incrocio|contrada|borgo"
+                 r"|calle|avenida|paseo|plaza|camino|carrer|callejón|cañada|ronda|travesía|glorieta|cuesta|pasaje"
+                 r"|rambla|vía|urbanización"
                  r"|rue|avenue|boulevard|chemin|allée|impasse|place|quai|route|cours|passage|flat|apartment|studio")
 _STREET_SUFFIX = (r"stra(?:ss|ß)e|str\.|weg|allee|platz|gasse|ring|damm|ufer|chaussee|laan|straat|plein|gracht|singel"
                   r"|kade|dreef|steeg|hof|boulevard|park|markt|pad|baan|dijk|wal|plantsoen|straatweg|erf|lei")
@@ -95,11 +98,14 @@ _UNITS = (r"%|mm\s?hg|mmhg|cm/s|m/s|mm/s|cm2|cm²|mm2|m2|m²|ml/m2|ml/m²|g/m2|g
           r"|kg|ml|cm|mm|ms|bpm|/min|min|hz|khz|mhz|h|hr|hrs|s|l|g|°")
 _MEASUREMENT = (rf"(?<![\w.])[-+−]?\d+(?:[.,]\d+)?(?:[ \t]?[-–/:][ \t]?[-+−]?\d+(?:[.,]\d+)?)*[ \t]?(?i:{_UNITS})"
                 r"(?![\w/])")
-_EPONYM_HEAD = (r"method|equation|formula|rule|criteria|criterion|score|classification|type|anomaly|network|excrescences?"
-                r"|procedure|operation|repair|shunt|murmur|maneuver|manoeuvre|sign|syndrome|disease|protocol|phenomenon"
+_EPONYM_HEAD = (r"method|equation|formula|rule|criteria|criterion|score|classification|type|anomaly|network"
+                r"|excrescences?|procedure|operation|repair|shunt|murmur|maneuver|manoeuvre|sign|syndrome|disease"
+                r"|protocol|phenomenon"
                 r"|effect|graft|ring|catheter|biplane|principle|law|pulse|index|phenotype|physiology|circulation"
                 r"|sinus(?:es)?|aneurysm|fistula|malformation|septum|limit|ratio|analysis|view")
-_EPONYM = rf"\b(?:[{_UP}][a-zà-ÿ]+[ \t-]){{0,2}}[{_UP}][a-zà-ÿ]+(?:['’]s)?(?=[ \t]+(?:[a-z]+[ \t]+)?(?i:{_EPONYM_HEAD})\b)"
+_EPONYM = (rf"\b(?:[{_UP}][a-zà-ÿ]+[ \t-]){{0,2}}[{_UP}][a-zà-ÿ]+(?:['’]s)?"
+           rf"(?=[ \t]+(?:[a-z]+[ \t]+)?(?i:{_EPONYM_HEAD})\b)"  # "Simpson's biplane", "Austin Flint murmur"
+           rf"|(?i:sinus(?:es)?|tetralogy|ligament|vein|bundle|triangle|tendon)[ \t]+of[ \t]+[{_UP}][a-zà-ÿ]+")
 # Names told by a role, a lower-case title or a credential, and user IDs (``_GUARDED``: refused when ordinary words
 # follow the role, as in "Tech: Difficult windows").
 _AFTER_ROLE = re.compile(rf"(?i:\b(?:{_ROLES}))[ \t]*[:\-]?[ \t]*(?:{_TITLE}\.?[ \t]+)?(?P<phi>{_NAME_SEQ})")
@@ -112,7 +118,7 @@ _USER_ID = re.compile(rf"(?i:\b(?:{_ROLES}|by|user(?:name|[ \t]*id)?|login))[ \t
                       r"(?P<phi>[a-z][a-z._-]{2,15}\d{0,3})\b")  # "acquired by jkim"
 _GUARDED = (_AFTER_ROLE, _USER_ID)
 _TRIMMED = (_AFTER_LOWER_TITLE, _BEFORE_CREDENTIAL)
-_KEEP = re.compile(rf"\[[A-Z]+\]|{_MEASUREMENT}|{_EPONYM}|(?i:sinus(?:es)?[ \t]+of[ \t]+valsalva)")
+_KEEP = re.compile(rf"\[[A-Z]+\]|{_MEASUREMENT}|{_EPONYM}")
 
 
 def _r(pattern: str) -> re.Pattern[str]:
@@ -135,23 +141,25 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("ADDRESS", _r(r"(?i:\b(?:(?:home[ \t]+)?address|lives[ \t]+at|living[ \t]+at|resides[ \t]+at|residing[ \t]+at"
                    r"|domicile|adresse|dirección|indirizzo|anschrift)[ \t]*:?)[ \t]*"
                    r"(?P<phi>\w[^\n;]*?[^\s;.,])(?=[ \t]*(?:[\n;]|\.(?:[ \t]+[A-Z]|[ \t]*$)|$))")),
-    ("ADDRESS", _r(rf"(?:\b(?i:{_UNIT})[ \t]*\d+[A-Za-z]?,?[ \t]+)?\b\d{{1,5}}[A-Za-z]?,?[ \t]+(?:{_CAP_WORD}[ \t]+){{1,3}}"
-                   rf"(?i:{_STREET})\b\.?{_ADDR_TAIL}")),
-    ("ADDRESS", _r(rf"\b\d{{1,5}}[A-Za-z]?,?[ \t]+(?i:{_STREET_FIRST})\b(?:[ \t]+(?:{_PARTICLE_WORD}|{_CAP_WORD})){{1,5}}"
-                   rf"{_ADDR_TAIL}")),
+    ("ADDRESS", _r(rf"(?:\b(?i:{_UNIT})[ \t]*\d+[A-Za-z]?,?[ \t]+)?\b\d{{1,5}}[A-Za-z]?,?[ \t]+"
+                   rf"(?:{_CAP_WORD}[ \t]+){{1,3}}(?i:{_STREET})\b\.?{_ADDR_TAIL}")),
+    ("ADDRESS", _r(rf"\b\d{{1,5}}[A-Za-z]?,?[ \t]+(?i:{_STREET_FIRST})\b"
+                   rf"(?:[ \t]+(?:{_PARTICLE_WORD}|{_CAP_WORD})){{1,5}}{_ADDR_TAIL}")),
     ("ADDRESS", _r(rf"\b(?=[{_UP}])(?i:{_STREET_FIRST})\b(?:[ \t]+(?:{_PARTICLE_WORD}|{_CAP_WORD})){{1,5}},?[ \t]*"
                    rf"\d{{1,5}}[A-Za-z]?{_ADDR_TAIL}")),
     ("ADDRESS", _r(rf"\b[{_UP}][\w'’.-]*(?i:{_STREET_SUFFIX})[ \t]*\d{{1,5}}[A-Za-z]?(?:/\d+)?{_ADDR_TAIL}")),
     ("ADDRESS", _r(r"\b[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}\b|\b[AC-FHKNPRTV-Y]\d{2}[ \t]?[AC-FHKNPRTV-Y\d]{4}\b"
                    r"|\b(?!(?:19|20)\d\d)\d{4}(?:[A-Z]{2}\b|[ \t][A-Z]{2}(?=[ \t]+[A-Z][a-z]))")),  # UK, IE, NL
-    ("ADDRESS", _r(rf"(?i:\b(?:zip|postcode|post[ \t]+code|postal[ \t]+code|plz|cp)\b[ \t]*:?)[ \t]*(?P<phi>[\w -]{{3,10}}\w)")),
+    ("ADDRESS", _r(r"(?i:\b(?:zip|postcode|post[ \t]+code|postal[ \t]+code|plz|cp)\b[ \t]*:?)[ \t]*"
+                   r"(?P<phi>[\w -]{3,10}\w)")),
     ("ADDRESS", _r(rf"(?<![\w./-])\d{{5}}(?:-\d{{4}})?(?=[ \t]+[{_UP}][a-zà-ÿ])")),  # a postcode before its city
     ("INSTITUTION", _r(r"(?i:\b(?:institution|hospital|facility|site|location|clinic)[ \t]*:)"
                        r"[ \t]*(?P<phi>[^\n;|]*[^\s;|])")),
-    ("INSTITUTION", _r(rf"\b(?:(?i:{_INST_HEAD})(?:[ \t]+(?i:de|del|de[ \t]+la|di|du|des|der|am|an|general|universitario"
-                       rf"|universitaire))*|(?i:{_INST_WORD})[ \t]+(?i:of|for))(?:[ \t]+{_CAP_WORD}){{1,4}}")),
-    ("INSTITUTION", _r(rf"\b(?:(?:[{_UP}](?:[^\W\d_]|['’.&-])*|{_PARTICLE_WORD})[ \t]+){{1,5}}(?i:{_INST_HEAD}|centre|center"
-                       rf"|institute|university)\b"
+    ("INSTITUTION", _r(rf"\b(?:(?i:{_INST_HEAD})(?:[ \t]+(?i:de|del|de[ \t]+la|di|du|des|der|am|an|general"
+                       rf"|universitario|universitaire))*|(?i:{_INST_WORD})[ \t]+(?i:of|for))"
+                       rf"(?:[ \t]+{_CAP_WORD}){{1,4}}")),
+    ("INSTITUTION", _r(rf"\b(?:(?:[{_UP}](?:[^\W\d_]|['’.&-])*|{_PARTICLE_WORD})[ \t]+){{1,5}}"
+                       rf"(?i:{_INST_HEAD}|centre|center|institute|university)\b"
                        rf"(?:[ \t]+(?i:of|for)(?:[ \t]+{_CAP_WORD}){{1,4}})?")),
     ("ADDRESS", _r(rf"(?i:\b(?:lives|living|resides|residing|home|based)[ \t]+(?:in|near))[ \t]+"
                    rf"(?P<phi>{_CAP_WORD}(?:[ \t-]+{_CAP_WORD}){{0,3}})")),
