@@ -116,8 +116,9 @@ class _Forms:
     def person(self) -> str:
         first, last = self.first(), self.last()
         form = self.rng.randrange(7)
-        return [f"{first} {last}", f"{last}, {first}", f"{first[0]}. {last}", f"{first} {self.fake.first_name()[0]}. {last}",
-                f"{last.upper()} {first.upper()}", f"{first.lower()} {last.lower()}", f"{first} {last}"][form]
+        return [f"{first} {last}", f"{last}, {first}", f"{first[0]}. {last}",
+                f"{first} {self.fake.first_name()[0]}. {last}", f"{last.upper()} {first.upper()}",
+                f"{first.lower()} {last.lower()}", f"{first} {last}"][form]
 
     def date(self) -> str:
         d = self.fake.date_between(date(1930, 1, 1), date(2025, 12, 31))
@@ -152,11 +153,13 @@ def _report(fake: Faker, rng: random.Random) -> Report:
         lambda: r.add("Findings discussed with ", (f"{f.first()} {f.last()}", "NAME"), f", {rng.choice(_CREDENTIALS)}. "),
         lambda: r.add("Pt ", (f"{f.first()} {f.last()}", "NAME"), " tolerated the study well. "),
         lambda: r.add("Patient ", (f"{f.last().upper()} {f.first().upper()}", "NAME"), " was scanned supine. "),
-        lambda: r.add("Results called to dr ", (f.last().lower(), "NAME"), " at ", (f"{rng.randint(10, 23)}:{rng.randint(10, 59)}", "TIME"), ". "),
+        lambda: r.add("Results called to dr ", (f.last().lower(), "NAME"), " at ",
+                      (f"{rng.randint(10, 23)}:{rng.randint(10, 59)}", "TIME"), ". "),
         lambda: r.add("Reviewed with Dr. ", (f"{rng.choice(_PARTICLES)} {fake.last_name()}", "NAME"), ". "),
         lambda: r.add("Images acquired by ", (f.userid(), "ID"), ". "),
         lambda: r.add("Sonographer: ", (f.person(), "NAME"), ", RDCS. "),
-        lambda: r.add("Page ", (f"{f.first()[0]}. {f.last()}", "NAME"), " at pager ", (str(rng.randint(1000, 99999)), "PHONE"), ". "),
+        lambda: r.add("Page ", (f"{f.first()[0]}. {f.last()}", "NAME"), " at pager ",
+                      (str(rng.randint(1000, 99999)), "PHONE"), ". "),
         lambda: r.add("Questions: call ", (fake.phone_number(), "PHONE"), ". "),
         lambda: r.add("Fax report to ", (fake.phone_number(), "PHONE"), ". "),
         lambda: r.add("Copy to ", (fake.email(), "EMAIL"), ". "),
