@@ -29,6 +29,7 @@ grade lateral left mitral normal pisa plax psax pulmonic right saline septal sho
 """.split())
 _TOKEN = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*(?:\d{1,3}\b)?\.?")
 _INFLECTIONS = ("ies", "es", "s", "ed", "ing", "ly")
+_LONGEST = 40  # longer "words" are not names (and would make hostile text slow)
 
 
 @cache
@@ -107,6 +108,9 @@ def name_spans(text: str) -> list[tuple[int, int, str]]:
 
     for m in _TOKEN.finditer(text):
         word = m.group(0)
+        if len(word) > _LONGEST:
+            close()
+            continue
         if is_user_id(word.rstrip(".")):
             close()
             spans.append((m.start(), _end(m), "ID"))

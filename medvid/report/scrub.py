@@ -74,7 +74,7 @@ _ID_LABELS = (rf"mrn|medical[ \t]+record(?:[ \t]+{_NO})?|(?:patient|pt)[ \t]*id|
               rf"|acc\.?(?:[ \t]*{_NO})?|record[ \t]*{_NO}|case[ \t]*{_NO}|(?:study|visit|encounter)[ \t]*(?:id|{_NO})"
               rf"|account(?:[ \t]*{_NO})?|ssn|nhs[ \t]*{_NO}?|insurance[ \t]*(?:id|{_NO})")
 _TITLE = r"(?i:dr|doctor|prof|professor|mr|mrs|ms|miss)"
-_CAP_WORD = rf"[{_UP}][\w'’&-]*"
+_CAP_WORD = rf"[{_UP}][\w'’&-]{{0,40}}"
 _PN_WORD = r"[^\W\d_]+(?:['’-][^\W\d_]+)*"  # one component of a DICOM name (LAST^FIRST^MIDDLE)
 _STREET = (r"street|st|road|rd|avenue|ave|lane|ln|drive|dr|court|ct|place|pl|boulevard|blvd|way|terrace|crescent"
            r"|close|square|sq|parkway|pkwy|highway|hwy|circle|row|grove|gardens|park|hill|view|walk|mews|plaza"
@@ -96,7 +96,7 @@ _ADDR_TAIL = rf"(?:,?[ \t]+{_UNIT}[ \t]*\d+[A-Za-z]?)*"
 # Measurements (number + unit), ratios and eponym phrases: clinical text that no rule may touch.
 _UNITS = (r"%|mm\s?hg|mmhg|cm/s|m/s|mm/s|cm2|cm²|mm2|m2|m²|ml/m2|ml/m²|g/m2|g/m²|l/min|ml/s|mcg/kg/min|mg/kg|mcg|mg"
           r"|kg|ml|cm|mm|ms|bpm|/min|min|hz|khz|mhz|h|hr|hrs|s|l|g|°")
-_MEASUREMENT = (rf"(?<![\w.])[-+−]?\d+(?:[.,]\d+)?(?:[ \t]?[-–/:][ \t]?[-+−]?\d+(?:[.,]\d+)?)*[ \t]?(?i:{_UNITS})"
+_MEASUREMENT = (rf"(?<![\w.])[-+−]?\d+(?:[.,]\d+)?(?:[ \t]?[-–/:][ \t]?[-+−]?\d+(?:[.,]\d+)?){{0,4}}[ \t]?(?i:{_UNITS})"
                 r"(?![\w/])")
 _EPONYM_HEAD = (r"method|equation|formula|rule|criteria|criterion|score|classification|type|anomaly|network"
                 r"|excrescences?|procedure|operation|repair|shunt|murmur|maneuver|manoeuvre|sign|syndrome|disease"
@@ -129,8 +129,9 @@ def _r(pattern: str) -> re.Pattern[str]:
 # (the label before it stays); otherwise the whole match is replaced.
 RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("URL", _r(r"(?i:\bhttps?://[^\s<>\"]+|\bwww\.[^\s<>\"]+)")),
-    ("EMAIL", _r(r"(?i:\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+)\b")),
-    ("NAME", _r(rf"(?:(?:{_PARTICLE_WORD}|['’][sS])[ \t]+)*[{_UP}][^\W\d_]*(?:['’-][^\W\d_]+)*(?<=[^\W\d_]{{2}})"
+    ("EMAIL", _r(r"(?i:\b[\w.+-]{1,64}@[\w-]+(?:\.[\w-]+)+)\b")),
+    ("NAME", _r(rf"(?:(?:{_PARTICLE_WORD}|['’][sS])[ \t]+)*[{_UP}][^\W\d_]{{0,40}}(?:['’-][^\W\d_]{{1,40}}){{0,4}}"
+                rf"(?<=[^\W\d_]{{2}})"
                 rf"(?:\^(?:{_PN_WORD})?)+")),  # DICOM PN: LAST^FIRST^MIDDLE
     ("NAME", _r(rf"(?i:\b(?:patient(?:[ \t]+name)?|name|pt)[ \t]*:?)[ \t]*(?P<phi>{_NAME_SEQ})")),
     ("NAME", _AFTER_ROLE),
@@ -147,7 +148,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
                    rf"(?:[ \t]+(?:{_PARTICLE_WORD}|{_CAP_WORD})){{1,5}}{_ADDR_TAIL}")),
     ("ADDRESS", _r(rf"\b(?=[{_UP}])(?i:{_STREET_FIRST})\b(?:[ \t]+(?:{_PARTICLE_WORD}|{_CAP_WORD})){{1,5}},?[ \t]*"
                    rf"\d{{1,5}}[A-Za-z]?{_ADDR_TAIL}")),
-    ("ADDRESS", _r(rf"\b[{_UP}][\w'’.-]*(?i:{_STREET_SUFFIX})[ \t]*\d{{1,5}}[A-Za-z]?(?:/\d+)?{_ADDR_TAIL}")),
+    ("ADDRESS", _r(rf"\b[{_UP}][\w'’.-]{{0,40}}(?i:{_STREET_SUFFIX})[ \t]*\d{{1,5}}[A-Za-z]?(?:/\d+)?{_ADDR_TAIL}")),
     ("ADDRESS", _r(r"\b[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}\b|\b[AC-FHKNPRTV-Y]\d{2}[ \t]?[AC-FHKNPRTV-Y\d]{4}\b"
                    r"|\b(?!(?:19|20)\d\d)\d{4}(?:[A-Z]{2}\b|[ \t][A-Z]{2}(?=[ \t]+[A-Z][a-z]))")),  # UK, IE, NL
     ("ADDRESS", _r(r"(?i:\b(?:zip|postcode|post[ \t]+code|postal[ \t]+code|plz|cp)\b[ \t]*:?)[ \t]*"
@@ -158,7 +159,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("INSTITUTION", _r(rf"\b(?:(?i:{_INST_HEAD})(?:[ \t]+(?i:de|del|de[ \t]+la|di|du|des|der|am|an|general"
                        rf"|universitario|universitaire))*|(?i:{_INST_WORD})[ \t]+(?i:of|for))"
                        rf"(?:[ \t]+{_CAP_WORD}){{1,4}}")),
-    ("INSTITUTION", _r(rf"\b(?:(?:[{_UP}](?:[^\W\d_]|['’.&-])*|{_PARTICLE_WORD})[ \t]+){{1,5}}"
+    ("INSTITUTION", _r(rf"\b(?:(?:[{_UP}](?:[^\W\d_]|['’.&-]){{0,40}}|{_PARTICLE_WORD})[ \t]+){{1,5}}"
                        rf"(?i:{_INST_HEAD}|centre|center|institute|university)\b"
                        rf"(?:[ \t]+(?i:of|for)(?:[ \t]+{_CAP_WORD}){{1,4}})?")),
     ("ADDRESS", _r(rf"(?i:\b(?:lives|living|resides|residing|home|based)[ \t]+(?:in|near))[ \t]+"
