@@ -11,6 +11,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+import deid_corpus
 from echo_testdata import ingest_synth
 from medvid.io.dicom import find_files
 from medvid.io.ingest_folder import KEY_DIR
@@ -105,6 +106,78 @@ def test_deny_terms_from_a_dicom_header():
     scrubbed = scrub_text(text, deny=terms).text
     assert not any(_survives(t, scrubbed) for t in ("Aiko", "Tanakawa", "P7654321", "1954", "Luca", "Jane", "Roe",
                                                    "Mock University Clinic"))
+
+
+# The identifiers the scrubber let through before (issue 22): names in running text or without a label, lower
+# case, particles, hyphens and apostrophes, user IDs, pager and phone numbers, addresses, hospitals and cities.
+ISSUE_PHI = [
+    ("Findings discussed with Sarah Thompson, NP.", ["Sarah", "Thompson"]),
+    ("Pt Jose Garcia tolerated the study well.", ["Jose", "Garcia"]),
+    ("Patient DOE JOHN was scanned supine.", ["DOE", "JOHN"]),
+    ("Results called to dr patel at 14:05.", ["patel", "14:05"]),
+    ("Reviewed with Dr. van der Berg.", ["van", "der", "Berg"]),
+    ("Patient Name: O'BRIEN-SMYTHE^MARY-KATE\nLeft Ventricle: Normal.", ["O'BRIEN", "SMYTHE", "MARY", "KATE"]),
+    ("Sonographer: Anne-Marie D'Souza, RDCS.", ["Anne", "Marie", "D'Souza", "Souza"]),
+    ("Images acquired by jkim; edited by parsons12.", ["jkim", "parsons12"]),
+    ("Page at pager 4512 or call 0161 496 0358; fax +33 (0)1 23 45 67 89.", ["4512", "0161", "496", "0358", "23 45 67"]),
+    ("Home address: 42 Elm Street Apt. 3, Springfield, IL 62704.", ["42", "Elm", "Springfield", "62704"]),
+    ("Patient lives at Hauptstr. 5; seen at Klinikum Lindenberg.", ["Hauptstr", "Lindenberg"]),
+    ("Transferred from St. Mary's Medical Center, Lakeside.", ["Mary", "Lakeside"]),
+    ("Transferred from Hôpital Lariboisière, Paris.", ["Lariboisière", "Paris"]),
+    ("Seen with Kim and Mrs. Rose Hill today.", ["Kim", "Rose", "Hill"]),
+    ("Page S. Cattigan, Questions to www.example-echo.org.", ["Cattigan", "example-echo"]),
+]
+
+# Clinical text the scrubber damaged before (issue 22), and eponyms, ratios, ranges, grades and units like it.
+HARD_CLINICAL = [s for s, _ in deid_corpus.CLINICAL] + [
+    "Dimensions by Simpson's method of discs; Teichholz not used.",
+    "Mitral annulus: Carpentier-Edwards Physio ring 32 mm.",
+    "Tech: Limited study, poor windows.",
+    "Heart rate 1:1 conduction; diluted 1:20 and 1:100.",
+    "Peak velocity 4.2 m/s, peak gradient 4V^2 = 71 mmHg.",
+    "E/A/e' 1.1/0.8/12 cm/s, TR Vmax 2.9 m/s.",
+    "Chambers are normal in size. Short axis views show no thrombus. The vena cava is dilated.",
+]
+
+
+@pytest.mark.parametrize("text,identifiers", ISSUE_PHI)
+def test_issue_identifiers_are_caught(text, identifiers):
+    scrubbed = scrub_text(text).text
+    leaks = [t for t in identifiers if _survives(t, scrubbed)]
+    assert not leaks, scrubbed
+
+
+@pytest.mark.parametrize("text", HARD_CLINICAL)
+def test_hard_clinical_text_is_unchanged(text):
+    assert scrub_text(text) == (text, {})
+
+
+@pytest.fixture(scope="module")
+def held_out_reports() -> list[deid_corpus.Report]:
+    return deid_corpus.generate(200, **deid_corpus.HELD_OUT)
+
+
+def test_corpus_recall_and_no_clinical_measurement_altered(held_out_reports):
+    """200 synthetic reports (held-out seed and locales): recall >= 0.99, every measurement and eponym intact."""
+    result = deid_corpus.score(held_out_reports, lambda text: scrub_text(text).text)
+    assert result["identifiers"] > 3000 and result["clinical_pieces"] > 1500
+    assert result["recall"] >= 0.99, result["recall_by_kind"]
+    assert result["clinical_altered"] == 0
+    assert result["over_scrub_chars"] < 0.01
+
+
+def test_corpus_is_scrubbed_idempotently(held_out_reports):
+    for report in held_out_reports[:50]:
+        once = scrub_text(report.text)
+        assert scrub_text(once.text) == (once.text, {})
+
+
+def test_corpus_has_span_truth():
+    report = deid_corpus.generate(1)[0]
+    kinds = {kind for _, _, kind in report.identifiers}
+    assert {"NAME", "ID", "DATE", "INSTITUTION"} <= kinds and report.protected
+    assert all(report.text[a:b].strip() == report.text[a:b] and b > a for a, b, _ in report.identifiers)
+    assert deid_corpus.generate(3)[2].text == deid_corpus.generate(3)[2].text  # seeded
 
 
 def test_scrubber_version():
