@@ -20,17 +20,17 @@ class Config:
     out: str = setting("synth_echo", "output folder")
     layout: str = setting("dicom", "dicom | echonet: OUT/Videos/*.avi (112x112 A4C), FileList.csv, VolumeTracings.csv; "
                                    "studies = videos; rows/cols/loops/formats/stills then do not apply")
-    studies: int = setting(24, "number of studies")
+    studies: int = setting(24, "number of studies", min=1)
     seed: int = setting(0, "random seed")
     loops_per_study: int = setting(6, "cine loops per study: required_views always, the rest drawn from the other "
-                                      "EchoPrime views")
+                                      "EchoPrime views", min=1)
     required_views: list[str] = setting(help="views every study holds, e.g. add Apical_Doppler, "
                                              "Doppler_Parasternal_Long/Short for the Doppler jets",
                                         factory=lambda: ["A4C", "Parasternal_Long"])
     rows: int = setting(128, "frame height in pixels")
     cols: int = setting(160, "frame width in pixels")
-    frames_min: int = setting(32, "fewest frames per loop")
-    frames_max: int = setting(64, "most frames per loop")
+    frames_min: int = setting(32, "fewest frames per loop", min=1)
+    frames_max: int = setting(64, "most frames per loop", min=1)
     fps_choices: list[float] = setting(help="frame rates drawn per loop", factory=lambda: [30.0, 50.0, 60.0])
     format_weights: dict[str, float] = setting(
         help="share of loops per file format (jpeg_ybr, rgb, rle, jpegls, mono); normalised",

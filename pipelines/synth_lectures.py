@@ -15,7 +15,7 @@ from medvid.synth.lectures import NARRATION, espeak_available, synthesize_lectur
 @dataclass
 class Config:
     out: str = setting("synth_lectures", "output folder")
-    lectures: int = setting(12, "number of lectures (talk01 ... talkNN, each about 1.5-3 minutes)")
+    lectures: int = setting(12, "number of lectures (talk01 ... talkNN, each about 1.5-3 minutes)", min=1)
     seed: int = setting(0, "random seed")
     first_index: int = setting(1, "lectures are numbered talkNN from this number")
     height: int = setting(224, "frame height in pixels")

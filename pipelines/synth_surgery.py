@@ -18,7 +18,7 @@ log = logging.getLogger("medvid")
 @dataclass
 class Config:
     out: str = setting("synth_surgery", "output folder (Cholec80 layout)")
-    videos: int = setting(4, "how many videos")
+    videos: int = setting(4, "how many videos", min=1)
     seed: int = setting(0, "random seed")
     first_id: int = setting(1, "numbering: video01, video02, ... from this number (named splits use these numbers)")
     ids: list[int] = setting(help="explicit video numbers, e.g. [41, 42]; overrides videos/first_id", factory=list)

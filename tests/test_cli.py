@@ -134,3 +134,52 @@ def test_a_setting_without_equals_is_one_clear_line(tmp_path):
     result = runner.invoke(app, ["synth", "surgery", str(tmp_path), "foo"])
     assert result.exit_code == 1 and "settings are key=value words, got: foo" in result.output
     assert "Traceback" not in result.output
+
+
+def _job_commands() -> list[tuple[str, ...]]:
+    import typer.main
+
+    return sorted(p for p, cmd in _leaf_commands(typer.main.get_command(app)) if hasattr(cmd.callback, "medvid_job"))
+
+
+@pytest.mark.parametrize("command", _job_commands(), ids=" ".join)
+def test_help_prints_every_setting_as_written(command):
+    """typer renders help as Rich markup: unescaped, `[a,b]` and `list[str]` vanish from `--help`."""
+    import importlib
+
+    import typer.main
+
+    from medvid.config import describe_settings
+
+    cmd = dict(_leaf_commands(typer.main.get_command(app)))[command]
+    job, config_name = cmd.callback.medvid_job
+    shown = " ".join(runner.invoke(app, [*command, "--help"], env={"COLUMNS": "2000"}).output.split())  # no folding
+    assert "lists as key=[a,b];" in shown
+    for key, kind, default, meaning in describe_settings(importlib.import_module(f"medvid.pipelines.{job}").Config,
+                                                         config_name):
+        assert " ".join(f"{key}={default} ({kind}) {meaning}".split()) in shown
+
+
+def test_an_option_style_setting_gets_its_hint_once(tmp_path):
+    """A nested command (`synth echo`) passes the error through two groups: the hint is still added once."""
+    result = runner.invoke(app, ["synth", "echo", str(tmp_path), "--rows", "3"])
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()).count("write rows=VALUE") == 1
+
+
+@pytest.mark.parametrize("command,words,message", [
+    (["synth", "echo"], ["studies=abc"], "studies=abc: expected int"),
+    (["synth", "surgery"], ["ids=41,42"], "ids=41,42: expected list[int] (lists are written in brackets: ids=[a,b])"),
+    (["synth", "echo"], ["studies=-3"], "studies=-3: must be >= 1"),
+    (["synth", "echo"], ["studies=0"], "studies=0: must be >= 1"),
+    (["synth", "lectures"], ["lectures=0"], "lectures=0: must be >= 1"),
+])
+def test_bad_setting_values_are_one_line_naming_setting_value_and_type(tmp_path, command, words, message):
+    """A wrong type or an out-of-range count is refused before any work, in one line (no OmegaConf dump)."""
+    out = tmp_path / "out"
+    result = runner.invoke(app, [*command, str(out), *words])
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "full_key" not in result.output and "object_type" not in result.output and "Errno" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
