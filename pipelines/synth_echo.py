@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.synth.echo import synthesize
 from medvid.synth.echonet import synthesize_echonet
+from medvid.utils import progress
 
 LAYOUTS = ("dicom", "echonet")
 
@@ -50,11 +49,11 @@ def run(cfg: Config) -> dict:
     if unknown:
         raise MedvidError(f"required_views: unknown views {unknown}; known: {list(ECHO_VIEWS)}")
     if cfg.layout == "echonet":
-        with tqdm(total=cfg.studies, desc="synth echonet", unit="video", disable=not cfg.progress) as bar:
+        with progress(total=cfg.studies, desc="synth echonet", unit="video", enabled=cfg.progress) as bar:
             return synthesize_echonet(Path(cfg.out), videos=cfg.studies, seed=cfg.seed,
                                       frames_range=(cfg.frames_min, cfg.frames_max), fps_choices=list(cfg.fps_choices),
                                       split_fractions=list(cfg.split_fractions), progress=bar.update)
-    with tqdm(total=cfg.studies * cfg.loops_per_study, desc="synth echo", unit="loop", disable=not cfg.progress) as bar:
+    with progress(total=cfg.studies * cfg.loops_per_study, desc="synth echo", unit="loop", enabled=cfg.progress) as bar:
         return synthesize(Path(cfg.out), studies=cfg.studies, seed=cfg.seed, loops_per_study=cfg.loops_per_study,
                           rows=cfg.rows, cols=cfg.cols, frames_range=(cfg.frames_min, cfg.frames_max),
                           fps_choices=list(cfg.fps_choices), format_weights=dict(cfg.format_weights),

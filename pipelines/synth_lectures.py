@@ -4,12 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from medvid.runs import claim_run, run_settings
 from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.synth.lectures import NARRATION, espeak_available, synthesize_lecture
+from medvid.utils import progress
 
 
 @dataclass
@@ -37,7 +36,7 @@ def run(cfg: Config) -> dict:
     claim_run(out / "truth", run_settings(cfg, ignore=("out", "lectures", "first_index", "overwrite")), overwrite=cfg.overwrite,
               has_results=any((out / "truth").glob("*.json")))
     made, skipped, seconds, sentences = [], [], 0.0, 0
-    for i in tqdm(range(cfg.first_index, cfg.first_index + cfg.lectures), desc="synth lectures", unit="lecture"):
+    for i in progress(range(cfg.first_index, cfg.first_index + cfg.lectures), desc="synth lectures", unit="lecture"):
         name = f"talk{i:02d}"
         if not cfg.overwrite and (out / "truth" / f"{name}.json").exists():  # written last: the lecture is complete
             skipped.append(name)

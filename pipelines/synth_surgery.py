@@ -5,12 +5,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from medvid.runs import claim_run, run_settings
 from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.synth.surgery import STYLES, synthesize_video
+from medvid.utils import progress
 
 log = logging.getLogger("medvid")
 
@@ -40,7 +39,7 @@ def run(cfg: Config) -> dict:
               has_results=any((out / "videos").glob("*.mp4")))
     ids = list(cfg.ids) or list(range(cfg.first_id, cfg.first_id + cfg.videos))
     made, skipped, seconds = [], [], 0.0
-    for vid in tqdm(ids, desc="synth surgery", unit="video"):
+    for vid in progress(ids, desc="synth surgery", unit="video"):
         name = f"video{vid:02d}"
         done = [out / "videos" / f"{name}.mp4", out / "phase_annotations" / f"{name}-phase.txt",
                 out / "tool_annotations" / f"{name}-tool.txt"]

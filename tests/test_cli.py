@@ -183,3 +183,25 @@ def test_bad_setting_values_are_one_line_naming_setting_value_and_type(tmp_path,
     assert "full_key" not in result.output and "object_type" not in result.output and "Errno" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_redirected_stderr_gets_plain_progress_lines_not_repaints(tmp_path):
+    """`medvid JOB 2> log`: progress as plain log lines (start and end here), no carriage-return repaints."""
+    log = tmp_path / "stderr.log"
+    with open(log, "wb") as stderr:
+        proc = subprocess.run([sys.executable, "-m", "medvid.cli", "synth", "echo", str(tmp_path / "synth"),
+                               "--studies", "1", "loops_per_study=2", "rows=48", "cols=64", "frames_min=4",
+                               "frames_max=4"], stdout=subprocess.PIPE, stderr=stderr, timeout=300)
+    text = log.read_bytes()
+    assert proc.returncode == 0, text[-2000:]
+    assert b"\r" not in text and b"\x1b[" not in text
+    lines = text.decode().splitlines()
+    assert any(line.startswith("INFO medvid: synth echo: 0/2 loop") for line in lines)
+    assert any(line.startswith("INFO medvid: synth echo: 2/2 loop") for line in lines)
+
+
+def test_progress_is_silent_when_disabled(capsys):
+    from medvid.utils import progress
+
+    assert list(progress(range(3), enabled=False, desc="x")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from medvid.errors import MedvidError
 from medvid.ingest.settings import IngestSettings, scan_fingerprint
@@ -38,7 +37,7 @@ from medvid.io.ingest_folder import LABELS, MEASUREMENTS, REPORTS, VIEWS, Ingest
 from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
 from medvid.io.reports import read_labels, read_reports, read_views
 from medvid.report.scrub import deny_terms, scrub_reports
-from medvid.utils import pseudonym
+from medvid.utils import progress, pseudonym
 
 log = logging.getLogger("medvid")
 
@@ -51,7 +50,7 @@ def ingest_dicom(cfg: IngestSettings) -> dict:
     files = find_files(root)
     results: list[dict[str, Any]] = []
     with ScanCache(folder.scan_cache, scan_fingerprint(cfg, salt), cfg.resume) as cache, \
-            tqdm(files, desc="ingest", unit="file", disable=not cfg.progress) as bar:
+            progress(files, desc="ingest", unit="file", enabled=cfg.progress) as bar:
         for path in bar:
             rel = path.relative_to(root).as_posix()
             result = cache.get(rel, path)
