@@ -205,3 +205,19 @@ def test_progress_is_silent_when_disabled(capsys):
 
     assert list(progress(range(3), enabled=False, desc="x")) == [0, 1, 2]
     assert capsys.readouterr().err == ""
+
+
+def test_an_empty_split_names_the_video_numbers_it_takes_and_those_found(tmp_path):
+    """`synth surgery` numbers from 01, `split=cholec80_40_8_32:test` takes 49-80: the error says so."""
+    (tmp_path / "videos").mkdir()
+    for number in (1, 2, 3, 4, 7):
+        (tmp_path / "videos" / f"video{number:02d}.mp4").write_bytes(b"")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    result = runner.invoke(app, ["zero-shot", "phase", str(tmp_path), "--model", str(model), "--out",
+                                 str(tmp_path / "zs"), "split=cholec80_40_8_32:test"])
+    shown = " ".join(result.output.split())
+    assert result.exit_code == 1
+    assert "cholec80_40_8_32:test takes video numbers 49-80; the folder holds video numbers 1-4, 7" in shown
+    assert "split=null for every video" in shown
