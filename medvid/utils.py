@@ -11,6 +11,7 @@ import random
 import shutil
 import re
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -226,14 +227,27 @@ def progress(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs
 
 
 class _LoggedProgress(tqdm):
-    """tqdm that logs its state as one line (tqdm's documented ``display`` override) instead of painting a bar."""
+    """tqdm that logs its state as one line (tqdm's documented ``display`` override) instead of painting a bar:
+    the first state, then at most one line per ``interval`` seconds (``set_postfix`` and tqdm's monitor thread
+    refresh more often), and the final state on close."""
+
+    interval = 30.0
 
     def __init__(self, iterable: Iterable | None = None, **kwargs: Any) -> None:
-        kwargs.update(file=io.StringIO(), dynamic_ncols=False, mininterval=max(kwargs.get("mininterval", 0), 30.0),
-                      bar_format="{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}]")
+        self._logged_at: float | None = None  # before tqdm's __init__, which displays the first state
+        self._logged_n = -1
+        kwargs.update(file=io.StringIO(), dynamic_ncols=False, mininterval=self.interval, maxinterval=self.interval,
+                      bar_format="{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
         super().__init__(iterable, **kwargs)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
-        if msg != "":  # tqdm clears a bar with an empty message: nothing to log
+        now = time.monotonic()
+        if msg != "" and (self._logged_at is None or now - self._logged_at >= self.interval):
+            self._logged_at, self._logged_n = now, self.n
             log.info("%s", msg or str(self))
         return True
+
+    def close(self) -> None:
+        if not self.disable and self.n != self._logged_n:
+            self._logged_at = None  # the final state is always logged
+        super().close()

@@ -221,3 +221,20 @@ def test_an_empty_split_names_the_video_numbers_it_takes_and_those_found(tmp_pat
     assert result.exit_code == 1
     assert "cholec80_40_8_32:test takes video numbers 49-80; the folder holds video numbers 1-4, 7" in shown
     assert "split=null for every video" in shown
+
+
+def test_redirected_progress_logs_start_and_end_not_every_refresh(caplog):
+    """Training refreshes its bar every step (set_postfix): redirected, that is still one line at the start and
+    one at the end, with the postfix, not a line per step."""
+    import logging
+
+    from medvid.utils import progress
+
+    with caplog.at_level(logging.INFO, logger="medvid"):
+        with progress(total=100, desc="train", unit="step") as bar:
+            for _ in range(100):
+                bar.update(1)
+                bar.set_postfix(loss="0.5")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[0].startswith("train: 0/100 step")
+    assert lines[1].startswith("train: 100/100 step") and lines[1].endswith("loss=0.5]")
