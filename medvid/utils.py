@@ -196,8 +196,8 @@ def seed_everything(seed: int) -> None:
 
 def setup_logging(level: str = "INFO") -> None:
     """Configure medvid's logger on stderr (stdout carries data: a job's JSON summary). Rich output on a
-    terminal; plain, unwrapped lines when stderr is piped. Log messages must never carry patient
-    identifiers: callers log pseudonyms and relative paths only."""
+    terminal; plain, unwrapped lines when stderr is piped, and no repainting bars (``progress``). Log messages
+    must never carry patient identifiers: callers log pseudonyms and relative paths only."""
     import sys
 
     if sys.stderr.isatty():
@@ -209,6 +209,8 @@ def setup_logging(level: str = "INFO") -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         fmt = "%(levelname)s %(name)s: %(message)s"
+        # transformers' own bars (loading weights) repaint too: off, unless the user set it (read at import)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
 
 
