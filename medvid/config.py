@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, ValidationError
 
 from medvid.errors import MedvidError
 
@@ -71,21 +71,22 @@ def load_config(
     if bad:
         raise MedvidError(f"settings are key=value words, got: {' '.join(bad)}")
     layers.append(OmegaConf.from_dotlist(list(overrides)))
+    cls = schema if isinstance(schema, type) else type(schema)
     try:
         merged = OmegaConf.merge(cfg, *layers)
     except ConfigKeyError as exc:
         raise MedvidError(f"unknown setting {exc.full_key!r}{_suggest(cfg, str(exc.full_key))}") from exc
-    except OmegaConfBaseException as exc:  # a wrong type: one line naming the setting, the value and the type
-        raise MedvidError(_type_error(schema, exc)) from exc
-    _check_ranges(schema if isinstance(schema, type) else type(schema), merged)
+    except ValidationError as exc:  # a wrong type: one line naming the setting, the value and the type
+        raise MedvidError(_type_error(cls, exc)) from exc
+    _check_ranges(cls, merged)
     return merged
 
 
-def _type_error(schema: Any, exc: OmegaConfBaseException) -> str:
+def _type_error(cls: type, exc: ValidationError) -> str:
     """``ids=41,42: expected list[int] (lists are written in brackets: ids=[a,b])``; ``ids[0]=a: expected int
     (in ids: list[int])``."""
     key = str(exc.full_key)
-    name, hint = _field_type(schema if isinstance(schema, type) else type(schema), key)
+    name, hint = _field_type(cls, key)
     value = getattr(exc, "value", None)
     value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
     text = f"{key}={_format_value(value)}: expected "
