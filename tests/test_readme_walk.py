@@ -56,7 +56,7 @@ def _as_synthetic(line: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # every job of the README in turn; about N minutes on 2 busy cores
+@pytest.mark.timeout(2400)  # every job of the README in turn; about 25 minutes on 2 busy cores
 def test_readme_own_data_steps_run_as_written(tmp_path):
     ran: list[str] = []
     lines = ["set -euo pipefail", f"medvid() {{ {shlex.quote(sys.executable)} -m medvid.cli \"$@\"; }}"]
