@@ -30,24 +30,29 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            # By name: typer may raise its vendored copy of click's NoSuchOption.
-            if type(exc).__name__ != "NoSuchOption":
+            # By name: typer may raise its vendored copy of click's NoSuchOption. Nested groups (medvid synth
+            # echo) each see the error: the hint is added once.
+            if type(exc).__name__ != "NoSuchOption" or getattr(exc, "medvid_hint", False):
                 raise
             key = exc.option_name.lstrip("-").replace("-", "_")
             exc.message += (f". Settings are key=value words after the arguments: write {key}=VALUE "
                             f"(lists as {key}=[1,2]); `--help` lists the options")
+            exc.medvid_hint = True
             raise
 
 
 def _settings_help(job: str, config_name: str | None) -> str:
-    """The ``key=value`` settings of a job, one per line, for its ``--help``."""
+    """The ``key=value`` settings of a job, one per line, for its ``--help``; escaped, as typer renders help as
+    Rich markup, which would swallow ``[a,b]`` and ``list[str]``."""
+    from rich.markup import escape
+
     from medvid.config import describe_settings
 
     module = importlib.import_module(f"medvid.pipelines.{job}")
     rows = describe_settings(module.Config, config_name)
     lines = [f"{key}={default}  ({kind}){'  ' + meaning if meaning else ''}" for key, kind, default, meaning in rows]
-    return ("Settings (key=value after the arguments; lists as key=[a,b]; shipped defaults in configs/):\n\n"
-            + "\n\n".join(lines))
+    return escape("Settings (key=value after the arguments; lists as key=[a,b]; shipped defaults in configs/):\n\n"
+                  + "\n\n".join(lines))
 
 
 def _job(job: str, config_name: str | None = "") -> Any:

@@ -14,17 +14,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError
+from omegaconf.errors import ConfigKeyError, ValidationError
 
 from medvid.errors import MedvidError
 
 
-def setting(default: Any = MISSING, help: str = "", *, factory: Any = MISSING) -> Any:
-    """A job setting: its default (or ``factory`` for a list, dict or nested settings) and its one-line meaning,
-    which ``medvid JOB --help`` prints. The meaning lives here, once, next to the type."""
+def setting(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, min: float | None = None,
+            max: float | None = None) -> Any:
+    """A job setting: its default (or ``factory`` for a list, dict or nested settings), its one-line meaning,
+    which ``medvid JOB --help`` prints, and an optional inclusive range (``min``/``max``) that ``load_config``
+    checks before any work. The meaning lives here, once, next to the type."""
+    metadata = {"help": help, "min": min, "max": max}
     if factory is not MISSING:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def config_dir() -> Path:
@@ -68,10 +71,74 @@ def load_config(
     if bad:
         raise MedvidError(f"settings are key=value words, got: {' '.join(bad)}")
     layers.append(OmegaConf.from_dotlist(list(overrides)))
+    cls = schema if isinstance(schema, type) else type(schema)
     try:
-        return OmegaConf.merge(cfg, *layers)
+        merged = OmegaConf.merge(cfg, *layers)
     except ConfigKeyError as exc:
         raise MedvidError(f"unknown setting {exc.full_key!r}{_suggest(cfg, str(exc.full_key))}") from exc
+    except ValidationError as exc:  # a wrong type: one line naming the setting, the value and the type
+        raise MedvidError(_type_error(cls, exc)) from exc
+    _check_ranges(cls, merged)
+    return merged
+
+
+def _type_error(cls: type, exc: ValidationError) -> str:
+    """``ids=41,42: expected list[int] (lists are written in brackets: ids=[a,b])``; ``ids[0]=a: expected int
+    (in ids: list[int])``."""
+    key = str(exc.full_key)
+    name, hint = _field_type(cls, key)
+    value = getattr(exc, "value", None)
+    value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+    text = f"{key}={_format_value(value)}: expected "
+    if hint is None:
+        return text + "another type"
+    if key != name and typing.get_args(hint):  # an element of a list or dict setting
+        return text + f"{_type_name(typing.get_args(hint)[-1])} (in {name}: {_type_name(hint)})"
+    text += _type_name(hint)
+    if typing.get_origin(hint) in (list, tuple):
+        text += f" (lists are written in brackets: {key}=[a,b])"
+    return text
+
+
+def _field_type(cls: type, key: str) -> tuple[str, Any]:
+    """The setting that a dotted key falls under and its declared type: ``train.lr`` itself; for ``ids[0]`` or
+    ``weights.rgb`` the list or dict setting that holds it (``ids``, ``weights``). Type None for no field."""
+    hint: Any = cls
+    name: list[str] = []
+    for part in re.sub(r"\[\d+\]", "", key).split("."):
+        if not is_dataclass(hint):
+            break
+        hint = typing.get_type_hints(hint).get(part)
+        name.append(part)
+        if hint is None:
+            break
+    return ".".join(name), hint
+
+
+def _check_ranges(cls: type, cfg: DictConfig, prefix: str = "") -> None:
+    """Refuse a setting outside its declared ``setting(min=, max=)`` range, before any work."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        key, value = f"{prefix}{f.name}", cfg.get(f.name)
+        if is_dataclass(hints[f.name]):
+            _check_ranges(hints[f.name], value, f"{key}.")
+            continue
+        low, high = f.metadata.get("min"), f.metadata.get("max")
+        if value is None or (low is None and high is None):
+            continue
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise MedvidError(f"{key}={_format_value(value)}: must be {_range_text(low, high)}")
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    return f">= {low}" if low is not None else f"<= {high}"
+
+
+def _type_name(hint: Any) -> str:
+    """``int``, ``list[str]``, ``Optional[str]``: a type as ``--help`` and errors print it."""
+    return re.sub(r"typing\.|<class '([^']+)'>", r"\1", str(hint))
 
 
 def setting_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -132,7 +199,10 @@ def describe_settings(schema: Any, name: str | None = None) -> list[tuple[str, s
             if is_dataclass(hints[f.name]):
                 walk(hints[f.name], f"{key}.")
                 continue
-            kind = re.sub(r"typing\.|<class '([^']+)'>", r"\1", str(hints[f.name]))
+            kind = _type_name(hints[f.name])
+            low, high = f.metadata.get("min"), f.metadata.get("max")
+            if low is not None or high is not None:
+                kind += f", {_range_text(low, high)}"
             value = OmegaConf.select(cfg, key)
             value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
             rows.append((key, kind, _format_value(value), f.metadata.get("help", "")))

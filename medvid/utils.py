@@ -1,8 +1,9 @@
-"""Small shared helpers: atomic writes, JSON lines, pseudonyms, seeding, logging."""
+"""Small shared helpers: atomic writes, JSON lines, pseudonyms, seeding, logging and progress."""
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -10,11 +11,13 @@ import random
 import shutil
 import re
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 log = logging.getLogger("medvid")
 
@@ -193,8 +196,8 @@ def seed_everything(seed: int) -> None:
 
 def setup_logging(level: str = "INFO") -> None:
     """Configure medvid's logger on stderr (stdout carries data: a job's JSON summary). Rich output on a
-    terminal; plain, unwrapped lines when stderr is piped. Log messages must never carry patient
-    identifiers: callers log pseudonyms and relative paths only."""
+    terminal; plain, unwrapped lines when stderr is piped, and no repainting bars (``progress``). Log messages
+    must never carry patient identifiers: callers log pseudonyms and relative paths only."""
     import sys
 
     if sys.stderr.isatty():
@@ -206,4 +209,47 @@ def setup_logging(level: str = "INFO") -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         fmt = "%(levelname)s %(name)s: %(message)s"
+        # transformers' own bars (loading weights) repaint too: off, unless the user set it (read at import)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
+
+
+def progress(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs: Any) -> tqdm:
+    """A progress bar on stderr (tqdm, all its arguments): the one place jobs make bars, so one rule holds.
+    On a terminal it repaints; when stderr is redirected (a log file, a pipe) it writes plain log lines instead
+    (``INFO medvid: draft: 40/120 study [...]``: at the start, at most every 30 s, at the end), never
+    carriage-return repaints. ``enabled=False`` shows nothing."""
+    import sys
+
+    if not enabled:
+        return tqdm(iterable, disable=True, **kwargs)
+    if sys.stderr.isatty():
+        return tqdm(iterable, **kwargs)
+    return _LoggedProgress(iterable, **kwargs)
+
+
+class _LoggedProgress(tqdm):
+    """tqdm that logs its state as one line (tqdm's documented ``display`` override) instead of painting a bar:
+    the first state, then at most one line per ``interval`` seconds (``set_postfix`` and tqdm's monitor thread
+    refresh more often), and the final state on close."""
+
+    interval = 30.0
+
+    def __init__(self, iterable: Iterable | None = None, **kwargs: Any) -> None:
+        self._logged_at: float | None = None  # before tqdm's __init__, which displays the first state
+        self._logged_n = -1
+        kwargs.update(file=io.StringIO(), dynamic_ncols=False, mininterval=self.interval, maxinterval=self.interval,
+                      bar_format="{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+        super().__init__(iterable, **kwargs)
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        now = time.monotonic()
+        if msg != "" and (self._logged_at is None or now - self._logged_at >= self.interval):
+            self._logged_at, self._logged_n = now, self.n
+            log.info("%s", msg or str(self))
+        return True
+
+    def close(self) -> None:
+        if not self.disable and self.n != self._logged_n:
+            self._logged_at = None  # the final state is always logged
+        super().close()

@@ -31,6 +31,7 @@ from medvid.report.bank import MANIFEST as BANK_MANIFEST
 from medvid.report.draft import DraftSettings
 from medvid.report.encode import Encoding
 from medvid.runs import claim_out, record_run, run_settings
+from medvid.utils import progress
 
 log = logging.getLogger("medvid")
 
@@ -117,8 +118,6 @@ def _ann(cfg: Config) -> dict[str, Any] | None:
 
 
 def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
     from medvid.device import resolve_device
     from medvid.report.build import (add_study_rows, bank_manifest, check_sections, labels_table,
                                      scrubbed_study_sections, study_patients, write_section_bank)
@@ -143,9 +142,9 @@ def _build_video(cfg: Config, ingest_dir: Path, dicom_root: Path) -> dict[str, A
     index = {k: i for i, k in enumerate(keys)}
     per_section: dict[str, list] = {}
     errors, used = 0, []
-    for item in tqdm(encode_studies(encoder, loops, loop_batch=cfg.encoding.loop_batch,
+    for item in progress(encode_studies(encoder, loops, loop_batch=cfg.encoding.loop_batch,
                                     num_workers=cfg.encoding.num_workers, timer=StageTimer(), feature_cache=cache),
-                     total=len(keys), unit="study", desc="bank", disable=not cfg.progress):
+                     total=len(keys), unit="study", desc="bank", enabled=cfg.progress):
         if isinstance(item, dict):
             errors += 1
             log.warning("bank: study %s skipped (%s)", item["study_key"], item["errors"][0]["reason"])

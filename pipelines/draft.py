@@ -26,6 +26,7 @@ from medvid.ingest import ingested
 from medvid.io.ingest_folder import IngestFolder, split_rows
 from medvid.report.draft import DraftSettings
 from medvid.report.encode import Encoding, StageTimer
+from medvid.utils import progress
 
 log = logging.getLogger("medvid")
 
@@ -147,9 +148,7 @@ def run(cfg: Config) -> dict[str, Any]:
         drafter = Drafter(bank, cfg.drafting, patients=patients_of(videos))
         findings = _findings(cfg.findings, encoder.model) if cfg.findings else None
         loops, cache = loop_clips(encoder, ingest_dir, dicom_root, todo, cfg.encoding)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), unit="study", desc="draft", disable=not cfg.progress)
+        bar = progress(total=len(todo), unit="study", desc="draft", enabled=cfg.progress)
         batch: list = []
 
         def flush() -> int:

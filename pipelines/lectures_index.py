@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from medvid.datasets.frame_type import classify_frames
 from medvid.datasets.lectures import PairingRule, find_lectures, load_transcripts, pairs_for_lecture
@@ -19,7 +18,7 @@ from medvid.errors import MedvidError
 from medvid.io.video import Video
 from medvid.io.timing import span_times
 from medvid.runs import claim_out, run_settings
-from medvid.utils import relative_message, write_jsonl
+from medvid.utils import progress, relative_message, write_jsonl
 
 log = logging.getLogger("medvid")
 
@@ -60,7 +59,7 @@ def run(cfg: Config) -> dict:
     claim_out(out, "lectures index", run_settings(cfg, ignore=("out", "overwrite")), overwrite=cfg.overwrite,
               own=lambda o: (o / "pairs.jsonl").is_file())
     pairs, errors, dropped = [], [], 0
-    for k, path in enumerate(tqdm(videos, desc="lectures", unit="video")):
+    for k, path in enumerate(progress(videos, desc="lectures", unit="video")):
         rel = path.relative_to(root).as_posix()
         try:
             with Video(path) as video:

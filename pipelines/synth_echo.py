@@ -6,13 +6,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from medvid.config import setting
 from medvid.runs import claim_out, run_settings
 from medvid.errors import MedvidError
 from medvid.synth.echo import synthesize
 from medvid.synth.echonet import synthesize_echonet
+from medvid.utils import progress
 
 LAYOUTS = ("dicom", "echonet")
 OWN_FILES = ("reports.csv", "labels.csv", "views.csv", "FileList.csv", "VolumeTracings.csv")  # both layouts' tables
@@ -23,17 +22,17 @@ class Config:
     out: str = setting("synth_echo", "output folder")
     layout: str = setting("dicom", "dicom | echonet: OUT/Videos/*.avi (112x112 A4C), FileList.csv, VolumeTracings.csv; "
                                    "studies = videos; rows/cols/loops/formats/stills then do not apply")
-    studies: int = setting(24, "number of studies")
+    studies: int = setting(24, "number of studies", min=1)
     seed: int = setting(0, "random seed")
     loops_per_study: int = setting(6, "cine loops per study: required_views always, the rest drawn from the other "
-                                      "EchoPrime views")
+                                      "EchoPrime views", min=1)
     required_views: list[str] = setting(help="views every study holds, e.g. add Apical_Doppler, "
                                              "Doppler_Parasternal_Long/Short for the Doppler jets",
                                         factory=lambda: ["A4C", "Parasternal_Long"])
     rows: int = setting(128, "frame height in pixels")
     cols: int = setting(160, "frame width in pixels")
-    frames_min: int = setting(32, "fewest frames per loop")
-    frames_max: int = setting(64, "most frames per loop")
+    frames_min: int = setting(32, "fewest frames per loop", min=1)
+    frames_max: int = setting(64, "most frames per loop", min=1)
     fps_choices: list[float] = setting(help="frame rates drawn per loop", factory=lambda: [30.0, 50.0, 60.0])
     format_weights: dict[str, float] = setting(
         help="share of loops per file format (jpeg_ybr, rgb, rle, jpegls, mono); normalised",
@@ -61,11 +60,11 @@ def run(cfg: Config) -> dict:
     if cfg.overwrite and not same:
         _remove_export(out)
     if cfg.layout == "echonet":
-        with tqdm(total=cfg.studies, desc="synth echonet", unit="video", disable=not cfg.progress) as bar:
+        with progress(total=cfg.studies, desc="synth echonet", unit="video", enabled=cfg.progress) as bar:
             return synthesize_echonet(Path(cfg.out), videos=cfg.studies, seed=cfg.seed,
                                       frames_range=(cfg.frames_min, cfg.frames_max), fps_choices=list(cfg.fps_choices),
                                       split_fractions=list(cfg.split_fractions), progress=bar.update)
-    with tqdm(total=cfg.studies * cfg.loops_per_study, desc="synth echo", unit="loop", disable=not cfg.progress) as bar:
+    with progress(total=cfg.studies * cfg.loops_per_study, desc="synth echo", unit="loop", enabled=cfg.progress) as bar:
         return synthesize(Path(cfg.out), studies=cfg.studies, seed=cfg.seed, loops_per_study=cfg.loops_per_study,
                           rows=cfg.rows, cols=cfg.cols, frames_range=(cfg.frames_min, cfg.frames_max),
                           fps_choices=list(cfg.fps_choices), format_weights=dict(cfg.format_weights),

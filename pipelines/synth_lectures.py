@@ -4,18 +4,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from medvid.runs import claim_out, run_settings
 from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.synth.lectures import NARRATION, espeak_available, synthesize_lecture
+from medvid.utils import progress
 
 
 @dataclass
 class Config:
     out: str = setting("synth_lectures", "output folder")
-    lectures: int = setting(12, "number of lectures (talk01 ... talkNN, each about 1.5-3 minutes)")
+    lectures: int = setting(12, "number of lectures (talk01 ... talkNN, each about 1.5-3 minutes)", min=1)
     seed: int = setting(0, "random seed")
     first_index: int = setting(1, "lectures are numbered talkNN from this number")
     height: int = setting(224, "frame height in pixels")
@@ -38,7 +37,7 @@ def run(cfg: Config) -> dict:
               overwrite=cfg.overwrite, has_results=any((out / "truth").glob("*.json")), record="truth/settings.json",
               own=lambda o: (o / "truth").is_dir())
     made, skipped, seconds, sentences = [], [], 0.0, 0
-    for i in tqdm(range(cfg.first_index, cfg.first_index + cfg.lectures), desc="synth lectures", unit="lecture"):
+    for i in progress(range(cfg.first_index, cfg.first_index + cfg.lectures), desc="synth lectures", unit="lecture"):
         name = f"talk{i:02d}"
         if not cfg.overwrite and (out / "truth" / f"{name}.json").exists():  # written last: the lecture is complete
             skipped.append(name)

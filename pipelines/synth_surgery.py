@@ -5,12 +5,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from medvid.runs import claim_out, run_settings
 from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.synth.surgery import STYLES, synthesize_video
+from medvid.utils import progress
 
 log = logging.getLogger("medvid")
 
@@ -18,7 +17,7 @@ log = logging.getLogger("medvid")
 @dataclass
 class Config:
     out: str = setting("synth_surgery", "output folder (Cholec80 layout)")
-    videos: int = setting(4, "how many videos")
+    videos: int = setting(4, "how many videos", min=1)
     seed: int = setting(0, "random seed")
     first_id: int = setting(1, "numbering: video01, video02, ... from this number (named splits use these numbers)")
     ids: list[int] = setting(help="explicit video numbers, e.g. [41, 42]; overrides videos/first_id", factory=list)
@@ -41,7 +40,7 @@ def run(cfg: Config) -> dict:
               own=lambda o: (o / "videos").is_dir() and (o / "phase_annotations").is_dir())
     ids = list(cfg.ids) or list(range(cfg.first_id, cfg.first_id + cfg.videos))
     made, skipped, seconds = [], [], 0.0
-    for vid in tqdm(ids, desc="synth surgery", unit="video"):
+    for vid in progress(ids, desc="synth surgery", unit="video"):
         name = f"video{vid:02d}"
         done = [out / "videos" / f"{name}.mp4", out / "phase_annotations" / f"{name}-phase.txt",
                 out / "tool_annotations" / f"{name}-tool.txt"]

@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
 
 from medvid.config import setting
 from medvid.errors import MedvidError
@@ -14,7 +13,7 @@ from medvid.io.asr import load_whisper, transcribe
 from medvid.io.transcripts import write_whisper_json
 from medvid.io.video import VIDEO_EXTS
 from medvid.runs import describe_changes
-from medvid.utils import relative_message
+from medvid.utils import progress, relative_message
 
 log = logging.getLogger("medvid")
 
@@ -53,7 +52,7 @@ def run(cfg: Config) -> dict:
         _check_existing([v.with_name(f"{v.stem}.{cfg.source}.json") for v in videos if v not in todo], settings)
     written, errors = [], []
     model = load_whisper(cfg.model_path or None, cfg.device, cfg.compute_type, cfg.cpu_threads) if todo else None
-    for video in tqdm(todo, desc="transcribe", unit="video"):
+    for video in progress(todo, desc="transcribe", unit="video"):
         out = video.with_name(f"{video.stem}.{cfg.source}.json")
         try:
             segments, info = transcribe(video, model, cfg.language or None, cfg.beam_size, cfg.vad_filter)

@@ -88,7 +88,9 @@ def run(cfg: Any) -> dict:
     if cfg.max_videos:
         names = names[:cfg.max_videos]
     if not names:
-        raise MedvidError(f"{root}: no videos found" + (f" in split {cfg.split}" if cfg.split else ""))
+        raise MedvidError(f"{root}: no videos found" + (f" in split {cfg.split} ({ds.split_hint(cfg.split)}; "
+                                                        "choose another split=, or split=null for every video)"
+                                                        if cfg.split else ""))
     prompts = load_prompt_set(prompt_path, ds.phases if cfg.task == "phase" else ds.tools)
     corpus = corpus_path(cfg, cfg.model)
     model = load_video_text_model(cfg.model, map_location=resolve_device(cfg.device))  # any video-text kind

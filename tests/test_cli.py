@@ -134,3 +134,107 @@ def test_a_setting_without_equals_is_one_clear_line(tmp_path):
     result = runner.invoke(app, ["synth", "surgery", str(tmp_path), "foo"])
     assert result.exit_code == 1 and "settings are key=value words, got: foo" in result.output
     assert "Traceback" not in result.output
+
+
+def _job_commands() -> list[tuple[str, ...]]:
+    import typer.main
+
+    return sorted(p for p, cmd in _leaf_commands(typer.main.get_command(app)) if hasattr(cmd.callback, "medvid_job"))
+
+
+@pytest.mark.parametrize("command", _job_commands(), ids=" ".join)
+def test_help_prints_every_setting_as_written(command):
+    """typer renders help as Rich markup: unescaped, `[a,b]` and `list[str]` vanish from `--help`."""
+    import importlib
+
+    import typer.main
+
+    from medvid.config import describe_settings
+
+    cmd = dict(_leaf_commands(typer.main.get_command(app)))[command]
+    job, config_name = cmd.callback.medvid_job
+    shown = " ".join(runner.invoke(app, [*command, "--help"], env={"COLUMNS": "2000"}).output.split())  # no folding
+    assert "lists as key=[a,b];" in shown
+    for key, kind, default, meaning in describe_settings(importlib.import_module(f"medvid.pipelines.{job}").Config,
+                                                         config_name):
+        assert " ".join(f"{key}={default} ({kind}) {meaning}".split()) in shown
+
+
+def test_an_option_style_setting_gets_its_hint_once(tmp_path):
+    """A nested command (`synth echo`) passes the error through two groups: the hint is still added once."""
+    result = runner.invoke(app, ["synth", "echo", str(tmp_path), "--rows", "3"])
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()).count("write rows=VALUE") == 1
+
+
+@pytest.mark.parametrize("command,words,message", [
+    (["synth", "echo"], ["studies=abc"], "studies=abc: expected int"),
+    (["synth", "surgery"], ["ids=41,42"], "ids=41,42: expected list[int] (lists are written in brackets: ids=[a,b])"),
+    (["synth", "echo"], ["studies=-3"], "studies=-3: must be >= 1"),
+    (["synth", "echo"], ["studies=0"], "studies=0: must be >= 1"),
+    (["synth", "lectures"], ["lectures=0"], "lectures=0: must be >= 1"),
+])
+def test_bad_setting_values_are_one_line_naming_setting_value_and_type(tmp_path, command, words, message):
+    """A wrong type or an out-of-range count is refused before any work, in one line (no OmegaConf dump)."""
+    out = tmp_path / "out"
+    result = runner.invoke(app, [*command, str(out), *words])
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "full_key" not in result.output and "object_type" not in result.output and "Errno" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_redirected_stderr_gets_plain_progress_lines_not_repaints(tmp_path):
+    """`medvid JOB 2> log`: progress as plain log lines (start and end here), no carriage-return repaints."""
+    log = tmp_path / "stderr.log"
+    with open(log, "wb") as stderr:
+        proc = subprocess.run([sys.executable, "-m", "medvid.cli", "synth", "echo", str(tmp_path / "synth"),
+                               "--studies", "1", "loops_per_study=2", "rows=48", "cols=64", "frames_min=4",
+                               "frames_max=4"], stdout=subprocess.PIPE, stderr=stderr, timeout=300)
+    text = log.read_bytes()
+    assert proc.returncode == 0, text[-2000:]
+    assert b"\r" not in text and b"\x1b[" not in text
+    lines = text.decode().splitlines()
+    assert any(line.startswith("INFO medvid: synth echo: 0/2 loop") for line in lines)
+    assert any(line.startswith("INFO medvid: synth echo: 2/2 loop") for line in lines)
+
+
+def test_progress_is_silent_when_disabled(capsys):
+    from medvid.utils import progress
+
+    assert list(progress(range(3), enabled=False, desc="x")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+
+
+def test_an_empty_split_names_the_video_numbers_it_takes_and_those_found(tmp_path):
+    """`synth surgery` numbers from 01, `split=cholec80_40_8_32:test` takes 49-80: the error says so."""
+    (tmp_path / "videos").mkdir()
+    for number in (1, 2, 3, 4, 7):
+        (tmp_path / "videos" / f"video{number:02d}.mp4").write_bytes(b"")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    result = runner.invoke(app, ["zero-shot", "phase", str(tmp_path), "--model", str(model), "--out",
+                                 str(tmp_path / "zs"), "split=cholec80_40_8_32:test"])
+    shown = " ".join(result.output.split())
+    assert result.exit_code == 1
+    assert "cholec80_40_8_32:test takes video numbers 49-80; the folder holds video numbers 1-4, 7" in shown
+    assert "split=null for every video" in shown
+
+
+def test_redirected_progress_logs_start_and_end_not_every_refresh(caplog):
+    """Training refreshes its bar every step (set_postfix): redirected, that is still one line at the start and
+    one at the end, with the postfix, not a line per step."""
+    import logging
+
+    from medvid.utils import progress
+
+    with caplog.at_level(logging.INFO, logger="medvid"):
+        with progress(total=100, desc="train", unit="step") as bar:
+            for _ in range(100):
+                bar.update(1)
+                bar.set_postfix(loss="0.5")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[0].startswith("train: 0/100 step")
+    assert lines[1].startswith("train: 100/100 step") and lines[1].endswith("loss=0.5]")

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Sequence
 
@@ -41,6 +42,18 @@ DATASETS = {
     "cholec80": dict(phases=CHOLEC80_PHASES, tools=CHOLEC80_TOOLS),
     "autolaparo": dict(phases=AUTOLAPARO_PHASES, tools=()),
 }
+
+
+def split_ranges(split: str) -> list[tuple[int, int]]:
+    """Inclusive video-number ranges of a named split: ``"cholec80_40_8_32:test"`` -> ``[(49, 80)]``; a scheme
+    alone (``"cholec80_40_40"``) gives every range it uses."""
+    scheme, _, subset = split.partition(":")
+    if scheme not in SPLITS:
+        raise MedvidError(f"unknown split {scheme!r}; known: {sorted(SPLITS)}")
+    ranges = SPLITS[scheme]
+    if subset and subset not in ranges:
+        raise MedvidError(f"split {scheme!r} has no subset {subset!r}; it has {sorted(ranges)}")
+    return [ranges[subset]] if subset else list(ranges.values())
 
 
 @dataclass(frozen=True)
@@ -105,14 +118,16 @@ class Cholec80:
         names = sorted(self._videos, key=lambda n: (video_number(n) is None, video_number(n) or 0, n))
         if split is None:
             return names
-        scheme, _, subset = split.partition(":")
-        if scheme not in SPLITS:
-            raise MedvidError(f"unknown split {scheme!r}; known: {sorted(SPLITS)}")
-        ranges = SPLITS[scheme]
-        if subset and subset not in ranges:
-            raise MedvidError(f"split {scheme!r} has no subset {subset!r}; it has {sorted(ranges)}")
-        chosen = [ranges[subset]] if subset else list(ranges.values())
+        chosen = split_ranges(split)
         return [n for n in names if (k := video_number(n)) is not None and any(a <= k <= b for a, b in chosen)]
+
+    def split_hint(self, split: str) -> str:
+        """Why ``split`` selects nothing here: the video numbers it takes and the numbers the folder holds."""
+        wanted = ", ".join(f"{a}-{b}" for a, b in split_ranges(split))
+        found = sorted({k for n in self._videos if (k := video_number(n)) is not None})
+        runs = [[k for _, k in run] for _, run in groupby(enumerate(found), lambda pair: pair[1] - pair[0])]
+        held = ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs) or "none"
+        return f"{split} takes video numbers {wanted}; the folder holds video numbers {held}"
 
     def video_path(self, name: str) -> Path:
         try:

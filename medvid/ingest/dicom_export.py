@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from medvid.errors import MedvidError
 from medvid.ingest.settings import INTERRUPTED, IngestSettings, open_scan_cache
@@ -37,7 +36,7 @@ from medvid.io.ingest_folder import LABELS, MEASUREMENTS, REPORTS, VIEWS, Ingest
 from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
 from medvid.io.reports import read_labels, read_reports, read_views
 from medvid.report.scrub import deny_terms, scrub_reports
-from medvid.utils import pseudonym
+from medvid.utils import progress, pseudonym
 
 log = logging.getLogger("medvid")
 
@@ -52,7 +51,7 @@ def ingest_dicom(cfg: IngestSettings) -> dict:
     files, links_out = scan_root(root, cfg.follow_symlinks)
     results = [_error(path.relative_to(root).as_posix(), salt, "outside_root", _LINK_OUT) for path in links_out]
     with open_scan_cache(folder, cfg, salt) as cache, \
-            tqdm(files, desc="ingest", unit="file", disable=not cfg.progress) as bar:
+            progress(files, desc="ingest", unit="file", enabled=cfg.progress) as bar:
         for path in bar:
             rel = path.relative_to(root).as_posix()
             results.append(cache.result(rel, path, lambda: _process(path, rel, cfg, salt),

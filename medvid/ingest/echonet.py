@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from medvid.errors import MedvidError
 from medvid.ingest.settings import INTERRUPTED, IngestSettings, open_scan_cache
@@ -35,7 +34,7 @@ from medvid.io.ingest_folder import LABELS, REPORTS, IngestFolder
 from medvid.io.reports import read_labels, read_reports
 from medvid.io.video import VIDEO_EXTS
 from medvid.report.scrub import scrub_reports
-from medvid.utils import pseudonym
+from medvid.utils import progress, pseudonym
 
 log = logging.getLogger("medvid")
 
@@ -54,8 +53,8 @@ def ingest_echonet(cfg: IngestSettings) -> dict:
     errors: list[dict] = []
     paths: list[dict] = []
     with open_scan_cache(folder, cfg, salt) as cache:
-        for row in tqdm(table.itertuples(index=False), total=len(table), desc="ingest videos", unit="video",
-                        disable=not cfg.progress):
+        for row in progress(table.itertuples(index=False), total=len(table), desc="ingest videos", unit="video",
+                        enabled=cfg.progress):
             path = find_video(video_dir, row.name)
             rel = (path.relative_to(root) if path else Path(VIDEO_DIR) / f"{row.name}.avi").as_posix()
             file_key = pseudonym(rel, salt, prefix="f_")

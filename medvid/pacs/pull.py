@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 from medvid.errors import MedvidError
 from medvid.pacs.clients import InstanceRef, Pacs, PacsError
 from medvid.utils import atomic_path
+from medvid.utils import progress as progress_bar
 
 log = logging.getLogger("medvid")
 
@@ -68,8 +69,6 @@ def claim_folder(out: Path, source: str) -> None:
 def pull(pacs: Pacs, queries: Iterable[dict[str, str]], out: str | Path, source: str, workers: int = 4,
          progress: bool = True) -> dict[str, Any]:
     """Fetch every instance of the studies the ``queries`` match into ``out``; returns counts only."""
-    from tqdm import tqdm
-
     out = Path(out)
     studies = list(dict.fromkeys(uid for q in queries for uid in pacs.find_studies(q)))  # reachability first
     claim_folder(out, source)
@@ -99,7 +98,7 @@ def pull(pacs: Pacs, queries: Iterable[dict[str, str]], out: str | Path, source:
             todo.append((ref, path))
     fetched = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-            tqdm(total=len(todo), desc="pacs pull", unit="instance", disable=not progress) as bar:
+            progress_bar(total=len(todo), desc="pacs pull", unit="instance", enabled=progress) as bar:
         futures = [pool.submit(_fetch_one, pacs, ref, path) for ref, path in todo]
         for future in as_completed(futures):
             bar.update()

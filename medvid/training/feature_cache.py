@@ -188,9 +188,9 @@ def build_feature_cache(
         log.info("resuming feature cache at %d/%d clips", n - len(todo), n)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from medvid.utils import progress
 
-        bar = tqdm(total=n, initial=n - len(todo), unit="clip", desc="frame features")
+        bar = progress(total=n, initial=n - len(todo), unit="clip", desc="frame features")
 
     def flush(batch: list[tuple[int, Tensor, Tensor | None]]) -> None:
         frames, owners, slots = [], [], []

@@ -290,9 +290,9 @@ class Trainer:
         writer, train_csv, eval_csv = self._open_logs()
         bar = None
         if self.dist.is_main and cfg.progress:
-            from tqdm.auto import tqdm
+            from medvid.utils import progress
 
-            bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True)
+            bar = progress(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True)
         samples_per_step = cfg.batch_size * cfg.grad_accum
         eval_metrics: dict[str, float] = {}
         batches = self._batches()
