@@ -17,8 +17,7 @@ from typing import Any, Iterable, Sequence
 
 from medvid.errors import MedvidError
 from medvid.pacs.clients import InstanceRef, Pacs, PacsError
-from medvid.utils import atomic_path
-from medvid.utils import progress as progress_bar
+from medvid.utils import atomic_path, progress as progress_bar
 
 log = logging.getLogger("medvid")
 
