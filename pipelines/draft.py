@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from medvid.config import setting
 from medvid.errors import MedvidError
@@ -26,6 +26,10 @@ from medvid.ingest import ingested
 from medvid.io.ingest_folder import IngestFolder
 from medvid.report.draft import DraftSettings
 from medvid.report.encode import Encoding, StageTimer
+
+if TYPE_CHECKING:
+    from medvid.report.bank import Bank
+    from medvid.report.drafts_folder import DraftsFolder
 
 log = logging.getLogger("medvid")
 
@@ -99,12 +103,9 @@ def _ingest_input(cfg: Config, out: Path) -> tuple[Path, Path]:
 
 def run(cfg: Config) -> dict[str, Any]:
     from medvid import __version__
-    from medvid.device import resolve_device
     from medvid.report.bank import Bank
-    from medvid.report.draft import Drafter
     from medvid.report.drafts_folder import DraftsFolder
-    from medvid.report.encode import encode_studies, load_encoder, loop_clips
-    from medvid.report.provenance import folder_fingerprint, model_name, study_instance_uid
+    from medvid.report.provenance import folder_fingerprint, model_name
 
     _validate(cfg)
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module per SR
@@ -140,45 +141,15 @@ def run(cfg: Config) -> dict[str, Any]:
     drafted = failed = 0
     started = time.perf_counter()
     if todo:
-        encoder = load_encoder(cfg.model, cfg.views, resolve_device(cfg.encoding.device), cfg.encoding.precision)
-        drafter = Drafter(bank, cfg.drafting)
-        findings = _findings(cfg.findings, encoder.model) if cfg.findings else None
-        loops, cache = loop_clips(encoder, ingest_dir, dicom_root, todo, cfg.encoding)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), unit="study", desc="draft", disable=not cfg.progress)
-        batch: list = []
-
-        def flush() -> int:
-            rows = drafter.draft(batch, timer)
-            t0 = time.perf_counter()
-            for study, row in zip(batch, rows):
-                if findings is not None:
-                    clf, kinds = findings
-                    row["findings"] = {name: _finding(v[0], kinds[name])
-                                       for name, v in clf(study.video_mean[None]).items()}
-                uid = (study_instance_uid(ingest_dir, dicom_root, row["videos"][0]["video_key"])
-                       if cfg.write_sr and cfg.keep_identifiers else None)
-                folder.write_study(row, provenance, write_sr=cfg.write_sr, study_instance_uid=uid)
-            timer.add("write", t0)
-            bar.update(len(rows))
-            bar.set_postfix(per_min=f"{bar.n / max(time.perf_counter() - started, 1e-9) * 60:.1f}")
-            batch.clear()
-            return len(rows)
-
-        for item in encode_studies(encoder, loops, loop_batch=cfg.encoding.loop_batch,
-                                   num_workers=cfg.encoding.num_workers, timer=timer, feature_cache=cache):
-            if isinstance(item, dict):
-                folder.write_errors(item["study_key"], item["errors"])
-                failed += 1
-                bar.update(1)
-                continue
-            batch.append(item)
-            if len(batch) >= cfg.batch_studies:
-                drafted += flush()
-        if batch:
-            drafted += flush()
-        bar.close()
+        folder.assemble()  # drafts.jsonl = the finished studies (drops a line torn by a killed run); appended below
+        try:
+            drafted, failed = _draft_studies(cfg, folder, todo, ingest_dir, dicom_root, bank, provenance, timer)
+        except KeyboardInterrupt:
+            total, errors = folder.assemble()
+            log.warning("draft interrupted: %d of %d studies drafted, %d failed (kept in %s: drafts.jsonl, drafts/, "
+                        "errors.jsonl); run the same command again to resume: finished studies are skipped",
+                        total, len(keys), errors, out)
+            raise
     elapsed = time.perf_counter() - started
     total, errors = folder.assemble()
     summary = {"out": str(out), "shard": f"{k}/{n}", "studies": len(keys), "drafted_now": drafted,
@@ -189,6 +160,63 @@ def run(cfg: Config) -> dict[str, Any]:
     if keys and total == 0:
         raise MedvidError(f"no study could be drafted; see {out / 'errors.jsonl'}")
     return summary
+
+
+def _draft_studies(cfg: Config, folder: DraftsFolder, todo: list[str], ingest_dir: Path, dicom_root: Path, bank: Bank,
+                   provenance: dict[str, Any], timer: StageTimer) -> tuple[int, int]:
+    """Encode and draft ``todo``; each study is written (its drafts.jsonl line appended) as it finishes, a
+    study with unreadable loops is drafted from the others. Returns (drafted, failed)."""
+    from tqdm.auto import tqdm
+
+    from medvid.device import resolve_device
+    from medvid.report.draft import Drafter
+    from medvid.report.encode import encode_studies, load_encoder, loop_clips
+    from medvid.report.provenance import study_instance_uid
+
+    encoder = load_encoder(cfg.model, cfg.views, resolve_device(cfg.encoding.device), cfg.encoding.precision)
+    drafter = Drafter(bank, cfg.drafting)
+    findings = _findings(cfg.findings, encoder.model) if cfg.findings else None
+    loops, cache = loop_clips(encoder, ingest_dir, dicom_root, todo, cfg.encoding)
+    bar = tqdm(total=len(todo), unit="study", desc="draft", disable=not cfg.progress)
+    batch: list = []
+    started = time.perf_counter()
+
+    def flush() -> int:
+        rows = drafter.draft(batch, timer)
+        t0 = time.perf_counter()
+        for study, row in zip(batch, rows):
+            if findings is not None:
+                clf, kinds = findings
+                row["findings"] = {name: _finding(v[0], kinds[name])
+                                   for name, v in clf(study.video_mean[None]).items()}
+            row["left_out"] = study.left_out
+            uid = (study_instance_uid(ingest_dir, dicom_root, row["videos"][0]["video_key"])
+                   if cfg.write_sr and cfg.keep_identifiers else None)
+            folder.write_study(row, provenance, write_sr=cfg.write_sr, study_instance_uid=uid)
+        timer.add("write", t0)
+        bar.update(len(rows))
+        bar.set_postfix(per_min=f"{bar.n / max(time.perf_counter() - started, 1e-9) * 60:.1f}")
+        batch.clear()
+        return len(rows)
+
+    drafted = failed = 0
+    try:
+        for item in encode_studies(encoder, loops, loop_batch=cfg.encoding.loop_batch,
+                                   num_workers=cfg.encoding.num_workers, timer=timer, feature_cache=cache,
+                                   partial=True):
+            if isinstance(item, dict):
+                folder.write_errors(item["study_key"], item["errors"])
+                failed += 1
+                bar.update(1)
+                continue
+            batch.append(item)
+            if len(batch) >= cfg.batch_studies:
+                drafted += flush()
+        if batch:
+            drafted += flush()
+    finally:
+        bar.close()
+    return drafted, failed
 
 
 def _finding(value: Any, kind: str) -> dict[str, Any]:
