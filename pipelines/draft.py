@@ -6,8 +6,10 @@ fly into ``OUT/ingest``. Outputs follow ``docs/drafting_contract.md``: ``OUT/dra
 
 Batch behaviour: ``shard=K/N`` (1-based; under ``torchrun`` RANK/WORLD_SIZE) drafts every N-th study;
 a finished study is skipped on a re-run, so a killed run resumes without duplicates, and a re-run with
-different settings is refused (:class:`medvid.report.drafts_folder.DraftsFolder`). One unreadable study
-becomes an ``errors.jsonl`` line; the batch goes on. Encoding: :mod:`medvid.report.encode`; drafting:
+different settings is refused (:class:`medvid.report.drafts_folder.DraftsFolder`). Each study's
+``drafts.jsonl`` line is appended as it finishes; Ctrl-C says what was kept and how to resume (exit 130).
+An unreadable loop is left out of its study's draft (named in its ``left_out``); a study with no readable
+loop becomes ``errors.jsonl`` lines; the batch goes on. Encoding: :mod:`medvid.report.encode`; drafting:
 :mod:`medvid.report.draft`; this job only wires them.
 """
 from __future__ import annotations
