@@ -147,10 +147,10 @@ def run(cfg: Config) -> dict[str, Any]:
         try:
             drafted, failed = _draft_studies(cfg, folder, todo, ingest_dir, dicom_root, bank, provenance, timer)
         except KeyboardInterrupt:
-            total, errors = folder.assemble()
-            log.warning("draft interrupted: %d of %d studies drafted, %d failed (kept in %s: drafts.jsonl, drafts/, "
+            folder.assemble()
+            log.warning("draft interrupted: %d of %d studies drafted (kept in %s: drafts.jsonl, drafts/, "
                         "errors.jsonl); run the same command again to resume: finished studies are skipped",
-                        total, len(keys), errors, out)
+                        sum(folder.is_done(key) for key in keys), len(keys), out)
             raise
     elapsed = time.perf_counter() - started
     total, errors = folder.assemble()

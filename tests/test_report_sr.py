@@ -70,7 +70,8 @@ def test_unreadable_sr_is_a_clear_error(tmp_path):
 
 
 UNICODE_SECTIONS = {"Left Ventricle": "LVEF ≥ 55 %, GLS −18 %.", "Aorta": "Root 3.4 cm; Δ 0.2 cm, 15 µm/s.",
-                    "Atrial Septum": "Ασθενής: κανονικό. 心房中隔正常。", "Pericardium": "Vu par Dr Müller-Åström, señal ok."}
+                    "Atrial Septum": "Ασθενής: κανονικό. 心房中隔正常。",
+                    "Pericardium": "Vu par Dr Müller-Åström, señal ok."}
 
 
 @pytest.mark.parametrize("final", [False, True])

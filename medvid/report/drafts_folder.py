@@ -5,8 +5,8 @@ A finished study leaves ``OUT/.draft_state/done/<study_key>.json`` (written last
 Each record is also appended to ``drafts.jsonl`` / ``errors.jsonl`` as the study finishes (one fsync'd write
 per line), so the review app sees drafts while a run goes on; at the start and end of a run (and on Ctrl-C)
 both files are re-assembled from the records, sorted by study key, so a study finished twice (a resumed run)
-appears once and the final files equal an uninterrupted run's. The settings a folder was drafted with are kept in ``.draft_state/settings.json``: a
-re-run with other settings is refused, naming the settings that differ.
+appears once and the final files equal an uninterrupted run's. The settings a folder was drafted with are
+kept in ``.draft_state/settings.json``: a re-run with other settings is refused, naming the settings that differ.
 """
 from __future__ import annotations
 
