@@ -50,15 +50,19 @@ class DraftsFolder:
         return (self.state / "done" / f"{study_key}.json").is_file()
 
     def write_errors(self, study_key: str, errors: list[dict[str, Any]]) -> None:
-        """The study's error record, its lines appended to ``errors.jsonl``."""
+        """The study's error record, its lines appended to ``errors.jsonl`` (unless an earlier run's same record
+        is there already)."""
+        path, text = self.state / "errors" / f"{study_key}.json", json.dumps(errors)
         with self._lock():
-            atomic_write_text(self.state / "errors" / f"{study_key}.json", json.dumps(errors))
-            _append_lines(self.out / "errors.jsonl", [json.dumps(e) for e in errors])
+            if not (path.is_file() and path.read_text() == text):
+                atomic_write_text(path, text)
+                _append_lines(self.out / "errors.jsonl", [json.dumps(e) for e in errors])
 
     def write_study(self, row: Mapping[str, Any], provenance: Mapping[str, Any], *, write_sr: bool = True,
                     study_instance_uid: str | None = None) -> None:
-        """Text, SR (referencing ``study_instance_uid``, else a pseudonymous UID), then the done record (last: it
-        marks the study finished). ``row``: one :meth:`medvid.report.draft.Drafter.draft` block (+ ``findings``)."""
+        """Text, SR (referencing ``study_instance_uid``, else a pseudonymous UID), then the done record (it marks
+        the study finished) and its drafts.jsonl line. ``row``: one :meth:`medvid.report.draft.Drafter.draft` block
+        (+ ``findings``, ``left_out``)."""
         key = row["study_key"]
         record = {"study_key": key, "status": "draft", "sections": row["sections"], "phenotypes": row["phenotypes"],
                   "findings": row.get("findings", {}), "videos": row["videos"], "left_out": row.get("left_out", []),
