@@ -358,4 +358,5 @@ def _worker(root: str, out: str, *extra: str) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also under a background runner
     _worker(*sys.argv[1:])
