@@ -6,8 +6,10 @@ fly into ``OUT/ingest``. Outputs follow ``docs/drafting_contract.md``: ``OUT/dra
 
 Batch behaviour: ``shard=K/N`` (1-based; under ``torchrun`` RANK/WORLD_SIZE) drafts every N-th study;
 a finished study is skipped on a re-run, so a killed run resumes without duplicates, and a re-run with
-different settings is refused (:class:`medvid.report.drafts_folder.DraftsFolder`). One unreadable study
-becomes an ``errors.jsonl`` line; the batch goes on. Encoding: :mod:`medvid.report.encode`; drafting:
+different settings is refused (:class:`medvid.report.drafts_folder.DraftsFolder`). Each study's
+``drafts.jsonl`` line is appended as it finishes; Ctrl-C says what was kept and how to resume (exit 130).
+An unreadable loop is left out of its study's draft (named in its ``left_out``); a study with no readable
+loop becomes ``errors.jsonl`` lines; the batch goes on. Encoding: :mod:`medvid.report.encode`; drafting:
 :mod:`medvid.report.draft`; this job only wires them.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from medvid.config import setting
 from medvid.errors import MedvidError
@@ -27,6 +29,10 @@ from medvid.io.ingest_folder import IngestFolder, split_rows
 from medvid.report.draft import DraftSettings
 from medvid.report.encode import Encoding, StageTimer
 from medvid.utils import progress
+
+if TYPE_CHECKING:
+    from medvid.report.bank import Bank
+    from medvid.report.drafts_folder import DraftsFolder
 
 log = logging.getLogger("medvid")
 
@@ -102,12 +108,9 @@ def _ingest_input(cfg: Config, out: Path) -> tuple[Path, Path]:
 
 def run(cfg: Config) -> dict[str, Any]:
     from medvid import __version__
-    from medvid.device import resolve_device
     from medvid.report.bank import Bank
-    from medvid.report.draft import Drafter
     from medvid.report.drafts_folder import DraftsFolder
-    from medvid.report.encode import encode_studies, load_encoder, loop_clips
-    from medvid.report.provenance import folder_fingerprint, model_name, study_instance_uid
+    from medvid.report.provenance import folder_fingerprint, model_name
     from medvid.report.retrieval import patients_of
 
     _validate(cfg)
@@ -144,43 +147,16 @@ def run(cfg: Config) -> dict[str, Any]:
     drafted = failed = 0
     started = time.perf_counter()
     if todo:
-        encoder = load_encoder(cfg.model, cfg.views, resolve_device(cfg.encoding.device), cfg.encoding.precision)
-        drafter = Drafter(bank, cfg.drafting, patients=patients_of(videos))
-        findings = _findings(cfg.findings, encoder.model) if cfg.findings else None
-        loops, cache = loop_clips(encoder, ingest_dir, dicom_root, todo, cfg.encoding)
-        bar = progress(total=len(todo), unit="study", desc="draft", enabled=cfg.progress)
-        batch: list = []
-
-        def flush() -> int:
-            rows = drafter.draft(batch, timer)
-            t0 = time.perf_counter()
-            for study, row in zip(batch, rows):
-                if findings is not None:
-                    clf, kinds = findings
-                    row["findings"] = {name: _finding(v[0], kinds[name])
-                                       for name, v in clf(study.video_mean[None]).items()}
-                uid = (study_instance_uid(ingest_dir, dicom_root, row["videos"][0]["video_key"])
-                       if cfg.write_sr and cfg.keep_identifiers else None)
-                folder.write_study(row, provenance, write_sr=cfg.write_sr, study_instance_uid=uid)
-            timer.add("write", t0)
-            bar.update(len(rows))
-            bar.set_postfix(per_min=f"{bar.n / max(time.perf_counter() - started, 1e-9) * 60:.1f}")
-            batch.clear()
-            return len(rows)
-
-        for item in encode_studies(encoder, loops, loop_batch=cfg.encoding.loop_batch,
-                                   num_workers=cfg.encoding.num_workers, timer=timer, feature_cache=cache):
-            if isinstance(item, dict):
-                folder.write_errors(item["study_key"], item["errors"])
-                failed += 1
-                bar.update(1)
-                continue
-            batch.append(item)
-            if len(batch) >= cfg.batch_studies:
-                drafted += flush()
-        if batch:
-            drafted += flush()
-        bar.close()
+        folder.assemble()  # drafts.jsonl = the finished studies (drops a line torn by a killed run); appended below
+        try:
+            drafted, failed = _draft_studies(cfg, folder, todo, ingest_dir, dicom_root, bank,
+                                            patients_of(videos), provenance, timer)
+        except KeyboardInterrupt:
+            folder.assemble()
+            log.warning("draft interrupted: %d of %d studies drafted (kept in %s: drafts.jsonl, drafts/, "
+                        "errors.jsonl); run the same command again to resume: finished studies are skipped",
+                        sum(folder.is_done(key) for key in keys), len(keys), out)
+            raise
     elapsed = time.perf_counter() - started
     total, errors = folder.assemble()
     summary = {"out": str(out), "shard": f"{k}/{n}", "studies": len(keys), "drafted_now": drafted,
@@ -191,6 +167,62 @@ def run(cfg: Config) -> dict[str, Any]:
     if keys and total == 0:
         raise MedvidError(f"no study could be drafted; see {out / 'errors.jsonl'}")
     return summary
+
+
+def _draft_studies(cfg: Config, folder: DraftsFolder, todo: list[str], ingest_dir: Path, dicom_root: Path, bank: Bank,
+                   patients: dict[str, str], provenance: dict[str, Any], timer: StageTimer) -> tuple[int, int]:
+    """Encode and draft ``todo``; each study is written (its drafts.jsonl line appended) as it finishes, a
+    study with unreadable loops is drafted from the others; no study retrieves its own or its patient's bank
+    rows (``patients``: study -> patient key). Returns (drafted, failed)."""
+    from medvid.device import resolve_device
+    from medvid.report.draft import Drafter
+    from medvid.report.encode import encode_studies, load_encoder, loop_clips
+    from medvid.report.provenance import study_instance_uid
+
+    encoder = load_encoder(cfg.model, cfg.views, resolve_device(cfg.encoding.device), cfg.encoding.precision)
+    drafter = Drafter(bank, cfg.drafting, patients=patients)
+    findings = _findings(cfg.findings, encoder.model) if cfg.findings else None
+    loops, cache = loop_clips(encoder, ingest_dir, dicom_root, todo, cfg.encoding)
+    bar = progress(total=len(todo), unit="study", desc="draft", enabled=cfg.progress)
+    batch: list = []
+    started = time.perf_counter()
+
+    def flush() -> int:
+        rows = drafter.draft(batch, timer)
+        t0 = time.perf_counter()
+        for study, row in zip(batch, rows):
+            if findings is not None:
+                clf, kinds = findings
+                row["findings"] = {name: _finding(v[0], kinds[name])
+                                   for name, v in clf(study.video_mean[None]).items()}
+            row["left_out"] = study.left_out
+            uid = (study_instance_uid(ingest_dir, dicom_root, row["videos"][0]["video_key"])
+                   if cfg.write_sr and cfg.keep_identifiers else None)
+            folder.write_study(row, provenance, write_sr=cfg.write_sr, study_instance_uid=uid)
+        timer.add("write", t0)
+        bar.update(len(rows))
+        bar.set_postfix(per_min=f"{bar.n / max(time.perf_counter() - started, 1e-9) * 60:.1f}")
+        batch.clear()
+        return len(rows)
+
+    drafted = failed = 0
+    try:
+        for item in encode_studies(encoder, loops, loop_batch=cfg.encoding.loop_batch,
+                                   num_workers=cfg.encoding.num_workers, timer=timer, feature_cache=cache,
+                                   partial=True):
+            if isinstance(item, dict):
+                folder.write_errors(item["study_key"], item["errors"])
+                failed += 1
+                bar.update(1)
+                continue
+            batch.append(item)
+            if len(batch) >= cfg.batch_studies:
+                drafted += flush()
+        if batch:
+            drafted += flush()
+    finally:
+        bar.close()
+    return drafted, failed
 
 
 def _finding(value: Any, kind: str) -> dict[str, Any]:

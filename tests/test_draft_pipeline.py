@@ -164,25 +164,39 @@ def test_resume_with_other_settings_is_refused(world, tmp_path):
         _draft(world, tmp_path / "out", "split=test", "drafting.knn_k=3")
 
 
-def test_corrupt_study_among_good_ones(world, tmp_path):
+def test_bad_loops_leave_a_study_out_only_when_none_is_readable(world, tmp_path):
+    """A study with one truncated loop is drafted from the others and says which loop was left out (record,
+    text, SR); a study with every loop truncated is an errors.jsonl record; the batch goes on."""
     import shutil
+
+    import highdicom as hd
+    import pandas as pd
 
     from medvid.io.ingest_folder import IngestFolder
 
     dicom = tmp_path / "dicom"
     shutil.copytree(world["dicom"], dicom)
-    import pandas as pd
-
     videos = pd.read_parquet(world["ingest"] / "videos.parquet")
-    victim = sorted(videos["study_key"])[0]
-    rel = IngestFolder(world["ingest"]).video_paths()[videos.loc[videos["study_key"] == victim, "video_key"].iloc[0]]
-    (dicom / rel).write_bytes((dicom / rel).read_bytes()[:2000])  # truncated after ingest
+    partial, dead = sorted(set(videos["study_key"]))[:2]
+    paths = IngestFolder(world["ingest"]).video_paths()
+    bad = [videos.loc[videos["study_key"] == partial, "video_key"].iloc[0],
+           *videos.loc[videos["study_key"] == dead, "video_key"]]
+    for video_key in bad:  # truncated after ingest
+        (dicom / paths[video_key]).write_bytes((dicom / paths[video_key]).read_bytes()[:2000])
     summary = _draft({**world, "dicom": dicom}, tmp_path / "out", "split=''")
-    assert summary["drafts_total"] == 7 and summary["errors_total"] >= 1
+    assert summary["drafts_total"] == 7 and summary["errors_total"] == 3
     errors = read_jsonl(tmp_path / "out" / "errors.jsonl")
-    assert {e["study_key"] for e in errors} == {victim}
+    assert {e["study_key"] for e in errors} == {dead} and {e["video_key"] for e in errors} == set(bad[1:])
     assert all(str(dicom) not in json.dumps(e) and "/" not in e["detail"] for e in errors)
-    assert victim not in {r["study_key"] for r in read_jsonl(tmp_path / "out" / "drafts.jsonl")}
+    drafts = {r["study_key"]: r for r in read_jsonl(tmp_path / "out" / "drafts.jsonl")}
+    assert dead not in drafts and all(not r["left_out"] for k, r in drafts.items() if k != partial)
+    record = drafts[partial]
+    [left] = record["left_out"]
+    assert left["video_key"] == bad[0] and left["reason"] and str(dicom) not in json.dumps(left)
+    assert bad[0] not in {v["video_key"] for v in record["videos"]} and len(record["videos"]) == 2
+    assert f"{bad[0]} ({left['reason']})" in (tmp_path / "out" / record["text_path"]).read_text()
+    sr = hd.sr.srread(tmp_path / "out" / record["sr_path"])
+    assert any(bad[0] in i.value for i in sr.ContentSequence if i.ValueType == "TEXT")
 
 
 def test_shards_partition_the_studies(world, tmp_path):
@@ -228,6 +242,40 @@ def test_kill_and_resume_drafts_every_study_once(world, tmp_path):
     assert summary["drafted_now"] == 8 - finished
     keys = [r["study_key"] for r in read_jsonl(out / "drafts.jsonl")]
     assert len(keys) == 8 and len(set(keys)) == 8
+
+
+def test_ctrl_c_keeps_streamed_drafts_and_resume_equals_an_uninterrupted_run(world, tmp_path):
+    """Each study's drafts.jsonl line is appended as it finishes (the app sees drafts mid-run); SIGINT exits
+    130 saying what was kept and how to resume; the resumed folder equals an uninterrupted run's."""
+    out, same = tmp_path / "out", ("split=''", "batch_studies=1", "encoding.loop_batch=3")  # batches as the worker's
+    proc = subprocess.Popen([sys.executable, __file__, str(world["root"]), str(out), "encoding.loop_batch=3"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "DRAFT_SLOW": "0.4"})
+    done = out / ".draft_state" / "done"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (done.is_dir() and len(list(done.glob("*.json"))) >= 2):
+        time.sleep(0.05)
+    streamed = read_jsonl(out / "drafts.jsonl") if (out / "drafts.jsonl").is_file() else []
+    assert len(streamed) >= 2, "finished studies reach drafts.jsonl while the run goes on"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    finished = len(list(done.glob("*.json")))
+    assert proc.returncode == 130 and 2 <= finished < 8
+    assert "interrupted" in err and "run the same command again to resume" in err and f"{finished} of 8" in err
+    assert [r["study_key"] for r in read_jsonl(out / "drafts.jsonl")] == sorted(p.stem for p in done.glob("*.json"))
+    assert _draft(world, out, *same)["drafted_now"] == 8 - finished
+    _draft(world, tmp_path / "whole", *same)
+
+    def contents(folder: Path) -> list:
+        rows = read_jsonl(folder / "drafts.jsonl")
+        for r in rows:
+            del r["provenance"]["created"]
+        return rows
+
+    assert contents(out) == contents(tmp_path / "whole") and len(contents(out)) == 8
+    assert (out / "drafts.jsonl").read_text().count("\n") == 8
+    for name in sorted(p.name for p in (tmp_path / "whole" / "drafts").glob("*.txt")):
+        assert (out / "drafts" / name).read_text() == (tmp_path / "whole" / "drafts" / name).read_text()
 
 
 @pytest.mark.slow
@@ -289,9 +337,10 @@ def test_imported_echoprime_builds_a_bank_and_drafts(tmp_path):
             f"findings={REPO / 'configs' / 'prompts' / 'echo_findings.yaml'}", *common]))
 
 
-def _worker(root: str, out: str) -> None:
-    """Draft slowly (one study per bank batch, a pause per write) so the test can kill it mid-batch."""
-    import medvid.pipelines.draft as job
+def _worker(root: str, out: str, *extra: str) -> None:
+    """``medvid draft`` (the CLI) drafting slowly (one study per bank batch, a pause per write) so the test can
+    kill or interrupt it mid-batch."""
+    from medvid.cli import app
     from medvid.report.drafts_folder import DraftsFolder
 
     slow = float(os.environ.get("DRAFT_SLOW", "0"))
@@ -303,13 +352,12 @@ def _worker(root: str, out: str) -> None:
 
     DraftsFolder.write_study = slow_write
     r = Path(root)
-    w = {"model": r / "model", "views": r / "views", "bank": r / "bank", "dicom": r / "synth" / "dicom",
-         "ingest": r / "ingest"}
-    cfg = draft_cfg(w, Path(out), "split=''")
-    cfg.batch_studies = 1
-    job.run(cfg)
+    app(["draft", str(r / "ingest"), "--model", str(r / "model"), "--views", str(r / "views"), "--bank",
+         str(r / "bank"), "--out", out, f"dicom_root={r / 'synth' / 'dicom'}", "split=''", "progress=false",
+         "encoding.num_workers=0", "batch_studies=1", *extra])
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    _worker(sys.argv[1], sys.argv[2])
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also under a background runner
+    _worker(*sys.argv[1:])

@@ -159,6 +159,50 @@ def test_study_outputs_sr_and_assembly_once_per_study(bank, tmp_path):
     assert json.loads((out / "errors.jsonl").read_text())["study_key"] == "st_bad"
 
 
+def test_each_study_is_appended_as_it_finishes_and_a_torn_line_is_repaired(bank, tmp_path):
+    from medvid.report.drafts_folder import DraftsFolder
+
+    [row] = Drafter(bank, DraftSettings()).draft([_study([1.0, 0, 0, 0], [0, 0, 1.0, 0])])
+    folder = DraftsFolder(tmp_path / "out")
+    folder.prepare({"bank": bank.fingerprint})
+    folder.write_study(row, {})
+    for _ in range(2):  # a rerun failing the same way adds no line
+        folder.write_errors("st_bad", [{"study_key": "st_bad", "reason": "truncated", "detail": ""}])
+    drafts, errors = folder.out / "drafts.jsonl", folder.out / "errors.jsonl"
+    assert [json.loads(x)["study_key"] for x in drafts.read_text().splitlines()] == ["st_new"]  # before any assemble
+    assert json.loads(errors.read_text())["study_key"] == "st_bad"
+    whole = drafts.read_text()
+    drafts.write_text(whole + whole[:50])  # a run killed mid-append
+    folder.assemble()  # what a resumed run does first
+    folder.write_study({**row, "study_key": "st_later"}, {})
+    assert [json.loads(x)["study_key"] for x in drafts.read_text().splitlines()] == ["st_new", "st_later"]
+    assert folder.assemble() == (2, 1)  # sorted by study key, each line as it was appended
+    assert drafts.read_text().splitlines()[1] == whole.rstrip("\n")
+
+
+def test_a_draft_made_without_unreadable_loops_says_which(bank, tmp_path):
+    import highdicom as hd
+
+    from medvid.report.drafts_folder import DraftsFolder
+
+    [row] = Drafter(bank, DraftSettings()).draft([_study([1.0, 0, 0, 0], [0, 0, 1.0, 0])])
+    row["left_out"] = [{"video_key": "vi_bad", "reason": "truncated", "detail": "pixel data ends early"}]
+    folder = DraftsFolder(tmp_path / "out")
+    folder.prepare({})
+    folder.write_study(row, {})
+    folder.assemble()
+    record = json.loads((folder.out / "drafts.jsonl").read_text())
+    assert record["left_out"] == row["left_out"] and [v["video_key"] for v in record["videos"]] == ["vi_1", "vi_2"]
+    text = (folder.out / record["text_path"]).read_text()
+    assert "Drafted without 1 loop(s) that could not be read: vi_bad (truncated)." in text
+    sr = hd.sr.srread(folder.out / record["sr_path"])
+    comments = [i.value for i in sr.ContentSequence if i.ValueType == "TEXT" and i.name.meaning == "Comment"]
+    assert comments == ["Drafted without 1 loop(s) that could not be read: vi_bad (truncated)."]
+    row["left_out"] = []
+    folder.write_study({**row, "study_key": "st_ok"}, {})
+    assert "Drafted without" not in (folder.out / "drafts" / "st_ok.txt").read_text()
+
+
 def test_drafts_folder_refuses_other_settings_naming_them(tmp_path):
     from medvid.errors import MedvidError
     from medvid.report.drafts_folder import DraftsFolder

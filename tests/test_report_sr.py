@@ -67,3 +67,20 @@ def test_unreadable_sr_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not dicom")
     with pytest.raises(MedvidError, match="not a readable DICOM SR"):
         read_report_sr(bad)
+
+
+UNICODE_SECTIONS = {"Left Ventricle": "LVEF ≥ 55 %, GLS −18 %.", "Aorta": "Root 3.4 cm; Δ 0.2 cm, 15 µm/s.",
+                    "Atrial Septum": "Ασθενής: κανονικό. 心房中隔正常。",
+                    "Pericardium": "Vu par Dr Müller-Åström, señal ok."}
+
+
+@pytest.mark.parametrize("final", [False, True])
+def test_non_latin_text_round_trips_as_utf8(tmp_path, final):
+    path = write_report_sr(tmp_path / "u.sr.dcm", UNICODE_SECTIONS, {"ef": 57.0}, study_key="st_u", final=final,
+                           observer="Ångström^Zoë" if final else "medvid")
+    ds = dcmread(path)
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    sections, _ = read_report_sr(path)
+    assert sections == UNICODE_SECTIONS
+    if final:
+        assert str(ds.VerifyingObserverSequence[0].VerifyingObserverName) == "Ångström^Zoë"

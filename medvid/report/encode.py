@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -146,6 +146,7 @@ class EncodedStudy:
     embeddings: Tensor          # [S, D], L2-normalised, rows in ``sections`` order
     weights: Tensor             # [S, V]
     video_mean: Tensor          # [D] normalised mean video embedding (zero-shot findings)
+    left_out: list[dict[str, str]] = field(default_factory=list)  # unreadable loops: {video_key, reason, detail}
 
 
 class StudyEncoder:
@@ -355,11 +356,14 @@ class _Pending:
 
 
 def encode_studies(encoder: StudyEncoder, loops: LoopClips, *, loop_batch: int = 16, num_workers: int = 0,
-                   timer: StageTimer | None = None, feature_cache: Any = None) -> Iterator[EncodedStudy | dict[str, Any]]:
+                   timer: StageTimer | None = None, feature_cache: Any = None,
+                   partial: bool = False) -> Iterator[EncodedStudy | dict[str, Any]]:
     """Yield each study of ``loops`` once all its loops are encoded: an :class:`EncodedStudy`, or
     ``{"study_key", "errors": [{"study_key", "video_key"?, "reason", "detail"}, ...]}`` when a loop failed
-    or the study has none. Loops in ``feature_cache`` (a matching :class:`FeatureCache`, see
-    :func:`open_feature_cache`) are not decoded: their cached backbone features are used."""
+    or the study has none. ``partial``: a study with some unreadable loops is encoded from the others (its
+    ``left_out`` names them); only a study with no readable loop is an error. Loops in ``feature_cache`` (a
+    matching :class:`FeatureCache`, see :func:`open_feature_cache`) are not decoded: their cached backbone
+    features are used."""
     timer = timer or StageTimer()
     for key, n in loops.counts.items():
         if n == 0:
@@ -402,12 +406,13 @@ def encode_studies(encoder: StudyEncoder, loops: LoopClips, *, loop_batch: int =
                     p.probs.append(probs[j])
             if p.seen == loops.counts[it["study_key"]]:
                 del pending[it["study_key"]]
-                if p.errors:
+                if p.errors and not (partial and p.video_keys):
                     yield {"study_key": it["study_key"], "errors": p.errors}
                     continue
                 t1 = time.perf_counter()
                 study = encoder.study(it["study_key"], p.video_keys, torch.stack(p.emb),
                                       torch.stack(p.probs) if p.probs else None, p.views)
+                study.left_out = [{k: e[k] for k in ("video_key", "reason", "detail")} for e in p.errors]
                 timer.add("encode", t1)
                 yield study
         t0 = time.perf_counter()

@@ -14,7 +14,8 @@ Content tree (after TID 2000 "Basic Diagnostic Imaging Report"):
 A draft is ``PARTIAL`` / ``UNVERIFIED`` / ``PRELIMINARY``; ``final=True`` makes it ``COMPLETE`` /
 ``VERIFIED`` (by ``observer``) / ``FINAL``. Patient module attributes are empty; the study is the
 real StudyInstanceUID only when given, else a pseudonymous UID derived from ``study_key``. The SR
-references no image instance (its evidence sequence is left out).
+references no image instance (its evidence sequence is left out). A ``comment`` is a CONTAINS TEXT
+(DCM 121106 "Comment") under the root. Text is written as UTF-8 (SpecificCharacterSet ``ISO_IR 192``).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ _REPORT = hd.sr.CodedConcept("18748-4", "LN", "Diagnostic imaging report")
 _FINDINGS = hd.sr.CodedConcept("121070", "DCM", "Findings")
 _MEASUREMENTS = hd.sr.CodedConcept("125007", "DCM", "Measurement Group")
 _US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
+UTF8 = "ISO_IR 192"  # SpecificCharacterSet: report text is Unicode ("LVEF ≥ 55 %", names with accents, CJK)
 _EMPTY_PATIENT_STUDY = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
                         "StudyDate", "StudyTime", "ReferringPhysicianName")
 
@@ -57,9 +59,10 @@ def pseudonymous_study_uid(study_key: str) -> str:
 
 def build_report_sr(sections: Mapping[str, str], measurements: Mapping[str, float | None], *, study_key: str,
                     study_instance_uid: str | None = None, final: bool = False,
-                    observer: str = "medvid") -> hd.sr.ComprehensiveSR:
-    """A Comprehensive SR holding ``sections`` ({name: text}) and numeric ``measurements`` ({name: value};
-    ``None`` values are left out). Draft unless ``final`` (then verified by ``observer``)."""
+                    observer: str = "medvid", comment: str = "") -> hd.sr.ComprehensiveSR:
+    """A Comprehensive SR holding ``sections`` ({name: text}), numeric ``measurements`` ({name: value};
+    ``None`` values are left out) and an optional ``comment`` (e.g. the loops a draft was made without).
+    Draft unless ``final`` (then verified by ``observer``)."""
     if not study_key:
         raise MedvidError("build_report_sr: study_key is empty")
     texts = {name: " ".join(str(text).split()) for name, text in sections.items() if text and str(text).strip()}
@@ -68,7 +71,8 @@ def build_report_sr(sections: Mapping[str, str], measurements: Mapping[str, floa
     study_uid = study_instance_uid or pseudonymous_study_uid(study_key)
     if final and "^" not in observer:  # a name typed as free text is one DICOM PN component ("Jane Doe^")
         observer = f"{' '.join(observer.split())}^"
-    digest = hashlib.sha256(json.dumps([texts, {k: v for k, v in measurements.items()}, final, observer],
+    digest = hashlib.sha256(json.dumps([texts, {k: v for k, v in measurements.items()}, final, observer]
+                                       + ([comment] if comment else []),
                                        sort_keys=True, default=str).encode()).hexdigest()
     series_uid = generate_uid(entropy_srcs=["medvid-sr-series", study_key, str(final)])
 
@@ -77,6 +81,9 @@ def build_report_sr(sections: Mapping[str, str], measurements: Mapping[str, floa
                                 for name, text in texts.items()]
     root = hd.sr.ContainerContentItem(name=_REPORT, template_id="2000")
     root.ContentSequence = [*_observer_context(observer, final), findings]
+    if comment:
+        root.ContentSequence.append(hd.sr.TextContentItem(name=codes.DCM.Comment, value=comment,
+                                                          relationship_type="CONTAINS"))
     nums = [_num(name, float(value)) for name, value in measurements.items() if value is not None]
     if nums:
         group = hd.sr.ContainerContentItem(name=_MEASUREMENTS, relationship_type="CONTAINS")
@@ -88,7 +95,7 @@ def build_report_sr(sections: Mapping[str, str], measurements: Mapping[str, floa
         sop_instance_uid=generate_uid(entropy_srcs=["medvid-sr", study_key, digest]), instance_number=1,
         manufacturer="medvid", is_complete=final, is_final=final, is_verified=final,
         verifying_observer_name=observer if final else None, verifying_organization="medvid" if final else None,
-        series_description="medvid report" + ("" if final else " DRAFT"))
+        series_description="medvid report" + ("" if final else " DRAFT"), specific_character_set=UTF8)
     if "CurrentRequestedProcedureEvidenceSequence" in sr:  # the stub is no real instance: reference none
         del sr.CurrentRequestedProcedureEvidenceSequence
     return sr
@@ -96,10 +103,10 @@ def build_report_sr(sections: Mapping[str, str], measurements: Mapping[str, floa
 
 def write_report_sr(path: str | os.PathLike, sections: Mapping[str, str], measurements: Mapping[str, float | None], *,
                     study_key: str, study_instance_uid: str | None = None, final: bool = False,
-                    observer: str = "medvid") -> Path:
+                    observer: str = "medvid", comment: str = "") -> Path:
     """Build the SR (``build_report_sr``) and write it atomically to ``path``; returns ``path``."""
     sr = build_report_sr(sections, measurements, study_key=study_key, study_instance_uid=study_instance_uid,
-                         final=final, observer=observer)
+                         final=final, observer=observer, comment=comment)
     path = Path(path)
     with atomic_path(path) as tmp:
         sr.save_as(tmp, enforce_file_format=True)
