@@ -51,12 +51,13 @@ def main() -> None:
 
 
 def _table(df: pd.DataFrame) -> str:
-    """A markdown table (real HTML rows: readable by screen readers and the browser test); keys link to the study."""
-    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
+    """A markdown table (real HTML rows: readable by screen readers and the browser test); keys (checked by
+    ``store.valid_key``) link to the study; every other cell and heading is ``ui.plain`` text."""
+    head = "| " + " | ".join(ui.plain(c) for c in df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
     rows = []
     for _, r in df.iterrows():
         cells = [f"[{r['study']}](Study?study={r['study']})"]
-        cells += [ui.fmt(r[c], 1) if isinstance(r[c], float) else str(r[c]) for c in df.columns[1:]]
+        cells += [ui.fmt(r[c], 1) if isinstance(r[c], float) else ui.plain(r[c]) for c in df.columns[1:]]
         rows.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(rows)
 
