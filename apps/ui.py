@@ -20,7 +20,7 @@ STUDY_PAGE = "pages/2_Study.py"
 LIST_PAGE = "pages/1_Echo_studies.py"
 
 
-ADMITTED = "medvid_admitted"  # session_state flag: this browser session presented the launch token
+ADMITTED = "medvid_token"  # session_state: the launch token this browser session presented
 
 
 def admitted() -> bool:
@@ -31,9 +31,11 @@ def admitted() -> bool:
         st.error("Refused: this page was opened under a host name the review app does not serve. Open the "
                  "address `medvid app` printed.")
         return False
-    if st.session_state.get(ADMITTED) or access.token_ok(st.query_params.get("token"), access.launch_token()):
-        st.session_state[ADMITTED] = True
-        return True
+    expected = access.launch_token()
+    for given in (st.session_state.get(ADMITTED), st.query_params.get("token")):
+        if access.token_ok(given, expected):
+            st.session_state[ADMITTED] = given
+            return True
     st.error("This app needs its access token: open the address `medvid app` printed when it started "
              "(it ends in `?token=…`; a new token is made at every start).")
     return False
@@ -120,6 +122,11 @@ def studies(src: store.Sources) -> tuple[pd.DataFrame, store.DraftTable, dict[st
     table = drafts(src)
     revs = reviews(table)
     return store.study_table(videos(src), table, revs), table, revs
+
+
+def session_token() -> str:
+    """The token this session was admitted with, for links that open a new tab (a new session)."""
+    return str(st.session_state.get(ADMITTED, ""))
 
 
 def open_study(key: str, order: list[str] | None = None) -> None:

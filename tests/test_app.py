@@ -191,7 +191,7 @@ def test_home_and_list_pages(outputs, monkeypatch):
     no_exception(at)
     text = page_text(at)
     for key in [*outputs["drafted"], outputs["failed"], *outputs["undrafted"]]:
-        assert f"[{key}](Study?study={key})" in text
+        assert f"[{key}](Study?study={key}&token={TOKEN})" in text  # a link opens a new tab: a new session
     assert "could not be read" in text  # the corrupt drafts.jsonl line is reported, not fatal
     at.selectbox(key="list_pheno").set_value("ef").run()
     at.number_input(key="list_value").set_value(40.0).run()

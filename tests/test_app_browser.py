@@ -208,6 +208,10 @@ def test_pages_render_in_chromium(server, tmp_path):
             doms[name] = browser.open(url + path, ready)
             if name == "study":
                 _check_loops_play(browser, n_loops)
+            if name == "studies":  # a study link opens a new tab (a new session): it carries the token
+                href = browser.eval("document.querySelector('table a[href^=\"Study?study=\"]').getAttribute('href')")
+                linked = browser.open(f"{url}/{href}", "document.querySelector('h1')")
+                assert "access token" not in linked and "Cine loops" in linked
             shot = tmp_path / f"{name}.png"
             browser.screenshot(shot)
             assert shot.stat().st_size > 20_000, name
@@ -216,7 +220,7 @@ def test_pages_render_in_chromium(server, tmp_path):
         browser.close()
     assert "medvid review" in doms["home"] and "Echo studies" in doms["home"]
     for k in [*server["drafted"], server["failed"], *server["undrafted"]]:  # one table row per study
-        assert f'href="Study?study={k}"' in doms["studies"], k
+        assert f'href="Study?study={k}&amp;token={token}"' in doms["studies"], k
     assert doms["studies"].count("<tr") >= 1 + len(server["drafted"]) + 1 + len(server["undrafted"])
     study = doms["study"]
     assert study.count("<video") == n_loops  # every cine loop
