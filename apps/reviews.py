@@ -29,13 +29,13 @@ from typing import Any, Sequence
 
 from pydicom.valuerep import validate_value
 
+from medvid.apps.store import valid_key
 from medvid.errors import MedvidError, PathRefused
 from medvid.utils import atomic_write_text, resolve_under
 
 REVIEWED = "reviewed"
 AUDIT = "audit.jsonl"
 MAX_REVIEW_BYTES = 4 << 20  # a review larger than this is not read (hostile input is bounded)
-_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
 
 
 class ReviewConflict(MedvidError):
@@ -43,7 +43,7 @@ class ReviewConflict(MedvidError):
 
 
 def _check_key(study_key: str) -> None:
-    if not isinstance(study_key, str) or not _KEY.match(study_key):
+    if not valid_key(study_key):
         raise PathRefused("not a study key")
 
 
@@ -116,8 +116,7 @@ def history(roots: Sequence[Path], folder: Path, study_key: str) -> list[dict[st
     if not files:
         legacy = _read(directory / f"{study_key}.json", study_key)
         return [legacy] if legacy else []
-    versions = [r for n in sorted(files) if (r := _read(files[n], study_key)) and r["version"] == n]
-    return versions
+    return [r for n in sorted(files) if (r := _read(files[n], study_key)) and r["version"] == n]
 
 
 def latest(roots: Sequence[Path], folder: Path, study_key: str) -> dict[str, Any] | None:
