@@ -12,23 +12,22 @@ app was given a DICOM root; its content is never shown.
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from medvid.apps.access import LOOPBACK_NAMES
 from medvid.errors import MedvidError, PathRefused
 from medvid.io.ingest_folder import KEY_DIR, VIDEOS, IngestFolder
 from medvid.io.video import VIDEO_EXTS
-from medvid.utils import atomic_write_text, resolve_under
+from medvid.utils import resolve_under
 
 ENV = "MEDVID_APP_CONFIG"  # JSON of AppConfig fields, set by `medvid app`
 CACHE_DIR = "app_cache"
@@ -50,6 +49,7 @@ class AppConfig:
     dicom_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     keys_dir: Path | None = None  # the ingest's key folder when it was kept outside the ingest (keys_dir=)
+    hosts: tuple[str, ...] = LOOPBACK_NAMES  # Host / Origin names a browser may use (apps/access.py)
 
     @property
     def roots(self) -> tuple[Path, ...]:
@@ -66,7 +66,7 @@ class AppConfig:
     def to_json(self) -> str:
         return json.dumps({"data": [str(p) for p in self.data], "dicom_roots": [str(p) for p in self.dicom_roots],
                            "cache_dir": str(self.cache_dir) if self.cache_dir else None,
-                           "keys_dir": str(self.keys_dir) if self.keys_dir else None})
+                           "keys_dir": str(self.keys_dir) if self.keys_dir else None, "hosts": list(self.hosts)})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "AppConfig":
@@ -81,7 +81,8 @@ class AppConfig:
         return cls(data=tuple(Path(p) for p in values.get("data") or []),
                    dicom_roots=tuple(Path(p) for p in values.get("dicom_roots") or []),
                    cache_dir=Path(values["cache_dir"]) if values.get("cache_dir") else None,
-                   keys_dir=Path(values["keys_dir"]) if values.get("keys_dir") else None)
+                   keys_dir=Path(values["keys_dir"]) if values.get("keys_dir") else None,
+                   hosts=tuple(values.get("hosts") or LOOPBACK_NAMES))
 
 
 @dataclass
@@ -257,52 +258,6 @@ def read_drafts(folders: Sequence[Path]) -> DraftTable:
     return table
 
 
-def review_path(roots: Sequence[Path], folder: Path, study_key: str) -> Path:
-    if not valid_key(study_key):
-        raise PathRefused("not a study key")
-    return resolve_under(folder, f"reviewed/{study_key}.json", roots)
-
-
-def read_review(roots: Sequence[Path], folder: Path, study_key: str) -> dict[str, Any] | None:
-    """The saved review of a study (``reviewed/<study_key>.json``), None when none or unreadable."""
-    path = review_path(roots, folder, study_key)
-    if not path.is_file():
-        return None
-    try:
-        review = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return review if isinstance(review, dict) and review.get("study_key") == study_key else None
-
-
-def unified_diff(old: str, new: str, name: str) -> str:
-    """Unified diff of one section's text, draft → reviewed ('' when equal)."""
-    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                        fromfile=f"draft/{name}", tofile=f"reviewed/{name}"))
-
-
-def save_review(roots: Sequence[Path], draft: Draft, sections: dict[str, str], reviewer: str, sign_off: bool,
-                phenotypes: dict[str, Any] | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """Write ``reviewed/<study_key>.json`` beside the draft (atomic); the draft files are never touched."""
-    reviewer = reviewer.strip()
-    if not reviewer:
-        raise MedvidError("type your name (reviewer) before saving")
-    originals = {name: str(sec.get("text") or "") for name, sec in draft.sections.items()}
-    review = {
-        "study_key": draft.study_key,
-        "status": "signed_off" if sign_off else "edited",
-        "reviewer": reviewer,
-        "time": (now or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="seconds"),
-        "sections": {name: sections.get(name, text) for name, text in originals.items()},
-        "diff": {name: unified_diff(text, sections.get(name, text), name) for name, text in originals.items()},
-        "draft_sha256": draft.sha256,
-    }
-    if phenotypes:
-        review["phenotypes"] = phenotypes
-    atomic_write_text(review_path(roots, draft.folder, draft.study_key), json.dumps(review, indent=2) + "\n")
-    return review
-
-
 def study_status(key: str, table: DraftTable, review: dict[str, Any] | None) -> str:
     """One of ``STATUSES`` for a study (see the drafting contract)."""
     if key in table.drafts:
@@ -310,15 +265,6 @@ def study_status(key: str, table: DraftTable, review: dict[str, Any] | None) -> 
             return "signed off" if review.get("status") == "signed_off" else "edited"
         return "draft"
     return "error" if key in table.errors else "no draft"
-
-
-def reviewed_text(study_key: str, sections: dict[str, str], phenotypes: dict[str, Any], status: str) -> str:
-    """Readable export of a reviewed report (``reviewed/<study_key>.txt``)."""
-    lines = [f"{'FINAL' if status == 'signed_off' else 'REVIEWED (not signed off)'} report, study {study_key}", ""]
-    lines += [f"{name}: {text}" for name, text in sections.items()]
-    if phenotypes:
-        lines += ["", "Phenotypes:"] + [f"  {name}: {value}" for name, value in phenotypes.items()]
-    return "\n".join(lines) + "\n"
 
 
 def phenotype_value(p: Any) -> float | None:

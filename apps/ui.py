@@ -1,7 +1,8 @@
-"""Streamlit helpers shared by the review app's pages: config, cached loaders, error guard, navigation."""
+"""Streamlit helpers shared by the review app's pages: access gate, config, cached loaders, error guard, navigation."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -9,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
-from medvid.apps import store
+from medvid.apps import access, reviews as review_store, store
 from medvid.errors import MedvidError
 from medvid.io.ingest_folder import IngestFolder
 
@@ -19,15 +20,37 @@ STUDY_PAGE = "pages/2_Study.py"
 LIST_PAGE = "pages/1_Echo_studies.py"
 
 
+ADMITTED = "medvid_token"  # session_state: the launch token this browser session presented
+
+
+def admitted() -> bool:
+    """The one gate every page passes before reading any data: Host / Origin on an allowed name (DNS
+    rebinding) and this launch's token, given once per session as ``?token=`` and then remembered."""
+    if not access.headers_ok(st.context.headers, config().hosts):
+        log.warning("session refused: Host or Origin is not an allowed name")
+        st.error("Refused: this page was opened under a host name the review app does not serve. Open the "
+                 "address `medvid app` printed.")
+        return False
+    expected = access.launch_token()
+    for given in (st.session_state.get(ADMITTED), st.query_params.get("token")):
+        if access.token_ok(given, expected):
+            st.session_state[ADMITTED] = given
+            return True
+    st.error("This app needs its access token: open the address `medvid app` printed when it started "
+             "(it ends in `?token=…`; a new token is made at every start).")
+    return False
+
+
 def page(title: str, body: Callable[[], None]) -> None:
-    """Run a page body; any failure becomes a clear in-page message, never a traceback."""
+    """Run a page body behind the access gate; any failure becomes a clear in-page message, never a traceback."""
     st.set_page_config(page_title=f"medvid · {title}", layout="wide")
     try:
-        body()
+        if admitted():
+            body()
     except ScriptControlException:  # st.rerun / st.switch_page / st.stop
         raise
     except (MedvidError, OSError) as exc:
-        st.error(f"{title}: {exc}" if isinstance(exc, MedvidError) else
+        st.error(f"{title}: {plain(exc)}" if isinstance(exc, MedvidError) else
                  f"{title}: a file could not be read ({type(exc).__name__}); see the server log.")
         log.exception("page %s failed", title)
     except Exception as exc:  # noqa: BLE001 - the page must show a message, not a traceback
@@ -83,7 +106,7 @@ def drafts(src: store.Sources) -> store.DraftTable:
 
 @st.cache_data(show_spinner=False)
 def _reviews(keys: tuple[tuple[str, str], ...], roots: tuple[str, ...], stamp: tuple) -> dict[str, dict | None]:
-    return {k: store.read_review([Path(r) for r in roots], Path(folder), k) for k, folder in keys}
+    return {k: review_store.latest([Path(r) for r in roots], Path(folder), k) for k, folder in keys}
 
 
 def reviews(table: store.DraftTable) -> dict[str, dict | None]:
@@ -101,12 +124,35 @@ def studies(src: store.Sources) -> tuple[pd.DataFrame, store.DraftTable, dict[st
     return store.study_table(videos(src), table, revs), table, revs
 
 
+def session_token() -> str:
+    """The token this session was admitted with, for links that open a new tab (a new session)."""
+    return str(st.session_state.get(ADMITTED, ""))
+
+
 def open_study(key: str, order: list[str] | None = None) -> None:
     """Go to the study page for ``key`` (keeping the list order for next/previous)."""
     st.session_state["study"] = key
     if order is not None:
         st.session_state["study_order"] = order
     st.switch_page(STUDY_PAGE, query_params={"study": key})
+
+
+_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation mark: CommonMark shows "\x" as x itself
+
+
+def plain(value: object) -> str:
+    """Text read from a file, safe inside Streamlit's Markdown-rendering elements (captions, messages, labels,
+    table cells): every ASCII punctuation mark backslash-escaped and line breaks made spaces, so no link, image,
+    colour directive, emphasis or HTML can come of it. Report text itself is shown with ``st.text`` instead."""
+    return _PUNCT.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def table(df: pd.DataFrame) -> None:
+    """``st.table`` (which renders Markdown in its cells) with every text cell and heading made ``plain``."""
+    shown = df.map(lambda v: plain(v) if isinstance(v, str) else v)
+    shown.columns = [plain(c) for c in shown.columns]
+    shown.index = [plain(i) if isinstance(i, str) else i for i in shown.index]
+    st.table(shown)
 
 
 def fmt(value: object, digits: int = 2) -> str:

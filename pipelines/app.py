@@ -1,19 +1,24 @@
 """``medvid app --data DIR [--data DIR ...] [--dicom-root DIR]``: the review app (Streamlit).
 
 Starts ``streamlit run apps/review_app.py`` headless on 127.0.0.1 (a non-local address needs
-``allow_remote=true`` and prints a warning) and passes the data roots to the app in the
-``MEDVID_APP_CONFIG`` environment variable. Blocks until the server stops; returns a summary.
+``allow_remote=true`` and prints a warning) in its own process group, with Streamlit's Host allow-list
+set (DNS rebinding); passes the data roots in ``MEDVID_APP_CONFIG`` and a fresh launch token in
+``MEDVID_APP_TOKEN`` (never on the command line), and prints the address with the token on stderr.
+SIGTERM, SIGINT and SIGHUP stop the whole server tree. Blocks until the server stops; returns a summary.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import medvid.apps
+from medvid.apps.access import TOKEN_ENV, allowed_hosts, new_token
 from medvid.apps.store import ENV, AppConfig
 from medvid.config import setting
 from medvid.errors import MedvidError
@@ -33,6 +38,9 @@ class Config:
     address: str = setting("127.0.0.1", "a non-local address needs allow_remote=true (and prints a warning)")
     port: int = setting(8501, "port the app listens on")
     allow_remote: bool = setting(False, "required for any non-loopback address")
+    hosts: list[str] = setting(help="extra host names browsers may use to reach the app (e.g. this machine's DNS "
+                                    "name when address=0.0.0.0); loopback names and the address are always allowed",
+                               factory=list)
 
 
 def _is_loopback(address: str) -> bool:
@@ -56,14 +64,60 @@ def app_config(cfg: Config) -> AppConfig:
     if cache is not None and not any(cache.is_relative_to(r) for r in data):
         raise MedvidError(f"cache_dir {cache} must lie under a data root (the app serves files from the roots only)")
     return AppConfig(data=data, dicom_roots=tuple(Path(p).resolve() for p in cfg.dicom_root), cache_dir=cache,
-                     keys_dir=Path(cfg.keys_dir).resolve() if cfg.keys_dir else None)
+                     keys_dir=Path(cfg.keys_dir).resolve() if cfg.keys_dir else None,
+                     hosts=allowed_hosts(cfg.address, cfg.hosts))
 
 
 def command(cfg: Config) -> list[str]:
+    hosts = [arg for host in allowed_hosts(cfg.address, cfg.hosts) for arg in ("--server.allowedHosts", host)]
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
             "--server.address", cfg.address, "--server.port", str(cfg.port), "--server.fileWatcherType", "none",
             "--browser.gatherUsageStats", "false", "--global.developmentMode", "false",
-            "--client.toolbarMode", "minimal"]
+            "--client.toolbarMode", "minimal", "--server.enableCORS", "true", "--server.enableXsrfProtection", "true",
+            *hosts]
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+GRACE_S = 10.0  # after a stop signal, the server's process group gets this long before SIGKILL
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Signal the server's process group while its leader is not yet reaped (so the group id is still ours)."""
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def serve(cmd: list[str], env: dict[str, str]) -> tuple[int, str | None]:
+    """Run ``cmd`` in its own process group until it exits; SIGTERM/SIGINT/SIGHUP to this process stop the group.
+
+    Returns the server's exit code and the name of the signal that stopped it (None when it stopped on its own).
+    """
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    received: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        received.append(signum)
+        _signal_group(proc, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        deadline = None
+        while (rc := proc.poll()) is None:
+            if received and deadline is None:
+                deadline = time.monotonic() + GRACE_S
+            if deadline is not None and time.monotonic() > deadline:
+                _signal_group(proc, signal.SIGKILL)
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:  # an exception while waiting: never leave the server behind
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return rc, signal.Signals(received[0]).name if received else None
 
 
 def run(cfg: Config) -> dict:
@@ -74,7 +128,11 @@ def run(cfg: Config) -> dict:
         print(f"WARNING: the review app listens on {cfg.address}:{cfg.port}, reachable from other machines. "
               "Anyone who can reach it sees the studies; use a firewall or an authenticating proxy.", file=sys.stderr)
     app_cfg = app_config(cfg)
-    env = {**os.environ, ENV: app_cfg.to_json()}
-    print(f"medvid app: http://{cfg.address}:{cfg.port}/", file=sys.stderr)
-    rc = subprocess.call(command(cfg), env=env)
-    return {"address": cfg.address, "port": cfg.port, "data_roots": len(app_cfg.data), "exit_code": rc}
+    token = new_token()
+    env = {**os.environ, ENV: app_cfg.to_json(), TOKEN_ENV: token}
+    host = f"[{cfg.address}]" if ":" in cfg.address else cfg.address
+    # straight to the terminal, never through logging (log files may be shared): the token opens the app
+    print(f"medvid app: open http://{host}:{cfg.port}/?token={token}", file=sys.stderr, flush=True)
+    rc, stopped_by = serve(command(cfg), env)
+    return {"address": cfg.address, "port": cfg.port, "data_roots": len(app_cfg.data), "exit_code": rc,
+            "stopped_by": stopped_by}

@@ -13,7 +13,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from medvid.apps import store
+from medvid.apps import access, reviews, store
 from medvid.config import load_config
 from medvid.errors import MedvidError, PathRefused
 from medvid.utils import resolve_under
@@ -21,6 +21,7 @@ from app_testdata import SECTIONS, build_outputs, write_drafts
 from echo_testdata import ingest_synth
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
+TOKEN = "test-launch-token"
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +34,20 @@ def app_env(monkeypatch, data, dicom=None, cache=None, keys=None):
                           dicom_roots=(Path(dicom),) if dicom else (), cache_dir=Path(cache) if cache else None,
                           keys_dir=Path(keys) if keys else None)
     monkeypatch.setenv(store.ENV, cfg.to_json())
+    monkeypatch.setenv(access.TOKEN_ENV, TOKEN)
     return cfg
 
 
-def run_page(page: str | None = None, query: dict | None = None, session: dict | None = None, timeout: float = 60):
+def run_page(page: str | None = None, query: dict | None = None, session: dict | None = None, timeout: float = 60,
+             token: str | None = TOKEN):
+    """Run one page as a fresh browser session that opened the address with ``?token=`` (None: without it)."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(APPS / "review_app.py"), default_timeout=timeout)
     if page:
         at.switch_page(page)
+    if token is not None:
+        at.query_params["token"] = token
     for k, v in (query or {}).items():
         at.query_params[k] = v
     for k, v in (session or {}).items():
@@ -61,6 +67,11 @@ def page_text(at) -> str:
             if isinstance(v, (str, int, float)):
                 parts.append(str(v))
     return "\n".join(parts)
+
+
+def table_cells(at) -> str:
+    """Every heading and cell of the page's ``st.table`` elements, as shown to the Markdown renderer."""
+    return "\n".join(str(v) for t in at.get("table") for v in (*t.value.columns, *t.value.to_numpy().ravel()))
 
 
 def _walk(node):
@@ -95,7 +106,7 @@ def test_paths_are_refused_outside_the_roots_traversal_absolute_and_symlinks(tmp
     for key in ("../x", "st_1/..", "a b", "", "/etc", "st_" + "0" * 100):
         assert not store.valid_key(key)
     with pytest.raises(PathRefused):
-        store.review_path(roots, root, "../../etc/passwd")
+        reviews.latest(roots, root, "../../etc/passwd")
 
 
 def test_discover_and_study_table(outputs):
@@ -116,6 +127,58 @@ def test_discover_and_study_table(outputs):
     assert store.filter_studies(df, query=outputs["high_ef"][3:9])["study"].tolist() == [outputs["high_ef"]]
 
 
+# --------------------------------------------------------------------------- access
+
+
+def test_every_page_needs_the_launch_token_before_reading_any_data(outputs, monkeypatch):
+    app_env(monkeypatch, outputs["data"], outputs["dicom"])
+    key = outputs["drafted"][0]
+    pages = ((None, {}), ("pages/1_Echo_studies.py", {}), ("pages/2_Study.py", {"study": key}),
+             ("pages/3_Surgical_video.py", {}))
+    for token in (None, "", "wrong-token", TOKEN + "x"):
+        for page, query in pages:
+            at = run_page(page, query, token=token)
+            no_exception(at)
+            assert any("access token" in e.value for e in at.error), (page, token)
+            text = page_text(at)
+            assert key not in text and "ingest folder" not in text and "Phase ribbon" not in text
+    monkeypatch.delenv(access.TOKEN_ENV)  # not started by `medvid app`: no token opens it
+    at = run_page("pages/1_Echo_studies.py", token="")
+    assert any("access token" in e.value for e in at.error) and key not in page_text(at)
+
+
+def test_the_token_is_remembered_for_the_browser_session(outputs, monkeypatch):
+    app_env(monkeypatch, outputs["data"])
+    at = run_page("pages/1_Echo_studies.py")
+    no_exception(at)
+    assert not at.error and outputs["low_ef"] in page_text(at)
+    del at.query_params["token"]  # navigation drops it from the address
+    at.selectbox(key="list_choice").set_value(outputs["low_ef"]).run()
+    at.button(key="list_open").click().run()
+    no_exception(at)
+    assert not at.error and at.session_state["study"] == outputs["low_ef"]
+    assert [a.label for a in at.text_area] == list(SECTIONS)
+
+
+def test_host_and_origin_allow_list():
+    allowed = access.allowed_hosts("127.0.0.1", ["review.example.org"])
+    ok = ({"Host": "127.0.0.1:8501"}, {"Host": "localhost:8501", "Origin": "http://localhost:8501"},
+          {"Host": "[::1]:8501", "Origin": "http://[::1]:8501"}, {"Host": "127.0.0.2:8501"},
+          {"Host": "Review.Example.org.", "Origin": "https://review.example.org"}, {})
+    for headers in ok:
+        assert access.headers_ok(headers, allowed), headers
+    refused = ({"Host": "evil.example.com:8501", "Origin": "http://evil.example.com:8501"},  # DNS rebinding
+               {"Host": "127.0.0.1:8501", "Origin": "http://evil.example.com"},
+               {"Host": "evil.example.com"}, {"Origin": "http://localhost:8501"}, {"Host": "localhost:99999"},
+               {"Host": "user@localhost"}, {"Host": "localhost", "Origin": "null"},
+               {"Host": "localhost", "Origin": "file://localhost/x"}, {"Host": "127.0.0.1.evil.com"})
+    for headers in refused:
+        assert not access.headers_ok(headers, allowed), headers
+    assert access.allowed_hosts("0.0.0.0") == access.LOOPBACK_NAMES
+    assert access.token_ok("abc", "abc") and not access.token_ok("abc", "") and not access.token_ok(None, "abc")
+    assert len(access.new_token()) >= 40 and access.new_token() != access.new_token()
+
+
 # --------------------------------------------------------------------------- pages
 
 
@@ -128,7 +191,7 @@ def test_home_and_list_pages(outputs, monkeypatch):
     no_exception(at)
     text = page_text(at)
     for key in [*outputs["drafted"], outputs["failed"], *outputs["undrafted"]]:
-        assert f"[{key}](Study?study={key})" in text
+        assert f"[{key}](Study?study={key}&token={TOKEN})" in text  # a link opens a new tab: a new session
     assert "could not be read" in text  # the corrupt drafts.jsonl line is reported, not fatal
     at.selectbox(key="list_pheno").set_value("ef").run()
     at.number_input(key="list_value").set_value(40.0).run()
@@ -154,8 +217,9 @@ def test_study_page_loops_draft_provenance(outputs, monkeypatch, tmp_path):
     assert "loop: true" in text and "muted: true" in text
     cached = sorted((tmp_path / "cache" / "loops").glob("*.mp4"))
     assert len(cached) == n_loops and all(p.stat().st_size > 0 for p in cached)
-    assert "Drafted by model tiny-echo" in text and "Neighbour studies" in text and "0.900" in text
-    assert "ejection_fraction" in text and "0.42" in text  # zero-shot finding, binary threshold
+    # values from the draft file reach Markdown-rendering elements escaped (ui.plain): shown as typed
+    assert "Drafted by model tiny\\-echo" in text and "Neighbour studies" in text and "0\\.900" in table_cells(at)
+    assert "ejection\\_fraction" in table_cells(at) and "0\\.42" in table_cells(at)  # zero-shot finding
     mtimes = [p.stat().st_mtime_ns for p in cached]
     run_page("pages/2_Study.py", {"study": key})  # second visit: served from the loop cache
     assert [p.stat().st_mtime_ns for p in cached] == mtimes
@@ -187,13 +251,14 @@ def test_edit_save_sign_off_export_keep_the_draft(outputs, monkeypatch, tmp_path
     assert "+Mild mitral regurgitation." in review["diff"]["Mitral Valve"] and review["diff"]["Aortic Valve"] == ""
     assert "Status:** edited" in page_text(at)
     at.button(key="sign_off").click().run()
-    assert json.loads((data / "draft_out" / "reviewed" / f"{key}.json").read_text())["status"] == "signed_off"
+    signed = json.loads((data / "draft_out" / "reviewed" / f"{key}.json").read_text())
+    assert signed["status"] == "signed_off" and signed["version"] == 2
     assert "Status:** signed off" in page_text(at)
     at.button(key="export").click().run()
     no_exception(at)
-    exported = (data / "draft_out" / "reviewed" / f"{key}.txt").read_text()
-    assert exported.startswith("FINAL") and "Mild mitral regurgitation." in exported
-    sr = data / "draft_out" / "reviewed" / f"{key}.sr.dcm"
+    exported = (data / "draft_out" / "reviewed" / f"{key}.v2.txt").read_text()
+    assert exported.startswith("FINAL") and "review version 2" in exported and "Mild mitral regurgitation." in exported
+    sr = data / "draft_out" / "reviewed" / f"{key}.v2.sr.dcm"
     from medvid.report.sr import read_report_sr
 
     sections, measurements = read_report_sr(sr)
@@ -201,6 +266,196 @@ def test_edit_save_sign_off_export_keep_the_draft(outputs, monkeypatch, tmp_path
     assert pydicom.dcmread(sr).CompletionFlag == "COMPLETE"  # signed off: final
     assert {p: p.read_bytes() for p in draft_bytes} == draft_bytes  # drafts.jsonl and drafts/ untouched
     assert (data / "ingest" / "reports.csv").exists()
+
+
+def copy_outputs(outputs: dict, data: Path) -> Path:
+    """A writable copy of the ingest and draft outputs (reviews are written beside the draft)."""
+    shutil.copytree(outputs["data"] / "ingest", data / "ingest", symlinks=True)
+    shutil.copytree(outputs["data"] / "draft_out", data / "draft_out")
+    return data
+
+
+def open_tab(key: str, reviewer: str = "Dr Reviewer"):
+    """A fresh browser tab on a study with the reviewer's name typed."""
+    at = run_page("pages/2_Study.py", {"study": key})
+    at.text_input(key="reviewer").set_value(reviewer).run()
+    return at
+
+
+def test_two_tabs_saving_at_once_lose_no_update(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    app_env(monkeypatch, data)
+    key, reviewed = outputs["drafted"][1], data / "draft_out" / "reviewed"
+    first, second = open_tab(key, "Dr First"), open_tab(key, "Dr Second")
+    first.text_area(key=f"sec::{key}::Mitral Valve").set_value("First tab's text.")
+    first.button(key="save").click().run()
+    second.text_area(key=f"sec::{key}::Aortic Valve").set_value("Second tab's text.")
+    second.button(key="save").click().run()  # made on the version before the first tab's save
+    no_exception(second)
+    assert any("changed since you opened it" in e.value for e in second.error)
+    review = json.loads((reviewed / f"{key}.json").read_text())
+    assert review["version"] == 1 and review["reviewer"] == "Dr First"
+    assert review["sections"]["Mitral Valve"] == "First tab's text." and not (reviewed / f"{key}.v2.json").exists()
+    second.button(key="reload").click().run()  # loads version 1, then the change is made again
+    assert second.text_area(key=f"sec::{key}::Mitral Valve").value == "First tab's text."
+    second.text_area(key=f"sec::{key}::Aortic Valve").set_value("Second tab's text.")
+    second.button(key="save").click().run()
+    review = json.loads((reviewed / f"{key}.json").read_text())
+    assert review["version"] == 2 and review["sections"]["Mitral Valve"] == "First tab's text."
+    assert review["sections"]["Aortic Valve"] == "Second tab's text."
+    # two saves racing for the same version: the file system lets exactly one create it
+    draft = store.read_drafts([data / "draft_out"]).drafts[key]
+    roots = [data]
+    reviews.save(roots, draft, {}, "Dr A", sign_off=False, base_version=2)
+    with pytest.raises(reviews.ReviewConflict, match="changed since you opened it"):
+        reviews.save(roots, draft, {}, "Dr B", sign_off=False, base_version=2)
+
+
+def test_sign_off_is_final_amendments_are_new_versions_and_audited(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    app_env(monkeypatch, data)
+    key, reviewed = outputs["drafted"][0], data / "draft_out" / "reviewed"
+    at = open_tab(key, "Dr Signer")
+    at.button(key="sign_off").click().run()
+    signed = (reviewed / f"{key}.v1.json").read_bytes()
+    at = open_tab(key, "Dr Later")
+    at.text_area(key=f"sec::{key}::Left Ventricle").set_value("Changed after sign-off.")
+    at.button(key="save").click().run()
+    assert any("signed off and cannot be changed" in e.value for e in at.error)
+    assert json.loads((reviewed / f"{key}.json").read_text())["version"] == 1
+    at.text_input(key=f"reason::{key}").set_value("Wall motion re-read").run()
+    at.button(key="save").click().run()
+    no_exception(at)
+    amended = json.loads((reviewed / f"{key}.json").read_text())
+    assert amended["version"] == 2 and amended["sections"]["Left Ventricle"] == "Changed after sign-off."
+    assert amended["amendment"]["amends"] == 1 and amended["amendment"]["reason"] == "Wall motion re-read"
+    assert amended["amendment"]["reviewer"] == "Dr Later" and amended["amendment"]["time"].endswith("+00:00")
+    assert (reviewed / f"{key}.v1.json").read_bytes() == signed  # the signed-off version is kept as it was
+    assert [v["version"] for v in reviews.history([data], data / "draft_out", key)] == [1, 2]
+    audit = [json.loads(line) for line in (reviewed / "audit.jsonl").read_text().splitlines()]
+    assert [(a["action"], a["version"], a["reviewer"]) for a in audit] == [("sign_off", 1, "Dr Signer"),
+                                                                          ("amend", 2, "Dr Later")]
+    assert audit[1]["reason"] == "Wall motion re-read"
+
+
+def test_an_export_stays_tied_to_its_version(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    app_env(monkeypatch, data)
+    key, reviewed = outputs["drafted"][0], data / "draft_out" / "reviewed"
+    at = open_tab(key)
+    at.button(key="sign_off").click().run()
+    at.button(key="export").click().run()
+    final = (reviewed / f"{key}.v1.txt").read_text()
+    assert final.startswith("FINAL") and "review version 1" in final
+    at.text_input(key=f"reason::{key}").set_value("typo").run()
+    at.text_area(key=f"sec::{key}::Left Ventricle").set_value("Amended text.")
+    at.button(key="save").click().run()  # an amendment, not signed off yet
+    no_exception(at)
+    assert (reviewed / f"{key}.v1.txt").read_text() == final  # the FINAL export names version 1 only
+    assert not (reviewed / f"{key}.txt").exists() and not (reviewed / f"{key}.v2.txt").exists()
+    assert not [b for b in at.get("download_button")]  # no download offered for an older version
+    assert any("older than the current version 2" in c.value for c in at.caption)
+    at.button(key="export").click().run()
+    assert (reviewed / f"{key}.v2.txt").read_text().startswith("REVIEWED (not signed off)")
+    assert [a["action"] for a in reviews.read_audit([data], data / "draft_out")] == [
+        "sign_off", "export", "amend", "export"]
+
+
+def test_reviews_saved_before_versions_still_read(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    app_env(monkeypatch, data)
+    key, reviewed = outputs["drafted"][1], data / "draft_out" / "reviewed"
+    reviewed.mkdir()
+    old = {"study_key": key, "status": "edited", "reviewer": "Dr Old", "time": "2026-11-30T10:00:00+00:00",
+           "sections": {"Left Ventricle": "Old review text.", "Mitral Valve": "m", "Aortic Valve": "a"},
+           "diff": {}, "draft_sha256": "0" * 64}
+    (reviewed / f"{key}.json").write_text(json.dumps(old))
+    at = open_tab(key)
+    no_exception(at)
+    assert "Status:** edited" in page_text(at) and any("version 1" in t.value for t in at.text)
+    assert at.text_area(key=f"sec::{key}::Left Ventricle").value == "Old review text."
+    at.button(key="save").click().run()
+    assert json.loads((reviewed / f"{key}.v1.json").read_text())["reviewer"] == "Dr Old"  # kept as version 1
+    assert json.loads((reviewed / f"{key}.json").read_text())["version"] == 2
+
+
+PAYLOADS = ("![pixel](http://127.0.0.1:9/pixel.png)", ":green[Signed off]", "<img src=x onerror=alert(1)>")
+
+
+def test_report_text_is_plain_text_everywhere(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    key = outputs["drafted"][0]
+    path = data / "draft_out" / "drafts.jsonl"
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(f'{{"study_key": "{key}"'):
+            row = json.loads(line)
+            for sec in row["sections"].values():
+                sec["text"] += " " + " ".join(PAYLOADS)
+                sec["videos"][0]["view"] = PAYLOADS[1]
+            row["provenance"]["model"]["name"] = PAYLOADS[1]
+            row["videos"][0]["view"] = PAYLOADS[0]
+            lines[i] = json.dumps(row)
+    path.write_text("\n".join(lines) + "\n")
+    app_env(monkeypatch, data)
+    at = open_tab(key, "Dr Plain")
+    at.text_area(key=f"sec::{key}::Left Ventricle").set_value("Reviewed. " + " ".join(PAYLOADS))
+    at.button(key="save").click().run()
+    at = run_page("pages/2_Study.py", {"study": key})
+    no_exception(at)
+    rendered = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success", "title",
+                                     "subheader") for e in at.get(kind)]
+    rendered += [e.label for kind in ("text_area", "expander", "button", "text_input") for e in at.get(kind)]
+    rendered.append(table_cells(at))
+    for payload in PAYLOADS:  # never handed to a Markdown renderer as it stands
+        for value in rendered:
+            assert payload not in value, (payload, value)
+    plain = "\n".join(t.value for t in at.text)  # shown as plain text: draft text, review diff, reviewer
+    assert all(payload in plain for payload in PAYLOADS) and "+Reviewed." in plain
+    at = run_page("pages/1_Echo_studies.py")
+    table = [m.value for m in at.markdown if m.value.startswith("| study")][0]
+    assert all(payload not in table for payload in PAYLOADS)
+
+
+def test_a_linked_reviewed_folder_leaves_the_study_read_only(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (data / "draft_out" / "reviewed").symlink_to(elsewhere)
+    app_env(monkeypatch, data)
+    key = outputs["drafted"][0]
+    at = open_tab(key)
+    no_exception(at)
+    assert not at.error and [a.label for a in at.text_area] == list(SECTIONS)  # the study is still shown
+    assert any("symbolic link" in w.value and "read-only" in w.value for w in at.warning)
+    assert at.button(key="save").disabled and at.button(key="sign_off").disabled
+    draft = store.read_drafts([data / "draft_out"]).drafts[key]
+    inside = data / "inside"
+    inside.mkdir()
+    (data / "draft_out" / "reviewed").unlink()
+    (data / "draft_out" / "reviewed").symlink_to(inside)  # a link even inside the roots is not written through
+    with pytest.raises(MedvidError, match="symbolic link"):
+        reviews.save([data], draft, {}, "Dr R", sign_off=False, base_version=0)
+    assert not any(elsewhere.iterdir()) and not any(inside.iterdir())
+
+
+def test_reviewer_names_must_fit_a_dicom_person_name(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    app_env(monkeypatch, data)
+    key = outputs["drafted"][0]
+    for bad in ("A" * 65, "Doe\\John", "Doe^John\nSmith", "A^B^C^D^E^F", "a=b=c=d"):
+        at = open_tab(key, bad)
+        assert at.error and at.button(key="save").disabled, bad  # refused as it is typed
+        with pytest.raises(MedvidError):
+            reviews.check_reviewer(bad)
+    assert not (data / "draft_out" / "reviewed").exists()
+    assert reviews.check_reviewer("  Doe^Jane^^Dr  ") == "Doe^Jane^^Dr" and reviews.check_reviewer("B" * 64)
+    at = open_tab(key, "Doe^Jane")
+    at.button(key="sign_off").click().run()
+    at.button(key="export").click().run()
+    no_exception(at)
+    sr = pydicom.dcmread(data / "draft_out" / "reviewed" / f"{key}.v1.sr.dcm")
+    assert "Doe^Jane" in str(sr.VerifyingObserverSequence[0].VerifyingObserverName)
 
 
 def test_next_previous_and_query_param_validation(outputs, monkeypatch):
@@ -225,6 +480,7 @@ def test_next_previous_and_query_param_validation(outputs, monkeypatch):
 def test_error_states_show_messages(outputs, monkeypatch, tmp_path):
     # no data roots at all, and an empty data root
     monkeypatch.delenv(store.ENV, raising=False)
+    monkeypatch.setenv(access.TOKEN_ENV, TOKEN)
     at = run_page()
     no_exception(at)
     assert any("No data roots" in e.value for e in at.error)
@@ -243,7 +499,7 @@ def test_error_states_show_messages(outputs, monkeypatch, tmp_path):
     loop_msgs = [w.value for w in at.warning if "Loop not shown" in w.value]
     assert loop_msgs and all("not found under the DICOM root" in m for m in loop_msgs)
     at = run_page("pages/2_Study.py", {"study": outputs["failed"]})
-    assert any("Drafting failed" in e.value and "no_loops_decoded" in e.value for e in at.error)
+    assert any("Drafting failed" in e.value and "no\\_loops\\_decoded" in e.value for e in at.error)
     at = run_page("pages/2_Study.py", {"study": outputs["undrafted"][0]})
     assert any("No draft for this study" in i.value for i in at.info)
     at = run_page("pages/2_Study.py", {"study": outputs["foreign"]})
@@ -340,12 +596,21 @@ def test_app_job_refuses_non_local_bind_without_flag(tmp_path, monkeypatch, caps
     with pytest.raises(MedvidError, match="not a folder"):
         job.run(load_config(job.Config, "app", overrides=[f"data=[{tmp_path / 'nope'}]"]))
     calls = []
-    monkeypatch.setattr(job.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(job, "serve", lambda cmd, env: calls.append((cmd, env)) or (0, None))
     job.run(load_config(job.Config, "app", overrides=[f"data=[{tmp_path}]", "port=8599"]))
     cmd, env = calls[0]
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1" and "8599" in cmd
     assert store.AppConfig.from_env(env).data == (tmp_path.resolve(),)
-    job.run(load_config(job.Config, "app", overrides=[f"data=[{tmp_path}]", "address=0.0.0.0", "allow_remote=true"]))
+    hosts = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--server.allowedHosts"]  # DNS rebinding, by construction
+    assert hosts == ["localhost", "127.0.0.1", "::1"]
+    token = env[access.TOKEN_ENV]
+    assert len(token) >= 40 and token not in " ".join(cmd)  # never on the command line (ps shows it)
+    assert f"http://127.0.0.1:8599/?token={token}" in capsys.readouterr().err
+    job.run(load_config(job.Config, "app", overrides=[f"data=[{tmp_path}]", "address=0.0.0.0", "allow_remote=true",
+                                                      "hosts=[review.example.org]"]))
+    cmd, env = calls[1]
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--server.allowedHosts"][-1] == "review.example.org"
+    assert "review.example.org" in store.AppConfig.from_env(env).hosts and env[access.TOKEN_ENV] != token
     assert "WARNING" in capsys.readouterr().err
 
 
@@ -378,7 +643,7 @@ def test_real_medvid_draft_output_reviews(tmp_path, monkeypatch):
     at.button(key="export").click().run()
     no_exception(at)
     assert sorted(p.name for p in (tmp_path / "drafts_out" / "reviewed").iterdir()) == [
-        f"{key}.json", f"{key}.sr.dcm", f"{key}.txt"]
+        "audit.jsonl", f"{key}.json", f"{key}.v1.json", f"{key}.v1.sr.dcm", f"{key}.v1.txt"]
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""The review app in a real browser: `medvid app` (streamlit run) on a free local port over a small
-synthetic output, driven by headless Chromium (--dump-dom, --screenshot). Skips without chromium.
+"""The review app as a real server: `medvid app` (streamlit run) on a free local port over a small
+synthetic output, driven by headless Chromium (skipped without chromium), by a raw websocket client with
+forged Host / Origin headers (DNS rebinding) and by signals to `medvid app` (the whole tree stops).
 
 Set MEDVID_APP_SCREENSHOTS=DIR to keep one small PNG per page there (docs/img/ was made that way).
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,7 +25,7 @@ import pytest
 from app_testdata import SECTIONS, build_outputs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
 
 
 def _free_port() -> int:
@@ -46,6 +48,13 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 9
             time.sleep(0.5)
 
 
+def printed_token(log: Path) -> str:
+    """The launch token from the address `medvid app` printed on stderr."""
+    found = re.search(r"medvid app: open http://\S+/\?token=([A-Za-z0-9_-]+)", log.read_text())
+    assert found, log.read_text()
+    return found.group(1)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model):
     out = build_outputs(tmp_path_factory.mktemp("browser"), tiny_model())
@@ -56,7 +65,8 @@ def server(tmp_path_factory, tiny_model):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, out["data"].parent / "server.log")
-        yield {**out, "url": f"http://127.0.0.1:{port}"}
+        yield {**out, "url": f"http://127.0.0.1:{port}", "port": port,
+               "token": printed_token(out["data"].parent / "server.log")}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -181,14 +191,16 @@ def _check_loops_play(browser: Browser, n_loops: int) -> None:
     assert all(v["muted"] and v["error"] is None and v["ready"] >= 2 and v["width"] > 0 for v in videos), videos
 
 
+@needs_chromium
 def test_pages_render_in_chromium(server, tmp_path):
-    url, phi = server["url"], server["phi"]
+    url, phi, token = server["url"], server["phi"], server["token"]
     key = server["low_ef"]
     n_loops = int((pd.read_parquet(server["data"] / "ingest" / "videos.parquet")["study_key"] == key).sum())
-    pages = {"home": ("/", "document.querySelector('h1')"),
-             "studies": ("/Echo_studies", "document.querySelector('table a[href^=\"Study?study=\"]')"),
-             "study": (f"/Study?study={key}", f"document.querySelectorAll('video').length >= {n_loops}"),
-             "surgical": ("/Surgical_video", "document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length >= 3")}
+    pages = {"home": (f"/?token={token}", "document.querySelector('h1')"),
+             "studies": (f"/Echo_studies?token={token}", "document.querySelector('table a[href^=\"Study?study=\"]')"),
+             "study": (f"/Study?study={key}&token={token}", f"document.querySelectorAll('video').length >= {n_loops}"),
+             "surgical": (f"/Surgical_video?token={token}",
+                          "document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length >= 3")}
     doms = {}
     browser = Browser(tmp_path / "profile")
     try:
@@ -196,6 +208,10 @@ def test_pages_render_in_chromium(server, tmp_path):
             doms[name] = browser.open(url + path, ready)
             if name == "study":
                 _check_loops_play(browser, n_loops)
+            if name == "studies":  # a study link opens a new tab (a new session): it carries the token
+                href = browser.eval("document.querySelector('table a[href^=\"Study?study=\"]').getAttribute('href')")
+                linked = browser.open(f"{url}/{href}", "document.querySelector('h1')")
+                assert "access token" not in linked and "Cine loops" in linked
             shot = tmp_path / f"{name}.png"
             browser.screenshot(shot)
             assert shot.stat().st_size > 20_000, name
@@ -204,7 +220,7 @@ def test_pages_render_in_chromium(server, tmp_path):
         browser.close()
     assert "medvid review" in doms["home"] and "Echo studies" in doms["home"]
     for k in [*server["drafted"], server["failed"], *server["undrafted"]]:  # one table row per study
-        assert f'href="Study?study={k}"' in doms["studies"], k
+        assert f'href="Study?study={k}&amp;token={token}"' in doms["studies"], k
     assert doms["studies"].count("<tr") >= 1 + len(server["drafted"]) + 1 + len(server["undrafted"])
     study = doms["study"]
     assert study.count("<video") == n_loops  # every cine loop
@@ -218,3 +234,104 @@ def test_pages_render_in_chromium(server, tmp_path):
         for value in phi:
             assert value not in dom, value
         assert "LOCAL_KEYS_DO_NOT_SHARE" not in dom and str(server["dicom"]) not in dom
+
+
+def session_messages(port: int, host: str, origin: str | None, query: str, seconds: float = 20) -> bytes:
+    """Open the app's websocket as a browser page would (with the given Host and Origin headers), ask it to run
+    the home page with ``query``, and return every byte the server streamed back (b'' when it refused)."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+    from websockets.sync.client import connect
+
+    msg = BackMsg()
+    msg.rerun_script.query_string = query
+    received = []
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)  # the rebound name resolves here
+    try:
+        with connect(f"ws://{host}/_stcore/stream", sock=sock, origin=origin, subprotocols=["streamlit"],
+                     open_timeout=20) as ws:
+            ws.send(msg.SerializeToString())
+            deadline = time.time() + seconds
+            while time.time() < deadline:
+                try:
+                    data = ws.recv(timeout=max(0.1, deadline - time.time()))
+                except TimeoutError:
+                    break
+                received.append(data if isinstance(data, bytes) else data.encode())
+                if b"ingest folder" in received[-1] or b"access token" in received[-1]:
+                    break
+    except (InvalidHandshake, ConnectionClosed, OSError):
+        pass
+    finally:
+        sock.close()
+    return b"".join(received)
+
+
+def test_dns_rebinding_and_tokenless_sessions_are_refused(server):
+    port, token = server["port"], server["token"]
+    local = f"127.0.0.1:{port}"
+    # the harness works: a local session with the token streams the home page
+    assert b"ingest folder" in session_messages(port, local, None, f"token={token}")
+    # a page on another name rebound to 127.0.0.1: its Host and Origin are that name
+    for host, origin in ((f"evil.example.com:{port}", f"http://evil.example.com:{port}"),
+                         (local, "http://evil.example.com"), (f"evil.example.com:{port}", None)):
+        data = session_messages(port, host, origin, f"token={token}")
+        assert b"ingest folder" not in data and server["low_ef"].encode() not in data, (host, origin)
+    # a local page without the token (or with a wrong one) sees the refusal only
+    for query in ("", "token=wrong", f"token={token[:-1]}"):
+        data = session_messages(port, local, f"http://{local}", query)
+        assert b"access token" in data and b"ingest folder" not in data, query
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_to_medvid_app_stops_the_whole_server(tmp_path, sig):
+    """`medvid app` started as a shell's background job (SIGINT ignored, as such jobs inherit it); a signal to
+    it alone stops it and its Streamlit server: nothing is left answering."""
+    port, log_path = _free_port(), tmp_path / "server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "medvid.cli", "app", "--data", str(tmp_path), "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    children: list[int] = []
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log_path)
+        children = _children(proc.pid)
+        assert children
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=30)
+        deadline = time.time() + 15
+        while any(_alive(c) for c in children) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(c) for c in children), f"server left running after {sig.name}"
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+        assert f'"stopped_by": "{sig.name}"' in log_path.read_text()
+    finally:
+        for pid in (proc.pid, *[c for c in children if _alive(c)]):  # only what this test started
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        proc.wait(timeout=10)
+        log.close()

@@ -47,16 +47,18 @@ def main() -> None:
     page_no = st.number_input("Page", 1, pages, 1, key="list_page") if pages > 1 else 1
     part = shown.iloc[(page_no - 1) * PAGE_SIZE: page_no * PAGE_SIZE]
     cols = ["study", "loops", "views", "status", *phenos]
-    st.markdown(_table(part[cols]), unsafe_allow_html=False)
+    st.markdown(_table(part[cols], ui.session_token()), unsafe_allow_html=False)
 
 
-def _table(df: pd.DataFrame) -> str:
-    """A markdown table (real HTML rows: readable by screen readers and the browser test); keys link to the study."""
-    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
+def _table(df: pd.DataFrame, token: str) -> str:
+    """A markdown table (real HTML rows: readable by screen readers and the browser test); keys (checked by
+    ``store.valid_key``) link to the study (with the session's token: a link opens a new tab, a new session);
+    every other cell and heading is ``ui.plain`` text."""
+    head = "| " + " | ".join(ui.plain(c) for c in df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
     rows = []
     for _, r in df.iterrows():
-        cells = [f"[{r['study']}](Study?study={r['study']})"]
-        cells += [ui.fmt(r[c], 1) if isinstance(r[c], float) else str(r[c]) for c in df.columns[1:]]
+        cells = [f"[{r['study']}](Study?study={r['study']}&token={token})"]
+        cells += [ui.fmt(r[c], 1) if isinstance(r[c], float) else ui.plain(r[c]) for c in df.columns[1:]]
         rows.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(rows)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from medvid.apps import store, ui
+from medvid.apps import reviews, store, ui
 from medvid.errors import MedvidError
 from medvid.io.render import RenderError, render_cached
 from medvid.report.sr import write_report_sr
-from medvid.utils import atomic_write_text, resolve_under
+from medvid.utils import atomic_write_text
 
 
 def main() -> None:
@@ -28,8 +28,10 @@ def main() -> None:
     draft, review = table.drafts.get(key), revs.get(key)
     status = store.study_status(key, table, review)
     st.title(f"Study {key}")
-    st.markdown(f"**Status:** {status}" + (f" · reviewed by {review.get('reviewer')} at {review.get('time')}"
-                                            if review else ""))
+    st.markdown(f"**Status:** {status}")
+    if review:  # names and times come from a file: plain text, never Markdown
+        st.text(f"Review version {review['version']}, {'signed off' if review.get('status') == 'signed_off' else 'saved'}"
+                f" by {review.get('reviewer')} at {review.get('time')}")
     if flash := st.session_state.pop("flash", None):
         st.success(flash)
     loops = ui.videos(src)
@@ -85,7 +87,7 @@ def _draft(cfg: store.AppConfig, key: str, draft: store.Draft | None, review: di
     st.subheader("Report")
     if draft is None:
         if key in table.errors:
-            reasons = sorted({str(e.get("reason", "unknown")) for e in table.errors[key]})
+            reasons = sorted({ui.plain(e.get("reason", "unknown")) for e in table.errors[key]})
             st.error(f"Drafting failed for this study: {', '.join(reasons)} (see the draft job's errors.jsonl).")
         else:
             st.info("No draft for this study yet: run `medvid draft` on its ingest.")
@@ -99,31 +101,36 @@ def _draft(cfg: store.AppConfig, key: str, draft: store.Draft | None, review: di
                    "e.g. by another model). Compare before signing off.")
     model = (draft.data.get("provenance") or {}).get("model") or {}
     if model:
-        st.caption(f"Drafted by model {model.get('name', '?')} ({str(model.get('fingerprint', ''))[:12]})")
+        st.caption(f"Drafted by model {ui.plain(model.get('name', '?'))} "
+                   f"({ui.plain(str(model.get('fingerprint', ''))[:12])})")
     saved = (review or {}).get("sections") or {}
     for name, sec in draft.sections.items():
         original = str(sec.get("text") or "")
-        st.text_area(name, value=str(saved.get(name, original)), key=f"sec::{key}::{name}", height=90)
+        st.text_area(ui.plain(name), value=str(saved.get(name, original)), key=f"sec::{key}::{name}", height=90)
         if saved.get(name, original) != original:
-            st.caption("edited (draft text in the provenance below)")
-        with st.expander(f"Provenance · {name}"):
-            _provenance(sec, original)
+            st.caption("edited (draft text and changes in the provenance below)")
+        with st.expander(f"Provenance · {ui.plain(name)}"):
+            _provenance(sec, original, str((review or {}).get("diff", {}).get(name) or ""))
     _phenotypes(draft)
     _review_controls(cfg, key, draft, review)
 
 
-def _provenance(sec: dict, original: str) -> None:
+def _provenance(sec: dict, original: str, diff: str) -> None:
     vids = sorted(sec.get("videos") or [], key=lambda v: -(v.get("weight") or 0))
     if vids:
         st.markdown("Contributing loops (attention weight, highest first):")
-        st.table(pd.DataFrame([{"loop": v.get("video_key"), "view": v.get("view"),
+        ui.table(pd.DataFrame([{"loop": str(v.get("video_key")), "view": str(v.get("view")),
                                 "weight": ui.fmt(v.get("weight"))} for v in vids[:6]]))
     nbrs = sec.get("neighbours") or []
     if nbrs:
         st.markdown("Neighbour studies the text came from (cosine similarity):")
-        st.table(pd.DataFrame([{"study": n.get("study_key"), "similarity": ui.fmt(n.get("similarity"), 3)}
+        ui.table(pd.DataFrame([{"study": str(n.get("study_key")), "similarity": ui.fmt(n.get("similarity"), 3)}
                                for n in nbrs[:5]]))
-    st.caption(f"Draft text: {original}")
+    st.caption("Draft text:")
+    st.text(original)  # report text is plain text, never Markdown
+    if diff:
+        st.caption("Changes in the saved review (unified diff):")
+        st.text(diff)
 
 
 def _phenotypes(draft: store.Draft) -> None:
@@ -131,55 +138,105 @@ def _phenotypes(draft: store.Draft) -> None:
     if not (phen or finds):
         return
     st.subheader("Phenotypes")
-    rows = [{"phenotype": n, "method": p.get("method", "knn"), "value / score": ui.fmt(store.phenotype_value(p)),
+    rows = [{"phenotype": n, "method": str(p.get("method", "knn")), "value / score": ui.fmt(store.phenotype_value(p)),
              "threshold": ui.fmt(p.get("threshold")), "call": ui.fmt(p.get("call")),
              "neighbours with label": ui.fmt(p.get("n"))} for n, p in phen.items() if isinstance(p, dict)]
-    rows += [{"phenotype": n, "method": p.get("method", "zero_shot"), "value / score": ui.fmt(store.phenotype_value(p)),
-              "threshold": ui.fmt(p.get("threshold")), "call": ui.fmt(p.get("call")), "neighbours with label": "—"}
+    rows += [{"phenotype": n, "method": str(p.get("method", "zero_shot")),
+              "value / score": ui.fmt(store.phenotype_value(p)), "threshold": ui.fmt(p.get("threshold")),
+              "call": ui.fmt(p.get("call")), "neighbours with label": "—"}
              for n, p in finds.items() if isinstance(p, dict)]
-    st.table(pd.DataFrame(rows))
+    ui.table(pd.DataFrame(rows))
 
 
 def _review_controls(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict | None) -> None:
     st.subheader("Review")
-    reviewer = st.text_input("Reviewer name", key="reviewer")
+    version = review["version"] if review else 0
+    base = st.session_state.setdefault(f"base::{key}", version)  # the version this tab's text boxes were loaded from
+    read_only = reviews.writable(cfg.roots, draft.folder)
+    if read_only:
+        st.warning(read_only[0].upper() + read_only[1:] + ".")
+    if base != version:
+        st.warning(f"This review was saved again (now version {version}) since this page loaded version {base}: "
+                   "saving here is refused until you load the latest version.")
+    if st.button("Load the latest version", key="reload", disabled=base == version):
+        _forget_edits(key, draft)
+        st.rerun()
+    final = reviews.is_final(review)
+    reason = ""
+    if final:
+        st.info(f"Version {version} is signed off and cannot be changed. An amendment is a new version with your "
+                "name, the time and the reason; every version is kept and audited.")
+        reason = st.text_input("Reason for the amendment", key=f"reason::{key}", max_chars=500)
+    reviewer = st.text_input("Reviewer name", key="reviewer",
+                             help="Recorded in the review and as the DICOM SR observer (a DICOM person name: "
+                                  "at most 64 characters, Family^Given)")
+    name_error = None
+    if reviewer.strip():
+        try:
+            reviews.check_reviewer(reviewer)
+        except MedvidError as exc:
+            name_error = str(exc)
+            st.error(ui.plain(name_error))
+    blocked = bool(read_only) or name_error is not None
     c1, c2, c3 = st.columns(3)
-    save = c1.button("Save", key="save", type="secondary", shortcut="Alt+S")
-    sign = c2.button("Sign off", key="sign_off", type="primary")
-    export = c3.button("Export text + DICOM SR", key="export", disabled=review is None,
+    save = c1.button("Save amendment" if final else "Save", key="save", type="secondary", shortcut="Alt+S",
+                     disabled=blocked)
+    sign = c2.button("Sign off amendment" if final else "Sign off", key="sign_off", type="primary", disabled=blocked)
+    export = c3.button(f"Export version {version}: text + DICOM SR" if review else "Export text + DICOM SR",
+                       key="export", disabled=review is None or bool(read_only),
                        help="Save the review first" if review is None else None)
     if save or sign:
         texts = {n: st.session_state.get(f"sec::{key}::{n}", str(s.get("text") or "")) for n, s in draft.sections.items()}
         try:
-            store.save_review(cfg.roots, draft, texts, reviewer, sign_off=sign)
+            saved = reviews.save(cfg.roots, draft, texts, reviewer, sign_off=sign, base_version=base, reason=reason)
         except MedvidError as exc:
-            st.error(str(exc))
+            st.error(ui.plain(exc))
             return
-        st.session_state["flash"] = "Signed off." if sign else "Saved."
+        st.session_state[f"base::{key}"] = saved["version"]
+        st.session_state["flash"] = f"{'Signed off' if sign else 'Saved'} as version {saved['version']}."
         st.rerun()
     if export and review is not None:
-        _export(cfg, key, draft, review)
-    _downloads(cfg, key, draft)
+        _export(cfg, key, draft, review, reviewer)
+    _downloads(cfg, key, draft, version)
 
 
-def _export(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict) -> None:
+def _forget_edits(key: str, draft: store.Draft) -> None:
+    """Drop this tab's unsaved text and base version: the page shows the latest saved version again."""
+    for name in draft.sections:
+        st.session_state.pop(f"sec::{key}::{name}", None)
+    st.session_state.pop(f"base::{key}", None)
+    st.session_state.pop(f"reason::{key}", None)
+
+
+def _export(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict, reviewer: str) -> None:
+    """Write the text and SR of the shown version as ``reviewed/<key>.v<N>.txt`` / ``.sr.dcm`` and audit it."""
     sections = review.get("sections") or {}
     numeric = {n: v for n, p in (draft.data.get("phenotypes") or {}).items()
                if isinstance(p, dict) and p.get("kind") == "numeric" and (v := store.phenotype_value(p)) is not None}
-    text_path = resolve_under(draft.folder, f"reviewed/{key}.txt", cfg.roots)
-    atomic_write_text(text_path, store.reviewed_text(key, sections, numeric, str(review.get("status"))))
-    write_report_sr(resolve_under(draft.folder, f"reviewed/{key}.sr.dcm", cfg.roots), sections, numeric,
-                    study_key=key, final=review.get("status") == "signed_off",
+    if (read_only := reviews.writable(cfg.roots, draft.folder)) is not None:
+        raise MedvidError(read_only)
+    text_path = reviews.export_path(cfg.roots, draft.folder, key, review["version"], ".txt")
+    sr_path = reviews.export_path(cfg.roots, draft.folder, key, review["version"], ".sr.dcm")
+    atomic_write_text(text_path, reviews.reviewed_text(review, numeric))
+    write_report_sr(sr_path, sections, numeric, study_key=key, final=review.get("status") == "signed_off",
                     observer=str(review.get("reviewer") or "medvid"))  # atomic
-    st.success("Exported the reviewed text and a DICOM SR beside the review.")
+    reviews.record_export(cfg.roots, draft.folder, review, [text_path, sr_path], reviewer.strip() or "")
+    st.success(f"Exported version {review['version']} (text and DICOM SR) beside the review.")
 
 
-def _downloads(cfg: store.AppConfig, key: str, draft: store.Draft) -> None:
+def _downloads(cfg: store.AppConfig, key: str, draft: store.Draft, version: int) -> None:
+    if not version:
+        return
     for suffix, label, mime in ((".txt", "Download reviewed text", "text/plain"),
                                 (".sr.dcm", "Download DICOM SR", "application/dicom")):
-        path = resolve_under(draft.folder, f"reviewed/{key}{suffix}", cfg.roots)
-        if path.is_file():
-            st.download_button(label, path.read_bytes(), file_name=f"{key}{suffix}", mime=mime, key=f"dl{suffix}")
+        path = reviews.exported(cfg.roots, draft.folder, key, version, suffix)
+        if path is not None:
+            st.download_button(f"{label} (version {version})", path.read_bytes(), file_name=path.name, mime=mime,
+                               key=f"dl{suffix}")
+    older = [v for v in range(1, version) if reviews.exported(cfg.roots, draft.folder, key, v, ".txt")]
+    if older and reviews.exported(cfg.roots, draft.folder, key, version, ".txt") is None:
+        st.caption(f"The last export is of version {older[-1]}, older than the current version {version}: "
+                   "export again to share this version.")
 
 
 # --------------------------------------------------------------------------- loops
@@ -199,9 +256,10 @@ def _loops(cfg: store.AppConfig, src: store.Sources, key: str, draft: store.Draf
         with grid[i % 2]:
             v = info.get(row["video_key"], {})
             view = v.get("view") or row.get("view") or "unknown view"
-            conf = f" · {ui.fmt(v.get('view_confidence'))} ({v.get('view_source', 'classifier')})" if v else ""
-            st.markdown(f"**{view}**{conf}  \n`{row['video_key']}` · {ui.fmt(row.get('fps'), 0)} fps · "
-                        f"{row.get('frames')} frames")
+            conf = (f" · {ui.plain(ui.fmt(v.get('view_confidence')))} ({ui.plain(v.get('view_source', 'classifier'))})"
+                    if v else "")
+            st.markdown(f"**{ui.plain(view)}**{conf}  \n`{row['video_key']}` · {ui.fmt(row.get('fps'), 0)} fps · "
+                        f"{ui.plain(row.get('frames'))} frames")
             slots.append((row, st.empty()))
     weights = _attention(draft, loops)
     if weights is not None:
@@ -223,7 +281,7 @@ def _loop(cfg: store.AppConfig, src: store.Sources, row: pd.Series) -> None:
         box = row.get("sector_box")
         path = render_cached(dicom, out, None if box is None else [int(b) for b in box])
     except (RenderError, MedvidError) as exc:
-        st.warning(f"Loop not shown: {exc}")
+        st.warning(f"Loop not shown: {ui.plain(exc)}")
         return
     except PermissionError:
         st.warning("Loop not shown: permission denied reading its DICOM file or writing the loop cache "

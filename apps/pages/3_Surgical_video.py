@@ -74,9 +74,9 @@ def _at_time(phase: pd.DataFrame | None, tools: pd.DataFrame | None, t: float) -
         row = phase.iloc[int(np.abs(phase["time_s"].to_numpy() - t).argmin())]
         classes = store.phase_names(phase)
         probs = sorted(((float(row[f"p_{c}"]), c) for c in classes), reverse=True)[:3]
-        st.table(pd.DataFrame({"phase": [c for _, c in probs], "probability": [f"{p:.2f}" for p, _ in probs]}))
+        ui.table(pd.DataFrame({"phase": [c for _, c in probs], "probability": [f"{p:.2f}" for p, _ in probs]}))
         if "gt_index" in row and int(row["gt_index"]) >= 0:
-            st.caption(f"Ground truth: {classes[int(row['gt_index'])]}")
+            st.caption(f"Ground truth: {ui.plain(classes[int(row['gt_index'])])}")
     if tools is not None:
         row = tools.iloc[int(np.abs(tools["time_s"].to_numpy() - t).argmin())]
         present = [c for c in store.tool_names(tools) if int(row[f"pred_{c}"])]
@@ -142,9 +142,9 @@ def _metrics(src: store.Sources, video: str) -> None:
         shown = True
         if metrics.get("task") == "tools":
             m = metrics["results"].get("raw", {})
-            st.markdown(f"Tools (`{folder.name}`): mAP {ui.fmt(m.get('map'))} — per-tool average precision over "
+            st.markdown(f"Tools ({ui.plain(folder.name)}): mAP {ui.fmt(m.get('map'))} — per-tool average precision over "
                         "all videos (a random scorer's AP is the tool's prevalence)")
-            st.table(pd.DataFrame({"AP": m.get("ap", {}), "prevalence": m.get("prevalence", {})}).map(ui.fmt))
+            ui.table(pd.DataFrame({"AP": m.get("ap", {}), "prevalence": m.get("prevalence", {})}).map(ui.fmt))
             continue
         overall, per = [], []
         for variant, m in metrics["results"].items():
@@ -158,12 +158,12 @@ def _metrics(src: store.Sources, video: str) -> None:
                 per.append({"predictions": variant, "strict accuracy": pv.get("accuracy"),
                             "strict macro-F1": pv.get("macro_f1"),
                             "relaxed accuracy": (r.get("per_video_accuracy") or {}).get(video)})
-        st.markdown(f"Phases (`{folder.name}`), all videos — strict = SurgVLP-family per-video accuracy/macro-F1 "
+        st.markdown(f"Phases ({ui.plain(folder.name)}), all videos — strict = SurgVLP-family per-video accuracy/macro-F1 "
                     "averaged over videos; relaxed = M2CAI 2016 (boundary tolerance):")
-        st.table(pd.DataFrame(overall).map(ui.fmt))
+        ui.table(pd.DataFrame(overall).map(ui.fmt))
         if per:
-            st.markdown(f"This video ({video}):")
-            st.table(pd.DataFrame(per).map(ui.fmt))
+            st.markdown(f"This video ({ui.plain(video)}):")
+            ui.table(pd.DataFrame(per).map(ui.fmt))
     if not shown:
         st.info("No readable metrics.json (with annotated videos) in the zero-shot outputs.")
 
