@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from medvid.errors import MedvidError
 from tiny_training import SCRIPT, PairData, TinyDual, main, read_losses, worker_env
 
 PY = sys.executable
@@ -75,8 +76,10 @@ def test_epoch_sampler_splits_global_batches_and_resumes():
     assert list(s) == single[8:]
     s.set_position(1, 0)
     assert list(s) != single  # a new epoch reshuffles
-    with pytest.raises(ValueError):
+    with pytest.raises(MedvidError, match="not divisible"):
         EpochSampler(20, 7, 0, 2, 0)
+    with pytest.raises(MedvidError, match="fewer than one batch of 32: give more data or a smaller train.batch_size"):
+        EpochSampler(8, 32, 0, 1, 0)  # a user error, one line (was a raw ValueError traceback)
 
 
 def test_cosine_schedule_with_warmup(tmp_path):

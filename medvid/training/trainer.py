@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medvid.config import setting
 from medvid.device import PRECISIONS, autocast_dtype
+from medvid.errors import MedvidError
 from medvid.runs import claim_out
 from medvid.training.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from medvid.utils import atomic_path, seed_everything
@@ -73,9 +74,10 @@ class EpochSampler(Sampler[int]):
 
     def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, shuffle: bool = True):
         if global_batch % world:
-            raise ValueError(f"batch_size {global_batch} is not divisible by the {world} processes")
+            raise MedvidError(f"train.batch_size {global_batch} is not divisible by the {world} processes")
         if n < global_batch:
-            raise ValueError(f"dataset has {n} items, fewer than one batch of {global_batch}")
+            raise MedvidError(f"the training set has {n} items, fewer than one batch of {global_batch}: "
+                              "give more data or a smaller train.batch_size")
         self.n, self.global_batch, self.rank, self.world = n, global_batch, rank, world
         self.seed, self.shuffle = seed, shuffle
         self.epoch, self.start_batch = 0, 0
