@@ -170,16 +170,17 @@ def test_draft_split_typo_is_refused_before_work_and_does_not_block_the_fix(worl
 
 
 def test_evaluate_claims_its_out_like_every_job(world, tmp_path):
-    from draft_testdata import draft_cfg
+    from draft_testdata import build_bank, draft_cfg
     from medvid.config import load_config
     from medvid.pipelines import draft as draft_job, evaluate as job
 
-    drafts = tmp_path / "drafts"
-    draft_job.run(draft_cfg(world, drafts, "split=''"))
+    drafts, train_bank = tmp_path / "drafts", tmp_path / "train_bank"
+    build_bank(world["root"], world["model"], world["views"], train_bank, "split=train")
+    draft_job.run(draft_cfg({**world, "bank": train_bank}, drafts, "split=test"))  # a study the bank does not hold
 
     def evaluate(*extra):
         return job.run(load_config(job.Config, "evaluate", None, [f"drafts={drafts}", f"ingest={world['ingest']}",
-                                                                  "baseline_split=''", *extra]))
+                                                                  *extra]))
 
     with pytest.raises(MedvidError, match=r"medvid evaluate did not write \(my_notes.txt\)"):
         evaluate(f"out={_user_folder(tmp_path / 'mine')}")
