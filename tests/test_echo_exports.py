@@ -429,7 +429,8 @@ def test_ge_private_syntax_reads_with_big_endian_pixels(tmp_path):
     """16-bit samples are stored big endian (swapped here), 8-bit ones as they are; the dataset is implicit LE."""
     grey = np.random.default_rng(2).integers(0, 4096, (4, 16, 24), dtype=np.uint16)
     ds = us_cine(np.zeros((4, 16, 24, 3), dtype=np.uint8))
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, "MONOCHROME2", 16, 12, 11
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
     del ds.PlanarConfiguration
     ds.PixelData = grey.astype(">u2").tobytes()
     cine = inspect_file(_ge_private(ds, tmp_path / "ge16.dcm"))

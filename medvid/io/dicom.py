@@ -4,16 +4,17 @@
 for. JPEG Baseline loops (what ultrasound machines write) take the fast path: the frame's bytes
 come from the encapsulated stream through ``pydicom.encaps.get_frame`` and Pillow (libjpeg-turbo)
 decodes them straight to RGB. Every other transfer syntax goes through ``pydicom.pixels.iter_pixels``
-with the same frame indices, so it too decodes only what is used. Output is always
-``uint8 (T, H, W, 3)`` RGB.
+with the same frame indices, so it too decodes only what is used; GE's private syntax (big-endian pixel data)
+reads and swaps each frame's bytes, and MPEG-2 / H.264 / HEVC loops decode with PyAV (``dicom_video``). Output
+is always ``uint8 (T, H, W, 3)`` RGB.
 
-``inspect_file`` classifies a file as a usable cine loop or raises ``DicomFileError`` with a typed
-reason; it reads the header only and decodes a single frame (the last, which is what a truncated
-file loses). The object type is decided by SOP class (``object_kind``): US Multi-frame and
-multi-frame US Image are cines; structured reports, multi-frame Secondary Capture, Enhanced US
-Volume and cines hidden in vendor private tags get their own reasons. Containers as exports hold
-them: Deflated Explicit VR files decode through ``dcmread``; files without preamble or file meta
-are re-read with ``force=True`` when the forced header holds a SOP class or instance UID; zip and
+``inspect_file`` classifies a file as a usable cine loop or raises ``DicomFileError`` with a typed reason; it
+reads the header only and decodes a single frame (the last, which is what a truncated file loses; a cut file
+is ``truncated`` with the number of leading frames still readable). The object type is decided by SOP class
+(``object_kind``): US Multi-frame and multi-frame US Image are cines; structured reports, multi-frame
+Secondary Capture, Enhanced US Volume and cines hidden in vendor private tags get their own reasons.
+Containers as exports hold them: Deflated Explicit VR files decode through ``dcmread``; files without preamble
+or file meta are re-read with ``force=True`` when the forced header holds a SOP class or instance UID; zip and
 gzip archives are reported as ``archive`` (not unpacked). Nothing here logs or returns identifiers:
 de-identified metadata goes through ``cine_metadata`` with a keyed pseudonym salt.
 """
@@ -460,7 +461,7 @@ class DicomCine:
                 if (group, elem) != (0xFFFE, 0xE000):
                     return False  # the delimiter, or damage that is not a cut
                 pos += 8 + length
-            return pos != end or end - self._pixels[0] < 8
+            return True  # the last item runs past the end, or the delimiter is missing
 
     def close(self) -> None:
         """Nothing to release: no file stays open between decodes."""
@@ -503,20 +504,20 @@ class DicomCine:
         if self.bits_allocated not in (8, 16, 32):
             raise ValueError(f"{self.bits_allocated}-bit samples in GE private syntax")
         frame = self.rows * self.cols * self.samples_per_pixel * width
-        data = bytearray()
+        chunks = []  # only the frames asked for: at most their declared size
         with open(self.path, "rb") as f:
             for i in unique:
                 f.seek(self._pixels[0] + int(i) * frame)
-                chunk = f.read(frame)
-                if len(chunk) < frame:
+                chunks.append(f.read(frame))
+                if len(chunks[-1]) < frame:
                     raise EOFError(f"end of file inside frame {i}")
-                data += chunk
+        data = b"".join(chunks)
         if width > 1:
-            data = np.frombuffer(bytes(data), f">u{width}").astype(f"<u{width}").tobytes()
+            data = np.frombuffer(data, f">u{width}").astype(f"<u{width}").tobytes()
         opts = as_pixel_options(self.ds, number_of_frames=len(unique), transfer_syntax_uid=ExplicitVRLittleEndian,
                                 pixel_keyword="PixelData")
         with quiet_pydicom():
-            arr, _ = get_decoder(ExplicitVRLittleEndian).as_array(bytes(data), **opts)
+            arr, _ = get_decoder(ExplicitVRLittleEndian).as_array(data, **opts)
         samples = (self.samples_per_pixel,) if self.samples_per_pixel > 1 else ()
         return to_rgb_uint8(arr.reshape(len(unique), self.rows, self.cols, *samples), self.ds)
 
