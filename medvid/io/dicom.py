@@ -183,7 +183,6 @@ def _read_header(f: BinaryIO) -> tuple[Dataset, tuple[int, int | None] | None, b
     through a full ``dcmread``.
     """
     forced = False
-    register_transfer_syntax(GE_PRIVATE_IMPLICIT)  # idempotent: lets dcmread read GE's dataset as Implicit VR LE
     try:
         ds = dcmread(f, stop_before_pixels=True)
     except InvalidDicomError:
@@ -215,7 +214,9 @@ def _read_header(f: BinaryIO) -> tuple[Dataset, tuple[int, int | None] | None, b
 def open_dataset(path: Path, max_bytes: int = MAX_PIXEL_BYTES) -> Iterator[tuple[BinaryIO, bool]]:
     """``(stream, deflated)``: the file itself, or for a Deflated Explicit VR file an in-memory copy with the
     dataset inflated (Explicit VR Little Endian). Inflation streams in chunks and stops past ``max_bytes``
-    (``too_large``), so a small deflate bomb never inflates in full."""
+    (``too_large``), so a small deflate bomb never inflates in full. GE's private syntax is registered with
+    pydicom (idempotent) so that ``dcmread`` reads its dataset as Implicit VR Little Endian."""
+    register_transfer_syntax(GE_PRIVATE_IMPLICIT)
     with open(path, "rb") as f:
         try:
             preamble = read_preamble(f, force=False)
