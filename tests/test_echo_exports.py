@@ -411,3 +411,135 @@ def test_shipped_measurement_codes_are_valid():
     assert {v for s, v in seen if s == "DCM"} <= methods
     tid5300 = {c.value for c in codes.CID12300.concepts.values()}  # CID 12300 pre-coordinated codes
     assert {"79991-6", "80007-8", "79969-2", "80032-6", "79996-5", "80001-1", "79984-1"} <= tid5300 & {v for _, v in seen}
+
+
+# ------------------------------------------------------------------------------------ 5. vendor codecs, cut files
+GE_PRIVATE = "1.2.840.113619.5.2"
+
+
+def _ge_private(ds: Dataset, path: Path) -> Path:
+    """``ds`` written as GE's private syntax: Implicit VR Little Endian dataset, that UID in the file meta."""
+    ds.file_meta.TransferSyntaxUID = GE_PRIVATE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dcmwrite(path, ds, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    return path
+
+
+def test_ge_private_syntax_reads_with_big_endian_pixels(tmp_path):
+    """16-bit samples are stored big endian (swapped here), 8-bit ones as they are; the dataset is implicit LE."""
+    grey = np.random.default_rng(2).integers(0, 4096, (4, 16, 24), dtype=np.uint16)
+    ds = us_cine(np.zeros((4, 16, 24, 3), dtype=np.uint8))
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    del ds.PlanarConfiguration
+    ds.PixelData = grey.astype(">u2").tobytes()
+    cine = inspect_file(_ge_private(ds, tmp_path / "ge16.dcm"))
+    assert cine.transfer_syntax == GE_PRIVATE and cine.n_frames == 4 and not cine.fast_path
+    assert np.array_equal(cine.frames([3, 0])[..., 0], (grey[[3, 0]] >> 4).astype(np.uint8))
+    rgb = moving_frames()
+    cine = inspect_file(_ge_private(us_cine(rgb), tmp_path / "ge8.dcm"))
+    assert np.array_equal(cine.frames([1, 11]), rgb[[1, 11]])
+
+
+def _video_stream(frames: np.ndarray, codec: str, container: str) -> bytes:
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=30)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"crf": "10"} if codec.startswith("libx") else {"qscale": "2"}
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
+def _smooth_frames(t: int = 12, h: int = 64, w: int = 80) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.stack([np.stack([(xx * 3 + 10 * k) % 256, (yy * 4) % 256, np.full_like(xx, 128)], -1)
+                     for k in range(t)]).astype(np.uint8)
+
+
+def video_cine(frames: np.ndarray, syntax: str, codec: str = "libx264", container: str = "h264",
+               padding: bytes = b"") -> Dataset:
+    """A US multi-frame dataset whose Pixel Data is one encoded video stream in three fragments."""
+    from pydicom.encaps import encapsulate
+
+    ds = us_cine(frames)
+    ds.file_meta.TransferSyntaxUID, ds.PhotometricInterpretation = syntax, "YBR_PARTIAL_420"
+    ds.PixelData = encapsulate([_video_stream(frames, codec, container) + padding], fragments_per_frame=3)
+    ds["PixelData"].VR = "OB"
+    return ds
+
+
+@pytest.mark.parametrize("syntax,codec,container", [
+    ("1.2.840.10008.1.2.4.102", "libx264", "h264"), ("1.2.840.10008.1.2.4.107", "libx265", "hevc"),
+    ("1.2.840.10008.1.2.4.100", "mpeg2video", "mpeg2video")])
+def test_video_cines_decode_with_pyav(tmp_path, syntax, codec, container):
+    frames = _smooth_frames()
+    cine = inspect_file(save(video_cine(frames, syntax, codec, container), tmp_path / "video.dcm"))
+    assert cine.transfer_syntax == syntax and cine.n_frames == 12
+    got = cine.frames([11, 0, 5, 5]).astype(int)
+    assert got.shape == (4, 64, 80, 3)
+    assert np.abs(got - frames[[11, 0, 5, 5]]).mean() < 8  # lossy, but each frame is the right one
+    assert np.abs(got[0] - frames[11]).mean() < np.abs(got[0] - frames[5]).mean()
+
+
+def test_a_video_stream_is_read_only_up_to_the_bound(tmp_path):
+    """A small header over a long stream: the joined fragments stop at ``max_bytes`` (too_large)."""
+    ds = video_cine(_smooth_frames(), "1.2.840.10008.1.2.4.102", padding=bytes(400_000))
+    path = save(ds, tmp_path / "long.dcm")
+    with pytest.raises(DicomFileError, match="too_large: video stream longer than"):
+        inspect_file(path, max_bytes=300_000)
+    assert inspect_file(path).n_frames == 12
+
+
+def _cut_frames(detail: str) -> tuple[int, int]:
+    import re
+
+    found = re.search(r"(\d+) of (\d+) frame\(s\) readable", detail)
+    assert found, detail
+    return int(found.group(1)), int(found.group(2))
+
+
+def test_cut_files_are_truncated_with_the_frames_still_readable(tmp_path):
+    """A JPEG loop cut mid-frame (with a basic offset table), a cut deflated file and a cut H.264 stream are
+    `truncated`, and the detail says how many leading frames still decode; the files are not kept (see
+    docs/echo_data.md)."""
+    jpeg = Path(get_testdata_file("examples_ybr_color.dcm", download=False)).read_bytes()  # 30 frames
+    (tmp_path / "jpeg.dcm").write_bytes(jpeg[: int(len(jpeg) * 0.6)])
+    deflated = us_cine(moving_frames())
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    data = save(deflated, tmp_path / "full_deflated.dcm").read_bytes()
+    (tmp_path / "deflated.dcm").write_bytes(data[: int(len(data) * 0.5)])
+    data = save(video_cine(_smooth_frames(), "1.2.840.10008.1.2.4.102"), tmp_path / "full_video.dcm").read_bytes()
+    (tmp_path / "video.dcm").write_bytes(data[: len(data) - 300])
+    for name, total in (("jpeg.dcm", 30), ("deflated.dcm", 12), ("video.dcm", 12)):
+        with pytest.raises(DicomFileError) as info:
+            inspect_file(tmp_path / name)
+        assert info.value.reason == "truncated", (name, str(info.value))
+        readable, frames = _cut_frames(info.value.detail)
+        assert frames == total and 0 < readable < total, (name, info.value.detail)
+        if name != "deflated.dcm":  # deflated: counted from the bytes present (pydicom decodes it whole)
+            cine = DicomCine(tmp_path / name)
+            cine.frames([readable - 1])
+            with pytest.raises(Exception):  # noqa: B017 - whatever the codec raises at the cut
+                cine.frames([readable])
+
+
+def test_vendor_codecs_and_cut_files_through_ingest(tmp_path):
+    """A mixed export: GE private syntax and H.264 loops are rows; a cut JPEG loop is an error row (batch goes on)."""
+    root = tmp_path / "export"
+    _ge_private(us_cine(moving_frames(), study_uid=STUDY), root / "ge.dcm")
+    save(video_cine(_smooth_frames(), "1.2.840.10008.1.2.4.102"), root / "h264.dcm")
+    jpeg = Path(get_testdata_file("examples_ybr_color.dcm", download=False)).read_bytes()
+    (root / "cut.dcm").write_bytes(jpeg[: int(len(jpeg) * 0.6)])
+    summary = ingest(root, tmp_path / "out", "salt=s")
+    videos = pd.read_parquet(tmp_path / "out" / "videos.parquet")
+    assert sorted(videos["transfer_syntax"]) == ["1.2.840.10008.1.2.4.102", GE_PRIVATE]
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert summary["videos"] == 2 and [e["reason"] for e in errors] == ["truncated"]
+    assert _cut_frames(errors[0]["detail"])[1] == 30

@@ -4,16 +4,17 @@
 for. JPEG Baseline loops (what ultrasound machines write) take the fast path: the frame's bytes
 come from the encapsulated stream through ``pydicom.encaps.get_frame`` and Pillow (libjpeg-turbo)
 decodes them straight to RGB. Every other transfer syntax goes through ``pydicom.pixels.iter_pixels``
-with the same frame indices, so it too decodes only what is used. Output is always
-``uint8 (T, H, W, 3)`` RGB.
+with the same frame indices, so it too decodes only what is used; GE's private syntax (big-endian pixel data)
+reads and swaps each frame's bytes, and MPEG-2 / H.264 / HEVC loops decode with PyAV (``dicom_video``). Output
+is always ``uint8 (T, H, W, 3)`` RGB.
 
-``inspect_file`` classifies a file as a usable cine loop or raises ``DicomFileError`` with a typed
-reason; it reads the header only and decodes a single frame (the last, which is what a truncated
-file loses). The object type is decided by SOP class (``object_kind``): US Multi-frame and
-multi-frame US Image are cines; structured reports, multi-frame Secondary Capture, Enhanced US
-Volume and cines hidden in vendor private tags get their own reasons. Containers as exports hold
-them: Deflated Explicit VR files decode through ``dcmread``; files without preamble or file meta
-are re-read with ``force=True`` when the forced header holds a SOP class or instance UID; zip and
+``inspect_file`` classifies a file as a usable cine loop or raises ``DicomFileError`` with a typed reason; it
+reads the header only and decodes a single frame (the last, which is what a truncated file loses; a cut file
+is ``truncated`` with the number of leading frames still readable). The object type is decided by SOP class
+(``object_kind``): US Multi-frame and multi-frame US Image are cines; structured reports, multi-frame
+Secondary Capture, Enhanced US Volume and cines hidden in vendor private tags get their own reasons.
+Containers as exports hold them: Deflated Explicit VR files decode through ``dcmread``; files without preamble
+or file meta are re-read with ``force=True`` when the forced header holds a SOP class or instance UID; zip and
 gzip archives are reported as ``archive`` (not unpacked). Nothing here logs or returns identifiers:
 de-identified metadata goes through ``cine_metadata`` with a keyed pseudonym salt.
 """
@@ -40,11 +41,13 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels import apply_color_lut, apply_voi_lut, get_decoder, iter_pixels
-from pydicom.pixels.utils import get_expected_length
+from pydicom.pixels.utils import as_pixel_options, get_expected_length
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
-                         ImplicitVRLittleEndian, JPEGBaseline8Bit, JPEGExtended12Bit, RLELossless, UID)
+                         ImplicitVRLittleEndian, JPEGBaseline8Bit, JPEGExtended12Bit, RLELossless, UID,
+                         register_transfer_syntax)
 
 from medvid.errors import MedvidError
+from medvid.io.dicom_video import VIDEO_SYNTAXES, StreamTooLarge, decode_frames, read_stream
 from medvid.io.regions import as_float, describe_regions, layout_from_regions
 from medvid.io.timing import frame_timestamps
 from medvid.utils import pseudonym
@@ -61,6 +64,9 @@ REASONS: tuple[str, ...] = (
 MAX_PIXEL_BYTES = 2 << 30
 
 US_MULTIFRAME = UID("1.2.840.10008.5.1.4.1.1.3.1")
+# GE's private "Implicit VR Big Endian": the dataset is Implicit VR Little Endian, the pixel data big endian.
+GE_PRIVATE_IMPLICIT = UID("1.2.840.113619.5.2")
+GE_PRIVATE_IMPLICIT.set_private_encoding(True, True)
 _DICOMDIR_SOP = UID("1.2.840.10008.1.3.10")
 # Object kinds by SOP class: US Multi-frame and US Image (also their retired classes) carry cines.
 _SOP_KINDS: dict[str, str] = {
@@ -208,7 +214,9 @@ def _read_header(f: BinaryIO) -> tuple[Dataset, tuple[int, int | None] | None, b
 def open_dataset(path: Path, max_bytes: int = MAX_PIXEL_BYTES) -> Iterator[tuple[BinaryIO, bool]]:
     """``(stream, deflated)``: the file itself, or for a Deflated Explicit VR file an in-memory copy with the
     dataset inflated (Explicit VR Little Endian). Inflation streams in chunks and stops past ``max_bytes``
-    (``too_large``), so a small deflate bomb never inflates in full."""
+    (``too_large``), so a small deflate bomb never inflates in full. GE's private syntax is registered with
+    pydicom (idempotent) so that ``dcmread`` reads its dataset as Implicit VR Little Endian."""
+    register_transfer_syntax(GE_PRIVATE_IMPLICIT)
     with open(path, "rb") as f:
         try:
             preamble = read_preamble(f, force=False)
@@ -254,7 +262,8 @@ def header_transfer_syntax(ds: Dataset) -> UID:
     """The file meta's transfer syntax, else the one a forced read found (implicit/explicit, endianness)."""
     meta = getattr(ds, "file_meta", None)
     if meta is not None and meta.get("TransferSyntaxUID"):
-        return UID(str(meta.TransferSyntaxUID))
+        uid = UID(str(meta.TransferSyntaxUID))
+        return GE_PRIVATE_IMPLICIT if uid == GE_PRIVATE_IMPLICIT else uid
     implicit, little = ds.original_encoding
     if implicit is None:
         return ExplicitVRLittleEndian
@@ -361,10 +370,13 @@ class DicomCine:
         self.path, self.max_bytes = Path(path), max_bytes
         with self._open() as (f, self.deflated), quiet_pydicom() as caught:
             self.ds, self._pixels, self.forced = ds, _, _ = _read_header(f)
+            value_start = f.tell()
             self.header_warnings = [str(w.message) for w in caught]
             self.header_truncated = self._pixels is None and _ends_mid_element(ds, f)
+            # Bytes from the Pixel Data value to the end of the file (or inflated copy): what a cut file still holds.
+            self.pixel_bytes_present = f.seek(0, io.SEEK_END) - value_start if self._pixels else None
         if self.deflated:  # positions are in the inflated copy, not the file
-            self._pixels = (-1, None) if self._pixels else None
+            self._pixels = (-1, self._pixels[1]) if self._pixels else None
             ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
         self.transfer_syntax = header_transfer_syntax(ds)
         self.n_frames = _int(ds.get("NumberOfFrames"), 1)
@@ -411,8 +423,46 @@ class DicomCine:
         if idx.min() < 0 or idx.max() >= self.n_frames:
             raise IndexError(f"frame index out of range 0..{self.n_frames - 1}")
         unique, inverse = np.unique(idx, return_inverse=True)
-        decoded = self._decode_fast(unique) if self.fast_path else self._decode_pydicom(unique)
+        if self.transfer_syntax in VIDEO_SYNTAXES:
+            decoded = self._decode_video(unique)
+        elif self.transfer_syntax == GE_PRIVATE_IMPLICIT:
+            decoded = self._decode_big_endian_pixels(unique)
+        else:
+            decoded = self._decode_fast(unique) if self.fast_path else self._decode_pydicom(unique)
         return decoded[inverse]
+
+    def readable_frames(self) -> int:
+        """How many leading frames decode (a cut file keeps those before the cut): counted from the bytes native
+        pixel data holds, else by bisecting on single-frame decodes (``log2(frames)`` decodes)."""
+        length = self._pixels[1] if self._pixels else None
+        if length is not None and self.pixel_bytes_present is not None and self.n_frames > 0:
+            frame = max(self.declared_bytes // self.n_frames, 1)
+            return min(min(length, self.pixel_bytes_present) // frame, self.n_frames)
+        lo, hi = 0, self.n_frames  # frames [0, lo) decode; frame hi does not (or is past the end)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            try:
+                self.frames([mid])
+            except Exception:  # noqa: BLE001 - any failure marks the cut
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def encapsulated_items_cut(self) -> bool:
+        """True when the encapsulated Pixel Data items run past the end of the file before their sequence
+        delimiter (the file was cut; a complete file with a broken codestream ends its items properly)."""
+        if not self._pixels or self._pixels[0] < 0 or self._pixels[1] is not None:
+            return False
+        with open(self.path, "rb") as f:
+            end, pos = f.seek(0, io.SEEK_END), self._pixels[0]
+            while pos + 8 <= end:
+                f.seek(pos)
+                group, elem, length = struct.unpack("<HHL", f.read(8))
+                if (group, elem) != (0xFFFE, 0xE000):
+                    return False  # the delimiter, or damage that is not a cut
+                pos += 8 + length
+            return True  # the last item runs past the end, or the delimiter is missing
 
     def close(self) -> None:
         """Nothing to release: no file stays open between decodes."""
@@ -440,6 +490,37 @@ class DicomCine:
                     raise ValueError(f"frame {i} decodes to {arr.shape}, header says {out.shape[1:]}")
                 out[k] = arr
         return out
+
+    def _decode_video(self, unique: np.ndarray) -> np.ndarray:
+        try:
+            stream = read_stream(self.path, self._pixels[0], self.max_bytes)
+        except StreamTooLarge as exc:
+            raise DicomFileError("too_large", f"video stream longer than {_mib(self.max_bytes)}") from exc
+        return decode_frames(stream, unique, (self.rows, self.cols))
+
+    def _decode_big_endian_pixels(self, unique: np.ndarray) -> np.ndarray:
+        """GE private syntax: each frame's bytes read from the file, multi-byte samples swapped to little endian
+        (8-bit samples need nothing), then decoded by pydicom as native Explicit VR Little Endian data."""
+        width = self.bits_allocated // 8
+        if self.bits_allocated not in (8, 16, 32):
+            raise ValueError(f"{self.bits_allocated}-bit samples in GE private syntax")
+        frame = self.rows * self.cols * self.samples_per_pixel * width
+        chunks = []  # only the frames asked for: at most their declared size
+        with open(self.path, "rb") as f:
+            for i in unique:
+                f.seek(self._pixels[0] + int(i) * frame)
+                chunks.append(f.read(frame))
+                if len(chunks[-1]) < frame:
+                    raise EOFError(f"end of file inside frame {i}")
+        data = b"".join(chunks)
+        if width > 1:
+            data = np.frombuffer(data, f">u{width}").astype(f"<u{width}").tobytes()
+        opts = as_pixel_options(self.ds, number_of_frames=len(unique), transfer_syntax_uid=ExplicitVRLittleEndian,
+                                pixel_keyword="PixelData")
+        with quiet_pydicom():
+            arr, _ = get_decoder(ExplicitVRLittleEndian).as_array(data, **opts)
+        samples = (self.samples_per_pixel,) if self.samples_per_pixel > 1 else ()
+        return to_rgb_uint8(arr.reshape(len(unique), self.rows, self.cols, *samples), self.ds)
 
     def _decode_pydicom(self, unique: np.ndarray) -> np.ndarray:
         with quiet_pydicom():
@@ -555,34 +636,48 @@ def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: b
         raise DicomFileError("single_frame", f"{cine.n_frames} frame(s)")
     if cine.rows <= 0 or cine.cols <= 0:
         raise DicomFileError("decode_error", "no Rows/Columns")
-    try:
-        decoder = get_decoder(cine.transfer_syntax)
-        if not decoder.is_available:
-            raise NotImplementedError
-    except NotImplementedError as exc:
+    if not _has_decoder(cine.transfer_syntax):
         raise DicomFileError("unsupported_transfer_syntax",
-                             f"{cine.transfer_syntax.name or cine.transfer_syntax}: no decoder installed") from exc
-    if cine._pixels[0] >= 0:
-        _check_pixel_data_present(cine, path.stat().st_size)
+                             f"{cine.transfer_syntax.name or cine.transfer_syntax}: no decoder installed")
+    if cine.pixel_bytes_present is not None:
+        _check_pixel_data_present(cine)
     if validate:
         try:
             cine.frames([cine.n_frames - 1])
+        except DicomFileError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a typed error
             msg = str(exc).lower()
             short = any(s in msg for s in ("insufficient", "end of file", "reshape", "not enough", "truncat"))
-            raise DicomFileError("truncated" if short else "decode_error",
-                                 f"last frame: {type(exc).__name__}: {scrub(exc, path)}") from exc
+            detail = f"last frame: {type(exc).__name__}: {scrub(exc, path)}"
+            if short or cine.encapsulated_items_cut():
+                raise DicomFileError("truncated", f"{cine.readable_frames()} of {cine.n_frames} frame(s) "
+                                                  f"readable; {detail}") from exc
+            raise DicomFileError("decode_error", detail) from exc
     return cine
 
 
-def _check_pixel_data_present(cine: DicomCine, file_size: int) -> None:
-    """Cheap checks of the frames a header declares against the bytes the file holds: native Pixel Data must fit
-    in the file and hold every frame; encapsulated data needs an item (8 bytes) per frame, and RLE at least its
-    64-byte header per frame plus 1/64 of the decoded size (a run of 128 bytes takes 2)."""
-    offset, length = cine._pixels
+def _has_decoder(tsyntax: UID) -> bool:
+    """Whether frames of ``tsyntax`` can be decoded: pydicom's decoders, PyAV for video, the byte swap here for
+    GE's private syntax."""
+    if tsyntax in VIDEO_SYNTAXES or tsyntax == GE_PRIVATE_IMPLICIT:
+        return True
+    try:
+        return get_decoder(tsyntax).is_available
+    except NotImplementedError:
+        return False
+
+
+def _check_pixel_data_present(cine: DicomCine) -> None:
+    """Cheap checks of the frames a header declares against the bytes the file (or inflated copy) holds: native
+    Pixel Data must fit in the file and hold every frame; encapsulated data needs an item (8 bytes) per frame (a
+    video stream: one item), and RLE at least its 64-byte header per frame plus 1/64 of the decoded size (a run of
+    128 bytes takes 2)."""
+    length, present = cine._pixels[1], cine.pixel_bytes_present
     if length is not None:
-        if offset + length > file_size:
-            raise DicomFileError("truncated", "pixel data shorter than declared")
+        if length > present:
+            raise DicomFileError("truncated", f"pixel data shorter than declared; {cine.readable_frames()} of "
+                                              f"{cine.n_frames} frame(s) readable")
         try:
             expected = get_expected_length(cine.ds, unit="bytes")
         except (AttributeError, TypeError, ValueError):
@@ -591,11 +686,12 @@ def _check_pixel_data_present(cine: DicomCine, file_size: int) -> None:
             raise DicomFileError("truncated", f"Pixel Data holds {length} bytes; {cine.n_frames} frame(s) of "
                                               f"{cine.rows}×{cine.cols} need {expected}")
         return
-    needed = 8 * (cine.n_frames + 1)  # basic offset table item + one item per frame
+    video = cine.transfer_syntax in VIDEO_SYNTAXES
+    needed = 8 * (2 if video else cine.n_frames + 1)  # basic offset table item + one item per frame
     if cine.transfer_syntax == RLELossless:
         needed += 64 * cine.n_frames + cine.declared_bytes // 64
-    if file_size - offset < needed:
-        raise DicomFileError("truncated", f"{file_size - offset} bytes of encapsulated pixel data cannot hold "
+    if present < needed:
+        raise DicomFileError("truncated", f"{present} bytes of encapsulated pixel data cannot hold "
                                           f"{cine.n_frames} frame(s) of {cine.rows}×{cine.cols} ({needed} needed)")
 
 
