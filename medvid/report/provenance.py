@@ -36,13 +36,15 @@ def study_header(ingest_dir: str | Path, dicom_root: str | Path, video_key: str,
     when the ingest does not know the loop. ``read``: further ``pydicom.dcmread`` arguments."""
     import pydicom
 
+    from medvid.io.dicom import open_dataset
     from medvid.io.ingest_folder import IngestFolder
     from medvid.utils import resolve_under
 
     rel = IngestFolder(ingest_dir).video_paths().get(video_key)
     if rel is None:
         return None
-    return pydicom.dcmread(resolve_under(dicom_root, rel), stop_before_pixels=True, **read)
+    with open_dataset(resolve_under(dicom_root, rel)) as (stream, _):  # bounded inflation, GE's private syntax
+        return pydicom.dcmread(stream, stop_before_pixels=True, **read)
 
 
 def study_instance_uid(ingest_dir: str | Path, dicom_root: str | Path, video_key: str) -> str | None:
