@@ -3,8 +3,8 @@
 The app is started with data roots (``--data``). ``discover`` finds in them what the other jobs
 wrote: ingest folders (``videos.parquet``), draft folders (``drafts.jsonl`` / ``errors.jsonl``,
 see ``docs/drafting_contract.md``), zero-shot folders (``predictions/*.csv``) and Cholec80-layout
-video roots (``videos/``). Every file the app opens goes through ``medvid.utils.resolve_under``: resolved, and
-refused unless it lies under a data root (``..``, absolute paths and symlinks out are refused).
+video roots (``videos/``); an ingest's ``measurements.csv`` is read one study at a time. Every file the app
+opens goes through ``medvid.utils.resolve_under``: resolved, and refused unless it lies under a data root (``..``, absolute paths and symlinks out are refused).
 The ingest folder's layout is ``medvid.io.ingest_folder.IngestFolder``; its key file (``paths.jsonl`` in
 ``LOCAL_KEYS_DO_NOT_SHARE/`` or ``keys_dir``) is read only to open the DICOM file of a loop, and only when the
 app was given a DICOM root; its content is never shown.
