@@ -3,8 +3,8 @@
 The app is started with data roots (``--data``). ``discover`` finds in them what the other jobs
 wrote: ingest folders (``videos.parquet``), draft folders (``drafts.jsonl`` / ``errors.jsonl``,
 see ``docs/drafting_contract.md``), zero-shot folders (``predictions/*.csv``) and Cholec80-layout
-video roots (``videos/``). Every file the app opens goes through ``medvid.utils.resolve_under``: resolved, and
-refused unless it lies under a data root (``..``, absolute paths and symlinks out are refused).
+video roots (``videos/``); an ingest's ``measurements.csv`` is read one study at a time. Every file the app
+opens goes through ``medvid.utils.resolve_under``: resolved, and refused unless it lies under a data root (``..``, absolute paths and symlinks out are refused).
 The ingest folder's layout is ``medvid.io.ingest_folder.IngestFolder``; its key file (``paths.jsonl`` in
 ``LOCAL_KEYS_DO_NOT_SHARE/`` or ``keys_dir``) is read only to open the DICOM file of a loop, and only when the
 app was given a DICOM root; its content is never shown.
@@ -25,7 +25,7 @@ import pandas as pd
 
 from medvid.apps.access import LOOPBACK_NAMES
 from medvid.errors import MedvidError, PathRefused
-from medvid.io.ingest_folder import KEY_DIR, VIDEOS, IngestFolder
+from medvid.io.ingest_folder import KEY_DIR, MEASUREMENTS, VIDEOS, IngestFolder
 from medvid.io.video import VIDEO_EXTS
 from medvid.utils import resolve_under
 
@@ -140,6 +140,76 @@ def read_videos(ingests: Sequence[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).drop_duplicates("video_key")
 
 
+MAX_MEASUREMENTS = 2000  # rows of one study read from measurements.csv (hostile input is bounded)
+_CHUNK_ROWS = 50_000  # measurements.csv is scanned in chunks: memory does not grow with the ingest
+_MEASUREMENT_NEEDS = ("study_key", "image_key", "concept_meaning", "value", "unit", "replaced")
+
+
+def read_measurements(roots: Sequence[Path], ingests: Sequence[Path], study_key: str) -> tuple[pd.DataFrame, bool]:
+    """The study's rows of ``measurements.csv`` (vendor SR measurements, docs/echo_data.md) from the first ingest
+    that has any, every cell a string; and whether rows beyond ``MAX_MEASUREMENTS`` were left unread.
+
+    Raises ``MedvidError`` (message without any path) when the file is refused or is not a measurements table.
+    """
+    for n, ingest in enumerate(ingests, 1):
+        if not IngestFolder(ingest).measurements.exists():
+            continue
+        name = f"{MEASUREMENTS} of ingest {n}"
+        try:
+            rows, more = _study_rows(resolve_under(ingest, MEASUREMENTS, roots), study_key, name)
+        except PathRefused as exc:
+            raise MedvidError(f"{name} refused: {exc}") from exc
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise MedvidError(f"{name} is unreadable ({type(exc).__name__})") from exc
+        if len(rows):
+            return rows, more
+    return pd.DataFrame(columns=list(_MEASUREMENT_NEEDS)), False
+
+
+def _study_rows(path: Path, study_key: str, name: str) -> tuple[pd.DataFrame, bool]:
+    found: list[pd.DataFrame] = []
+    with pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=_CHUNK_ROWS) as chunks:
+        for chunk in chunks:
+            if missing := [c for c in _MEASUREMENT_NEEDS if c not in chunk]:
+                raise MedvidError(f"{name} is not a measurements table (no {', '.join(missing)} column)")
+            found.append(chunk[chunk["study_key"] == study_key])
+            if sum(map(len, found)) > MAX_MEASUREMENTS:
+                break
+    rows = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=list(_MEASUREMENT_NEEDS))
+    return rows.iloc[:MAX_MEASUREMENTS], len(rows) > MAX_MEASUREMENTS
+
+
+def is_replaced(rows: pd.DataFrame) -> pd.Series:
+    """Which measurement rows a later or better SR version replaced (``replaced`` written as True / 1)."""
+    return rows["replaced"].str.strip().str.lower().isin(("true", "1"))
+
+
+def measurement_table(rows: pd.DataFrame, loops: pd.DataFrame, views: dict[str, str],
+                      show_replaced: bool = False) -> pd.DataFrame:
+    """Display rows of a study's measurements: current ones (all with ``show_replaced``, then with a ``replaced``
+    column), each with the loop it was taken on: ``image_key`` matched to the loops' ``instance_key``, named by
+    its view (``views``: video key → view) and key, else "not in this study's loops"."""
+    replaced = is_replaced(rows)
+    by_instance: dict[str, str] = {}
+    if "instance_key" in loops:
+        for video, instance in zip(loops["video_key"], loops["instance_key"]):
+            by_instance.setdefault(str(instance), video)
+
+    def taken_on(image: str) -> str:
+        if not image:
+            return "no image named"
+        video = by_instance.get(image)
+        return f"{views.get(video) or 'unknown view'} loop {video}" if video else "not in this study's loops"
+
+    shown = rows if show_replaced else rows[~replaced]
+    out = pd.DataFrame({"measurement": shown["concept_meaning"], "section": shown.get("section", ""),
+                        "value": shown["value"], "unit": shown["unit"], "method": shown.get("method_meaning", ""),
+                        "taken on": shown["image_key"].map(taken_on)})
+    if show_replaced:
+        out["replaced"] = replaced[shown.index].map({True: "replaced", False: ""})
+    return out.reset_index(drop=True)
+
+
 def dicom_file(cfg: AppConfig, ingest: Path, video_key: str) -> Path:
     """The DICOM file of a loop: its relative path from the ingest's key file, under a DICOM root.
 
@@ -206,6 +276,15 @@ class Draft:
     @property
     def sections(self) -> dict[str, dict[str, Any]]:
         return self.data.get("sections") or {}
+
+    @property
+    def left_out(self) -> list[dict[str, str]]:
+        """Loops the draft was made without (``left_out``: unreadable ones), as ``{loop, reason, detail}`` strings."""
+        rows = self.data.get("left_out")
+        if not isinstance(rows, list):
+            return []
+        return [{"loop": str(e.get("video_key") or "?"), "reason": str(e.get("reason") or "unknown"),
+                 "detail": str(e.get("detail") or "")} for e in rows if isinstance(e, dict)]
 
 
 @dataclass

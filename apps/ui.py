@@ -91,6 +91,18 @@ def videos(src: store.Sources) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False)
+def _measurements(roots: tuple[str, ...], ingests: tuple[str, ...], study_key: str,
+                  stamp: tuple) -> tuple[pd.DataFrame, bool]:
+    return store.read_measurements([Path(r) for r in roots], [Path(p) for p in ingests], study_key)
+
+
+def measurements(src: store.Sources, study_key: str) -> tuple[pd.DataFrame, bool]:
+    """A study's vendor measurements (``store.read_measurements``), re-read when a ``measurements.csv`` changes."""
+    return _measurements(tuple(map(str, config().roots)), tuple(map(str, src.ingests)), study_key,
+                         _stamp([IngestFolder(p).measurements for p in src.ingests]))
+
+
+@st.cache_data(show_spinner=False)
 def _drafts(folders: tuple[str, ...], stamp: tuple) -> store.DraftTable:
     return store.read_drafts([Path(p) for p in folders])
 

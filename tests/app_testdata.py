@@ -11,6 +11,8 @@ import pandas as pd
 import pydicom
 
 from medvid.config import load_config
+from medvid.io.echo_sr import MEASUREMENT_COLUMNS
+from medvid.io.ingest_folder import MEASUREMENTS, IngestFolder
 from echo_testdata import ingest_synth, make_synth
 
 SECTIONS = ("Left Ventricle", "Mitral Valve", "Aortic Valve")
@@ -57,6 +59,33 @@ def write_drafts(ingest_dir: Path, out: Path, foreign_study: str = "st_000000000
                                                   "detail": "0 of 4 loops"}) + "\n")
     return {"drafted": drafted, "failed": failed, "undrafted": undrafted, "foreign": foreign_study,
             "low_ef": drafted[0], "high_ef": drafted[1]}
+
+
+BIPLANE = "Method of Disks, Biplane"
+
+
+def write_measurements(ingest_dir: Path, key: str) -> dict:
+    """``measurements.csv`` (docs/echo_data.md) for study ``key``, written by the ingest's table writer: LVEF on the
+    study's first loop (current, and an earlier SR's replaced value), LVIDd on a still that is not a loop, an E/A
+    ratio naming no image, and another study's row. Returns the first loop's key and instance key."""
+    videos = pd.read_parquet(ingest_dir / "videos.parquet")
+    loop = videos[videos["study_key"] == key].iloc[0]
+    other = sorted(set(videos["study_key"]) - {key})[0]
+    base = {"study_key": key, "instance_key": "vi_00000000000000c1", "section": "Left Ventricle",
+            "method_code": "", "method_meaning": "", "site_meaning": "", "image_mode": "2D mode", "derivation": "",
+            "selected": False, "replaced": False}
+    lvef = {"concept_code": "LN:18043-0", "concept_meaning": "Left Ventricular Ejection Fraction by US",
+            "unit": "%", "method_code": "DCM:125207", "method_meaning": BIPLANE, "image_key": loop["instance_key"]}
+    rows = [{**base, **lvef, "value": 62.0, "selected": True},
+            {**base, **lvef, "value": 40.0, "instance_key": "vi_00000000000000c0", "replaced": True},
+            {**base, "concept_code": "LN:29436-3", "concept_meaning": "LVIDd", "value": 5.1, "unit": "cm",
+             "derivation": "Mean", "image_key": "vi_00000000000000d1"},
+            {**base, "section": "Mitral Valve", "concept_code": "LN:18038-0", "concept_meaning": "E/A ratio",
+             "value": 1.3, "unit": "{ratio}", "image_mode": "Doppler", "image_key": ""},
+            {**base, "study_key": other, "concept_code": "LN:18043-0", "concept_meaning": "LVEF of another study",
+             "value": 33.0, "unit": "%", "image_key": ""}]
+    IngestFolder(ingest_dir).write_table(MEASUREMENTS, pd.DataFrame(rows, columns=MEASUREMENT_COLUMNS))
+    return {"video_key": loop["video_key"], "instance_key": loop["instance_key"]}
 
 
 def zero_shot_outputs(surgery: Path, model: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from medvid.apps import access, reviews, store
 from medvid.config import load_config
 from medvid.errors import MedvidError, PathRefused
 from medvid.utils import resolve_under
-from app_testdata import SECTIONS, build_outputs, write_drafts
+from app_testdata import BIPLANE, SECTIONS, build_outputs, write_drafts, write_measurements
 from echo_testdata import ingest_synth
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
@@ -72,6 +73,12 @@ def page_text(at) -> str:
 def table_cells(at) -> str:
     """Every heading and cell of the page's ``st.table`` elements, as shown to the Markdown renderer."""
     return "\n".join(str(v) for t in at.get("table") for v in (*t.value.columns, *t.value.to_numpy().ravel()))
+
+
+def shown_table(at, column: str) -> pd.DataFrame:
+    """The page's ``st.table`` that has ``column``, its cells unescaped (``ui.plain`` undone): what a reader sees."""
+    [df] = [t.value for t in at.get("table") if column in t.value.columns]
+    return df.map(lambda v: re.sub(r"\\(.)", r"\1", v) if isinstance(v, str) else v)
 
 
 def _walk(node):
@@ -224,6 +231,88 @@ def test_study_page_loops_draft_provenance(outputs, monkeypatch, tmp_path):
     run_page("pages/2_Study.py", {"study": key})  # second visit: served from the loop cache
     assert [p.stat().st_mtime_ns for p in cached] == mtimes
     assert cfg.cache == tmp_path / "cache"
+
+
+def test_study_page_shows_vendor_measurements_on_their_loops(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    key = outputs["drafted"][0]
+    loop = write_measurements(data / "ingest", key)
+    view = next(v["view"] for v in store.read_drafts([data / "draft_out"]).drafts[key].data["videos"]
+                if v["video_key"] == loop["video_key"])
+    app_env(monkeypatch, data)
+    at = run_page("pages/2_Study.py", {"study": key})
+    no_exception(at)
+    assert "Vendor measurements" in [s.value for s in at.subheader]
+    df = shown_table(at, "taken on")
+    assert df["measurement"].tolist() == ["Left Ventricular Ejection Fraction by US", "LVIDd", "E/A ratio"]
+    assert df["value"].tolist() == ["62.0", "5.1", "1.3"] and df["unit"].tolist() == ["%", "cm", "{ratio}"]
+    assert df["method"].tolist() == [BIPLANE, "", ""]
+    assert df["taken on"].tolist() == [f"{view} loop {loop['video_key']}", "not in this study's loops",
+                                       "no image named"]
+    assert "replaced" not in df and "LVEF of another study" not in table_cells(at)
+    at.toggle(key=f"replaced::{key}").set_value(True).run()  # the earlier SR's value, on request only
+    df = shown_table(at, "taken on")
+    assert df["value"].tolist() == ["62.0", "40.0", "5.1", "1.3"]
+    assert df["replaced"].tolist() == ["", "replaced", "", ""]
+    # values from the file reach the table escaped, never as Markdown
+    path = data / "ingest" / "measurements.csv"
+    path.write_text(path.read_text().replace("LVIDd", PAYLOADS[0]))
+    at = run_page("pages/2_Study.py", {"study": key})
+    assert PAYLOADS[0] not in table_cells(at) and PAYLOADS[0] in shown_table(at, "taken on")["measurement"].tolist()
+
+
+def test_unreadable_or_hostile_measurements_are_messages(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    key = outputs["drafted"][0]
+    write_measurements(data / "ingest", key)
+    rows, more = store.read_measurements([data], [data / "ingest"], key)
+    assert len(rows) == 4 and not more
+    monkeypatch.setattr(store, "MAX_MEASUREMENTS", 2)  # bounded: a study's rows beyond the cap are not read
+    rows, more = store.read_measurements([data], [data / "ingest"], key)
+    assert len(rows) == 2 and more
+    monkeypatch.undo()
+    path = data / "ingest" / "measurements.csv"
+    outside = tmp_path / "outside.csv"
+    path.rename(outside)
+    path.symlink_to(outside)
+    with pytest.raises(MedvidError, match="refused"):
+        store.read_measurements([data], [data / "ingest"], key)
+    path.unlink()
+    path.write_text("a,b\n1,2\n")
+    app_env(monkeypatch, data)
+    at = run_page("pages/2_Study.py", {"study": key})
+    no_exception(at)
+    assert any("Vendor measurements not shown" in w.value and "not a measurements table" in w.value
+               for w in at.warning)
+    assert str(data) not in page_text(at) and [a.label for a in at.text_area] == list(SECTIONS)  # the rest shows
+
+
+def test_study_page_says_which_loops_were_left_out_of_the_draft(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    key = outputs["drafted"][0]
+    path = data / "draft_out" / "drafts.jsonl"
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(f'{{"study_key": "{key}"'):
+            row = json.loads(line)
+            dropped = row["videos"].pop()["video_key"]
+            for sec in row["sections"].values():
+                sec["videos"] = [v for v in sec["videos"] if v["video_key"] != dropped]
+            row["left_out"] = [{"video_key": dropped, "reason": "truncated", "detail": "pixel data ends early"},
+                               "not an entry"]
+            lines[i] = json.dumps(row)
+    path.write_text("\n".join(lines) + "\n")
+    app_env(monkeypatch, data)
+    at = run_page("pages/2_Study.py", {"study": key})
+    no_exception(at)
+    assert any("1 loop(s) of this study were left out of this draft because they could not be read" in w.value
+               for w in at.warning)
+    assert not any("not in the ingest" in w.value for w in at.warning)  # a left-out loop is not foreign
+    assert shown_table(at, "reason").to_dict("records") == [
+        {"loop": dropped, "reason": "truncated", "detail": "pixel data ends early"}]
+    assert "Left out of the draft: truncated" in [c.value for c in at.caption]
+    other = run_page("pages/2_Study.py", {"study": outputs["drafted"][1]})  # every loop used: no message
+    assert not any("left out" in w.value for w in other.warning)
 
 
 def test_edit_save_sign_off_export_keep_the_draft(outputs, monkeypatch, tmp_path):

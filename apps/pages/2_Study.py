@@ -1,5 +1,5 @@
-"""One echo study: every cine loop playing as a loop, the draft beside it (editable), provenance,
-phenotypes, review (save / sign off) and export (text + DICOM SR)."""
+"""One echo study: every cine loop playing as a loop, the draft beside it (editable), provenance, loops left out
+of the draft, phenotypes, review (save / sign off), export (text + DICOM SR) and the vendor's measurements."""
 from __future__ import annotations
 
 import pandas as pd
@@ -36,11 +36,13 @@ def main() -> None:
         st.success(flash)
     loops = ui.videos(src)
     loops = loops[loops["study_key"] == key].reset_index(drop=True)
+    views = _views(draft, loops)
     left, right = st.columns([2, 3], gap="large")
     with right:  # drawn first: the draft is on screen before any loop is rendered
         _draft(cfg, key, draft, review, table, loops)
+        _measurements(src, key, loops, views)
     with left:
-        _loops(cfg, src, key, draft, loops)
+        _loops(cfg, src, draft, loops, views)
 
 
 def _requested(keys: list[str]) -> str | None:
@@ -96,6 +98,7 @@ def _draft(cfg: store.AppConfig, key: str, draft: store.Draft | None, review: di
     if foreign:
         st.warning(f"This draft lists {len(foreign)} loop(s) that are not in the ingest: it was made from other "
                    "data (another ingest or model run). Check it before signing off.")
+    _left_out(draft)
     if review is not None and review.get("draft_sha256") != draft.sha256:
         st.warning("The saved review was made on another version of this draft (it was drafted again since, "
                    "e.g. by another model). Compare before signing off.")
@@ -113,6 +116,21 @@ def _draft(cfg: store.AppConfig, key: str, draft: store.Draft | None, review: di
             _provenance(sec, original, str((review or {}).get("diff", {}).get(name) or ""))
     _phenotypes(draft)
     _review_controls(cfg, key, draft, review)
+
+
+MAX_LEFT_OUT = 50  # rows of the left-out table (a hostile draft line can list any number)
+
+
+def _left_out(draft: store.Draft) -> None:
+    """Say which loops the draft was made without, and why (the draft's ``left_out``)."""
+    left = draft.left_out
+    if not left:
+        return
+    st.warning(f"{len(left)} loop(s) of this study were left out of this draft because they could not be read; "
+               "the draft was made from the other loops. Check those views before signing off.")
+    ui.table(pd.DataFrame(left[:MAX_LEFT_OUT], columns=["loop", "reason", "detail"]))
+    if len(left) > MAX_LEFT_OUT:
+        st.caption(f"… and {len(left) - MAX_LEFT_OUT} more.")
 
 
 def _provenance(sec: dict, original: str, diff: str) -> None:
@@ -239,15 +257,46 @@ def _downloads(cfg: store.AppConfig, key: str, draft: store.Draft, version: int)
                    "export again to share this version.")
 
 
+# --------------------------------------------------------------------------- vendor measurements
+
+
+def _measurements(src: store.Sources, key: str, loops: pd.DataFrame, views: dict[str, str]) -> None:
+    """The study's vendor measurements (``measurements.csv``), current ones; replaced ones behind a toggle."""
+    try:
+        rows, more = ui.measurements(src, key)
+    except MedvidError as exc:
+        st.subheader("Vendor measurements")
+        st.warning(f"Vendor measurements not shown: {ui.plain(exc)}")
+        return
+    if rows.empty:
+        return
+    st.subheader("Vendor measurements")
+    st.caption("Measured on the echo machine (the study's measurement SRs), with the loop each was taken on.")
+    replaced = int(store.is_replaced(rows).sum())
+    show = replaced > 0 and st.toggle(f"Show {replaced} replaced measurement(s) (a later or better version of the "
+                                      "SR holds the same measurement)", key=f"replaced::{key}")
+    ui.table(store.measurement_table(rows, loops, views, show_replaced=show))
+    if more:
+        st.caption(f"Only the first {store.MAX_MEASUREMENTS} measurements of this study are read.")
+
+
 # --------------------------------------------------------------------------- loops
 
 
-def _loops(cfg: store.AppConfig, src: store.Sources, key: str, draft: store.Draft | None, loops: pd.DataFrame) -> None:
+def _views(draft: store.Draft | None, loops: pd.DataFrame) -> dict[str, str]:
+    """Each loop's view: the draft's (classifier) label, else the ingest's."""
+    drafted = {v.get("video_key"): v.get("view") for v in (draft.data.get("videos") or [])} if draft else {}
+    return {k: str(drafted.get(k) or v or "unknown view") for k, v in zip(loops["video_key"], loops["view"])}
+
+
+def _loops(cfg: store.AppConfig, src: store.Sources, draft: store.Draft | None, loops: pd.DataFrame,
+           views: dict[str, str]) -> None:
     st.subheader(f"Cine loops ({len(loops)})")
     if loops.empty:
         st.info("No ingested loops for this study under the data roots.")
         return
     info = {v.get("video_key"): v for v in (draft.data.get("videos") or [])} if draft else {}
+    left_out = {e["loop"]: e["reason"] for e in draft.left_out} if draft else {}
     if not cfg.dicom_roots:
         st.info("Loops are not shown: start the app with `--dicom-root DIR` (the folder given to `medvid ingest`).")
     slots = []
@@ -255,11 +304,12 @@ def _loops(cfg: store.AppConfig, src: store.Sources, key: str, draft: store.Draf
     for i, row in loops.iterrows():
         with grid[i % 2]:
             v = info.get(row["video_key"], {})
-            view = v.get("view") or row.get("view") or "unknown view"
             conf = (f" · {ui.plain(ui.fmt(v.get('view_confidence')))} ({ui.plain(v.get('view_source', 'classifier'))})"
                     if v else "")
-            st.markdown(f"**{ui.plain(view)}**{conf}  \n`{row['video_key']}` · {ui.fmt(row.get('fps'), 0)} fps · "
-                        f"{ui.plain(row.get('frames'))} frames")
+            st.markdown(f"**{ui.plain(views[row['video_key']])}**{conf}  \n`{row['video_key']}` · "
+                        f"{ui.fmt(row.get('fps'), 0)} fps · {ui.plain(row.get('frames'))} frames")
+            if row["video_key"] in left_out:
+                st.caption(f"Left out of the draft: {ui.plain(left_out[row['video_key']])}")
             slots.append((row, st.empty()))
     weights = _attention(draft, loops)
     if weights is not None:
