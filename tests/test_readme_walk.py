@@ -25,6 +25,7 @@ SMALL = {
     "synth surgery": ["videos=2", "height=64", "width=64", "duration_scale=0.2"],
     "train-views": ["train.max_steps=2", "train.batch_size=4", "model_overrides={input_size: 64}"],
     "pretrain": ["train.max_steps=2", "train.batch_size=4", "model_overrides={input_size: 64}"],
+    "bank build": ["min_patients=2"],  # 4 training patients here: the default 5 is for real archives
 }
 # What the README's own-data section must go through (so a parse that finds nothing cannot pass).
 STEPS = {"synth echo", "synth lectures", "synth surgery", "ingest", "train-views", "pretrain", "bank build",
