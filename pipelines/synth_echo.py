@@ -55,8 +55,10 @@ def run(cfg: Config) -> dict:
         raise MedvidError(f"required_views: unknown views {unknown}; known: {list(ECHO_VIEWS)}")
     out = Path(cfg.out)
     # Same settings write the same files again; other settings would mix two exports, so start afresh.
+    # Only the record proves the folder ours: a real export (an EchoNet-Dynamic FileList.csv, a reports.csv)
+    # looks like our output, and overwrite=true deletes what it holds.
     same = claim_out(out, "synth echo", run_settings(cfg, ignore=("out", "progress", "overwrite")),
-                     overwrite=cfg.overwrite, own=lambda o: any((o / name).is_file() for name in OWN_FILES))
+                     overwrite=cfg.overwrite)
     if cfg.overwrite and not same:
         _remove_export(out)
     if cfg.layout == "echonet":

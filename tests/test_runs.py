@@ -123,6 +123,20 @@ def test_jobs_refuse_a_users_folder_and_leave_it_untouched(world, tmp_path):
         assert [p.name for p in out.iterdir()] == ["my_notes.txt"]
 
 
+def test_overwrite_never_deletes_a_real_export_that_looks_like_synthetic_output(tmp_path):
+    """An EchoNet-Dynamic folder holds FileList.csv, VolumeTracings.csv and Videos/ as synth echo writes them:
+    only a record naming the job proves a folder ours, so overwrite=true leaves the user's data alone."""
+    real = tmp_path / "EchoNet-Dynamic"
+    (real / "Videos").mkdir(parents=True)
+    (real / "FileList.csv").write_text("FileName,EF,Split\n0X1,55,TRAIN\n")
+    (real / "VolumeTracings.csv").write_text("FileName,X1,Y1,X2,Y2,Frame\n")
+    (real / "Videos" / "0X1.avi").write_bytes(b"a real patient's video")
+    before = sorted((p.relative_to(real), p.read_bytes()) for p in real.rglob("*") if p.is_file())
+    with pytest.raises(MedvidError, match="medvid synth echo did not write"):
+        _synth(real, "layout=echonet", "overwrite=true")
+    assert sorted((p.relative_to(real), p.read_bytes()) for p in real.rglob("*") if p.is_file()) == before
+
+
 def test_ingest_resumes_the_same_settings_and_refuses_others_naming_old_and_new(world, tmp_path):
     from echo_testdata import ingest, ingest_synth
 
