@@ -64,6 +64,17 @@ def write_drafts(ingest_dir: Path, out: Path, foreign_study: str = "st_000000000
 BIPLANE = "Method of Disks, Biplane"
 
 
+def edit_draft(drafts_jsonl: Path, study_key: str, edit) -> None:
+    """Rewrite one study's line of a drafts.jsonl in place: ``edit(row)`` changes the parsed row."""
+    lines = drafts_jsonl.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(f'{{"study_key": "{study_key}"'):
+            row = json.loads(line)
+            edit(row)
+            lines[i] = json.dumps(row)
+    drafts_jsonl.write_text("\n".join(lines) + "\n")
+
+
 def write_measurements(ingest_dir: Path, key: str) -> dict:
     """``measurements.csv`` (docs/echo_data.md) for study ``key``, written by the ingest's table writer: LVEF on the
     study's first loop (current, and an earlier SR's replaced value), LVIDd on a still that is not a loop, an E/A

@@ -18,7 +18,7 @@ from medvid.apps import access, reviews, store
 from medvid.config import load_config
 from medvid.errors import MedvidError, PathRefused
 from medvid.utils import resolve_under
-from app_testdata import BIPLANE, SECTIONS, build_outputs, write_drafts, write_measurements
+from app_testdata import BIPLANE, SECTIONS, build_outputs, edit_draft, write_drafts, write_measurements
 from echo_testdata import ingest_synth
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
@@ -290,18 +290,17 @@ def test_unreadable_or_hostile_measurements_are_messages(outputs, monkeypatch, t
 def test_study_page_says_which_loops_were_left_out_of_the_draft(outputs, monkeypatch, tmp_path):
     data = copy_outputs(outputs, tmp_path / "data")
     key = outputs["drafted"][0]
-    path = data / "draft_out" / "drafts.jsonl"
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith(f'{{"study_key": "{key}"'):
-            row = json.loads(line)
-            dropped = row["videos"].pop()["video_key"]
-            for sec in row["sections"].values():
-                sec["videos"] = [v for v in sec["videos"] if v["video_key"] != dropped]
-            row["left_out"] = [{"video_key": dropped, "reason": "truncated", "detail": "pixel data ends early"},
-                               "not an entry"]
-            lines[i] = json.dumps(row)
-    path.write_text("\n".join(lines) + "\n")
+    left_out: list[str] = []
+
+    def leave_one_out(row):
+        left_out.append(dropped := row["videos"].pop()["video_key"])
+        for sec in row["sections"].values():
+            sec["videos"] = [v for v in sec["videos"] if v["video_key"] != dropped]
+        row["left_out"] = [{"video_key": dropped, "reason": "truncated", "detail": "pixel data ends early"},
+                           "not an entry"]
+
+    edit_draft(data / "draft_out" / "drafts.jsonl", key, leave_one_out)
+    [dropped] = left_out
     app_env(monkeypatch, data)
     at = run_page("pages/2_Study.py", {"study": key})
     no_exception(at)
@@ -474,18 +473,15 @@ PAYLOADS = ("![pixel](http://127.0.0.1:9/pixel.png)", ":green[Signed off]", "<im
 def test_report_text_is_plain_text_everywhere(outputs, monkeypatch, tmp_path):
     data = copy_outputs(outputs, tmp_path / "data")
     key = outputs["drafted"][0]
-    path = data / "draft_out" / "drafts.jsonl"
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith(f'{{"study_key": "{key}"'):
-            row = json.loads(line)
-            for sec in row["sections"].values():
-                sec["text"] += " " + " ".join(PAYLOADS)
-                sec["videos"][0]["view"] = PAYLOADS[1]
-            row["provenance"]["model"]["name"] = PAYLOADS[1]
-            row["videos"][0]["view"] = PAYLOADS[0]
-            lines[i] = json.dumps(row)
-    path.write_text("\n".join(lines) + "\n")
+
+    def inject(row):
+        for sec in row["sections"].values():
+            sec["text"] += " " + " ".join(PAYLOADS)
+            sec["videos"][0]["view"] = PAYLOADS[1]
+        row["provenance"]["model"]["name"] = PAYLOADS[1]
+        row["videos"][0]["view"] = PAYLOADS[0]
+
+    edit_draft(data / "draft_out" / "drafts.jsonl", key, inject)
     app_env(monkeypatch, data)
     at = open_tab(key, "Dr Plain")
     at.text_area(key=f"sec::{key}::Left Ventricle").set_value("Reviewed. " + " ".join(PAYLOADS))
