@@ -15,7 +15,6 @@ import csv
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -27,18 +26,13 @@ from medvid.apps.access import LOOPBACK_NAMES
 from medvid.errors import MedvidError, PathRefused
 from medvid.io.ingest_folder import KEY_DIR, MEASUREMENTS, VIDEOS, IngestFolder
 from medvid.io.video import VIDEO_EXTS
-from medvid.utils import resolve_under
+from medvid.utils import resolve_under, valid_key
 
 ENV = "MEDVID_APP_CONFIG"  # JSON of AppConfig fields, set by `medvid app`
 CACHE_DIR = "app_cache"
 STATUSES = ("no draft", "draft", "edited", "signed off", "error")
-_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")  # pseudonymous keys and zero-shot video names
 _SKIP_DIRS = {KEY_DIR, CACHE_DIR, "reviewed", "predictions", "plots", "embeddings"}  # never hold outputs
 
-
-def valid_key(key: Any) -> bool:
-    """True for a plausible pseudonymous key / video name (letters, digits, ``_``, ``-``; no path characters)."""
-    return isinstance(key, str) and bool(_KEY.match(key))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
-from medvid.apps import access, reviews as review_store, store
+from medvid.apps import access, store
+from medvid.report import reviews as review_store
 from medvid.errors import MedvidError
 from medvid.io.ingest_folder import IngestFolder
 

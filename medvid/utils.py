@@ -176,6 +176,14 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")  # pseudonymous keys and zero-shot video names
+
+
+def valid_key(key: Any) -> bool:
+    """True for a plausible pseudonymous key / video name (letters, digits, ``_``, ``-``; no path characters)."""
+    return isinstance(key, str) and bool(_KEY.match(key))
+
+
 def pseudonym(value: str, salt: str, prefix: str = "", length: int = 16) -> str:
     """Stable keyed pseudonym (HMAC-SHA256) for an identifier; irreversible without the salt."""
     digest = hmac.new(salt.encode(), value.encode(), hashlib.sha256).hexdigest()[:length]

@@ -14,7 +14,8 @@ import pandas as pd
 import pydicom
 import pytest
 
-from medvid.apps import access, reviews, store
+from medvid.apps import access, store
+from medvid.report import reviews
 from medvid.config import load_config
 from medvid.errors import MedvidError, PathRefused
 from medvid.utils import resolve_under

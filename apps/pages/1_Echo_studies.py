@@ -52,7 +52,7 @@ def main() -> None:
 
 def _table(df: pd.DataFrame, token: str) -> str:
     """A markdown table (real HTML rows: readable by screen readers and the browser test); keys (checked by
-    ``store.valid_key``) link to the study (with the session's token: a link opens a new tab, a new session);
+    ``medvid.utils.valid_key``) link to the study (with the session's token: a link opens a new tab, a new session);
     every other cell and heading is ``ui.plain`` text."""
     head = "| " + " | ".join(ui.plain(c) for c in df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
     rows = []

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from medvid.apps import reviews, store, ui
+from medvid.apps import store, ui
+from medvid.report import reviews
 from medvid.errors import MedvidError
 from medvid.io.render import RenderError, render_cached
 from medvid.report.sr import write_report_sr

@@ -29,9 +29,8 @@ from typing import Any, Sequence
 
 from pydicom.valuerep import validate_value
 
-from medvid.apps.store import valid_key
 from medvid.errors import MedvidError, PathRefused
-from medvid.utils import atomic_write_text, resolve_under
+from medvid.utils import atomic_write_text, resolve_under, valid_key
 
 REVIEWED = "reviewed"
 AUDIT = "audit.jsonl"
