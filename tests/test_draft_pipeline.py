@@ -70,7 +70,7 @@ def test_bank_build_and_contract_outputs(world, tmp_path):
         assert (tmp_path / "out" / r["text_path"]).read_text().startswith("DRAFT")
         sections, measurements = read_report_sr(tmp_path / "out" / r["sr_path"])
         assert sections == {n: s["text"] for n, s in r["sections"].items()}
-        assert measurements["ef"] == pytest.approx(r["phenotypes"]["ef"]["value"], abs=0.01)
+        assert measurements["ef"] == round(r["phenotypes"]["ef"]["value"])  # an estimate, to a whole percent
     assert (tmp_path / "out" / "errors.jsonl").read_text() == ""
 
 

@@ -113,6 +113,25 @@ def test_local_key_folder_maps_pseudonyms_back_to_files(synth, ingested):
         assert pseudonym(str(ds.SOPInstanceUID), "unit-test-salt", prefix="vi_") == key
 
 
+def test_key_folder_keeps_each_study_identity_for_sending_reports_back(synth, ingested):
+    """``identities.jsonl`` (private, key folder only): the study's own identifiers and each loop's UIDs, which
+    ``medvid pacs push`` needs to file a report under the patient's study."""
+    out, _ = ingested
+    path = out / KEY_DIR / "identities.jsonl"
+    assert path.stat().st_mode & 0o077 == 0
+    identities = IngestFolder(out).identities()
+    videos = pd.read_parquet(out / "videos.parquet")
+    assert set(identities) == set(videos["study_key"])
+    paths = IngestFolder(out).video_paths()
+    for row in videos.itertuples():
+        ds = dcmread(synth / "dicom" / paths[row.video_key], stop_before_pixels=True)
+        identity = identities[row.study_key]
+        assert identity["study"]["StudyInstanceUID"] == ds.StudyInstanceUID
+        assert identity["study"]["PatientID"] == ds.PatientID
+        assert identity["study"]["PatientName"] == str(ds.PatientName)
+        assert identity["instances"][row.video_key]["SOPInstanceUID"] == ds.SOPInstanceUID
+
+
 def test_generated_salt_is_kept_so_reruns_are_stable(synth, tmp_path):
     out = tmp_path / "out"
     first = ingest_synth(synth, out)

@@ -155,7 +155,7 @@ def test_study_outputs_sr_and_assembly_once_per_study(bank, tmp_path):
     assert line["status"] == "draft" and line["sr_path"] == "drafts/st_new.sr.dcm"
     sections, measurements = read_report_sr(out / line["sr_path"])
     assert sections == {n: s["text"] for n, s in line["sections"].items()}
-    assert measurements["ef"] == pytest.approx(line["phenotypes"]["ef"]["value"], abs=0.01)
+    assert measurements["ef"] == round(line["phenotypes"]["ef"]["value"])  # an estimate, to a whole percent
     assert json.loads((out / "errors.jsonl").read_text())["study_key"] == "st_bad"
 
 

@@ -237,8 +237,7 @@ def _export(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict, re
     text_path = reviews.export_path(cfg.roots, draft.folder, key, review["version"], ".txt")
     sr_path = reviews.export_path(cfg.roots, draft.folder, key, review["version"], ".sr.dcm")
     atomic_write_text(text_path, reviews.reviewed_text(review, numeric))
-    write_report_sr(sr_path, sections, numeric, study_key=key, final=review.get("status") == "signed_off",
-                    observer=str(review.get("reviewer") or "medvid"))  # atomic
+    write_report_sr(sr_path, sections, numeric, study_key=key, signature=reviews.signature(review))  # atomic
     reviews.record_export(cfg.roots, draft.folder, review, [text_path, sr_path], reviewer.strip() or "")
     st.success(f"Exported version {review['version']} (text and DICOM SR) beside the review.")
 

@@ -11,7 +11,8 @@ Writes (all atomically, through ``medvid.io.ingest_folder.IngestFolder``):
   ``labels.csv`` is derived from them through ``configs/sr_measurements.yaml`` (a given labels CSV wins
   per column);
 - ``DIR/LOCAL_KEYS_DO_NOT_SHARE/`` (or ``keys_dir``, outside ``DIR``): ``paths.jsonl`` (file key →
-  relative path, to reopen files and find bad ones), the generated salt, the resume cache. The only
+  relative path, to reopen files and find bad ones), ``identities.jsonl`` (each study's DICOM identifiers, for
+  sending its report back to the PACS), the generated salt, the resume cache. The only
   place a path is kept; folder 0700, files 0600. With ``keys_dir`` set, ``DIR`` alone is shareable
   (readers find the keys through ``keys_dir`` / ``$MEDVID_KEYS_DIR``).
 
@@ -30,7 +31,7 @@ import pandas as pd
 
 from medvid.errors import MedvidError
 from medvid.ingest.settings import INTERRUPTED, IngestSettings, open_scan_cache
-from medvid.io.dicom import DicomFileError, accession_key, cine_metadata, inspect_file, quiet_pydicom, scan_root
+from medvid.io.dicom import DicomFileError, accession_key, cine_metadata, identity, inspect_file, quiet_pydicom, scan_root
 from medvid.io.echo_sr import SRReading, current_measurements, derive_labels, load_rules, read_measurements
 from medvid.io.ingest_folder import LABELS, MEASUREMENTS, REPORTS, VIEWS, IngestFolder
 from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
@@ -89,8 +90,9 @@ def _process(path: Path, rel: str, cfg: IngestSettings, salt: str) -> dict[str, 
         # no_sector: nothing locates the image, so datasets cannot blank burned-in text (they skip the loop).
         row.update({"file_key": file_key, "sector_box": list(box) if box else None, "sector_source": source,
                     "no_sector": source == "none"})
-        # The study's own identifiers, to scrub its report; cached here, in the private key folder only.
-        return {**base, "video": row, "deny": deny_terms(cine.ds)}
+        # The study's own identifiers, to scrub its report and to send its report back to the PACS; cached in the
+        # private key folder only.
+        return {**base, "video": row, "deny": deny_terms(cine.ds), "identity": identity(cine.ds)}
     except DicomFileError as exc:
         if exc.reason == "structured_report" and (reading := _sr_measurements(path, salt)).rows:
             return {**base, "measurements": reading.rows, "sr_skipped": reading.skipped}
@@ -147,6 +149,7 @@ def _write_outputs(folder: IngestFolder, cfg: IngestSettings, salt: str, videos:
     rel_of = {r["file_key"]: r["rel"] for r in results}
     video_of = {v["file_key"]: v["video_key"] for v in videos}
     folder.write_paths({"file_key": k, "path": rel, "video_key": video_of.get(k)} for k, rel in rel_of.items())
+    folder.write_identities(_identities(videos, results))
     summary: dict[str, Any] = {"out": str(folder.root)}
     views = splits = None
     if cfg.views:
@@ -205,6 +208,19 @@ def _write_outputs(folder: IngestFolder, cfg: IngestSettings, salt: str, videos:
                     "frames": int(sum(v["frames"] for v in videos)), "errors": len(errors),
                     "errors_by_reason": dict(Counter(e["reason"] for e in errors))})
     return summary
+
+
+def _identities(videos: list[dict], results: list[dict]) -> list[dict[str, Any]]:
+    """Per study key, its DICOM identifiers (from its first loop) and each loop's SOP class and instance UIDs."""
+    of_file = {r["file_key"]: r["identity"] for r in results if "identity" in r}
+    studies: dict[str, dict[str, Any]] = {}
+    for v in videos:
+        found = of_file.get(v["file_key"])
+        if found:
+            study = studies.setdefault(v["study_key"], {"study_key": v["study_key"], "study": found["study"],
+                                                        "instances": {}})
+            study["instances"][v["video_key"]] = found["instance"]
+    return list(studies.values())
 
 
 def _join_key(path: str) -> str:

@@ -49,7 +49,7 @@ def scan_fingerprint(cfg: IngestSettings, salt: str) -> str:
     share the key folder."""
     return ScanCache.fingerprint(salt, SCRUBBER_VERSION, ",".join(cfg.modalities), cfg.min_frames,
                                  cfg.validate_decode, cfg.estimate_sector, cfg.sector_frames, cfg.max_pixel_mb,
-                                 7)  # result format: 2 deny terms, 3 SR, 4 accession, 5 regions, 6 cycle, 7 SR item by item
+                                 8)  # result format: 2 deny terms, 3 SR, 4 accession, 5 regions, 6 cycle, 7 SR item by item, 8 identity
 
 
 # errors.jsonl ``detail`` of a file an earlier run stopped in (``ScanCache``).

@@ -749,3 +749,20 @@ def accession_key(accession: Any, salt: str) -> str:
     value = str(accession or "").strip()
     return pseudonym(value, salt, prefix="ac_") if value else ""
 
+
+
+# What re-identifies a study when its report is sent to the hospital's own PACS (``medvid pacs push``). Kept only
+# in the ingest's private key folder (``IngestFolder.identities``), never in a shareable output.
+STUDY_IDENTITY = ("StudyInstanceUID", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
+                  "AccessionNumber", "ReferringPhysicianName", "StudyID", "StudyDate", "StudyTime")
+INSTANCE_IDENTITY = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID")
+
+
+def identity(ds: Dataset) -> dict[str, dict[str, str]]:
+    """The study- and instance-level identifiers of a header, as strings (``""`` when absent):
+    ``{"study": {keyword: value}, "instance": {keyword: value}}``."""
+    with quiet_pydicom():
+        def text(keyword: str) -> str:
+            value = ds.get(keyword, "")
+            return "" if value is None else str(value).strip()
+        return {"study": {k: text(k) for k in STUDY_IDENTITY}, "instance": {k: text(k) for k in INSTANCE_IDENTITY}}

@@ -4,8 +4,9 @@
 the companion tables re-keyed to pseudonyms (``reports.csv``, ``labels.csv``, ``views.csv``,
 ``measurements.csv``) and ``ingest_manifest.json`` (digests of the companion tables this ingest wrote).
 The key folder, ``OUT/LOCAL_KEYS_DO_NOT_SHARE/`` or ``keys_dir`` / ``$MEDVID_KEYS_DIR`` outside ``OUT``,
-holds what links pseudonyms back to source files: ``paths.jsonl`` (file key → relative path), the salt
-and the resume cache (``scan_cache.jsonl``); folder 0700, files 0600.
+holds what links pseudonyms back to source files: ``paths.jsonl`` (file key → relative path),
+``identities.jsonl`` (per study key its DICOM identifiers and the UIDs of its loops, read only by
+``medvid pacs push`` at send time), the salt and the resume cache (``scan_cache.jsonl``); folder 0700, files 0600.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ KEYS_ENV = "MEDVID_KEYS_DIR"  # a key folder kept outside OUT, for readers that 
 VIDEOS, ERRORS, MANIFEST = "videos.parquet", "errors.jsonl", "ingest_manifest.json"
 REPORTS, LABELS, VIEWS, MEASUREMENTS = "reports.csv", "labels.csv", "views.csv", "measurements.csv"
 PATHS, SALT, SCAN_CACHE, KEY_README = "paths.jsonl", "salt.txt", "scan_cache.jsonl", "README.txt"
+IDENTITIES = "identities.jsonl"  # key folder: what re-identifies a study for sending its report to the PACS
 TABLES = (REPORTS, LABELS, VIEWS, MEASUREMENTS)  # the companion tables: the only names write_table and the manifest use
 
 # videos.parquet: these columns first, the rest sorted by name.
@@ -90,6 +92,10 @@ class IngestFolder:
         return self.keys / PATHS
 
     @property
+    def identities_file(self) -> Path:
+        return self.keys / IDENTITIES
+
+    @property
     def scan_cache(self) -> Path:
         return self.keys / SCAN_CACHE
 
@@ -125,6 +131,14 @@ class IngestFolder:
             raise MedvidError(f"{self.paths_file}: missing (the local key file written by `medvid ingest`)")
         return {r["video_key"]: r["path"] for r in read_jsonl(self.paths_file) if r.get("video_key")}
 
+    def identities(self) -> dict[str, dict[str, Any]]:
+        """``study_key → {"study": {DICOM keyword: value}, "instances": {video_key: {keyword: value}}}`` from the
+        key folder (private; the identifiers a report needs when it is sent to the hospital's own PACS)."""
+        if not self.identities_file.exists():
+            raise MedvidError(f"{self.identities_file}: missing; it is written by `medvid ingest` since version 8 of "
+                              "its scan results (run the ingest again into the same folder)")
+        return {r["study_key"]: r for r in read_jsonl(self.identities_file) if r.get("study_key")}
+
     # ------------------------------------------------------------------ writing (medvid ingest)
 
     def open_keys(self) -> Path:
@@ -147,6 +161,10 @@ class IngestFolder:
     def write_paths(self, rows: Iterable[dict[str, Any]]) -> None:
         """``paths.jsonl`` rows ``{file_key, path, video_key}`` (the only place source paths are kept)."""
         write_jsonl(self.paths_file, rows, private=True)
+
+    def write_identities(self, rows: Iterable[dict[str, Any]]) -> None:
+        """``identities.jsonl`` rows ``{study_key, study, instances}`` (private, in the key folder only)."""
+        write_jsonl(self.identities_file, rows, private=True)
 
     def write_videos(self, videos: Sequence[dict[str, Any]]) -> None:
         """``videos.parquet``: ``FIRST_COLUMNS``, then the other keys of the rows sorted by name."""

@@ -78,12 +78,12 @@ class DraftsFolder:
                   "text_path": f"drafts/{key}.txt", "sr_path": f"drafts/{key}.sr.dcm" if write_sr else None}
         atomic_write_text(self.out / record["text_path"], render_text(record))
         if write_sr:
-            from medvid.report.sr import write_report_sr
+            from medvid.report.sr import Identity, write_report_sr
 
-            measurements = {name: p["value"] for name, p in row["phenotypes"].items() if p["kind"] == "numeric"}
+            estimates = {name: p["value"] for name, p in row["phenotypes"].items() if p["kind"] == "numeric"}
             write_report_sr(self.out / record["sr_path"], {s: v["text"] for s, v in row["sections"].items()},
-                            measurements, study_key=key, study_instance_uid=study_instance_uid, final=False,
-                            comment=left_out_note(record["left_out"]))
+                            estimates, study_key=key, comment=left_out_note(record["left_out"]),
+                            identity=Identity({"StudyInstanceUID": study_instance_uid}) if study_instance_uid else None)
         line = json.dumps(record)
         with self._lock():  # an assemble sees the study in both or neither of done/ and drafts.jsonl
             atomic_write_text(self.state / "done" / f"{key}.json", line)

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 from pydicom.valuerep import validate_value
 
 from medvid.errors import MedvidError, PathRefused
+from medvid.report.sr import Signature
 from medvid.utils import atomic_write_text, resolve_under, valid_key
 
 REVIEWED = "reviewed"
@@ -127,6 +128,14 @@ def latest(roots: Sequence[Path], folder: Path, study_key: str) -> dict[str, Any
 def is_final(review: dict[str, Any] | None) -> bool:
     """True once a version was signed off: later versions are amendments."""
     return bool(review) and (review.get("status") == "signed_off" or "amendment" in review)
+
+
+def signature(review: dict[str, Any] | None) -> Signature | None:
+    """Who signed ``review`` off and when (for its SR's VerifyingObserverSequence); None unless this version
+    itself was signed off (an amendment saved without signing is not verified)."""
+    if not review or review.get("status") != "signed_off":
+        return None
+    return Signature(reviewer=str(review.get("reviewer") or ""), time=str(review.get("time") or ""))
 
 
 def unified_diff(old: str, new: str, name: str) -> str:
