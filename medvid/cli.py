@@ -88,7 +88,8 @@ app.add_typer(synth_app, name="synth")
 app.add_typer(lectures_app, name="lectures")
 app.add_typer(zero_shot_app, name="zero-shot")
 app.add_typer(bank_app, name="bank")
-pacs_app = typer.Typer(help="The hospital's PACS: pull studies (DICOMweb or DIMSE).", no_args_is_help=True, cls=_Group)
+pacs_app = typer.Typer(help="The hospital's PACS: pull studies, push reviewed reports (DICOMweb or DIMSE).",
+                       no_args_is_help=True, cls=_Group)
 app.add_typer(pacs_app, name="pacs")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file layered over the shipped defaults.")
@@ -264,6 +265,20 @@ def pacs_pull(url: str = typer.Argument(..., help="http(s)://host/dicom-web or d
               config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
     """Pull studies from a PACS into an export folder; resumable, identifiers read from files only."""
     run_job("pacs", config, _kv(action="pull", url=url, out=out) + (overrides or []))
+
+
+@pacs_app.command("push")
+@_job("pacs")
+def pacs_push(drafts: Path = typer.Argument(..., help="A medvid draft output folder (drafts.jsonl, reviewed/)."),
+              url: str = typer.Argument(..., help="http(s)://host/dicom-web or dimse://AET@host:port"),
+              ingest: Path = typer.Option(..., "--ingest", help="The ingest folder the drafts were made from (its "
+                                                                "private key folder re-identifies each study)."),
+              include_unverified: bool = typer.Option(False, "--include-unverified",
+                                                      help="Also send reports nobody signed off, as UNVERIFIED."),
+              config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
+    """Send signed-off reports to the PACS as SRs under each patient's own study; resending sends nothing twice."""
+    run_job("pacs", config, _kv(action="push", url=url, drafts=drafts, ingest=ingest,
+                                include_unverified=True if include_unverified else None) + (overrides or []))
 
 
 @app.command()

@@ -160,7 +160,7 @@ class DimsePacs:
             assoc.release()
 
     def find_studies(self, query: dict[str, str]) -> list[str]:
-        ds = _query("STUDY", StudyInstanceUID="", **query)
+        ds = _query("STUDY", **{"StudyInstanceUID": "", **query})
         return [str(a.StudyInstanceUID) for a in self._find(ds) if a.get("StudyInstanceUID")]
 
     def instances(self, study: str) -> list[InstanceRef]:

@@ -28,6 +28,7 @@ PredecessorDocumentsSequence. Text is UTF-8 (SpecificCharacterSet ``ISO_IR 192``
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -129,13 +130,20 @@ def pseudonymous_study_uid(study_key: str) -> str:
     return generate_uid(entropy_srcs=["medvid-study", study_key])
 
 
+def sr_series_uid(study_uid: str) -> str:
+    """The one series medvid's SRs of a study go in (a series of their own, never one of the loops')."""
+    return generate_uid(entropy_srcs=["medvid-sr-series", study_uid])
+
+
 def build_report_sr(sections: Mapping[str, str], estimates: Mapping[str, float | None], *, study_key: str,
                     measured: Sequence[Measured] = (), signature: Signature | None = None,
                     identity: Identity | None = None, loops: Sequence[str] = (), predecessor: Reference | None = None,
-                    comment: str = "") -> hd.sr.ComprehensiveSR:
+                    comment: str = "", sop_instance_uid: str = "") -> hd.sr.ComprehensiveSR:
     """The SR of a report: ``sections`` ({name: text}), medvid's numeric ``estimates`` ({phenotype: value}; ``None``
     left out), vendor ``measured`` values, an optional ``comment``; signed when ``signature`` is given; identified
-    (with the ``loops`` it used as evidence and the ``predecessor`` it replaces) when ``identity`` is given."""
+    (with the ``loops`` it used as evidence and the ``predecessor`` it replaces) when ``identity`` is given.
+    The SOP Instance UID is ``sop_instance_uid`` when given, else derived from the content (same content, same
+    instance)."""
     if not study_key:
         raise MedvidError("build_report_sr: study_key is empty")
     texts = {name: " ".join(str(text).split()) for name, text in sections.items() if text and str(text).strip()}
@@ -162,8 +170,8 @@ def build_report_sr(sections: Mapping[str, str], estimates: Mapping[str, float |
     evidence = _evidence(study, identity, [*loops, *(m.image_key for m in measured)])
     sr = hd.sr.ComprehensiveSR(
         evidence=evidence or [study], content=root,
-        series_instance_uid=generate_uid(entropy_srcs=["medvid-sr-series", study.StudyInstanceUID]),
-        series_number=900, sop_instance_uid=generate_uid(entropy_srcs=["medvid-sr", study_key, digest]),
+        series_instance_uid=sr_series_uid(study.StudyInstanceUID),
+        series_number=900, sop_instance_uid=sop_instance_uid or generate_uid(entropy_srcs=["medvid-sr", study_key, digest]),
         instance_number=1, manufacturer="medvid", is_complete=final, is_final=final, is_verified=final,
         verifying_observer_name=reviewer or None, verifying_organization="medvid review" if final else None,
         previous_versions=[_reference_dataset(predecessor, study)] if predecessor else None,
@@ -271,8 +279,7 @@ def _measured_num(m: Measured, identity: Identity | None) -> hd.sr.NumContentIte
     if m.derivation:
         children.append(hd.sr.CodeContentItem(name=_DERIVATION, value=private_code(m.derivation),
                                               relationship_type="HAS CONCEPT MOD"))
-    image = (identity.instances.get(m.image_key) if identity and m.image_key else None) or {}
-    if image.get("SOPInstanceUID") and image.get("SOPClassUID"):
+    if image := _instance_uids(identity, m.image_key):
         children.append(hd.sr.ImageContentItem(name=_SOURCE_IMAGE, referenced_sop_class_uid=image["SOPClassUID"],
                                                referenced_sop_instance_uid=image["SOPInstanceUID"],
                                                relationship_type="INFERRED FROM"))
@@ -349,14 +356,18 @@ def _evidence(study: Dataset, identity: Identity | None, keys: Sequence[str]) ->
     highdicom lists in CurrentRequestedProcedureEvidenceSequence."""
     out = []
     for key in dict.fromkeys(keys):
-        uids = (identity.instances.get(key) if identity and key else None) or {}
-        if all(uids.get(k) for k in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID")):
-            ds = Dataset()
-            ds.update(study)
+        if uids := _instance_uids(identity, key):
+            ds = copy.deepcopy(study)  # a shallow copy would share (and overwrite) the study's data elements
             ds.SOPClassUID, ds.SOPInstanceUID = uids["SOPClassUID"], uids["SOPInstanceUID"]
             ds.SeriesInstanceUID = uids["SeriesInstanceUID"]
             out.append(ds)
     return out
+
+
+def _instance_uids(identity: Identity | None, key: str) -> Mapping[str, str] | None:
+    """The UIDs of a loop or still by key, when all three are known (what evidence and image links need)."""
+    uids = (identity.instances.get(key) if identity is not None and key else None) or {}
+    return uids if all(uids.get(k) for k in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID")) else None
 
 
 def _reference_dataset(ref: Reference, study: Dataset) -> Dataset:
@@ -370,5 +381,5 @@ def _reference_dataset(ref: Reference, study: Dataset) -> Dataset:
 
 
 __all__ = ["Identity", "Measured", "PRIVATE_SCHEME", "Reference", "Signature", "build_report_sr", "clinical_round",
-           "measured_from_rows", "private_code", "pseudonymous_study_uid", "read_report_sr", "report_codes",
+           "measured_from_rows", "private_code", "pseudonymous_study_uid", "read_report_sr", "report_codes", "sr_series_uid",
            "write_report_sr"]
