@@ -3,6 +3,7 @@ calibration and layouts, cardiac-cycle sampling, burned-in text. Every case is a
 to match it (pydicom / highdicom), small enough to keep the whole file fast."""
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -50,13 +51,15 @@ def us_cine(frames: np.ndarray, study_uid: str = STUDY, regions: list[dict] | No
 
 
 def _region(box, spatial: int = 1, data_type: int = 1, dx: float = 0.03, dy: float = 0.03,
-            units: tuple[int, int] = (3, 3), ref=(0, 0)) -> Dataset:
+            units: tuple[int, int] = (3, 3), ref=(0, 0), value: tuple[float, float] | None = None) -> Dataset:
     r = Dataset()
     r.RegionLocationMinX0, r.RegionLocationMinY0, r.RegionLocationMaxX1, r.RegionLocationMaxY1 = box
     r.RegionSpatialFormat, r.RegionDataType, r.RegionFlags = spatial, data_type, 0
     r.PhysicalDeltaX, r.PhysicalDeltaY = dx, dy
     r.PhysicalUnitsXDirection, r.PhysicalUnitsYDirection = units
     r.ReferencePixelX0, r.ReferencePixelY0 = ref
+    if value is not None:
+        r.ReferencePixelPhysicalValueX, r.ReferencePixelPhysicalValueY = value
     return r
 
 
@@ -543,3 +546,170 @@ def test_vendor_codecs_and_cut_files_through_ingest(tmp_path):
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert summary["videos"] == 2 and [e["reason"] for e in errors] == ["truncated"]
     assert _cut_frames(errors[0]["detail"])[1] == 30
+
+
+US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+# A PW Doppler still: a small 2-D reference image over a spectral strip, seconds along x, cm/s along y (velocity
+# up: negative delta), the zero-velocity baseline 20 rows into the strip; an M-mode still: seconds and cm.
+PW_STILL = [dict(box=(10, 6, 69, 39), dx=0.026, dy=0.026, ref=(30, 0), value=(0.0, 0.0)),
+            dict(box=(0, 48, 79, 94), spatial=3, data_type=3, dx=0.01, dy=-2.5, units=(4, 7), ref=(0, 20),
+                 value=(0.0, 0.0))]
+MMODE_STILL = [PW_STILL[0], dict(box=(0, 48, 79, 94), spatial=2, data_type=1, dx=0.005, dy=0.02, units=(4, 3),
+                                 ref=(0, 0), value=(0.0, 0.0))]
+
+
+def _still_export(root: Path) -> dict[str, str]:
+    """A study with one loop, a PW Doppler still, an M-mode still, a 2-D screenshot without regions, a one-frame
+    Secondary Capture and a measurement SR whose caliper names the Doppler still; the SOP UIDs by name."""
+    still = _doppler_frames(1)
+    files = {"loop": us_cine(moving_frames(), regions=[dict(box=(10, 8, 69, 55))]),
+             "pw": us_cine(still, regions=PW_STILL, sop_class=US_IMAGE),
+             "mmode": us_cine(still, regions=MMODE_STILL, sop_class=US_IMAGE),
+             "shot": us_cine(still, sop_class=US_IMAGE),
+             "worksheet": us_cine(still, sop_class=SECONDARY_CAPTURE)}
+    for name, ds in files.items():
+        save(ds, root / name)
+    sr = tid5200_sr(STUDY, [(("29468-4", "LN", "Aortic Valve"), ("11726-7", "LN", "Peak Velocity"), 120.0, "cm/s",
+                             None)], image_uid=str(files["pw"].SOPInstanceUID))
+    save(sr, root / "sr")
+    return {name: str(ds.SOPInstanceUID) for name, ds in files.items()}
+
+
+def test_doppler_and_mmode_stills_are_kept_with_their_calibration(tmp_path):
+    from medvid.datasets.echo import EchoVideoDataset
+    from medvid.utils import pseudonym
+
+    uids = _still_export(tmp_path / "export")
+    out = tmp_path / "out"
+    summary = ingest(tmp_path / "export", out, "salt=salt", "keep_paths=true")
+    assert summary["videos"] == 1 and summary["stills"] == 3
+    assert summary["stills_by_type"] == {"spectral_doppler": 1, "m_mode": 1, "2d": 1}
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert [(e["path"], e["reason"]) for e in errors] == [("worksheet", "single_frame")]  # a capture is no still
+    stills = pd.read_csv(out / "stills.csv", keep_default_na=False).set_index("path")
+    assert list(stills.columns[:9]) == ["study_key", "still_key", "instance_key", "series_key", "patient_key",
+                                        "file_key", "still_type", "calibrated", "rows"]
+    assert stills["still_type"].to_dict() == {"pw": "spectral_doppler", "mmode": "m_mode", "shot": "2d"}
+    assert stills["calibrated"].to_dict() == {"pw": True, "mmode": True, "shot": False}
+    assert {"frames", "fps", "video_key"}.isdisjoint(stills.columns)
+    assert stills.at["pw", "instance_key"] == pseudonym(uids["pw"], "salt", prefix="vi_")
+    spectral = json.loads(stills.at["pw", "regions"])[1]
+    assert spectral == {"box": [0, 48, 80, 95], "spatial_format": "spectral", "data_type": "pw_doppler",
+                        "delta_x": 0.01, "delta_y": -2.5, "units_x": "s", "units_y": "cm/s", "reference_pixel": [0, 20],
+                        "reference_value": [0.0, 0.0], "baseline_y": 68.0, "calibrated": True}
+    mmode = json.loads(stills.at["mmode", "regions"])[1]
+    assert (mmode["units_x"], mmode["units_y"], mmode["delta_y"], mmode["baseline_y"]) == ("s", "cm", 0.02, 48.0)
+    assert json.loads(stills.at["pw", "sector_box"]) == [0, 6, 80, 95]
+    assert stills.at["shot", "sector_box"] == "" and json.loads(stills.at["shot", "regions"]) == []
+
+    # the caliper on the Doppler still resolves to its row; stills never become clips
+    measurements = pd.read_csv(out / "measurements.csv")
+    assert list(measurements["image_key"]) == [stills.at["pw", "instance_key"]]
+    videos = pd.read_parquet(out / "videos.parquet")
+    assert list(videos["video_key"]) == [pseudonym(uids["loop"], "salt", prefix="vi_")]
+    assert len(EchoVideoDataset(out, tmp_path / "export", preprocess=None)) == 1
+
+
+def test_a_real_single_frame_us_image_is_a_calibrated_2d_still(tmp_path):
+    """pydicom-data's OBXXXX1A.dcm: a one-frame US Image (RGB, 600×800) with a calibrated 2-D region (cm) and an
+    ECG trace region."""
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "IMG0001").symlink_to(get_testdata_file("OBXXXX1A.dcm", download=False))
+    save(us_cine(moving_frames(), regions=[dict(box=(10, 8, 69, 55))]), root / "loop")
+    out = tmp_path / "out"
+    assert ingest(root, out, "salt=salt", "follow_symlinks=true")["stills"] == 1
+    still = pd.read_csv(out / "stills.csv").iloc[0]
+    assert (still["still_type"], bool(still["calibrated"]), still["rows"], still["cols"]) == ("2d", True, 600, 800)
+    image, ecg = json.loads(still["regions"])
+    assert (image["units_x"], image["units_y"], image["delta_x"]) == ("cm", "cm", pytest.approx(0.0262287877))
+    assert image["reference_pixel"] == [340, 36] and image["baseline_y"] == 96.0  # the transducer row: depth 0
+    assert (ecg["spatial_format"], ecg["data_type"], ecg["calibrated"]) == ("waveform", "ecg_trace", False)
+
+
+def test_a_still_renders_masked_with_its_geometry(tmp_path):
+    from PIL import Image
+
+    from medvid.io.render import RenderError, render_still_png
+
+    path = save(us_cine(_doppler_frames(1), regions=PW_STILL, sop_class=US_IMAGE), tmp_path / "pw")
+    png, geometry = render_still_png(DicomCine(path), max_side=40)
+    assert geometry == {"crop_box": (0, 6, 80, 95), "scale": (36 / 80, 40 / 89)}  # the 80×89 image regions
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.size == (36, 40)
+    with Image.open(io.BytesIO(render_still_png(DicomCine(path))[0])) as im:
+        shown = np.asarray(im)
+    assert shown.shape == (89, 80, 3) and shown[48 - 6:].any()  # full size: the spectral strip is shown
+    assert not shown[:, :10].any() or not shown[:40 - 6, :10].any()  # beside the 2-D image, above the strip: blank
+    shot = save(us_cine(_doppler_frames(1), sop_class=US_IMAGE), tmp_path / "shot")
+    with pytest.raises(RenderError, match="no imaging sector"):
+        render_still_png(DicomCine(shot))
+
+
+def _fileset_export(root: Path, tmp: Path) -> dict[str, Path]:
+    """A DICOMDIR-based export written by pydicom's FileSet (PT*/ST*/SE*/IM* files, no extension): a loop, a
+    PW Doppler still and a measurement SR; then, as exports come: one listed file removed, one record pointing
+    outside the root, one folder renamed to lower case, and a file the DICOMDIR does not list."""
+    from pydicom import dcmread
+    from pydicom.fileset import FileSet
+
+    study = dict(StudyDate="20240101", StudyTime="120000", StudyID="1", SeriesNumber=1, InstanceNumber=1,
+                 PatientBirthDate="", PatientSex="", ReferringPhysicianName="")
+    items = {"loop": us_cine(moving_frames(), regions=[dict(box=(10, 8, 69, 55))], **study),
+             "loop2": us_cine(moving_frames(seed=1), regions=[dict(box=(10, 8, 69, 55))], **study),
+             "gone": us_cine(moving_frames(seed=2), **study),
+             "pw": us_cine(_doppler_frames(1), regions=PW_STILL, sop_class=US_IMAGE, **study)}
+    fs = FileSet()
+    written = {name: save(ds, tmp / name) for name, ds in items.items()}
+    instances = {name: fs.add(path) for name, path in written.items()}
+    fs.write(root)
+    paths = {name: root / Path(*inst.ReferencedFileID) for name, inst in instances.items()}
+    paths["gone"].unlink()
+    index = dcmread(root / "DICOMDIR")
+    hostile = next(r for r in index.DirectoryRecordSequence
+                   if r.get("ReferencedSOPInstanceUIDInFile") == items["loop2"].SOPInstanceUID)
+    hostile.ReferencedFileID = ["..", "outside", "IM0"]
+    index.save_as(root / "DICOMDIR")
+    series = paths["loop"].parent
+    series.rename(series.with_name(series.name.lower()))  # media copied onto a case-sensitive file system
+    save(us_cine(moving_frames(seed=3), **study), root / "EXTRA" / "IMG0001")  # not listed
+    return paths
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR CS")  # the hostile record
+def test_a_dicomdir_export_is_read_through_its_index(tmp_path):
+    root = tmp_path / "export"
+    _fileset_export(root, tmp_path / "src")
+    out = tmp_path / "out"
+    summary = ingest(root, out, "salt=salt", "keep_paths=true")
+    assert summary["dicomdir"] == {"listed": 4, "listed_found": 2, "missing": 1, "outside_root": 1, "not_listed": 2}
+    assert summary["index_files"] == 1 and summary["files"] == 7  # DICOMDIR + 4 found + missing + refused
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert sorted(e["reason"] for e in errors) == ["missing_file", "outside_root"]  # the DICOMDIR is no error
+    assert next(e for e in errors if e["reason"] == "outside_root")["path"] == "../outside/IM0"
+    videos = pd.read_parquet(out / "videos.parquet")
+    assert summary["videos"] == len(videos) == 3 and summary["stills"] == 1  # listed, not listed, refused-but-found
+    assert "EXTRA/IMG0001" in set(videos["path"])
+    assert not (tmp_path / "outside").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR CS")  # the hostile record
+def test_read_dicomdir_refuses_paths_out_of_the_root(tmp_path):
+    from pydicom import dcmread
+
+    from medvid.io.dicom import read_dicomdir
+
+    root = tmp_path / "export"
+    paths = _fileset_export(root, tmp_path / "src")
+    save(us_cine(moving_frames()), tmp_path / "secret" / "IM0")
+    (root / "LINK").symlink_to(tmp_path / "secret", target_is_directory=True)
+    index = dcmread(root / "DICOMDIR")
+    index.DirectoryRecordSequence[-1].ReferencedFileID = ["LINK", "IM0"]  # a link inside the root leading out
+    index.save_as(root / "DICOMDIR")
+    found = read_dicomdir(root / "DICOMDIR", root)
+    assert sorted(found.outside) == ["../outside/IM0", "LINK/IM0"] and len(found.missing) == 1
+    assert {p.name for p in found.files} <= {paths["loop"].name, paths["pw"].name}
+    assert all(p.resolve().is_relative_to(root.resolve()) for p in found.files)
+    assert any(p.parent.name.islower() for p in found.files)  # matched ignoring case
+    assert read_dicomdir(root / "EXTRA" / "IMG0001", root) is None  # not an index

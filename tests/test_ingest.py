@@ -61,7 +61,11 @@ def test_one_row_per_cine_loop_with_metadata(synth, ingested):
     assert (videos["sector_source"] == "regions").all()
     assert set(videos["manufacturer"]) <= {"SynthSonic", "Acme Ultrasound", "Phantom Medical"}
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert sorted(e["reason"] for e in errors) == ["not_dicom"] + ["single_frame"] * 4  # export log + screenshots
+    assert [e["reason"] for e in errors] == ["not_dicom"]  # the export log; the 4 screenshots are stills
+    stills = pd.read_csv(out / "stills.csv")
+    assert summary["stills"] == len(stills) == 4 and set(stills["study_key"]) == set(videos["study_key"])
+    assert (stills["still_type"] == "2d").all() and not stills["calibrated"].any()  # no regions: uncalibrated 2-D
+    assert set(stills["instance_key"]).isdisjoint(videos["instance_key"])
     assert "path" not in videos.columns and all("path" not in e for e in errors)
 
 
@@ -92,7 +96,7 @@ def test_no_phi_in_outputs_or_logs(synth, tmp_path, caplog):
         summary = ingest_synth(synth, out)
     shareable = [p for p in out.rglob("*") if p.is_file() and KEY_DIR not in p.parts]
     assert {p.name for p in shareable} == {"videos.parquet", "errors.jsonl", "reports.csv", "labels.csv", "views.csv",
-                                           "ingest_manifest.json", "settings.json"}
+                                           "stills.csv", "ingest_manifest.json", "settings.json"}
     texts = {p.name: (pd.read_parquet(p).to_json() if p.suffix == ".parquet" else p.read_text()) for p in shareable}
     texts["logs"] = caplog.text + "\n".join(str(r.args) for r in caplog.records)
     texts["summary"] = json.dumps(summary)

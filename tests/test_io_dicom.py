@@ -64,8 +64,12 @@ def test_every_pydicom_file_is_a_row_or_a_typed_error(pydicom_ingest):
     files, _, out, summary = pydicom_ingest
     videos = pd.read_parquet(out / "videos.parquet")
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    # every file is a loop, a typed error or a measurement SR read item by item (dcmtk's test-SR.dcm)
-    assert len(videos) + len(errors) + summary.get("measurement_files", 0) == len(files) == summary["files"]
+    stills = pd.read_csv(out / "stills.csv")
+    # every file is a loop, a still, a typed error, a measurement SR read item by item (dcmtk's test-SR.dcm) or a
+    # DICOMDIR index (pydicom's dicomdirtests, not an error)
+    assert summary["index_files"] >= 2 and summary["stills"] == len(stills) > 0
+    assert len(videos) + len(stills) + len(errors) + summary.get("measurement_files", 0) + summary["index_files"] \
+        == len(files) == summary["files"]
     assert summary.get("measurement_files", 0) <= 2
     assert {e["reason"] for e in errors} <= set(REASONS)
     assert all(e["detail"] for e in errors)
@@ -85,9 +89,11 @@ def test_every_pydicom_file_is_a_row_or_a_typed_error(pydicom_ingest):
     assert ybr["sector_source"] == "regions" and list(ybr["sector_box"]) == [84, 31, 596, 415]
     reasons = {Path(e["path"]).name.split("_", 1)[1]: e["reason"] for e in errors}
     assert reasons["CT_small.dcm"] == "not_ultrasound"
-    assert reasons["US1_UNCI.dcm"] == "single_frame"
     assert reasons["rtplan.dcm"] == "no_pixel_data"
-    assert reasons["DICOMDIR"] == "dicomdir"
+    assert "DICOMDIR" not in reasons and "dicomdir" not in {e["reason"] for e in errors}
+    still_types = {Path(p).name.split("_", 1)[1]: t for p, t in zip(stills["path"], stills["still_type"])}
+    assert still_types["US1_UNCI.dcm"] == still_types["OBXXXX1A.dcm"] == "2d"  # one-frame US Images are stills
+    assert set(stills["modality"]) == {"US"}
 
 
 @pytest.mark.parametrize("name", US_FILES + OTHER_JPEG)
@@ -397,3 +403,29 @@ def test_links_out_of_the_dicom_root_are_refused_unless_followed(tmp_path):
     assert all(e["reason"] == "outside_root" and "follow_symlinks=true" in e["detail"] for e in errors.values())
     followed = ingest(root, tmp_path / "out2", "follow_symlinks=true")
     assert followed["videos"] == 3 and followed["errors"] == 1  # file_link and dir_link/secret.dcm: one instance
+
+
+def test_pydicoms_own_dicomdir_export_is_indexed_not_failed(tmp_path):
+    """pydicom's dicomdirtests: a DICOMDIR over 31 CT/MR/CR images in per patient/study/series folders with
+    extensionless names, a second media folder with its own DICOMDIR (50 CT headers without pixels and a README),
+    variant DICOMDIRs and a README beside them. Every listed file is found through its index, the indexes are no
+    errors, and files no index lists (a US loop, the READMEs) are still read."""
+    from pydicom.fileset import FileSet
+
+    src = Path(get_testdata_file("DICOMDIR", download=False)).parent
+    root = tmp_path / "export"
+    shutil.copytree(src, root)
+    shutil.copy(_testfile(US_FILES[0]), root / "LOOP")
+    with dicom.quiet_pydicom():
+        listed = sum(len(FileSet(dcmread(p))) for p in (src / "DICOMDIR", src / "TINY_ALPHA" / "DICOMDIR"))
+        variants = sum(1 for p in src.glob("DICOMDIR*") if "DirectoryRecordSequence" in dcmread(p, force=True))
+    out = tmp_path / "out"
+    summary = ingest(root, out, "salt=s", "keep_paths=true")
+    assert listed == 81
+    assert summary["dicomdir"] == {"listed": listed, "listed_found": listed, "missing": 0, "outside_root": 0,
+                                   "not_listed": 3}
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    reasons = pd.Series([e["reason"] for e in errors]).value_counts().to_dict()
+    assert reasons == {"not_ultrasound": 31, "no_pixel_data": 50, "not_dicom": 2}
+    assert summary["index_files"] == variants + 1 and summary["videos"] == 1
+    assert summary["files"] == listed + 3 + summary["index_files"]

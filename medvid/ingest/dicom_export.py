@@ -2,8 +2,11 @@
 
 Writes (all atomically, through ``medvid.io.ingest_folder.IngestFolder``):
 - ``DIR/videos.parquet``: one row per cine loop, keyed by pseudonyms (no identifiers, no paths);
-- ``DIR/errors.jsonl``: one row per file that is not a usable cine loop (``file_key``, typed ``reason``,
-  PHI-free ``detail``);
+- ``DIR/stills.csv``: one row per single-frame ultrasound still (Doppler / M-mode strips, 2-D screenshots) with
+  its typed, calibrated regions, keyed like loops (``instance_key`` is what a measurement's ``image_key`` names);
+  stills never enter ``videos.parquet`` (they are not clips);
+- ``DIR/errors.jsonl``: one row per file that is neither a loop, a still, a measurement SR nor an index
+  (``file_key``, typed ``reason``, PHI-free ``detail``);
 - ``DIR/reports.csv`` / ``labels.csv`` / ``views.csv`` when given: the companion tables re-keyed
   from real UIDs to pseudonyms, report text scrubbed of PHI (``medvid.report.scrub``: pattern rules plus each
   study's own DICOM identifiers; ``reports_scrubbed`` in the summary counts placeholders per type);
@@ -17,10 +20,15 @@ Writes (all atomically, through ``medvid.io.ingest_folder.IngestFolder``):
   (readers find the keys through ``keys_dir`` / ``$MEDVID_KEYS_DIR``).
 
 Files are inspected from their headers and one decoded frame; a re-run reuses results for files
-whose size and modification time did not change (resume after a kill).
+whose size and modification time did not change (resume after a kill). A DICOMDIR is read as an index of
+the folder it lies in (``medvid.io.dicom.read_dicomdir``): the files it lists are ingested with the ones a scan
+finds (a listed file the scan misses is still read), a listed file that is not there is a ``missing_file`` error,
+a listed path that leads outside the root an ``outside_root`` error, and the DICOMDIR itself counts as an index,
+not as an error.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -31,9 +39,10 @@ import pandas as pd
 
 from medvid.errors import MedvidError
 from medvid.ingest.settings import INTERRUPTED, IngestSettings, open_scan_cache
-from medvid.io.dicom import DicomFileError, accession_key, cine_metadata, identity, inspect_file, quiet_pydicom, scan_root
+from medvid.io.dicom import (DicomFileError, accession_key, cine_metadata, identity, inspect_file, is_dicomdir_name,
+                             is_still, quiet_pydicom, read_dicomdir, scan_root, still_metadata)
 from medvid.io.echo_sr import SRReading, current_measurements, derive_labels, load_rules, read_measurements
-from medvid.io.ingest_folder import LABELS, MEASUREMENTS, REPORTS, VIEWS, IngestFolder
+from medvid.io.ingest_folder import LABELS, MEASUREMENTS, REPORTS, STILLS, VIEWS, IngestFolder
 from medvid.io.regions import box_from_mask, box_from_regions, estimate_sector_mask
 from medvid.io.reports import read_labels, read_reports, read_views
 from medvid.report.scrub import deny_terms, scrub_reports
@@ -42,6 +51,11 @@ from medvid.utils import progress, pseudonym
 log = logging.getLogger("medvid")
 
 _LINK_OUT = "symbolic link leading outside the DICOM root: not read (follow_symlinks=true reads it)"
+_LISTED_OUT = "DICOMDIR lists a path leading outside the DICOM root: not read"
+_LISTED_MISSING = "listed in the DICOMDIR, not in the export"
+# Leading columns of stills.csv (the rest sorted by name).
+STILL_COLUMNS = ["study_key", "still_key", "instance_key", "series_key", "patient_key", "file_key", "still_type",
+                 "calibrated", "rows", "cols"]
 
 
 def ingest_dicom(cfg: IngestSettings) -> dict:
@@ -51,20 +65,50 @@ def ingest_dicom(cfg: IngestSettings) -> dict:
     salt = folder.salt(cfg.salt)
     files, links_out = scan_root(root, cfg.follow_symlinks)
     results = [_error(path.relative_to(root).as_posix(), salt, "outside_root", _LINK_OUT) for path in links_out]
+    files, listed, counts = _with_dicomdir_files(root, files, cfg, salt, results)
     with open_scan_cache(folder, cfg, salt) as cache, \
             progress(files, desc="ingest", unit="file", enabled=cfg.progress) as bar:
         for path in bar:
             rel = path.relative_to(root).as_posix()
-            results.append(cache.result(rel, path, lambda: _process(path, rel, cfg, salt),
-                                        lambda: _error(rel, salt, "interrupted", INTERRUPTED)))
-    videos, errors = _assemble(results)
-    summary = _write_outputs(folder, cfg, salt, videos, errors, results)
+            results.append(result := cache.result(rel, path, lambda: _process(path, rel, cfg, salt),
+                                                  lambda: _error(rel, salt, "interrupted", INTERRUPTED)))
+            if counts is not None and path not in listed and "index" not in result:
+                counts["not_listed"] += 1
+    videos, stills, errors = _assemble(results)
+    summary = _write_outputs(folder, cfg, salt, videos, stills, errors, results)
     summary.update({"files": len(results), "reused_from_cache": cache.reused})
-    log.info("ingest: %d files → %d cine loops in %d studies, %d errors %s", len(files), summary["videos"],
-             summary["studies"], len(errors), dict(summary["errors_by_reason"]))
+    summary["index_files"] = sum("index" in r for r in results)
+    if counts is not None:
+        summary["dicomdir"] = counts
+    log.info("ingest: %d files → %d cine loops in %d studies, %d stills, %d errors %s", len(files), summary["videos"],
+             summary["studies"], len(stills), len(errors), dict(summary["errors_by_reason"]))
     if not videos:
         raise MedvidError(f"no usable cine loop among {len(files)} file(s); see {folder.errors}")
     return summary
+
+
+def _with_dicomdir_files(root: Path, files: list[Path], cfg: IngestSettings, salt: str,
+                         results: list[dict]) -> tuple[list[Path], set[Path], dict[str, int] | None]:
+    """The scanned files plus those the DICOMDIRs among them list that the scan missed, the listed files found,
+    and the counts (None without a DICOMDIR): ``listed``, ``listed_found``, ``missing``, ``outside_root`` and
+    ``not_listed`` (0 here: the caller counts the files no index names that are not indexes themselves). Listed
+    files that are missing or lead outside the root become error results."""
+    indexes = [(p, idx) for p in files if is_dicomdir_name(p)
+               and (idx := read_dicomdir(p, root, cfg.follow_symlinks, cfg.max_pixel_mb << 20)) is not None]
+    if not indexes:
+        return files, set(), None
+    known = set(files)
+    listed: dict[Path, None] = {}
+    missing = outside = 0
+    for path, idx in indexes:
+        listed.update(dict.fromkeys(idx.files))
+        here = path.parent.relative_to(root)
+        results.extend(_error((here / rel).as_posix(), salt, "missing_file", _LISTED_MISSING) for rel in idx.missing)
+        results.extend(_error((here / rel).as_posix(), salt, "outside_root", _LISTED_OUT) for rel in idx.outside)
+        missing, outside = missing + len(idx.missing), outside + len(idx.outside)
+    counts = {"listed": len(listed) + missing + outside, "listed_found": len(listed), "missing": missing,
+              "outside_root": outside, "not_listed": 0}
+    return files + [p for p in listed if p not in known], set(listed), counts
 
 
 def _error(rel: str, salt: str, reason: str, detail: str) -> dict[str, Any]:
@@ -78,7 +122,9 @@ def _process(path: Path, rel: str, cfg: IngestSettings, salt: str) -> dict[str, 
     base = {"rel": rel, "file_key": file_key}
     try:
         cine = inspect_file(path, modalities=cfg.modalities, min_frames=cfg.min_frames, validate=cfg.validate_decode,
-                            max_bytes=cfg.max_pixel_mb << 20)
+                            max_bytes=cfg.max_pixel_mb << 20, stills=True)
+        if is_still(cine, cfg.min_frames):
+            return {**base, "still": _still_row(cine, salt, file_key), "deny": deny_terms(cine.ds)}
         row = cine_metadata(cine, salt)
         with quiet_pydicom():
             box = box_from_regions(cine.ds, cine.rows, cine.cols)
@@ -94,6 +140,8 @@ def _process(path: Path, rel: str, cfg: IngestSettings, salt: str) -> dict[str, 
         # private key folder only.
         return {**base, "video": row, "deny": deny_terms(cine.ds), "identity": identity(cine.ds)}
     except DicomFileError as exc:
+        if exc.reason == "dicomdir":  # an index of the export, not a failed file
+            return {**base, "index": "dicomdir"}
         if exc.reason == "structured_report" and (reading := _sr_measurements(path, salt)).rows:
             return {**base, "measurements": reading.rows, "sr_skipped": reading.skipped}
         log.debug("file %s: %s", file_key, exc.reason)
@@ -101,6 +149,16 @@ def _process(path: Path, rel: str, cfg: IngestSettings, salt: str) -> dict[str, 
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
         log.debug("file %s: decode_error (%s)", file_key, type(exc).__name__)
         return {**base, "error": {"reason": "decode_error", "detail": f"{type(exc).__name__} while reading"}}
+
+
+def _still_row(cine, salt: str, file_key: str) -> dict[str, Any]:
+    """``still_metadata`` plus the file key and the box of its image regions (``sector_box``, JSON ``[x0, y0, x1,
+    y1]``; blank without regions: nothing locates the image, so it is not rendered)."""
+    row = still_metadata(cine, salt)
+    with quiet_pydicom():
+        box = box_from_regions(cine.ds, cine.rows, cine.cols)
+    row.update({"file_key": file_key, "sector_box": json.dumps(list(box)) if box else ""})
+    return row
 
 
 def _sr_measurements(path: Path, salt: str) -> SRReading:
@@ -113,24 +171,26 @@ def _sr_measurements(path: Path, salt: str) -> SRReading:
         return SRReading()
 
 
-def _assemble(results: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Split results into video rows and error rows.
+def _assemble(results: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """Split results into video rows, still rows and error rows.
 
     A file repeating a seen SOPInstanceUID with the same frames, size and transfer syntax is a
     ``duplicate`` copy. One that re-encodes it differently (another codec or geometry, as in
-    pydicom's test files) stays a row: ``instance_key`` is shared, ``video_key`` gets a suffix.
+    pydicom's test files) stays a row: ``instance_key`` is shared, ``video_key`` (``still_key``) gets a suffix.
     """
-    videos, errors = [], []
+    rows: dict[str, list[dict]] = {"video": [], "still": []}
+    errors = []
     seen: dict[str, list[tuple]] = {}
     for r in results:
         if "error" in r:
             errors.append({"file_key": r["file_key"], **r["error"]})
             continue
-        if "measurements" in r:  # a measurement SR: its rows go to measurements.csv
+        kind = "video" if "video" in r else "still" if "still" in r else None
+        if kind is None:  # a measurement SR (its rows go to measurements.csv) or a DICOMDIR index
             continue
-        row = dict(r["video"])
-        base = row["video_key"]
-        signature = (row["frames"], row["rows"], row["cols"], row["transfer_syntax"])
+        row, key = dict(r[kind]), f"{kind}_key"
+        base = row[key]
+        signature = (row.get("frames", 1), row["rows"], row["cols"], row["transfer_syntax"])
         variants = seen.setdefault(base, [])
         if signature in variants:
             errors.append({"file_key": r["file_key"], "reason": "duplicate",
@@ -138,14 +198,14 @@ def _assemble(results: list[dict]) -> tuple[list[dict], list[dict]]:
             continue
         row["instance_key"] = base
         if variants:
-            row["video_key"] = f"{base}-{len(variants) + 1}"
+            row[key] = f"{base}-{len(variants) + 1}"
         variants.append(signature)
-        videos.append(row)
-    return videos, errors
+        rows[kind].append(row)
+    return rows["video"], rows["still"], errors
 
 
-def _write_outputs(folder: IngestFolder, cfg: IngestSettings, salt: str, videos: list[dict], errors: list[dict],
-                   results: list[dict]) -> dict[str, Any]:
+def _write_outputs(folder: IngestFolder, cfg: IngestSettings, salt: str, videos: list[dict], stills: list[dict],
+                   errors: list[dict], results: list[dict]) -> dict[str, Any]:
     rel_of = {r["file_key"]: r["rel"] for r in results}
     video_of = {v["file_key"]: v["video_key"] for v in videos}
     folder.write_paths({"file_key": k, "path": rel, "video_key": video_of.get(k)} for k, rel in rel_of.items())
@@ -197,15 +257,19 @@ def _write_outputs(folder: IngestFolder, cfg: IngestSettings, salt: str, videos:
         if cfg.keep_paths:
             v["path"] = rel_of[v["file_key"]]
     if cfg.keep_paths:
-        for e in errors:
+        for e in (*errors, *stills):
             e["path"] = rel_of[e["file_key"]]
     folder.write_videos(videos)
     folder.write_errors(errors)
+    if stills:
+        rest = sorted({k for s in stills for k in s} - set(STILL_COLUMNS))
+        folder.write_table(STILLS, pd.DataFrame(stills, columns=STILL_COLUMNS + rest))
     folder.retire_stale_tables([name for name, made in ((VIEWS, cfg.views), (REPORTS, cfg.reports),
                                                         (MEASUREMENTS, len(measurements)),
-                                                        (LABELS, labels is not None)) if made])
+                                                        (LABELS, labels is not None), (STILLS, stills)) if made])
     summary.update({"videos": len(videos), "studies": len({v["study_key"] for v in videos}),
-                    "frames": int(sum(v["frames"] for v in videos)), "errors": len(errors),
+                    "frames": int(sum(v["frames"] for v in videos)), "errors": len(errors), "stills": len(stills),
+                    "stills_by_type": dict(Counter(s["still_type"] for s in stills)),
                     "errors_by_reason": dict(Counter(e["reason"] for e in errors))})
     return summary
 
@@ -265,6 +329,6 @@ def _scrub_reports(df: pd.DataFrame, results: list[dict]) -> dict[str, int]:
     deny list on top of the pattern rules."""
     deny: dict[str, set[str]] = {}
     for r in results:
-        if "video" in r:
-            deny.setdefault(r["video"]["study_key"], set()).update(r.get("deny", ()))
+        if (row := r.get("video") or r.get("still")) is not None:
+            deny.setdefault(row["study_key"], set()).update(r.get("deny", ()))
     return scrub_reports(df, deny)

@@ -26,7 +26,7 @@ class IngestSettings:
                                        "per column")
     modalities: list[str] = setting(help="files of other modalities are reported as not_ultrasound; [] accepts any",
                                     factory=lambda: ["US"])
-    min_frames: int = setting(2, "fewer frames: single_frame")
+    min_frames: int = setting(2, "fewer frames: single_frame (one-frame ultrasound images are kept as stills)")
     validate_decode: bool = setting(True, "decode the last frame of every loop (catches truncated files, missing "
                                           "codecs)")
     estimate_sector: bool = setting(True, "no SequenceOfUltrasoundRegions: find the sector from pixels that vary "
@@ -47,9 +47,10 @@ class IngestSettings:
 def scan_fingerprint(cfg: IngestSettings, salt: str) -> str:
     """Fingerprint of everything a cached per-file result depends on (``ScanCache``); one for both layouts, which
     share the key folder."""
+    # result format: 2 deny terms, 3 SR, 4 accession, 5 regions, 6 cycle, 7 SR item by item, 8 stills and indexes,
+    # 9 identities
     return ScanCache.fingerprint(salt, SCRUBBER_VERSION, ",".join(cfg.modalities), cfg.min_frames,
-                                 cfg.validate_decode, cfg.estimate_sector, cfg.sector_frames, cfg.max_pixel_mb,
-                                 8)  # result format: 2 deny terms, 3 SR, 4 accession, 5 regions, 6 cycle, 7 SR item by item, 8 identity
+                                 cfg.validate_decode, cfg.estimate_sector, cfg.sector_frames, cfg.max_pixel_mb, 9)
 
 
 # errors.jsonl ``detail`` of a file an earlier run stopped in (``ScanCache``).

@@ -29,6 +29,7 @@ import struct
 import warnings
 import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Sequence
 
@@ -48,7 +49,8 @@ from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Ex
 
 from medvid.errors import MedvidError
 from medvid.io.dicom_video import VIDEO_SYNTAXES, StreamTooLarge, decode_frames, read_stream
-from medvid.io.regions import as_float, describe_regions, layout_from_regions
+from medvid.io.regions import (as_float, describe_regions, is_calibrated, layout_from_regions, still_regions,
+                               still_type)
 from medvid.io.timing import frame_timestamps
 from medvid.utils import pseudonym
 
@@ -57,7 +59,7 @@ REASONS: tuple[str, ...] = (
     "not_dicom", "archive", "dicomdir", "unreadable", "truncated", "structured_report", "private_cine",
     "no_pixel_data", "missing_uid", "not_ultrasound", "volume_3d", "secondary_capture", "other_object",
     "single_frame", "unsupported_transfer_syntax", "decode_error", "duplicate", "too_large", "outside_root",
-    "interrupted",
+    "interrupted", "missing_file",
 )
 # Largest decoded pixel data (frames × rows × columns × samples × bytes) a header may declare, and largest size a
 # deflated dataset may inflate to: 2 GiB, about ten times a long 4-D echo. ``max_bytes`` / ``max_pixel_mb`` change it.
@@ -138,6 +140,76 @@ def scan_root(root: str | os.PathLike, follow_symlinks: bool = False) -> tuple[l
             elif path.is_file():
                 files.append(path)
     return files, links_out
+
+
+@dataclass
+class DicomdirIndex:
+    """What a DICOMDIR lists (``read_dicomdir``): the files found inside the root, and the relative paths of
+    the listed files that are not there or that lead outside the root (refused, never read)."""
+
+    files: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    outside: list[str] = field(default_factory=list)
+
+
+def is_dicomdir_name(path: Path) -> bool:
+    return path.name.upper() == "DICOMDIR"
+
+
+def read_dicomdir(path: str | os.PathLike, root: str | os.PathLike, follow_symlinks: bool = False,
+                  max_bytes: int = MAX_PIXEL_BYTES) -> DicomdirIndex | None:
+    """The files a DICOMDIR (PS3.10 media index) lists, or None when ``path`` is not one (or is larger than
+    ``max_bytes``, or unreadable).
+
+    Each record's ``ReferencedFileID`` (path components relative to the DICOMDIR's folder, often uppercase
+    ISO 9660 names such as ``PAT1/STU1/SER1/IMG0001``) is resolved inside ``root``: a component that is not a
+    plain name (``..``, empty, a separator, a drive) is refused as ``outside``, and so is a path whose real
+    location (after symbolic links) leaves ``root`` unless ``follow_symlinks``. A name that differs only in
+    case from the one on disk is matched (media copied to a case-sensitive file system)."""
+    path, real_root = Path(path), Path(root).resolve()
+    try:
+        if path.stat().st_size > max_bytes:
+            return None
+        with quiet_pydicom():
+            ds = dcmread(path, force=False)
+    except Exception:  # noqa: BLE001 - not an index: read as any other file
+        return None
+    if sop_class_of(ds) != _DICOMDIR_SOP and "DirectoryRecordSequence" not in ds:
+        return None
+    index, seen = DicomdirIndex(), set()
+    for record in ds.get("DirectoryRecordSequence") or []:
+        value = record.get("ReferencedFileID")
+        if not value:
+            continue
+        parts = [str(value)] if isinstance(value, str) else [str(p) for p in value]
+        rel = "/".join(parts)
+        if rel in seen:
+            continue
+        seen.add(rel)
+        if any(p in ("", ".", "..") or re.search(r"[/\\:]", p) for p in parts):
+            index.outside.append(rel)
+            continue
+        found = _match_case(path.parent, parts)
+        if found is None:
+            index.missing.append(rel)
+        elif not follow_symlinks and not found.resolve().is_relative_to(real_root):
+            index.outside.append(rel)
+        else:
+            index.files.append(found)
+    return index
+
+
+def _match_case(folder: Path, parts: Sequence[str]) -> Path | None:
+    """``folder / parts`` as it is on disk, each component matched exactly or else ignoring case; None if absent."""
+    for i, part in enumerate(parts):
+        nxt = folder / part
+        if not (nxt.is_dir() if i < len(parts) - 1 else nxt.is_file()):
+            try:
+                nxt = next(folder / n for n in sorted(os.listdir(folder)) if n.upper() == part.upper())
+            except (OSError, StopIteration):
+                return None
+        folder = nxt
+    return folder if folder.is_file() else None
 
 
 @contextmanager
@@ -579,18 +651,28 @@ def _int(value: Any, default: int) -> int:
 
 
 def inspect_file(path: str | os.PathLike, modalities: Sequence[str] = ("US",), min_frames: int = 2,
-                 validate: bool = True, max_bytes: int = MAX_PIXEL_BYTES) -> DicomCine:
+                 validate: bool = True, max_bytes: int = MAX_PIXEL_BYTES, stills: bool = False) -> DicomCine:
     """Open ``path`` as a cine loop or raise ``DicomFileError`` with a typed reason.
 
     Header only (no pixel data read); with ``validate`` the last frame is decoded, which catches
     truncated files, broken codestreams and missing codecs. A header declaring more than ``max_bytes`` of
     decoded pixels, or frames the pixel data cannot hold, is refused before anything is allocated.
+    With ``stills``, a one-frame ultrasound image (``is_still``) passes the same checks and is returned
+    instead of ``single_frame``.
     """
     with quiet_pydicom():
-        return _inspect(Path(path), modalities, min_frames, validate, max_bytes)
+        return _inspect(Path(path), modalities, min_frames, validate, max_bytes, stills)
 
 
-def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: bool, max_bytes: int) -> DicomCine:
+def is_still(cine: DicomCine, min_frames: int = 2) -> bool:
+    """A single-frame ultrasound image (US Image, US Multi-frame or no SOP class; one frame, fewer than
+    ``min_frames``): a Doppler / M-mode measurement still or a 2-D screenshot. Secondary Capture and other
+    classes are not stills (worksheets and report pages, no ultrasound regions)."""
+    return cine.n_frames == 1 < min_frames and object_kind(cine.ds) in ("cine", "unknown")
+
+
+def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: bool, max_bytes: int,
+             stills: bool) -> DicomCine:
     try:
         cine = DicomCine(path, max_bytes)
     except DicomFileError:
@@ -632,7 +714,7 @@ def _inspect(path: Path, modalities: Sequence[str], min_frames: int, validate: b
         raise DicomFileError("secondary_capture", f"multi-frame Secondary Capture ({cine.n_frames} frames)")
     if kind == "other" and modality == "US" and cine.n_frames >= min_frames:
         raise DicomFileError("other_object", f"{sop_class.name or 'SOP class'} is not a cine loop class")
-    if cine.n_frames < min_frames:
+    if cine.n_frames < min_frames and not (stills and is_still(cine, min_frames)):
         raise DicomFileError("single_frame", f"{cine.n_frames} frame(s)")
     if cine.rows <= 0 or cine.cols <= 0:
         raise DicomFileError("decode_error", "no Rows/Columns")
@@ -742,6 +824,24 @@ def _cine_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
         "regions": json.dumps(regions),
         "layout": layout_from_regions(regions),
     }
+
+
+# cine_metadata fields that describe motion: a still has none.
+_LOOP_ONLY = ("frames", "fps", "fps_source", "duration_s", "frame_times_s", "r_wave_times_s", "cycle_source")
+
+
+def still_metadata(cine: DicomCine, salt: str) -> dict[str, Any]:
+    """De-identified description of a still (``is_still``): ``cine_metadata`` without the motion fields, keyed by
+    ``still_key`` (pseudonym of SOPInstanceUID, as a measurement's ``image_key``), with ``regions`` from
+    ``still_regions`` (JSON), ``still_type`` (``spectral_doppler`` / ``m_mode`` / ``2d``) and ``calibrated`` (an
+    image region carries physical units and deltas on both axes)."""
+    with quiet_pydicom():
+        row = {k: v for k, v in _cine_metadata(cine, salt).items() if k not in _LOOP_ONLY}
+        regions = still_regions(cine.ds, cine.rows, cine.cols)
+    row["still_key"] = row.pop("video_key")
+    row.update(regions=json.dumps(regions), still_type=still_type(regions),
+               calibrated=is_calibrated(regions))
+    return row
 
 
 def accession_key(accession: Any, salt: str) -> str:

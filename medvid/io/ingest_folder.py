@@ -30,9 +30,10 @@ KEY_DIR = "LOCAL_KEYS_DO_NOT_SHARE"  # folder inside OUT that alone links pseudo
 KEYS_ENV = "MEDVID_KEYS_DIR"  # a key folder kept outside OUT, for readers that are not told ``keys_dir``
 VIDEOS, ERRORS, MANIFEST = "videos.parquet", "errors.jsonl", "ingest_manifest.json"
 REPORTS, LABELS, VIEWS, MEASUREMENTS = "reports.csv", "labels.csv", "views.csv", "measurements.csv"
+STILLS = "stills.csv"  # single-frame ultrasound stills (Doppler, M-mode, 2-D) with their calibrated regions
 PATHS, SALT, SCAN_CACHE, KEY_README = "paths.jsonl", "salt.txt", "scan_cache.jsonl", "README.txt"
 IDENTITIES = "identities.jsonl"  # key folder: what re-identifies a study for sending its report to the PACS
-TABLES = (REPORTS, LABELS, VIEWS, MEASUREMENTS)  # the companion tables: the only names write_table and the manifest use
+TABLES = (REPORTS, LABELS, VIEWS, MEASUREMENTS, STILLS)  # the companion tables: the only names write_table and the manifest use
 
 # videos.parquet: these columns first, the rest sorted by name.
 FIRST_COLUMNS = ["study_key", "video_key", "instance_key", "series_key", "patient_key", "file_key", "view", "split",

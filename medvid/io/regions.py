@@ -7,7 +7,8 @@ bars are static). Boxes are ``(x0, y0, x1, y1)``, inclusive-exclusive, in pixel 
 
 ``describe_regions`` keeps each region's bounds, spatial format, data type, physical deltas and units
 and reference pixel (the calibration: e.g. cm per pixel of a 2-D image, cm/s and seconds per pixel of
-a spectral Doppler strip); ``layout_from_regions`` names the loop's layout from them. The sector box
+a spectral Doppler strip); ``layout_from_regions`` names the loop's layout from them. ``still_regions`` /
+``still_type`` add what calipers on a single-frame still need (reference values, baseline, calibrated). The sector box
 covers the 2-D, M-mode and spectral regions: a Doppler or M-mode trace is never blanked. ``fan_mask``
 narrows each 2-D region to the fan its moving pixels span (burned-in text in the region's corners is
 blanked), keeps M-mode and spectral regions whole, and without regions uses the moving pixels alone.
@@ -26,9 +27,9 @@ Box = tuple[int, int, int, int]
 # DICOM PS3.3 C.8.5.5.1: RegionSpatialFormat, RegionDataType, PhysicalUnits{X,Y}Direction codes.
 SPATIAL_FORMATS = {0: "none", 1: "2d", 2: "m_mode", 3: "spectral", 4: "waveform", 5: "graphics"}
 DATA_TYPES = {0: "none", 1: "tissue", 2: "color_flow", 3: "pw_doppler", 4: "cw_doppler", 5: "doppler_mean_trace",
-              6: "doppler_mode_trace", 7: "doppler_max_trace", 8: "volume_trace", 9: "ecg_trace", 10: "pulse_trace",
-              11: "phonocardiogram_trace", 12: "gray_bar", 13: "color_bar", 14: "integrated_backscatter",
-              15: "area_trace", 16: "d_area_dt", 17: "other_physiological"}
+              6: "doppler_mode_trace", 7: "doppler_max_trace", 8: "volume_trace", 10: "ecg_trace", 11: "pulse_trace",
+              12: "phonocardiogram_trace", 13: "gray_bar", 14: "color_bar", 15: "integrated_backscatter",
+              16: "area_trace", 17: "d_area_dt", 18: "other_physiological"}  # 0009H is not assigned
 UNITS = {0: "none", 1: "percent", 2: "dB", 3: "cm", 4: "s", 5: "Hz", 6: "dB/s", 7: "cm/s", 8: "cm2", 9: "cm2/s",
          10: "cm3", 11: "cm3/s", 12: "deg"}
 LAYOUTS = ("2d", "color_doppler", "spectral_doppler", "m_mode", "dual_pane", "unknown")
@@ -40,24 +41,64 @@ def describe_regions(ds: Dataset, rows: int, cols: int) -> list[dict]:
     """Each valid region of ``SequenceOfUltrasoundRegions`` as a plain dict: ``box`` ([x0, y0, x1, y1],
     exclusive ends, clamped to the frame), ``spatial_format``, ``data_type``, ``delta_x`` / ``delta_y``
     (physical size of one pixel), ``units_x`` / ``units_y`` and ``reference_pixel`` ([x0, y0] or None)."""
+    return [region for _, region in _regions(ds, rows, cols)]
+
+
+def _regions(ds: Dataset, rows: int, cols: int) -> list[tuple[Dataset, dict]]:
+    """``(item, describe_regions dict)`` of each valid region item."""
     out = []
     for item in ds.get("SequenceOfUltrasoundRegions") or []:
         try:
             box = clip_box((int(item.RegionLocationMinX0), int(item.RegionLocationMinY0),
                             int(item.RegionLocationMaxX1) + 1, int(item.RegionLocationMaxY1) + 1), rows, cols)
+            ref = (item.get("ReferencePixelX0"), item.get("ReferencePixelY0"))
+            reference = [int(ref[0]), int(ref[1])] if None not in ref else None
         except (AttributeError, TypeError, ValueError):
             continue
         if box is None:
             continue
-        ref = (item.get("ReferencePixelX0"), item.get("ReferencePixelY0"))
-        out.append({"box": list(box),
-                    "spatial_format": SPATIAL_FORMATS.get(_code(item, "RegionSpatialFormat"), "none"),
-                    "data_type": DATA_TYPES.get(_code(item, "RegionDataType"), "none"),
-                    "delta_x": as_float(item.get("PhysicalDeltaX")), "delta_y": as_float(item.get("PhysicalDeltaY")),
-                    "units_x": UNITS.get(_code(item, "PhysicalUnitsXDirection"), "none"),
-                    "units_y": UNITS.get(_code(item, "PhysicalUnitsYDirection"), "none"),
-                    "reference_pixel": [int(ref[0]), int(ref[1])] if None not in ref else None})
+        out.append((item, {"box": list(box),
+                           "spatial_format": SPATIAL_FORMATS.get(_code(item, "RegionSpatialFormat"), "none"),
+                           "data_type": DATA_TYPES.get(_code(item, "RegionDataType"), "none"),
+                           "delta_x": as_float(item.get("PhysicalDeltaX")),
+                           "delta_y": as_float(item.get("PhysicalDeltaY")),
+                           "units_x": UNITS.get(_code(item, "PhysicalUnitsXDirection"), "none"),
+                           "units_y": UNITS.get(_code(item, "PhysicalUnitsYDirection"), "none"),
+                           "reference_pixel": reference}))
     return out
+
+
+def still_regions(ds: Dataset, rows: int, cols: int) -> list[dict]:
+    """``describe_regions`` with what a caliper on a still needs: ``reference_value`` ([x, y] physical values at
+    the reference pixel, ``ReferencePixelPhysicalValueX/Y``), ``baseline_y`` (the frame row where the y quantity is
+    0: a spectral strip's zero-velocity baseline, an M-mode strip's skin line; None when uncalibrated) and
+    ``calibrated`` (physical units and non-zero deltas on both axes).
+
+    The reference pixel is relative to the region's top-left corner (PS3.3 C.8.5.5.1), so a value at frame pixel
+    ``(x, y)`` is ``reference_value + (x - x0 - ref_x) * delta_x`` (likewise for y)."""
+    out = []
+    for item, region in _regions(ds, rows, cols):
+        value = [as_float(item.get("ReferencePixelPhysicalValueX")), as_float(item.get("ReferencePixelPhysicalValueY"))]
+        dx, dy, ref = region["delta_x"], region["delta_y"], region["reference_pixel"]
+        calibrated = bool(dx and dy) and "none" not in (region["units_x"], region["units_y"])
+        baseline = None
+        if calibrated and ref is not None:
+            baseline = round(region["box"][1] + ref[1] - (value[1] or 0.0) / dy, 2)
+        out.append({**region, "reference_value": value if None not in value else None, "baseline_y": baseline,
+                    "calibrated": calibrated})
+    return out
+
+
+def still_type(regions: Sequence[dict]) -> str:
+    """What a still shows, from its regions: ``spectral_doppler`` (PW/CW Doppler strip), ``m_mode``, else ``2d``
+    (a 2-D image, calibrated or not: a screenshot without regions is a ``2d`` still too)."""
+    layout = layout_from_regions(regions)
+    return layout if layout in ("spectral_doppler", "m_mode") else "2d"
+
+
+def is_calibrated(regions: Sequence[dict]) -> bool:
+    """True when an image region (2-D, M-mode, spectral) of ``still_regions`` is ``calibrated``."""
+    return any(r["calibrated"] for r in regions if r["spatial_format"] in _IMAGE_FORMATS)
 
 
 def layout_from_regions(regions: Sequence[dict]) -> str:

@@ -1,4 +1,5 @@
-"""Cine loops for display: DICOM frames → sector-masked, cropped, downscaled → small H.264 MP4.
+"""Cine loops and stills for display: DICOM frames → sector-masked, cropped, downscaled → small H.264 MP4 (loops)
+or PNG (stills: a Doppler / M-mode strip or 2-D image, with the crop box to place calipers on it).
 
 Everything outside the imaging sector (ECG trace, burned-in text that may name the patient,
 colour bars) is blanked and cropped away before a frame is encoded. The sector is the one the
@@ -9,6 +10,7 @@ rather than shown unmasked. Output is H.264 (libx264),
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -35,6 +37,12 @@ def masked_frames(cine: DicomCine, sector_box: Sequence[int] | None = None, max_
     narrowed to its moving fan, M-mode and spectral regions whole), else of the moving pixels, else
     ``sector_box`` (the ingest's ``(x0, y0, x1, y1)``). Raises ``RenderError`` when none is found.
     """
+    return masked_crop(cine, sector_box, max_frames)[0]
+
+
+def masked_crop(cine: DicomCine, sector_box: Sequence[int] | None = None,
+                max_frames: int = 1000) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """``masked_frames`` and the crop box ``(x0, y0, x1, y1)`` in source pixels (to map calipers onto it)."""
     n = min(cine.n_frames, max_frames)
     if n < 1:
         raise RenderError("no frames")
@@ -47,7 +55,7 @@ def masked_frames(cine: DicomCine, sector_box: Sequence[int] | None = None, max_
         raise RenderError("no imaging sector found (no ultrasound regions, no moving pixels): not shown unmasked")
     frames[:, ~keep] = 0
     x0, y0, x1, y1 = box
-    return np.ascontiguousarray(frames[:, y0:y1, x0:x1])
+    return np.ascontiguousarray(frames[:, y0:y1, x0:x1]), box
 
 
 def even_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -85,3 +93,23 @@ def render_cached(dicom_path: str | os.PathLike, out: str | os.PathLike, sector_
     if out.exists() and out.stat().st_size > 0 and out.stat().st_mtime_ns >= src.stat().st_mtime_ns:
         return out
     return render_loop(DicomCine(src), out, sector_box, max_side, crf)
+
+
+def render_still_png(cine: DicomCine, sector_box: Sequence[int] | None = None,
+                     max_side: int = 800) -> tuple[bytes, dict]:
+    """A still's first frame as PNG bytes, masked and cropped like a loop (its regions, else ``sector_box``; a
+    still has no moving pixels, so without either it is refused), scaled to fit ``max_side`` (never up), and its
+    geometry ``{"crop_box": (x0, y0, x1, y1), "scale": (sx, sy)}`` (PNG pixels per source pixel): a caliper at
+    source pixel ``(x, y)`` is at ``((x - x0) * sx, (y - y0) * sy)`` in the PNG."""
+    from PIL import Image
+
+    frames, box = masked_crop(cine, sector_box, max_frames=1)
+    height, width = frames.shape[1:3]
+    scale = min(1.0, max_side / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image = Image.fromarray(frames[0])
+    if size != (width, height):
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue(), {"crop_box": box, "scale": (size[0] / width, size[1] / height)}
