@@ -24,13 +24,16 @@ class Config:
     family: str = setting("", "one of medvid.models.importers.IMPORTERS")
     src: str = setting("", "the publisher's checkpoint file")
     out: str = setting("", "medvid model folder to write (an existing one is replaced)")
-    tokenizer_path: Optional[str] = setting(None, "SurgVLP family: local folder of the matching tokenizer")
+    tokenizer_path: Optional[str] = setting(None, "SurgVLP family, echoprime with text_encoder: local folder of the "
+                                                  "matching tokenizer")
+    text_encoder: Optional[str] = setting(None, "echoprime: EchoPrime's echo_prime_text_encoder.pt, imported with the "
+                                                "video encoder (needs tokenizer_path)")
     mean: Optional[list[float]] = setting(None, "EchoNet-Dynamic: training-split mean per RGB channel (0-255)")
     std: Optional[list[float]] = setting(None, "EchoNet-Dynamic: training-split std per RGB channel (0-255)")
 
 
 _OPTIONS = {"surgvlp": ("tokenizer_path",), "hecvl": ("tokenizer_path",), "peskavlp": ("tokenizer_path",),
-            "echonet": ("mean", "std")}
+            "echonet": ("mean", "std"), "echoprime": ("text_encoder", "tokenizer_path")}
 
 
 def run(cfg: Any) -> dict:

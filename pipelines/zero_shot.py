@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from medvid.config import setting
+from medvid.config import load_config, setting
 from medvid.datasets.cholec80 import DATASETS, Cholec80
 from medvid.device import check_device, resolve_device
 from medvid.errors import MedvidError
@@ -29,7 +29,8 @@ from medvid.utils import atomic_write_text, jsonable, relative_message
 from medvid.zeroshot.evaluate import TOLERANCE_S
 from medvid.zeroshot.outputs import ResultsFolder, fingerprint, is_annotated
 from medvid.zeroshot.prompts import load_prompt_set
-from medvid.zeroshot.recognise import TASKS, Recogniser, Recognition, check_recognition, corpus_path, prompt_file
+from medvid.zeroshot.recognise import (TASKS, Recogniser, Recognition, apply_preset, check_model_preset,
+                                       check_recognition, corpus_path, prompt_file)
 from medvid.zeroshot.results import evaluate_phases, evaluate_tools, headline, metrics_record, report_text, write_plots
 
 log = logging.getLogger("medvid")
@@ -59,6 +60,10 @@ class Config(Recognition):
     device: str = setting("cpu", "auto | cpu | cuda | cuda:N")
     threads: int = setting(0, "torch intra-op threads; 0 = torch's default")
     overwrite: bool = setting(False, "false: resume (skip videos with predictions); settings must match")
+    preset: Optional[str] = setting(None, "a published protocol from presets (surgvlp: SurgVLP's prompts, "
+                                          "preprocessing and per-frame argmax); it fixes the settings it names")
+    presets: dict[str, Any] = setting(factory=dict, help="named protocols: the settings each fixes "
+                                                         "(configs/zero_shot.yaml)")
 
 
 def _check(cfg: Any) -> None:
@@ -78,6 +83,7 @@ def _check(cfg: Any) -> None:
 
 
 def run(cfg: Any) -> dict:
+    cfg = apply_preset(cfg, load_config(Config, "zero_shot"))
     _check(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -94,6 +100,7 @@ def run(cfg: Any) -> dict:
     prompts = load_prompt_set(prompt_path, ds.phases if cfg.task == "phase" else ds.tools)
     corpus = corpus_path(cfg, cfg.model)
     model = load_video_text_model(cfg.model, map_location=resolve_device(cfg.device))  # any video-text kind
+    check_model_preset(cfg, model)
     rec = Recogniser(model, cfg.task, prompts, cfg, cfg.fps, corpus)
     sampling = rec.sampling
     out = ResultsFolder(cfg.out)
@@ -132,7 +139,7 @@ def run(cfg: Any) -> dict:
                     "(is DATA_ROOT the Cholec80-layout root that holds videos/ and %s/?)", folder, folder)
     results, pairs = (evaluate_phases(cfg, tables, prompts.classes) if cfg.task == "phase"
                       else (evaluate_tools(tables, prompts.classes), {}))
-    summary = {"task": cfg.task, "videos": len(names), "videos_done": len(tables), "videos_failed": len(errors),
+    summary = {"task": cfg.task, **({"preset": cfg.preset} if cfg.preset else {}), "videos": len(names), "videos_done": len(tables), "videos_failed": len(errors),
                "videos_annotated": len(annotated), "seconds": round(elapsed, 2), "sampling": sampling}
     if rec.expansion_note:
         summary["expansion"] = rec.expansion_note

@@ -36,3 +36,64 @@ def echoprime_reference() -> nn.Module:
     model = mvit_v2_s(weights=None)
     model.head[-1] = nn.Linear(768, 512)
     return model
+
+
+# --- SurgVLP / HecVL / PeskaVLP (surgvlp/codes/models/backbones, tests/config_*.py) -----------
+class SurgVLPReferenceImage(nn.Module):
+    """SurgVLP's ImageEncoder (img_backbones.py): ResNet-50 trunk, avg pool, Linear(2048, 768)."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import resnet50
+
+        self.model = resnet50(weights=None)  # the reference keeps its fc keys in the file but never uses it
+        self.global_embedder = nn.Linear(2048, 768)
+
+    def forward(self, x):
+        m = self.model
+        x = m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x))))))))
+        return self.global_embedder(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def surgvlp_reference_text(bert, idxtoword, ids, mask):
+    """BertEncoder.forward with text_last_n_layers=4, text_agg_tokens=True, text_aggregate_method='sum'."""
+    hidden = bert(ids, mask, output_hidden_states=True).hidden_states
+    emb = torch.stack(hidden[-4:]).permute(1, 0, 2, 3)  # batch, layers, words, dim
+    _, n_layers, n_words, dim = emb.shape
+    batch = []
+    for embs, caption in zip(emb.permute(0, 2, 1, 3), ids):
+        agg, bank = [], []
+        for word_emb, word_id in zip(embs, caption):
+            word = idxtoword[word_id.item()]
+            if word == "[SEP]":
+                agg.append(torch.stack(bank).sum(0))
+                agg.append(word_emb)
+                break
+            if not word.startswith("##"):
+                if bank:
+                    agg.append(torch.stack(bank).sum(0))
+                bank = [word_emb]
+            else:
+                bank.append(word_emb)
+        agg = torch.stack(agg)
+        batch.append(torch.cat([agg, torch.zeros(n_words - len(agg), n_layers, dim)]))
+    emb = torch.stack(batch).permute(0, 2, 1, 3)
+    return emb.mean(2).sum(1)
+
+
+def surgvlp_checkpoint(tmp_path, seed: int = 2):
+    """A SurgVLP checkpoint in the publisher's layout (random weights) at ``tmp_path/SurgVLP.pth``, with the
+    reference image network and BERT it holds."""
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=2, num_attention_heads=12,
+                     intermediate_size=256, max_position_embeddings=128)
+    image = random_weights(SurgVLPReferenceImage, seed)
+    torch.manual_seed(seed)
+    bert = BertModel(cfg).eval()  # the reference's AutoModel keeps its pooler
+    state = {f"backbone_img.{k}": v for k, v in image.state_dict().items()}
+    state |= {f"backbone_text.model.{k}": v for k, v in bert.state_dict().items()}
+    state["backbone_text.model.embeddings.position_ids"] = torch.arange(128)[None]  # transformers 4.30 saves it
+    path = tmp_path / "SurgVLP.pth"
+    torch.save(state, path)
+    return path, image, bert

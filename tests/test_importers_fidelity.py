@@ -21,7 +21,7 @@ from medvid.errors import MedvidError
 from medvid.models import importers as imp
 from medvid.models.backbones import preprocess_for
 from medvid.models.checkpoint import load_pretrained, read_config
-from model_testdata import echoprime_reference, random_weights
+from model_testdata import echoprime_reference, random_weights, surgvlp_checkpoint, surgvlp_reference_text
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -201,66 +201,10 @@ def test_panecho_input_contract_is_bgr_imagenet():
 
 
 # --- SurgVLP / HecVL / PeskaVLP (surgvlp/codes/models/backbones, tests/config_*.py) -----------
-class _RefImage(nn.Module):
-    def __init__(self):
-        super().__init__()
-        from torchvision.models import resnet50
-
-        self.model = resnet50(weights=None)  # the reference keeps its fc keys in the file but never uses it
-        self.global_embedder = nn.Linear(2048, 768)
-
-    def forward(self, x):
-        m = self.model
-        x = m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x))))))))
-        return self.global_embedder(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-
-def _ref_sentence_embedding(bert, idxtoword, ids, mask):
-    """BertEncoder.forward with text_last_n_layers=4, text_agg_tokens=True, text_aggregate_method='sum'."""
-    hidden = bert(ids, mask, output_hidden_states=True).hidden_states
-    emb = torch.stack(hidden[-4:]).permute(1, 0, 2, 3)  # batch, layers, words, dim
-    _, n_layers, n_words, dim = emb.shape
-    batch = []
-    for embs, caption in zip(emb.permute(0, 2, 1, 3), ids):
-        agg, bank = [], []
-        for word_emb, word_id in zip(embs, caption):
-            word = idxtoword[word_id.item()]
-            if word == "[SEP]":
-                agg.append(torch.stack(bank).sum(0))
-                agg.append(word_emb)
-                break
-            if not word.startswith("##"):
-                if bank:
-                    agg.append(torch.stack(bank).sum(0))
-                bank = [word_emb]
-            else:
-                bank.append(word_emb)
-        agg = torch.stack(agg)
-        batch.append(torch.cat([agg, torch.zeros(n_words - len(agg), n_layers, dim)]))
-    emb = torch.stack(batch).permute(0, 2, 1, 3)
-    return emb.mean(2).sum(1)
-
-
-def _surgvlp_file(tmp_path, seed: int = 2):
-    from transformers import BertConfig, BertModel
-
-    cfg = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=2, num_attention_heads=12,
-                     intermediate_size=256, max_position_embeddings=128)
-    image = random_weights(_RefImage, seed)
-    torch.manual_seed(seed)
-    bert = BertModel(cfg).eval()  # the reference's AutoModel keeps its pooler
-    state = {f"backbone_img.{k}": v for k, v in image.state_dict().items()}
-    state |= {f"backbone_text.model.{k}": v for k, v in bert.state_dict().items()}
-    state["backbone_text.model.embeddings.position_ids"] = torch.arange(128)[None]  # transformers 4.30 saves it
-    path = tmp_path / "SurgVLP.pth"
-    torch.save(state, path)
-    return path, image, bert
-
-
 def test_surgvlp_text_pooling_and_image_path(tmp_path):
     from medvid.models.text import default_text_model_path, load_tokenizer
 
-    path, image, bert = _surgvlp_file(tmp_path)
+    path, image, bert = surgvlp_checkpoint(tmp_path)
     tokenizer = load_tokenizer(default_text_model_path())
     got = imp.import_surgvlp(path, tokenizer_path=default_text_model_path())
     texts = ["I use the clipper to clip the cystic duct", "laparoscopic cholecystectomy: gallbladder dissection",
@@ -271,7 +215,7 @@ def test_surgvlp_text_pooling_and_image_path(tmp_path):
     assert any(idxtoword[i].startswith("##") for i in tok["input_ids"].flatten().tolist())  # word pieces merged
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        want = _ref_sentence_embedding(bert, idxtoword, tok["input_ids"], tok["attention_mask"])
+        want = surgvlp_reference_text(bert, idxtoword, tok["input_ids"], tok["attention_mask"])
         torch.testing.assert_close(got.encode_text(**tok, normalize=False), want, **TOL)
         torch.testing.assert_close(got.encode_frames(x), image(x), **TOL)
         back = _round_trip(got, tmp_path)
@@ -290,7 +234,7 @@ def test_import_command_then_zero_shot_phase(tmp_path):
     from medvid.models.text import default_text_model_path
     from medvid.pipelines import synth_surgery
 
-    path, _, _ = _surgvlp_file(tmp_path, seed=3)
+    path, _, _ = surgvlp_checkpoint(tmp_path, seed=3)
     data = tmp_path / "surgery"
     synth_surgery.run(load_config(synth_surgery.Config, "synth_surgery", overrides=[
         f"out={data}", "videos=1", "seed=3", "duration_scale=0.3", "height=96", "width=128"]))

@@ -11,6 +11,7 @@ written from those facts, not copied.
 | family | architecture | layout |
 |---|---|---|
 | EchoPrime video encoder | ``mvit_v2_s``, ``head[-1] = Linear(768, 512)`` | plain state dict |
+| EchoPrime text encoder | ``BertForMaskedLM`` (BiomedBERT) + ``text_projection = Linear(768, 512)`` | plain state dict |
 | EchoPrime view classifier | ``convnext_base``, ``classifier[-1] = Linear(1024, 11)`` | plain state dict |
 | EchoNet-Dynamic EF | ``r2plus1d_18``, ``fc = Linear(512, 1)`` | ``{"state_dict": {"module.*"}, "r2": numpy.float64, ...}`` |
 | PanEcho | ConvNeXt-T per frame + 4-layer Transformer + task heads | ``{"weights": {...}}`` |
@@ -39,7 +40,8 @@ from medvid.vocab import ECHO_VIEWS
 
 ECHOPRIME_EMBED_DIM = 512
 ECHOPRIME_NUM_VIEWS = 11
-TOKENIZER_DIR = "text"  # in a saved SurgVLP folder: its tokenizer
+ECHOPRIME_TEXT_LENGTH = 512  # EchoPrime's tokenizer max_length
+TOKENIZER_DIR = "text"  # in a saved SurgVLP or EchoPrime (with text encoder) folder: its tokenizer
 
 
 class CheckpointMismatchError(MedvidError):
@@ -125,6 +127,12 @@ def load_strict(model: nn.Module, state: dict[str, Tensor], what: str, ignore: I
     return model.eval()
 
 
+def save_tokenizer(tokenizer: Any, bert_config: Any, folder: Path) -> None:
+    """``folder/text/``: the tokenizer and the BERT config (``load_tokenizer`` reads a folder with both)."""
+    tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+    bert_config.save_pretrained(str(folder / TOKENIZER_DIR))
+
+
 class _Imported(Pretrained, nn.Module):
     """Base of the imported kinds: ``config`` rebuilds the architecture, ``pretrained_cfg`` is the
     publisher's input contract."""
@@ -140,9 +148,11 @@ class _Imported(Pretrained, nn.Module):
 
     def preprocess(self) -> ClipPreprocess:
         """The preprocessing ``pretrained_cfg`` records: EchoPrime's exact crop and bicubic resize for
-        ``preset: echoprime``, else medvid's ``ClipPreprocess`` (crop, resize, normalise, channel order)."""
+        ``preset: echoprime``, SurgVLP's resize + centre crop for ``preset: surgvlp``, else medvid's ``ClipPreprocess`` (crop, resize, normalise, channel order)."""
         if self.pretrained_cfg.preset == "echoprime":
             return EchoPrimePreprocess()
+        if self.pretrained_cfg.preset == "surgvlp":
+            return SurgVLPPreprocess(self.pretrained_cfg.input_size or 224)
         return preprocess_for(self.pretrained_cfg)
 
 
@@ -238,22 +248,71 @@ def echoprime_view_classifier() -> nn.Module:
     return model
 
 
+class EchoPrimeTextEncoder(nn.Module):
+    """EchoPrime's text encoder (its ``EchoPrimeTextEncoder``): ``backbone`` a BiomedBERT-architecture
+    ``BertForMaskedLM`` (sizes from ``bert_config``), ``text_projection`` Linear(768, 512); a text's embedding
+    is the projected ``[CLS]`` state of the last layer. The masked-LM head is kept (the file holds it) but
+    not run: the last hidden layer is the encoder's output either way."""
+
+    def __init__(self, bert_config: Any):
+        super().__init__()
+        from transformers import BertConfig, BertForMaskedLM
+
+        config = BertConfig.from_dict(bert_config) if isinstance(bert_config, dict) else bert_config
+        self.backbone = BertForMaskedLM(config)
+        self.text_projection = nn.Linear(config.hidden_size, ECHOPRIME_EMBED_DIM)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        hidden = self.backbone.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.text_projection(hidden[:, 0])
+
+
 class EchoPrimeVideoEncoder(_Imported):
     """EchoPrime's video encoder: clips ``[B,3,16,224,224]`` (``echoprime_clip``) -> ``[B,512]``.
     ``encode_clips`` gives the unit-norm embedding drafting and report banks use (whole clips in: the
-    mViT has no per-frame path)."""
+    mViT has no per-frame path). Imported with its text encoder (``text_bert_config`` + a tokenizer),
+    ``tokenize``/``encode_text`` embed text in the same 512-d space (findings, text -> study retrieval)."""
 
     embed_dim = ECHOPRIME_EMBED_DIM
 
-    def __init__(self):
-        super().__init__({}, ECHOPRIME_PRETRAINED_CFG)
+    def __init__(self, text_bert_config: dict[str, Any] | None = None, tokenizer=None):
+        super().__init__({"text_bert_config": text_bert_config} if text_bert_config else {}, ECHOPRIME_PRETRAINED_CFG)
         self.model = echoprime_video_encoder()
+        self.text = EchoPrimeTextEncoder(text_bert_config) if text_bert_config else None
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_checkpoint_config(cls, config: dict[str, Any], folder: Path) -> "EchoPrimeVideoEncoder":
+        text = config.get("text_bert_config")
+        return cls(text, load_tokenizer(folder / TOKENIZER_DIR) if text else None)
+
+    def save_checkpoint_files(self, folder: Path) -> None:
+        if self.text is not None:
+            save_tokenizer(self.tokenizer, self.text.backbone.config, folder)
 
     def forward(self, clips: Tensor) -> Tensor:
         return self.model(clips)
 
     def encode_clips(self, clips: Tensor, normalize: bool = True) -> Tensor:
         out = self.model(clips)
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def _text_tower(self) -> EchoPrimeTextEncoder:
+        if self.text is None:
+            raise MedvidError("this EchoPrime model has no text encoder: import it with "
+                              "text_encoder=echo_prime_text_encoder.pt tokenizer_path=BIOMEDBERT_FOLDER")
+        return self.text
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, Tensor]:
+        """EchoPrime's tokenisation (BiomedBERT tokenizer, truncated at 512 tokens), padded to the longest text
+        of the batch rather than to 512: the attention mask hides padding, so the ``[CLS]`` state is the same."""
+        self._text_tower()
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length or ECHOPRIME_TEXT_LENGTH,
+                             return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = True) -> Tensor:
+        out = self._text_tower()(input_ids, attention_mask)
         return F.normalize(out, dim=-1) if normalize else out
 
 
@@ -274,15 +333,34 @@ register_kind("echoprime_video", EchoPrimeVideoEncoder)
 register_kind("echoprime_view", EchoPrimeViewClassifier)
 
 
-def _import_plain(cls: type[_Imported], path: str | Path, what: str) -> _Imported:
+def _import_plain(cls: Callable[[], _Imported], path: str | Path, what: str) -> _Imported:
     model = build_empty(cls)
     load_strict(model.model, read_checkpoint(path), what)
     return model.eval()
 
 
-def import_echoprime_video_encoder(path: str | Path) -> EchoPrimeVideoEncoder:
-    """EchoPrime's ``echo_prime_encoder.pt`` (a plain state dict)."""
-    return _import_plain(EchoPrimeVideoEncoder, path, "EchoPrime video encoder")
+def import_echoprime_video_encoder(path: str | Path, text_encoder: str | Path | None = None,
+                                   tokenizer_path: str | Path | None = None) -> EchoPrimeVideoEncoder:
+    """EchoPrime's ``echo_prime_encoder.pt`` (a plain state dict); with ``text_encoder`` its
+    ``echo_prime_text_encoder.pt`` too (``EchoPrimeTextEncoder``'s state dict: ``backbone.*`` a
+    ``BertForMaskedLM``, ``text_projection.*``), which needs ``tokenizer_path``: a local folder with the
+    BiomedBERT tokenizer (``microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract``; nothing is downloaded)."""
+    if text_encoder is None:
+        if tokenizer_path is not None:
+            raise MedvidError("tokenizer_path is for EchoPrime's text encoder: pass text_encoder= as well")
+        return _import_plain(EchoPrimeVideoEncoder, path, "EchoPrime video encoder")
+    if tokenizer_path is None:
+        raise MedvidError("text_encoder needs tokenizer_path: a local folder with the BiomedBERT tokenizer "
+                          "EchoPrime's text encoder was trained with")
+    state = read_checkpoint(text_encoder)
+    config = bert_config_from_state(state, "backbone.bert.")
+    tokenizer = load_tokenizer(tokenizer_path)
+    if len(tokenizer) > config.vocab_size:
+        raise CheckpointMismatchError(f"{tokenizer_path}: its tokenizer has {len(tokenizer)} tokens, more than the "
+                                      f"{config.vocab_size} of the text encoder's BERT: not the tokenizer it was trained with")
+    model = _import_plain(lambda: EchoPrimeVideoEncoder(config.to_dict(), tokenizer), path, "EchoPrime video encoder")
+    load_strict(model.text, state, "EchoPrime text encoder", ignore=("embeddings.position_ids",))
+    return model.eval()
 
 
 def import_echoprime_view_classifier(path: str | Path) -> EchoPrimeViewClassifier:
@@ -509,13 +587,59 @@ class _SurgVLPImage(nn.Module):
         return self.global_embedder(self.model(frames))
 
 
-# SurgVLP's frame preprocessing: resize to 360x640, centre crop 224, ImageNet normalisation, RGB. For
-# 16:9 frames that is the centred square shrunk to 224/360 of its side: zoom (1 - 224/360) / 2.
+# SurgVLP's frame preprocessing (its ``_transform`` and test configs, on PIL images): Resize((360, 640))
+# (bilinear, antialiased, aspect ratio not kept), CenterCrop(224), ToTensor (÷255), ImageNet mean/std, RGB.
+# ``preset: surgvlp`` makes ``model.preprocess()`` exactly that (``SurgVLPPreprocess``); crop/zoom describe
+# the same region for medvid's ``ClipPreprocess`` on 16:9 frames (centred square shrunk to 224/360).
+SURGVLP_RESIZE = (360, 640)
+IMAGENET_MEAN_01, IMAGENET_STD_01 = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SURGVLP_PRETRAINED_CFG = PretrainedCfg(
     input_size=224, num_frames=4, crop="center_square", zoom=round((1 - 224 / 360) / 2, 4),
+    reference_crop="resize to 360x640 (bilinear), centre crop 224", interpolation="bilinear", preset="surgvlp",
     mean=PRESETS["imagenet"]["mean"], std=PRESETS["imagenet"]["std"], scale="0-255", channel_order="RGB",
     max_text_length=77,
 )
+
+
+class SurgVLPPreprocess(ClipPreprocess):
+    """SurgVLP's frame preprocessing, value for value: each uint8 RGB frame resized by Pillow to 360×640
+    (bilinear, what torchvision's ``Resize`` does to a PIL image), centre crop ``size`` (torchvision's
+    rounding), then ``x / 255`` and ImageNet mean/std in float32 as ``ToTensor`` + ``Normalize`` compute it
+    (one lookup table per channel holds those values)."""
+
+    def __init__(self, size: int = 224) -> None:
+        super().__init__(size, "center_square", 0.0, PRESETS["imagenet"]["mean"], PRESETS["imagenet"]["std"])
+        h, w = SURGVLP_RESIZE
+        if not 0 < self.size <= h:
+            raise ValueError(f"SurgVLP crops {self.size} from a {h}x{w} frame: size must be in 1..{h}")
+        self._top, self._left = int(round((h - self.size) / 2.0)), int(round((w - self.size) / 2.0))
+        levels = torch.arange(256, dtype=torch.float32).div(255)
+        mean, std = torch.tensor(IMAGENET_MEAN_01), torch.tensor(IMAGENET_STD_01)
+        self._lut = ((levels[None] - mean[:, None]) / std[:, None]).numpy()
+
+    def geometry(self, height: int, width: int) -> dict[str, tuple]:
+        sy, sx = SURGVLP_RESIZE[0] / height, SURGVLP_RESIZE[1] / width
+        y0, x0 = self._top / sy, self._left / sx
+        return {"crop_box": (x0, y0, x0 + self.size / sx, y0 + self.size / sy), "scale": (sx, sy)}
+
+    def from_frames(self, frames: np.ndarray) -> Tensor:
+        from PIL import Image
+
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        (h, w), s = SURGVLP_RESIZE, self.size
+        out = np.empty((3, len(frames), s, s), dtype=np.float32)
+        for i, f in enumerate(frames):
+            small = np.asarray(Image.fromarray(np.ascontiguousarray(f)).resize((w, h), Image.Resampling.BILINEAR))
+            crop = small[self._top:self._top + s, self._left:self._left + s]
+            for c in range(3):
+                np.take(self._lut[c], crop[..., c], out=out[c, i])
+        return torch.from_numpy(out)
+
+    def __call__(self, clip: Tensor) -> Tensor:
+        if clip.ndim != 4 or clip.shape[0] != 3:
+            raise ValueError(f"expected a (3, T, H, W) clip, got {tuple(clip.shape)}")
+        return self.from_frames(clip.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy())
 
 
 class SurgVLPModel(_Imported):
@@ -543,9 +667,8 @@ class SurgVLPModel(_Imported):
                    config["temperature"], config["text_pooler"])
 
     def save_checkpoint_files(self, folder: Path) -> None:
-        if self.backbone_text.tokenizer is not None:  # a tokenizer folder (+ the BERT config, as medvid reads them)
-            self.backbone_text.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
-            self.backbone_text.model.config.save_pretrained(str(folder / TOKENIZER_DIR))
+        if self.backbone_text.tokenizer is not None:
+            save_tokenizer(self.backbone_text.tokenizer, self.backbone_text.model.config, folder)
 
     def encode_frames(self, frames: Tensor) -> Tensor:
         return self.backbone_img(frames)
@@ -587,7 +710,8 @@ def import_surgvlp(path: str | Path, tokenizer_path: str | Path | None = None,
     return load_strict(model, state, "SurgVLP", ignore=("embeddings.position_ids",))
 
 
-# ``medvid import FAMILY SRC``: family -> importer (keyword options: tokenizer_path, mean, std, task_types).
+# ``medvid import FAMILY SRC``: family -> importer (keyword options: tokenizer_path, text_encoder, mean, std,
+# task_types).
 IMPORTERS: dict[str, Callable[..., nn.Module]] = {
     "echoprime": import_echoprime_video_encoder,
     "echoprime-view": import_echoprime_view_classifier,

@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from medvid.config import config_dir, setting
 from medvid.errors import MedvidError
@@ -64,8 +64,8 @@ class Recognition:
                                                "pretrained_cfg (1 when it records no rate)")
     clip_fps: Optional[float] = setting(None, "frame rate inside a clip (integer multiple of fps); null = the "
                                               "model's recorded rate")
-    crop: Optional[str] = setting(None, "null = the model's pretrained_cfg; center_square | none (resize the "
-                                        "whole frame)")
+    crop: Optional[str] = setting(None, "null = the model's own preprocessing (model.preprocess()); center_square "
+                                        "| none (medvid's resize of the whole frame)")
     batch_size: int = setting(32, "frames per backbone call")
     scale: float = setting(100.0, "phases: softmax scale on cosine similarity (SurgVLP)")
     tool_scale: float = setting(10.0, "tools: sigmoid scale; 100 saturates scores to ties at 1.0 that AP cannot "
@@ -112,6 +112,43 @@ def check_recognition(s: Any) -> None:
                           f"{s.adaptation_fraction}, {s.adaptation_c}, {s.adaptation_mix}")
     if s.expand_k < 0 or not 0.0 <= s.expand_weight <= 1.0:
         raise MedvidError(f"need expand_k >= 0 and 0 <= expand_weight <= 1, got {s.expand_k}, {s.expand_weight}")
+
+
+PRESET_MODEL_KEY = "model_preset"  # in a preset: the ``pretrained_cfg.preset`` the model must record
+
+
+def apply_preset(cfg: DictConfig, defaults: DictConfig) -> DictConfig:
+    """``cfg`` with the settings of its ``preset`` (an entry of ``cfg.presets``; none: ``cfg`` unchanged).
+
+    A preset is a published protocol: it fixes the settings it names. A setting the run changed from its
+    default (``defaults``: the job's config without the user's layers) to another value than the preset's
+    is an error naming both, so no one reads a run as the published protocol when it was not. A preset's
+    ``prompts`` name a file in the shipped ``configs/prompts/`` unless a path is given."""
+    if not cfg.get("preset"):
+        return cfg
+    presets = cfg.get("presets") or {}
+    if cfg.preset not in presets:
+        raise MedvidError(f"preset must be one of {sorted(presets)}, got {cfg.preset!r}")
+    values = {k: v for k, v in OmegaConf.to_container(presets[cfg.preset], resolve=True).items()
+              if k != PRESET_MODEL_KEY}
+    if values.get("prompts") and not Path(values["prompts"]).parent.parts:
+        values["prompts"] = str(config_dir() / "prompts" / values["prompts"])
+    if unknown := sorted(k for k in values if k not in cfg):
+        raise MedvidError(f"preset {cfg.preset!r} names unknown settings {unknown}")
+    clashes = [f"{k}={cfg[k]}" for k, v in values.items() if cfg[k] not in (v, defaults.get(k))]
+    if clashes:
+        raise MedvidError(f"preset={cfg.preset} fixes {', '.join(f'{k}={values[k]}' for k in values)}; this run "
+                          f"sets {', '.join(clashes)}: drop those settings or the preset")
+    return OmegaConf.merge(cfg, values)
+
+
+def check_model_preset(cfg: Any, model: Any) -> None:
+    """Refuse a model whose preprocessing is not the one the run's preset requires (``model_preset``)."""
+    need = (cfg.get("presets") or {}).get(cfg.get("preset") or "", {}).get(PRESET_MODEL_KEY)
+    if need and model.pretrained_cfg.preset != need:
+        raise MedvidError(f"preset={cfg.preset} needs a model whose pretrained_cfg records preset {need!r} (the "
+                          f"publisher's frame preprocessing; `medvid import {need}` writes it), got "
+                          f"{model.pretrained_cfg.preset!r}")
 
 
 def corpus_path(s: Any, model_dir: str | os.PathLike) -> Path | None:
@@ -186,7 +223,8 @@ class Recogniser:
     def embed(self, video: Video) -> VideoEmbedding:
         """Embeddings every ``1/fps`` s of one open video (the sampling of ``self.sampling``)."""
         s = self.settings
-        preprocess = preprocess_for(replace(self.model.pretrained_cfg, crop=s.crop) if s.crop else self.model.pretrained_cfg)
+        preprocess = (preprocess_for(replace(self.model.pretrained_cfg, crop=s.crop)) if s.crop
+                      else self.model.preprocess())
         e = embed_video(self.model, video, fps=self.fps, clip_frames=self.sampling["clip_frames"],
                         clip_fps=self.sampling["clip_fps"], preprocess=preprocess, batch_size=s.batch_size)
         if len(e.times) == 0:
