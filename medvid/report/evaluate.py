@@ -62,15 +62,26 @@ def token_f1(pred: str, ref: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def extract_finding(text: str) -> str:
-    """A normalised statement of what a section says: ``presence`` (absent/present of an abnormality),
-    ``severity`` (none/trivial/mild/moderate/severe), ``size`` (normal/dilated), ``function``
-    (normal/reduced), joined as ``key=value`` pairs (``unspecified`` when none is stated)."""
+def clauses(text: str) -> list[str]:
+    """A text's clauses, lower-cased: split at ``. ; ,`` and at "with" / "but" (each clause holds one statement)."""
+    return [c.strip() for c in re.split(r"[.;,]|\bwith\b|\bbut\b", (text or "").lower()) if c.strip()]
+
+
+def negated(clause: str) -> bool:
+    """Whether a clause carries a negation cue (no, not, without, absent, none, intact): "No pericardial effusion",
+    "normal without regurgitation". The rule extract_finding and the worklist search share (no NLP model)."""
+    return bool(re.search(_ABSENT, clause.lower()))
+
+
+def finding_fields(text: str) -> dict[str, str]:
+    """What a section says, as fields: ``presence`` (absent/present of an abnormality), ``severity``
+    (none/trivial/mild/moderate/severe), ``size`` (normal/dilated), ``function`` (normal/reduced); a field
+    the text does not state is missing."""
     t = (text or "").lower()
     out: dict[str, str] = {}
-    clauses = [c for c in re.split(r"[.;,]|\bwith\b|\bbut\b", t) if re.search(_ABNORMAL, c)]
-    if clauses:  # present when one clause states an abnormality without negating it
-        out["presence"] = "present" if any(not re.search(_ABSENT, c) for c in clauses) else "absent"
+    abnormal = [c for c in clauses(t) if re.search(_ABNORMAL, c)]
+    if abnormal:  # present when one clause states an abnormality without negating it
+        out["presence"] = "present" if any(not negated(c) for c in abnormal) else "absent"
     elif re.search(r"\bintact\b", t):
         out["presence"] = "absent"
     severity = next((name for name, pattern in _SEVERITY if re.search(rf"\b(?:{pattern})\b", t)), None)
@@ -86,7 +97,13 @@ def extract_finding(text: str) -> str:
         out["function"] = "reduced"
     elif re.search(r"normal[\w ]*function|function is normal|systolic function is normal", t):
         out["function"] = "normal"
-    return ";".join(f"{k}={v}" for k, v in out.items()) or "unspecified"
+    return out
+
+
+def extract_finding(text: str) -> str:
+    """A normalised statement of what a section says (:func:`finding_fields` joined as ``key=value`` pairs;
+    ``unspecified`` when none is stated)."""
+    return ";".join(f"{k}={v}" for k, v in finding_fields(text).items()) or "unspecified"
 
 
 def section_agreement(drafts: Mapping[str, Mapping[str, str]], truth: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
@@ -372,5 +389,6 @@ def _f(x: float | None) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
-__all__ = ["binary_metrics", "draft_sections", "evaluate_drafts", "extract_finding", "headline", "in_bank",
-           "markdown_report", "numeric_metrics", "read_drafts", "section_agreement", "token_f1", "tokens"]
+__all__ = ["binary_metrics", "clauses", "draft_sections", "evaluate_drafts", "extract_finding", "finding_fields",
+           "headline", "in_bank", "markdown_report", "negated", "numeric_metrics", "read_drafts", "section_agreement",
+           "token_f1", "tokens"]
