@@ -460,3 +460,29 @@ def test_prior_text_sections_are_chosen_on_calibration_and_followed_by_drafts(ba
     assert row["sections"]["Left Ventricle"]["text"] == "LV normal."
     assert row["sections"]["Left Ventricle"]["text_source"] == "prior"
     assert row["sections"]["Pericardium"]["text"] == "Effusion."
+
+
+# --------------------------------------------------------------------------- estimates as estimates
+def test_numeric_estimates_carry_their_neighbours_spread_and_clinical_precision(bank):
+    [row] = Drafter(bank, DraftSettings(knn_k=3, knn_temperature=None)).draft([_study([0.6, 0.8, 0, 0], [0, 0, 1.0, 0])])
+    ef = row["phenotypes"]["ef"]  # LV neighbours st_1 (30, sim 0.8), st_0 and st_3 (60 and 62, sim 0.6)
+    w = np.array([0.8, 0.6, 0.6])
+    mean = float(np.dot(w, [30, 60, 62]) / w.sum())
+    assert ef["value"] == pytest.approx(mean, abs=1e-4)
+    assert ef["spread"]["sd"] == pytest.approx(np.sqrt(np.dot(w, (np.array([30, 60, 62]) - mean) ** 2) / w.sum()), abs=1e-4)
+    assert ef["spread"]["iqr"] == pytest.approx([45.0, 61.0])
+    assert ef["display"] == f"{mean:.0f} % (estimate; neighbours 45-61 %)"
+    peri = row["phenotypes"]["pericardial_effusion"]
+    assert peri["display"] == (f"{'positive' if peri['call'] else 'negative'} (score {peri['score']:.2f}, "
+                               f"threshold {peri['threshold']:.2f})")
+    text = render_text(row)
+    assert f"ef: {mean:.0f} % (estimate" in text and f"{mean:.3f}" not in text  # no unrounded kNN mean
+
+
+def test_a_call_is_shown_as_a_call_even_when_the_score_rounds_below_the_threshold():
+    from medvid.report.phenotypes import display
+
+    block = {"kind": "binary", "score": 0.15, "threshold": 0.10, "call": 1}
+    assert display("reduced_ef", block) == "positive (score 0.15, threshold 0.10)"
+    assert display("ef", {"kind": "numeric", "value": 61.835, "method": "linear", "spread": None}) == \
+        "62 % (estimate; linear model)"
