@@ -314,7 +314,8 @@ def _num(value: Any) -> float:
 
 
 def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The numbers a summary shows: per phenotype draft vs baseline, section agreement vs random neighbour."""
+    """The numbers a summary shows: per phenotype draft vs baseline, section agreement vs random neighbour (macro,
+    and per section under ``section_text``)."""
     out: dict[str, Any] = {"studies": metrics["studies"], "studies_in_bank": metrics["studies_in_bank"],
                            "baseline_studies": metrics["baseline_studies"]}
     if metrics["notes"]:
@@ -334,7 +335,13 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
         out.update({"token_f1": _round(s["draft"]["token_f1"]),
                     "token_f1_random_neighbour": _round(s["baseline_random_neighbour"]["token_f1"]),
                     "finding_agreement": _round(s["draft"]["finding_agreement"]),
-                    "finding_agreement_random_neighbour": _round(s["baseline_random_neighbour"]["finding_agreement"])})
+                    "finding_agreement_random_neighbour": _round(s["baseline_random_neighbour"]["finding_agreement"]),
+                    "section_text": {name: {"n": v["n"], "token_f1": _round(v["token_f1"]),
+                                            "token_f1_random_neighbour": _round(base.get("token_f1")),
+                                            "finding_agreement": _round(v["finding_agreement"]),
+                                            "finding_agreement_random_neighbour": _round(base.get("finding_agreement"))}
+                                     for name, v in s["draft"]["sections"].items()
+                                     for base in [s["baseline_random_neighbour"]["sections"].get(name, {})]}})
     return out
 
 
