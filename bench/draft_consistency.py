@@ -11,7 +11,8 @@ process, the test studies are drafted twice from the same bank with the same cal
 
 Prints JSON: per variant the contradictions between a section text and a call of its phenotypes (all, and silent =
 not flagged as a conflict) per phenotype, and per section the token F1 and finding agreement beside the random
-neighbour baseline of ``medvid evaluate drafts`` (same seed). Usage:
+neighbour baseline of ``medvid evaluate drafts`` (same seed), and that baseline's expectation (the mean over every
+training report's text instead of one random draw). Usage:
 ``python bench/draft_consistency.py --world DEMO_OUT --work /tmp/dc_bench``.
 """
 from __future__ import annotations
@@ -84,7 +85,27 @@ def main() -> None:
                          for s, v in metrics["draft"]["sections"].items()},
             "macro_token_f1": round(metrics["draft"]["token_f1"], 3),
             "macro_finding_agreement": round(metrics["draft"]["finding_agreement"], 3)}
+    out["random_token_f1_expected"] = _expected_random_f1(reports, split_rows(videos, "train", ingest), test)
     print(json.dumps(out, indent=1))
+
+
+def _expected_random_f1(reports, train_videos, test) -> dict[str, float]:
+    """Per section, the expected token F1 of a random training report's text (the mean over all of them, where
+    ``medvid evaluate drafts`` draws one): the random baseline without the noise of its single draw."""
+    import numpy as np
+
+    from medvid.io.reports import parse_sections
+    from medvid.report.evaluate import token_f1
+
+    pool = [parse_sections(str(reports.at[k, "report"])) for k in sorted(set(train_videos["study_key"]))
+            if k in reports.index]
+    scores: dict[str, list[float]] = {}
+    for st in test:
+        for name, ref in parse_sections(str(reports.at[st.study_key, "report"])).items():
+            texts = [p[name] for p in pool if name in p]
+            if texts:
+                scores.setdefault(name, []).append(float(np.mean([token_f1(t, ref) for t in texts])))
+    return {name: round(float(np.mean(v)), 3) for name, v in scores.items()}
 
 
 if __name__ == "__main__":
