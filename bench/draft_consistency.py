@@ -1,6 +1,7 @@
 """Drafts that contradict their own calls, and section quality, before and after consistent section text.
 
-On a ``medvid demo`` folder (its ingest, video model, view classifier, bank and frame-feature cache), in one
+On a ``medvid demo`` folder (``echo/``: ingest, synth/dicom, pretrain/model, view_classifier/model, bank, and
+the frame-feature cache pretrain/cache/echo when present), in one
 process, the test studies are drafted twice from the same bank with the same calls:
 
 * ``before``: each section the nearest neighbour's text (``drafting.consistent=false``, no prior text: drafting
@@ -27,9 +28,11 @@ from pathlib import Path
 def _encode(world: Path, keys: list[str]):
     from medvid.report.encode import Encoding, encode_studies, load_encoder, loop_clips
 
-    echo = world / "echo"
-    enc = Encoding(num_workers=0, feature_cache=str(echo / "pretrain" / "cache" / "echo"))
     import torch
+
+    echo = world / "echo"
+    cache_dir = echo / "pretrain" / "cache" / "echo"  # the demo's frame features; a world without them decodes
+    enc = Encoding(num_workers=0, feature_cache=str(cache_dir) if cache_dir.is_dir() else None)
 
     encoder = load_encoder(echo / "pretrain" / "model", echo / "view_classifier" / "model", torch.device("cpu"),
                            enc.precision)
