@@ -8,7 +8,8 @@ also be a plain reports CSV (``study_uid`` or ``study_key``, ``report``; ``label
 the same key) for a *text* bank: sections embedded by the model's text tower.
 
 calibrate (``action=calibrate``): drafts the phenotypes of a labelled split (default val) of an ingest
-folder against the bank and stores one threshold per binary phenotype (Youden's J) in its manifest.
+folder against the bank and stores one threshold per binary phenotype (Youden's J) in its manifest, and,
+with the ingest's reports, which sections take the bank's prior text rather than their neighbours'.
 
 The logic lives in :mod:`medvid.report` (``build``, ``calibrate``, ``encode``); this job only wires it.
 """
@@ -204,9 +205,9 @@ def _build_text(cfg: Config, path: Path) -> dict[str, Any]:
 
 def calibrate(cfg: Config) -> dict[str, Any]:
     from medvid.device import resolve_device
-    from medvid.io.reports import read_labels
+    from medvid.io.reports import parse_sections, read_labels, read_reports
     from medvid.report.bank import Bank
-    from medvid.report.calibrate import calibrate_phenotypes
+    from medvid.report.calibrate import calibrate_phenotypes, choose_text_sources
     from medvid.report.draft import Drafter
     from medvid.report.encode import encode_studies, load_encoder, loop_clips
     from medvid.report.provenance import folder_fingerprint
@@ -248,6 +249,17 @@ def calibrate(cfg: Config) -> dict[str, Any]:
     for p, entry in info.items():
         if "threshold_skipped" in entry:
             log.warning("calibrate: %s in split %r: %s; threshold left as is", p, split, entry["threshold_skipped"])
-    bank.set_thresholds(thresholds, {"method": cfg.method, "split": split, "studies": len(studies), "phenotypes": info},
-                        models if cfg.phenotype_models else None, heads)
-    return {"bank": cfg.bank, "split": split, "studies": len(studies), "thresholds": thresholds, "phenotypes": info}
+    calibration = {"method": cfg.method, "split": split, "studies": len(studies), "phenotypes": info}
+    bank.set_thresholds(thresholds, calibration, models if cfg.phenotype_models else None, heads)
+    reports_csv = IngestFolder(ingest_dir).reports
+    if reports_csv.is_file():  # with the calls just calibrated: which sections take the bank's prior text
+        reports = read_reports(reports_csv, key="study_key").set_index("study_key")
+        truth = {st.study_key: parse_sections(str(reports.at[st.study_key, "report"])) for st in studies
+                 if st.study_key in reports.index}
+        calibration["sections"] = choose_text_sources(bank, studies, truth, cfg.drafting, patients_of(videos))
+        bank.set_thresholds(thresholds, calibration, models if cfg.phenotype_models else None, heads)
+    else:
+        log.warning("calibrate: %s has no reports.csv: every section keeps its neighbours' text", ingest_dir)
+    prior = sorted(s for s, c in calibration.get("sections", {}).items() if c["text_source"] == "prior")
+    return {"bank": cfg.bank, "split": split, "studies": len(studies), "thresholds": thresholds, "phenotypes": info,
+            "prior_text_sections": prior}

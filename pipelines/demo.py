@@ -217,10 +217,12 @@ def _total(results: dict[str, Any]) -> dict[str, float]:
 
 
 def _metric(name: str, value: Optional[float], baseline: Optional[float], baseline_name: str,
-            higher_is_better: bool = True) -> dict[str, Any]:
+            higher_is_better: bool = True, ties: bool = False) -> dict[str, Any]:
+    """One table row; ``beats_baseline`` is strict, or ``value >= baseline`` with ``ties`` (text scores, where
+    both may be perfect)."""
     beats = None
     if value is not None and baseline is not None:
-        beats = bool(value > baseline if higher_is_better else value < baseline)
+        beats = bool(value >= baseline if ties else value > baseline if higher_is_better else value < baseline)
     return {"metric": name, "value": _r(value), "baseline": _r(baseline), "baseline_name": baseline_name,
             "higher_is_better": higher_is_better, "beats_baseline": beats}
 
@@ -251,6 +253,7 @@ def metrics_table(results: dict[str, Any], p: Paths, style: Optional[str] = None
                             ev.get("ef_mae_train_mean"), "training mean", higher_is_better=False))
     for key in sorted(k for k in ev if k.endswith("_auroc")):
         rows.append(_metric(f"{key[:-6].replace('_', ' ')} AUROC", ev[key], 0.5, "chance"))
+    rows += text_rows(ev)
     phase = results.get("zero_shot_phase", {}).get("raw")
     if phase:
         base = majority_phase_baseline(p.zs_phase / "predictions")
@@ -262,6 +265,20 @@ def metrics_table(results: dict[str, Any], p: Paths, style: Optional[str] = None
     if tools:
         rows.append(_metric(f"zero-shot tool mAP{world}", tools["map"], tool_prevalence_baseline(p.zs_tools / "metrics.json"),
                             "random scorer = prevalence"))
+    return rows
+
+
+def text_rows(ev: dict[str, Any]) -> list[dict[str, Any]]:
+    """Draft text quality beside a random training report's text: token F1 and finding agreement, macro over
+    sections and per section (at or above the baseline counts)."""
+    rows = []
+    for metric, label in (("token_f1", "token F1"), ("finding_agreement", "finding agreement")):
+        if metric in ev:
+            rows.append(_metric(f"draft text {label} (macro over sections)", ev[metric],
+                                ev.get(f"{metric}_random_neighbour"), "random report's text", ties=True))
+        for section, v in ev.get("section_text", {}).items():
+            rows.append(_metric(f"  {label}: {section}", v[metric], v[f"{metric}_random_neighbour"],
+                                "random report's text", ties=True))
     return rows
 
 
@@ -321,7 +338,8 @@ def render(summary: dict[str, Any]) -> str:
         mark = {True: "yes", False: "NO", None: "?"}[r["beats_baseline"]]
         lines.append(f"{r['metric']:<{w}}  {v:>7}  {b:>8}  {mark} ({r['baseline_name']})")
     t = summary["total"]
-    lines += ["", "n/a: undefined on this test split (e.g. one class only); NO: does not beat its baseline.",
+    lines += ["", "n/a: undefined on this test split (e.g. one class only); NO: does not beat its baseline (text rows: "
+              "below it).",
               f"time: {t['wall_s']:.0f} s wall, {t['cpu_s']:.0f} s CPU (user + system); peak memory "
               f"{t['peak_rss_mb']} MB (per stage: {summary['out']}/summary.json)", "", "outputs:"]
     lines += [f"  {k:<30} {v}" for k, v in summary["outputs"].items()]

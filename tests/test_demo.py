@@ -29,6 +29,8 @@ def test_summary_table_metrics_beat_their_baselines(demo):
     assert set(expected) <= set(metrics), sorted(metrics)
     assert any(k.endswith(" AUROC") for k in metrics)
     for row in summary["metrics"]:
+        if row["metric"].startswith("  "):  # per-section text rows: shown; a small test split may fall below
+            continue
         if row["value"] is None:  # a phenotype with one class only in a small test split has no AUROC
             assert row["metric"].endswith(" AUROC"), row
             continue
@@ -112,6 +114,26 @@ def test_baselines_and_table_from_stage_outputs(tmp_path):
                         "total": {"wall_s": 1, "cpu_s": 1, "peak_rss_mb": 1}, "outputs": demo.outputs(p),
                         "app": "medvid app --data X"})
     assert "NO (chance)" in text and "n/a" in text and text.rstrip().endswith("medvid app --data X")
+
+
+def test_table_shows_draft_text_quality_per_section_beside_a_random_report():
+    from medvid.pipelines import demo
+    from medvid.report.evaluate import headline
+
+    def agreement(f1, finding):
+        return {"token_f1": f1, "finding_agreement": finding}
+
+    metrics = {"studies": 3, "studies_in_bank": 0, "baseline_studies": 5, "notes": [], "sections": {
+        "draft": {**agreement(0.8, 0.9), "sections": {"IVC": {**agreement(0.6, 1.0), "n": 3},
+                                                      "Mitral Valve": {**agreement(0.9, 0.8), "n": 3}}},
+        "baseline_random_neighbour": {**agreement(0.7, 0.9), "sections": {"IVC": agreement(0.65, 1.0),
+                                                                           "Mitral Valve": agreement(0.5, 0.4)}}}}
+    table = demo.metrics_table({"evaluate_drafts": headline(metrics)}, demo.Paths(Path(".")))
+    rows = {r["metric"].split(" (")[0].strip(): r for r in table}
+    assert rows["draft text token F1"]["value"] == 0.8 and rows["draft text token F1"]["baseline"] == 0.7
+    assert rows["draft text finding agreement"]["beats_baseline"] is True  # 0.9 = 0.9: at the baseline counts
+    assert rows["token F1: IVC"]["beats_baseline"] is False and rows["token F1: Mitral Valve"]["beats_baseline"]
+    assert rows["finding agreement: IVC"]["baseline"] == 1.0 and rows["finding agreement: IVC"]["beats_baseline"]
 
 
 def test_unknown_stage_override_is_refused_before_any_work(tmp_path):

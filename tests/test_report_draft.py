@@ -377,3 +377,112 @@ def test_folding_that_would_change_the_features_is_not_kept():
     model = _random_stats(_Misordered())
     enc = StudyEncoder(model, ViewInformedAttention.from_prior_file(learnable=False), precision="fp32")
     assert isinstance(enc.model.bn, torch.nn.BatchNorm2d)  # the probe caught it: unfolded
+
+
+# --------------------------------------------------------------------------- section text consistent with the calls
+def _effusion_bank(tmp_path, labels):
+    """A Pericardium-only bank: st_0 "No effusion." (e0), st_1 "There is a small pericardial effusion." (e1),
+    st_2 "No effusion." (e2); ``labels``: their pericardial_effusion labels."""
+    e = np.eye(4, dtype=np.float16)
+    texts = ["No effusion.", "There is a small pericardial effusion.", "No effusion."]
+    parts = [("Pericardium", SectionRows(e[[0, 1, 2]], np.array([0, 1, 2], np.int32), texts))]
+    studies = pd.DataFrame({"study_key": ["st_0", "st_1", "st_2"], "pericardial_effusion": labels})
+    write_bank(tmp_path / "eb", parts, studies, dim=4, rows=3, manifest={"model": {"fingerprint": "m"}})
+    return Bank(tmp_path / "eb")
+
+
+def _pericardium_study(vec) -> EncodedStudy:
+    return EncodedStudy("st_new", ["vi_1"], ["A4C"], [1.0], ["known"], ["Pericardium"], torch.tensor([vec]),
+                        torch.tensor([[1.0]]), torch.zeros(4))
+
+
+def test_text_call_reads_what_a_section_says():
+    from medvid.report.section_text import text_call
+
+    assert text_call("mitral_regurgitation", "Moderate mitral regurgitation.") == 1
+    assert text_call("mitral_regurgitation", "Mild mitral regurgitation.") == 0  # not clinically significant
+    assert text_call("mitral_regurgitation", "The mitral valve is normal without regurgitation.") == 0
+    assert text_call("tricuspid_regurgitation", "Trivial tricuspid regurgitation.") == 0
+    assert text_call("pericardial_effusion", "There is a small pericardial effusion.") == 1
+    assert text_call("pericardial_effusion", "No pericardial effusion.") == 0
+    assert text_call("reduced_ef", "Systolic function is mildly reduced. LVEF 52%.") == 0  # the number decides
+    assert text_call("reduced_ef", "The left ventricular ejection fraction is estimated at 41%.") == 1
+    assert text_call("reduced_ef", "Systolic function is severely reduced.") == 1
+    assert text_call("lv_dilation", "The left ventricle is moderately dilated.") == 1
+    assert text_call("la_dilation", "Normal left atrial size.") == 0
+    assert text_call("la_dilation", "The aortic valve is normal.") is None  # silent
+    assert text_call("ef", "LVEF 60%.") is None  # no rule: never a conflict
+
+
+def test_section_text_agrees_with_the_call_passing_over_nearer_texts(tmp_path):
+    bank = _effusion_bank(tmp_path, [0.0, 1.0, 0.0])
+    bank.set_thresholds({"pericardial_effusion": 0.3}, {})
+    settings = DraftSettings(knn_k=3, knn_temperature=None, phenotype_sections={"pericardial_effusion": "Pericardium"})
+    q = [0.8, 0.6, 0, 0]  # nearest st_0 "No effusion." (0.8), then st_1 (0.6): score 0.43 >= 0.3, a positive call
+    [row] = Drafter(bank, settings).draft([_pericardium_study(q)])
+    sec = row["sections"]["Pericardium"]
+    assert row["phenotypes"]["pericardial_effusion"]["call"] == 1
+    assert sec["text"] == "There is a small pericardial effusion." and sec["text_source"] == "consistent"
+    assert sec["conflict"] is None and sec["neighbours"][0]["study_key"] == "st_0"
+    [plain] = Drafter(bank, replace(settings, consistent=False)).draft([_pericardium_study(q)])
+    assert plain["sections"]["Pericardium"]["text"] == "No effusion."  # what drafting wrote before
+
+
+def test_a_remaining_contradiction_is_flagged_with_an_agreeing_alternative(tmp_path):
+    from medvid.report.section_text import contradictions
+
+    bank = _effusion_bank(tmp_path, [1.0, 0.0, 0.0])  # st_0's label says effusion, its text says none
+    settings = DraftSettings(neighbours=1, knn_k=1, phenotype_sections={"pericardial_effusion": "Pericardium"})
+    [row] = Drafter(bank, settings).draft([_pericardium_study([1.0, 0, 0, 0])])
+    sec = row["sections"]["Pericardium"]
+    assert row["phenotypes"]["pericardial_effusion"]["call"] == 1 and sec["text"] == "No effusion."
+    assert sec["conflict"] == {"phenotype": "pericardial_effusion", "phenotypes": ["pericardial_effusion"], "call": 1,
+                               "text_finding": "presence=absent;severity=none",
+                               "alternative": "There is a small pericardial effusion."}
+    assert contradictions(row, {"pericardial_effusion": "Pericardium"}) == [
+        {"section": "Pericardium", "phenotype": "pericardial_effusion", "flagged": True}]
+    [plain] = Drafter(bank, replace(settings, consistent=False)).draft([_pericardium_study([1.0, 0, 0, 0])])
+    assert contradictions(plain, {"pericardial_effusion": "Pericardium"})[0]["flagged"] is False  # silent
+
+
+def test_prior_text_sections_are_chosen_on_calibration_and_followed_by_drafts(bank):
+    from medvid.report.calibrate import choose_text_sources
+
+    settings = DraftSettings(knn_temperature=None, phenotype_sections={})  # no call speaks for these texts
+    study = _study([0, 1.0, 0, 0], [0, 1.0, 0, 0])  # nearest texts: "LV reduced.", "Effusion."
+    truth = {"st_new": {"Left Ventricle": "LV normal.", "Pericardium": "Effusion."}}
+    chosen = choose_text_sources(bank, [study], truth, settings)
+    assert chosen["Left Ventricle"]["text_source"] == "prior"  # the bank's prior "LV normal." beats the neighbour
+    assert chosen["Pericardium"]["text_source"] == "neighbours"  # retrieval beats the prior "No effusion." here
+    assert chosen["Left Ventricle"]["neighbours_token_f1"] < chosen["Left Ventricle"]["prior_token_f1"]
+    bank.set_thresholds({}, {"sections": chosen})
+    [row] = Drafter(bank, settings).draft([study])
+    assert row["sections"]["Left Ventricle"]["text"] == "LV normal."
+    assert row["sections"]["Left Ventricle"]["text_source"] == "prior"
+    assert row["sections"]["Pericardium"]["text"] == "Effusion."
+
+
+# --------------------------------------------------------------------------- estimates as estimates
+def test_numeric_estimates_carry_their_neighbours_spread_and_clinical_precision(bank):
+    [row] = Drafter(bank, DraftSettings(knn_k=3, knn_temperature=None)).draft([_study([0.6, 0.8, 0, 0], [0, 0, 1.0, 0])])
+    ef = row["phenotypes"]["ef"]  # LV neighbours st_1 (30, sim 0.8), st_0 and st_3 (60 and 62, sim 0.6)
+    w = np.array([0.8, 0.6, 0.6])
+    mean = float(np.dot(w, [30, 60, 62]) / w.sum())
+    assert ef["value"] == pytest.approx(mean, abs=1e-4)
+    assert ef["spread"]["sd"] == pytest.approx(np.sqrt(np.dot(w, (np.array([30, 60, 62]) - mean) ** 2) / w.sum()), abs=1e-4)
+    assert ef["spread"]["iqr"] == pytest.approx([45.0, 61.0])
+    assert ef["display"] == f"{mean:.0f} % (estimate; neighbours 45-61 %)"
+    peri = row["phenotypes"]["pericardial_effusion"]
+    assert peri["display"] == (f"{'positive' if peri['call'] else 'negative'} (score {peri['score']:.2f}, "
+                               f"threshold {peri['threshold']:.2f})")
+    text = render_text(row)
+    assert f"ef: {mean:.0f} % (estimate" in text and f"{mean:.3f}" not in text  # no unrounded kNN mean
+
+
+def test_a_call_is_shown_as_a_call_even_when_the_score_rounds_below_the_threshold():
+    from medvid.report.phenotypes import display
+
+    block = {"kind": "binary", "score": 0.15, "threshold": 0.10, "call": 1}
+    assert display("reduced_ef", block) == "positive (score 0.15, threshold 0.10)"
+    assert display("ef", {"kind": "numeric", "value": 61.835, "method": "linear", "spread": None}) == \
+        "62 % (estimate; linear model)"

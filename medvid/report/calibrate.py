@@ -6,6 +6,11 @@ retrieves its own or its patient's bank rows).
 A threshold is fitted only with at least ``MIN_PER_CLASS`` positive and negative calibration studies: on fewer, Youden's
 J picks whatever score separates a handful of studies (4 validation studies gave a threshold of 1.0), so the
 threshold is left as it was and the reason recorded (``threshold_skipped``).
+
+Per section, :func:`choose_text_sources` compares on the same split the neighbours' text with the bank's prior text
+(:func:`medvid.report.section_text.prior_texts`): a section whose retrieval does not beat the prior there (token F1
+plus finding agreement; e.g. a section whose wording the images do not determine, where the nearest study's
+wording is a random draw) takes the prior in every draft.
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ import torch
 
 from medvid.metrics import auroc
 from medvid.report.bank import Bank
-from medvid.report.draft import DraftSettings
+from medvid.report.draft import DraftSettings, Drafter
+from medvid.report.evaluate import draft_sections, section_agreement
 from medvid.report.phenotypes import (KNN_KS, knn_phenotypes, predict_linear, section_training_set, select_models,
                                       youden_threshold)
 from medvid.report.retrieval import StudyIndex, search
@@ -79,3 +85,28 @@ def calibrate_phenotypes(bank: Bank, pheno_section: Mapping[str, str], studies: 
             entry["mae"] = round(float(np.mean(np.abs(y[keep] - pred[keep]))), 4) if keep.any() else None
         info[p] = entry
     return thresholds, info, models, heads
+
+
+def choose_text_sources(bank: Bank, studies: Sequence, truth: Mapping[str, Mapping[str, str]], settings: DraftSettings,
+                        patients: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per bank section, on the calibration ``studies`` whose true report has it (``truth``: study key ->
+    {section: text}): token F1 and finding agreement of drafts that take the neighbours' text and of drafts that
+    take the bank's prior text (both consistent with the calls, as drafting is), and the ``text_source`` chosen:
+    ``prior`` unless the neighbours' text scores higher (the sum of both: retrieval must beat the prior), else
+    ``neighbours``. Sections no calibration study reports keep ``neighbours``."""
+    scores = {}
+    for source in ("neighbours", "prior"):
+        drafter = Drafter(bank, settings, patients=patients, text_sources={s: source for s in bank.sections})
+        drafts = {d["study_key"]: draft_sections(d) for d in drafter.draft(list(studies))}
+        scores[source] = section_agreement(drafts, {k: v for k, v in truth.items() if k in drafts})["sections"]
+    out = {}
+    for s in bank.sections:
+        n, p = scores["neighbours"].get(s), scores["prior"].get(s)
+        if n is None or p is None:
+            out[s] = {"text_source": "neighbours", "n": 0}
+            continue
+        beaten = n["token_f1"] + n["finding_agreement"] > p["token_f1"] + p["finding_agreement"]
+        out[s] = {"text_source": "neighbours" if beaten else "prior", "n": n["n"],
+                  **{f"{src}_{m}": round(scores[src][s][m], 4) for src in ("neighbours", "prior")
+                     for m in ("token_f1", "finding_agreement")}}
+    return out

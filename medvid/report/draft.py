@@ -1,12 +1,11 @@
 """Retrieval-augmented report drafting (the core of ``medvid draft``): per section, the nearest bank studies
-*that have that section* (:func:`medvid.report.retrieval.search`, batched over studies), their text, and
-phenotypes by kNN over the bank labels (or the per-phenotype models ``bank calibrate`` chose). Studies come
-encoded by :mod:`medvid.report.encode`.
+*that have that section* (:func:`medvid.report.retrieval.search`, batched over studies), their text (chosen to
+agree with the draft's phenotype calls, :mod:`medvid.report.section_text`), and phenotypes by kNN over the bank
+labels (or the per-phenotype models ``bank calibrate`` chose). Studies come encoded by :mod:`medvid.report.encode`.
 """
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -18,8 +17,9 @@ from medvid.config import setting
 from medvid.errors import MedvidError
 from medvid.report.bank import Bank
 from medvid.report.encode import EncodedStudy, StageTimer
-from medvid.report.phenotypes import draft_phenotypes
+from medvid.report.phenotypes import clinical_value, display, draft_phenotypes
 from medvid.report.retrieval import StudyIndex, search
+from medvid.report.section_text import choose_text, prior_texts, sample_rows, section_calls
 
 
 PHENOTYPE_SECTIONS = {"ef": "Left Ventricle", "reduced_ef": "Left Ventricle", "lv_dilation": "Left Ventricle",
@@ -43,16 +43,22 @@ class DraftSettings:
         factory=lambda: dict(PHENOTYPE_SECTIONS))
     default_section: str = setting("Left Ventricle", "section whose neighbours vote for phenotypes not in "
                                                      "phenotype_sections")
+    consistent: bool = setting(True, "true: a section's text is the nearest that agrees with the calls of its "
+                                     "phenotypes (a remaining contradiction is flagged as a conflict); false: the "
+                                     "nearest text")
 
 
 class Drafter:
     """Sections, neighbours and kNN phenotypes for batches of encoded studies from one bank. A study never
     retrieves its own bank rows nor those of its patient's studies (``patients``: study key -> patient key, from
-    the ingest; :class:`medvid.report.retrieval.StudyIndex`)."""
+    the ingest; :class:`medvid.report.retrieval.StudyIndex`). ``text_sources``: section -> ``"prior"`` for the
+    sections that take the bank's prior texts instead of their neighbours' (default: ``bank calibrate``'s choice)."""
 
     def __init__(self, bank: Bank, settings: DraftSettings, chunk: int = 32768,
-                 patients: Mapping[str, str] | None = None):
+                 patients: Mapping[str, str] | None = None, text_sources: Mapping[str, str] | None = None):
         self.bank, self.s, self.chunk = bank, settings, chunk
+        self.text_sources = dict(calibrated_text_sources(bank) if text_sources is None else text_sources)
+        self._priors: dict[str, list[str]] = {}
         self.index, self.patients = StudyIndex.of_bank(bank), dict(patients or {})
         self.pheno_names = list(bank.phenotypes)
         sections = bank.sections
@@ -79,7 +85,7 @@ class Drafter:
         hits = search(self.bank, queries, k, self.chunk, exclude=exclude)
         out = []
         for b, st in enumerate(studies):
-            sections = {}
+            sections, phenotypes = {}, self._phenotypes(hits, b, st)
             for s in names:
                 sims, rows = hits[s].of(b)
                 if not len(rows):  # the section's only rows are the study's own (or its patient's)
@@ -87,38 +93,50 @@ class Drafter:
                 keys = self.bank.study_keys[self.bank.row_study[rows[:self.s.neighbours]]]
                 si = st.sections.index(s)
                 sections[s] = {
-                    "text": self._text(sims, rows),
+                    **self._text(s, sims, rows, phenotypes),
                     "neighbours": [{"study_key": str(key), "similarity": round(float(v), 4)}
                                    for key, v in zip(keys, sims)],
                     "videos": [{"video_key": vk, "view": v, "view_confidence": c, "weight": round(float(w), 4)}
                                for vk, v, c, w in zip(st.video_keys, st.views, st.view_confidence, st.weights[si])]}
             out.append({"study_key": st.study_key, "in_bank": self.index.own(st.study_key) is not None,
-                        "sections": sections, "phenotypes": self._phenotypes(hits, b, st),
+                        "sections": sections, "phenotypes": phenotypes,
                         "videos": [{"video_key": vk, "view": v, "view_confidence": c, "view_source": src}
                                    for vk, v, c, src in zip(st.video_keys, st.views, st.view_confidence, st.view_source)]})
         timer.add("retrieve", t0)
         return out
 
-    def _text(self, sims: np.ndarray, rows: np.ndarray) -> str:
-        """The nearest neighbour's text (or the similarity-weighted vote of the ``consensus`` nearest), over the
-        rows that carry text: a row whose text the bank withheld (no sentence shared by enough patients) only
-        votes on phenotypes, and the next neighbour gives the text."""
-        found: list[tuple[str, float]] = []
-        for row, sim in zip(rows, sims):  # nearest first, until enough rows with text
-            if (text := self.bank.texts([row])[0]):
-                found.append((text, float(sim)))
-                if len(found) >= max(1, self.s.consensus):
-                    break
-        if not found:
-            return ""
-        votes: dict[str, float] = defaultdict(float)
-        for text, sim in found:
-            votes[text] += sim
-        return max((t for t, _ in found), key=lambda t: votes[t])  # ties: the nearer text (max keeps the first)
+    def _text(self, section: str, sims: np.ndarray, rows: np.ndarray,
+              phenotypes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """The section's ``text``, ``text_source`` (``nearest`` | ``consistent`` | ``prior``) and ``conflict``
+        (None, or the call its text contradicts with an agreeing alternative): the nearest neighbour's text (or
+        the ``consensus`` vote), passing over texts that contradict the section's calls; a row whose text the
+        bank withheld (no sentence shared by enough patients) only votes on phenotypes."""
+        calls = section_calls(phenotypes, self.pheno_section, section) if self.s.consistent else {}
+        prior = self.text_sources.get(section) == "prior"
+        if prior:
+            candidates = ((t, 1.0) for t in self.priors(section))
+        else:
+            candidates = ((t, float(sim)) for row, sim in zip(rows, sims) if (t := self.bank.texts([row])[0]))
+        chosen = choose_text(candidates, calls, self.s.consensus, self.priors(section) if calls else ())
+        source = "prior" if prior else "consistent" if chosen["skipped"] else "nearest"
+        return {"text": chosen["text"], "text_source": source, "conflict": chosen["conflict"]}
+
+    def priors(self, section: str) -> list[str]:
+        """The bank's prior texts of ``section``, best first (:func:`medvid.report.section_text.prior_texts` over
+        an even sample of its rows; computed once)."""
+        if section not in self._priors:
+            self._priors[section] = prior_texts(self.bank.texts(sample_rows(*self.bank.section_slice(section))))
+        return self._priors[section]
 
     def _phenotypes(self, hits: dict[str, tuple[Tensor, Tensor]], b: int, study: EncodedStudy) -> dict[str, dict[str, Any]]:
         queries = {s: study.embeddings[study.sections.index(s)].float().numpy() for s in set(self.pheno_section.values())}
         return draft_phenotypes(self.bank, hits, b, queries, self.pheno_section, self.s.knn_k, self.s.knn_temperature)
+
+
+def calibrated_text_sources(bank: Bank) -> dict[str, str]:
+    """Section -> ``"prior"`` | ``"neighbours"`` as ``bank calibrate`` chose on validation (empty before)."""
+    chosen = (bank.manifest.get("calibration") or {}).get("sections") or {}
+    return {s: str(c.get("text_source", "neighbours")) for s, c in chosen.items()}
 
 
 def left_out_note(left_out: Sequence[Mapping[str, str]]) -> str:
@@ -131,23 +149,23 @@ def left_out_note(left_out: Sequence[Mapping[str, str]]) -> str:
 
 def render_text(draft: Mapping[str, Any]) -> str:
     """The readable ``drafts/<study_key>.txt``: a DRAFT banner, the loops left out (if any), ``Section: text``
-    lines, phenotypes."""
+    lines (a conflict with a call under its section), phenotypes as estimates at clinical precision."""
     lines = ["DRAFT - generated by medvid from similar prior reports; not reviewed, not for clinical use.",
              f"Study: {draft['study_key']}"]
     lines += [note] if (note := left_out_note(draft.get("left_out", []))) else []
     lines += [""]
-    lines += [f"{name}: {sec['text']}" for name, sec in draft["sections"].items()]
+    for name, sec in draft["sections"].items():
+        lines.append(f"{name}: {sec['text']}")
+        if (c := sec.get("conflict")):
+            alternative = f" Alternative: {c['alternative']}" if c.get("alternative") else ""
+            lines.append(f"  CONFLICT: the text contradicts the {', '.join(c['phenotypes'])} call "
+                         f"({'positive' if c['call'] else 'negative'}).{alternative}")
     if draft.get("phenotypes"):
-        lines += ["", "Phenotypes (kNN over the report bank):"]
-        for name, p in draft["phenotypes"].items():
-            if p["kind"] == "numeric":
-                lines.append(f"  {name}: {'n/a' if p['value'] is None else round(p['value'], 1)}")
-            else:
-                call = "n/a" if p["call"] is None else ("positive" if p["call"] else "negative")
-                score = "n/a" if p["score"] is None else f"{p['score']:.2f}"
-                lines.append(f"  {name}: {call} (score {score}, threshold {p['threshold']:.2f})")
+        lines += ["", "Phenotypes (estimates from similar prior studies, not measurements):"]
+        lines += [f"  {name}: {p.get('display') or display(name, p)}" for name, p in draft["phenotypes"].items()]
     if draft.get("findings"):
         lines += ["", "Zero-shot findings (EchoCLIP-style, text prompts):"]
         for name, f in draft["findings"].items():
-            lines.append(f"  {name}: {round(f['value'], 1) if f['kind'] == 'numeric' else round(f['score'], 2)}")
+            value = clinical_value(name, f["value"]) if f["kind"] == "numeric" else f"score {f['score']:.2f}"
+            lines.append(f"  {name}: {value}")
     return "\n".join(lines) + "\n"

@@ -62,15 +62,26 @@ def token_f1(pred: str, ref: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def extract_finding(text: str) -> str:
-    """A normalised statement of what a section says: ``presence`` (absent/present of an abnormality),
-    ``severity`` (none/trivial/mild/moderate/severe), ``size`` (normal/dilated), ``function``
-    (normal/reduced), joined as ``key=value`` pairs (``unspecified`` when none is stated)."""
+def clauses(text: str) -> list[str]:
+    """A text's clauses, lower-cased: split at ``. ; ,`` and at "with" / "but" (each clause holds one statement)."""
+    return [c.strip() for c in re.split(r"[.;,]|\bwith\b|\bbut\b", (text or "").lower()) if c.strip()]
+
+
+def negated(clause: str) -> bool:
+    """Whether a clause carries a negation cue (no, not, without, absent, none, intact): "No pericardial effusion",
+    "normal without regurgitation". The rule extract_finding and the worklist search share (no NLP model)."""
+    return bool(re.search(_ABSENT, clause.lower()))
+
+
+def finding_fields(text: str) -> dict[str, str]:
+    """What a section says, as fields: ``presence`` (absent/present of an abnormality), ``severity``
+    (none/trivial/mild/moderate/severe), ``size`` (normal/dilated), ``function`` (normal/reduced); a field
+    the text does not state is missing."""
     t = (text or "").lower()
     out: dict[str, str] = {}
-    clauses = [c for c in re.split(r"[.;,]|\bwith\b|\bbut\b", t) if re.search(_ABNORMAL, c)]
-    if clauses:  # present when one clause states an abnormality without negating it
-        out["presence"] = "present" if any(not re.search(_ABSENT, c) for c in clauses) else "absent"
+    abnormal = [c for c in clauses(t) if re.search(_ABNORMAL, c)]
+    if abnormal:  # present when one clause states an abnormality without negating it
+        out["presence"] = "present" if any(not negated(c) for c in abnormal) else "absent"
     elif re.search(r"\bintact\b", t):
         out["presence"] = "absent"
     severity = next((name for name, pattern in _SEVERITY if re.search(rf"\b(?:{pattern})\b", t)), None)
@@ -86,7 +97,13 @@ def extract_finding(text: str) -> str:
         out["function"] = "reduced"
     elif re.search(r"normal[\w ]*function|function is normal|systolic function is normal", t):
         out["function"] = "normal"
-    return ";".join(f"{k}={v}" for k, v in out.items()) or "unspecified"
+    return out
+
+
+def extract_finding(text: str) -> str:
+    """A normalised statement of what a section says (:func:`finding_fields` joined as ``key=value`` pairs;
+    ``unspecified`` when none is stated)."""
+    return ";".join(f"{k}={v}" for k, v in finding_fields(text).items()) or "unspecified"
 
 
 def section_agreement(drafts: Mapping[str, Mapping[str, str]], truth: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
@@ -297,7 +314,8 @@ def _num(value: Any) -> float:
 
 
 def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The numbers a summary shows: per phenotype draft vs baseline, section agreement vs random neighbour."""
+    """The numbers a summary shows: per phenotype draft vs baseline, section agreement vs random neighbour (macro,
+    and per section under ``section_text``)."""
     out: dict[str, Any] = {"studies": metrics["studies"], "studies_in_bank": metrics["studies_in_bank"],
                            "baseline_studies": metrics["baseline_studies"]}
     if metrics["notes"]:
@@ -317,7 +335,13 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
         out.update({"token_f1": _round(s["draft"]["token_f1"]),
                     "token_f1_random_neighbour": _round(s["baseline_random_neighbour"]["token_f1"]),
                     "finding_agreement": _round(s["draft"]["finding_agreement"]),
-                    "finding_agreement_random_neighbour": _round(s["baseline_random_neighbour"]["finding_agreement"])})
+                    "finding_agreement_random_neighbour": _round(s["baseline_random_neighbour"]["finding_agreement"]),
+                    "section_text": {name: {"n": v["n"], "token_f1": _round(v["token_f1"]),
+                                            "token_f1_random_neighbour": _round(base.get("token_f1")),
+                                            "finding_agreement": _round(v["finding_agreement"]),
+                                            "finding_agreement_random_neighbour": _round(base.get("finding_agreement"))}
+                                     for name, v in s["draft"]["sections"].items()
+                                     for base in [s["baseline_random_neighbour"]["sections"].get(name, {})]}})
     return out
 
 
@@ -372,5 +396,6 @@ def _f(x: float | None) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
-__all__ = ["binary_metrics", "draft_sections", "evaluate_drafts", "extract_finding", "headline", "in_bank",
-           "markdown_report", "numeric_metrics", "read_drafts", "section_agreement", "token_f1", "tokens"]
+__all__ = ["binary_metrics", "clauses", "draft_sections", "evaluate_drafts", "extract_finding", "finding_fields",
+           "headline", "in_bank", "markdown_report", "negated", "numeric_metrics", "read_drafts", "section_agreement",
+           "token_f1", "tokens"]

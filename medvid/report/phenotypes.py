@@ -4,6 +4,11 @@ Weights: ``w = exp((sim - max sim) / temperature)`` over the ``k`` nearest neigh
 label (``temperature: null`` gives plain ``max(sim, 0)`` weights). Numeric phenotypes are the
 weighted mean; binary ones the weighted positive fraction, a score in [0, 1], called positive
 when it reaches the phenotype's threshold.
+
+Every value is an estimate, not a measurement: a numeric kNN estimate carries its neighbours' spread
+(``spread``: weighted SD and interquartile range of their values), and every entry a ``display`` string at
+clinical precision (:func:`display`: EF as an integer %, a binary phenotype as its call with score and
+threshold), which is what text meant for a reader shows.
 """
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 DEFAULT_THRESHOLD = 0.5
+# Clinical precision per numeric phenotype: (decimals, unit); others one decimal, no unit.
+CLINICAL_PRECISION: dict[str, tuple[int, str]] = {"ef": (0, "%"), "ejection_fraction": (0, "%")}
 
 
 def knn_weights(similarities: np.ndarray, temperature: float | None) -> np.ndarray:
@@ -43,8 +50,42 @@ def knn_phenotypes(similarities: np.ndarray, labels: np.ndarray, names: Sequence
                          "call": None if value is None else int(value >= thr), "method": "knn", "k": k,
                          "n": int(known.sum())}
         else:
-            out[name] = {"kind": "numeric", "value": value, "method": "knn", "k": k, "n": int(known.sum())}
+            out[name] = {"kind": "numeric", "value": value, "method": "knn", "k": k, "n": int(known.sum()),
+                         "spread": neighbour_spread(y[known], w)}
     return out
+
+
+def neighbour_spread(values: np.ndarray, weights: np.ndarray) -> dict[str, Any] | None:
+    """How far the neighbours behind a kNN estimate disagree: ``{"sd": weighted SD, "iqr": [q1, q3]}`` of their
+    values (None without a neighbour)."""
+    if not len(values):
+        return None
+    mean = float(np.dot(weights, values) / weights.sum())
+    sd = float(np.sqrt(np.dot(weights, (values - mean) ** 2) / weights.sum()))
+    return {"sd": sd, "iqr": [float(v) for v in np.percentile(values, [25, 75])]}
+
+
+def clinical_value(name: str, value: float) -> str:
+    """A numeric phenotype at clinical precision with its unit: ``61.835`` EF -> ``"62 %"``."""
+    decimals, unit = CLINICAL_PRECISION.get(name, (1, ""))
+    return f"{value:.{decimals}f}" + (f" {unit}" if unit else "")
+
+
+def display(name: str, block: Mapping[str, Any]) -> str:
+    """How a reader sees a phenotype entry: a numeric estimate at clinical precision, labelled an estimate with its
+    neighbours' IQR (``"62 % (estimate; neighbours 55-68 %)"``), a binary one as its call with score and
+    threshold (``"positive (score 0.15, threshold 0.10)"``); ``"n/a"`` without a value."""
+    if block["kind"] == "numeric":
+        if block.get("value") is None:
+            return "n/a"
+        spread = block.get("spread")
+        how = (f"neighbours {clinical_value(name, spread['iqr'][0]).split(' ')[0]}-{clinical_value(name, spread['iqr'][1])}"
+               if spread else f"{block.get('method', 'knn')} model")
+        return f"{clinical_value(name, block['value'])} (estimate; {how})"
+    if block.get("call") is None:
+        return "n/a"
+    return (f"{'positive' if block['call'] else 'negative'} (score {block['score']:.2f}, "
+            f"threshold {block['threshold']:.2f})")
 
 
 def youden_threshold(targets: Sequence[float], scores: Sequence[float]) -> float:
@@ -123,7 +164,7 @@ def linear_block(value: float, kind: str, threshold: float, n: int) -> dict[str,
     if kind == "binary":
         return {"kind": "binary", "score": float(value), "threshold": threshold, "call": int(value >= threshold),
                 "method": "linear", "n": n}
-    return {"kind": "numeric", "value": float(value), "method": "linear", "n": n}
+    return {"kind": "numeric", "value": float(value), "method": "linear", "n": n, "spread": None}
 
 
 def _score(kind: str, y: np.ndarray, pred: np.ndarray) -> float | None:
@@ -186,4 +227,4 @@ def draft_phenotypes(bank, hits: Mapping[str, tuple[Any, Any]], b: int, queries:
         labels = np.asarray(bank.labels[np.asarray(bank.row_study[rows])])[:, [names.index(p)]]
         out.update(knn_phenotypes(sims, labels, [p], bank.phenotypes, bank.thresholds, int(spec.get("k", knn_k)),
                                   temperature))
-    return {p: out[p] for p in names}
+    return {p: {**out[p], "display": display(p, out[p])} for p in names}
