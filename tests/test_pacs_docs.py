@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
@@ -66,7 +65,6 @@ def test_dciodvfy_finds_no_error_in_the_shipped_example():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sent_report().save_as(SR_FILE, enforce_file_format=True)
     out = subprocess.run(["dciodvfy", str(SR_FILE)], capture_output=True, text=True, timeout=60)
     DCIODVFY_FILE.write_text("# dciodvfy (Debian dicom3tools) on docs/examples/sent_report.sr.dcm (tests/test_pacs_docs.py)\n"
