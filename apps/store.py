@@ -44,6 +44,9 @@ class AppConfig:
     cache_dir: Path | None = None
     keys_dir: Path | None = None  # the ingest's key folder when it was kept outside the ingest (keys_dir=)
     hosts: tuple[str, ...] = LOOPBACK_NAMES  # Host / Origin names a browser may use (apps/access.py)
+    pacs_url: str = ""  # where Send to PACS files signed reports (as `medvid pacs push URL`); blank: not offered
+    pacs_credentials: str = ""  # its credentials file (blank: MEDVID_PACS_* from the environment)
+    pacs_ingest: Path | None = None  # the ingest whose key folder re-identifies the reports (keys_dir applies)
 
     @property
     def roots(self) -> tuple[Path, ...]:
@@ -60,7 +63,9 @@ class AppConfig:
     def to_json(self) -> str:
         return json.dumps({"data": [str(p) for p in self.data], "dicom_roots": [str(p) for p in self.dicom_roots],
                            "cache_dir": str(self.cache_dir) if self.cache_dir else None,
-                           "keys_dir": str(self.keys_dir) if self.keys_dir else None, "hosts": list(self.hosts)})
+                           "keys_dir": str(self.keys_dir) if self.keys_dir else None, "hosts": list(self.hosts),
+                           "pacs_url": self.pacs_url, "pacs_credentials": self.pacs_credentials,
+                           "pacs_ingest": str(self.pacs_ingest) if self.pacs_ingest else None})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "AppConfig":
@@ -76,7 +81,9 @@ class AppConfig:
                    dicom_roots=tuple(Path(p) for p in values.get("dicom_roots") or []),
                    cache_dir=Path(values["cache_dir"]) if values.get("cache_dir") else None,
                    keys_dir=Path(values["keys_dir"]) if values.get("keys_dir") else None,
-                   hosts=tuple(values.get("hosts") or LOOPBACK_NAMES))
+                   hosts=tuple(values.get("hosts") or LOOPBACK_NAMES), pacs_url=str(values.get("pacs_url") or ""),
+                   pacs_credentials=str(values.get("pacs_credentials") or ""),
+                   pacs_ingest=Path(values["pacs_ingest"]) if values.get("pacs_ingest") else None)
 
 
 @dataclass

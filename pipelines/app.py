@@ -22,6 +22,7 @@ from medvid.apps.access import TOKEN_ENV, allowed_hosts, new_token
 from medvid.apps.store import ENV, AppConfig
 from medvid.config import setting
 from medvid.errors import MedvidError
+from medvid.pacs.address import parse_address
 
 APP = Path(medvid.apps.__file__).resolve().parent / "review_app.py"  # installed as medvid/apps, kept in apps/
 
@@ -35,6 +36,12 @@ class Config:
     cache_dir: str = setting("", "rendered loops (small H.264 MP4s); blank = <first data root>/app_cache")
     keys_dir: str = setting("", "the ingest's key folder when it was kept outside the ingest (ingest keys_dir=); "
                                 "blank = inside")
+    pacs_url: str = setting("", "PACS the Send to PACS page files signed reports into: http(s)://host/dicom-web or "
+                                "dimse://AET@host:port; blank = the page only shows how to set one")
+    pacs_credentials: str = setting("", "JSON credentials file for that PACS; blank: MEDVID_PACS_USER + "
+                                        "MEDVID_PACS_PASSWORD or MEDVID_PACS_TOKEN from the environment")
+    pacs_ingest: str = setting("", "the ingest the drafts came from: its key folder (keys_dir= when kept outside) "
+                                   "re-identifies reports at send time")
     address: str = setting("127.0.0.1", "a non-local address needs allow_remote=true (and prints a warning)")
     port: int = setting(8501, "port the app listens on")
     allow_remote: bool = setting(False, "required for any non-loopback address")
@@ -56,7 +63,7 @@ def app_config(cfg: Config) -> AppConfig:
     """Check the folders and build what the app reads from ``MEDVID_APP_CONFIG``."""
     if not cfg.data:
         raise MedvidError("give at least one data folder (--data DIR)")
-    for p in [*cfg.data, *cfg.dicom_root]:
+    for p in [*cfg.data, *cfg.dicom_root, *([cfg.pacs_ingest] if cfg.pacs_ingest else [])]:
         if not Path(p).is_dir():
             raise MedvidError(f"{p}: not a folder")
     data = tuple(Path(p).resolve() for p in cfg.data)
@@ -65,7 +72,10 @@ def app_config(cfg: Config) -> AppConfig:
         raise MedvidError(f"cache_dir {cache} must lie under a data root (the app serves files from the roots only)")
     return AppConfig(data=data, dicom_roots=tuple(Path(p).resolve() for p in cfg.dicom_root), cache_dir=cache,
                      keys_dir=Path(cfg.keys_dir).resolve() if cfg.keys_dir else None,
-                     hosts=allowed_hosts(cfg.address, cfg.hosts))
+                     hosts=allowed_hosts(cfg.address, cfg.hosts),
+                     pacs_url=parse_address(cfg.pacs_url).describe() if cfg.pacs_url else "",
+                     pacs_credentials=str(Path(cfg.pacs_credentials).resolve()) if cfg.pacs_credentials else "",
+                     pacs_ingest=Path(cfg.pacs_ingest).resolve() if cfg.pacs_ingest else None)
 
 
 def command(cfg: Config) -> list[str]:

@@ -74,6 +74,12 @@ def read_sent(drafts_out: Path, destination: str) -> dict[str, list[dict[str, An
     return out
 
 
+def send_status(drafts_out: str | Path, destination: str) -> dict[str, dict[str, Any]]:
+    """The latest send of each study to ``destination`` (``PacsAddress.describe()``), by study key: its review
+    ``version``, ``verified`` and ``time`` (what the review app's Send to PACS page shows)."""
+    return {key: rows[-1] for key, rows in read_sent(Path(drafts_out), destination).items()}
+
+
 def outgoing(drafts_out: Path, include_unverified: bool) -> tuple[list[Outgoing], int]:
     """What to send from a drafts folder, and how many drafted studies have no signed-off version (left out
     unless ``include_unverified``)."""
