@@ -63,6 +63,7 @@ FILES = {
     "section_to_phenotypes": "assets/section_to_phenotypes.pkl",
     "roc_thresholds": "assets/roc_thresholds.csv",
 }
+_REGEX_SYNTAX = re.compile(r"[.^$*+?{}\[\]\\|()]")
 _ARRAYS = ("embeddings.npy", "has_section.npy", "report_offsets.npy", "reports.bin", "labels.npy", "study_keys.npy")
 
 
@@ -240,30 +241,14 @@ def _label_column(labels: Any, name: str, studies: Sequence[Any], where: str) ->
 def import_echoprime_bank(root: str | os.PathLike, out: str | os.PathLike, scrub: bool = True,
                           chunk: int = 65536) -> dict[str, Any]:
     """Import an EchoPrime folder ``root`` into the bank folder ``out`` (replaced only when it is such a bank).
-    ``scrub``: each distinct filled phrase goes through :func:`medvid.report.scrub.scrub_text` (the phrases
-    are the publisher's vocabulary; only their values vary). Returns the manifest."""
-    from medvid.report.scrub import SCRUBBER_VERSION, scrub_text
+    ``scrub``: the text goes through :func:`medvid.report.scrub.scrub_text` (:class:`_ScrubbedPhrases`).
+    Returns the manifest."""
+    from medvid.report.scrub import SCRUBBER_VERSION
 
     root, out = Path(root), Path(out)
     src = _read(root)
     n, dim = len(src.studies), int(src.embeddings[0].shape[1])
-    counts: Counter[str] = Counter()
-    cache: dict[tuple[int, int, Any], str] = {}
-    changed = 0
-
-    def phrase(sec: int, idx: int, value: Any) -> str:
-        nonlocal changed
-        key = (sec, idx, str(value))
-        if key not in cache:
-            text = fill_phrase(src.phrases[sec][idx], value)
-            if scrub:
-                result = scrub_text(text)
-                counts.update(result.counts)
-                changed += result.text != text
-                text = result.text
-            cache[key] = text
-        return cache[key]
-
+    phrase = _ScrubbedPhrases(src.phrases, scrub)
     with atomic_dir(out, is_echoprime_bank, "a medvid EchoPrime bank") as tmp:
         emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, dim))
         start = 0
@@ -284,7 +269,7 @@ def import_echoprime_bank(root: str | os.PathLike, out: str | os.PathLike, scrub
                 except (IndexError, TypeError, ValueError) as exc:
                     raise MedvidError(f"{root / FILES['reports']}: report {i} does not decode with "
                                       f"{FILES['phrases']} ({type(exc).__name__}: {exc})") from exc
-                has[i] = [extract_section(report, s) is not None for s in src.sections]
+                has[i] = [_has_section(report, s) for s in src.sections]
                 data = report.encode("utf-8")
                 blob.write(data)
                 offsets[i + 1] = offsets[i] + len(data)
@@ -303,13 +288,65 @@ def import_echoprime_bank(root: str | os.PathLike, out: str | os.PathLike, scrub
                     "section_weights": src.section_weights.tolist(), "phenotypes": src.phenotypes,
                     "thresholds": {p: src.thresholds[p] for p in src.phenotypes if p in src.thresholds},
                     "scrub": {"applied": scrub, "scrubber_version": SCRUBBER_VERSION if scrub else None,
-                              "phrases": len(cache), "phrases_changed": changed, "counts": dict(counts)},
+                              **phrase.summary()},
                     "files": digests,
                     "fingerprint": hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
                     + uuid.uuid4().hex[:4],
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return manifest
+
+
+class _ScrubbedPhrases:
+    """Filled phrases for :func:`phrase_decode`, scrubbed: each phrase template once and each distinct value once
+    (``str(value)``, as EchoPrime fills it), then the scrubbed value goes into the scrubbed template. A
+    template is the publisher's vocabulary, the same for every report; the values are what varies, so the
+    whole bank costs one scrub per template and per distinct value, not per report. A template whose
+    placeholder the scrubber touched is scrubbed filled instead."""
+
+    def __init__(self, phrases: Sequence[Sequence[str]], scrub: bool):
+        self.phrases, self.scrub = phrases, scrub
+        self.counts: Counter[str] = Counter()
+        self.changed: Counter[str] = Counter()
+        self._templates: dict[tuple[int, int], str] = {}
+        self._values: dict[str, str] = {}
+
+    def _clean(self, text: str, what: str) -> str:
+        from medvid.report.scrub import scrub_text
+
+        result = scrub_text(text)
+        self.counts.update(result.counts)
+        self.changed[what] += result.text != text
+        return result.text
+
+    def __call__(self, sec: int, idx: int, value: Any) -> str:
+        template = self.phrases[sec][idx]
+        if not self.scrub:
+            return fill_phrase(template, value)
+        if (sec, idx) not in self._templates:
+            self._templates[(sec, idx)] = self._clean(template, "templates")
+        clean = self._templates[(sec, idx)]
+        mark = "<numerical>" if "<numerical>" in template else "<string>" if "<string>" in template else None
+        if mark is None:
+            return clean
+        if clean.count(mark) != template.count(mark):
+            return self._clean(fill_phrase(template, value), "filled")
+        text = str(value)
+        if text not in self._values:
+            self._values[text] = self._clean(text, "values")
+        return clean.replace(mark, self._values[text])
+
+    def summary(self) -> dict[str, Any]:
+        return {"templates": len(self._templates), "values": len(self._values), "changed": dict(self.changed),
+                "counts": dict(self.counts)}
+
+
+def _has_section(report: str, section: str) -> bool:
+    """``extract_section(report, section) is not None``, by a substring test where that is the same (a plain
+    section name, a one-line report: every report ends with ``[SEP]``)."""
+    if "\n" in report or _REGEX_SYNTAX.search(section):
+        return extract_section(report, section) is not None
+    return section in report
 
 
 def _digest(path: Path) -> str:
