@@ -162,6 +162,8 @@ class StudyEncoder:
     model gives them, not normalised (EchoPrime's own drafting weights and normalises them itself).
     """
 
+    raw_clips = False
+
     def __init__(self, model, attention, view_model=None, device: torch.device | str = "cpu",
                  precision: str = "fp32", raw_clips: bool = False):
         self.device = torch.device(device)
