@@ -36,7 +36,8 @@ from medvid.report.encode import EncodedStudy
 from medvid.vocab import ECHO_SECTIONS, ECHO_VIEWS
 
 SECTIONS = list(ECHO_SECTIONS[:15])
-PHENOTYPES = {"Left Ventricle": ["ejection_fraction"], "Right Ventricle": ["rv_dilation"], "Left Atrium": ["la_dilation"]}
+PHENOTYPES = {"Left Ventricle": ["ejection_fraction"], "Right Ventricle": ["rv_dilation"],
+              "Left Atrium": ["la_dilation"]}
 
 
 def _phrases() -> dict:
@@ -96,7 +97,8 @@ def _decode(ids, table: dict) -> str:
 
 def replay_startup(root: Path) -> tuple[dict, dict]:
     t0 = time.perf_counter()
-    table = {k: [p for g in v.values() for p in g] for k, v in json.loads((root / "assets/all_phr.json").read_text()).items()}
+    phrases = json.loads((root / "assets/all_phr.json").read_text())
+    table = {k: [p for g in v.values() for p in g] for k, v in phrases.items()}
     mil = pd.read_csv(root / "assets/MIL_weights.csv")
     cand = root / "model_data/candidates_data"
     studies = list(pd.read_csv(cand / "candidate_studies.csv")["Study"])

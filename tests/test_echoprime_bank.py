@@ -85,7 +85,8 @@ def make_echoprime(root: Path, seed: int = 0) -> dict:
     mil.insert(0, "Section", SECTIONS)
     mil.to_csv(assets / "MIL_weights.csv", index=False)
     (assets / "all_phr.json").write_text(json.dumps(PHRASES))
-    (assets / "per_section.json").write_text(json.dumps({k: {"mode": m, "label_sources": []} for k, m in MODES.items()}))
+    modes = {k: {"mode": m, "label_sources": []} for k, m in MODES.items()}
+    (assets / "per_section.json").write_text(json.dumps(modes))
     pd.to_pickle(S2P, assets / "section_to_phenotypes.pkl")
     pd.DataFrame({"feature": ["impella", "left_atrium_dilation"], "threshold": [0.16, 0.3]}).to_csv(
         assets / "roc_thresholds.csv")

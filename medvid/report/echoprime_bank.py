@@ -391,8 +391,10 @@ class EchoPrimeBank:
             raise MedvidError(f"{self.dir}: damaged EchoPrime bank ({type(exc).__name__}: {exc})") from exc
         n, s = self.rows, len(self.sections)
         shapes = {"embeddings.npy": (self.embeddings.shape, (n, int(self.manifest["dim"]))),
-                  "has_section.npy": (self.has_section.shape, (n, s)), "report_offsets.npy": (self.offsets.shape, (n + 1,)),
-                  "labels.npy": (self.labels.shape, (n, len(self.phenotypes))), "study_keys.npy": (self.study_keys.shape, (n,))}
+                  "has_section.npy": (self.has_section.shape, (n, s)),
+                  "report_offsets.npy": (self.offsets.shape, (n + 1,)),
+                  "labels.npy": (self.labels.shape, (n, len(self.phenotypes))),
+                  "study_keys.npy": (self.study_keys.shape, (n,))}
         bad = [f"{k} {got} (expected {want})" for k, (got, want) in shapes.items() if tuple(got) != want]
         if bad or int(self.offsets[-1]) != len(self._blob):
             raise MedvidError(f"{self.dir}: damaged EchoPrime bank ({'; '.join(bad) or 'reports.bin size'})")
