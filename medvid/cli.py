@@ -207,9 +207,10 @@ def train_views(out: Optional[Path] = OutOpt, config: Optional[Path] = ConfigOpt
 @app.command("import")
 @_job("import_model")
 def import_model(family: str = typer.Argument(..., help="echoprime | echoprime-view | echonet | panecho | "
-                                                        "surgvlp | hecvl | peskavlp"),
-                 src: Path = typer.Argument(..., help="The publisher's checkpoint file."),
-                 out: Path = typer.Option(..., "--out", "-o", help="medvid model folder to write."),
+                                                        "surgvlp | hecvl | peskavlp | echoprime-bank"),
+                 src: Path = typer.Argument(..., help="The publisher's checkpoint file (echoprime-bank: the "
+                                                      "downloaded EchoPrime folder)."),
+                 out: Path = typer.Option(..., "--out", "-o", help="medvid model (or bank) folder to write."),
                  config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg) -> None:
     """Import a published checkpoint (weights-only read) as a medvid model folder usable by every job."""
     run_job("import_model", config, _kv(family=family, src=src, out=out) + (overrides or []))

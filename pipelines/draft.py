@@ -47,7 +47,8 @@ class Config:
     bank: str = setting("", "report bank (medvid bank build); must be built with the same model")
     out: str = setting("drafts_out", "output folder (drafts.jsonl, drafts/, errors.jsonl)")
     dicom_root: str = setting("", "DICOM folder an ingest-folder INPUT came from")
-    split: str = setting("", "draft only this split of an ingest folder (train | val | test); \"\" = all studies")
+    split: str = setting("", "draft only this split of an ingest folder (train | val | test); \"\" or all = all "
+                             "studies")
     shard: str = setting("", "K/N: every N-th study from the K-th (1-based); \"\" = torchrun RANK/WORLD_SIZE, "
                              "else 1/1")
     batch_studies: int = setting(16, "studies per bank scan (retrieval is amortised over the batch)")
@@ -110,6 +111,8 @@ def run(cfg: Config) -> dict[str, Any]:
     from medvid import __version__
     from medvid.report.bank import Bank
     from medvid.report.drafts_folder import DraftsFolder
+    from medvid.report.echoprime_bank import EchoPrimeBank, is_echoprime_bank
+    from medvid.report.echoprime_draft import check_models
     from medvid.report.provenance import folder_fingerprint, model_name
     from medvid.report.retrieval import patients_of
 
@@ -118,7 +121,11 @@ def run(cfg: Config) -> dict[str, Any]:
     out = Path(cfg.out)
     k, n = parse_shard(cfg.shard)
     model_fp = folder_fingerprint(cfg.model)
-    bank = Bank.open(cfg.bank, model_fingerprint=model_fp)
+    if is_echoprime_bank(cfg.bank):  # EchoPrime's released candidates: drafted as EchoPrime does
+        check_models(cfg.model, cfg.views)
+        bank = EchoPrimeBank(cfg.bank)
+    else:
+        bank = Bank.open(cfg.bank, model_fingerprint=model_fp)
     provenance = {"model": {"name": model_name(cfg.model), "fingerprint": model_fp},
                   "view_model": {"name": model_name(cfg.views), "fingerprint": folder_fingerprint(cfg.views)},
                   "bank": {"fingerprint": bank.fingerprint, "rows": bank.rows}, "medvid_version": __version__}
@@ -176,11 +183,16 @@ def _draft_studies(cfg: Config, folder: DraftsFolder, todo: list[str], ingest_di
     rows (``patients``: study -> patient key). Returns (drafted, failed)."""
     from medvid.device import resolve_device
     from medvid.report.draft import Drafter
+    from medvid.report.echoprime_bank import EchoPrimeBank
+    from medvid.report.echoprime_draft import EchoPrimeDrafter
     from medvid.report.encode import encode_studies, load_encoder, loop_clips
     from medvid.report.provenance import study_instance_uid
 
-    encoder = load_encoder(cfg.model, cfg.views, resolve_device(cfg.encoding.device), cfg.encoding.precision)
-    drafter = Drafter(bank, cfg.drafting, patients=patients)
+    echoprime = isinstance(bank, EchoPrimeBank)  # its numbers need fp32 unless bf16 is asked for
+    precision = "fp32" if echoprime and cfg.encoding.precision == "auto" else cfg.encoding.precision
+    encoder = load_encoder(cfg.model, cfg.views, resolve_device(cfg.encoding.device), precision, raw_clips=echoprime)
+    drafter = (EchoPrimeDrafter(bank, encoder.view_names) if echoprime
+               else Drafter(bank, cfg.drafting, patients=patients))
     findings = _findings(cfg.findings, encoder.model) if cfg.findings else None
     loops, cache = loop_clips(encoder, ingest_dir, dicom_root, todo, cfg.encoding)
     bar = progress(total=len(todo), unit="study", desc="draft", enabled=cfg.progress)

@@ -208,9 +208,9 @@ class IngestFolder:
 
 
 def split_rows(df: pd.DataFrame, split: str, where: str | os.PathLike) -> pd.DataFrame:
-    """The rows of ``df`` (videos or reports of the ingest ``where``) in ``split``; blank = all. A split the
+    """The rows of ``df`` (videos or reports of the ingest ``where``) in ``split``; blank or ``all`` = all. A split the
     table does not hold is refused, naming the ones it does (a typo must fail before any work, not draw nothing)."""
-    if not split:
+    if not split or split == "all":
         return df
     held = sorted(set(df["split"]) - {""})
     if split not in held:

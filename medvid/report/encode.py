@@ -147,6 +147,7 @@ class EncodedStudy:
     weights: Tensor             # [S, V]
     video_mean: Tensor          # [D] normalised mean video embedding (zero-shot findings)
     left_out: list[dict[str, str]] = field(default_factory=list)  # unreadable loops: {video_key, reason, detail}
+    videos: Tensor | None = None  # [V, D] the video embeddings as encoded (raw with ``raw_clips``)
 
 
 class StudyEncoder:
@@ -157,12 +158,16 @@ class StudyEncoder:
     classifier). Frame backbones run with their batch norms folded into the convolutions (kept only when
     the frame features come out the same, ``fold_batchnorm``), in channels-last layout (same numbers,
     faster convolutions on CPUs) and, with ``precision="bf16"``, under bf16 autocast; the temporal
-    module, projection and view head stay float32.
+    module, projection and view head stay float32. ``raw_clips``: a clip model's embeddings are kept as the
+    model gives them, not normalised (EchoPrime's own drafting weights and normalises them itself).
     """
 
+    raw_clips = False
+
     def __init__(self, model, attention, view_model=None, device: torch.device | str = "cpu",
-                 precision: str = "fp32"):
+                 precision: str = "fp32", raw_clips: bool = False):
         self.device = torch.device(device)
+        self.raw_clips = raw_clips
         self.path = embedding_path(model)
         self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
@@ -223,7 +228,8 @@ class StudyEncoder:
         t0 = time.perf_counter()
         if self.path == "clips":
             with self._autocast():
-                emb = self.model.encode_clips(clips.to(self.device)).float()
+                emb = self.model.encode_clips(clips.to(self.device), **({"normalize": False} if self.raw_clips else {}))
+                emb = emb.float()
         else:
             if feats is None:
                 n, _, t = clips.shape[:3]
@@ -265,8 +271,9 @@ class StudyEncoder:
                 views.append(""), conf.append(0.0), source.append("unknown")
             rows.append(p)
         study, weights = self.attention(emb[None].to(self.device), torch.stack(rows)[None].to(self.device))
+        unit = F.normalize(emb, dim=-1) if self.raw_clips else emb
         return EncodedStudy(key, list(video_keys), views, conf, source, list(self.attention.section_names),
-                            study[0].cpu(), weights[0].cpu(), F.normalize(emb.mean(0), dim=-1))
+                            study[0].cpu(), weights[0].cpu(), F.normalize(unit.mean(0), dim=-1), videos=emb.cpu())
 
 
 class LoopClips(Dataset):
@@ -419,7 +426,7 @@ def encode_studies(encoder: StudyEncoder, loops: LoopClips, *, loop_batch: int =
 
 
 def load_encoder(model_dir: str | Path, views_dir: str | Path, device: torch.device,
-                 precision: str = "auto") -> StudyEncoder:
+                 precision: str = "auto", raw_clips: bool = False) -> StudyEncoder:
     """``StudyEncoder`` from saved folders: a video model of any kind with a clip embedding (``medvid pretrain``'s,
     an imported EchoPrime) + its section x view attention (the shipped prior when the folder has none, as
     EchoPrime's static table) + an optional view classifier (``views_dir`` blank: none)."""
@@ -435,7 +442,8 @@ def load_encoder(model_dir: str | Path, views_dir: str | Path, device: torch.dev
     if view_model is not None and not hasattr(view_model, "labels"):
         raise MedvidError(f"{views_dir}: a '{type(view_model).checkpoint_kind}' model is not a view classifier "
                           "(train one with medvid train-views, or import echoprime-view)")
-    return StudyEncoder(model, ViewInformedAttention.from_pretrained(model_dir), view_model, device, precision)
+    return StudyEncoder(model, ViewInformedAttention.from_pretrained(model_dir), view_model, device, precision,
+                        raw_clips)
 
 
 def loop_clips(encoder: StudyEncoder, ingest_dir: str | Path, dicom_root: str | Path, studies: list[str],
