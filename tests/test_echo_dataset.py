@@ -253,11 +253,11 @@ def test_echoprime_contract_zero_pads_short_loops_after_normalisation(echo_data)
 
 # ------------------------------------------------------------------------------------------ fan masks
 @pytest.fixture()
-def fresh_ingest(tmp_path) -> tuple[Path, Path]:
-    synth = tmp_path / "synth"
-    make_synth(synth)
-    ingest_synth(synth, tmp_path / "out")
-    return tmp_path / "out", synth / "dicom"
+def fresh_ingest(echo_data, tmp_path) -> tuple[Path, Path]:
+    """The ingest of ``echo_data`` as an ingest folder without stored fans (as written before issue 29)."""
+    out, root = echo_data
+    shutil.copytree(out, tmp_path / "out", ignore=shutil.ignore_patterns("sectors.jsonl"))
+    return tmp_path / "out", root
 
 
 def _count_fans(monkeypatch) -> list[int]:
@@ -349,3 +349,14 @@ def test_blank_outside_mask_equals_boolean_indexing():
         ref = frames.copy()
         ref[:, ~keep] = 0
         assert np.array_equal(blank_outside_mask(frames.copy(), keep), ref)
+
+
+def test_sector_store_of_a_folder_it_cannot_write_keeps_fans_in_memory(tmp_path):
+    from medvid.io.sectors import SectorStore
+
+    store = SectorStore(tmp_path / "not_there")  # cannot be written (as a read-only share cannot)
+    mask = np.eye(8, dtype=bool)
+    store.put("v_a", mask, "pixels", 8, 8)
+    store.put("v_b", mask, "pixels", 8, 8)
+    assert np.array_equal(store.get("v_a", 8, 8)[0], mask) and store.get("v_b", 8, 8) is not None
+    assert not (tmp_path / "not_there").exists()
