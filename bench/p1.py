@@ -45,17 +45,19 @@ STD = torch.tensor((47.989223, 46.456997, 47.20083)).view(3, 1, 1, 1)
 
 
 def make_set(work: Path, n_files: int) -> Path:
-    """The study set under ``work/dicom`` (made once)."""
-    root = work / "dicom"
+    """The study set under ``work/dicom`` (made once; the synthetic studies are kept for reruns)."""
+    root, tmp = work / "dicom", work / "dicom.partial"
     if root.is_dir():
         return root
+    shutil.rmtree(tmp, ignore_errors=True)
     for rows, cols, n in ((480, 640, n_files // 2), (600, 800, n_files - n_files // 2)):
         synth = work / f"synth_{rows}x{cols}"
-        synthesize(synth, studies=(n + 5) // 6, seed=rows, loops_per_study=6, rows=rows, cols=cols,
-                   frames_range=(48, 96), still_fraction=0.0, format_weights={"jpeg_ybr": 0.85, "rgb": 0.15})
+        if not (synth / "views.csv").exists():  # written last by synthesize
+            synthesize(synth, studies=(n + 5) // 6, seed=rows, loops_per_study=6, rows=rows, cols=cols,
+                       frames_range=(48, 96), still_fraction=0.0, format_weights={"jpeg_ybr": 0.85, "rgb": 0.15})
         for k, f in enumerate([p for p in find_files(synth / "dicom") if not p.name.endswith(".TXT")][:n]):
-            (root / f"{rows}x{cols}").mkdir(parents=True, exist_ok=True)
-            shutil.copy(f, root / f"{rows}x{cols}" / f"loop{k:03d}.dcm")
+            (tmp / f"{rows}x{cols}").mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, tmp / f"{rows}x{cols}" / f"loop{k:03d}.dcm")
     try:
         from pydicom.data import get_testdata_file
 
@@ -63,9 +65,10 @@ def make_set(work: Path, n_files: int) -> Path:
     except Exception:  # noqa: BLE001 - pydicom-data not installed: synthetic loops only
         real = None
     if real:
-        (root / "pydicom").mkdir()
+        (tmp / "pydicom").mkdir()
         for k in range(5):
-            shutil.copy(real, root / "pydicom" / f"copy{k}.dcm")
+            shutil.copy(real, tmp / "pydicom" / f"copy{k}.dcm")
+    tmp.rename(root)  # complete sets only: an interrupted run starts over
     return root
 
 
