@@ -120,7 +120,8 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="p1_sectors_"))
 
     def first_read(i: int) -> torch.Tensor:
-        ds_first.sectors = SectorStore(scratch / f"{i}_{time.perf_counter_ns()}")  # empty: the fan is estimated
+        fresh = Path(tempfile.mkdtemp(dir=scratch))
+        ds_first.sectors = SectorStore(fresh)  # empty: the fan is estimated (and stored)
         return ds_first[i]["video"]
 
     ds_first = EchoVideoDataset(out, root, preprocess="echoprime")
