@@ -137,6 +137,12 @@ def test_only_the_clip_frames_are_decoded(echo_data, monkeypatch):
     ds = EchoVideoDataset(out, root, Sampling(6, fps=10.0))
     for i in range(len(ds)):
         ds[i]
+    # Each clip's frames, plus (once per loop, unless stored already) the 16 reference frames of its fan mask.
+    assert len(ds) <= len(asked) <= 2 * len(ds)
+    assert all(n_unique is not None and n_unique <= 16 for _, n_unique in asked)
+    asked.clear()
+    for i in range(len(ds)):  # the fans are stored now: only the clip frames are decoded
+        ds[i]
     assert len(asked) == len(ds)
     assert all(n_unique is not None and n_unique <= 6 < n_frames for n_frames, n_unique in asked)
 
@@ -243,3 +249,114 @@ def test_echoprime_contract_zero_pads_short_loops_after_normalisation(echo_data)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     valid = (cine.n_frames + 1) // 2
     assert torch.count_nonzero(got[:, valid:]) == 0 and torch.count_nonzero(got[:, valid - 1]) > 0
+
+
+# ------------------------------------------------------------------------------------------ fan masks
+@pytest.fixture()
+def fresh_ingest(echo_data, tmp_path) -> tuple[Path, Path]:
+    """The ingest of ``echo_data`` as an ingest folder without stored fans (as written before issue 29)."""
+    out, root = echo_data
+    shutil.copytree(out, tmp_path / "out", ignore=shutil.ignore_patterns("sectors.jsonl"))
+    return tmp_path / "out", root
+
+
+def _count_fans(monkeypatch) -> list[int]:
+    import medvid.datasets.echo as echo
+
+    calls = []
+    real = echo.fan_mask
+    monkeypatch.setattr(echo, "fan_mask", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_a_loops_fan_is_estimated_once_per_ingest_not_per_read(fresh_ingest, monkeypatch):
+    """One pass over a dataset estimates each loop's fan at most once (whatever the clip sampled); a second
+    epoch, and another dataset (another job or process) over the same ingest, estimate none."""
+    out, root = fresh_ingest
+    calls = _count_fans(monkeypatch)
+    ds = EchoVideoDataset(out, root, Sampling(6, fps=10.0), preprocess=None, start="random", seed=0)
+    for _ in range(2):  # two reads per loop in the first epoch
+        for i in range(len(ds)):
+            ds[i]
+    assert len(calls) == len(ds)
+    for i in range(len(ds)):  # second epoch
+        ds[i]
+    other = EchoVideoDataset(out, root, preprocess="echoprime")
+    for i in range(len(other)):
+        other[i]
+    assert len(calls) == len(ds)
+    assert (out / "sectors.jsonl").stat().st_size < 4096 * len(ds)  # compact: a packed bitmask per loop
+
+
+def test_stored_fans_equal_the_masks_estimated_on_every_read(fresh_ingest):
+    """EchoPrime's clip (the default sampling of banks, drafts and probes) is masked exactly as when its fan
+    was estimated from the clip on every read; a clip of other frames gets the loop's reference fan."""
+    import json
+
+    from medvid.datasets.echo import load_clip
+    from medvid.io.echo_videos import open_loop
+    from medvid.io.regions import fan_mask
+
+    out, root = fresh_ingest
+    ds = EchoVideoDataset(out, root, Sampling(16, frame_stride=2), preprocess=None)  # EchoPrime's frames
+    again = EchoVideoDataset(out, root, Sampling(16, frame_stride=2), preprocess=None)  # reads the stored fans
+    paths = ds._paths
+    for i, row in ds.videos.iterrows():
+        regions = json.loads(row["regions"]) if isinstance(row.get("regions"), str) else None
+        box = None if row["sector_box"] is None else list(row["sector_box"])
+        with open_loop(root / paths[row["video_key"]]) as cine:
+            idx = clip_indices(cine, 16, frame_stride=2)
+            today = load_clip(cine, idx, "fan", box, None, regions)  # estimated from the clip itself
+            keep, _ = fan_mask(cine.frames(idx), regions, box)
+        assert torch.equal(ds[i]["video"], today) and torch.equal(again[i]["video"], today)
+        stored, _ = again.sectors.get(row["video_key"], *today.shape[2:])
+        assert np.array_equal(stored, keep)
+
+
+def test_sector_store_round_trips_and_ignores_what_it_did_not_write(tmp_path):
+    from medvid.io.sectors import SECTORS, SectorStore, pack_mask, unpack_mask
+
+    mask = np.zeros((48, 61), bool)
+    mask[5:40, 7:50] = True
+    assert np.array_equal(unpack_mask(pack_mask(mask), 48, 61), mask)
+    with pytest.raises(ValueError):
+        unpack_mask(pack_mask(mask), 48, 60)  # another size
+    (tmp_path / SECTORS).write_text('not json\n{"v": 1, "video_key": "v_b", "rows": 48, "cols": 61, '
+                                    '"source": "pixels", "mask": "AAAA"}\n' + "x" * 3_000_000 + "\n")
+    store = SectorStore(tmp_path)
+    store.put("v_a", mask, "regions", 48, 61)
+    store.put("v_none", None, "none", 48, 61)
+    back = SectorStore(tmp_path)
+    got, source = back.get("v_a", 48, 61)
+    assert np.array_equal(got, mask) and source == "regions"
+    assert back.get("v_none", 48, 61) == (None, "none")
+    assert back.get("v_a", 48, 62) is None  # stored for another size: estimate again
+    assert back.get("v_b", 48, 61) is None  # a line that is not a packed mask
+    with open(tmp_path / SECTORS, "a") as f:
+        f.write('{"v": 1, "video_key": "v_c"')  # a line still being written
+    assert back.get("v_c", 48, 61) is None
+
+
+def test_blank_outside_mask_equals_boolean_indexing():
+    from medvid.io.regions import blank_outside_mask, convex_hull_mask
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(1, 256, (3, 40, 50, 3), dtype=np.uint8)
+    fan = np.zeros((40, 50), bool)
+    fan[10:35, 5:45] = True
+    fan[2:6, 20:30] = True
+    for keep in (convex_hull_mask(fan), fan, rng.random((40, 50)) > 0.5, np.ones((40, 50), bool)):
+        ref = frames.copy()
+        ref[:, ~keep] = 0
+        assert np.array_equal(blank_outside_mask(frames.copy(), keep), ref)
+
+
+def test_sector_store_of_a_folder_it_cannot_write_keeps_fans_in_memory(tmp_path):
+    from medvid.io.sectors import SectorStore
+
+    store = SectorStore(tmp_path / "not_there")  # cannot be written (as a read-only share cannot)
+    mask = np.eye(8, dtype=bool)
+    store.put("v_a", mask, "pixels", 8, 8)
+    store.put("v_b", mask, "pixels", 8, 8)
+    assert np.array_equal(store.get("v_a", 8, 8)[0], mask) and store.get("v_b", 8, 8) is not None
+    assert not (tmp_path / "not_there").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,7 +28,8 @@ from medvid.errors import MedvidError
 from medvid.io.echo_videos import open_loop
 from medvid.io.ingest_folder import IngestFolder
 from medvid.io.reader import VideoReader
-from medvid.io.regions import LAYOUTS, blank_outside_box, clip_box, estimate_sector_mask, fan_mask
+from medvid.io.regions import LAYOUTS, blank_outside_box, blank_outside_mask, clip_box, estimate_sector_mask, fan_mask
+from medvid.io.sectors import SectorStore
 from medvid.transforms.clip import PRESETS, ClipPreprocess, resolve_preprocess, to_clip_tensor, with_motion_image
 from medvid.transforms.contract import Sampling
 from medvid.io.timing import clip_times, cycle_span, frame_timestamps, span_times, times_to_indices
@@ -75,27 +77,61 @@ def clip_indices(cine: VideoReader, num_frames: int, fps: float | None = None,
 
 def load_clip(cine: VideoReader, indices: np.ndarray, mask: str = "box",
               sector_box: Sequence[int] | None = None, preprocess: ClipPreprocess | None = None,
-              regions: Sequence[dict] | None = None) -> torch.Tensor:
+              regions: Sequence[dict] | None = None, fan: "LoopFan | None" = None) -> torch.Tensor:
     """Decode ``indices`` only, blank everything outside the sector, preprocess → ``(3, T, H, W)`` float.
 
-    ``mask``: ``fan`` (``medvid.io.regions.fan_mask``: the fan of each 2-D region, M-mode and spectral
-    regions whole, else the moving pixels' fan, else the box), ``box`` (the ingest's sector box),
-    ``pixels`` (moving pixels of this clip, else the box) or ``none``. Without ``preprocess`` the clip
-    stays at full size on the 0–255 scale.
+    ``mask``: ``fan`` (the loop's fan, ``LoopFan``: given, else estimated from these frames with
+    ``medvid.io.regions.fan_mask``: the fan of each 2-D region, M-mode and spectral regions whole, else the
+    moving pixels' fan, else the box), ``box`` (the ingest's sector box), ``pixels`` (moving pixels of this
+    clip, else the box) or ``none``. Without ``preprocess`` the clip stays at full size on the 0–255 scale.
     """
     frames = cine.frames(indices)  # a fresh array: masked in place
     if mask == "fan":
-        keep, _ = fan_mask(frames, regions, sector_box)
+        keep = fan(indices, frames) if fan is not None else fan_mask(frames, regions, sector_box)[0]
         if keep is not None:
-            frames[:, ~keep] = 0
+            blank_outside_mask(frames, keep)
         return preprocess.from_frames(frames) if preprocess is not None else to_clip_tensor(frames)
     keep = estimate_sector_mask(frames) if mask == "pixels" else None
     box = clip_box(sector_box, cine.rows, cine.cols) if sector_box is not None and len(sector_box) == 4 else None
     if keep is not None:
-        frames[:, ~keep] = 0
+        blank_outside_mask(frames, keep)
     elif mask != "none" and box is not None:
         blank_outside_box(frames, box)
     return preprocess.from_frames(frames) if preprocess is not None else to_clip_tensor(frames)
+
+
+# The frames a loop's fan is estimated from, once per loop: EchoPrime's clip (16 frames, every 2nd native
+# frame, from the start, wrapping), so masks are those of the clips the published models are fed.
+SECTOR_FRAMES, SECTOR_STRIDE = 16, 2
+
+
+@dataclass
+class LoopFan:
+    """The fan mask of one loop (``medvid.io.regions.fan_mask`` of its ``SECTOR_FRAMES`` reference frames),
+    read from ``store`` (``medvid.io.sectors.SectorStore``, beside the ingest) or estimated once and put there.
+
+    Called as ``fan(indices, frames)`` with the frames a reader just decoded: when they are the reference
+    frames they are reused, else the reference frames are decoded (once per loop).
+    """
+
+    store: SectorStore
+    video_key: str
+    cine: VideoReader
+    regions: Sequence[dict] | None = None
+    sector_box: Sequence[int] | None = None
+    default_fps: float = 30.0
+
+    def __call__(self, indices: np.ndarray | None = None, frames: np.ndarray | None = None) -> np.ndarray | None:
+        rows, cols = self.cine.rows, self.cine.cols
+        stored = self.store.get(self.video_key, rows, cols)
+        if stored is not None:
+            return stored[0]
+        ref = clip_indices(self.cine, SECTOR_FRAMES, None, SECTOR_STRIDE, "begin", default_fps=self.default_fps)
+        if frames is None or indices is None or not np.array_equal(indices, ref):
+            frames = self.cine.frames(ref)
+        mask, source = fan_mask(frames, self.regions, self.sector_box)
+        self.store.put(self.video_key, mask, source, rows, cols)
+        return mask
 
 
 class EchoVideoDataset(Dataset):
@@ -109,7 +145,8 @@ class EchoVideoDataset(Dataset):
     (``medvid.io.regions.LAYOUTS``, e.g. ``["2d", "color_doppler"]``). ``start="r_wave"`` samples ``cycles``
     whole cardiac cycles (see ``clip_indices``). Loops the ingest flagged ``no_sector`` (nothing locates the
     image, so burned-in text cannot be blanked) are left out unless the mask is ``none`` or
-    ``keep_unmasked=True``.
+    ``keep_unmasked=True``. The fan mask of a loop is estimated at most once per ingest folder and kept in
+    its ``sectors.jsonl`` (``LoopFan``, ``medvid.io.sectors``): later reads, epochs and jobs reuse it.
     """
 
     def __init__(self, ingest_dir: str | os.PathLike, dicom_root: str | os.PathLike, sampling: Sampling | None = None,
@@ -133,6 +170,7 @@ class EchoVideoDataset(Dataset):
         self._paths = (dict(zip(self.videos["video_key"], self.videos["path"])) if "path" in self.videos
                        else IngestFolder(self.ingest_dir).video_paths())
         self._rng = np.random.default_rng(seed)
+        self.sectors = SectorStore(self.ingest_dir)
 
     @classmethod
     def for_model(cls, ingest_dir: str | os.PathLike, dicom_root: str | os.PathLike, model: Any,
@@ -160,8 +198,11 @@ class EchoVideoDataset(Dataset):
         with cine:
             idx = clip_indices(cine, s.num_frames, s.fps, s.frame_stride, self.start, self._rng,
                                self.default_fps, self.cycles, wrap=s.short_clip == "wrap")
-            clip = load_clip(cine, idx[idx >= 0], s.mask, None if box is None else list(box), self.preprocess,
-                             json.loads(regions) if isinstance(regions, str) else None)
+            box = None if box is None else list(box)
+            regions = json.loads(regions) if isinstance(regions, str) else None
+            fan = LoopFan(self.sectors, row["video_key"], cine, regions, box, self.default_fps) \
+                if s.mask == "fan" else None
+            clip = load_clip(cine, idx[idx >= 0], s.mask, box, self.preprocess, regions, fan)
         real = clip.shape[1]
         if (idx < 0).any():  # zeros after normalisation past the end of a short loop (positions are at the end)
             clip = torch.cat([clip, clip.new_zeros(clip.shape[0], int((idx < 0).sum()), *clip.shape[2:])], 1)
