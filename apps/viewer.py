@@ -88,18 +88,17 @@ D.clips.forEach((c, i) => {
   stage.appendChild(v); pane.appendChild(name); pane.appendChild(stage); panes.appendChild(pane); vids.push(v);
 });
 const main = vids[0], other = vids[1], A = D.clips[0], B = D.clips[1];
-document.body.dataset.state = "loading";
-function start() { main.play().then(() => { document.body.dataset.state = "playing"; })
-  .catch(() => { document.body.dataset.state = "blocked"; }); }
+document.body.dataset.state = "loading"; document.body.dataset.frames = A.frames;
+function shown() { document.body.dataset.state = main.paused ? "paused" : "playing";
+  document.getElementById("play").textContent = main.paused ? "Play" : "Pause"; }
+function start() { main.play().then(shown).catch(() => { document.body.dataset.state = "blocked"; }); }
 main.addEventListener("loadeddata", start);
-main.addEventListener("play", () => { document.getElementById("play").textContent = "Pause";
-  document.body.dataset.state = "playing"; if (other) other.play().catch(() => {}); });
-main.addEventListener("pause", () => { document.getElementById("play").textContent = "Play";
-  document.body.dataset.state = "paused"; if (other) other.pause(); });
+main.addEventListener("play", () => { shown(); if (other) other.play().catch(() => {}); });
+main.addEventListener("pause", () => { shown(); if (other) other.pause(); });
 function toggle() { main.paused ? main.play() : main.pause(); }
 function frame() { return Math.min(A.frames - 1, Math.floor(main.currentTime * A.fps + 1e-3)); }
-function step(n) { main.pause(); const f = (frame() + n + A.frames) % A.frames;
-  main.currentTime = (f + 0.5) / A.fps; follow(true); }
+function step(n) { main.pause(); shown(); const f = (frame() + n + A.frames) % A.frames;
+  main.currentTime = (f + 0.5) / A.fps; document.body.dataset.frame = f; follow(true); }
 // the second loop follows the first: the same phase of the same-numbered cardiac cycle (R-wave times),
 // else the same fraction of the loop
 function target(t) {

@@ -877,6 +877,7 @@ def test_sign_off_and_next_and_a_save_without_edits_writes_nothing(outputs, monk
     no_exception(at)
     assert json.loads((reviewed / f"{order[0]}.json").read_text())["status"] == "signed_off"
     assert at.session_state["study"] == order[1]  # the next study of the worklist is open
+    assert f"Study 2 of {len(order)}" in [c.value for c in at.caption]  # signing did not reorder this tab's list
     assert any(f"Signed off study {order[0]}" in t.value for t in at.toast)  # seen wherever the page was scrolled
     assert at.text_area[0].value.startswith("Left Ventricle text of draft")
     assert not any(a.disabled for a in at.text_area)

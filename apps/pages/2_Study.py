@@ -31,7 +31,11 @@ def main() -> None:
     key = _requested(keys)
     if key is None:
         return
-    order = ui.ordered_studies(df, table, ui.list_params())["study"].tolist()
+    params = {k: v for k, v in ui.list_params().items() if k != "reviewer"}
+    # the list as it was when this tab opened it: signing a study (which moves it down the worklist) keeps
+    # next / previous where the reader is
+    order = st.session_state.setdefault(f"order::{sorted(params.items())}",
+                                        ui.ordered_studies(df, table, params)["study"].tolist())
     if key not in order:  # opened from the other list or by its address: step through all studies
         order = keys
     _navigation(key, order)
@@ -125,7 +129,7 @@ def _draft(cfg: store.AppConfig, key: str, draft: store.Draft | None, review: di
     saved = (review or {}).get("sections") or {}
     for name, sec in draft.sections.items():
         original = str(sec.get("text") or "")
-        st.text_area(ui.plain(name), value=str(saved.get(name, original)), key=f"sec::{key}::{name}", height=90,
+        st.text_area(ui.plain(name), value=str(saved.get(name, original)), key=f"sec::{key}::{name}", height="content",
                      disabled=final and not amending)
         if saved.get(name, original) != original:
             st.caption("edited (draft text and changes in the provenance below)")
@@ -353,8 +357,8 @@ def _measurements(src: store.Sources, key: str, loops: pd.DataFrame, views: dict
 
 # --------------------------------------------------------------------------- loops
 
-PANE_PX = 860  # height of the two panes: each scrolls on its own, so the loops stay in view beside any section
-VIEWER_PX = 420
+PANE_PX = 640  # height of the two panes: each scrolls on its own, so the loops stay in view beside any section
+VIEWER_PX = 330
 THUMBS_PER_ROW = 3
 
 
