@@ -283,7 +283,7 @@ def worklist_server(tmp_path_factory):
 def test_a_morning_worklist_reviewed_by_keyboard_only(worklist_server, tmp_path):
     """Ten studies reviewed with the keyboard alone: open the worklist's first study (Alt+O), step the main loop
     frame by frame (Right), edit a section (Ctrl+A, type, Ctrl+Enter), sign off and go to the next (Alt+Enter);
-    the DOM and the review files say what happened at every step."""
+    on the first, a Save (Alt+S) keeps the main viewer playing. The DOM and the review files say what happened."""
     url, token, reviewed = worklist_server["url"], worklist_server["token"], worklist_server["data"] / "draft_out"
     drafted = worklist_server["drafted"]
     browser = Browser(tmp_path / "profile")
@@ -298,6 +298,20 @@ def test_a_morning_worklist_reviewed_by_keyboard_only(worklist_server, tmp_path)
         for n, key in enumerate(drafted[:10]):
             browser.wait(f"{H1} === 'Study {key}' && !document.querySelector('[data-testid=stStatusWidget]')")
             browser.wait(f"{VIEWER} && {VIEWER}.dataset.state === 'playing'")  # playing on a first visit
+            if n == 0:  # the reviewer's name, then a Save (Alt+S): the viewer is kept, still playing
+                browser.eval("document.querySelector('input[aria-label=\"Reviewer name\"]').focus()")
+                browser.type("Dr Keyboard")
+                browser.key("Enter", "Enter", 13, text="\r")
+                browser.wait("!document.querySelector('[data-testid=stStatusWidget]')")
+                browser.eval("document.querySelector('textarea').focus()")
+                browser.type(" Seen.")
+                browser.key("Enter", "Enter", 13, CTRL)
+                browser.wait("!document.querySelector('[data-testid=stStatusWidget]')")
+                browser.eval("document.querySelector('iframe').dataset.kept = 'yes'")
+                browser.key("s", "KeyS", 83, ALT)
+                browser.wait(f"document.body.textContent.includes('Saved study {key} as version 1.')")
+                assert browser.eval("document.querySelector('iframe').dataset.kept") == "yes"
+                assert browser.eval(f"{VIEWER}.dataset.state") == "playing"
             browser.eval("document.querySelector('iframe').focus()")  # as Tab onto the viewer
             browser.key("ArrowRight", "ArrowRight", 39)
             first = int(browser.eval(f"{VIEWER}.dataset.frame"))
@@ -306,11 +320,6 @@ def test_a_morning_worklist_reviewed_by_keyboard_only(worklist_server, tmp_path)
             frames = int(browser.eval(f"{VIEWER}.dataset.frames"))
             assert int(browser.eval(f"{VIEWER}.dataset.frame")) == (first + 1) % frames
             browser.wait(f"{VIEWER}.dataset.state === 'paused'", 10)  # stepping pauses
-            if n == 0:
-                browser.eval("document.querySelector('input[aria-label=\"Reviewer name\"]').focus()")
-                browser.type("Dr Keyboard")
-                browser.key("Enter", "Enter", 13, text="\r")
-                browser.wait("!document.querySelector('[data-testid=stStatusWidget]')")
             browser.eval("document.querySelector('textarea').focus()")  # as Tab into the first section
             browser.key("a", "KeyA", 65, CTRL)
             browser.type(f"Reviewed by keyboard, study {n}.")
@@ -322,7 +331,8 @@ def test_a_morning_worklist_reviewed_by_keyboard_only(worklist_server, tmp_path)
                 _keep(shot, "review")
             browser.key("Enter", "Enter", 13, ALT)  # sign off and next
             browser.wait(f"{H1} !== 'Study {key}'")
-            browser.wait(f"document.body.textContent.includes('Signed off study {key} as version 1.')")
+            version = 2 if n == 0 else 1
+            browser.wait(f"document.body.textContent.includes('Signed off study {key} as version {version}.')")
             review = json.loads((reviewed / "reviewed" / f"{key}.json").read_text())
             assert review["status"] == "signed_off" and review["reviewer"] == "Dr Keyboard"
             assert review["sections"]["Left Ventricle"] == f"Reviewed by keyboard, study {n}."
@@ -333,8 +343,9 @@ def test_a_morning_worklist_reviewed_by_keyboard_only(worklist_server, tmp_path)
         assert browser.eval("document.body.textContent").count("Study 11 of 12") == 1
     finally:
         browser.close()
-    signed = sorted(p.name for p in (reviewed / "reviewed").glob("*.v1.json"))
-    assert signed == sorted(f"{k}.v1.json" for k in drafted[:10])
+    signed = sorted(p.stem for p in (reviewed / "reviewed").glob("st_*.json")
+                    if "." not in p.stem and json.loads(p.read_text())["status"] == "signed_off")
+    assert signed == sorted(drafted[:10])
 
 
 def session_messages(port: int, host: str, origin: str | None, query: str, seconds: float = 20) -> bytes:

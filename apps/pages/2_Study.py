@@ -43,12 +43,15 @@ def main() -> None:
     status = store.study_status(key, table, review)
     st.title(f"Study {key}")
     st.markdown(f"**Status:** {status}")
+    # one slot each, filled or not: the elements below keep their places, so a Save does not remount the viewer
+    version_slot, flash_slot = st.empty(), st.empty()
     if review:  # names and times come from a file: plain text, never Markdown
-        st.text(f"Review version {review['version']}, {'signed off' if review.get('status') == 'signed_off' else 'saved'}"
-                f" by {review.get('reviewer')} at {review.get('time')}")
+        version_slot.text(f"Review version {review['version']}, "
+                          f"{'signed off' if review.get('status') == 'signed_off' else 'saved'}"
+                          f" by {review.get('reviewer')} at {review.get('time')}")
     if flash := st.session_state.pop("flash", None):  # a toast is seen wherever the page is scrolled
         st.toast(flash)
-        st.success(flash)
+        flash_slot.success(flash)
     everyone = ui.videos(src)
     loops = everyone[everyone["study_key"] == key].reset_index(drop=True)
     views = _views(draft, loops)
@@ -387,10 +390,14 @@ def _loops(cfg: store.AppConfig, src: store.Sources, key: str, draft: store.Draf
               **{k: f"{v} of study {s}" for k, v, s in zip(priors["video_key"], priors["view"], priors["study_key"])}}
     compare = c2.selectbox("Beside it, synced by cardiac cycle", ["", *beside],
                            format_func=lambda k: beside.get(k, "(none)"), key=f"cmp::{key}")
-    viewer = st.empty()
+    if cfg.dicom_roots:  # drawn in place, never through a placeholder: a rerun (a Save) keeps the players
+        shown = [everyone[everyone["video_key"] == k].iloc[0] for k in (main_key, compare) if k]
+        clips = [c for row, name in zip(shown, (names[main_key], beside.get(compare, "")))
+                 if (c := _clip(cfg, src, row, name)) is not None]
+        if clips:
+            st.iframe(viewer_page.player_html(clips, VIEWER_PX), height=VIEWER_PX + 10)  # our page: names as JSON
     info = {v.get("video_key"): v for v in (draft.data.get("videos") or [])} if draft else {}
     left_out = {e["loop"]: e["reason"] for e in draft.left_out} if draft else {}
-    slots = []
     for view in sorted(set(views.values())):
         group = loops[loops["video_key"].map(views) == view]
         st.markdown(f"**{ui.plain(view)}** ({len(group)})")
@@ -403,24 +410,13 @@ def _loops(cfg: store.AppConfig, src: store.Sources, key: str, draft: store.Draf
                            f"{ui.plain(row.get('frames'))} frames")
                 if row["video_key"] in left_out:
                     st.caption(f"Left out of the draft: {ui.plain(left_out[row['video_key']])}")
-                slots.append((row, st.empty()))
+                if cfg.dicom_roots and (path := _render(cfg, src, row)) is not None:
+                    st.video(str(path), loop=True, autoplay=True, muted=True)
     weights = _attention(draft, loops, views)
     if weights is not None:
         st.markdown("Attention per report section (how much each loop counted):")
         st.dataframe(weights.style.background_gradient(cmap="Blues", axis=None, vmin=0, vmax=1).format("{:.2f}"),
                      width="stretch", height=38 + 35 * len(weights))  # every row: none cut off
-    if not cfg.dicom_roots:
-        return
-    shown = [everyone[everyone["video_key"] == k].iloc[0] for k in (main_key, compare) if k]
-    with viewer.container():
-        clips = [c for row, name in zip(shown, (names[main_key], beside.get(compare, "")))
-                 if (c := _clip(cfg, src, row, name)) is not None]
-        if clips:
-            st.iframe(viewer_page.player_html(clips, VIEWER_PX), height=VIEWER_PX + 10)  # our page: names as JSON
-    for row, slot in slots:
-        with slot:
-            if (path := _render(cfg, src, row)) is not None:
-                st.video(str(path), loop=True, autoplay=True, muted=True)
 
 
 def _clip(cfg: store.AppConfig, src: store.Sources, row: pd.Series, name: str) -> viewer_page.Clip | None:
