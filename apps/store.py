@@ -15,6 +15,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -211,6 +212,35 @@ def measurement_table(rows: pd.DataFrame, loops: pd.DataFrame, views: dict[str, 
     return out.reset_index(drop=True)
 
 
+MAX_OTHER_STUDIES = 5  # other studies of the patient shown beside a study
+
+
+def same_patient(videos: pd.DataFrame, study_key: str) -> list[str]:
+    """The patient's other studies (same non-blank ``patient_key`` in the ingest), by key; the ingest keeps no
+    study date, so they are not ordered by time. At most ``MAX_OTHER_STUDIES``."""
+    if "patient_key" not in videos:
+        return []
+    patients = {str(p) for p in videos.loc[videos["study_key"] == study_key, "patient_key"] if p and str(p) != "nan"}
+    if not patients:
+        return []
+    others = videos.loc[videos["patient_key"].astype(str).isin(patients), "study_key"]
+    return sorted(set(others) - {study_key})[:MAX_OTHER_STUDIES]
+
+
+def loop_names(views: dict[str, str]) -> dict[str, str]:
+    """A reader's name for each loop (video key → view): the view, numbered when the study has several of it
+    ("A4C 1", "A4C 2"), so tables name loops by what they show rather than by key."""
+    counts: dict[str, int] = {}
+    for view in views.values():
+        counts[view] = counts.get(view, 0) + 1
+    seen: dict[str, int] = {}
+    names = {}
+    for key, view in views.items():
+        seen[view] = seen.get(view, 0) + 1
+        names[key] = f"{view} {seen[view]}" if counts[view] > 1 else view
+    return names
+
+
 def dicom_file(cfg: AppConfig, ingest: Path, video_key: str) -> Path:
     """The DICOM file of a loop: its relative path from the ingest's key file, under a DICOM root.
 
@@ -376,18 +406,96 @@ def study_table(videos: pd.DataFrame, table: DraftTable, reviews: dict[str, dict
 
 def filter_studies(df: pd.DataFrame, query: str = "", statuses: Sequence[str] = (), phenotype: str | None = None,
                    op: str = "<", value: float | None = None, texts: dict[str, str] | None = None) -> pd.DataFrame:
-    """Rows matching a search (study key or draft text), statuses, and ``phenotype op value``."""
+    """Rows matching a search (study key, or a finding the draft text affirms: ``finding_matches``), statuses,
+    and ``phenotype op value``."""
     keep = pd.Series(True, index=df.index)
     q = query.strip().lower()
     if q:
         texts = texts or {}
-        keep &= df["study"].map(lambda k: q in k.lower() or q in texts.get(k, "").lower())
+        keep &= df["study"].map(lambda k: q in k.lower() or finding_matches(texts.get(k, ""), q))
     if statuses:
         keep &= df["status"].isin(list(statuses))
     if phenotype and phenotype in df and value is not None:
         col = pd.to_numeric(df[phenotype], errors="coerce")
         keep &= (col < value) if op == "<" else (col >= value)
     return df[keep]
+
+
+# --------------------------------------------------------------------------- echo: worklist
+# UI-side ordering and search; medvid/report/worklist.py (issue 26, library side) is to take them over.
+
+SEVERE_EF = 30.0  # an EF estimate below this puts the study at the top of the worklist
+_NEGATION = re.compile(r"\b(no|not|without|absent|absence of|negative for|free of|ruled out|excluded|no evidence of|"
+                       r"none)\b")
+_CLAUSE = re.compile(r"[.;!?\n]|\bbut\b|\bhowever\b|\bexcept\b")
+_POST_NEGATION = re.compile(r"^\s*(is |are |was |were )?(not seen|not present|absent|excluded|ruled out)\b")
+
+
+def finding_matches(text: str, query: str) -> bool:
+    """True when ``text`` mentions ``query`` outside a negation: "effusion" matches "Small pericardial effusion."
+    but not "No pericardial effusion." nor "Effusion is absent." (cues in the same clause, NegEx-style)."""
+    q = " ".join(query.lower().split())
+    if not q:
+        return True
+    for clause in _CLAUSE.split(" ".join(text.lower().split())):
+        start = clause.find(q)
+        while start >= 0:
+            if not _NEGATION.search(clause[:start]) and not _POST_NEGATION.match(clause[start + len(q):]):
+                return True
+            start = clause.find(q, start + 1)
+    return False
+
+
+def phenotype_call(p: Any) -> str:
+    """A phenotype as a reader states it: a binary one as its call with the score against the threshold
+    ("positive (0.15 ≥ 0.10)"), a numeric one as an estimate rounded to clinical precision ("62 (estimate)")."""
+    value = phenotype_value(p)
+    if value is None:
+        return "—"
+    if p.get("kind") == "binary" or "threshold" in p:
+        thr = p.get("threshold")
+        if not isinstance(thr, (int, float)) or isinstance(thr, bool):
+            return f"score {value:.2f} (no threshold)"
+        return f"positive ({value:.2f} ≥ {thr:.2f})" if value >= thr else f"negative ({value:.2f} < {thr:.2f})"
+    shown = f"{value:.0f}" if abs(value) >= 10 else f"{value:.1f}"
+    spread = p.get("spread")
+    if isinstance(spread, (int, float)) and not isinstance(spread, bool) and np.isfinite(spread):
+        shown += f" ± {spread:.0f}" if abs(spread) >= 10 or abs(value) >= 10 else f" ± {spread:.1f}"
+    return f"{shown} (estimate)"
+
+
+def priority_flags(draft: Draft | None) -> list[str]:
+    """Why a drafted study should be read first: a section whose text contradicts a call (``conflict``), a
+    severely reduced EF estimate, a pericardial effusion called."""
+    if draft is None:
+        return []
+    flags = []
+    if any(isinstance(s, dict) and s.get("conflict") for s in draft.sections.values()):
+        flags.append("conflict")
+    entries = {**(draft.data.get("findings") or {}), **(draft.data.get("phenotypes") or {})}
+    efs = [v for n, p in entries.items() if n.lower() in ("ef", "lvef", "ejection_fraction")
+           and isinstance(p, dict) and p.get("kind", "numeric") == "numeric" and (v := phenotype_value(p)) is not None]
+    if efs and min(efs) < SEVERE_EF:
+        flags.append("severely reduced EF")
+    if any("effusion" in n.lower() and isinstance(p, dict) and p.get("call") == 1 for n, p in entries.items()):
+        flags.append("effusion")
+    return flags
+
+
+_STATUS_ORDER = {"draft": 0, "edited": 1, "signed off": 2, "error": 3, "no draft": 4}
+
+
+def worklist(df: pd.DataFrame, table: DraftTable) -> pd.DataFrame:
+    """The study table in reading order: unsigned drafts first, then by priority flags (most first), then
+    oldest draft first (``provenance.created``), then key; adds ``flags`` and ``drafted`` columns."""
+    out = df.copy()
+    drafts = [table.drafts.get(k) for k in out["study"]]
+    out["flags"] = [", ".join(priority_flags(d)) for d in drafts]
+    out["drafted"] = [str(((d.data.get("provenance") or {}).get("created") or "")) if d else "" for d in drafts]
+    rank = pd.DataFrame({"status": out["status"].map(_STATUS_ORDER).fillna(5),
+                         "flags": [-len(priority_flags(d)) for d in drafts],
+                         "age": out["drafted"].replace("", "~"), "study": out["study"]}, index=out.index)
+    return out.loc[rank.sort_values(["status", "flags", "age", "study"]).index].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- surgery

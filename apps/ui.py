@@ -142,12 +142,51 @@ def session_token() -> str:
     return str(st.session_state.get(ADMITTED, ""))
 
 
-def open_study(key: str, order: list[str] | None = None) -> None:
-    """Go to the study page for ``key`` (keeping the list order for next/previous)."""
+LIST_PARAMS = ("q", "status", "list", "pheno", "op", "value", "reviewer")  # the worklist's state in the address
+LISTS = ("drafted", "not drafted")
+
+
+def list_params() -> dict[str, str]:
+    """The worklist's search, filters and reviewer from the address (they survive a reload and travel with
+    the study page's address, so next/previous follow the list the reader chose)."""
+    return {k: str(st.query_params[k]) for k in LIST_PARAMS if st.query_params.get(k)}
+
+
+def keep_params(values: dict[str, str]) -> None:
+    """Write the worklist state into the address (blank values are dropped)."""
+    for k in LIST_PARAMS:
+        v = values.get(k, "")
+        if v and st.query_params.get(k) != v:
+            st.query_params[k] = v
+        elif not v and k in st.query_params:
+            del st.query_params[k]
+
+
+def ordered_studies(df: pd.DataFrame, table: store.DraftTable, params: dict[str, str]) -> pd.DataFrame:
+    """The worklist in reading order (``store.worklist``), restricted to the chosen list (drafted studies, or
+    those not drafted) and to the search and filters in ``params``."""
+    listed = store.worklist(df, table)
+    drafted = listed["study"].isin(set(table.drafts))
+    listed = listed[~drafted if params.get("list") == LISTS[1] else drafted]
+    texts = {k: " ".join(str(s.get("text") or "") for s in d.sections.values()) for k, d in table.drafts.items()}
+    try:
+        value = float(params["value"]) if params.get("value") else None
+    except ValueError:
+        value = None
+    statuses = [s for s in params.get("status", "").split(",") if s in store.STATUSES]
+    return store.filter_studies(listed, params.get("q", ""), statuses, params.get("pheno") or None,
+                                ">=" if params.get("op") == "≥" else "<", value, texts)
+
+
+def open_study(key: str) -> None:
+    """Go to the study page for ``key``, carrying the worklist state (next/previous follow the chosen list)."""
     st.session_state["study"] = key
-    if order is not None:
-        st.session_state["study_order"] = order
-    st.switch_page(STUDY_PAGE, query_params={"study": key})
+    st.switch_page(STUDY_PAGE, query_params={**list_params(), "study": key, **_token_param()})
+
+
+def _token_param() -> dict[str, str]:
+    """The session's token kept in the address, so that a reload of the page opens it again."""
+    return {"token": session_token()} if session_token() else {}
 
 
 _PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation mark: CommonMark shows "\x" as x itself

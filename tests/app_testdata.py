@@ -18,12 +18,12 @@ from echo_testdata import ingest_synth, make_synth
 SECTIONS = ("Left Ventricle", "Mitral Valve", "Aortic Valve")
 
 
-def write_drafts(ingest_dir: Path, out: Path, foreign_study: str = "st_00000000000000ff") -> dict:
-    """drafts.jsonl (two studies + one drafted from other data + one corrupt line), drafts/*.txt,
-    errors.jsonl (one study), per the drafting contract. Returns which study is in which state."""
+def write_drafts(ingest_dir: Path, out: Path, foreign_study: str = "st_00000000000000ff", drafted: int = 2) -> dict:
+    """drafts.jsonl (``drafted`` studies + one drafted from other data + one corrupt line), drafts/*.txt,
+    errors.jsonl (the next study), per the drafting contract. Returns which study is in which state."""
     videos = pd.read_parquet(ingest_dir / "videos.parquet")
     keys = sorted(videos["study_key"].unique())
-    drafted, failed, undrafted = keys[:2], keys[2], keys[3:]
+    drafted, failed, undrafted = keys[:drafted], keys[drafted], keys[drafted + 1:]
     lines = []
     for n, key in enumerate([*drafted, foreign_study]):
         loops = videos[videos["study_key"] == key]
@@ -35,11 +35,11 @@ def write_drafts(ingest_dir: Path, out: Path, foreign_study: str = "st_000000000
         sections = {}
         for s, name in enumerate(SECTIONS):
             ws = np.roll(w, s) / np.roll(w, s).sum()
-            sections[name] = {"text": f"{name} text of draft {n}. LVEF {35 + 20 * n}%.",
+            sections[name] = {"text": f"{name} text of draft {n}. LVEF {35 + 20 * (n % 3)}%.",
                               "neighbours": [{"study_key": k, "similarity": 0.9 - 0.05 * j}
                                              for j, k in enumerate(k for k in keys if k != key)][:3],
                               "videos": [{**v, "weight": float(x)} for v, x in zip(vids, ws)]}
-        ef = 35.0 + 20 * n
+        ef = 35.0 + 20 * (n % 3)
         lines.append(json.dumps({
             "study_key": key, "status": "draft", "sections": sections,
             "phenotypes": {"ef": {"kind": "numeric", "value": ef, "method": "knn", "k": 50, "n": 12},
@@ -125,6 +125,19 @@ def build_outputs(base: Path, model: Path) -> dict:
     states = write_drafts(data / "ingest", data / "draft_out")
     zero_shot_outputs(data / "surgery", model)
     return {"data": data, "dicom": synth / "dicom", "phi": phi, **states}
+
+
+def build_worklist(base: Path, drafted: int = 11) -> dict:
+    """A small synthetic export of ``drafted + 1`` studies (two short loops each) through the real ingest, every
+    study but the last drafted: a morning's worklist for the scripted browser review."""
+    from medvid.synth.echo import synthesize
+
+    synth, data = base / "synth", base / "data"
+    synthesize(synth, studies=drafted + 1, seed=5, loops_per_study=2, rows=64, cols=80, frames_range=(10, 14),
+               still_fraction=0.0)
+    ingest_synth(synth, data / "ingest")
+    return {"data": data, "dicom": synth / "dicom",  # the draft made from other data sorts last
+            **write_drafts(data / "ingest", data / "draft_out", "st_ffffffffffffffff", drafted=drafted)}
 
 
 def _phi(dicom_root: Path) -> list[str]:

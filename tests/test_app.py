@@ -198,9 +198,15 @@ def test_home_and_list_pages(outputs, monkeypatch):
     at = run_page("pages/1_Echo_studies.py")
     no_exception(at)
     text = page_text(at)
-    for key in [*outputs["drafted"], outputs["failed"], *outputs["undrafted"]]:
+    for key in outputs["drafted"]:
         assert f"[{key}](Study?study={key}&token={TOKEN})" in text  # a link opens a new tab: a new session
     assert "could not be read" in text  # the corrupt drafts.jsonl line is reported, not fatal
+    at.radio(key="list_which").set_value("not drafted").run()  # studies without a draft: a list of their own
+    text = page_text(at)
+    for key in [outputs["failed"], *outputs["undrafted"]]:
+        assert f"[{key}](Study?study={key}&token={TOKEN})" in text
+    assert outputs["drafted"][0] not in [m.value for m in at.markdown if m.value.startswith("| study")][0]
+    at.radio(key="list_which").set_value("drafted").run()
     at.selectbox(key="list_pheno").set_value("ef").run()
     at.number_input(key="list_value").set_value(40.0).run()
     table = [m.value for m in at.markdown if m.value.startswith("| study")][0]
@@ -408,6 +414,10 @@ def test_sign_off_is_final_amendments_are_new_versions_and_audited(outputs, monk
     at.button(key="sign_off").click().run()
     signed = (reviewed / f"{key}.v1.json").read_bytes()
     at = open_tab(key, "Dr Later")
+    assert all(a.disabled for a in at.text_area) and at.button(key="save").disabled  # signed: read-only
+    assert at.button(key="sign_off").disabled and at.button(key="sign_next").disabled
+    at.toggle(key=f"amend::{key}").set_value(True).run()  # amend: a new version, with a reason
+    assert not any(a.disabled for a in at.text_area)
     at.text_area(key=f"sec::{key}::Left Ventricle").set_value("Changed after sign-off.")
     at.button(key="save").click().run()
     assert any("signed off and cannot be changed" in e.value for e in at.error)
@@ -436,6 +446,7 @@ def test_an_export_stays_tied_to_its_version(outputs, monkeypatch, tmp_path):
     at.button(key="export").click().run()
     final = (reviewed / f"{key}.v1.txt").read_text()
     assert final.startswith("FINAL") and "review version 1" in final
+    at.toggle(key=f"amend::{key}").set_value(True).run()
     at.text_input(key=f"reason::{key}").set_value("typo").run()
     at.text_area(key=f"sec::{key}::Left Ventricle").set_value("Amended text.")
     at.button(key="save").click().run()  # an amendment, not signed off yet
@@ -463,6 +474,7 @@ def test_reviews_saved_before_versions_still_read(outputs, monkeypatch, tmp_path
     no_exception(at)
     assert "Status:** edited" in page_text(at) and any("version 1" in t.value for t in at.text)
     assert at.text_area(key=f"sec::{key}::Left Ventricle").value == "Old review text."
+    at.text_area(key=f"sec::{key}::Mitral Valve").set_value("Changed.")
     at.button(key="save").click().run()
     assert json.loads((reviewed / f"{key}.v1.json").read_text())["reviewer"] == "Dr Old"  # kept as version 1
     assert json.loads((reviewed / f"{key}.json").read_text())["version"] == 2
@@ -546,9 +558,9 @@ def test_reviewer_names_must_fit_a_dicom_person_name(outputs, monkeypatch, tmp_p
 
 def test_next_previous_and_query_param_validation(outputs, monkeypatch):
     app_env(monkeypatch, outputs["data"])
-    df = store.study_table(store.read_videos([outputs["data"] / "ingest"]),
-                           store.read_drafts([outputs["data"] / "draft_out"]), {})
-    order = df["study"].tolist()
+    table = store.read_drafts([outputs["data"] / "draft_out"])
+    df = store.worklist(store.study_table(store.read_videos([outputs["data"] / "ingest"]), table, {}), table)
+    order = df[df["study"].isin(set(table.drafts))]["study"].tolist()  # the worklist: drafted studies
     at = run_page("pages/2_Study.py", {"study": order[0]})
     assert at.button(key="nav_prev").disabled
     at.button(key="nav_next").click().run()
@@ -754,3 +766,175 @@ def test_sixty_loop_study_opens_fast_on_the_second_visit(tmp_path, monkeypatch):
     t0 = time.perf_counter()
     second = run_page("pages/2_Study.py", {"study": keys[0]})
     assert time.perf_counter() - t0 < 5.0 and len(second.get("video")) == 60
+
+
+# --------------------------------------------------------------------------- worklist flow (issue 26)
+
+
+def test_negation_aware_finding_search_and_calls_as_calls():
+    assert store.finding_matches("Small pericardial effusion.", "effusion")
+    for negated in ("No pericardial effusion.", "Pericardial effusion is absent.", "There is no evidence of effusion",
+                    "Without effusion; normal LV."):
+        assert not store.finding_matches(negated, "effusion"), negated
+    assert store.finding_matches("No mitral regurgitation, but a small effusion.", "effusion")
+    assert store.finding_matches("No MR. Moderate pericardial  effusion.", "pericardial effusion")
+    assert store.phenotype_call({"kind": "binary", "score": 0.15, "threshold": 0.10}) == "positive (0.15 ≥ 0.10)"
+    assert store.phenotype_call({"kind": "binary", "score": 0.05, "threshold": 0.10}) == "negative (0.05 < 0.10)"
+    assert store.phenotype_call({"kind": "numeric", "value": 61.835}) == "62 (estimate)"
+    assert store.phenotype_call({"kind": "numeric", "value": 1.34, "spread": 0.21}) == "1.3 ± 0.2 (estimate)"
+    assert store.phenotype_call({"kind": "binary", "score": None, "threshold": 0.5}) == "—"
+    assert store.loop_names({"a": "A4C", "b": "PLAX", "c": "A4C"}) == {"a": "A4C 1", "b": "PLAX", "c": "A4C 2"}
+
+
+def test_review_diff_is_one_line_per_change():
+    diff = reviews.unified_diff("No mitral regurgitation.", "Mild mitral regurgitation.", "Mitral Valve")
+    assert diff.splitlines() == ["--- draft/Mitral Valve", "+++ reviewed/Mitral Valve", "@@ -1 +1 @@",
+                                 "-No mitral regurgitation.", "+Mild mitral regurgitation."]
+    assert diff.endswith("\n") and reviews.unified_diff("same", "same", "x") == ""
+
+
+def test_worklist_orders_by_priority_then_age_with_calls_and_negation_aware_search(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    low, high, foreign = outputs["low_ef"], outputs["high_ef"], outputs["foreign"]
+    drafts = data / "draft_out" / "drafts.jsonl"
+
+    def conflicted(row):  # the draft's text contradicts a call: read it first
+        row["sections"]["Mitral Valve"]["conflict"] = {"phenotype": "mr", "phenotypes": ["mr"], "call": 1,
+                                                       "text_finding": 0, "alternative": "Mild mitral regurgitation."}
+        row["sections"]["Mitral Valve"]["text"] = "No pericardial effusion. No mitral regurgitation."
+
+    def older(row):
+        row["provenance"]["created"] = "2026-11-01T08:00:00+00:00"
+        row["sections"]["Aortic Valve"]["text"] = "Small pericardial effusion."
+
+    edit_draft(drafts, foreign, conflicted)
+    edit_draft(drafts, high, older)
+    app_env(monkeypatch, data)
+    at = run_page("pages/1_Echo_studies.py")
+    no_exception(at)
+    listed = shown_list(at)
+    assert listed["study"].tolist() == [foreign, high, low]  # priority flag, then the oldest draft
+    assert listed["flags"].tolist() == ["conflict", "", ""]
+    assert listed.set_index("study").loc[low, "reduced_ef"] == "positive (0.80 ≥ 0.42)"  # a call, not "0.8"
+    assert listed.set_index("study").loc[high, "ef"] == "55 (estimate)"
+    assert "**3** draft" in page_text(at) and "**1** error" in page_text(at)  # status counts
+    at.text_input(key="list_query").set_value("effusion").run()  # "No pericardial effusion" is no match
+    assert shown_list(at)["study"].tolist() == [high]
+    assert at.query_params["q"] in ("effusion", ["effusion"])
+    at = run_page("pages/2_Study.py", {"study": foreign})
+    no_exception(at)
+    assert any("Conflict" in w.value and "mr" in w.value for w in at.warning)
+    assert "Mild mitral regurgitation." in [t.value for t in at.text]  # the agreeing alternative, as plain text
+    calls = shown_table(at, "call or estimate")
+    assert "75 (estimate)" in calls["call or estimate"].tolist()
+
+
+def shown_list(at) -> pd.DataFrame:
+    """The worklist table of the list page, cells unescaped, links reduced to their key."""
+    [md] = [m.value for m in at.markdown if m.value.startswith("| study")]
+    lines = [line.strip("| ").split(" | ") for line in md.splitlines() if not line.startswith("|---")]
+    df = pd.DataFrame(lines[1:], columns=[re.sub(r"\\(.)", r"\1", c) for c in lines[0]])
+    df = df.map(lambda v: re.sub(r"\\(.)", r"\1", v))
+    df["study"] = df["study"].str.extract(r"^\[([^\]]+)\]", expand=False)
+    return df
+
+
+def test_list_filters_and_reviewer_survive_a_reload(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    app_env(monkeypatch, data)
+    at = run_page("pages/1_Echo_studies.py")
+    at.multiselect(key="list_status").set_value(["draft"]).run()
+    at.selectbox(key="list_pheno").set_value("ef").run()
+    at.number_input(key="list_value").set_value(50.0).run()
+    params = {k: v for k, v in at.query_params.items() if k != "token"}
+    params = {k: v[0] if isinstance(v, list) else v for k, v in params.items()}
+    assert params == {"status": "draft", "pheno": "ef", "op": "<", "value": "50.0"}
+    reloaded = run_page("pages/1_Echo_studies.py", params)  # a reload: a new session, the same address
+    assert reloaded.selectbox(key="list_pheno").value == "ef" and reloaded.number_input(key="list_value").value == 50
+    assert shown_list(reloaded)["study"].tolist() == [outputs["low_ef"]]
+    study = run_page("pages/2_Study.py", {**params, "study": outputs["low_ef"]})  # next/previous follow that list
+    assert study.button(key="nav_next").disabled and study.button(key="nav_prev").disabled
+    study.text_input(key="reviewer").set_value("Dr Reload").run()
+    kept = {k: v[0] if isinstance(v, list) else v for k, v in study.query_params.items()}
+    assert kept["reviewer"] == "Dr Reload"
+    again = run_page("pages/2_Study.py", {k: v for k, v in kept.items() if k != "token"})
+    assert again.text_input(key="reviewer").value == "Dr Reload"
+
+
+def test_sign_off_and_next_and_a_save_without_edits_writes_nothing(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    app_env(monkeypatch, data)
+    reviewed = data / "draft_out" / "reviewed"
+    table = store.read_drafts([data / "draft_out"])
+    order = store.worklist(store.study_table(store.read_videos([data / "ingest"]), table, {}), table)
+    order = order[order["study"].isin(set(table.drafts))]["study"].tolist()
+    at = open_tab(order[0], "Dr Next")
+    at.button(key="save").click().run()  # nothing changed: the study stays a draft
+    no_exception(at)
+    assert not reviewed.exists() and "Status:** draft" in page_text(at)
+    assert any("no section was changed" in t.value for t in at.toast)
+    at.button(key="sign_next").click().run()
+    no_exception(at)
+    assert json.loads((reviewed / f"{order[0]}.json").read_text())["status"] == "signed_off"
+    assert at.session_state["study"] == order[1]  # the next study of the worklist is open
+    assert f"Study 2 of {len(order)}" in [c.value for c in at.caption]  # signing did not reorder this tab's list
+    assert any(f"Signed off study {order[0]}" in t.value for t in at.toast)  # seen wherever the page was scrolled
+    assert at.text_area[0].value.startswith("Left Ventricle text of draft")
+    assert not any(a.disabled for a in at.text_area)
+
+
+def test_attention_table_names_loops_by_view(outputs, monkeypatch):
+    app_env(monkeypatch, outputs["data"])
+    key = outputs["low_ef"]
+    at = run_page("pages/2_Study.py", {"study": key})
+    no_exception(at)
+    [weights] = [d.value for d in at.dataframe]
+    views = {v["video_key"]: v["view"] for v in store.read_drafts([outputs["data"] / "draft_out"]).drafts[key]
+             .data["videos"]}
+    assert sorted(weights.index) == sorted(store.loop_names(views).values())
+    assert not any(str(i).startswith("vi_") for i in weights.index)
+
+
+def test_viewer_page_is_self_contained_and_syncs_by_cardiac_cycle():
+    from medvid.apps import viewer
+
+    hostile = "</script><img src=x onerror=alert(1)>"
+    a = viewer.Clip("A4C 1", b"\x00mp4-a", 30.0, 40, (0.1, 0.9, 1.7))
+    b = viewer.Clip(hostile, b"\x00mp4-b", 50.0, 60, (0.2, 1.0))
+    page = viewer.player_html([a, b])
+    assert '"sync": "r_wave"' in page and "data:video/mp4;base64,AG1wNC1h" in page
+    assert hostile not in page and "onerror=alert" in page  # names only as escaped JSON, set as textContent
+    assert "http" not in page.replace("data:video/mp4", "")  # no network, no CDN
+    assert viewer.cycle_sync(a, viewer.Clip("x", b"", 30.0, 10)) == "loop"
+    assert '"sync": null' in viewer.player_html([a])
+    with pytest.raises(ValueError):
+        viewer.player_html([])
+
+
+def test_study_page_main_viewer_beside_another_study_of_the_patient(outputs, monkeypatch, tmp_path):
+    data = copy_outputs(outputs, tmp_path / "data")
+    low, high = outputs["low_ef"], outputs["high_ef"]
+    path = data / "ingest" / "videos.parquet"
+    videos = pd.read_parquet(path)
+    videos.loc[videos["study_key"] == high, "patient_key"] = videos.loc[videos["study_key"] == low, "patient_key"].iloc[0]
+    videos["r_wave_times_s"] = [[0.05, 0.45, 0.85]] * len(videos)
+    videos.to_parquet(path, index=False)
+    app_env(monkeypatch, data, outputs["dicom"], cache=tmp_path / "data" / "cache")
+    at = run_page("pages/2_Study.py", {"study": low})
+    no_exception(at)
+    assert "Other studies of this patient" in [s.value for s in at.subheader]
+    assert any(e.label == f"Study {high} (draft)" for e in at.expander)
+    assert "Left Ventricle text of draft 1. LVEF 55%." in [t.value for t in at.text]  # its report, by section
+    text = page_text(at)
+    assert text.count("data:video/mp4;base64,") == 1 and re.search(r'sync\\*": null', text)  # one loop, large
+    main = at.selectbox(key=f"main::{low}")
+    view = store.loop_names({k: v for k, v in zip(videos["video_key"], videos["view"])
+                             if k in set(videos.loc[videos["study_key"] == low, "video_key"])})[main.value]
+    compare = at.selectbox(key=f"cmp::{low}")
+    prior = [o for o in compare.options if o.endswith(f"of study {high}")]
+    assert prior and all(o.startswith(view.rsplit(" ", 1)[0]) for o in prior)  # the same view, of the other study
+    compare.set_value(next(k for k in videos.loc[videos["study_key"] == high, "video_key"]
+                           if compare.format_func(k) == prior[0])).run()
+    no_exception(at)
+    text = page_text(at)
+    assert text.count("data:video/mp4;base64,") == 2 and re.search(r'sync\\*": \\*"r_wave', text)  # by cycle

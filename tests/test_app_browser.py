@@ -7,6 +7,7 @@ Set MEDVID_APP_SCREENSHOTS=DIR to keep one small PNG per page there (docs/img/ w
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from app_testdata import SECTIONS, build_outputs
+from app_testdata import SECTIONS, build_outputs, build_worklist
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
@@ -55,9 +56,9 @@ def printed_token(log: Path) -> str:
     return found.group(1)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model):
-    out = build_outputs(tmp_path_factory.mktemp("browser"), tiny_model())
+@contextlib.contextmanager
+def serve_app(out: dict):
+    """`medvid app` over ``out["data"]`` (loops from ``out["dicom"]``) on a free port, stopped afterwards."""
     port = _free_port()
     log = open(out["data"].parent / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "medvid.cli", "app", "--data", str(out["data"]),
@@ -74,6 +75,12 @@ def server(tmp_path_factory, tiny_model):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model):
+    with serve_app(build_outputs(tmp_path_factory.mktemp("browser"), tiny_model())) as running:
+        yield running
 
 
 class Browser:
@@ -129,6 +136,24 @@ class Browser:
             time.sleep(0.5)
         time.sleep(1.5)  # charts draw asynchronously after their element appears
         return self.eval("document.documentElement.outerHTML")
+
+    def key(self, key: str, code: str, key_code: int, modifiers: int = 0, text: str | None = None) -> None:
+        """Press and release one key, as the keyboard would (modifiers: Alt 1, Ctrl 2, Meta 4, Shift 8)."""
+        for kind in ("keyDown", "keyUp"):
+            self.call("Input.dispatchKeyEvent", type=kind, key=key, code=code, windowsVirtualKeyCode=key_code,
+                      modifiers=modifiers, **({"text": text} if text and kind == "keyDown" else {}))
+
+    def type(self, text: str) -> None:
+        """Type ``text`` into the focused element."""
+        self.call("Input.insertText", text=text)
+
+    def wait(self, js: str, timeout: float = 60) -> None:
+        """Wait until ``js`` is true."""
+        deadline = time.time() + timeout
+        while not self.eval(js):
+            if time.time() > deadline:
+                raise AssertionError(f"not true after {timeout} s: {js}")
+            time.sleep(0.2)
 
     def screenshot(self, path: Path, tries: int = 3) -> None:
         """PNG of the viewport. Playing loops are paused first: on a loaded machine headless Chromium may
@@ -208,6 +233,9 @@ def test_pages_render_in_chromium(server, tmp_path):
             doms[name] = browser.open(url + path, ready)
             if name == "study":
                 _check_loops_play(browser, n_loops)
+            if name == "studies":  # studies without a draft: a list of their own, chosen in the address
+                doms["not drafted"] = browser.open(f"{url}/Echo_studies?list=not%20drafted&token={token}",
+                                                   "document.querySelector('table a[href^=\"Study?study=\"]')")
             if name == "studies":  # a study link opens a new tab (a new session): it carries the token
                 href = browser.eval("document.querySelector('table a[href^=\"Study?study=\"]').getAttribute('href')")
                 linked = browser.open(f"{url}/{href}", "document.querySelector('h1')")
@@ -219,9 +247,12 @@ def test_pages_render_in_chromium(server, tmp_path):
     finally:
         browser.close()
     assert "medvid review" in doms["home"] and "Echo studies" in doms["home"]
-    for k in [*server["drafted"], server["failed"], *server["undrafted"]]:  # one table row per study
+    for k in server["drafted"]:  # one table row per study
         assert f'href="Study?study={k}&amp;token={token}"' in doms["studies"], k
-    assert doms["studies"].count("<tr") >= 1 + len(server["drafted"]) + 1 + len(server["undrafted"])
+    for k in [server["failed"], *server["undrafted"]]:
+        assert f'href="Study?study={k}&amp;token={token}"' in doms["not drafted"], k
+        assert f'href="Study?study={k}&amp;token={token}"' not in doms["studies"], k
+    assert doms["not drafted"].count("<tr") >= 1 + 1 + len(server["undrafted"])
     study = doms["study"]
     assert study.count("<video") == n_loops  # every cine loop
     for section in SECTIONS:
@@ -234,6 +265,87 @@ def test_pages_render_in_chromium(server, tmp_path):
         for value in phi:
             assert value not in dom, value
         assert "LOCAL_KEYS_DO_NOT_SHARE" not in dom and str(server["dicom"]) not in dom
+
+
+VIEWER = "document.querySelector('iframe') && document.querySelector('iframe').contentDocument.body"
+H1 = "(document.querySelector('h1') || {}).textContent"
+ALT, CTRL = 1, 2
+
+
+@pytest.fixture(scope="module")
+def worklist_server(tmp_path_factory):
+    with serve_app(build_worklist(tmp_path_factory.mktemp("worklist"))) as running:
+        yield running
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_a_morning_worklist_reviewed_by_keyboard_only(worklist_server, tmp_path):
+    """Ten studies reviewed with the keyboard alone: open the worklist's first study (Alt+O), step the main loop
+    frame by frame (Right), edit a section (Ctrl+A, type, Ctrl+Enter), sign off and go to the next (Alt+Enter);
+    on the first, a Save (Alt+S) keeps the main viewer playing. The DOM and the review files say what happened."""
+    url, token, reviewed = worklist_server["url"], worklist_server["token"], worklist_server["data"] / "draft_out"
+    drafted = worklist_server["drafted"]
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.open(f"{url}/Echo_studies?token={token}", "document.querySelector('table a')")
+        assert [a for a in browser.eval("Array.from(document.querySelectorAll('table a')).map(a => a.textContent)")
+                ] == [*drafted, worklist_server["foreign"]]  # the worklist, in reading order
+        shot = tmp_path / "worklist.png"
+        browser.screenshot(shot)
+        _keep(shot, "worklist")
+        browser.key("o", "KeyO", 79, ALT)  # open the chosen (first) study
+        for n, key in enumerate(drafted[:10]):
+            browser.wait(f"{H1} === 'Study {key}' && !document.querySelector('[data-testid=stStatusWidget]')")
+            browser.wait(f"{VIEWER} && {VIEWER}.dataset.state === 'playing'")  # playing on a first visit
+            if n == 0:  # the reviewer's name, then a Save (Alt+S): the viewer is kept, still playing
+                browser.eval("document.querySelector('input[aria-label=\"Reviewer name\"]').focus()")
+                browser.type("Dr Keyboard")
+                browser.key("Enter", "Enter", 13, text="\r")
+                browser.wait("!document.querySelector('[data-testid=stStatusWidget]')")
+                browser.eval("document.querySelector('textarea').focus()")
+                browser.type(" Seen.")
+                browser.key("Enter", "Enter", 13, CTRL)
+                browser.wait("!document.querySelector('[data-testid=stStatusWidget]')")
+                browser.eval("document.querySelector('iframe').dataset.kept = 'yes'")
+                browser.key("s", "KeyS", 83, ALT)
+                browser.wait(f"document.body.textContent.includes('Saved study {key} as version 1.')")
+                assert browser.eval("document.querySelector('iframe').dataset.kept") == "yes"
+                assert browser.eval(f"{VIEWER}.dataset.state") == "playing"
+            browser.eval("document.querySelector('iframe').focus()")  # as Tab onto the viewer
+            browser.key("ArrowRight", "ArrowRight", 39)
+            first = int(browser.eval(f"{VIEWER}.dataset.frame"))
+            browser.key("ArrowRight", "ArrowRight", 39)
+            browser.wait(f"Number({VIEWER}.dataset.frame) !== {first}")
+            frames = int(browser.eval(f"{VIEWER}.dataset.frames"))
+            assert int(browser.eval(f"{VIEWER}.dataset.frame")) == (first + 1) % frames
+            browser.wait(f"{VIEWER}.dataset.state === 'paused'", 10)  # stepping pauses
+            browser.eval("document.querySelector('textarea').focus()")  # as Tab into the first section
+            browser.key("a", "KeyA", 65, CTRL)
+            browser.type(f"Reviewed by keyboard, study {n}.")
+            browser.key("Enter", "Enter", 13, CTRL)  # commits the text
+            browser.wait("!document.querySelector('[data-testid=stStatusWidget]')")
+            if n == 0:
+                shot = tmp_path / "review.png"
+                browser.screenshot(shot)
+                _keep(shot, "review")
+            browser.key("Enter", "Enter", 13, ALT)  # sign off and next
+            browser.wait(f"{H1} !== 'Study {key}'")
+            version = 2 if n == 0 else 1
+            browser.wait(f"document.body.textContent.includes('Signed off study {key} as version {version}.')")
+            review = json.loads((reviewed / "reviewed" / f"{key}.json").read_text())
+            assert review["status"] == "signed_off" and review["reviewer"] == "Dr Keyboard"
+            assert review["sections"]["Left Ventricle"] == f"Reviewed by keyboard, study {n}."
+            assert review["diff"]["Left Ventricle"].splitlines()[-2:] == [
+                f"-Left Ventricle text of draft {n}. LVEF {35 + 20 * (n % 3)}%.",
+                f"+Reviewed by keyboard, study {n}."]
+        browser.wait(f"{H1} === 'Study {drafted[10]}'")
+        assert browser.eval("document.body.textContent").count("Study 11 of 12") == 1
+    finally:
+        browser.close()
+    signed = sorted(p.stem for p in (reviewed / "reviewed").glob("st_*.json")
+                    if "." not in p.stem and json.loads(p.read_text())["status"] == "signed_off")
+    assert signed == sorted(drafted[:10])
 
 
 def session_messages(port: int, host: str, origin: str | None, query: str, seconds: float = 20) -> bytes:

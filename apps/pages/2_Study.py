@@ -1,11 +1,18 @@
-"""One echo study: every cine loop playing as a loop, the draft beside it (editable), provenance, loops left out
-of the draft, phenotypes, review (save / sign off), export (text + DICOM SR) and the vendor's measurements."""
+"""One echo study in two panes that scroll on their own (the loops stay in view while the sections are read).
+Left: the main viewer (``apps/viewer.py``: one loop large, or two side by side synced by cardiac cycle, another
+of this study or the same view of another study of the patient), thumbnails grouped by view, attention per section
+named by view. Right: the draft (editable; read-only once signed, amend = a new version), conflict flags,
+provenance, model estimates and calls, review (save / sign off / sign off and next), export, vendor measurements
+and the patient's other studies."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from medvid.apps import store, ui
+from medvid.apps import viewer as viewer_page
 from medvid.report import reviews
 from medvid.errors import MedvidError
 from medvid.io.render import RenderError, render_cached
@@ -24,26 +31,37 @@ def main() -> None:
     key = _requested(keys)
     if key is None:
         return
-    order = [k for k in st.session_state.get("study_order", keys) if k in set(keys)] or keys
+    params = {k: v for k, v in ui.list_params().items() if k != "reviewer"}
+    # the list as it was when this tab opened it: signing a study (which moves it down the worklist) keeps
+    # next / previous where the reader is
+    order = st.session_state.setdefault(f"order::{sorted(params.items())}",
+                                        ui.ordered_studies(df, table, params)["study"].tolist())
+    if key not in order:  # opened from the other list or by its address: step through all studies
+        order = keys
     _navigation(key, order)
     draft, review = table.drafts.get(key), revs.get(key)
     status = store.study_status(key, table, review)
     st.title(f"Study {key}")
     st.markdown(f"**Status:** {status}")
+    # one slot each, filled or not: the elements below keep their places, so a Save does not remount the viewer
+    version_slot, flash_slot = st.empty(), st.empty()
     if review:  # names and times come from a file: plain text, never Markdown
-        st.text(f"Review version {review['version']}, {'signed off' if review.get('status') == 'signed_off' else 'saved'}"
-                f" by {review.get('reviewer')} at {review.get('time')}")
-    if flash := st.session_state.pop("flash", None):
-        st.success(flash)
-    loops = ui.videos(src)
-    loops = loops[loops["study_key"] == key].reset_index(drop=True)
+        version_slot.text(f"Review version {review['version']}, "
+                          f"{'signed off' if review.get('status') == 'signed_off' else 'saved'}"
+                          f" by {review.get('reviewer')} at {review.get('time')}")
+    if flash := st.session_state.pop("flash", None):  # a toast is seen wherever the page is scrolled
+        st.toast(flash)
+        flash_slot.success(flash)
+    everyone = ui.videos(src)
+    loops = everyone[everyone["study_key"] == key].reset_index(drop=True)
     views = _views(draft, loops)
-    left, right = st.columns([2, 3], gap="large")
-    with right:  # drawn first: the draft is on screen before any loop is rendered
-        _draft(cfg, key, draft, review, table, loops)
+    left, right = st.columns([2, 3], gap="medium")
+    with right.container(height=PANE_PX, key="report_pane"):  # drawn first: on screen before any loop renders
+        _draft(cfg, key, draft, review, table, loops, order, views)
         _measurements(src, key, loops, views)
-    with left:
-        _loops(cfg, src, draft, loops, views)
+        _others(everyone, key, table, revs)
+    with left.container(height=PANE_PX, key="loops_pane"):
+        _loops(cfg, src, key, draft, loops, views, everyone)
 
 
 def _requested(keys: list[str]) -> str | None:
@@ -86,7 +104,7 @@ def _go(key: str) -> None:
 
 
 def _draft(cfg: store.AppConfig, key: str, draft: store.Draft | None, review: dict | None,
-           table: store.DraftTable, loops: pd.DataFrame) -> None:
+           table: store.DraftTable, loops: pd.DataFrame, order: list[str], views: dict[str, str]) -> None:
     st.subheader("Report")
     if draft is None:
         if key in table.errors:
@@ -107,16 +125,36 @@ def _draft(cfg: store.AppConfig, key: str, draft: store.Draft | None, review: di
     if model:
         st.caption(f"Drafted by model {ui.plain(model.get('name', '?'))} "
                    f"({ui.plain(str(model.get('fingerprint', ''))[:12])})")
+    final = reviews.is_final(review)
+    amending = final and st.toggle("Amend this signed report (a new version with a reason)", key=f"amend::{key}")
+    if final and not amending:
+        st.info(f"Signed off (version {review['version']}): read-only. Amend it to make a new version.")
     saved = (review or {}).get("sections") or {}
     for name, sec in draft.sections.items():
         original = str(sec.get("text") or "")
-        st.text_area(ui.plain(name), value=str(saved.get(name, original)), key=f"sec::{key}::{name}", height=90)
+        st.text_area(ui.plain(name), value=str(saved.get(name, original)), key=f"sec::{key}::{name}", height="content",
+                     disabled=final and not amending)
         if saved.get(name, original) != original:
             st.caption("edited (draft text and changes in the provenance below)")
+        _conflict(sec)
         with st.expander(f"Provenance · {ui.plain(name)}"):
-            _provenance(sec, original, str((review or {}).get("diff", {}).get(name) or ""))
+            _provenance(sec, original, str((review or {}).get("diff", {}).get(name) or ""), views)
     _phenotypes(draft)
-    _review_controls(cfg, key, draft, review)
+    _review_controls(cfg, key, draft, review, order, amending)
+
+
+def _conflict(sec: dict) -> None:
+    """A section whose text still contradicts a phenotype call (the draft's ``conflict``): a warning naming the
+    call, with the agreeing alternative text when the draft offers one."""
+    conflict = sec.get("conflict")
+    if not isinstance(conflict, dict):
+        return
+    names = conflict.get("phenotypes") or [conflict.get("phenotype")]
+    st.warning(f"Conflict: this text disagrees with the call of {ui.plain(', '.join(str(n) for n in names))} "
+               f"({'positive' if conflict.get('call') == 1 else 'negative'}). Check before signing off.")
+    if conflict.get("alternative"):
+        st.caption("An alternative that agrees with the call:")
+        st.text(str(conflict["alternative"]))  # report text is plain text, never Markdown
 
 
 MAX_LEFT_OUT = 50  # rows of the left-out table (a hostile draft line can list any number)
@@ -134,11 +172,12 @@ def _left_out(draft: store.Draft) -> None:
         st.caption(f"… and {len(left) - MAX_LEFT_OUT} more.")
 
 
-def _provenance(sec: dict, original: str, diff: str) -> None:
+def _provenance(sec: dict, original: str, diff: str, views: dict[str, str]) -> None:
     vids = sorted(sec.get("videos") or [], key=lambda v: -(v.get("weight") or 0))
     if vids:
+        names = store.loop_names(views)
         st.markdown("Contributing loops (attention weight, highest first):")
-        ui.table(pd.DataFrame([{"loop": str(v.get("video_key")), "view": str(v.get("view")),
+        ui.table(pd.DataFrame([{"loop": names.get(str(v.get("video_key")), str(v.get("video_key"))),
                                 "weight": ui.fmt(v.get("weight"))} for v in vids[:6]]))
     nbrs = sec.get("neighbours") or []
     if nbrs:
@@ -153,21 +192,21 @@ def _provenance(sec: dict, original: str, diff: str) -> None:
 
 
 def _phenotypes(draft: store.Draft) -> None:
+    """Model outputs as calls and labelled estimates (never as measurements)."""
     phen, finds = draft.data.get("phenotypes") or {}, draft.data.get("findings") or {}
     if not (phen or finds):
         return
-    st.subheader("Phenotypes")
-    rows = [{"phenotype": n, "method": str(p.get("method", "knn")), "value / score": ui.fmt(store.phenotype_value(p)),
-             "threshold": ui.fmt(p.get("threshold")), "call": ui.fmt(p.get("call")),
-             "neighbours with label": ui.fmt(p.get("n"))} for n, p in phen.items() if isinstance(p, dict)]
-    rows += [{"phenotype": n, "method": str(p.get("method", "zero_shot")),
-              "value / score": ui.fmt(store.phenotype_value(p)), "threshold": ui.fmt(p.get("threshold")),
-              "call": ui.fmt(p.get("call")), "neighbours with label": "—"}
-             for n, p in finds.items() if isinstance(p, dict)]
+    st.subheader("Model estimates and calls")
+    st.caption("Estimated by the model from similar studies (kNN) or from the loops (zero-shot): not measured.")
+    rows = [{"phenotype": n, "method": str(p.get("method", default)), "call or estimate": store.phenotype_call(p),
+             "neighbours with label": ui.fmt(p.get("n")) if default == "knn" else "—"}
+            for default, entries in (("knn", phen), ("zero_shot", finds))
+            for n, p in entries.items() if isinstance(p, dict)]
     ui.table(pd.DataFrame(rows))
 
 
-def _review_controls(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict | None) -> None:
+def _review_controls(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict | None, order: list[str],
+                     amending: bool) -> None:
     st.subheader("Review")
     version = review["version"] if review else 0
     base = st.session_state.setdefault(f"base::{key}", version)  # the version this tab's text boxes were loaded from
@@ -181,14 +220,11 @@ def _review_controls(cfg: store.AppConfig, key: str, draft: store.Draft, review:
         _forget_edits(key, draft)
         st.rerun()
     final = reviews.is_final(review)
-    reason = ""
-    if final:
-        st.info(f"Version {version} is signed off and cannot be changed. An amendment is a new version with your "
-                "name, the time and the reason; every version is kept and audited.")
-        reason = st.text_input("Reason for the amendment", key=f"reason::{key}", max_chars=500)
+    reason = st.text_input("Reason for the amendment", key=f"reason::{key}", max_chars=500) if amending else ""
+    st.session_state.setdefault("reviewer", ui.list_params().get("reviewer", ""))
     reviewer = st.text_input("Reviewer name", key="reviewer",
                              help="Recorded in the review and as the DICOM SR observer (a DICOM person name: "
-                                  "at most 64 characters, Family^Given)")
+                                  "at most 64 characters, Family^Given); kept in the address")
     name_error = None
     if reviewer.strip():
         try:
@@ -196,23 +232,38 @@ def _review_controls(cfg: store.AppConfig, key: str, draft: store.Draft, review:
         except MedvidError as exc:
             name_error = str(exc)
             st.error(ui.plain(name_error))
-    blocked = bool(read_only) or name_error is not None
-    c1, c2, c3 = st.columns(3)
+    if name_error is None and st.query_params.get("reviewer", "") != reviewer.strip():
+        ui.keep_params({**ui.list_params(), "reviewer": reviewer.strip()})
+    blocked = bool(read_only) or name_error is not None or (final and not amending)
+    nxt = order[order.index(key) + 1] if key in order and order.index(key) + 1 < len(order) else None
+    c1, c2, c3, c4 = st.columns(4)
     save = c1.button("Save amendment" if final else "Save", key="save", type="secondary", shortcut="Alt+S",
                      disabled=blocked)
-    sign = c2.button("Sign off amendment" if final else "Sign off", key="sign_off", type="primary", disabled=blocked)
-    export = c3.button(f"Export version {version}: text + DICOM SR" if review else "Export text + DICOM SR",
+    sign = c2.button("Sign off amendment" if final else "Sign off", key="sign_off", type="primary",
+                     shortcut="Alt+Shift+S", disabled=blocked)
+    sign_next = c3.button("Sign off and next", key="sign_next", type="primary", shortcut="Alt+Enter",
+                          disabled=blocked or nxt is None, help=None if nxt else "last study of the list")
+    export = c4.button(f"Export version {version}: text + DICOM SR" if review else "Export text + DICOM SR",
                        key="export", disabled=review is None or bool(read_only),
                        help="Save the review first" if review is None else None)
-    if save or sign:
-        texts = {n: st.session_state.get(f"sec::{key}::{n}", str(s.get("text") or "")) for n, s in draft.sections.items()}
+    if save or sign or sign_next:
+        loaded = (review or {}).get("sections") or {}
+        texts = {n: st.session_state.get(f"sec::{key}::{n}", str(loaded.get(n, s.get("text") or "")))
+                 for n, s in draft.sections.items()}
+        if save and all(texts[n] == str(loaded.get(n, s.get("text") or "")) for n, s in draft.sections.items()):
+            st.session_state["flash"] = "Nothing saved: no section was changed."
+            st.rerun()
         try:
-            saved = reviews.save(cfg.roots, draft, texts, reviewer, sign_off=sign, base_version=base, reason=reason)
+            saved = reviews.save(cfg.roots, draft, texts, reviewer, sign_off=sign or sign_next, base_version=base,
+                                 reason=reason)
         except MedvidError as exc:
             st.error(ui.plain(exc))
             return
         st.session_state[f"base::{key}"] = saved["version"]
-        st.session_state["flash"] = f"{'Signed off' if sign else 'Saved'} as version {saved['version']}."
+        st.session_state["flash"] = (f"{'Signed off' if sign or sign_next else 'Saved'} study {key} as version "
+                                     f"{saved['version']}.")
+        if sign_next:
+            _go(nxt)
         st.rerun()
     if export and review is not None:
         _export(cfg, key, draft, review, reviewer)
@@ -225,6 +276,7 @@ def _forget_edits(key: str, draft: store.Draft) -> None:
         st.session_state.pop(f"sec::{key}::{name}", None)
     st.session_state.pop(f"base::{key}", None)
     st.session_state.pop(f"reason::{key}", None)
+    st.session_state.pop(f"amend::{key}", None)
 
 
 def _export(cfg: store.AppConfig, key: str, draft: store.Draft, review: dict, reviewer: str) -> None:
@@ -257,6 +309,31 @@ def _downloads(cfg: store.AppConfig, key: str, draft: store.Draft, version: int)
                    "export again to share this version.")
 
 
+# --------------------------------------------------------------------------- other studies of the patient
+
+
+def _others(everyone: pd.DataFrame, key: str, table: store.DraftTable, revs: dict[str, dict | None]) -> None:
+    """The patient's other studies (same ``patient_key``): each one's latest review (or its draft) by section.
+    Their loops of a view are offered beside this study's in the main viewer."""
+    others = store.same_patient(everyone, key)
+    if not others:
+        return
+    st.subheader("Other studies of this patient")
+    for other in others:
+        review, draft = revs.get(other), table.drafts.get(other)
+        status = store.study_status(other, table, review)
+        with st.expander(f"Study {other} ({status})"):
+            sections = (review or {}).get("sections") or {n: s.get("text") for n, s in (draft.sections if draft
+                                                                                        else {}).items()}
+            if not sections:
+                st.caption("No report: this study was not drafted.")
+            for name, text in sections.items():
+                st.caption(ui.plain(name))
+                st.text(str(text or ""))  # report text is plain text, never Markdown
+            if st.button("Open this study", key=f"open::{other}"):
+                ui.open_study(other)
+
+
 # --------------------------------------------------------------------------- vendor measurements
 
 
@@ -282,6 +359,10 @@ def _measurements(src: store.Sources, key: str, loops: pd.DataFrame, views: dict
 
 # --------------------------------------------------------------------------- loops
 
+PANE_PX = 640  # height of the two panes: each scrolls on its own, so the loops stay in view beside any section
+VIEWER_PX = 330
+THUMBS_PER_ROW = 3
+
 
 def _views(draft: store.Draft | None, loops: pd.DataFrame) -> dict[str, str]:
     """Each loop's view: the draft's (classifier) label, else the ingest's."""
@@ -289,62 +370,82 @@ def _views(draft: store.Draft | None, loops: pd.DataFrame) -> dict[str, str]:
     return {k: str(drafted.get(k) or v or "unknown view") for k, v in zip(loops["video_key"], loops["view"])}
 
 
-def _loops(cfg: store.AppConfig, src: store.Sources, draft: store.Draft | None, loops: pd.DataFrame,
-           views: dict[str, str]) -> None:
+def _loops(cfg: store.AppConfig, src: store.Sources, key: str, draft: store.Draft | None, loops: pd.DataFrame,
+           views: dict[str, str], everyone: pd.DataFrame) -> None:
+    """The main viewer (one loop large, or two side by side synced by cardiac cycle: another of this study or
+    a loop of the same view from another study of the patient), then thumbnails grouped by view."""
     st.subheader(f"Cine loops ({len(loops)})")
     if loops.empty:
         st.info("No ingested loops for this study under the data roots.")
         return
-    info = {v.get("video_key"): v for v in (draft.data.get("videos") or [])} if draft else {}
-    left_out = {e["loop"]: e["reason"] for e in draft.left_out} if draft else {}
+    names = store.loop_names(views)
     if not cfg.dicom_roots:
         st.info("Loops are not shown: start the app with `--dicom-root DIR` (the folder given to `medvid ingest`).")
-    slots = []
-    grid = st.columns(2)
-    for i, row in loops.iterrows():
-        with grid[i % 2]:
-            v = info.get(row["video_key"], {})
-            conf = (f" · {ui.plain(ui.fmt(v.get('view_confidence')))} ({ui.plain(v.get('view_source', 'classifier'))})"
-                    if v else "")
-            st.markdown(f"**{ui.plain(views[row['video_key']])}**{conf}  \n`{row['video_key']}` · "
-                        f"{ui.fmt(row.get('fps'), 0)} fps · {ui.plain(row.get('frames'))} frames")
-            if row["video_key"] in left_out:
-                st.caption(f"Left out of the draft: {ui.plain(left_out[row['video_key']])}")
-            slots.append((row, st.empty()))
-    weights = _attention(draft, loops)
+    c1, c2 = st.columns(2)
+    main_key = c1.selectbox("Main viewer", loops["video_key"].tolist(), format_func=names.get, key=f"main::{key}")
+    priors = everyone[everyone["study_key"].isin(store.same_patient(everyone, key))
+                      & (everyone["view"].astype(str) == views[main_key])]
+    beside = {**{k: names[k] for k in loops["video_key"] if k != main_key},
+              **{k: f"{v} of study {s}" for k, v, s in zip(priors["video_key"], priors["view"], priors["study_key"])}}
+    compare = c2.selectbox("Beside it, synced by cardiac cycle", ["", *beside],
+                           format_func=lambda k: beside.get(k, "(none)"), key=f"cmp::{key}")
+    if cfg.dicom_roots:  # drawn in place, never through a placeholder: a rerun (a Save) keeps the players
+        shown = [everyone[everyone["video_key"] == k].iloc[0] for k in (main_key, compare) if k]
+        clips = [c for row, name in zip(shown, (names[main_key], beside.get(compare, "")))
+                 if (c := _clip(cfg, src, row, name)) is not None]
+        if clips:
+            st.iframe(viewer_page.player_html(clips, VIEWER_PX), height=VIEWER_PX + 10)  # our page: names as JSON
+    info = {v.get("video_key"): v for v in (draft.data.get("videos") or [])} if draft else {}
+    left_out = {e["loop"]: e["reason"] for e in draft.left_out} if draft else {}
+    for view in sorted(set(views.values())):
+        group = loops[loops["video_key"].map(views) == view]
+        st.markdown(f"**{ui.plain(view)}** ({len(group)})")
+        grid = st.columns(THUMBS_PER_ROW)
+        for i, (_, row) in enumerate(group.iterrows()):
+            with grid[i % THUMBS_PER_ROW]:
+                v = info.get(row["video_key"], {})
+                conf = f" · {ui.plain(ui.fmt(v.get('view_confidence')))}" if v else ""
+                st.caption(f"{ui.plain(names[row['video_key']])}{conf} · {ui.fmt(row.get('fps'), 0)} fps · "
+                           f"{ui.plain(row.get('frames'))} frames")
+                if row["video_key"] in left_out:
+                    st.caption(f"Left out of the draft: {ui.plain(left_out[row['video_key']])}")
+                if cfg.dicom_roots and (path := _render(cfg, src, row)) is not None:
+                    st.video(str(path), loop=True, autoplay=True, muted=True)
+    weights = _attention(draft, loops, views)
     if weights is not None:
         st.markdown("Attention per report section (how much each loop counted):")
-        st.dataframe(weights.style.background_gradient(cmap="Blues", axis=None, vmin=0, vmax=1).format("{:.2f}"))
-    if not cfg.dicom_roots:
-        return
-    for row, slot in slots:
-        with slot:
-            _loop(cfg, src, row)
+        st.dataframe(weights.style.background_gradient(cmap="Blues", axis=None, vmin=0, vmax=1).format("{:.2f}"),
+                     width="stretch", height=38 + 35 * len(weights))  # every row: none cut off
 
 
-def _loop(cfg: store.AppConfig, src: store.Sources, row: pd.Series) -> None:
+def _clip(cfg: store.AppConfig, src: store.Sources, row: pd.Series, name: str) -> viewer_page.Clip | None:
+    path = _render(cfg, src, row)
+    if path is None:
+        return None
+    r_waves = row.get("r_wave_times_s")
+    return viewer_page.Clip(name, path.read_bytes(), float(row.get("fps") or 0), int(row.get("frames") or 0),
+                            tuple(float(t) for t in r_waves) if r_waves is not None else ())
+
+
+def _render(cfg: store.AppConfig, src: store.Sources, row: pd.Series) -> Path | None:
+    """The loop's cached MP4 (rendered on first use); a warning and None when it cannot be shown."""
     try:
         out = store.loop_cache_path(cfg, row["video_key"])
-        if not out.is_file():
-            st.caption("rendering…")
         dicom = store.dicom_file(cfg, src.ingests[int(row["ingest"])], row["video_key"])
         box = row.get("sector_box")
-        path = render_cached(dicom, out, None if box is None else [int(b) for b in box])
+        return render_cached(dicom, out, None if box is None else [int(b) for b in box])
     except (RenderError, MedvidError) as exc:
         st.warning(f"Loop not shown: {ui.plain(exc)}")
-        return
     except PermissionError:
         st.warning("Loop not shown: permission denied reading its DICOM file or writing the loop cache "
                    "(cache_dir=DIR sets another cache folder under a data root).")
-        return
     except Exception as exc:  # noqa: BLE001 - a damaged file must not break the page
         st.warning(f"Loop not shown: the file could not be decoded ({type(exc).__name__}).")
         ui.log.exception("loop %s", row["video_key"])
-        return
-    st.video(str(path), loop=True, autoplay=True, muted=True)
+    return None
 
 
-def _attention(draft: store.Draft | None, loops: pd.DataFrame) -> pd.DataFrame | None:
+def _attention(draft: store.Draft | None, loops: pd.DataFrame, views: dict[str, str]) -> pd.DataFrame | None:
     """Loops × sections table of attention weights from the draft (None without one)."""
     if draft is None:
         return None
@@ -353,6 +454,7 @@ def _attention(draft: store.Draft | None, loops: pd.DataFrame) -> pd.DataFrame |
     if not any(table.values()):
         return None
     df = pd.DataFrame(table).reindex(loops["video_key"]).fillna(0.0)
+    df.index = df.index.map(store.loop_names(views))
     df.index.name = "loop"
     return df
 

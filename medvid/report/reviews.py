@@ -139,9 +139,12 @@ def signature(review: dict[str, Any] | None) -> Signature | None:
 
 
 def unified_diff(old: str, new: str, name: str) -> str:
-    """Unified diff of one section's text, draft → reviewed ('' when equal)."""
-    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                        fromfile=f"draft/{name}", tofile=f"reviewed/{name}"))
+    """Unified diff of one section's text, draft → reviewed ('' when equal): one line per header, hunk, removed
+    and added line, each ending in a newline (a text without a final newline no longer runs its last removed
+    line into the first added one)."""
+    lines = difflib.unified_diff(old.splitlines(), new.splitlines(), fromfile=f"draft/{name}",
+                                 tofile=f"reviewed/{name}", lineterm="")
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _create(path: Path, text: str) -> bool:
