@@ -227,7 +227,8 @@ def run_world(args, w: Path, seed: int) -> dict[str, Any]:
 
     result: dict[str, Any] = {"style": args.style, "seed": seed, "chance_accuracy": 1 / 7, "sizes": {}}
     u = w / "untrained"
-    steps["untrained_zero_shot"] = zs(_untrained(u, args), u / "zs_test", "test", ["expand_k=0"])
+    if not (u / "zs_test" / "metrics.json").exists():  # scored earlier: the same model on the same videos
+        steps["untrained_zero_shot"] = zs(_untrained(u, args), u / "zs_test", "test", ["expand_k=0"])
     untrained_test = _videos(w / "surgery", u / "zs_test", "test")
     result["untrained"] = _zero_shot_variants(u / "model", None, untrained_test, defaults)
     for n in sorted(args.sizes):
