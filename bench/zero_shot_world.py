@@ -16,7 +16,14 @@ standardised) trained on the train split's per-second embeddings — the supervi
 representation — for phases and for each tool. An untrained model (same architecture, random
 projection) goes through the same zero-shot job.
 
-Usage: ``python bench/zero_shot_world.py --work /tmp/zsw --style b --sizes 4 8 16`` (each step resumes).
+With ``--style random --seeds 1000 1001 …`` each seed is its own world (``synth lectures`` and ``synth
+surgery`` with that seed show the same world), run through the same chain; ``table`` then holds, per
+size, the mean and spread (std over seeds) of zero-shot and probe strict accuracy / macro-F1, their
+ratio, and tool mAP against prevalence. Development and report seeds are fixed in ``docs/zero_shot.md``.
+``--pretrain-set key=value`` passes settings to ``pretrain`` (a lever), kept apart under ``--tag``.
+
+Usage: ``python bench/zero_shot_world.py --work /tmp/zsw --style b --sizes 4 8 16`` (each step resumes);
+``python bench/zero_shot_world.py --work /tmp/zsw --style random --seeds 1000 1001 --sizes 8 16 --frame-size 112``.
 Prints JSON; ``--out FILE`` also writes it.
 """
 from __future__ import annotations
@@ -60,9 +67,10 @@ def _job(module, name: str | None, config_file: Path | None, overrides: list[str
     return {"seconds": round(time.perf_counter() - t0, 1), "summary": summary}
 
 
-def _pretrain_overrides(w: Path, pairs: Path, args) -> list[str]:
-    return [f"out={w / 'pretrain'}", f"lectures.pairs={pairs}", f"lectures.root={args.work / 'lectures'}",
-            f"train.max_steps={args.steps}", "train.progress=false", f"model_overrides.input_size={args.input_size}"]
+def _pretrain_overrides(w: Path, pairs: Path, args, world: Path) -> list[str]:
+    return [f"out={w / 'pretrain'}", f"lectures.pairs={pairs}", f"lectures.root={world / 'lectures'}",
+            f"train.max_steps={args.steps}", "train.progress=false", f"model_overrides.input_size={args.input_size}",
+            *args.pretrain_set]
 
 
 def _untrained(w: Path, args) -> Path:
@@ -70,7 +78,7 @@ def _untrained(w: Path, args) -> Path:
     model_dir = w / "model"
     if not (model_dir / "config.json").exists():
         cfg = load_config(pretrain.Config, None, config_dir() / "surgical_pretrain.yaml",
-                          _pretrain_overrides(w, Path("unused"), args))
+                          _pretrain_overrides(w, Path("unused"), args, w))
         torch.manual_seed(cfg.train.seed)
         model = pretrain.build_model(cfg)
         record_training_input(model, Sampling(cfg.lectures.n_frames, cfg.lectures.sample_fps, mask="none"))
@@ -195,34 +203,20 @@ def _probe(train, test, tool_classes: list[str], defaults) -> dict[str, Any]:
             "majority_class": _phase_eval(test, lambda e: np.full(len(e), majority)), "train_samples": int(len(y))}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, default=Path("/tmp/medvid_zs_world"))
-    ap.add_argument("--style", default="a", choices=("a", "b"))
-    ap.add_argument("--sizes", type=int, nargs="+", default=[8], help="numbers of pretraining lectures (curve)")
-    ap.add_argument("--train-videos", type=int, default=6)
-    ap.add_argument("--test-videos", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=300, help="pretraining steps")
-    ap.add_argument("--input-size", type=int, default=112, help="frame size of the model (pretrain and zero-shot)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--audio", action="store_true", help="narration audio in the lectures (slower)")
-    ap.add_argument("--skip-previous", action="store_true", help="no run with the previous defaults (saves time)")
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--lectures", type=int, default=None, help="one size: the same as --sizes N (older commands)")
-    args = ap.parse_args()
-    if args.lectures:
-        args.sizes = [args.lectures]
-    args.work = args.work / args.style
-    w, steps = args.work, {}
+def run_world(args, w: Path, seed: int) -> dict[str, Any]:
+    """The whole chain for one world in ``w`` (lectures and surgery of ``args.style`` and ``seed``)."""
+    steps = {}
+    size = [f"height={args.frame_size}", f"width={args.frame_size}"]
     steps["synth_lectures"] = _job(synth_lectures, "synth_lectures", None, [
-        f"out={w / 'lectures'}", f"lectures={max(args.sizes)}", f"seed={args.seed}", f"style={args.style}",
-        f"audio={str(args.audio).lower()}"])
+        f"out={w / 'lectures'}", f"lectures={max(args.sizes)}", f"seed={seed}", f"style={args.style}",
+        f"audio={str(args.audio).lower()}", *size])
     if not (w / "index" / "pairs.jsonl").exists():  # indexed earlier: the same lectures give the same pairs
         steps["lectures_index"] = _job(lectures_index, "lectures_index", None,
                                        [f"root={w / 'lectures'}", f"out={w / 'index'}"])
     ids = list(range(1, args.train_videos + 1)) + list(range(41, 41 + args.test_videos))
     steps["synth_surgery"] = _job(synth_surgery, "synth_surgery", None, [
-        f"out={w / 'surgery'}", f"ids={json.dumps(ids)}", f"seed={args.seed + 100}", f"style={args.style}"])
+        f"out={w / 'surgery'}", f"ids={json.dumps(ids)}", f"seed={seed if args.style == 'random' else seed + 100}",
+        f"style={args.style}", f"duration_scale={args.duration_scale}", *size])
     defaults = load_config(zero_shot.Config, "zero_shot")
     all_pairs = read_jsonl(w / "index" / "pairs.jsonl")
 
@@ -231,13 +225,14 @@ def main() -> None:
                                                    f"split={SPLIT}:{split}", "save_embeddings=true", "plots=false",
                                                    *extra])
 
-    result: dict[str, Any] = {"style": args.style, "chance_accuracy": 1 / 7, "sizes": {}}
+    result: dict[str, Any] = {"style": args.style, "seed": seed, "chance_accuracy": 1 / 7, "sizes": {}}
     u = w / "untrained"
-    steps["untrained_zero_shot"] = zs(_untrained(u, args), u / "zs_test", "test", ["expand_k=0"])
+    if not (u / "zs_test" / "metrics.json").exists():  # scored earlier: the same model on the same videos
+        steps["untrained_zero_shot"] = zs(_untrained(u, args), u / "zs_test", "test", ["expand_k=0"])
     untrained_test = _videos(w / "surgery", u / "zs_test", "test")
     result["untrained"] = _zero_shot_variants(u / "model", None, untrained_test, defaults)
     for n in sorted(args.sizes):
-        d = w / f"n{n:02d}"
+        d = w / args.tag / f"n{n:02d}" if args.tag else w / f"n{n:02d}"
         keep = {f"talk{i:02d}.mp4" for i in range(1, n + 1)}
         pairs = d / "pairs.jsonl"
         if not pairs.exists():
@@ -246,7 +241,8 @@ def main() -> None:
         if (model / "config.json").exists() and (d / "pretrain" / "metrics.json").exists():  # finished earlier
             s = {"pretrain": {"seconds": 0.0, "summary": json.loads((d / "pretrain" / "metrics.json").read_text())}}
         else:
-            s = {"pretrain": _job(pretrain, None, config_dir() / "surgical_pretrain.yaml", _pretrain_overrides(d, pairs, args))}
+            s = {"pretrain": _job(pretrain, None, config_dir() / "surgical_pretrain.yaml",
+                                  _pretrain_overrides(d, pairs, args, w))}
         for split in ("train", "test"):
             s[f"zero_shot_{split}"] = zs(model, d / f"zs_{split}", split)
         if not args.skip_previous:
@@ -268,8 +264,69 @@ def main() -> None:
             result["sizes"][n]["job_previous_defaults"] = s["zero_shot_previous_defaults"]["summary"]["raw"]
             result["sizes"][n]["previous_defaults_tools"] = _zero_shot_variants(
                 model, None, previous, defaults)["tools"]["absent reference, scale 100"]
-        print(json.dumps(jsonable({"size": n, **result["sizes"][n]["job_default"]}), default=str), flush=True)
+        result["sizes"][n]["headline"] = headline(result["sizes"][n], defaults)
+        print(json.dumps(jsonable({"seed": seed, "size": n, **result["sizes"][n]["headline"]}), default=str), flush=True)
     result["seconds"] = {k: v["seconds"] for k, v in steps.items()}
+    return result
+
+
+def headline(size: dict[str, Any], defaults) -> dict[str, Any]:
+    """The numbers the issue asks for at one size: zero-shot (the defaults, raw and + HMM) against the probe on
+    the same embeddings, strict accuracy and macro-F1, their ratio, and tools against prevalence."""
+    zs, probe = size["variants"]["phase"], size["probe"]
+    raw, hmm = zs["defaults (job settings)"], zs["defaults (job settings) + hmm"]
+    tool_key = f"{defaults.tool_reference} reference" + (" + expansion" if defaults.expand_k else "")
+    tools = size["variants"]["tools"].get(tool_key) or size["variants"]["tools"][f"{defaults.tool_reference} reference"]
+    out = {"zs_acc": raw["strict_accuracy"], "zs_f1": raw["strict_macro_f1"],
+           "zs_hmm_acc": hmm["strict_accuracy"], "zs_hmm_f1": hmm["strict_macro_f1"],
+           "probe_acc": probe["phase"]["strict_accuracy"], "probe_f1": probe["phase"]["strict_macro_f1"],
+           "tool_map": tools["map"], "tool_prevalence_map": tools["prevalence_map"],
+           "tools_above_prevalence": tools["tools_above_prevalence"], "probe_tool_map": probe["tools"]["map"]}
+    out["ratio_acc"] = out["zs_acc"] / out["probe_acc"]
+    out["ratio_f1"] = out["zs_f1"] / out["probe_f1"]
+    out["ratio_hmm_acc"] = out["zs_hmm_acc"] / out["probe_acc"]
+    out["tool_map_x_prevalence"] = out["tool_map"] / out["tool_prevalence_map"]
+    return out
+
+
+def table(worlds: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per size: mean and std over the worlds of every headline number."""
+    out = {}
+    for n in sorted({n for r in worlds for n in r["sizes"]}):
+        rows = [r["sizes"][n]["headline"] for r in worlds if n in r["sizes"]]
+        out[n] = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows])),
+                      "n": len(rows)} for k in rows[0]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/medvid_zs_world"))
+    ap.add_argument("--style", default="a", choices=("a", "b", "random"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="worlds (style random: one world per seed)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[8], help="numbers of pretraining lectures (curve)")
+    ap.add_argument("--train-videos", type=int, default=6)
+    ap.add_argument("--test-videos", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=300, help="pretraining steps")
+    ap.add_argument("--input-size", type=int, default=112, help="frame size of the model (pretrain and zero-shot)")
+    ap.add_argument("--frame-size", type=int, default=224, help="height and width of the synthetic videos")
+    ap.add_argument("--duration-scale", type=float, default=1.0, help="surgery videos' phase lengths x this")
+    ap.add_argument("--pretrain-set", nargs="*", default=[], help="pretrain settings key=value (a lever)")
+    ap.add_argument("--tag", default="", help="folder for the models of this lever (worlds are shared)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--audio", action="store_true", help="narration audio in the lectures (slower)")
+    ap.add_argument("--skip-previous", action="store_true", help="no run with the previous defaults (saves time)")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--lectures", type=int, default=None, help="one size: the same as --sizes N (older commands)")
+    args = ap.parse_args()
+    if args.lectures:
+        args.sizes = [args.lectures]
+    seeds = args.seeds or [args.seed]
+    args.work = args.work / args.style
+    worlds = [run_world(args, args.work / f"seed{seed}" if args.seeds else args.work, seed) for seed in seeds]
+    result = worlds[0] if not args.seeds else {"style": args.style, "seeds": seeds, "tag": args.tag,
+                                                "pretrain_set": args.pretrain_set, "table": table(worlds),
+                                                "worlds": worlds}
     text = json.dumps(jsonable(result), indent=2, default=str)
     if args.out:
         atomic_write_text(args.out, text)

@@ -20,6 +20,7 @@ from medvid.device import check_device
 from medvid.errors import MedvidError
 from medvid.runs import TRAINING_BOOKKEEPING, run_settings
 from medvid.training.distributed import barrier, cleanup, init_distributed
+from medvid.training.objectives import ALIGNMENTS
 from medvid.training.pretrain import PretrainSettings, build_model, loop_config, pretrain_task, save_model
 from medvid.training.trainer import Trainer, claim_training_out
 from medvid.utils import atomic_write_text, seed_everything
@@ -38,6 +39,8 @@ def _check_inputs(cfg: Config) -> None:
         require_dirs(**{"echo.ingest_dir": cfg.echo.ingest_dir, "echo.dicom_root": cfg.echo.dicom_root})
     else:
         require_dirs(**{"lectures.root": cfg.lectures.root})
+        if cfg.lectures.alignment not in ALIGNMENTS:
+            raise MedvidError(f"lectures.alignment must be one of {ALIGNMENTS}, got {cfg.lectures.alignment!r}")
         if not cfg.lectures.pairs or not Path(cfg.lectures.pairs).is_file():
             raise MedvidError(f"lectures.pairs does not exist (pairs.jsonl from `medvid lectures index`): "
                               f"{cfg.lectures.pairs!r}")

@@ -9,11 +9,13 @@ from pathlib import Path
 from medvid.config import setting
 from medvid.runs import claim_out, run_settings
 from medvid.errors import MedvidError
-from medvid.synth.echo import synthesize
+from medvid.synth.echo import DEFAULT_LOOK, report_sections, synthesize
+from medvid.synth.echo_world import random_echo_world
 from medvid.synth.echonet import synthesize_echonet
 from medvid.utils import progress
 
 LAYOUTS = ("dicom", "echonet")
+STYLES = ("a", "random")
 OWN_FILES = ("reports.csv", "labels.csv", "views.csv", "FileList.csv", "VolumeTracings.csv")  # both layouts' tables
 
 
@@ -24,6 +26,9 @@ class Config:
                                    "studies = videos; rows/cols/loops/formats/stills then do not apply")
     studies: int = setting(24, "number of studies", min=1)
     seed: int = setting(0, "random seed")
+    style: str = setting("a", "a = the development world; random = a world drawn by the seed (probe geometry, gain, "
+                              "speckle, colour map, heart rate and cycle, wall motion, report phrasing and section "
+                              "order): every seed another world (layout=dicom; docs/zero_shot.md)")
     loops_per_study: int = setting(6, "cine loops per study: required_views always, the rest drawn from the other "
                                       "EchoPrime views", min=1)
     required_views: list[str] = setting(help="views every study holds, e.g. add Apical_Doppler, "
@@ -48,6 +53,10 @@ class Config:
 def run(cfg: Config) -> dict:
     if cfg.layout not in LAYOUTS:
         raise MedvidError(f"layout must be one of {LAYOUTS}, got {cfg.layout!r}")
+    if cfg.style not in STYLES:
+        raise MedvidError(f"style must be one of {STYLES}, got {cfg.style!r}")
+    if cfg.style != "a" and cfg.layout != "dicom":
+        raise MedvidError(f"style={cfg.style} is made for layout=dicom only (the EchoNet tracings follow style a)")
     from medvid.vocab import ECHO_VIEWS
 
     unknown = sorted(set(cfg.required_views) - set(ECHO_VIEWS))
@@ -66,13 +75,14 @@ def run(cfg: Config) -> dict:
             return synthesize_echonet(Path(cfg.out), videos=cfg.studies, seed=cfg.seed,
                                       frames_range=(cfg.frames_min, cfg.frames_max), fps_choices=list(cfg.fps_choices),
                                       split_fractions=list(cfg.split_fractions), progress=bar.update)
+    look, sections = random_echo_world(cfg.seed) if cfg.style == "random" else (DEFAULT_LOOK, report_sections)
     with progress(total=cfg.studies * cfg.loops_per_study, desc="synth echo", unit="loop", enabled=cfg.progress) as bar:
         return synthesize(Path(cfg.out), studies=cfg.studies, seed=cfg.seed, loops_per_study=cfg.loops_per_study,
                           rows=cfg.rows, cols=cfg.cols, frames_range=(cfg.frames_min, cfg.frames_max),
                           fps_choices=list(cfg.fps_choices), format_weights=dict(cfg.format_weights),
                           still_fraction=cfg.still_fraction, split_fractions=list(cfg.split_fractions),
                           jpeg_quality=cfg.jpeg_quality, progress=bar.update,
-                          required_views=list(cfg.required_views))
+                          required_views=list(cfg.required_views), look=look, sections=sections)
 
 
 def _remove_export(out: Path) -> None:

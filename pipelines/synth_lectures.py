@@ -7,7 +7,8 @@ from pathlib import Path
 from medvid.runs import claim_out, run_settings
 from medvid.config import setting
 from medvid.errors import MedvidError
-from medvid.synth.lectures import NARRATION, espeak_available, synthesize_lecture
+from medvid.synth.lectures import espeak_available, synthesize_lecture
+from medvid.synth.surgery import STYLE_CHOICES
 from medvid.utils import progress
 
 
@@ -24,14 +25,15 @@ class Config:
     max_phases: int = setting(7, "most phases shown per lecture")
     crf: int = setting(23, "libx264 quality")
     style: str = setting("a", "a = the development world; b = a shifted world (look and narration) for zero-shot "
-                              "evaluation")
+                              "evaluation; random = a world (look, narration, timing) drawn by the seed: every seed "
+                              "another world, the same as `synth surgery style=random` with that seed")
     overwrite: bool = setting(False, "false: keep lectures already written (resume)")
 
 
 def run(cfg: Config) -> dict:
     out = Path(cfg.out)
-    if cfg.style not in NARRATION:
-        raise MedvidError(f"style must be one of {sorted(NARRATION)}, got {cfg.style!r}")
+    if cfg.style not in STYLE_CHOICES:
+        raise MedvidError(f"style must be one of {list(STYLE_CHOICES)}, got {cfg.style!r}")
     # Outputs already there are kept (resume) only when made with these settings (recorded beside the truth).
     claim_out(out, "synth lectures", run_settings(cfg, ignore=("out", "lectures", "first_index", "overwrite")),
               overwrite=cfg.overwrite, has_results=any((out / "truth").glob("*.json")), record="truth/settings.json",

@@ -8,7 +8,7 @@ from pathlib import Path
 from medvid.runs import claim_out, run_settings
 from medvid.config import setting
 from medvid.errors import MedvidError
-from medvid.synth.surgery import STYLES, synthesize_video
+from medvid.synth.surgery import STYLE_CHOICES, synthesize_video
 from medvid.utils import progress
 
 log = logging.getLogger("medvid")
@@ -26,14 +26,15 @@ class Config:
     duration_scale: float = setting(1.0, "phase lengths x this; 1.0 gives videos of about 60-100 s at 25 fps")
     crf: int = setting(23, "libx264 quality")
     style: str = setting("a", "a = the development world; b = a shifted world (other colours, tool shapes, camera) "
-                              "for zero-shot evaluation (never tune on it)")
+                              "for zero-shot evaluation (never tune on it); random = a world drawn from wide "
+                              "distributions by the seed (every seed another world; docs/zero_shot.md)")
     overwrite: bool = setting(False, "false: keep videos already written (resume)")
 
 
 def run(cfg: Config) -> dict:
     out = Path(cfg.out)
-    if cfg.style not in STYLES:
-        raise MedvidError(f"style must be one of {sorted(STYLES)}, got {cfg.style!r}")
+    if cfg.style not in STYLE_CHOICES:
+        raise MedvidError(f"style must be one of {list(STYLE_CHOICES)}, got {cfg.style!r}")
     # Outputs already there are kept (resume) only when they were made with these settings.
     claim_out(out, "synth surgery", run_settings(cfg, ignore=("out", "videos", "first_id", "ids", "overwrite")),
               overwrite=cfg.overwrite, has_results=any((out / "videos").glob("*.mp4")),

@@ -162,3 +162,49 @@ def test_train_views_end_to_end(tmp_path):
     assert m["test"]["accuracy"] > 0.5, m
     assert (tmp_path / "run" / "confusion_test.csv").is_file()
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_pretrain_refuses_an_unknown_alignment_before_any_work(tmp_path):
+    from medvid.config import config_dir, load_config
+    from medvid.errors import MedvidError
+    from medvid.pipelines import pretrain
+
+    (tmp_path / "pairs.jsonl").write_text("")
+    cfg = load_config(pretrain.Config, None, config_dir() / "surgical_pretrain.yaml",
+                      [f"out={tmp_path / 'run'}", f"lectures.pairs={tmp_path / 'pairs.jsonl'}",
+                       f"lectures.root={tmp_path}", "lectures.alignment=dtw"])
+    with pytest.raises(MedvidError, match="lectures.alignment must be one of"):
+        pretrain.run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_pretraining_on_a_random_world_beats_the_untrained_model_zero_shot(tmp_path):
+    """A world nobody designed (`style=random`, a development seed): lectures → pairs → `medvid pretrain`
+    → `medvid zero-shot phase` on that world's surgery videos; the pretrained model's strict accuracy beats
+    the same architecture untrained (random projection) by a margin, through the same job."""
+    from medvid.config import config_dir, load_config
+    from medvid.models.checkpoint import record_training_input
+    from medvid.pipelines import pretrain
+    from medvid.transforms.contract import Sampling
+
+    world = ["--seed", "1000", "style=random", "height=112", "width=112"]
+    _medvid("synth", "lectures", str(tmp_path / "lect"), "--lectures", "8", "audio=false", *world)
+    _medvid("lectures", "index", str(tmp_path / "lect"), "--out", str(tmp_path / "idx"))
+    _medvid("synth", "surgery", str(tmp_path / "surg"), "ids=[41,42,43]", "duration_scale=0.4", *world)
+    run = [f"lectures.pairs={tmp_path / 'idx' / 'pairs.jsonl'}", f"lectures.root={tmp_path / 'lect'}",
+           "model_overrides={input_size: 112}", "train.max_steps=300", "train.eval_every=0", "train.progress=false"]
+    _medvid("pretrain", str(REPO / "configs" / "surgical_pretrain.yaml"), f"out={tmp_path / 'run'}", *run)
+    cfg = load_config(pretrain.Config, None, config_dir() / "surgical_pretrain.yaml", [f"out={tmp_path / 'u'}", *run])
+    torch.manual_seed(cfg.train.seed)
+    untrained = pretrain.build_model(cfg)
+    record_training_input(untrained, Sampling(cfg.lectures.n_frames, cfg.lectures.sample_fps, mask="none"))
+    untrained.save_pretrained(tmp_path / "untrained")
+    accuracy = {}
+    for name, model in (("trained", tmp_path / "run" / "model"), ("untrained", tmp_path / "untrained")):
+        _medvid("zero-shot", "phase", str(tmp_path / "surg"), "--model", str(model), "--out", str(tmp_path / f"zs_{name}"),
+                "plots=false", "expand_k=0")
+        m = json.loads((tmp_path / f"zs_{name}" / "metrics.json").read_text())
+        accuracy[name] = m["results"]["raw"]["strict"]["accuracy"]
+    print("strict accuracy", accuracy)
+    assert accuracy["trained"] >= accuracy["untrained"] + 0.15 and accuracy["trained"] >= 2 / 7, accuracy

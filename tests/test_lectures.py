@@ -274,3 +274,82 @@ def test_style_b_lecture_has_both_asr_sources_and_refuses_a_style_switch(tmp_pat
     assert len(whisper.segments) > 3 and len(aws.segments) > 3
     with pytest.raises(MedvidError, match="style"):
         synth_lectures.run(load_config(synth_lectures.Config, "synth_lectures", overrides=base + ["style=a"]))
+
+
+def test_styles_a_and_b_narration_stay_byte_identical():
+    import hashlib
+
+    from medvid.synth.lectures import NARRATION, plan_lecture
+
+    digests = {}
+    for style in ("a", "b"):
+        plan = plan_lecture(np.random.default_rng(3), with_audio=False, narration=NARRATION[style])
+        digests[style] = hashlib.sha256(repr([(round(s.start, 6), s.text, s.tools) for s in plan.sentences]).encode()).hexdigest()
+    assert digests == {"a": "799438274b466c85f717f6b956ef014962406c51e5ca3d1913841a699cf3558c",  # main's, before "random"
+                       "b": "ce843f9ebf258af092344f5b962d43b52021ed1b10c210354fa3d247e0bf50c3"}
+
+
+def _random_plan(seed: int, lecture: int = 0):
+    from medvid.synth.lectures import plan_lecture
+    from medvid.synth.narration import random_narration
+    from medvid.synth.surgery import random_world
+
+    look, procedure = random_world(seed)
+    nar = random_narration(seed, look)
+    return nar, plan_lecture(np.random.default_rng([seed, lecture]), with_audio=False, phases=(7, 7), narration=nar,
+                             tool_prob=procedure.tool_prob)
+
+
+def test_random_narration_every_seed_speaks_otherwise_and_the_same_seed_the_same():
+    (n1, p1), (n2, p2) = _random_plan(1000), _random_plan(1001)
+    assert [s.text for s in _random_plan(1000)[1].sentences] == [s.text for s in p1.sentences]  # reproducible
+    for axis in ("families", "openers", "tool_words", "acts", "cue_frames", "words_per_second", "filler_rate",
+                 "delay", "slide_titles"):
+        assert getattr(n1, axis) != getattr(n2, axis), axis
+    t1, t2 = {s.text for s in p1.sentences}, {s.text for s in p2.sentences}
+    assert len(t1 & t2) / len(t1 | t2) < 0.1
+    # phrasings are generated, not picked: one world says many distinct operative sentences over lectures
+    many = {s.text for k in range(4) for s in _random_plan(1000, k)[1].sentences if s.kind == "operative"}
+    assert len(many) > 40
+    # speaking rate: seconds per word follow the world's rate
+    s = next(s for s in p1.sentences if s.kind == "operative")
+    assert (s.end - s.start) == pytest.approx(len(s.text.split()) / n1.words_per_second)
+
+
+@pytest.mark.parametrize("seed", [1000, 1001, 1002, 1004])
+def test_random_narration_keeps_its_meaning(seed):
+    from medvid.synth.lectures import truth_rows
+    from medvid.vocab import CHOLEC80_PHASES, CHOLEC80_TOOLS
+
+    nar, plan = _random_plan(seed)
+    rows = truth_rows(plan)
+    lags = []
+    for shot in plan.shots:
+        if shot.kind != "operative":
+            continue
+        actions = [s.start - s.lag for s in shot.sentences] + [shot.end]
+        for s, t0, t1 in zip(shot.sentences, actions, actions[1:]):
+            assert s.phase == shot.phase and s.kind == "operative"
+            for tool, words in nar.tool_words.items():  # a tool named is a tool drawn while its action is shown
+                if any(w.lower() in s.text.lower() for w in words):
+                    assert tool in s.tools, (tool, s.text, s.tools)
+            for sec in range(int(np.ceil(max(t0, shot.start))), int(np.ceil(min(t1, shot.end)))):
+                assert rows[sec]["phase"] == CHOLEC80_PHASES[shot.phase]
+                assert sorted(rows[sec]["tools"], key=CHOLEC80_TOOLS.index) == sorted(s.tools, key=CHOLEC80_TOOLS.index)
+            lags.append(s.lag)
+    spoken = [s.start for s in plan.sentences]
+    assert spoken == sorted(spoken) and all(a.end <= b.start for a, b in zip(plan.sentences, plan.sentences[1:]))
+    assert np.median(lags) == pytest.approx(nar.delay, abs=nar.delay_jitter + 0.6)  # speech lags the action
+    assert plan.duration >= plan.sentences[-1].end
+
+
+def test_random_lecture_transcripts_follow_the_spoken_times(tmp_path):
+    base = [f"out={tmp_path}", "lectures=1", "seed=1001", "audio=false", "min_phases=2", "max_phases=2",
+            "height=64", "width=64", "style=random"]
+    synth_lectures.run(load_config(synth_lectures.Config, "synth_lectures", overrides=base))
+    truth = json.loads((tmp_path / "truth" / "talk01.json").read_text())
+    whisper = read_transcript(tmp_path / "talk01.whisper.json")
+    assert np.allclose([s.start for s in whisper.segments], [s["start"] for s in truth["sentences"]], atol=0.01)
+    assert any(r["frame_type"] == "operative" and r["tools"] for r in truth["seconds"])
+    with pytest.raises(MedvidError, match="style"):
+        synth_lectures.run(load_config(synth_lectures.Config, "synth_lectures", overrides=base[:-1] + ["style=b"]))

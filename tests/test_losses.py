@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medvid.training.losses import info_nce, mil_nce, section_info_nce, siglip
+from medvid.training.losses import (aligned_mil_nce, info_nce, mil_nce, section_info_nce, siglip,
+                                    sinkhorn_with_dustbin)
 
 
 def softplus(x: float) -> float:
@@ -102,3 +103,41 @@ def test_shape_errors():
         info_nce(torch.zeros(2, 3), torch.zeros(3, 3), 1.0)
     with pytest.raises(ValueError):
         siglip(torch.zeros(2, 3), torch.zeros(2, 4), 1.0, 0.0)
+
+
+def test_sinkhorn_with_dustbin_hand_computed_and_marginals():
+    # one row, one column: plan [[p, 1-p], [1-p, p]] with p / (1 - p) = exp((s - z) / (2 eps))
+    s, z, eps = 0.7, 0.2, 0.1
+    plan = sinkhorn_with_dustbin(torch.tensor([[s]]), z, eps=eps, iters=200)
+    p = 1 / (1 + math.exp(-(s - z) / (2 * eps)))
+    assert plan.flatten().tolist() == pytest.approx([p, 1 - p, 1 - p, p], abs=1e-5)
+    g = torch.Generator().manual_seed(0)
+    plan = sinkhorn_with_dustbin(torch.randn(3, 4, generator=g), 0.1, eps=0.1, iters=500)
+    assert plan.sum(1).tolist() == pytest.approx([1, 1, 1, 4], abs=1e-3)  # rows carry 1, the dustbin row C
+    assert plan.sum(0).tolist() == pytest.approx([1, 1, 1, 1, 3], abs=1e-4)  # columns 1, the dustbin column B
+
+
+def test_aligned_mil_nce_without_a_dustbin_is_mil_nce():
+    texts = torch.tensor([[[1.0, 0.0], [0.6, 0.8]], [[0.0, 1.0], [9.0, 9.0]]])
+    mask = torch.tensor([[True, True], [True, False]])
+    never = torch.tensor(-1e4)  # "no match" never wins: every clip counts in full
+    assert aligned_mil_nce(A, texts, mask, 1.0, never).item() == pytest.approx(mil_nce(A, texts, mask, 1.0).item(), abs=1e-6)
+
+
+def test_aligned_mil_nce_discounts_speech_that_matches_nothing_and_learns_its_dustbin():
+    # clips 0-2 match their sentence; clip 3's "sentence" (a filler) points away from every clip
+    video = F.normalize(torch.eye(4) + 0.4, dim=1).requires_grad_(True)  # similar clips: the loss has work to do
+    t = torch.eye(4)
+    t[3] = F.normalize(torch.tensor([-1.0, -1.0, -1.0, 0.0]), dim=0)
+    texts, mask = t[:, None, :], torch.ones(4, 1, dtype=torch.bool)
+    dustbin = torch.tensor(0.3, requires_grad=True)
+    aligned_mil_nce(video, texts, mask, 10.0, dustbin).backward()
+    g_aligned = video.grad.norm(dim=1)
+    assert all(float(-video.grad[i] @ t[i]) > 0 for i in range(3))  # a step brings matched clips nearer their sentence
+    video.grad = None
+    mil_nce(video, texts, mask, 10.0).backward()
+    g_plain = video.grad.norm(dim=1)
+    assert g_aligned[3] < 0.3 * g_plain[3]  # the filler hardly pulls its clip
+    assert dustbin.grad is not None and dustbin.grad.abs() > 0  # the "no match" score is learnt
+    with pytest.raises(ValueError):
+        aligned_mil_nce(video, texts, ~mask, 10.0, dustbin)

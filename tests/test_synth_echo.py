@@ -200,3 +200,91 @@ def test_required_views_are_in_every_study(tmp_path):
     # the default keeps the shipped behaviour: A4C and Parasternal_Long first
     synthesize(tmp_path / "d", studies=1, seed=4, loops_per_study=3, rows=64, cols=80, frames_range=(4, 4))
     assert pd.read_csv(tmp_path / "d" / "views.csv")["view"].tolist()[:2] == ["A4C", "Parasternal_Long"]
+
+
+def _random_run(out: Path, seed: int) -> Path:
+    from medvid.config import load_config
+    from medvid.pipelines import synth_echo
+
+    synth_echo.run(load_config(synth_echo.Config, "synth_echo", overrides=[
+        f"out={out}", "studies=6", f"seed={seed}", "style=random", "loops_per_study=2", "rows=64", "cols=80",
+        "frames_min=6", "frames_max=6", "progress=false", "still_fraction=0"]))
+    return out
+
+
+def test_random_echo_every_seed_is_another_world_and_the_same_seed_the_same():
+    from medvid.synth.echo_world import random_echo_world
+
+    (l1, r1), (l2, r2) = random_echo_world(1000), random_echo_world(1001)
+    assert random_echo_world(1000) == (l1, r1)
+    for axis in ("half_angle", "depth", "gain", "speckle_shape", "speckle_mix", "attenuation", "heart_rate", "systole",
+                 "sharpness", "wall"):
+        assert getattr(l1, axis) != getattr(l2, axis), axis  # geometry, gain, speckle, heart rate and cycle, wall motion
+    looks = [random_echo_world(s)[0] for s in range(1000, 1010)]
+    assert len({lk.tint for lk in looks}) > 2 and len({lk.section_order for lk in looks}) > 2  # colour maps, orders
+    assert r1.pools != r2.pools and r1.omit != r2.omit  # report phrasing
+    frames = [render_loop("A4C", NORMAL, 4, 30.0, 96, 128, np.random.default_rng(0), 60.0, look=lk)[0] for lk in (l1, l2)]
+    assert np.abs(frames[0].astype(float) - frames[1].astype(float)).mean() > 5
+
+
+def test_random_echo_keeps_ef_in_the_wall_motion():
+    from medvid.synth.echo_world import random_echo_world
+
+    for seed in (1000, 1001, 1002):
+        look = random_echo_world(seed)[0]
+        dark = {}
+        for ef in (65, 25):  # the same rng: the same speckle and geometry, only the EF differs
+            frames, geo = render_loop("A4C", Findings(ef, False, False, 0, 0, 0), 40, 30.0, 96, 128,
+                                      np.random.default_rng(1), 60.0, look=look)
+            dark[ef] = _dark_fraction(frames)
+        ed, es = int(np.argmin(geo["contraction"])), int(np.argmax(geo["contraction"]))
+        at_es = dark[25][es] - dark[65][es]  # a low EF leaves a larger cavity at end-systole ...
+        assert at_es > 0.004 and abs(dark[25][ed] - dark[65][ed]) < at_es / 3, (seed, at_es)  # ... the same at end-diastole
+
+
+def test_random_echo_reports_agree_with_labels_and_are_reproducible(tmp_path):
+    from medvid.synth.echo_world import random_echo_world
+
+    a = _random_run(tmp_path / "a", 1003)
+    reports = pd.read_csv(a / "reports.csv")
+    labels = pd.read_csv(a / "labels.csv").set_index("study_uid")
+    order = random_echo_world(1003)[0].section_order
+    for uid, text in zip(reports["study_uid"], reports["report"]):
+        sections = parse_sections(text)
+        names = [line.split(":")[0] for line in text.splitlines() if line.split(":")[0] in ECHO_SECTIONS]
+        assert names == [n for n in order if n in sections]  # the world's section order
+        ef = int(re.search(r"(\d+) ?(?:%|percent)", sections["Left Ventricle"]).group(1))
+        assert abs(ef - labels.loc[uid]["ef"]) <= 0.5 + 1e-9
+        lv = sections["Left Ventricle"].lower()
+        assert bool(re.search(r"dilat|enlarg|increased", lv)) == bool(labels.loc[uid]["lv_dilation"])
+        effusion = "no " not in sections["Pericardium"].lower() and "without" not in sections["Pericardium"].lower()
+        assert effusion == bool(labels.loc[uid]["pericardial_effusion"])
+    assert len([p for p in find_files(a / "dicom") if p.name.startswith("US")]) == 12
+    b = _random_run(tmp_path / "b", 1003)
+    for name in ("reports.csv", "labels.csv", "views.csv"):
+        assert (a / name).read_text() == (b / name).read_text()
+    c = _random_run(tmp_path / "c", 1004)
+    assert (a / "reports.csv").read_text() != (c / "reports.csv").read_text()
+
+
+def test_random_echo_is_refused_for_the_echonet_layout(tmp_path):
+    from medvid.config import load_config
+    from medvid.errors import MedvidError
+    from medvid.pipelines import synth_echo
+
+    for bad, match in (("layout=echonet", "layout=dicom"), ("style=b", "style must be one of")):
+        with pytest.raises(MedvidError, match=match):
+            synth_echo.run(load_config(synth_echo.Config, "synth_echo", overrides=[f"out={tmp_path}", "style=random", bad]))
+
+
+def test_the_development_echo_world_stays_byte_identical():
+    import hashlib
+
+    from medvid.synth.echo import report_sections
+
+    frames, _ = render_loop("Apical_Doppler", Findings(40, True, False, 1, 2, 0), 6, 30.0, 64, 80, np.random.default_rng(2),
+                            70.0, ("X", "Y"))
+    rng = np.random.default_rng(3)
+    text = repr([report_sections(sample_findings(rng), rng) for _ in range(5)])
+    digest = hashlib.sha256(frames.tobytes() + text.encode()).hexdigest()
+    assert digest == "43ebe5141122ba21e8b7b3170e21990d29d0f1059057351db250350a3278c142"  # main's, before style=random

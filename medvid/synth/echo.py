@@ -13,6 +13,10 @@ single-frame screenshots, a non-DICOM file, in ``<PatientID>/<StudyDate>/`` fold
 in EchoPrime's sections (``medvid.io.reports.format_report``) with varied phrasing, under a header with the
 study's fake identifiers (as in its DICOM tags), sometimes with a dated prior-study comparison, and a
 signature line: the PHI that ``medvid ingest`` must scrub.
+
+``EchoLook`` holds how the machines image and the readers write (probe geometry, gain, speckle, colour
+map, heart rate and cycle shape, LV wall-motion pattern, report section order); ``DEFAULT_LOOK`` is the
+world medvid was developed on, ``medvid.synth.echo_world`` draws other worlds from a seed.
 """
 from __future__ import annotations
 
@@ -120,6 +124,27 @@ _JET_PATH = {("Apical_Doppler", "MR"): ((0.29, 0.70), (0.28, 0.92)),
 _DILATION = {"LV": 1.32, "LA": 1.4}
 
 
+@dataclass(frozen=True)
+class EchoLook:
+    """How one world's machines image and its readers order their reports (defaults: the development world)."""
+
+    half_angle: float = 0.0  # degrees added to each view's sector half angle
+    depth: float = 1.0  # sector radius factor
+    gain: float = 1.0
+    speckle_shape: float = 4.0  # gamma shape of the speckle (lower: grainier), mean 1
+    speckle_mix: tuple[float, float] = (0.7, 0.3)  # fixed and frame-to-frame speckle weights
+    attenuation: float = 0.45  # brightness lost at full depth
+    tint: tuple[float, float, float] = (1.0, 1.0, 1.0)  # colour map of the B-mode image (per channel gain)
+    heart_rate: tuple[float, float] = (55.0, 105.0)  # beats per minute, drawn per study
+    systole: float = 0.35  # share of the cycle in systole
+    sharpness: float = 2.0  # exponent of the contraction curve
+    wall: tuple[float, float] = (1.0, 1.0)  # LV shortening across / along its long axis (area kept: sum 2)
+    section_order: tuple[str, ...] = ()  # report section order; empty: EchoPrime's
+
+
+DEFAULT_LOOK = EchoLook()
+
+
 @dataclass
 class _Layout:
     rows: int
@@ -142,9 +167,9 @@ class _Layout:
         return self.apex[0] + np.asarray(x) * half, self.apex[1] + np.asarray(y) * self.radius
 
 
-def _layout(rows: int, cols: int, half_angle: float) -> _Layout:
+def _layout(rows: int, cols: int, half_angle: float, depth: float = 1.0) -> _Layout:
     text_rows, ecg_rows = max(10, rows // 11), max(12, rows // 8)
-    radius = rows - text_rows - ecg_rows - 3
+    radius = (rows - text_rows - ecg_rows - 3) * depth
     radius = min(radius, (cols / 2 - 10) / np.sin(np.radians(half_angle)))
     return _Layout(rows, cols, (cols / 2.0, text_rows + 1.0), float(radius), half_angle, text_rows, ecg_rows)
 
@@ -171,31 +196,33 @@ class _Canvas:
         return (ru / (a * scale)) ** 2 + (rv / (b * scale)) ** 2 <= 1.0
 
 
-def _contraction(t: np.ndarray | float, heart_rate: float) -> np.ndarray:
-    """0 at end-diastole, 1 at end-systole; systole takes ~35 % of the cycle."""
+def _contraction(t: np.ndarray | float, heart_rate: float, systole: float = 0.35, sharpness: float = 2.0) -> np.ndarray:
+    """0 at end-diastole, 1 at end-systole; systole takes ``systole`` of the cycle."""
     phase = (np.asarray(t) * heart_rate / 60.0) % 1.0
-    return np.where(phase < 0.35, np.sin(np.pi / 2 * phase / 0.35),
-                    np.cos(np.pi / 2 * (phase - 0.35) / 0.65)) ** 2
+    return np.where(phase < systole, np.sin(np.pi / 2 * phase / systole),
+                    np.cos(np.pi / 2 * (phase - systole) / (1 - systole))) ** sharpness
 
 
 def render_loop(view: str, findings: Findings, n_frames: int, fps: float, rows: int, cols: int,
-                rng: np.random.Generator, heart_rate: float = 70.0, overlay_text: Sequence[str] = ()) -> tuple[np.ndarray, dict]:
-    """Render one cine loop → ``uint8 (T, rows, cols, 3)`` RGB and its geometry: sector/flow boxes, the
-    per-frame ``contraction`` (0 = end-diastole, 1 = end-systole), the ``fan`` (apex x, apex y, radius,
-    half width in pixels) and the ``jitter`` of the fan coordinates."""
+                rng: np.random.Generator, heart_rate: float = 70.0, overlay_text: Sequence[str] = (),
+                look: EchoLook = DEFAULT_LOOK) -> tuple[np.ndarray, dict]:
+    """Render one cine loop in ``look`` → ``uint8 (T, rows, cols, 3)`` RGB and its geometry: sector/flow
+    boxes, the per-frame ``contraction`` (0 = end-diastole, 1 = end-systole), the ``fan`` (apex x, apex y,
+    radius, half width in pixels) and the ``jitter`` of the fan coordinates."""
     geo = VIEW_GEOMETRY[view]
-    lay = _layout(rows, cols, geo["half_angle"] + rng.uniform(-2, 2))
+    lay = _layout(rows, cols, geo["half_angle"] + rng.uniform(-2, 2) + look.half_angle, look.depth)
     cv = _Canvas(lay)
     jitter = rng.uniform(-0.03, 0.03, size=2)
     cv.u, cv.v = cv.u - jitter[0], cv.v - jitter[1]
-    gain = rng.uniform(0.85, 1.15)
-    speckle = rng.gamma(4.0, 0.25, size=(rows, cols)).astype(np.float32)
-    fresh_speckle = rng.gamma(4.0, 0.25, size=(16, rows, cols)).astype(np.float32)  # cycled: frames always differ
-    attenuation = (1.0 - 0.45 * cv.depth).astype(np.float32)
+    gain = rng.uniform(0.85, 1.15) * look.gain
+    k = look.speckle_shape
+    speckle = rng.gamma(k, 1 / k, size=(rows, cols)).astype(np.float32)
+    fresh_speckle = rng.gamma(k, 1 / k, size=(16, rows, cols)).astype(np.float32)  # cycled: frames always differ
+    attenuation = (1.0 - look.attenuation * cv.depth).astype(np.float32)
     es_ratio = (1.0 - findings.ef / 100.0) ** (1 / 3)  # LV linear size at end-systole vs end-diastole
     eff_band = (0.0, 0.07, 0.14)[findings.pericardial_effusion]
     times = np.arange(n_frames) / fps
-    contraction = _contraction(times + rng.uniform(0, 1), heart_rate)
+    contraction = _contraction(times + rng.uniform(0, 1), heart_rate, look.systole, look.sharpness)
     overlay, overlay_mask = _static_overlay(lay, overlay_text, doppler="flow_box" in geo or view == "SSN")
     ecg = _ecg_trace(lay, heart_rate, fps, n_frames)
     frames = np.empty((n_frames, rows, cols, 3), dtype=np.uint8)
@@ -224,6 +251,9 @@ def render_loop(view: str, findings: Findings, n_frames: int, fps: float, rows: 
             scale = _DILATION.get(name, 1.0) if getattr(findings, f"{name.lower()}_dilation", False) else 1.0
             if name == "LV":
                 scale *= 1.0 - (1.0 - es_ratio) * c
+                if look.wall != (1.0, 1.0):  # the same area change, shared otherwise between the two axes
+                    shrink = 1.0 - (1.0 - es_ratio) * c
+                    a, b = a * shrink ** (look.wall[0] - 1), b * shrink ** (look.wall[1] - 1)
             elif name == "RV":
                 scale *= 1.0 - 0.22 * c
             elif name in ("LA", "RA"):
@@ -248,9 +278,11 @@ def render_loop(view: str, findings: Findings, n_frames: int, fps: float, rows: 
             _draw_flow(view, geo, cv, findings, c, rng, colour, has_colour, flow_box_px)
         # Speckle decorrelates partly from frame to frame, as in real scans (the whole fan varies over time).
         fresh = fresh_speckle[f % len(fresh_speckle)]
-        img = np.clip(img * (0.7 * speckle + 0.3 * fresh) * attenuation * gain, 0, 1)
+        img = np.clip(img * (look.speckle_mix[0] * speckle + look.speckle_mix[1] * fresh) * attenuation * gain, 0, 1)
         img[~cv.fan] = 0.0
         rgb = np.repeat(img[..., None], 3, axis=-1)
+        if look.tint != (1.0, 1.0, 1.0):
+            rgb = np.clip(rgb * np.asarray(look.tint, np.float32), 0, 1)
         rgb[has_colour] = colour[has_colour]
         out = (rgb * 255.0).astype(np.uint8)
         out[overlay_mask] = overlay[overlay_mask]
@@ -385,9 +417,11 @@ def report_sections(f: Findings, rng: np.random.Generator) -> dict[str, str]:
     return sections
 
 
-def report_text(sections: dict[str, str], patient: dict, study: dict, rng: np.random.Generator) -> str:
+def report_text(sections: dict[str, str], patient: dict, study: dict, rng: np.random.Generator,
+                order: Sequence[str] = ()) -> str:
     """The full report as a reporting system exports it: a header with the study's fake identifiers (the
-    same as its DICOM tags), the sections, sometimes a prior-study comparison, a signature line."""
+    same as its DICOM tags), the sections (in ``order``; empty: EchoPrime's), sometimes a prior-study
+    comparison, a signature line."""
     day = date(int(study["date"][:4]), int(study["date"][4:6]), int(study["date"][6:]))
     birth = date(int(patient["birth_date"][:4]), int(patient["birth_date"][4:6]), int(patient["birth_date"][6:]))
     last, first = patient["name"].split("^")[:2]
@@ -408,7 +442,9 @@ def report_text(sections: dict[str, str], patient: dict, study: dict, rng: np.ra
     signed = day + timedelta(days=int(rng.integers(0, 2)))
     signature = (f"Electronically signed by DR {reader.upper()} on {signed:%m/%d/%Y} "
                  f"{int(rng.integers(7, 19)):02d}:{int(rng.integers(60)):02d}")
-    return "\n".join([*header, "", format_report(body), "", signature])
+    text = (format_report(body) if not order else
+            "\n".join(f"{name}: {' '.join(body[name].split())}" for name in order if body.get(name, "").strip()))
+    return "\n".join([*header, "", text, "", signature])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -543,8 +579,10 @@ def synthesize(out: str | os.PathLike, studies: int = 24, seed: int = 0, loops_p
                format_weights: dict[str, float] | None = None, still_fraction: float = 0.5,
                split_fractions: Sequence[float] = (0.7, 0.15, 0.15), jpeg_quality: int = 90,
                progress: Callable[[int], None] | None = None,
-               required_views: Sequence[str] = ("A4C", "Parasternal_Long")) -> dict[str, Any]:
-    """Write ``studies`` synthetic echo studies under ``out/dicom`` plus reports/labels/views CSVs.
+               required_views: Sequence[str] = ("A4C", "Parasternal_Long"), look: EchoLook = DEFAULT_LOOK,
+               sections: Callable[[Findings, np.random.Generator], dict[str, str]] = report_sections) -> dict[str, Any]:
+    """Write ``studies`` synthetic echo studies under ``out/dicom`` plus reports/labels/views CSVs, imaged in
+    ``look`` and reported with ``sections`` (``medvid.synth.echo_world`` draws both for other worlds).
 
     Every study holds ``required_views`` (in that order, up to ``loops_per_study``), the rest of its loops
     drawn from the other EchoPrime views.
@@ -574,7 +612,7 @@ def synthesize(out: str | os.PathLike, studies: int = 24, seed: int = 0, loops_p
         study = {"uid": _uid(rng), "date": study_date, "accession": f"A{int(rng.integers(10**7, 10**8))}",
                  "vendor": _VENDORS[int(rng.integers(len(_VENDORS)))]}
         folder = dicom_root / patient["id"] / study_date
-        heart_rate = float(rng.uniform(55, 105))
+        heart_rate = float(rng.uniform(*look.heart_rate))
         others = [v for v in ECHO_VIEWS if v not in must]
         chosen = must + [others[i] for i in rng.permutation(len(others))[: max(0, loops_per_study - len(must))]]
         series_uid = _uid(rng)
@@ -589,7 +627,7 @@ def synthesize(out: str | os.PathLike, studies: int = 24, seed: int = 0, loops_p
             if fmt in pending:
                 pending.remove(fmt)
             text = (f"{patient['name']} {patient['id']}", f"{study_date[:4]}-{study_date[4:6]}-{study_date[6:]}")
-            frames, geometry = render_loop(view, findings, n, fps, rows, cols, rng, heart_rate, text)
+            frames, geometry = render_loop(view, findings, n, fps, rows, cols, rng, heart_rate, text, look)
             sop_uid = _uid(rng)
             base = _base_dataset(US_MULTIFRAME, sop_uid, JPEGBaseline8Bit, patient, study, series_uid, 1, k + 1)
             name = f"US{k + 1:03d}" + (".dcm" if rng.random() < 0.5 else "")
@@ -605,8 +643,8 @@ def synthesize(out: str | os.PathLike, studies: int = 24, seed: int = 0, loops_p
             base = _base_dataset(US_IMAGE, _uid(rng), ExplicitVRLittleEndian, patient, study, series_uid, 1, 99)
             write_still(folder / "SC001", frames[0], base)
             n_stills += 1
-        reports.append({"study_uid": study["uid"], "report": report_text(report_sections(findings, rng), patient, study,
-                                                                         text_rng),
+        reports.append({"study_uid": study["uid"], "report": report_text(sections(findings, rng), patient, study,
+                                                                         text_rng, look.section_order),
                         "split": split_of[s]})
         labels.append({"study_uid": study["uid"], **findings.labels()})
     if studies:
@@ -625,5 +663,5 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-__all__ = ["Findings", "FORMATS", "LABEL_COLUMNS", "VIEW_GEOMETRY", "render_loop", "report_sections", "report_text",
+__all__ = ["DEFAULT_LOOK", "EchoLook", "Findings", "FORMATS", "LABEL_COLUMNS", "VIEW_GEOMETRY", "render_loop", "report_sections", "report_text",
            "sample_findings", "synthesize", "write_cine"]

@@ -13,6 +13,9 @@ Operative narration says what the viewer sees: the phase's action and visual cue
 view (the tools drawn during a sentence are exactly those it names, plus sometimes unnamed ones).
 The sentences are written for this module and differ from the zero-shot prompt files. Style ``"b"``
 speaks its own phrasing set (no sentence template shared with ``"a"``) and shows style b's world.
+Style ``"random"`` shows the seed's drawn world (``medvid.synth.surgery.random_world``) and speaks its
+drawn language (``medvid.synth.narration``): generated phrasings, speaking rate, fillers, and speech
+that lags or leads the action on screen.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from medvid.io.transcripts import Segment, write_whisper_json
 from medvid.io.video import write_video
-from medvid.synth.surgery import CLIP_TO_CUT, FPS, TOOL_PROB, SurgicalWorld
+from medvid.synth.narration import RandomNarration, random_narration
+from medvid.synth.surgery import CLIP_TO_CUT, FPS, STYLE_CHOICES, TOOL_PROB, SurgicalWorld, world_for
 from medvid.utils import atomic_path, atomic_write_text
 from medvid.vocab import CHOLEC80_PHASES, CHOLEC80_TOOLS
 
@@ -265,7 +269,8 @@ HEAD_LINES_B: list[str] = [
 
 @dataclass(frozen=True)
 class Narration:
-    """One style's spoken language: tool words and looks, phase sentences, slides, talking-head lines."""
+    """One style's spoken language: tool words and looks, phase sentences, slides, talking-head lines.
+    Its methods draw one utterance each (the same calls as ``RandomNarration``'s)."""
 
     tool_words: dict[str, list[str]]
     tool_looks: dict[str, list[str]]
@@ -273,6 +278,41 @@ class Narration:
     slide_titles: dict[str, str]
     slide_lines: list[str]
     head_lines: list[str]
+    words_per_second: float = WORDS_PER_SECOND
+    filler_sentence_rate: float = 0.0  # written styles never say a filler-only sentence ...
+    delay: float = 0.0  # ... and speak exactly when the action is on screen
+    delay_jitter: float = 0.0
+
+    def open_line(self, rng: np.random.Generator) -> str:
+        return self.head_lines[int(rng.integers(2))]
+
+    def close_line(self, rng: np.random.Generator) -> str:
+        return self.head_lines[2 + int(rng.integers(len(self.head_lines) - 2))]
+
+    def slide(self, rng: np.random.Generator, phase: str, probs: dict[str, float]) -> tuple[str, list[str], list[str]]:
+        """A slide's title, three bullets and the one or two sentences said over it."""
+        lines = self.phase_lines[phase]
+        bullets = [_fill(s, rng, self.tool_words) for _, s in (lines[i] for i in rng.choice(len(lines), 3, replace=False))]
+        n = int(rng.integers(1, 3))
+        return self.slide_titles[phase], bullets, [self.slide_lines[i] for i in rng.choice(len(self.slide_lines), n, replace=False)]
+
+    def operative(self, rng: np.random.Generator, phase: str, progress: float,
+                  probs: dict[str, float]) -> tuple[str, tuple[str, ...]]:
+        """One sentence for an operative moment and the tools to draw while it is spoken."""
+        probs = dict(probs)
+        if phase == "ClippingCutting":  # the clipper works first, the scissors afterwards
+            probs.pop("Scissors" if progress < CLIP_TO_CUT else "Clipper")
+        shown = {t for t, p in probs.items() if rng.random() < p}
+        if not shown:
+            shown = {max(probs, key=probs.get)}
+        options = [(need, s) for need, s in self.phase_lines[phase] if set(need) <= set(probs)]
+        if rng.random() < 0.2:  # describe how a tool in view looks
+            tool = sorted(shown)[rng.integers(len(shown))]
+            looks = self.tool_looks[tool]
+            tmpl = looks[rng.integers(len(looks))].replace("{t}", "{" + tool + "}")
+            return _fill(tmpl, rng, self.tool_words), tuple(sorted(shown))
+        need, tmpl = options[rng.integers(len(options))]
+        return _fill(tmpl, rng, self.tool_words), tuple(sorted(shown | set(need)))
 
 
 NARRATION: dict[str, Narration] = {
@@ -298,6 +338,7 @@ class Sentence:
     phase: int = -1
     tools: tuple[str, ...] = ()
     audio: np.ndarray | None = None
+    lag: float = 0.0  # the speech comes this long after its action is on screen (negative: before)
 
 
 @dataclass
@@ -335,25 +376,6 @@ def _fill(template: str, rng: np.random.Generator, words: dict[str, list[str]] =
     return re.sub(r"\{(\w+)\}", lambda m: words[m.group(1)][rng.integers(len(words[m.group(1)]))], template)
 
 
-def _operative_lines(rng: np.random.Generator, phase: str, progress: float,
-                     narration: Narration = NARRATION["a"]) -> tuple[str, tuple[str, ...]]:
-    """One sentence for an operative moment and the tools to draw while it is spoken."""
-    probs = dict(TOOL_PROB[phase])
-    if phase == "ClippingCutting":  # the clipper works first, the scissors afterwards
-        probs.pop("Scissors" if progress < CLIP_TO_CUT else "Clipper")
-    shown = {t for t, p in probs.items() if rng.random() < p}
-    if not shown:
-        shown = {max(probs, key=probs.get)}
-    options = [(need, s) for need, s in narration.phase_lines[phase] if set(need) <= set(probs)]
-    if rng.random() < 0.2:  # describe how a tool in view looks
-        tool = sorted(shown)[rng.integers(len(shown))]
-        looks = narration.tool_looks[tool]
-        tmpl = looks[rng.integers(len(looks))].replace("{t}", "{" + tool + "}")
-        return _fill(tmpl, rng, narration.tool_words), tuple(sorted(shown))
-    need, tmpl = options[rng.integers(len(options))]
-    return _fill(tmpl, rng, narration.tool_words), tuple(sorted(shown | set(need)))
-
-
 @dataclass
 class LecturePlan:
     shots: list[Shot]
@@ -365,9 +387,11 @@ class LecturePlan:
 
 
 def plan_lecture(rng: np.random.Generator, with_audio: bool, phases: tuple[int, int] = (4, 7),
-                 narration: Narration = NARRATION["a"]) -> LecturePlan:
+                 narration: Narration | RandomNarration = NARRATION["a"],
+                 tool_prob: dict[str, dict[str, float]] = TOOL_PROB) -> LecturePlan:
     """Shots and timed sentences: intro, then ``phases`` (min, max) phases (slide, then footage), then a
-    close, in ``narration``'s language."""
+    close, in ``narration``'s language, with the world's ``tool_prob``. Sentence times are when they are
+    spoken; with a narration ``delay`` the action they describe is on screen ``Sentence.lag`` earlier."""
     nar = narration
     n_phases = int(rng.integers(phases[0], min(phases[1], len(CHOLEC80_PHASES)) + 1))
     chosen = sorted(rng.choice(len(CHOLEC80_PHASES), n_phases, replace=False).tolist())
@@ -379,33 +403,47 @@ def plan_lecture(rng: np.random.Generator, with_audio: bool, phases: tuple[int, 
         shot.start = t
         t += float(rng.uniform(0.3, 0.8))
         for text, tools in texts:
-            audio = speak(text) if with_audio else None
-            dur = len(audio) / AUDIO_RATE if audio is not None else len(text.split()) / WORDS_PER_SECOND
+            audio = speak(text, rate_wpm=int(round(60 * nar.words_per_second))) if with_audio else None
+            dur = len(audio) / AUDIO_RATE if audio is not None else len(text.split()) / nar.words_per_second
             shot.sentences.append(Sentence(t, t + dur, text, shot.kind, shot.phase, tools, audio))
             t += dur + float(rng.uniform(0.3, 0.9))
         shot.end = t
         shots.append(shot)
 
-    add(Shot("other", 0, 0), [(nar.head_lines[int(rng.integers(2))], ())])
+    add(Shot("other", 0, 0), [(nar.open_line(rng), ())])
     for p in chosen:
         name = CHOLEC80_PHASES[p]
         if rng.random() < 0.6:
-            lines = nar.phase_lines[name]
-            bullets = [_fill(s, rng, nar.tool_words) for _, s in (lines[i] for i in rng.choice(len(lines), 3, replace=False))]
-            n = int(rng.integers(1, 3))
-            add(Shot("slide", 0, 0, phase=p, title=nar.slide_titles[name], bullets=bullets),
-                [(nar.slide_lines[i], ()) for i in rng.choice(len(nar.slide_lines), n, replace=False)])
+            title, bullets, said = nar.slide(rng, name, tool_prob[name])
+            add(Shot("slide", 0, 0, phase=p, title=title, bullets=bullets), [(line, ()) for line in said])
         n = int(rng.integers(3, 6))
         p0, p1 = sorted(rng.uniform(0.0, 1.0, 2))
         p0, p1 = min(p0, 0.2), max(p1, 0.8)
         texts: list[tuple[str, tuple[str, ...]]] = []
         while len(texts) < n:  # no sentence twice in one shot
-            line = _operative_lines(rng, name, p0 + (p1 - p0) * (len(texts) + 0.5) / n, nar)
+            if texts and nar.filler_sentence_rate and rng.random() < nar.filler_sentence_rate:
+                texts.append((nar.filler(rng), texts[-1][1]))  # "okay, let's see": the same tools stay in view
+                continue
+            line = nar.operative(rng, name, p0 + (p1 - p0) * (len(texts) + 0.5) / n, tool_prob[name])
             if all(line[0] != prev for prev, _ in texts):
                 texts.append(line)
         add(Shot("operative", 0, 0, phase=p, progress=(p0, p1)), texts)
-    add(Shot("other", 0, 0), [(nar.head_lines[2 + int(rng.integers(len(nar.head_lines) - 2))], ())])
-    return LecturePlan(shots, t + 0.5)
+    add(Shot("other", 0, 0), [(nar.close_line(rng), ())])
+    end = _lag_speech(shots, rng, nar.delay, nar.delay_jitter) if nar.delay or nar.delay_jitter else t
+    return LecturePlan(shots, max(t, end) + 0.5)
+
+
+def _lag_speech(shots: list[Shot], rng: np.random.Generator, delay: float, jitter: float) -> float:
+    """Move operative speech ``delay`` ± ``jitter`` s after its action, keeping sentences in order without
+    overlap; returns when the last one ends."""
+    prev_end = 0.0
+    for shot in shots:
+        for s in shot.sentences:
+            lag = delay + float(rng.uniform(-jitter, jitter)) if shot.kind == "operative" else 0.0
+            lag = max(lag, -s.start, prev_end + 0.05 - s.start if prev_end else -s.start)
+            s.start, s.end, s.lag = s.start + lag, s.end + lag, lag
+            prev_end = s.end
+    return prev_end
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -488,7 +526,7 @@ def _tools_at(shot: Shot, t: float) -> np.ndarray:
     """The tools of the sentence being spoken (or the last one spoken) at ``t``."""
     current = shot.sentences[0]
     for s in shot.sentences:
-        if s.start <= t:
+        if s.start - s.lag <= t:  # its action is on screen
             current = s
     out = np.zeros(len(CHOLEC80_TOOLS), np.int64)
     for tool in current.tools:
@@ -570,16 +608,18 @@ def write_csv(path: Path, segments: list[Segment]) -> None:
 def synthesize_lecture(out: str | Path, index: int, seed: int, size: tuple[int, int] = (224, 224),
                        audio: bool = True, crf: int = 23, phases: tuple[int, int] = (4, 7), style: str = "a") -> dict:
     """Write lecture ``talkNN`` in ``style`` (the world's look and the narration's language, see
-    ``medvid.synth.surgery.STYLES`` and ``NARRATION``): video (+ narration audio when espeak-ng
-    exists), two transcripts, truth."""
-    if style not in NARRATION:
-        raise ValueError(f"style must be one of {sorted(NARRATION)}, got {style!r}")
+    ``medvid.synth.surgery.STYLES`` and ``NARRATION``; ``"random"``: world ``seed``'s drawn look and
+    language): video (+ narration audio when espeak-ng exists), two transcripts, truth."""
+    if style not in STYLE_CHOICES:
+        raise ValueError(f"style must be one of {list(STYLE_CHOICES)}, got {style!r}")
     out = Path(out)
     name = f"talk{index:02d}"
+    look, procedure = world_for(style, seed)
+    narration = random_narration(seed, look) if style == "random" else NARRATION[style]
     rng = np.random.default_rng([seed, index, 1])
     with_audio = audio and espeak_available()
-    plan = plan_lecture(rng, with_audio, phases, NARRATION[style])
-    world = SurgicalWorld(rng, size=tuple(size), style=style)
+    plan = plan_lecture(rng, with_audio, phases, narration, procedure.tool_prob)
+    world = SurgicalWorld(rng, size=tuple(size), style=look)
     style = {"bg": tuple(int(v) for v in rng.integers(232, 256, 3)),
              "bar": tuple(int(v) for v in rng.integers(20, 120, 3)),
              "wall": tuple(int(v) for v in (rng.integers(60, 110), rng.integers(80, 130), rng.integers(120, 180))),

@@ -7,13 +7,16 @@ way, and the seven Cholec80 tools are drawn with distinct shapes and colours, en
 their own trocars with phase-typical probabilities. ``medvid.synth.lectures`` reuses
 ``SurgicalWorld`` so lectures show the same world the surgery videos test.
 
-``style`` picks the look: ``"a"`` (the world medvid was developed on) or ``"b"`` (a shifted world
+``style`` picks the look: ``"a"`` (the world medvid was developed on), ``"b"`` (a shifted world
 for honest zero-shot evaluation: other tissue and tool colours and textures, tool shapes varied
-within each class from video to video, a closer and more restless camera with exposure changes).
-Both styles share the events (phases, tools, anatomy changes), so annotations mean the same.
+within each class from video to video, a closer and more restless camera with exposure changes) or
+``"random"``: a world drawn from wide distributions by its seed (``random_world``: look, lighting,
+camera, phase durations and order swaps, tool co-occurrence), so every seed is a different world.
+All styles share the events (phases, tools, anatomy changes), so annotations mean the same.
 """
 from __future__ import annotations
 
+import colorsys
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +52,8 @@ TOOL_PROB: dict[str, dict[str, float]] = {
     "CleaningCoagulation": {"Irrigator": 0.8, "Bipolar": 0.6, "Grasper": 0.35},
     "GallbladderRetraction": {"Grasper": 0.8, "SpecimenBag": 0.9},
 }
+# Adjacent phases that may trade places, with the probability per video (Cholec80: packaging and cleaning).
+PHASE_SWAPS: tuple[tuple[str, str, float], ...] = (("GallbladderPackaging", "CleaningCoagulation", 0.3),)
 CLIP_TO_CUT = 0.6  # in ClippingCutting, the clipper works before this progress, the scissors after
 
 # Tool look: shaft colour, tip colour, trocar angle (degrees, 0 = from the right, counter-clockwise).
@@ -86,6 +91,21 @@ class Style:
     vignette: tuple[float, float, float]  # 1 - a*r^2 clipped, offset b, radius cut c: clip(b - a r^2) * (r < c)
     exposure: float = 0.0  # amplitude of slow brightness changes (auto exposure)
     vary_shapes: bool = False  # tool shapes drawn per video within each class
+    light: tuple[float, float] = (0.0, 0.0)  # light falloff strength across the view and its direction (radians)
+    tint: tuple[float, float, float] = (1.0, 1.0, 1.0)  # colour temperature of the light (per channel gain)
+    organs: tuple[float, float] = (1.0, 1.0)  # liver and gallbladder size factors
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """How the operation unfolds: phase durations (s, min/max), adjacent phase swaps, tool probabilities."""
+
+    phase_seconds: dict[str, tuple[float, float]]
+    tool_prob: dict[str, dict[str, float]]
+    swaps: tuple[tuple[str, str, float], ...]
+
+
+PROCEDURE = Procedure(PHASE_SECONDS, TOOL_PROB, PHASE_SWAPS)
 
 
 STYLES: dict[str, Style] = {
@@ -108,6 +128,78 @@ STYLES: dict[str, Style] = {
                pan=(30, 12, 24), pan_speed=1.8, zoom=(1.45, 0.22), vignette=(0.35, 1.1, 1.2), exposure=0.12,
                vary_shapes=True),
 }
+
+
+STYLE_CHOICES = (*STYLES, "random")
+
+
+def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
+    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0)))
+
+
+def random_look(rng: np.random.Generator) -> Style:
+    """A look drawn from wide distributions: tissue and organ colours, texture, vessels, tool colours, trocar
+    angles and widths, lighting and tint, camera sway, speed and zoom, vignette, exposure, organ sizes."""
+    hue = rng.uniform(-0.06, 0.1)  # reddish to orange tissue
+    tissue = _rgb(hue, rng.uniform(0.3, 0.75), rng.uniform(0.55, 0.92))
+    coarse = sorted(int(v) for v in (rng.integers(3, 8), rng.integers(9, 26), rng.integers(28, 90)))
+    tool_hues = (rng.permutation(7) + rng.uniform(-0.3, 0.3, 7)) / 7 + rng.uniform()
+    tools = {}
+    for tool, h in zip(CHOLEC80_TOOLS, tool_hues):
+        grey = rng.uniform(0.08, 0.85)
+        tools[tool] = dict(shaft=_rgb(rng.uniform(), rng.uniform(0, 0.25), grey),
+                           tip=_rgb(h, rng.uniform(0.35, 0.95), rng.uniform(0.6, 1.0)),
+                           angle=float(rng.uniform(0, 360)), width=float(rng.uniform(0.035, 0.07)))
+    return Style(
+        tissue=tissue, noise_scales=tuple(coarse), vessels=_rgb(hue + rng.uniform(-0.05, 0.05), 0.7, rng.uniform(0.25, 0.55)),
+        n_vessels=int(rng.integers(0, 40)), liver=_rgb(hue + rng.uniform(-0.05, 0.05), rng.uniform(0.5, 0.85), rng.uniform(0.25, 0.5)),
+        gallbladder=_rgb(rng.uniform(0.12, 0.5), rng.uniform(0.25, 0.7), rng.uniform(0.4, 0.75)),
+        fat=_rgb(rng.uniform(0.09, 0.17), rng.uniform(0.25, 0.65), rng.uniform(0.82, 1.0)),
+        bed=_rgb(rng.uniform(0.0, 0.1), rng.uniform(0.5, 0.8), rng.uniform(0.2, 0.4)),
+        duct=_rgb(rng.uniform(0.08, 0.2), rng.uniform(0.1, 0.4), rng.uniform(0.85, 1.0)),
+        artery=_rgb(rng.uniform(-0.04, 0.03), rng.uniform(0.7, 0.95), rng.uniform(0.6, 0.85)),
+        blood=_rgb(rng.uniform(-0.03, 0.02), rng.uniform(0.85, 1.0), rng.uniform(0.3, 0.6)),
+        fluid=_rgb(rng.uniform(0.4, 0.6), rng.uniform(0.15, 0.5), rng.uniform(0.7, 0.95)),
+        tools=tools, pan=tuple(float(v) for v in rng.uniform((4, 2, 4), (36, 14, 30))),
+        pan_speed=float(rng.uniform(0.5, 2.2)), zoom=(float(rng.uniform(1.05, 1.6)), float(rng.uniform(0.03, 0.25))),
+        vignette=(float(rng.uniform(0.2, 0.7)), float(rng.uniform(1.0, 1.3)), float(rng.uniform(1.0, 1.3))),
+        exposure=float(rng.uniform(0.0, 0.15)), vary_shapes=True,
+        light=(float(rng.uniform(0.0, 0.5)), float(rng.uniform(0, 2 * math.pi))),
+        tint=tuple(float(v) for v in rng.uniform(0.85, 1.12, 3)), organs=tuple(float(v) for v in rng.uniform(0.75, 1.25, 2)))
+
+
+def random_procedure(rng: np.random.Generator) -> Procedure:
+    """Phase durations scaled per phase, swap probabilities and tool probabilities (with unusual tools joining
+    some phases) drawn around Cholec80's; the clipper-before-scissors rule and phase meanings stay."""
+    seconds = {p: (lo * f, hi * f * rng.uniform(1.0, 1.4)) for (p, (lo, hi)), f in
+               zip(PHASE_SECONDS.items(), rng.uniform(0.45, 1.9, len(PHASE_SECONDS)))}
+    probs: dict[str, dict[str, float]] = {}
+    for phase, usual in TOOL_PROB.items():
+        probs[phase] = {}
+        for tool in CHOLEC80_TOOLS:
+            base, extra = usual.get(tool, 0.0), rng.random() < 0.15
+            if base:
+                probs[phase][tool] = float(np.clip(base * rng.uniform(0.6, 1.1), 0.05, 0.97))
+            elif extra and tool in ("Grasper", "Hook", "Bipolar", "Irrigator"):
+                probs[phase][tool] = float(rng.uniform(0.05, 0.35))
+    swaps = (("GallbladderPackaging", "CleaningCoagulation", float(rng.uniform(0.0, 0.7))),
+             ("CleaningCoagulation", "GallbladderRetraction", float(rng.uniform(0.0, 0.3))))
+    return Procedure(seconds, probs, swaps)
+
+
+def random_world(seed: int) -> tuple[Style, Procedure]:
+    """World ``seed`` of style ``"random"``: the same for every video and lecture made with that seed."""
+    rng = np.random.default_rng([seed, 2028])
+    return random_look(rng), random_procedure(rng)
+
+
+def world_for(style: str, seed: int) -> tuple[Style, Procedure]:
+    """The look and procedure of ``style`` (``STYLE_CHOICES``) for ``seed``."""
+    if style == "random":
+        return random_world(seed)
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {list(STYLE_CHOICES)}, got {style!r}")
+    return STYLES[style], PROCEDURE
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, scales: Sequence[int] = (4, 12, 40)) -> np.ndarray:
@@ -134,17 +226,18 @@ class Timeline:
         return len(self.phases)
 
 
-def tool_track(rng: np.random.Generator, phase_names: Sequence[str], progress: Sequence[float]) -> np.ndarray:
+def tool_track(rng: np.random.Generator, phase_names: Sequence[str], progress: Sequence[float],
+               tool_prob: dict[str, dict[str, float]] = TOOL_PROB) -> np.ndarray:
     """Tool presence per second ``(n_seconds, 7)`` given each second's phase name and phase progress.
 
-    Each tool is a two-state Markov chain with the phase's stationary probability (``TOOL_PROB``)
+    Each tool is a two-state Markov chain with the phase's stationary probability (``tool_prob``)
     and a mean dwell of about 4 s; at least one tool is always in view.
     """
     tools = np.zeros((len(phase_names), len(CHOLEC80_TOOLS)), np.int64)
     state = np.zeros(len(CHOLEC80_TOOLS), bool)
     for k, (name, prog) in enumerate(zip(phase_names, progress)):
         for tool, ti in T.items():
-            p = TOOL_PROB[name].get(tool, 0.0)
+            p = tool_prob[name].get(tool, 0.0)
             if name == "ClippingCutting" and tool in ("Clipper", "Scissors"):
                 p = p if (tool == "Clipper") == (prog < CLIP_TO_CUT) else 0.0
             flip_on, flip_off = min(1.0, p / (1 - p + 1e-9) / 4), 0.25
@@ -152,41 +245,44 @@ def tool_track(rng: np.random.Generator, phase_names: Sequence[str], progress: S
             if p == 0.0:
                 state[ti] = False
         if not state.any():  # keep the phase's main tool in view
-            state[T[max(TOOL_PROB[name], key=TOOL_PROB[name].get)]] = True
+            state[T[max(tool_prob[name], key=tool_prob[name].get)]] = True
         tools[k] = state
     return tools
 
 
 def make_timeline(rng: np.random.Generator, duration_scale: float = 1.0, fps: int = FPS,
-                  swap_prob: float = 0.3) -> Timeline:
-    """Random phase durations in Cholec80 order (cleaning and packaging swap sometimes) and tool tracks."""
+                  procedure: Procedure = PROCEDURE) -> Timeline:
+    """Random phase durations in Cholec80 order (adjacent phases of ``procedure.swaps`` trade places
+    sometimes) and tool tracks."""
     order = list(CHOLEC80_PHASES)
-    if rng.random() < swap_prob:
-        i, j = order.index("GallbladderPackaging"), order.index("CleaningCoagulation")
-        order[i], order[j] = order[j], order[i]
-    lengths = [max(int(round(rng.uniform(*PHASE_SECONDS[p]) * duration_scale * fps)), fps) for p in order]
+    for a, b, prob in procedure.swaps:
+        i, j = order.index(a), order.index(b)
+        if rng.random() < prob and abs(i - j) == 1:
+            order[i], order[j] = order[j], order[i]
+    lengths = [max(int(round(rng.uniform(*procedure.phase_seconds[p]) * duration_scale * fps)), fps) for p in order]
     phases = np.concatenate([np.full(n, P[p], np.int64) for p, n in zip(order, lengths)])
     n_sec = int(math.ceil(len(phases) / TOOL_STEP))
     starts = {P[p]: s for p, s in zip(order, np.cumsum([0] + lengths[:-1]))}
     sec_phase = [CHOLEC80_PHASES[int(phases[k * TOOL_STEP])] for k in range(n_sec)]
     sec_prog = [(k * TOOL_STEP - starts[P[n]]) / lengths[order.index(n)] for k, n in zip(range(n_sec), sec_phase)]
-    tools = tool_track(rng, sec_phase, sec_prog)
+    tools = tool_track(rng, sec_phase, sec_prog, procedure.tool_prob)
     return Timeline(phases=phases, tools=tools, fps=fps)
 
 
 @dataclass
 class SurgicalWorld:
-    """One patient's anatomy and one camera in ``style`` (``STYLES``), rendered at ``size`` = (height, width)."""
+    """One patient's anatomy and one camera in ``style`` (a name in ``STYLES`` or a drawn ``Style``), rendered
+    at ``size`` = (height, width)."""
 
     rng: np.random.Generator
     size: tuple[int, int] = (224, 224)
-    style: str = "a"
+    style: str | Style = "a"
     _tex: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.style not in STYLES:
+        if not isinstance(self.style, Style) and self.style not in STYLES:
             raise ValueError(f"style must be one of {sorted(STYLES)}, got {self.style!r}")
-        st = self.look = STYLES[self.style]
+        st = self.look = self.style if isinstance(self.style, Style) else STYLES[self.style]
         rng, (h, w) = self.rng, self.size
         self.H, self.W = 2 * h, 2 * w  # world canvas, camera looks at part of it
         n = _smooth_noise(rng, self.H, self.W, st.noise_scales)
@@ -207,8 +303,9 @@ class SurgicalWorld:
         s = w / 224
         self.s = s
         cx, cy = self.W / 2 + rng.uniform(-15, 15) * s, self.H / 2 + rng.uniform(-10, 10) * s
-        self.liver = (cx, cy - 60 * s, 190 * s, 75 * s)  # ellipse centre/radii (world px)
-        self.gb = (cx + rng.uniform(-10, 10) * s, cy + 5 * s, 62 * s, 26 * s, rng.uniform(-0.5, -0.2))
+        lv, g = st.organs
+        self.liver = (cx, cy - 60 * s, 190 * s * lv, 75 * s * lv)  # ellipse centre/radii (world px)
+        self.gb = (cx + rng.uniform(-10, 10) * s, cy + 5 * s, 62 * s * g, 26 * s * g, rng.uniform(-0.5, -0.2))
         self.liver_col = tuple(int(c) for c in np.array(st.liver) * rng.uniform(0.85, 1.15))
         self.gb_col = tuple(int(c) for c in np.array(st.gallbladder) * rng.uniform(0.9, 1.1))
         self.cam_phase = rng.uniform(0, 2 * math.pi, 4)
@@ -218,6 +315,10 @@ class SurgicalWorld:
         r = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2))
         a, b, c = st.vignette
         self._vignette = np.clip(b - a * r ** 2, 0, 1) * (r < c)
+        self._light = None  # uneven light (falloff from one side) and its colour, for drawn looks
+        if st.light[0] or st.tint != (1.0, 1.0, 1.0):
+            ramp = ((xx - w / 2) / w * math.cos(st.light[1]) + (yy - h / 2) / h * math.sin(st.light[1]))
+            self._light = ((1 - st.light[0] * ramp)[..., None] * np.array(st.tint)).astype(np.float32)
         # tool shape within its class: jaw length, jaw width, opening, blade curve, hook bend (1 = style a's)
         self.shape = {k: dict(length=1.0, jaw=1.0, opening=1.0, curve=1.0, bend=1.0, fenestrated=True)
                       for k in st.tools}
@@ -340,6 +441,8 @@ class SurgicalWorld:
             frame = frame * (1 - haze) + 215 * haze
         if self.look.exposure:
             frame *= 1 + self.look.exposure * math.sin(0.23 * t + self.exposure_phase)
+        if self._light is not None:
+            frame *= self._light
         frame *= self._vignette[..., None]
         return np.clip(frame, 0, 255).astype(np.uint8)
 
@@ -438,12 +541,14 @@ def write_annotations(root: Path, name: str, timeline: Timeline) -> None:
 
 def synthesize_video(root: str | Path, video_id: int, seed: int, size: tuple[int, int] = (224, 224),
                      duration_scale: float = 1.0, crf: int = 23, style: str = "a") -> dict:
-    """Write ``videos/videoNN.mp4`` and its annotations under ``root`` in ``style``; returns a summary row."""
+    """Write ``videos/videoNN.mp4`` and its annotations under ``root`` in ``style`` (``STYLE_CHOICES``; with
+    ``"random"`` the world is ``random_world(seed)``); returns a summary row."""
     root = Path(root)
     name = f"video{video_id:02d}"
+    look, procedure = world_for(style, seed)
     rng = np.random.default_rng([seed, video_id])
-    timeline = make_timeline(rng, duration_scale=duration_scale)
-    world = SurgicalWorld(rng, size=tuple(size), style=style)
+    timeline = make_timeline(rng, duration_scale=duration_scale, procedure=procedure)
+    world = SurgicalWorld(rng, size=tuple(size), style=look)
     n = write_video(root / "videos" / f"{name}.mp4", render_video_frames(world, timeline), FPS, crf=crf, gop=2 * FPS)
     write_annotations(root, name, timeline)
     return {"video": name, "frames": n, "seconds": n / FPS}

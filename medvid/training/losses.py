@@ -106,3 +106,69 @@ def siglip(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float,
     rows = torch.arange(a.shape[0], device=a.device)
     z[rows, rows + shard_offset(a.shape[0])] = 1.0
     return -F.logsigmoid(z * logits).sum() / a.shape[0]
+
+
+def sinkhorn_with_dustbin(scores: torch.Tensor, dustbin: torch.Tensor | float, eps: float = 0.05,
+                          iters: int = 50) -> torch.Tensor:
+    """Optimal transport of ``scores [B, C]`` with a "no match" row and column (SuperGlue's dustbin).
+
+    Each of the ``B`` rows and ``C`` columns carries mass 1; the dustbin row carries ``C`` and the dustbin
+    column ``B``, so any row or column may go unmatched. ``dustbin`` is the score of matching nothing.
+    Entropic OT (``eps``) by log-domain Sinkhorn; returns the plan ``[B + 1, C + 1]`` (rows sum to their mass).
+    """
+    B, C = scores.shape
+    z = torch.as_tensor(dustbin, dtype=scores.dtype, device=scores.device)
+    full = torch.cat([torch.cat([scores, z.expand(B, 1)], 1), torch.cat([z.expand(1, C), z.expand(1, 1)], 1)], 0)
+    log_k = full / eps
+    log_mu = torch.log(torch.cat([scores.new_ones(B), scores.new_full((1,), float(C))]))
+    log_nu = torch.log(torch.cat([scores.new_ones(C), scores.new_full((1,), float(B))]))
+    u, v = torch.zeros_like(log_mu), torch.zeros_like(log_nu)
+    for _ in range(iters):
+        u = log_mu - torch.logsumexp(log_k + v[None, :], dim=1)
+        v = log_nu - torch.logsumexp(log_k + u[:, None], dim=0)
+    return (log_k + u[:, None] + v[None, :]).exp()
+
+
+def aligned_mil_nce(video: torch.Tensor, texts: torch.Tensor, text_mask: torch.Tensor, scale: torch.Tensor | float,
+                    dustbin: torch.Tensor, eps: float = 0.05, iters: int = 50) -> torch.Tensor:
+    """MIL-NCE for noisy narration (Norton-style): a clip and its speech may not show the same thing.
+
+    An OT plan (:func:`sinkhorn_with_dustbin`, no gradient) between this rank's clips and the global batch's
+    mean positive texts gives each clip the share ``w`` of its mass matched rather than sent to "no match"
+    (fillers, talk about something off screen). Clip→text: ``w`` of the MIL-NCE term, ``1 - w`` of choosing a
+    learnable "no match" logit ``scale · dustbin`` (the dustbin competes in every row, so it is learnt);
+    text→clip: each text's InfoNCE weighted by its clip's ``w``. With ``dustbin`` → −∞ this is :func:`mil_nce`.
+    """
+    B, P, D = texts.shape
+    if video.shape != (B, D) or text_mask.shape != (B, P):
+        raise ValueError(f"shapes disagree: video {tuple(video.shape)}, texts {tuple(texts.shape)}, "
+                         f"mask {tuple(text_mask.shape)}")
+    if not bool(text_mask[:, 0].all()):
+        raise ValueError("text slot 0 (the anchor) must be valid for every clip")
+    offset = shard_offset(B)
+    all_video = gather_with_grad(video)
+    all_texts = gather_with_grad(texts.reshape(B, P * D)).reshape(-1, P, D)
+    all_mask = gather_with_grad(text_mask.float()).bool()
+    n = all_texts.shape[0]
+    rows = torch.arange(B, device=video.device)
+    with torch.no_grad():
+        mean_text = F.normalize((all_texts * all_mask[..., None]).sum(1), dim=-1)
+        plan = sinkhorn_with_dustbin((video @ mean_text.T).float(), dustbin.detach().float(), eps, iters)
+        w = 1.0 - plan[:B, n]  # share of each clip's mass that found a text
+
+    logits = (scale * video @ all_texts.reshape(n * P, D).T).float()  # [B, n*P]
+    logits = logits.masked_fill(~all_mask.reshape(1, n * P), float("-inf"))
+    none = (scale * dustbin).float().expand(B, 1)
+    owner = torch.arange(n, device=video.device).repeat_interleave(P)
+    positive = owner[None, :] == (rows + offset)[:, None]
+    total = torch.logsumexp(torch.cat([logits, none], 1), dim=1)
+    matched = total - torch.logsumexp(logits.masked_fill(~positive, float("-inf")), dim=1)
+    unmatched = total - none[:, 0]
+    clip_to_text = (w * matched + (1 - w) * unmatched).mean()
+
+    local_texts = texts[text_mask]
+    counts = text_mask.sum(1)
+    local_owner = rows.repeat_interleave(counts)
+    ce = F.cross_entropy((scale * local_texts @ all_video.T).float(), local_owner + offset, reduction="none")
+    text_to_clip = (ce * w[local_owner]).sum() / all_reduce_mean(text_mask.sum().float())
+    return (clip_to_text + text_to_clip) / 2

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medvid.training.losses import mil_nce, section_info_nce
+from medvid.training.losses import aligned_mil_nce, mil_nce, section_info_nce
 from medvid.models.aggregate import ViewInformedAttention
 from medvid.models.clip import VideoTextModel
 
@@ -41,17 +41,32 @@ class _Contrastive(nn.Module):
         return emb.reshape(*ids.shape[:-1], -1)
 
 
+ALIGNMENTS = ("mil", "ot")
+
+
 class LectureContrastive(_Contrastive):
     """Clip–speech MIL-NCE: each clip's positives are its anchor sentence and the overlapping
-    sentences of the other ASR sources (``text_*`` ``[B, P, ...]`` with ``text_mask [B, P]``)."""
+    sentences of the other ASR sources (``text_*`` ``[B, P, ...]`` with ``text_mask [B, P]``).
+    ``alignment="ot"``: :func:`~medvid.training.losses.aligned_mil_nce`, with a learnt "no match" score
+    for speech that shows nothing on screen."""
+
+    def __init__(self, model: VideoTextModel, alignment: str = "mil"):
+        super().__init__(model)
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
+        self.alignment = alignment
+        self.dustbin = nn.Parameter(torch.tensor(0.2)) if alignment == "ot" else None
 
     def embed(self, batch: dict) -> tuple[Tensor, Tensor]:
         return self.videos(batch), self.texts(batch, "text")
 
     def forward(self, batch: dict) -> tuple[Tensor, dict]:
         video, texts = self.embed(batch)
-        loss = mil_nce(video, texts, batch["text_mask"], self.scale())
-        return loss, {"temperature": float(1 / self.scale().detach())}
+        if self.dustbin is None:
+            loss = mil_nce(video, texts, batch["text_mask"], self.scale())
+            return loss, {"temperature": float(1 / self.scale().detach())}
+        loss = aligned_mil_nce(video, texts, batch["text_mask"], self.scale(), self.dustbin)
+        return loss, {"temperature": float(1 / self.scale().detach()), "dustbin": float(self.dustbin.detach())}
 
 
 class EchoContrastive(_Contrastive):

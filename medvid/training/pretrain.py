@@ -55,6 +55,8 @@ class LectureData:
     n_frames: int = setting(4, "frames per lecture clip")
     sample_fps: float = setting(2.0, "frame rate inside a clip")
     max_texts: int = setting(3, "anchor + extra positives kept per clip (MIL-NCE)")
+    alignment: str = setting("mil", "mil: MIL-NCE | ot: noisy-correspondence MIL-NCE (optimal transport with a learnt "
+                                    "\"no match\" for speech that shows nothing; docs/zero_shot.md)")
     val_fraction: float = setting(0.15, "whole lectures held out (seeded shuffle of the names)")
     test_fraction: float = setting(0.15, "whole lectures held out for test")
 
@@ -263,7 +265,7 @@ def surgical_task(cfg: PretrainSettings, device: torch.device, model) -> Pretrai
         anchor = torch.cat([p[1][:, 0] for p in parts])  # the anchor sentence of each clip
         return retrieval_metrics(video, anchor)
 
-    return PretrainTask(LectureContrastive(model), splits, evaluate)
+    return PretrainTask(LectureContrastive(model, lc.alignment), splits, evaluate)
 
 
 def loop_config(cfg: PretrainSettings, device: torch.device) -> TrainConfig:
