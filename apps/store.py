@@ -15,7 +15,6 @@ import csv
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -27,6 +26,7 @@ from medvid.apps.access import LOOPBACK_NAMES
 from medvid.errors import MedvidError, PathRefused
 from medvid.io.ingest_folder import KEY_DIR, MEASUREMENTS, VIDEOS, IngestFolder
 from medvid.io.video import VIDEO_EXTS
+from medvid.report import worklist as worklist_rules
 from medvid.utils import resolve_under, valid_key
 
 ENV = "MEDVID_APP_CONFIG"  # JSON of AppConfig fields, set by `medvid app`
@@ -422,28 +422,12 @@ def filter_studies(df: pd.DataFrame, query: str = "", statuses: Sequence[str] = 
 
 
 # --------------------------------------------------------------------------- echo: worklist
-# UI-side ordering and search; medvid/report/worklist.py (issue 26, library side) is to take them over.
-
-SEVERE_EF = 30.0  # an EF estimate below this puts the study at the top of the worklist
-_NEGATION = re.compile(r"\b(no|not|without|absent|absence of|negative for|free of|ruled out|excluded|no evidence of|"
-                       r"none)\b")
-_CLAUSE = re.compile(r"[.;!?\n]|\bbut\b|\bhowever\b|\bexcept\b")
-_POST_NEGATION = re.compile(r"^\s*(is |are |was |were )?(not seen|not present|absent|excluded|ruled out)\b")
+# The order, flags and search are the library's (medvid.report.worklist); this part adapts them to the app's tables.
 
 
 def finding_matches(text: str, query: str) -> bool:
-    """True when ``text`` mentions ``query`` outside a negation: "effusion" matches "Small pericardial effusion."
-    but not "No pericardial effusion." nor "Effusion is absent." (cues in the same clause, NegEx-style)."""
-    q = " ".join(query.lower().split())
-    if not q:
-        return True
-    for clause in _CLAUSE.split(" ".join(text.lower().split())):
-        start = clause.find(q)
-        while start >= 0:
-            if not _NEGATION.search(clause[:start]) and not _POST_NEGATION.match(clause[start + len(q):]):
-                return True
-            start = clause.find(q, start + 1)
-    return False
+    """True when ``text`` affirms ``query`` (negation respected: ``medvid.report.worklist.matches``)."""
+    return worklist_rules.matches(query, {"text": text})
 
 
 def phenotype_call(p: Any) -> str:
@@ -465,37 +449,20 @@ def phenotype_call(p: Any) -> str:
 
 
 def priority_flags(draft: Draft | None) -> list[str]:
-    """Why a drafted study should be read first: a section whose text contradicts a call (``conflict``), a
-    severely reduced EF estimate, a pericardial effusion called."""
-    if draft is None:
-        return []
-    flags = []
-    if any(isinstance(s, dict) and s.get("conflict") for s in draft.sections.values()):
-        flags.append("conflict")
-    entries = {**(draft.data.get("findings") or {}), **(draft.data.get("phenotypes") or {})}
-    efs = [v for n, p in entries.items() if n.lower() in ("ef", "lvef", "ejection_fraction")
-           and isinstance(p, dict) and p.get("kind", "numeric") == "numeric" and (v := phenotype_value(p)) is not None]
-    if efs and min(efs) < SEVERE_EF:
-        flags.append("severely reduced EF")
-    if any("effusion" in n.lower() and isinstance(p, dict) and p.get("call") == 1 for n, p in entries.items()):
-        flags.append("effusion")
-    return flags
-
-
-_STATUS_ORDER = {"draft": 0, "edited": 1, "signed off": 2, "error": 3, "no draft": 4}
+    """Why a drafted study should be read first (``medvid.report.worklist.priority_flags``)."""
+    return worklist_rules.priority_flags(draft.data) if draft is not None else []
 
 
 def worklist(df: pd.DataFrame, table: DraftTable) -> pd.DataFrame:
-    """The study table in reading order: unsigned drafts first, then by priority flags (most first), then
-    oldest draft first (``provenance.created``), then key; adds ``flags`` and ``drafted`` columns."""
+    """The study table in reading order (``medvid.report.worklist.order``: awaiting review first, then by priority
+    flags, then the oldest draft, then key); adds ``flags`` and ``drafted`` columns."""
     out = df.copy()
     drafts = [table.drafts.get(k) for k in out["study"]]
     out["flags"] = [", ".join(priority_flags(d)) for d in drafts]
     out["drafted"] = [str(((d.data.get("provenance") or {}).get("created") or "")) if d else "" for d in drafts]
-    rank = pd.DataFrame({"status": out["status"].map(_STATUS_ORDER).fillna(5),
-                         "flags": [-len(priority_flags(d)) for d in drafts],
-                         "age": out["drafted"].replace("", "~"), "study": out["study"]}, index=out.index)
-    return out.loc[rank.sort_values(["status", "flags", "age", "study"]).index].reset_index(drop=True)
+    entries = [{"index": i, "study_key": k, "status": st, "draft": d.data if d else {}, "time": t or None}
+               for i, k, st, d, t in zip(out.index, out["study"], out["status"], drafts, out["drafted"])]
+    return out.loc[[e["index"] for e in worklist_rules.order(entries)]].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- surgery
