@@ -103,3 +103,18 @@ def start_orthanc(folder: Path, modalities: dict[str, list] | None = None) -> Or
             time.sleep(0.2)
     server.stop()
     raise RuntimeError("Orthanc did not answer within 60 s")
+
+
+def dicom_instances(root: Path) -> list[Path]:
+    """The DICOM instances of an export, sorted (not its text files nor its DICOMDIR): what a PACS would hold."""
+    import pydicom
+
+    found = []
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - the export's text files
+            continue
+        if "SOPInstanceUID" in ds and ds.get("SOPClassUID") != "1.2.840.10008.1.3.10":
+            found.append(path)
+    return found

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pydicom
 import pytest
 
 from medvid.apps import access, store
 from medvid.pacs.address import Credentials, parse_address
 from medvid.pacs.clients import connect
 from medvid.report import reviews
-from orthanc_server import PASSWORD, USER, orthanc_missing, start_orthanc
+from orthanc_server import PASSWORD, USER, dicom_instances, orthanc_missing, start_orthanc
 
 pytestmark = pytest.mark.skipif(orthanc_missing() is not None, reason=orthanc_missing() or "")
 
@@ -35,7 +34,7 @@ def world(tmp_path_factory):
     lines = [ln for ln in (base / "drafts" / "drafts.jsonl").read_text().splitlines() if ln.endswith("}")]
     (base / "drafts" / "drafts.jsonl").write_text("\n".join(lines) + "\n")  # as `medvid draft` assembles it
     server = start_orthanc(base / "orthanc")
-    files = [p for p in sorted((base / "synth" / "dicom").rglob("*.dcm")) if _instance(p)]
+    files = dicom_instances(base / "synth" / "dicom")
     assert server.upload(files) == len(files)
     secrets = base / "pacs.json"
     secrets.write_text(json.dumps({"username": USER, "password": PASSWORD}))
@@ -43,10 +42,6 @@ def world(tmp_path_factory):
            **states}
     server.stop()
 
-
-def _instance(path: Path) -> bool:
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return "SOPInstanceUID" in ds and ds.get("SOPClassUID") != "1.2.840.10008.1.3.10"
 
 
 def _page(monkeypatch, world, pacs: bool = True):

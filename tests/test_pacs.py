@@ -16,7 +16,7 @@ from medvid.errors import MedvidError
 from medvid.pacs.address import Credentials, load_credentials, parse_address
 from medvid.pacs.clients import InstanceRef, PacsError
 from medvid.pacs.pull import pull, study_queries
-from orthanc_server import PASSWORD, USER, orthanc_missing, start_orthanc
+from orthanc_server import PASSWORD, USER, dicom_instances, orthanc_missing, start_orthanc
 
 pytestmark = pytest.mark.skipif(orthanc_missing() is not None, reason=orthanc_missing() or "")
 
@@ -33,18 +33,11 @@ def export(tmp_path_factory):
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory, export):
     server = start_orthanc(tmp_path_factory.mktemp("orthanc"))
-    files = [p for p in sorted(export.rglob("*")) if p.is_file() and _is_instance(p)]
+    files = dicom_instances(export)
     assert server.upload(files) == len(files)
     yield server
     server.stop()
 
-
-def _is_instance(path: Path) -> bool:
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:  # noqa: BLE001 - the export's text files
-        return False
-    return "SOPInstanceUID" in ds and ds.get("SOPClassUID") != "1.2.840.10008.1.3.10"  # not a DICOMDIR
 
 
 @pytest.fixture()
@@ -85,8 +78,7 @@ def test_pull_then_ingest_gives_the_loops_of_the_folder_and_resumes(orthanc, exp
 
 
 def test_accession_list_from_a_file_selects_studies(orthanc, export, secrets, tmp_path):
-    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(export.rglob("*")) if p.is_file()
-               and _is_instance(p)]
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in dicom_instances(export)]
     first = next(h for h in headers if h.get("AccessionNumber"))
     (tmp_path / "acc.txt").write_text(f"# tonight's list\n{first.AccessionNumber}\n")
     summary = _run(f"url={orthanc.dicomweb}", f"out={tmp_path / 'one'}", f"credentials={secrets}",
@@ -123,7 +115,7 @@ def test_a_study_deleted_between_runs_is_counted_not_fatal(orthanc, export, secr
 
     server = start_orthanc(tmp_path / "second")
     try:
-        files = [p for p in sorted(export.rglob("*")) if p.is_file() and _is_instance(p)]
+        files = dicom_instances(export)
         server.upload(files)
         studies = server.rest("/studies")
         pacs = _client(server.dicomweb)

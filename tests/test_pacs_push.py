@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import highdicom as hd
 import pydicom
@@ -18,7 +17,7 @@ from medvid.errors import MedvidError
 from medvid.pacs.address import Credentials, parse_address
 from medvid.pacs.clients import PacsError, connect
 from medvid.report import reviews
-from orthanc_server import PASSWORD, USER, orthanc_missing, start_orthanc
+from orthanc_server import PASSWORD, USER, dicom_instances, orthanc_missing, start_orthanc
 
 pytestmark = pytest.mark.skipif(orthanc_missing() is not None, reason=orthanc_missing() or "")
 
@@ -42,19 +41,12 @@ def world(tmp_path_factory):
     (drafts / "drafts.jsonl").write_text("\n".join(lines) + "\n")  # as `medvid draft` assembles it: no torn line
     measured = write_measurements(ingest_dir, states["drafted"][0])
     server = start_orthanc(base / "orthanc")
-    files = [p for p in sorted((base / "synth" / "dicom").rglob("*")) if p.is_file() and _instance(p)]
+    files = dicom_instances(base / "synth" / "dicom")
     assert server.upload(files) == len(files)
     yield {"ingest": ingest_dir, "drafts": drafts, "server": server, "measured": measured, **states,
            "dicom": {str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID): p for p in files}}
     server.stop()
 
-
-def _instance(path: Path) -> bool:
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:  # noqa: BLE001 - the export's text files
-        return False
-    return "SOPInstanceUID" in ds and ds.get("SOPClassUID") != "1.2.840.10008.1.3.10"
 
 
 def _push(world, *overrides: str, url: str | None = None) -> dict:

@@ -171,7 +171,8 @@ def build_report_sr(sections: Mapping[str, str], estimates: Mapping[str, float |
     sr = hd.sr.ComprehensiveSR(
         evidence=evidence or [study], content=root,
         series_instance_uid=sr_series_uid(study.StudyInstanceUID),
-        series_number=900, sop_instance_uid=sop_instance_uid or generate_uid(entropy_srcs=["medvid-sr", study_key, digest]),
+        series_number=900,
+        sop_instance_uid=sop_instance_uid or generate_uid(entropy_srcs=["medvid-sr", study_key, digest]),
         instance_number=1, manufacturer="medvid", is_complete=final, is_final=final, is_verified=final,
         verifying_observer_name=reviewer or None, verifying_organization="medvid review" if final else None,
         previous_versions=[_reference_dataset(predecessor, study)] if predecessor else None,
@@ -381,5 +382,5 @@ def _reference_dataset(ref: Reference, study: Dataset) -> Dataset:
 
 
 __all__ = ["Identity", "Measured", "PRIVATE_SCHEME", "Reference", "Signature", "build_report_sr", "clinical_round",
-           "measured_from_rows", "private_code", "pseudonymous_study_uid", "read_report_sr", "report_codes", "sr_series_uid",
-           "write_report_sr"]
+           "measured_from_rows", "private_code", "pseudonymous_study_uid", "read_report_sr", "report_codes",
+           "sr_series_uid", "write_report_sr"]

@@ -55,6 +55,20 @@ def section_info_nce(study: torch.Tensor, text: torch.Tensor, text_mask: torch.T
     return (F.cross_entropy(logits_st.float(), target) + F.cross_entropy(logits_ts.float(), target)) / 2
 
 
+def _global_batch(video: torch.Tensor, texts: torch.Tensor,
+                  text_mask: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check the MIL-NCE shapes (``video [B, D]``, ``texts [B, P, D]``, ``text_mask [B, P]`` with slot 0 valid) and
+    gather them over ranks: this rank's row offset, all clips, all texts ``[n, P, D]`` and their mask."""
+    B, P, D = texts.shape
+    if video.shape != (B, D) or text_mask.shape != (B, P):
+        raise ValueError(f"shapes disagree: video {tuple(video.shape)}, texts {tuple(texts.shape)}, "
+                         f"mask {tuple(text_mask.shape)}")
+    if not bool(text_mask[:, 0].all()):
+        raise ValueError("text slot 0 (the anchor) must be valid for every clip")
+    all_texts = gather_with_grad(texts.reshape(B, P * D)).reshape(-1, P, D)
+    return shard_offset(B), gather_with_grad(video), all_texts, gather_with_grad(text_mask.float()).bool()
+
+
 def mil_nce(video: torch.Tensor, texts: torch.Tensor, text_mask: torch.Tensor,
             scale: torch.Tensor | float) -> torch.Tensor:
     """MIL-NCE (Miech et al. 2020) with several positive texts per clip, symmetrised.
@@ -65,15 +79,7 @@ def mil_nce(video: torch.Tensor, texts: torch.Tensor, text_mask: torch.Tensor,
     The result is the mean of the two directions.
     """
     B, P, D = texts.shape
-    if video.shape != (B, D) or text_mask.shape != (B, P):
-        raise ValueError(f"shapes disagree: video {tuple(video.shape)}, texts {tuple(texts.shape)}, "
-                         f"mask {tuple(text_mask.shape)}")
-    if not bool(text_mask[:, 0].all()):
-        raise ValueError("text slot 0 (the anchor) must be valid for every clip")
-    offset = shard_offset(B)
-    all_video = gather_with_grad(video)
-    all_texts = gather_with_grad(texts.reshape(B, P * D)).reshape(-1, P, D)
-    all_mask = gather_with_grad(text_mask.float()).bool()
+    offset, all_video, all_texts, all_mask = _global_batch(video, texts, text_mask)
     n = all_texts.shape[0]
 
     logits = (scale * video @ all_texts.reshape(n * P, D).T).float()  # [B, n*P]
@@ -140,15 +146,7 @@ def aligned_mil_nce(video: torch.Tensor, texts: torch.Tensor, text_mask: torch.T
     text→clip: each text's InfoNCE weighted by its clip's ``w``. With ``dustbin`` → −∞ this is :func:`mil_nce`.
     """
     B, P, D = texts.shape
-    if video.shape != (B, D) or text_mask.shape != (B, P):
-        raise ValueError(f"shapes disagree: video {tuple(video.shape)}, texts {tuple(texts.shape)}, "
-                         f"mask {tuple(text_mask.shape)}")
-    if not bool(text_mask[:, 0].all()):
-        raise ValueError("text slot 0 (the anchor) must be valid for every clip")
-    offset = shard_offset(B)
-    all_video = gather_with_grad(video)
-    all_texts = gather_with_grad(texts.reshape(B, P * D)).reshape(-1, P, D)
-    all_mask = gather_with_grad(text_mask.float()).bool()
+    offset, all_video, all_texts, all_mask = _global_batch(video, texts, text_mask)
     n = all_texts.shape[0]
     rows = torch.arange(B, device=video.device)
     with torch.no_grad():
