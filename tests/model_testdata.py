@@ -2,6 +2,7 @@
 that more than one test file builds. Not a test module: test files import it by name."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -36,6 +37,22 @@ def echoprime_reference() -> nn.Module:
     model = mvit_v2_s(weights=None)
     model.head[-1] = nn.Linear(768, 512)
     return model
+
+
+def import_tiny_echoprime(folder: Path) -> tuple[Path, Path]:
+    """EchoPrime's encoder and view classifier with random weights in the publisher's layout, imported through
+    ``medvid import`` into ``folder/echoprime`` and ``folder/echoprime-view`` (returned)."""
+    from typer.testing import CliRunner
+
+    from medvid.cli import app
+    from medvid.models.importers import echoprime_view_classifier
+
+    for family, factory, name in (("echoprime", echoprime_reference, "echo_prime_encoder.pt"),
+                                  ("echoprime-view", echoprime_view_classifier, "view_classifier.pt")):
+        torch.save(random_weights(factory, 4).state_dict(), folder / name)
+        r = CliRunner().invoke(app, ["import", family, str(folder / name), "--out", str(folder / family)])
+        assert r.exit_code == 0, r.output
+    return folder / "echoprime", folder / "echoprime-view"
 
 
 # --- SurgVLP / HecVL / PeskaVLP (surgvlp/codes/models/backbones, tests/config_*.py) -----------

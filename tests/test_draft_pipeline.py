@@ -284,33 +284,17 @@ def test_imported_echoprime_builds_a_bank_and_drafts(tmp_path):
     ``bank build`` -> ``draft``: loops are fed as the recorded contract says (16 frames every 2nd, 224²,
     bicubic, zeros after a short loop; the view classifier its first frame), sections come through the
     shipped section x view table (EchoPrime's is static). ~2-4 min on 2 cores (mViT-v2-S at 16 x 224²)."""
-    from typer.testing import CliRunner
-
     from echo_testdata import ingest
-    from medvid.cli import app
     from medvid.pipelines import bank as bank_job, draft as job
     from medvid.report.encode import Encoding, load_encoder, loop_clips
     from medvid.synth.echo import synthesize
-    from model_testdata import echoprime_reference, random_weights
-
-    def view_reference():
-        from torchvision.models import convnext_base
-
-        model = convnext_base(weights=None)
-        model.classifier[-1] = torch.nn.Linear(1024, 11)
-        return model
+    from model_testdata import import_tiny_echoprime
 
     synth = tmp_path / "synth"
     synthesize(synth, studies=3, seed=4, loops_per_study=1, rows=64, cols=80, frames_range=(20, 40),
                still_fraction=0.0)
     ingest(synth / "dicom", tmp_path / "ingest", f"reports={synth / 'reports.csv'}", f"labels={synth / 'labels.csv'}")
-    runner = CliRunner()
-    for family, factory, name in (("echoprime", echoprime_reference, "echo_prime_encoder.pt"),
-                                  ("echoprime-view", view_reference, "view_classifier.pt")):
-        torch.save(random_weights(factory, 4).state_dict(), tmp_path / name)
-        r = runner.invoke(app, ["import", family, str(tmp_path / name), "--out", str(tmp_path / family)])
-        assert r.exit_code == 0, r.output
-    model, views = tmp_path / "echoprime", tmp_path / "echoprime-view"
+    model, views = import_tiny_echoprime(tmp_path)
 
     encoder = load_encoder(str(model), str(views), torch.device("cpu"))
     assert encoder.path == "clips" and encoder.needs_view_clips and encoder.embed_dim == 512
@@ -331,7 +315,7 @@ def test_imported_echoprime_builds_a_bank_and_drafts(tmp_path):
         assert row["sections"] and all(sec["text"] for sec in row["sections"].values())
         assert {v["view_source"] for v in row["videos"]} == {"classifier"}
         assert row["provenance"]["model"]["name"] == "echoprime"
-    with pytest.raises(MedvidError, match="no text tower"):
+    with pytest.raises(MedvidError, match="no text encoder: import it with text_encoder="):
         job.run(load_config(job.Config, "draft", None, [
             f"input={tmp_path / 'ingest'}", f"bank={tmp_path / 'bank'}", f"out={tmp_path / 'out2'}",
             f"findings={REPO / 'configs' / 'prompts' / 'echo_findings.yaml'}", *common]))
