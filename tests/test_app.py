@@ -446,6 +446,7 @@ def test_an_export_stays_tied_to_its_version(outputs, monkeypatch, tmp_path):
     at.button(key="export").click().run()
     final = (reviewed / f"{key}.v1.txt").read_text()
     assert final.startswith("FINAL") and "review version 1" in final
+    assert "Estimates by medvid (not measured):\n  ef: 35 %\n" in final  # labelled an estimate, whole percent
     at.toggle(key=f"amend::{key}").set_value(True).run()
     at.text_input(key=f"reason::{key}").set_value("typo").run()
     at.text_area(key=f"sec::{key}::Left Ventricle").set_value("Amended text.")

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 from pydicom.valuerep import validate_value
 
 from medvid.errors import MedvidError, PathRefused
+from medvid.report.phenotypes import clinical_value
 from medvid.report.sr import Signature
 from medvid.utils import atomic_write_text, resolve_under, valid_key
 
@@ -291,6 +292,7 @@ def reviewed_text(review: dict[str, Any], phenotypes: dict[str, Any]) -> str:
         lines.append(f"Amends version {amendment.get('amends')}: {amendment.get('reason')}")
     lines.append("")
     lines += [f"{name}: {text}" for name, text in (review.get("sections") or {}).items()]
-    if phenotypes:
-        lines += ["", "Phenotypes:"] + [f"  {name}: {value}" for name, value in phenotypes.items()]
+    if phenotypes:  # model estimates, never measurements: at clinical precision and said so
+        lines += ["", "Estimates by medvid (not measured):"] + [f"  {name}: {clinical_value(name, float(value))}"
+                                                               for name, value in phenotypes.items()]
     return "\n".join(lines) + "\n"
